@@ -1,0 +1,163 @@
+"""Backend registry: which implementation of an op serves a call.
+
+Three backends implement the ops of :mod:`s2s_fast.functional`, each as a subpackage of ``s2s_fast``:
+
+- ``"reference"``: pure PyTorch, any device; the ground truth of every test.
+- ``"triton"``: fused Triton kernels; CUDA tensors, or CPU tensors when ``TRITON_INTERPRET=1``.
+- ``"cuda"``: the compiled extension ``s2s_fast._C``; CUDA tensors when the extension was built.
+
+A backend subpackage exposes three names:
+
+- ``unavailable_reason(device) -> str | None``: ``None`` when the backend can run on tensors of ``device``,
+  else a sentence saying why not and what to do about it.
+- ``OPS``: ``dict[str, callable]`` from op name (see ``OP_NAMES``) to an implementation taking exactly the
+  arguments of the functional entry point, minus ``backend``, already validated.
+- ``LIMITS``: ``dict[str, callable]`` from op name to a check taking the same arguments and returning ``None``
+  when the implementation can serve the call, else the limit it hits (dtype, size, ...). Optional per op.
+
+A backend that implements ``lstm_cell`` but not ``lstm_layer`` (likewise GRU) serves the layer by running the
+reference time loop around its own cell.
+
+Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
+environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors and
+reference alone for CPU tensors, skipping a backend that is unavailable or whose limit check refuses the call; an
+explicit choice that cannot serve the call raises ``RuntimeError`` saying why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import importlib
+import os
+from typing import Callable, Iterator
+
+import torch
+
+BACKEND_NAMES = ("cuda", "triton", "reference")
+VALID_NAMES = ("auto",) + BACKEND_NAMES
+OP_NAMES = (
+    "lstm_cell",
+    "gru_cell",
+    "lstm_layer",
+    "gru_layer",
+    "additive_attention",
+    "dot_attention",
+)
+ENV_VAR = "S2S_FAST_BACKEND"
+
+# Layer ops a backend may serve by looping its cell op in the reference time loop.
+_LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
+
+_global_choice: str | None = None
+_context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar("s2s_fast_backend", default=None)
+
+
+def _check_name(name: str, source: str) -> str:
+    if not isinstance(name, str) or name.lower() not in VALID_NAMES:
+        raise ValueError(f"unknown backend {name!r} from {source}; valid names are {', '.join(VALID_NAMES)}")
+    return name.lower()
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str):
+    """Import the backend subpackage; an import failure makes the backend unavailable, with the reason kept."""
+    try:
+        return importlib.import_module(f"s2s_fast.{name}"), None
+    except ImportError as error:
+        return None, f"backend {name!r} could not be imported: {error}"
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def unavailable_reason(name: str, device: torch.device | str | None = None) -> str | None:
+    """Why backend ``name`` cannot run on ``device`` (default: cuda if present, else cpu), or None if it can."""
+    name = _check_name(name, "the name argument")
+    if name == "auto":
+        return None
+    device = _default_device() if device is None else torch.device(device)
+    module, import_error = _load(name)
+    if module is None:
+        return import_error
+    return module.unavailable_reason(device)
+
+
+def available_backends(device: torch.device | str | None = None) -> list[str]:
+    """Backends that can run on ``device`` (default: cuda if present, else cpu), in auto's order of preference."""
+    return [name for name in BACKEND_NAMES if unavailable_reason(name, device) is None]
+
+
+def set_backend(name: str | None) -> None:
+    """Set the process-wide backend; ``None`` clears it (back to the environment variable or auto)."""
+    global _global_choice
+    _global_choice = None if name is None else _check_name(name, "set_backend")
+
+
+def get_backend() -> str:
+    """The backend name in effect here when no ``backend=`` argument is given (may be ``"auto"``)."""
+    choice = _context_choice.get()
+    if choice is not None:
+        return choice
+    if _global_choice is not None:
+        return _global_choice
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return _check_name(env, f"environment variable {ENV_VAR}")
+    return "auto"
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager selecting ``name`` for the ops called inside it (per thread and task)."""
+    token = _context_choice.set(_check_name(name, "use_backend"))
+    try:
+        yield
+    finally:
+        _context_choice.reset(token)
+
+
+def _implementation(module, op: str, args: tuple) -> tuple[Callable | None, str | None]:
+    """The backend module's implementation of ``op`` and the limit it hits on ``args`` (None if it serves)."""
+    impl = module.OPS.get(op)
+    if impl is not None:
+        limit = getattr(module, "LIMITS", {}).get(op)
+        return impl, (limit(*args) if limit is not None else None)
+    cell_op = _LAYER_FROM_CELL.get(op)
+    if cell_op is None or cell_op not in module.OPS:
+        return None, f"it does not implement {op}"
+    from s2s_fast import reference
+
+    cell = module.OPS[cell_op]
+    cell_limit = getattr(module, "LIMITS", {}).get(cell_op)
+    limit = cell_limit(*reference.first_step_cell_args(op, args)) if cell_limit is not None else None
+    return functools.partial(reference.OPS[op], cell=cell), limit
+
+
+def resolve(op: str, device: torch.device, args: tuple, backend: str | None = None) -> tuple[str, Callable]:
+    """Pick the backend for one call of ``op`` on tensors of ``device``; returns (name, implementation).
+
+    ``args`` are the validated functional arguments (without ``backend``), passed to the limit checks.
+    """
+    name = get_backend() if backend is None else _check_name(backend, "the backend argument")
+    if name != "auto":
+        reason = unavailable_reason(name, device)
+        if reason is None:
+            impl, limit = _implementation(_load(name)[0], op, args)
+            if limit is None:
+                return name, impl
+            reason = limit
+        raise RuntimeError(f"backend {name!r} cannot serve {op} on {device.type}: {reason}")
+    candidates = BACKEND_NAMES if device.type == "cuda" else ("reference",)
+    reasons = []
+    for candidate in candidates:
+        reason = unavailable_reason(candidate, device)
+        if reason is None:
+            impl, limit = _implementation(_load(candidate)[0], op, args)
+            if limit is None:
+                return candidate, impl
+            reason = limit
+        reasons.append(f"{candidate}: {reason}")
+    raise RuntimeError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))

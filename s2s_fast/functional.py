@@ -1,0 +1,258 @@
+"""Public ops. Each validates its inputs once, here, then dispatches to a backend (see :mod:`s2s_fast.backends`).
+
+Every op accepts ``backend=None | "auto" | "cuda" | "triton" | "reference"``. Floating inputs of one call share one
+dtype (float16, bfloat16, float32 or float64) and one device. Under autocast, floating inputs are first cast to the
+autocast dtype, as torch's own RNN cells do.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import backends
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def _fmt(shape: Sequence) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def _require_tensor(op: str, name: str, value, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, torch.Tensor):
+        what = "a tensor or None" if optional else "a tensor"
+        raise TypeError(f"{op}: {name} must be {what}, got {type(value).__name__}")
+
+
+def _require_shape(op: str, name: str, t: torch.Tensor | None, expected: Sequence, meaning: str) -> None:
+    if t is not None and tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{op}: {name} must have shape {meaning} = {_fmt(expected)}, got {_shape(t)}")
+
+
+def _require_dim(op: str, name: str, t: torch.Tensor, dims: Sequence[int], meaning: str) -> None:
+    if t.dim() not in dims:
+        raise ValueError(f"{op}: {name} must be {meaning}, got a {t.dim()}-d tensor of shape {_shape(t)}")
+
+
+def _float_tensors(op: str, named: dict) -> tuple[torch.dtype, torch.device]:
+    """Check floating tensors (None skipped) share one supported dtype and one device; return them."""
+    present = {name: t for name, t in named.items() if t is not None}
+    first_name, first = next(iter(present.items()))
+    for name, t in present.items():
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+        if t.dtype != first.dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {first.dtype}; "
+                            "all floating inputs must share one dtype")
+        if t.device != first.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
+                             "all inputs must be on one device")
+    return first.dtype, first.device
+
+
+def _autocast(tensors: tuple) -> tuple:
+    """Cast floating tensors to the autocast dtype when autocast is on for their device."""
+    first = next(t for t in tensors if isinstance(t, torch.Tensor))
+    device_type = first.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
+
+
+def _check_mask(op: str, mask, batch: int, keys: int, device: torch.device) -> None:
+    _require_tensor(op, "mask", mask, optional=True)
+    if mask is None:
+        return
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{op}: mask must be a bool tensor (True = attend), got {mask.dtype}")
+    _require_shape(op, "mask", mask, (batch, keys), "[B, Tk]")
+    if mask.device != device:
+        raise ValueError(f"{op}: mask is on {mask.device} but the other inputs are on {device}")
+
+
+def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.device):
+    """Validate per-row lengths and return them as int64 on ``device`` (None stays None)."""
+    _require_tensor(op, "lengths", lengths, optional=True)
+    if lengths is None:
+        return None
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"{op}: lengths must be an integer tensor, got {lengths.dtype}")
+    _require_shape(op, "lengths", lengths, (batch,), "[B]")
+    host = lengths.detach().cpu()
+    if batch and (host.min() < 0 or host.max() > steps):
+        raise ValueError(f"{op}: lengths must lie in [0, T] = [0, {steps}], got min {int(host.min())} "
+                         f"and max {int(host.max())}")
+    return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
+
+
+def _check_cell(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=None) -> None:
+    names = dict(input=input, hx=hx, cx=cx, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
+                 bias_hh=bias_hh)
+    for name, value in names.items():
+        _require_tensor(op, name, value, optional=name in ("bias_ih", "bias_hh") or (name == "cx" and gates == 3))
+    _float_tensors(op, names)
+    _require_dim(op, "input", input, (2,), "[B, I] (2-d)")
+    _require_dim(op, "weight_hh", weight_hh, (2,), f"[{gates}H, H] (2-d)")
+    hidden = weight_hh.shape[1]
+    batch, input_size = input.shape
+    _require_shape(op, "weight_hh", weight_hh, (gates * hidden, hidden), f"[{gates}H, H] with H = {hidden}")
+    _require_shape(op, "weight_ih", weight_ih, (gates * hidden, input_size), f"[{gates}H, I] (I from input)")
+    _require_shape(op, "bias_ih", bias_ih, (gates * hidden,), f"[{gates}H]")
+    _require_shape(op, "bias_hh", bias_hh, (gates * hidden,), f"[{gates}H]")
+    _require_shape(op, "hx", hx, (batch, hidden), "[B, H] (B from input, H from weight_hh)")
+    _require_shape(op, "cx", cx, (batch, hidden), "[B, H] (B from input, H from weight_hh)")
+
+
+def _dispatch(op: str, device: torch.device, args: tuple, backend: str | None):
+    _, impl = backends.resolve(op, device, args, backend)
+    return impl(*args)
+
+
+def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, backend=None):
+    """One LSTM step with torch.nn.LSTMCell's gate order (i, f, g, o).
+
+    Args:
+        input: [B, I]. hx, cx: [B, H]. weight_ih: [4H, I]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
+        backend: backend name; None follows the current selection (see s2s_fast.backends).
+
+    Returns:
+        (hy [B, H], cy [B, H]).
+    """
+    args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
+    _check_cell("lstm_cell", 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=cx)
+    args = _autocast(args)
+    return _dispatch("lstm_cell", input.device, args, backend)
+
+
+def gru_cell(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, backend=None):
+    """One GRU step with torch.nn.GRUCell's gate order (r, z, n).
+
+    Args:
+        input: [B, I]. hx: [B, H]. weight_ih: [3H, I]. weight_hh: [3H, H]. bias_ih, bias_hh: [3H] or None.
+        backend: backend name; None follows the current selection.
+
+    Returns:
+        hy [B, H].
+    """
+    args = (input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
+    _check_cell("gru_cell", 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
+    args = _autocast(args)
+    return _dispatch("gru_cell", input.device, args, backend)
+
+
+def _check_layer(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
+                 cx=None):
+    _require_tensor(op, "input", input)
+    _require_dim(op, "input", input, (3,), "[T, B, I] (3-d, time-major)")
+    if not isinstance(reverse, bool):
+        raise TypeError(f"{op}: reverse must be a bool, got {type(reverse).__name__}")
+    step_input = input[0] if input.shape[0] else input.new_zeros(input.shape[1:])
+    _check_cell(op, gates, step_input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=cx)
+    return _check_lengths(op, lengths, input.shape[1], input.shape[0], input.device)
+
+
+def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False, *,
+               backend=None):
+    """One LSTM layer, one direction, over a padded time-major sequence.
+
+    Row b runs steps 0..lengths[b]-1 (reverse: lengths[b]-1..0); its output is zero past its end and its final
+    state is taken after its last valid step (the initial state when its length is 0).
+
+    Args:
+        input: [T, B, I]. hx, cx: [B, H] initial state. weight_ih: [4H, I]. weight_hh: [4H, H].
+        bias_ih, bias_hh: [4H] or None. lengths: integer [B] in [0, T], on any device, or None (all T).
+        reverse: run from each row's last valid step back to step 0.
+        backend: backend name; None follows the current selection.
+
+    Returns:
+        (output [T, B, H], hy [B, H], cy [B, H]).
+    """
+    lengths = _check_layer("lstm_layer", 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
+                           cx=cx)
+    args = _autocast((input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)) + (lengths, reverse)
+    return _dispatch("lstm_layer", input.device, args, backend)
+
+
+def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False, *,
+              backend=None):
+    """One GRU layer, one direction, over a padded time-major sequence (lengths as in lstm_layer).
+
+    Args:
+        input: [T, B, I]. hx: [B, H]. weight_ih: [3H, I]. weight_hh: [3H, H]. bias_ih, bias_hh: [3H] or None.
+        lengths: integer [B] in [0, T] or None. reverse: run backwards. backend: backend name or None.
+
+    Returns:
+        (output [T, B, H], hy [B, H]).
+    """
+    lengths = _check_layer("gru_layer", 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
+    args = _autocast((input, hx, weight_ih, weight_hh, bias_ih, bias_hh)) + (lengths, reverse)
+    return _dispatch("gru_layer", input.device, args, backend)
+
+
+def _check_attention(op: str, query, keys, values, mask, query_name: str, key_name: str, extra: dict) -> None:
+    for name, value in ((query_name, query), (key_name, keys), ("values", values), *extra.items()):
+        _require_tensor(op, name, value)
+    _, device = _float_tensors(op, {query_name: query, key_name: keys, "values": values, **extra})
+    _require_dim(op, query_name, query, (2, 3), "[B, D] (one query per row) or [B, Tq, D] (3-d)")
+    _require_dim(op, key_name, keys, (3,), "[B, Tk, D] (3-d)")
+    _require_dim(op, "values", values, (3,), "[B, Tk, Dv] (3-d)")
+    batch, key_len, width = keys.shape
+    if query.shape[0] != batch or query.shape[-1] != width:
+        expected = "[B, D]" if query.dim() == 2 else "[B, Tq, D]"
+        raise ValueError(f"{op}: {query_name} must have shape {expected} with B = {batch} and D = {width} "
+                         f"(from {key_name} {_shape(keys)}), got {_shape(query)}")
+    if values.shape[:2] != (batch, key_len):
+        raise ValueError(f"{op}: values must have shape [B, Tk, Dv] with B = {batch} and Tk = {key_len} "
+                         f"(from {key_name}), got {_shape(values)}")
+    _check_mask(op, mask, batch, key_len, device)
+
+
+def additive_attention(query_proj, key_proj, v, values, mask=None, *, backend=None):
+    """Additive (Bahdanau) attention over projected queries and keys.
+
+    scores[b, q, k] = sum_a v[a] * tanh(query_proj[b, q, a] + key_proj[b, k, a]); weights = softmax over k of the
+    scores, with masked keys left out; context = weights @ values. A row with no valid key gives all-zero weights
+    and a zero context.
+
+    Args:
+        query_proj: [B, A] (one query per row, a decoder step) or [B, Tq, A].
+        key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
+        mask: bool [B, Tk], True = attend, or None (all keys).
+        backend: backend name; None follows the current selection.
+
+    Returns:
+        (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
+    """
+    op = "additive_attention"
+    _check_attention(op, query_proj, key_proj, values, mask, "query_proj", "key_proj", {"v": v})
+    _require_shape(op, "v", v, (key_proj.shape[-1],), "[A] (A from key_proj)")
+    args = _autocast((query_proj, key_proj, v, values)) + (mask,)
+    return _dispatch(op, query_proj.device, args, backend)
+
+
+def dot_attention(query, keys, values, mask=None, *, backend=None):
+    """Dot-product (Luong) attention: scores[b, q, k] = query[b, q] . keys[b, k], masked softmax, weighted sum.
+
+    Luong's "dot" score passes the encoder states as keys; his "general" score passes keys projected by W_a
+    (see s2s_fast.nn.LuongAttention). Masking and empty rows as in additive_attention.
+
+    Args:
+        query: [B, D] or [B, Tq, D]. keys: [B, Tk, D]. values: [B, Tk, Dv]. mask: bool [B, Tk] or None.
+        backend: backend name; None follows the current selection.
+
+    Returns:
+        (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
+    """
+    op = "dot_attention"
+    _check_attention(op, query, keys, values, mask, "query", "keys", {})
+    args = _autocast((query, keys, values)) + (mask,)
+    return _dispatch(op, query.device, args, backend)

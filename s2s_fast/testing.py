@@ -1,0 +1,94 @@
+"""Helpers shared by the tests and the benchmarks: tolerances per dtype, and forward+backward comparisons.
+
+Tolerances live here and nowhere else. A backend is compared with the reference on every output and on the
+gradient of every differentiable input, driven by random upstream gradients on every output.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+# (rtol, atol) for comparing a backend with the reference computed in the same dtype.
+TOLERANCES = {
+    torch.float64: (1e-7, 1e-9),
+    torch.float32: (2e-4, 2e-5),
+    torch.float16: (2e-2, 2e-3),
+    torch.bfloat16: (5e-2, 1e-2),
+}
+# A low-precision kernel's error against a float64 reference may be at most this multiple of the error of the
+# reference run in the same low precision.
+LOW_PRECISION_ERROR_RATIO = 2.0
+
+
+def tolerance(dtype: torch.dtype) -> dict:
+    rtol, atol = TOLERANCES[dtype]
+    return {"rtol": rtol, "atol": atol}
+
+
+def poison_(tensor: torch.Tensor) -> torch.Tensor:
+    """Fill a fresh tensor with NaN (floating) or an out-of-range value, so an element left unwritten shows."""
+    if tensor.is_floating_point():
+        return tensor.fill_(float("nan"))
+    return tensor.fill_(torch.iinfo(tensor.dtype).max if tensor.dtype != torch.bool else True)
+
+
+def _as_tuple(outputs) -> tuple:
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def forward_backward(fn: Callable, inputs: Mapping[str, object], upstream: Sequence[torch.Tensor] | None = None,
+                     seed: int = 0):
+    """Run ``fn(**inputs)`` on fresh leaf copies of the floating inputs and backpropagate.
+
+    Upstream gradients are random (seeded) unless given. Returns (outputs, gradients by input name, upstream);
+    an input that gets no gradient maps to None.
+    """
+    leaves = {}
+    for name, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            leaves[name] = value.detach().clone().requires_grad_(True)
+        else:
+            leaves[name] = value
+    outputs = _as_tuple(fn(**leaves))
+    if upstream is None:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        upstream = [torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o.device, o.dtype)
+                    for o in outputs]
+    differentiable = [(o, g) for o, g in zip(outputs, upstream) if o.requires_grad]
+    if differentiable:
+        torch.autograd.backward([o for o, _ in differentiable], [g for _, g in differentiable])
+    grads = {name: (leaf.grad if isinstance(leaf, torch.Tensor) and leaf.requires_grad else None)
+             for name, leaf in leaves.items() if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()}
+    return tuple(o.detach() for o in outputs), grads, upstream
+
+
+def compare_with_reference(fn: Callable, reference_fn: Callable, inputs: Mapping[str, object], seed: int = 0,
+                           rtol: float | None = None, atol: float | None = None) -> None:
+    """Assert ``fn`` matches ``reference_fn`` on every output and on every input gradient.
+
+    Both run on the same inputs with the same random upstream gradients; tolerances default to the dtype's.
+    """
+    ref_out, ref_grads, upstream = forward_backward(reference_fn, inputs, seed=seed)
+    out, grads, _ = forward_backward(fn, inputs, upstream=upstream)
+    dtype = next(o.dtype for o in ref_out if o.is_floating_point())
+    default = tolerance(dtype)
+    tol = {"rtol": default["rtol"] if rtol is None else rtol, "atol": default["atol"] if atol is None else atol}
+    assert len(out) == len(ref_out), f"{len(out)} outputs, reference has {len(ref_out)}"
+    for index, (actual, expected) in enumerate(zip(out, ref_out)):
+        torch.testing.assert_close(actual, expected, **tol, msg=lambda m, i=index: f"output {i}: {m}")
+    for name, expected in ref_grads.items():
+        actual = grads[name]
+        if expected is None:
+            assert actual is None or torch.count_nonzero(actual) == 0, f"gradient of {name} should be None"
+            continue
+        assert actual is not None, f"no gradient reached {name}"
+        torch.testing.assert_close(actual, expected, **tol, msg=lambda m, n=name: f"gradient of {n}: {m}")
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max(|expected|, tiny), in float64."""
+    expected = expected.double()
+    scale = expected.abs().max().clamp_min(1e-30)
+    return float((actual.double() - expected).abs().max() / scale)

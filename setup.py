@@ -1,0 +1,58 @@
+"""Builds the CUDA extension s2s_fast._C from csrc/ when torch has CUDA and nvcc is found; else pure Python.
+
+Environment knobs: S2S_FAST_BUILD_CUDA=0 skips the extension, =1 requires it (the build fails, saying why, when it
+cannot be built); unset, it is built when possible. TORCH_CUDA_ARCH_LIST is ignored: the gencode flags below are used.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+GENCODE = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90"]
+
+
+def _why_no_extension():
+    if not glob.glob("csrc/*.cu"):
+        return "csrc/ has no kernels"
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME
+    except ImportError:
+        return "torch is not installed"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU build"
+    if CUDA_HOME is None:
+        return "nvcc was not found (set CUDA_HOME)"
+    return None
+
+
+def _extension_kwargs():
+    mode = os.environ.get("S2S_FAST_BUILD_CUDA", "auto").strip().lower()
+    if mode in ("0", "false", "no", "off"):
+        print("s2s_fast: S2S_FAST_BUILD_CUDA=0, building without the CUDA extension", file=sys.stderr)
+        return {}
+    reason = _why_no_extension()
+    if reason is not None:
+        if mode in ("1", "true", "yes", "on"):
+            raise SystemExit(f"s2s_fast: S2S_FAST_BUILD_CUDA=1 but the CUDA extension cannot be built: {reason}")
+        print(f"s2s_fast: building without the CUDA extension ({reason}); "
+              "the reference and triton backends are installed", file=sys.stderr)
+        return {}
+    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+
+    sources = sorted(glob.glob("csrc/*.cu") + glob.glob("csrc/*.cpp"))
+    extension = CUDAExtension(
+        "s2s_fast._C",
+        sources,
+        include_dirs=[os.path.abspath("csrc")],
+        extra_compile_args={
+            "cxx": ["-O3", "-std=c++17"],
+            "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", *GENCODE],
+        },
+    )
+    return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)}}
+
+
+setup(**_extension_kwargs())

@@ -1,0 +1,20 @@
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_reset_backend():
+    import s2s_fast
+
+    torch.manual_seed(0)
+    yield
+    s2s_fast.set_backend(None)
