@@ -40,7 +40,7 @@ def _initial_state(module, hx, batch: int, like: torch.Tensor, batched: bool, is
     return tuple(normalised) if is_lstm else normalised[0]
 
 
-def _layer_weights(module, layer: int, direction: int) -> tuple:
+def layer_weights(module, layer: int, direction: int) -> tuple:
     suffix = f"l{layer}" + ("_reverse" if direction else "")
     weight_ih = getattr(module, f"weight_ih_{suffix}")
     weight_hh = getattr(module, f"weight_hh_{suffix}")
@@ -59,7 +59,7 @@ def _run_layers(module, input: torch.Tensor, lengths, state, is_lstm: bool):
         outputs = []
         for direction in range(directions):
             index = layer * directions + direction
-            weights = _layer_weights(module, layer, direction)
+            weights = layer_weights(module, layer, direction)
             if is_lstm:
                 output, h, c = F.lstm_layer(layer_input, h_0[index], c_0[index], *weights, lengths=lengths,
                                             reverse=bool(direction), backend=module.backend)
