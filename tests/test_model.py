@@ -137,3 +137,14 @@ def test_learns_to_reverse_sequences():
     hypotheses = model.generate(batch.src, batch.src_lengths)
     accuracy = sum(h == target for h, (_, target) in zip(hypotheses, held_out)) / len(held_out)
     assert accuracy >= 0.95, accuracy
+
+
+def test_presets_build_models():
+    from s2s_fast.models import PRESETS, preset_config
+
+    for name in PRESETS:
+        config = preset_config(name, 30, 40, dropout=0.0)
+        assert config.dropout == 0.0 and config.src_vocab_size == 30
+        Seq2Seq(config)
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset_config("huge", 3, 3)
