@@ -1,9 +1,18 @@
-"""The s2s-fast command line (also ``python -m s2s_fast``)."""
+"""The s2s-fast command line (also ``python -m s2s_fast``): train, decode, evaluate, demo.
+
+User errors (missing files, misaligned data, bad settings) end with one line on stderr and exit status 1; set
+S2S_FAST_DEBUG=1 to see the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
+
+SPLITS = ("train", "dev", "test")
 
 
 def _demo(args) -> int:
@@ -11,6 +20,180 @@ def _demo(args) -> int:
 
     run_demo(task=args.task, seconds=args.seconds, device=args.device)
     return 0
+
+
+def _parse_model_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (a Seq2SeqConfig field), got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip().replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip().replace("-", "_"), value
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .data import TASK_NAMES
+    from .train import LR_SCHEDULES, PRECISIONS, PROGRESS
+
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="YAML or JSON file of settings (names as below, with - or _); flags win")
+    add("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
+    data = parser.add_argument_group("task and data")
+    data.add_argument("--task", choices=TASK_NAMES, help="g2p (CMUdict, default), parallel (text files) or a toy "
+                      "task")
+    data.add_argument("--output-dir", metavar="DIR", help="where checkpoints, logs and the resolved config go")
+    for split in SPLITS:
+        for side, what in (("src", "source"), ("tgt", "target")):
+            data.add_argument(f"--{split}-{side}", metavar="FILE",
+                              help=f"parallel: {split} {what} sentences, one per line")
+    data.add_argument("--src-spm", metavar="MODEL", help="parallel: a trained sentencepiece model for the source "
+                      "(default: trained on --train-src)")
+    data.add_argument("--tgt-spm", metavar="MODEL", help="parallel: the same for the target")
+    data.add_argument("--spm-vocab-size", type=int, help="parallel: pieces per trained sentencepiece model (8000)")
+    data.add_argument("--spm-model-type", choices=("unigram", "bpe", "char", "word"), help="parallel (unigram)")
+    data.add_argument("--max-length", type=int, help="parallel: drop training pairs longer (in pieces) (100)")
+    for name, help_text in (("symbols", "distinct symbols (10)"), ("min-len", "shortest sequence (3)"),
+                            ("max-len", "longest sequence (12)"), ("train-size", "training sequences (20000)"),
+                            ("eval-size", "dev and test sequences (500)"), ("seed", "data seed (0)")):
+        data.add_argument(f"--toy-{name}", type=int, help=f"toy tasks: {help_text}")
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", help="model preset from s2s_fast.models.PRESETS (g2p: g2p, parallel: "
+                       "translation, toy tasks: a small built-in model)")
+    model.add_argument("--model", metavar="KEY=VALUE", type=_parse_model_override, action="append",
+                       help="override a Seq2SeqConfig field, e.g. --model attention=none --model hidden_size=512 "
+                       "(repeatable)")
+    optim = parser.add_argument_group("optimisation (defaults depend on the task; see README)")
+    optim.add_argument("--max-steps", type=int, help="optimizer steps to train for")
+    optim.add_argument("--batch-tokens", type=int, help="padded tokens per batch (length-bucketed)")
+    optim.add_argument("--max-batch-size", type=int, help="cap on sentences per batch")
+    optim.add_argument("--lr", type=float, help="peak learning rate of AdamW")
+    optim.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="decay after warm-up (cosine)")
+    optim.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
+    optim.add_argument("--decay-steps", type=int, help="step at which decay ends (default: --max-steps)")
+    optim.add_argument("--min-lr-ratio", type=float, help="final learning rate / peak (0.02)")
+    optim.add_argument("--weight-decay", type=float, help="AdamW weight decay of matrices (0.01)")
+    optim.add_argument("--adam-betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="(0.9 0.98)")
+    optim.add_argument("--label-smoothing", type=float, help="(0.1)")
+    optim.add_argument("--clip-norm", type=float, help="gradient norm clipping, 0 disables (1.0)")
+    optim.add_argument("--sampling-rate", type=float, help="scheduled sampling rate, 0 = teacher forcing (0)")
+    optim.add_argument("--sampling-warmup-steps", type=int, help="steps over which the rate ramps up from 0 (0)")
+    evaluation = parser.add_argument_group("dev evaluation and checkpoints")
+    evaluation.add_argument("--eval-every", type=int, help="evaluate on dev every N steps (0: never)")
+    evaluation.add_argument("--save-every", type=int, help="checkpoint every N steps (default: --eval-every)")
+    evaluation.add_argument("--patience", type=int, help="stop after N evaluations without improvement (0: never)")
+    evaluation.add_argument("--eval-beam-size", type=int, help="beam size of dev evaluations (1)")
+    evaluation.add_argument("--eval-max-examples", type=int, help="evaluate on an evenly spread dev subset")
+    evaluation.add_argument("--keep-checkpoints", type=int, help="recent checkpoints kept besides the best (1)")
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--device", help="auto (cuda if present), cpu or cuda")
+    runtime.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast on GPUs, fp32 on CPUs")
+    runtime.add_argument("--seed", type=int, help="(0)")
+    runtime.add_argument("--threads", type=int, help="torch CPU threads")
+    runtime.add_argument("--log-every", type=int, help="log loss and tokens/s every N steps (100)")
+    runtime.add_argument("--progress", choices=PROGRESS, help="tqdm progress bar (auto: on a terminal)")
+
+
+def _train(args) -> int:
+    from .train import TrainConfig, read_config_file, train
+
+    explicit = read_config_file(args.config) if "config" in args else {}
+    explicit = {key.replace("-", "_"): value for key, value in explicit.items()}
+    flags = {key: value for key, value in vars(args).items() if key not in ("handler", "command", "config",
+                                                                             "resume")}
+    if "model" in flags:
+        flags["model"] = {**explicit.get("model", {}), **dict(flags["model"])}
+    explicit.update(flags)
+    config = TrainConfig.from_dict(explicit, args.config if "config" in args else "flags")
+    train(config, resume=getattr(args, "resume", False), explicit=explicit)
+    return 0
+
+
+def _read_inputs(path: str | None) -> list[str]:
+    if path is None or path == "-":
+        lines, name = sys.stdin.read().splitlines(), "stdin"
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"{path}: no such input file")
+        lines, name = file.read_text(encoding="utf-8").splitlines(), path
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise ValueError(f"{name}:{number}: empty line (one input per line)")
+    if not lines:
+        raise ValueError(f"{name}: no input lines")
+    return lines
+
+
+def _decode(args) -> int:
+    import torch
+
+    from .checkpoint import find_checkpoint, load_checkpoint
+    from .evaluate import plot_attention, translate
+    from .train import resolve_device
+
+    checkpoint = find_checkpoint(args.run, args.checkpoint)
+    model, task, _ = load_checkpoint(checkpoint, resolve_device(args.device))
+    lines = _read_inputs(args.input)
+    sources = []
+    for number, line in enumerate(lines, 1):
+        try:
+            sources.append(task.encode_source(line))
+        except ValueError as error:
+            raise ValueError(f"{args.input or 'stdin'}:{number}: {error}") from None
+    want_attention = args.attention_plot is not None
+    if want_attention and model.attention is None:
+        raise ValueError("--attention-plot: this model has no attention (attention='none')")
+    with torch.no_grad():
+        hypotheses, attentions = translate(model, sources, beam_size=args.beam_size,
+                                           length_penalty=args.length_penalty, n_best=args.n_best,
+                                           batch_tokens=args.batch_tokens, return_attention=want_attention)
+    out_lines = []
+    for index, hypothesis in enumerate(hypotheses):
+        if args.n_best == 1:
+            out_lines.append(task.target_text(hypothesis))
+        else:
+            out_lines.extend(f"{index}\t{score:.4f}\t{task.target_text(tokens)}" for tokens, score in hypothesis)
+    text = "".join(line + "\n" for line in out_lines)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        settings = {"checkpoint": str(checkpoint), **{k: v for k, v in vars(args).items() if k != "handler"}}
+        Path(f"{args.output}.config.json").write_text(json.dumps(settings, indent=1) + "\n")
+    else:
+        sys.stdout.write(text)
+    if want_attention:
+        plot_dir = Path(args.attention_plot)
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        for index, (line, weights) in enumerate(zip(lines, attentions)):
+            best = hypotheses[index] if args.n_best == 1 else hypotheses[index][0][0]
+            target = [*task.target_tokens(best), "</s>"][:weights.shape[0]]
+            plot_attention(weights, task.source_tokens(line), target, plot_dir / f"{index + 1:05d}.png",
+                           title=line.strip()[:60])
+        print(f"attention plots: {len(lines)} PNG file(s) in {plot_dir}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate_run
+    from .train import resolve_device
+
+    report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
+                          length_penalty=args.length_penalty, max_examples=args.max_examples,
+                          batch_tokens=args.batch_tokens, device=resolve_device(args.device))
+    print(f"{report['task']} {report['split']}: {report['summary']}  ({report['examples']} examples, beam "
+          f"{report['beam_size']}, {Path(report['checkpoint']).name}, {report['seconds']:.0f} s)")
+    print(f"details: {report['files']}", file=sys.stderr)
+    return 0
+
+
+def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="DIR", help="a training output directory (or a checkpoint directory)")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="which checkpoint of DIR (default: best on dev, else last)")
+    parser.add_argument("--beam-size", type=int, default=5, help="1 is greedy search (default 5)")
+    parser.add_argument("--length-penalty", type=float, default=0.0, help="GNMT length penalty alpha (default 0)")
+    parser.add_argument("--batch-tokens", type=int, default=6000, help="source tokens per decoding batch")
+    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,12 +205,48 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=60.0, help="training time budget (default 60)")
     demo.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     demo.set_defaults(handler=_demo)
+
+    train = commands.add_parser("train", help="train a model (g2p, parallel text, toy tasks)",
+                                argument_default=argparse.SUPPRESS,
+                                usage="%(prog)s [--config FILE] [--resume] [--task TASK] --output-dir DIR [options]",
+                                description="Train a Seq2Seq model; settings come from task defaults, --config "
+                                "FILE and flags (flags win). Also runs under torchrun --nproc_per_node=N.")
+    _add_train_arguments(train)
+    train.set_defaults(handler=_train)
+
+    decode = commands.add_parser("decode", help="decode inputs with a trained model",
+                                 description="Read inputs (one per line; g2p: one word per line) from a file or "
+                                 "stdin and write hypotheses; with --n-best N, N lines 'index<TAB>score<TAB>"
+                                 "hypothesis' per input.")
+    _add_decoding_arguments(decode)
+    decode.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
+    decode.add_argument("--output", metavar="FILE", help="output file (default: stdout)")
+    decode.add_argument("--n-best", type=int, default=1, help="hypotheses per input, with scores (default 1)")
+    decode.add_argument("--attention-plot", metavar="PLOTDIR", help="write an attention heatmap PNG per input")
+    decode.set_defaults(handler=_decode)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model on a split of its task",
+                                   description="Decode a split and print the task's metrics (g2p: WER and PER, "
+                                   "parallel: BLEU and chrF, toy: accuracy).")
+    _add_decoding_arguments(evaluate)
+    evaluate.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
+    evaluate.add_argument("--max-examples", type=int, help="score an evenly spread subset of the split")
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as error:
+        if os.environ.get("S2S_FAST_DEBUG"):
+            raise
+        print(f"s2s-fast {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"s2s-fast {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -173,12 +173,17 @@ class Seq2Seq(nn.Module):
         new_state = DecoderState(hidden, attentional if state.feed is not None else None)
         return self.output(attentional), new_state, weights
 
-    def forward(self, src: torch.Tensor, src_lengths, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits.
+    def forward(self, src: torch.Tensor, src_lengths, tgt_in: torch.Tensor, sampling_rate: float = 0.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Teacher-forced logits, optionally with scheduled sampling.
 
         Args:
             src: [B, S] source ids, padded with pad_id. src_lengths: [B] in [1, S].
             tgt_in: [B, T] decoder input ids (BOS followed by the target without its last token), padded.
+            sampling_rate: scheduled sampling (Bengio et al. 2015): at each step after the first, each row reads,
+                with this probability, the model's own previous prediction (argmax, no gradient) instead of the gold
+                token; padded positions stay padded. 0 is plain teacher forcing.
+            generator: random source for the sampling decisions (default: torch's global one).
 
         Returns:
             logits [B, T, V].
@@ -186,8 +191,12 @@ class Seq2Seq(nn.Module):
         self._check_tokens("tgt_in", tgt_in, self.config.tgt_vocab_size)
         if tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"Seq2Seq: tgt_in has batch {tgt_in.shape[0]} but src has {src.shape[0]}")
+        if not 0.0 <= sampling_rate <= 1.0:
+            raise ValueError(f"Seq2Seq: sampling_rate must be in [0, 1], got {sampling_rate}")
         encoded = self.encode(src, src_lengths)
         state = self.init_state(encoded)
+        if sampling_rate > 0.0:
+            return self._scheduled_sampling(tgt_in, state, encoded, sampling_rate, generator)
         embedded = self.dropout(self.tgt_embed(tgt_in))  # [B, T, E]
         if not self.config.input_feeding:
             outputs, _ = self.decoder.forward_padded(embedded.transpose(0, 1), None, state.hidden)
@@ -202,6 +211,20 @@ class Seq2Seq(nn.Module):
             feed = self._attentional(top, context)
             attentional.append(feed)
         return self.output(torch.stack(attentional, dim=1))
+
+    def _scheduled_sampling(self, tgt_in: torch.Tensor, state: DecoderState, encoded: EncoderOutput, rate: float,
+                            generator: torch.Generator | None) -> torch.Tensor:
+        """Step by step, feeding back the previous argmax in a random ``rate`` share of rows: logits [B, T, V]."""
+        steps = []
+        tokens = tgt_in[:, 0]
+        for t in range(tgt_in.shape[1]):
+            if t > 0:
+                draw = torch.rand(tgt_in.shape[0], generator=generator, device="cpu").to(tgt_in.device)
+                sampled = (draw < rate) & (tgt_in[:, t] != self.config.pad_id)
+                tokens = torch.where(sampled, steps[-1].detach().argmax(dim=-1), tgt_in[:, t])
+            logits, state, _ = self.decode_step(tokens, state, encoded)
+            steps.append(logits)
+        return torch.stack(steps, dim=1)
 
     @staticmethod
     def select_encoded(encoded: EncoderOutput, index: torch.Tensor) -> EncoderOutput:

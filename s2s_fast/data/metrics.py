@@ -1,0 +1,59 @@
+"""Metrics of the tasks: word and phoneme error rates (g2p), BLEU and chrF (text), exact match (toy tasks)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import editdistance
+
+
+def _check_aligned(hypotheses: Sequence, references: Sequence) -> None:
+    if len(hypotheses) != len(references):
+        raise ValueError(f"metrics: {len(hypotheses)} hypotheses but {len(references)} references")
+    if not hypotheses:
+        raise ValueError("metrics: nothing to score (no hypotheses)")
+
+
+def closest_reference(hypothesis: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[int, int]:
+    """(edit distance, reference length) to the reference closest to ``hypothesis``; ties go to the first one."""
+    if not references:
+        raise ValueError("metrics: every hypothesis needs at least one reference")
+    return min(((editdistance.eval(list(hypothesis), list(reference)), len(reference)) for reference in references),
+               key=lambda pair: pair[0])
+
+
+def word_and_phoneme_error_rates(hypotheses: Sequence[Sequence[str]],
+                                 references: Sequence[Sequence[Sequence[str]]]) -> dict:
+    """g2p metrics, as fractions.
+
+    Args:
+        hypotheses: per word, the predicted phonemes. references: per word, its pronunciations (each a phoneme list).
+
+    Returns:
+        {"wer": fraction of words whose prediction equals none of their references,
+         "per": sum over words of the edit distance to the closest reference / sum of those references' lengths}.
+    """
+    _check_aligned(hypotheses, references)
+    wrong_words = edits = length = 0
+    for hypothesis, word_references in zip(hypotheses, references):
+        distance, reference_length = closest_reference(hypothesis, word_references)
+        wrong_words += distance > 0
+        edits += distance
+        length += reference_length
+    return {"wer": wrong_words / len(hypotheses), "per": edits / max(length, 1)}
+
+
+def exact_match_and_token_error(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> dict:
+    """Toy-task metrics, as fractions: exact sequence match, and token edit distance / reference tokens."""
+    _check_aligned(hypotheses, references)
+    rates = word_and_phoneme_error_rates(hypotheses, [[reference] for reference in references])
+    return {"accuracy": 1.0 - rates["wer"], "token_error": rates["per"]}
+
+
+def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """Corpus BLEU and chrF (sacrebleu defaults, detokenised text), on a 0-100 scale."""
+    import sacrebleu
+
+    _check_aligned(hypotheses, references)
+    return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score,
+            "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score}

@@ -1,0 +1,167 @@
+"""Parallel text: one sentence per line in a source file and a target file, tokenised with sentencepiece.
+
+Sentencepiece models are trained on the training files (one per side, ``spm_vocab_size`` pieces at most) unless
+given with ``src_spm`` / ``tgt_spm``; either way they are copied next to every checkpoint. Hypotheses are
+detokenised by sentencepiece and scored with sacrebleu's BLEU and chrF against the raw target lines.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .metrics import bleu_and_chrf
+from .tasks import EvalItem, Task
+from .vocab import SPECIALS, Vocabulary
+
+SIDES = ("src", "tgt")
+SPLITS = ("train", "dev", "test")
+
+
+def read_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file, stripped; an empty line or a missing file is an error naming the place."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    stripped = [line.strip() for line in lines]
+    for number, line in enumerate(stripped, 1):
+        if not line:
+            raise ValueError(f"{path}:{number}: empty line (every line must hold a sentence)")
+    if not stripped:
+        raise ValueError(f"{path}: the file is empty")
+    return stripped
+
+
+def read_parallel(src_path: str, tgt_path: str) -> tuple[list[str], list[str]]:
+    """Source and target lines, checked to be aligned (same number of lines, none empty)."""
+    sources, targets = read_lines(src_path), read_lines(tgt_path)
+    if len(sources) != len(targets):
+        raise ValueError(f"{src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}: source and target "
+                         "files must be aligned line by line")
+    return sources, targets
+
+
+def train_sentencepiece(lines: list[str], model_prefix: Path, vocab_size: int, model_type: str) -> Path:
+    """Train a sentencepiece model on ``lines``; returns the .model path."""
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(model_prefix),
+                                   vocab_size=vocab_size, model_type=model_type, character_coverage=1.0,
+                                   hard_vocab_limit=False, minloglevel=2)
+    return Path(f"{model_prefix}.model")
+
+
+def _processor(path: Path):
+    import sentencepiece as spm
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such sentencepiece model")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as error:
+        raise ValueError(f"{path}: not a sentencepiece model ({error})") from None
+
+
+def _pieces_vocabulary(processor) -> Vocabulary:
+    """Our specials, then sentencepiece's ordinary pieces in its order (its own control and unknown pieces are ours)."""
+    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())
+              if not (processor.is_control(i) or processor.is_unknown(i))]
+    return Vocabulary([*SPECIALS, *(piece for piece in pieces if piece not in SPECIALS)])
+
+
+class ParallelTextTask(Task):
+    """Sentence pairs from plain-text files, subword-tokenised; options hold the absolute data paths."""
+
+    name = "parallel"
+    primary_metric = "bleu"
+    higher_is_better = True
+
+    def __init__(self, src_vocab, tgt_vocab, options, processors):
+        super().__init__(src_vocab, tgt_vocab, options)
+        self.processors = processors
+
+    @classmethod
+    def build(cls, options: dict, workdir: Path) -> "ParallelTextTask":
+        if not options.get("train_src") or not options.get("train_tgt"):
+            raise ValueError("task parallel needs --train-src and --train-tgt (plain-text files, one sentence per "
+                             "line)")
+        resolved = dict(options)
+        for split in SPLITS:
+            given = [options.get(f"{split}_{side}") for side in SIDES]
+            if any(given) and not all(given):
+                raise ValueError(f"task parallel: give both --{split}-src and --{split}-tgt, or neither")
+            for side, path in zip(SIDES, given):
+                resolved[f"{split}_{side}"] = str(Path(path).resolve()) if path else None
+        sources, targets = read_parallel(resolved["train_src"], resolved["train_tgt"])
+        for split in ("dev", "test"):
+            if resolved[f"{split}_src"]:
+                read_parallel(resolved[f"{split}_src"], resolved[f"{split}_tgt"])
+        workdir.mkdir(parents=True, exist_ok=True)
+        processors = {}
+        for side, lines in zip(SIDES, (sources, targets)):
+            given = options.get(f"{side}_spm")
+            model = workdir / f"{side}.spm.model"
+            if given:
+                _processor(Path(given))
+                shutil.copyfile(given, model)
+            else:
+                model = train_sentencepiece(lines, workdir / f"{side}.spm", options["spm_vocab_size"],
+                                            options["spm_model_type"])
+            processors[side] = _processor(model)
+        return cls(_pieces_vocabulary(processors["src"]), _pieces_vocabulary(processors["tgt"]), resolved,
+                   processors)
+
+    @classmethod
+    def load(cls, src_vocab, tgt_vocab, options, directory: Path) -> "ParallelTextTask":
+        return cls(src_vocab, tgt_vocab, options,
+                   {side: _processor(directory / f"{side}.spm.model") for side in SIDES})
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        for side in SIDES:
+            (Path(directory) / f"{side}.spm.model").write_bytes(self.processors[side].serialized_model_proto())
+
+    def _split_lines(self, split: str) -> tuple[list[str], list[str]]:
+        if split not in SPLITS:
+            raise ValueError(f"parallel: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        src, tgt = self.options.get(f"{split}_src"), self.options.get(f"{split}_tgt")
+        if not src:
+            raise ValueError(f"parallel: no {split} files were given at training time (--{split}-src/--{split}-tgt)")
+        return read_parallel(src, tgt)
+
+    def training_pairs(self, split: str):
+        sources, targets = self._split_lines(split)
+        limit = self.options["max_length"]
+        pairs = []
+        for source, target in zip(sources, targets):
+            src_ids = self.src_vocab.encode(self.source_tokens(source))
+            tgt_ids = self.tgt_vocab.encode(self.processors["tgt"].encode(target, out_type=str))
+            if len(src_ids) <= limit and len(tgt_ids) <= limit:
+                pairs.append((src_ids, tgt_ids))
+        return pairs
+
+    def evaluation_items(self, split: str):
+        sources, targets = self._split_lines(split)
+        return [EvalItem(source, self.encode_source(source), target) for source, target in zip(sources, targets)]
+
+    def source_tokens(self, text: str) -> list[str]:
+        return self.processors["src"].encode(text.strip(), out_type=str)
+
+    def encode_source(self, text: str) -> list[int]:
+        tokens = self.source_tokens(text)
+        if not tokens:
+            raise ValueError("empty input")
+        return self.src_vocab.encode(tokens)
+
+    def target_text(self, ids) -> str:
+        return self.processors["tgt"].decode_pieces(self.target_tokens(ids))
+
+    def score(self, hypotheses, items):
+        return bleu_and_chrf([self.target_text(h) for h in hypotheses], [item.references for item in items])
+
+    def format_metrics(self, metrics: dict) -> str:
+        return f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}"

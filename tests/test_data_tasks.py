@@ -1,0 +1,147 @@
+"""Tasks and data: metrics against hand-computed cases, the g2p split, token batching, vocabularies, text files."""
+
+import pytest
+
+from s2s_fast.data import Vocabulary, build_task, token_batches
+from s2s_fast.data import g2p
+from s2s_fast.data.metrics import (bleu_and_chrf, closest_reference, exact_match_and_token_error,
+                                   word_and_phoneme_error_rates)
+from s2s_fast.data.parallel import read_parallel
+
+ARPABET = {"AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH", "IY",
+           "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z",
+           "ZH"}
+
+
+def test_wer_and_per_hand_computed():
+    hypotheses = [["K", "AE", "T"], ["D", "AO", "G"], ["K", "AE"], ["B", "IY", "T", "S"]]
+    references = [[["K", "AE", "T"]],
+                  [["D", "AA", "G"], ["D", "AO", "G"]],  # matches the second pronunciation: correct
+                  [["K", "AE", "T"]],  # one deletion, reference length 3
+                  [["B", "IH", "T"], ["B", "IY", "T"]]]  # closest is the second: one insertion, length 3
+    rates = word_and_phoneme_error_rates(hypotheses, references)
+    assert rates["wer"] == pytest.approx(2 / 4)
+    assert rates["per"] == pytest.approx((0 + 0 + 1 + 1) / (3 + 3 + 3 + 3))
+
+
+def test_closest_reference_ties_go_to_the_first():
+    assert closest_reference(["A"], [["B"], ["B", "A"]]) == (1, 1)
+    assert closest_reference(["A"], [["B", "A"], ["B"]]) == (1, 2)
+    assert closest_reference([], [["A", "B"]]) == (2, 2)
+
+
+def test_exact_match_and_token_error():
+    rates = exact_match_and_token_error([["1", "2"], ["3"], ["4", "5", "6"]], [["1", "2"], ["3", "3"], ["4", "6"]])
+    assert rates["accuracy"] == pytest.approx(1 / 3)
+    assert rates["token_error"] == pytest.approx((0 + 1 + 1) / (2 + 2 + 2))
+
+
+def test_bleu_and_chrf_extremes():
+    same = bleu_and_chrf(["the cat sat on the mat", "a dog"], ["the cat sat on the mat", "a dog"])
+    assert same["bleu"] == pytest.approx(100.0) and same["chrf"] == pytest.approx(100.0)
+    disjoint = bleu_and_chrf(["xyz qqq"], ["the cat sat on the mat"])
+    assert disjoint["bleu"] == pytest.approx(0.0) and disjoint["chrf"] < 5.0
+
+
+@pytest.mark.parametrize("call", [lambda: word_and_phoneme_error_rates([["A"]], []),
+                                  lambda: word_and_phoneme_error_rates([], []),
+                                  lambda: word_and_phoneme_error_rates([["A"]], [[]])])
+def test_metrics_reject_bad_input(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_g2p_split_is_deterministic_disjoint_and_documented():
+    # The documented rule (sha256 of "cmudict:" + word, mod 100) pins words to their parts for good.
+    assert [g2p.split_of(w) for w in ("the", "cat", "quixotic", "cabin", "dogma")] == \
+        ["train", "train", "test", "dev", "dev"]
+    parts = {name: g2p.load_split(name) for name in g2p.SPLITS}
+    words = {name: {word for word, _ in part} for name, part in parts.items()}
+    assert not (words["train"] & words["dev"]) and not (words["train"] & words["test"])
+    assert not (words["dev"] & words["test"])
+    assert set().union(*words.values()) == set(g2p.lexicon())
+    total = len(g2p.lexicon())
+    assert 0.04 < len(words["test"]) / total < 0.06 and 0.04 < len(words["dev"]) / total < 0.06
+    assert all(g2p.split_of(word) == name for name, part in parts.items() for word, _ in part)
+    assert parts["test"] == g2p.load_split("test")
+
+
+def test_g2p_lexicon_has_39_stress_free_phonemes_and_plain_words():
+    lexicon = g2p.lexicon()
+    phonemes = {p for prons in lexicon.values() for pron in prons for p in pron}
+    assert phonemes == ARPABET
+    assert all(g2p.WORD_PATTERN.fullmatch(word) for word in lexicon)
+    assert lexicon["read"] == (("R", "EH", "D"), ("R", "IY", "D"))
+
+
+def test_g2p_task_keeps_every_pronunciation_of_a_word_together(tmp_path):
+    task = build_task("g2p", {}, tmp_path)
+    items = task.evaluation_items("dev")
+    pairs = task.training_pairs("dev")
+    assert len(pairs) == sum(len(item.references) for item in items) > len(items)
+    assert len(task.tgt_vocab) == 4 + 39
+    with pytest.raises(ValueError, match="not one word"):
+        task.encode_source("two words")
+    with pytest.raises(ValueError, match="does not know"):
+        task.encode_source("caf\u00e9")
+    assert task.encode_source(" Cat\n") == task.src_vocab.encode(["c", "a", "t"])
+
+
+def test_token_batches_cover_every_example_once_within_budget():
+    lengths = [1, 5, 3, 8, 2, 2, 7, 30, 4, 4, 6, 1]
+    batches = token_batches(lengths, 16, seed=3, epoch=1)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 16
+    assert batches == token_batches(lengths, 16, seed=3, epoch=1)
+    assert batches != token_batches(lengths, 16, seed=3, epoch=2)
+    ordered = token_batches(lengths, 16, shuffle=False)
+    flat = [lengths[i] for batch in ordered for i in batch]
+    assert flat == sorted(flat)
+    assert all(len(b) <= 2 for b in token_batches(lengths, 100, max_batch_size=2))
+    with pytest.raises(ValueError):
+        token_batches(lengths, 0)
+
+
+def test_vocabulary_round_trip_and_specials():
+    vocab = Vocabulary.build(["b", "a", "b"])
+    assert vocab.tokens == ["<pad>", "<s>", "</s>", "<unk>", "a", "b"]
+    assert vocab.encode(["a", "z"]) == [4, vocab.unk_id]
+    assert vocab.decode([1, 5, 4, 2, 5]) == ["b", "a"]
+    assert Vocabulary.from_json(vocab.to_json()) == vocab
+    with pytest.raises(ValueError):
+        Vocabulary(["a", "b"])
+
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def test_parallel_files_bad_input_messages(tmp_path):
+    src = _write(tmp_path / "a.src", ["one", "two", "three"])
+    with pytest.raises(ValueError, match="3 lines but .* has 2"):
+        read_parallel(src, _write(tmp_path / "a.tgt", ["uno", "dos"]))
+    with pytest.raises(ValueError, match=r"b.tgt:2: empty line"):
+        read_parallel(src, _write(tmp_path / "b.tgt", ["uno", "", "tres"]))
+    with pytest.raises(FileNotFoundError, match="missing.tgt"):
+        read_parallel(src, str(tmp_path / "missing.tgt"))
+
+
+def test_parallel_task_sentencepiece_round_trip(tmp_path):
+    sources = [f"the cat number {i} sat on the mat" for i in range(40)]
+    targets = [f"le chat numero {i} est sur le tapis" for i in range(40)]
+    options = dict(train_src=_write(tmp_path / "t.src", sources), train_tgt=_write(tmp_path / "t.tgt", targets),
+                   spm_vocab_size=60, spm_model_type="unigram", max_length=100)
+    task = build_task("parallel", options, tmp_path / "vocab")
+    pairs = task.training_pairs("train")
+    assert len(pairs) == 40
+    assert task.target_text(pairs[3][1]) == targets[3]
+    assert task.source_tokens(sources[0]) and task.encode_source(sources[0]) == pairs[0][0]
+    task.save(tmp_path / "saved")
+    from s2s_fast.data import load_task
+
+    loaded = load_task(tmp_path / "saved")
+    assert loaded.src_vocab == task.src_vocab and loaded.target_text(pairs[5][1]) == targets[5]
+    with pytest.raises(ValueError, match="no test files"):
+        task.evaluation_items("test")

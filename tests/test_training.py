@@ -1,0 +1,140 @@
+"""Training: schedules, scheduled sampling, exact resume, atomic checkpoints, best-on-dev, early stopping."""
+
+import json
+
+import pytest
+import torch
+
+from s2s_fast import checkpoint as ckpt
+from s2s_fast.data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
+from s2s_fast.models import Seq2Seq, Seq2SeqConfig
+from s2s_fast.train import TrainConfig, lr_factor, train
+
+QUIET = dict(echo=lambda line: None)
+TINY = dict(task="reverse", toy_train_size=300, toy_eval_size=40, toy_max_len=8, batch_tokens=160, warmup_steps=3,
+            log_every=4, progress="off", device="cpu", threads=1, model={"hidden_size": 16, "embed_dim": 8})
+
+
+def _events(run, kind):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [event for event in map(json.loads, lines) if event["kind"] == kind]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "inverse_sqrt", "constant"])
+def test_lr_schedule_warms_up_then_decays(schedule):
+    config = TrainConfig(output_dir="x", max_steps=100, warmup_steps=10, lr_schedule=schedule, min_lr_ratio=0.1)
+    factors = [lr_factor(step, config) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:9], factors[1:10]))
+    tail = factors[10:]
+    assert all(b <= a for a, b in zip(tail, tail[1:]))
+    if schedule in ("cosine", "linear"):
+        assert lr_factor(100, config) == pytest.approx(0.1) and lr_factor(500, config) == pytest.approx(0.1)
+    if schedule == "constant":
+        assert set(tail) == {1.0}
+
+
+def _toy_model(**overrides):
+    vocab = toy_vocab_size(6)
+    options = dict(src_vocab_size=vocab, tgt_vocab_size=vocab, embed_dim=6, hidden_size=8, encoder_layers=1,
+                   decoder_layers=1, dropout=0.0)
+    return Seq2Seq(Seq2SeqConfig(**{**options, **overrides})).double().eval()
+
+
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_scheduled_sampling_rate_one_feeds_back_the_argmax(input_feeding):
+    model = _toy_model(input_feeding=input_feeding)
+    pairs = [(source, target[:5] + [3] * (5 - len(target))) for source, target in
+             make_pairs("reverse", 5, num_symbols=6, min_len=5, max_len=5, seed=1)]
+    batch = collate(pairs, PAD_ID, BOS_ID, EOS_ID)
+    sampled = model(batch.src, batch.src_lengths, batch.tgt_in, sampling_rate=1.0)
+    encoded = model.encode(batch.src, batch.src_lengths)
+    state = model.init_state(encoded)
+    tokens, expected = batch.tgt_in[:, 0], []
+    for _ in range(batch.tgt_in.shape[1]):
+        logits, state, _ = model.decode_step(tokens, state, encoded)
+        expected.append(logits)
+        tokens = logits.argmax(-1)
+    torch.testing.assert_close(sampled, torch.stack(expected, dim=1))
+    teacher = model(batch.src, batch.src_lengths, batch.tgt_in)
+    assert not torch.allclose(sampled, teacher)
+    nearly_teacher = model(batch.src, batch.src_lengths, batch.tgt_in, sampling_rate=1e-12)
+    torch.testing.assert_close(nearly_teacher, teacher)
+    with pytest.raises(ValueError, match="sampling_rate"):
+        model(batch.src, batch.src_lengths, batch.tgt_in, sampling_rate=1.5)
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    # Dropout and scheduled sampling draw random numbers; the stop falls mid-epoch, the run crosses an epoch.
+    common = dict(TINY, model={**TINY["model"], "dropout": 0.3}, sampling_rate=0.3, eval_every=5, decay_steps=24)
+    straight = train(TrainConfig(output_dir=str(tmp_path / "a"), max_steps=24, **common), **QUIET)
+    train(TrainConfig(output_dir=str(tmp_path / "b"), max_steps=11, **common), **QUIET)
+    resumed = train(TrainConfig(output_dir=str(tmp_path / "b"), max_steps=24, **common), resume=True,
+                    explicit={"max_steps": 24}, **QUIET)
+    assert _events(tmp_path / "a", "train")[-1]["epoch"] >= 1
+    assert resumed.step == straight.step == 24
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="cannot change"):
+        train(TrainConfig(output_dir=str(tmp_path / "b"), max_steps=30, **common), resume=True,
+              explicit={"max_steps": 30, "batch_tokens": 99}, **QUIET)
+
+
+def test_crash_during_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    result = train(TrainConfig(output_dir=str(run), max_steps=4, eval_every=0, save_every=4, **TINY), **QUIET)
+    good = ckpt.find_checkpoint(run, "last")
+    before = {k: v.clone() for k, v in result.model.state_dict().items()}
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(OSError, match="simulated"):
+        ckpt.save_checkpoint(run, 8, result.model, ckpt.load_checkpoint(good)[1], {}, {})
+    monkeypatch.undo()
+    assert ckpt.find_checkpoint(run, "last") == good
+    model, _, _ = ckpt.load_checkpoint(good)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert (run / "checkpoints" / ".step-00000008.tmp").exists()
+    ckpt.save_checkpoint(run, 8, result.model, ckpt.load_checkpoint(good)[1], {}, {"step": 8})
+    assert ckpt.find_checkpoint(run, "last").name == "step-00000008"
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_best_checkpoint_is_never_replaced_by_a_worse_one(tmp_path):
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    for name in ("step-00000001", "step-00000002", "step-00000003"):
+        (root / name).mkdir()
+    assert ckpt.update_best(tmp_path, root / "step-00000001", "wer", 0.5, higher_is_better=False)
+    assert not ckpt.update_best(tmp_path, root / "step-00000002", "wer", 0.6, higher_is_better=False)
+    assert not ckpt.update_best(tmp_path, root / "step-00000002", "wer", 0.5, higher_is_better=False)
+    assert ckpt.update_best(tmp_path, root / "step-00000003", "wer", 0.4, higher_is_better=False)
+    assert json.loads((root / "best.json").read_text())["checkpoint"] == "step-00000003"
+
+
+def test_training_keeps_the_best_and_stops_early(tmp_path):
+    run = tmp_path / "run"
+    # A learning rate this small cannot move accuracy: after the first evaluation nothing improves.
+    result = train(TrainConfig(output_dir=str(run), max_steps=200, eval_every=2, patience=2, lr=1e-9,
+                               keep_checkpoints=1, **TINY), **QUIET)
+    assert result.stopped_early and result.step == 6
+    dev = _events(run, "dev")
+    assert [event["step"] for event in dev] == [2, 4, 6]
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["step"] == 2 and best["value"] == max(event["accuracy"] for event in dev)
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+    assert kept == ["step-00000002", "step-00000006"]
+
+
+def test_learns_reverse_and_bf16_autocast_runs(tmp_path):
+    result = train(TrainConfig(output_dir=str(tmp_path / "fp32"), max_steps=60, eval_every=60, lr=1e-2, **TINY),
+                   **QUIET)
+    losses = [event["loss"] for event in _events(tmp_path / "fp32", "train")]
+    assert losses[-1] < 0.9 * losses[0]
+    assert result.best is not None
+    train(TrainConfig(output_dir=str(tmp_path / "bf16"), max_steps=2, eval_every=0, precision="bf16", **TINY),
+          **QUIET)
+    assert "bf16 autocast" in (tmp_path / "bf16" / "train.log").read_text()
