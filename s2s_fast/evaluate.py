@@ -60,7 +60,7 @@ def score_items(model: Seq2Seq, task: Task, items: Sequence[EvalItem], beam_size
 
 def plot_attention(weights: torch.Tensor, source_tokens: Sequence[str], target_tokens: Sequence[str], path: Path,
                    title: str = "") -> None:
-    """Save a heatmap of attention weights [target length, source length] as a PNG."""
+    """Save a heatmap of attention weights [output length, source length] (a row per output token) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,9 +69,13 @@ def plot_attention(weights: torch.Tensor, source_tokens: Sequence[str], target_t
     weights = weights.float().cpu().numpy()
     figure, axes = plt.subplots(figsize=(max(3.0, 0.4 * len(source_tokens) + 1.5),
                                          max(2.5, 0.35 * len(target_tokens) + 1.5)))
-    axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    if weights.shape[0]:
+        axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        axes.set_yticks(range(len(target_tokens)), labels=list(target_tokens))
+    else:
+        axes.text(0.5, 0.5, "(empty output)", ha="center", va="center", transform=axes.transAxes)
+        axes.set_yticks([])
     axes.set_xticks(range(len(source_tokens)), labels=list(source_tokens), rotation=90)
-    axes.set_yticks(range(len(target_tokens)), labels=list(target_tokens))
     axes.set_xlabel("source")
     axes.set_ylabel("output")
     if title:

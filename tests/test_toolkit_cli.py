@@ -1,0 +1,152 @@
+"""s2s-fast train / decode / evaluate end to end on tiny budgets, and clear messages for bad input."""
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from s2s_fast.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TOY = ["--task", "reverse", "--toy-train-size", "300", "--toy-eval-size", "30", "--toy-max-len", "8",
+            "--batch-tokens", "160", "--device", "cpu", "--threads", "1", "--progress", "off", "--log-every", "5",
+            "--model", "hidden_size=16", "--model", "embed_dim=8"]
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_toy_train_resume_decode_evaluate_plot(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    config = tmp_path / "settings.yaml"
+    config.write_text("max_steps: 6\neval_every: 3\nwarmup_steps: 2\ndecay_steps: 12\nmodel:\n  cell: gru\n")
+    code, out, _ = _run(capsys, "train", "--config", config, "--output-dir", run, *TINY_TOY)
+    assert code == 0 and "dev step 6" in out
+    resolved = json.loads((run / "config.json").read_text())
+    assert resolved["max_steps"] == 6 and resolved["lr"] == 3e-3 and resolved["model"] == {
+        "cell": "gru", "hidden_size": 16, "embed_dim": 8}
+
+    code, out, _ = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 12)
+    assert code == 0 and "resumed from" in out and "done: step 12" in out
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 12
+    assert json.loads((run / "config.json").read_text())["model"]["cell"] == "gru"
+
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("1 2 3\n4 5 6 7\n")
+    plots = tmp_path / "plots"
+    code, out, err = _run(capsys, "decode", run, "--input", inputs, "--beam-size", 3, "--n-best", 2,
+                          "--attention-plot", plots, "--device", "cpu")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 4 and [line.split("\t")[0] for line in lines] == ["0", "0", "1", "1"]
+    assert all(re.fullmatch(r"\d\t-?\d+\.\d{4}\t[\d ]*", line) for line in lines)
+    assert sorted(p.name for p in plots.iterdir()) == ["00001.png", "00002.png"]
+    assert (plots / "00001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("3 1\n"))
+    output = tmp_path / "out.txt"
+    code, out, _ = _run(capsys, "decode", run, "--beam-size", 1, "--output", output, "--device", "cpu")
+    assert code == 0 and out == "" and len(output.read_text().splitlines()) == 1
+    assert json.loads(Path(f"{output}.config.json").read_text())["beam_size"] == 1
+
+    code, out, _ = _run(capsys, "evaluate", run, "--split", "test", "--beam-size", 2, "--device", "cpu")
+    assert code == 0 and re.search(r"reverse test: accuracy \d+\.\d\d%  token error \d+\.\d\d%", out)
+    assert list((run / "evaluations").glob("test-*-beam2.json"))
+
+
+def test_g2p_train_and_evaluate_print_wer_and_per(tmp_path, capsys):
+    run = tmp_path / "g2p"
+    code, out, _ = _run(capsys, "train", "--task", "g2p", "--output-dir", run, "--max-steps", 3, "--device", "cpu",
+                        "--eval-every", 3, "--eval-max-examples", 50, "--threads", "1", "--progress", "off",
+                        "--model", "hidden_size=16", "--model", "embed_dim=8", "--model", "encoder_layers=1")
+    assert code == 0 and re.search(r"dev step 3: WER \d+\.\d\d%  PER \d+\.\d\d%", out)
+    code, out, _ = _run(capsys, "evaluate", run, "--split", "test", "--max-examples", 40, "--beam-size", 2,
+                        "--device", "cpu")
+    assert code == 0 and re.search(r"^g2p test: WER \d+\.\d\d%  PER \d+\.\d\d%  \(40 examples", out)
+    code, out, _ = _run(capsys, "decode", run, "--device", "cpu", "--input", _lines(tmp_path / "w", ["Hello"]))
+    assert code == 0 and re.fullmatch(r"[A-Z ]*\n", out)
+
+
+def _lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_parallel_text_train_and_evaluate_bleu_chrf(tmp_path, capsys):
+    sources = [f"the cat {i} sat" for i in range(30)]
+    targets = [f"le chat {i} assis" for i in range(30)]
+    files = {name: _lines(tmp_path / name, lines) for name, lines in
+             (("train.src", sources), ("train.tgt", targets), ("dev.src", sources[:5]), ("dev.tgt", targets[:5]))}
+    run = tmp_path / "mt"
+    code, out, _ = _run(capsys, "train", "--task", "parallel", "--output-dir", run, "--train-src", files["train.src"],
+                        "--train-tgt", files["train.tgt"], "--dev-src", files["dev.src"], "--dev-tgt",
+                        files["dev.tgt"], "--spm-vocab-size", 40, "--max-steps", 2, "--eval-every", 2,
+                        "--device", "cpu", "--threads", "1", "--progress", "off", "--model", "hidden_size=16",
+                        "--model", "embed_dim=8", "--model", "encoder_layers=1")
+    assert code == 0 and re.search(r"dev step 2: BLEU \d+\.\d\d  chrF \d+\.\d\d", out)
+    assert (run / "checkpoints" / "step-00000002" / "src.spm.model").is_file()
+    code, out, _ = _run(capsys, "evaluate", run, "--split", "dev", "--beam-size", 1, "--device", "cpu")
+    assert code == 0 and re.search(r"parallel dev: BLEU \d+\.\d\d  chrF \d+\.\d\d", out)
+    code, _, err = _run(capsys, "evaluate", run, "--split", "test", "--device", "cpu")
+    assert code == 1 and "no test files" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--task", "parallel", "--output-dir", "{tmp}/r", "--train-src", "{tmp}/nope.src", "--train-tgt",
+      "{tmp}/a.tgt"], "nope.src: no such file"),
+    (["train", "--task", "parallel", "--output-dir", "{tmp}/r", "--train-src", "{tmp}/a.src", "--train-tgt",
+      "{tmp}/short.tgt"], "has 3 lines but .*short.tgt has 2"),
+    (["train", "--task", "parallel", "--output-dir", "{tmp}/r", "--train-src", "{tmp}/a.src", "--train-tgt",
+      "{tmp}/holes.tgt"], r"holes.tgt:2: empty line"),
+    (["train", "--task", "parallel", "--output-dir", "{tmp}/r"], "needs --train-src and --train-tgt"),
+    (["train", "--config", "{tmp}/bad_task.yaml", "--output-dir", "{tmp}/r"], "unknown task 'spelling'"),
+    (["train", "--config", "{tmp}/bad_key.json", "--output-dir", "{tmp}/r"], "unknown setting.*learning_rate"),
+    (["train", "--config", "{tmp}/missing.yaml"], "missing.yaml: no such config file"),
+    (["train", "--task", "reverse"], "output directory is needed"),
+    (["train", "--task", "reverse", "--output-dir", "{tmp}/r", "--resume"], "holds no checkpoint"),
+    (["train", "--task", "reverse", "--output-dir", "{tmp}/r", "--model", "cell=rnn"], "cell must be one of"),
+    (["train", "--task", "reverse", "--output-dir", "{tmp}/r", "--max-steps", "0"], "max_steps must be"),
+    (["decode", "{tmp}/no-run"], "no-run: no such directory"),
+    (["evaluate", "{tmp}", "--split", "test"], "holds no checkpoint"),
+])
+def test_bad_input_gives_one_clear_line(tmp_path, capsys, argv, message):
+    _lines(tmp_path / "a.src", ["one", "two", "three"])
+    _lines(tmp_path / "a.tgt", ["uno", "dos", "tres"])
+    _lines(tmp_path / "short.tgt", ["uno", "dos"])
+    _lines(tmp_path / "holes.tgt", ["uno", "", "tres"])
+    (tmp_path / "bad_task.yaml").write_text("task: spelling\n")
+    (tmp_path / "bad_key.json").write_text('{"learning_rate": 0.1}')
+    code, _, err = _run(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 1
+    assert re.search(message, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_decode_bad_lines_and_unknown_task_flag(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 1, "--eval-every", 0, *TINY_TOY)[0] == 0
+    code, _, err = _run(capsys, "decode", run, "--input", _lines(tmp_path / "in", ["1 2", "", "3"]))
+    assert code == 1 and "in:2: empty line" in err
+    code, _, err = _run(capsys, "decode", run, "--input", _lines(tmp_path / "in2", ["1 2", "1 x 3"]))
+    assert code == 1 and "in2:2:" in err and "does not know: x" in err
+    code, _, err = _run(capsys, "decode", run, "--input", tmp_path / "absent.txt")
+    assert code == 1 and "absent.txt: no such input file" in err
+    code, _, err = _run(capsys, "train", "--output-dir", run, *TINY_TOY)
+    assert code == 1 and "already holds a training run" in err
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--task", "spelling", "--output-dir", str(run)])
+    assert info.value.code == 2 and "invalid choice: 'spelling'" in capsys.readouterr().err
+
+
+def test_torchrun_form_from_the_repository_root(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "s2s-fast",
+                             "train", "--output-dir", str(tmp_path / "run"), "--max-steps", "4", "--eval-every", "0",
+                             *TINY_TOY], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 process(es)" in result.stdout and "done: step 4" in result.stdout
