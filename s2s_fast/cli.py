@@ -166,8 +166,8 @@ def _decode(args) -> int:
         plot_dir.mkdir(parents=True, exist_ok=True)
         for index, (line, weights) in enumerate(zip(lines, attentions)):
             best = hypotheses[index] if args.n_best == 1 else hypotheses[index][0][0]
-            plot_attention(weights, task.source_tokens(line), task.target_tokens(best), plot_dir / f"{index + 1:05d}.png",
-                           title=line.strip()[:60])
+            plot_attention(weights, task.source_tokens(line), task.target_tokens(best),
+                           plot_dir / f"{index + 1:05d}.png", title=line.strip()[:60])
         print(f"attention plots: {len(lines)} PNG file(s) in {plot_dir}", file=sys.stderr)
     return 0
 

@@ -47,7 +47,7 @@ TASK_DEFAULTS = {
                 eval_max_examples=None),
     "parallel": dict(preset="translation", max_steps=20000, batch_tokens=4096, lr=1e-3, warmup_steps=1000,
                      eval_every=1000, eval_max_examples=None),
-    "toy": dict(preset=None, max_steps=1500, batch_tokens=640, lr=3e-3, warmup_steps=50, eval_every=250,
+    "toy": dict(preset=None, max_steps=1000, batch_tokens=640, lr=3e-3, warmup_steps=50, eval_every=250,
                 eval_max_examples=None),
 }
 # Fields that define the model and its data; a resumed run must keep them.
@@ -480,6 +480,7 @@ def _train(config: TrainConfig, resume: bool, explicit: dict, echo, device: torc
         from tqdm import tqdm
 
         progress = tqdm(total=config.max_steps, initial=step, unit="step", dynamic_ncols=True)
+        log.echo = tqdm.write
     window_loss, window_targets, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
     run_start, start_step = time.perf_counter(), step
     model.train()

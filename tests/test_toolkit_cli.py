@@ -150,3 +150,9 @@ def test_torchrun_form_from_the_repository_root(tmp_path):
                              *TINY_TOY], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 process(es)" in result.stdout and "done: step 4" in result.stdout
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    code, _, err = _run(capsys, "train", "--task", "reverse", "--output-dir", tmp_path / "r", "--device", "cuda")
+    assert code == 1 and "sees no CUDA GPU" in err and "Traceback" not in err
