@@ -191,6 +191,31 @@ def test_gru_layer_runs_the_fused_cell(poisoned_allocations, reverse):
                            functools.partial(reference.gru_layer, lengths=lengths, reverse=reverse), inputs)
 
 
+def _op_cases():
+    from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer
+
+    attention = _attention_inputs(2, 3, 5, 4, 3)
+    layer = _rnn_inputs(4, 3, 5, 4, steps=3)
+    return {
+        "additive_attention": (additive_attention.additive_attention_fwd, tuple(attention.values())),
+        "lstm_cell": (lstm_cell.lstm_cell_fwd, tuple(_rnn_inputs(4, 3, 5, 4).values())),
+        "gru_cell": (gru_cell.gru_cell_fwd, tuple(_rnn_inputs(3, 3, 5, 4, cell_state=False).values())),
+        "lstm_layer": (lstm_layer.lstm_layer_fwd,
+                       tuple(layer.values()) + (torch.tensor([3, 0, 2], device=DEVICE), True)),
+    }
+
+
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer"])
+def test_opcheck(op):
+    """torch.library's consistency checks of the registered ops; fake-tensor tracing needs a GPU (the
+    interpreter reads data pointers)."""
+    custom_op, args = _op_cases()[op]
+    args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    test_utils = None if DEVICE.type == "cuda" else ("test_schema", "test_autograd_registration")
+    kwargs = {} if test_utils is None else {"test_utils": test_utils}
+    torch.library.opcheck(custom_op, args, **kwargs)
+
+
 def test_unavailable_reason_says_what_to_do(monkeypatch):
     import s2s_fast.triton as triton_backend
 
