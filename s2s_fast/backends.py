@@ -54,7 +54,8 @@ _global_choice: str | None = None
 _context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar("s2s_fast_backend", default=None)
 
 
-def _check_name(name: str, source: str) -> str:
+def check_backend_name(name: str, source: str = "the backend argument") -> str:
+    """Return ``name`` lower-cased if it names a backend or "auto"; else raise ValueError listing the names."""
     if not isinstance(name, str) or name.lower() not in VALID_NAMES:
         raise ValueError(f"unknown backend {name!r} from {source}; valid names are {', '.join(VALID_NAMES)}")
     return name.lower()
@@ -75,7 +76,7 @@ def _default_device() -> torch.device:
 
 def unavailable_reason(name: str, device: torch.device | str | None = None) -> str | None:
     """Why backend ``name`` cannot run on ``device`` (default: cuda if present, else cpu), or None if it can."""
-    name = _check_name(name, "the name argument")
+    name = check_backend_name(name, "the name argument")
     if name == "auto":
         return None
     device = _default_device() if device is None else torch.device(device)
@@ -93,7 +94,7 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
 def set_backend(name: str | None) -> None:
     """Set the process-wide backend; ``None`` clears it (back to the environment variable or auto)."""
     global _global_choice
-    _global_choice = None if name is None else _check_name(name, "set_backend")
+    _global_choice = None if name is None else check_backend_name(name, "set_backend")
 
 
 def get_backend() -> str:
@@ -105,14 +106,14 @@ def get_backend() -> str:
         return _global_choice
     env = os.environ.get(ENV_VAR)
     if env:
-        return _check_name(env, f"environment variable {ENV_VAR}")
+        return check_backend_name(env, f"environment variable {ENV_VAR}")
     return "auto"
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Context manager selecting ``name`` for the ops called inside it (per thread and task)."""
-    token = _context_choice.set(_check_name(name, "use_backend"))
+    token = _context_choice.set(check_backend_name(name, "use_backend"))
     try:
         yield
     finally:
@@ -141,7 +142,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
 
     ``args`` are the validated functional arguments (without ``backend``), passed to the limit checks.
     """
-    name = get_backend() if backend is None else _check_name(backend, "the backend argument")
+    name = get_backend() if backend is None else check_backend_name(backend, "the backend argument")
     if name != "auto":
         reason = unavailable_reason(name, device)
         if reason is None:
