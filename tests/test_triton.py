@@ -378,3 +378,58 @@ def test_compiled_attention_decoder_block_matches_reference():
     torch._dynamo.reset()
     compiled = torch.compile(functools.partial(block, "triton"))
     compare_with_reference(compiled, functools.partial(block, "reference"), inputs)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_nn_module_with_triton_backend_matches_torch(kind):
+    """s2s_fast.nn.LSTM / GRU on the Triton backend against torch.nn: packed unsorted input, two bidirectional
+    layers, batch_first; same outputs, final states and gradients of input, initial state and every parameter."""
+    import s2s_fast.nn as snn
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    ours_type, torch_type = (snn.LSTM, torch.nn.LSTM) if kind == "lstm" else (snn.GRU, torch.nn.GRU)
+    config = dict(input_size=5, hidden_size=7, num_layers=2, bidirectional=True, batch_first=True)
+    theirs = torch_type(**config).to(DEVICE)
+    ours = ours_type(**config, backend="triton").to(DEVICE)
+    ours.load_state_dict(theirs.state_dict())
+    lengths = torch.tensor([3, 6, 1, 4])
+    x = torch.randn(4, 6, 5, device=DEVICE)
+    h0 = torch.randn(4, 4, 7, device=DEVICE)
+    c0 = torch.randn(4, 4, 7, device=DEVICE)
+    upstream = None
+    results = []
+    for module in (ours, theirs):
+        leaves = [x.clone().requires_grad_(), h0.clone().requires_grad_(), c0.clone().requires_grad_()]
+        packed = pack_padded_sequence(leaves[0], lengths, batch_first=True, enforce_sorted=False)
+        state = (leaves[1], leaves[2]) if kind == "lstm" else leaves[1]
+        output, final = module(packed, state)
+        outputs = (output.data,) + (final if kind == "lstm" else (final,))
+        if upstream is None:
+            upstream = [torch.randn_like(o) for o in outputs]
+        torch.autograd.backward(outputs, upstream)
+        grads = [leaf.grad for leaf in leaves[:3 if kind == "lstm" else 2]]
+        grads += [p.grad for p in module.parameters()]
+        results.append(([o.detach() for o in outputs], grads))
+    (our_outputs, our_grads), (their_outputs, their_grads) = results
+    for actual, expected in zip(our_outputs + our_grads, their_outputs + their_grads):
+        torch.testing.assert_close(actual, expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_nn_cell_with_triton_backend_matches_torch(kind):
+    import s2s_fast.nn as snn
+
+    ours_type, torch_type = (snn.LSTMCell, torch.nn.LSTMCell) if kind == "lstm" else (snn.GRUCell, torch.nn.GRUCell)
+    theirs = torch_type(5, 7).to(DEVICE)
+    ours = ours_type(5, 7, backend="triton").to(DEVICE)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(3, 5, device=DEVICE)
+    results = []
+    for module in (ours, theirs):
+        leaf = x.clone().requires_grad_()
+        out = module(leaf)
+        out = out[0] + out[1] if kind == "lstm" else out
+        out.square().sum().backward()
+        results.append([out.detach(), leaf.grad] + [p.grad for p in module.parameters()])
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=2e-4, atol=2e-5)
