@@ -164,7 +164,7 @@ def _attention_bwd_kernel(
 
 def _blocks(num_queries: int, num_keys: int, attn_size: int) -> tuple[int, int, int]:
     block_q = block_size(num_queries, 1, 16)
-    block_a = block_size(attn_size, 16, 32)
+    block_a = block_size(attn_size, 16, 32 if block_q <= 8 else 16)
     block_k = block_size(num_keys, 1, max(16, _TILE_ELEMENTS // (block_q * block_a)))
     return block_q, block_k, block_a
 

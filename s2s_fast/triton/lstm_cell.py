@@ -20,6 +20,9 @@ from torch.library import triton_op, wrap_triton
 
 from .utils import block_size, device_guard, dot_precision, sigmoid, tanh
 
+# Programs per launch that keep an H100's 132 multiprocessors busy.
+_ENOUGH_PROGRAMS = 128
+
 
 @triton.jit
 def lstm_gates_matmul(
@@ -184,8 +187,15 @@ def _lstm_cell_bwd_kernel(
 
 
 def gemm_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_B, BLOCK_H, BLOCK_K) of the gate-GEMM kernels: tl.dot needs 16 at least on every side."""
-    return block_size(batch, 16, 32), block_size(hidden, 16, 32), 64 if dtype.itemsize == 2 else 32
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the gate-GEMM kernels: tl.dot needs 16 at least on every side.
+
+    Each program streams a [4 * BLOCK_H, K] slice of the weights, which bounds a step's time; 16-wide hidden tiles
+    (twice the programs, half the slice each) when 32-wide ones would leave most of a GPU's multiprocessors idle.
+    """
+    block_b = block_size(batch, 16, 32)
+    wide_programs = triton.cdiv(batch, block_b) * triton.cdiv(hidden, 32)
+    block_h = block_size(hidden, 16, 32 if wide_programs >= _ENOUGH_PROGRAMS else 16)
+    return block_b, block_h, 64 if dtype.itemsize == 2 else 32
 
 
 @triton_op("s2s_fast::triton_lstm_cell_fwd", mutates_args={})
@@ -232,6 +242,13 @@ def lstm_cell_bwd(grad_hy: torch.Tensor, grad_cy: torch.Tensor, input: torch.Ten
             grad_gates.sum(0))
 
 
+def bias_grads(grad_bias, has_bias_ih: bool, has_bias_hh: bool) -> tuple:
+    """The one bias gradient for each bias present; two present biases get separate tensors (their .grad)."""
+    if has_bias_ih and has_bias_hh:
+        return grad_bias, grad_bias.clone()
+    return (grad_bias if has_bias_ih else None), (grad_bias if has_bias_hh else None)
+
+
 def _setup_context(ctx, inputs, output):
     input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = inputs
     _, cy, gates = output
@@ -244,13 +261,6 @@ def _backward(ctx, grad_hy, grad_cy, _):
     grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_cell_bwd(grad_hy, grad_cy,
                                                                                    *ctx.saved_tensors)
     return (grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh) + bias_grads(grad_bias, *ctx.has_bias)
-
-
-def bias_grads(grad_bias, has_bias_ih: bool, has_bias_hh: bool) -> tuple:
-    """The one bias gradient for each bias present; two present biases get separate tensors (their .grad)."""
-    if has_bias_ih and has_bias_hh:
-        return grad_bias, grad_bias.clone()
-    return (grad_bias if has_bias_ih else None), (grad_bias if has_bias_hh else None)
 
 
 lstm_cell_fwd.register_autograd(_backward, setup_context=_setup_context)

@@ -45,7 +45,7 @@ def _lstm_layer_fwd_step_kernel(
     hidden,
     stride_whn, stride_whk,
     stride_bhh,
-    REVERSE: tl.constexpr,
+    REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
     HAS_BIAS_HH: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -115,7 +115,7 @@ def _lstm_layer_bwd_step_kernel(
     hidden,
     stride_gob, stride_got, stride_goh,
     stride_whn, stride_whk,
-    REVERSE: tl.constexpr,
+    REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
     HAS_NEXT: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -210,7 +210,7 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
                 input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
                 lengths if lengths is not None else hx, states_h, states_c, output, gates,
                 step, batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0,
-                REVERSE=reverse, HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
+                REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
                 DOT_PRECISION=dot_precision(input.dtype), BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
             )
     return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
@@ -238,7 +238,7 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
                 grad_output, weight_hh, lengths if lengths is not None else grad_h, states_c, gates, grad_gates,
                 grad_h, grad_c, step, batch, hidden,
                 grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride(),
-                REVERSE=reverse, HAS_NEXT=index > 0, HAS_LENGTHS=lengths is not None,
+                REVERSE=int(reverse), HAS_NEXT=index > 0, HAS_LENGTHS=lengths is not None,
                 DOT_PRECISION=dot_precision(input.dtype), BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
             )
     first = order[0]
