@@ -10,8 +10,6 @@ GEMMs give d input, d h, d W_ih, d W_hh.
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every size (tiled with masks).
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 import torch

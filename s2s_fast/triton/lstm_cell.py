@@ -9,8 +9,6 @@ Serves float16, bfloat16 (on the GPU: the Triton interpreter's bfloat16 dot is w
 (batch, input and hidden dimensions are tiled with masks). float32 follows torch's TF32 switch for matmuls.
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 import torch

@@ -16,8 +16,6 @@ Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >=
 the c states (float32) and the activated gates, O(T*B*H).
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 import torch
