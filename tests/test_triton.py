@@ -216,6 +216,21 @@ def test_opcheck(op):
     torch.library.opcheck(custom_op, args, **kwargs)
 
 
+def test_kernels_compile_for_the_gpu():
+    """The interpreter accepts code the GPU compiler rejects: compile every kernel for sm_90 (no GPU needed)."""
+    import os
+    import subprocess
+    import sys
+
+    import triton
+
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")):
+        pytest.skip("this triton has no NVIDIA backend tools")
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "check_triton_kernels.py")
+    result = subprocess.run([sys.executable, script, "--arch", "90"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_unavailable_reason_says_what_to_do(monkeypatch):
     import s2s_fast.triton as triton_backend
 

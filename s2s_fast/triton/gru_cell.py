@@ -176,7 +176,7 @@ def gru_cell_bwd(grad_hy: torch.Tensor, input: torch.Tensor, hx: torch.Tensor, w
     grad_input_gates = torch.empty(batch, 3 * hidden, device=input.device, dtype=input.dtype)
     grad_hidden_gates = torch.empty_like(grad_input_gates)
     grad_h_direct = torch.empty(batch, hidden, device=input.device, dtype=input.dtype)
-    block_b, block_h = block_size(batch, 1, 32), block_size(hidden, 16, 64)
+    block_b, block_h = block_size(batch, 1, 16), block_size(hidden, 16, 64)
     with device_guard(input):
         wrap_triton(_gru_cell_bwd_kernel)[(triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))](
             grad_hy, hx, saved, grad_input_gates, grad_hidden_gates, grad_h_direct, batch, hidden,

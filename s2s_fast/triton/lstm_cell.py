@@ -230,7 +230,7 @@ def lstm_cell_bwd(grad_hy: torch.Tensor, grad_cy: torch.Tensor, input: torch.Ten
     batch, hidden = hx.shape
     grad_gates = torch.empty(batch, 4 * hidden, device=input.device, dtype=input.dtype)
     grad_cx = torch.empty(batch, hidden, device=input.device, dtype=input.dtype)
-    block_b, block_h = block_size(batch, 1, 32), block_size(hidden, 16, 64)
+    block_b, block_h = block_size(batch, 1, 16), block_size(hidden, 16, 64)
     with device_guard(input):
         wrap_triton(_lstm_cell_bwd_kernel)[(triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))](
             grad_hy, grad_cy, gates, cx, cy, grad_gates, grad_cx, batch, hidden,
