@@ -277,6 +277,22 @@ def test_auto_picks_triton_on_cuda_tensors_and_falls_back_beyond_its_limits():
         backends.resolve("additive_attention", cuda, double)
 
 
+def test_sizes_beyond_32_bit_offsets_fall_back():
+    """Expanded tensors have the shapes of calls past 2**31 elements without the memory; no kernel runs."""
+    if backends.unavailable_reason("cuda", torch.device("cuda")) is None:
+        pytest.skip("the CUDA extension is built: auto prefers it")
+    cuda, hidden = torch.device("cuda"), 2**15
+    huge = torch.zeros(()).expand(4 * hidden, hidden)  # 2**32 elements
+    cell = (torch.zeros(2, 3), torch.zeros(2, hidden), torch.zeros(2, hidden), torch.zeros(()).expand(4 * hidden, 3),
+            huge, None, None)
+    attention = (torch.zeros(1, 2, hidden), torch.zeros(()).expand(1, 2**16, hidden), torch.zeros(hidden),
+                 torch.zeros(()).expand(1, 2**16, 1), None)
+    for op, args in (("lstm_cell", cell), ("additive_attention", attention)):
+        assert backends.resolve(op, cuda, args)[0] == "reference", op
+        with pytest.raises(RuntimeError, match=r"2\*\*31"):
+            backends.resolve(op, cuda, args, backend="triton")
+
+
 def _autocast_dtype():
     return torch.bfloat16 if DEVICE.type == "cuda" else torch.float16
 

@@ -9,8 +9,8 @@ Backward: dscores comes from the O(B*Tq*Tk) softmax backward, done inside a kern
 recomputes tanh: each program owns its A chunk of d query_proj, d key_proj and d v, so nothing races.
 Saved for backward: the inputs and the weights (an output), nothing of size B*Tq*Tk*A.
 
-Serves float16, bfloat16 and float32 (float32 accumulation), every size (all loops are tiled), masks with empty rows
-(zero weights and context). bfloat16 on the GPU uses the hardware tanh approximation (its error is far below
+Serves float16, bfloat16 and float32 (float32 accumulation), every size (all loops are tiled; offsets across the
+batch are 64-bit, within one batch row's tensors 32-bit), masks with empty rows (zero weights and context). bfloat16 on the GPU uses the hardware tanh approximation (its error is far below
 bfloat16's rounding).
 """
 
@@ -25,6 +25,8 @@ from .utils import block_size, device_guard, interpreting, tanh
 
 # Elements of the [BLOCK_Q, BLOCK_K, BLOCK_A] tanh tile of one program: 32 registers per thread at 4 warps.
 _TILE_ELEMENTS = 4096
+# Offsets inside one batch row are 32-bit.
+_INDEX_LIMIT = 2**31
 
 
 @triton.jit
@@ -256,4 +258,9 @@ def limit(query_proj, key_proj, v, values, mask=None):
         return "float64 is not served (the kernels compute in float32); the reference backend serves it"
     if 0 in query_proj.shape or 0 in key_proj.shape or 0 in values.shape:
         return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
+    batch = key_proj.shape[0]
+    queries = query_proj.shape[1] if query_proj.dim() == 3 else 1
+    row_numels = (query_proj.numel() // batch, key_proj.numel() // batch, queries * key_proj.shape[1])
+    if max(row_numels) >= _INDEX_LIMIT:
+        return "one batch row of 2**31 elements or more is not served (32-bit offsets inside a row)"
     return None

@@ -7,7 +7,8 @@ because r scales only the hidden part), applies the cell, writes h' and (r, z, n
 Backward: one pointwise kernel gives the gradients of both gate pre-activations and the direct path to h; library
 GEMMs give d input, d h, d W_ih, d W_hh.
 
-Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every size (tiled with masks).
+Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every size with tensors below 2**31 elements
+(tiled with masks).
 """
 
 from typing import Optional
@@ -218,4 +219,4 @@ def gru_cell(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
 
 def limit(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     """None when the kernels serve this call, else the limit it hits."""
-    return rnn_limit(input, hx, weight_hh)
+    return rnn_limit(input, hx, weight_ih, weight_hh)

@@ -5,8 +5,9 @@ gates with tl.dot over the input and the hidden features (x @ W_ih^T + h @ W_hh^
 writes h, c and the activated gates (kept for backward); pre-activation gates never reach memory. Backward: one
 pointwise kernel turns (dh, dc) into dgates and dc_prev; library GEMMs give d input, d h, d W_ih, d W_hh.
 
-Serves float16, bfloat16 (on the GPU: the Triton interpreter's bfloat16 dot is wrong) and float32, every size
-(batch, input and hidden dimensions are tiled with masks). float32 follows torch's TF32 switch for matmuls.
+Serves float16, bfloat16 (on the GPU only: the Triton interpreter's bfloat16 dot is wrong) and float32, every size
+with tensors below 2**31 elements (batch, input and hidden dimensions are tiled with masks). float32 follows torch's
+TF32 switch for matmuls.
 """
 
 from typing import Optional
@@ -20,6 +21,8 @@ from .utils import block_size, device_guard, dot_precision, sigmoid, tanh
 
 # Programs per launch that keep an H100's 132 multiprocessors busy.
 _ENOUGH_PROGRAMS = 128
+# Offsets inside one step's tensors are 32-bit.
+_INDEX_LIMIT = 2**31
 
 
 @triton.jit
@@ -277,18 +280,21 @@ def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     return hy, cy
 
 
-def rnn_limit(input, *tensors):
-    """None when the gate-GEMM kernels serve a cell or layer call on these tensors, else the limit it hits."""
+def rnn_limit(input, hx, weight_ih, weight_hh):
+    """None when the gate-GEMM kernels serve a cell call, or a layer call with ``input`` one step of it."""
     if input.dtype == torch.float64:
         return "float64 is not served (the kernels compute in float32); the reference backend serves it"
     if input.dtype == torch.bfloat16 and input.device.type == "cpu":
         return ("bfloat16 is not served on the CPU (the Triton interpreter computes bfloat16 dot products "
                 "wrongly); use a CUDA device or float16/float32")
-    if any(t is not None and t.numel() == 0 for t in (input, *tensors)):
+    if any(t.numel() == 0 for t in (input, hx, weight_ih, weight_hh)):
         return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
+    step_numels = (input.numel(), weight_ih.numel(), weight_hh.numel(), hx.shape[0] * weight_hh.shape[0])
+    if max(step_numels) >= _INDEX_LIMIT:
+        return "tensors of one step with 2**31 elements or more are not served (32-bit offsets inside a step)"
     return None
 
 
 def limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     """None when the kernels serve this call, else the limit it hits."""
-    return rnn_limit(input, hx, weight_hh)
+    return rnn_limit(input, hx, weight_ih, weight_hh)

@@ -11,9 +11,10 @@ over 4H) and the pointwise backward, writing this step's dgates; d input, d W_ih
 are then one GEMM (or sum) each over all steps. States live in [T+1, B, H] buffers indexed so that the state before
 step t is at t (forward direction) or t+1 (reverse), so no step overwrites what another program still reads.
 
-Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I, H (tiled with masks,
-64-bit offsets); costs 2T + a few launches per forward and backward. Saved for backward: the h states (input dtype),
-the c states (float32) and the activated gates, O(T*B*H).
+Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
+with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit). Costs T step launches per forward and
+T per backward, plus a few library GEMMs. Saved for backward: the h states (input dtype), the c states (float32) and
+the activated gates, O(T*B*H).
 """
 
 from typing import Optional
@@ -287,4 +288,6 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
 
 def limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
     """None when the kernels serve this call, else the limit it hits."""
-    return rnn_limit(input, hx, weight_hh)
+    if input.shape[0] == 0:
+        return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
+    return rnn_limit(input[0], hx, weight_ih, weight_hh)
