@@ -111,6 +111,25 @@ def test_additive_attention_empty_rows_are_zero_not_nan():
         assert torch.isfinite(leaves[name].grad).all(), name
 
 
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer"])
+def test_backward_from_the_sum_of_the_first_output(op):
+    """Upstream gradients with zero strides (from a sum) on one output and none on the others."""
+    if op == "additive_attention":
+        inputs = _attention_inputs(2, 3, 5, 4, 3)
+    else:
+        inputs = _rnn_inputs(3 if op == "gru_cell" else 4, 3, 5, 6, steps=4 if op == "lstm_layer" else None,
+                             cell_state=op != "gru_cell")
+    grads = []
+    for backend in ("triton", "reference"):
+        leaves = {k: (v.clone().requires_grad_() if v is not None and v.is_floating_point() else v)
+                  for k, v in inputs.items()}
+        outputs = getattr(F, op)(**leaves, backend=backend)
+        (outputs if op == "gru_cell" else outputs[0]).sum().backward()
+        grads.append({k: v.grad for k, v in leaves.items() if v is not None and v.is_floating_point()})
+    for name, expected in grads[1].items():
+        torch.testing.assert_close(grads[0][name], expected, rtol=2e-4, atol=2e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def _saved_bytes(fn, inputs):
     """Sizes (numel) of the tensors autograd keeps for backward while ``fn`` runs, and their total bytes."""
     sizes, total = [], 0

@@ -225,8 +225,9 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
     steps, batch, input_size = input.shape
     hidden = grad_hy.shape[1]
     grad_gates = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
-    grad_h = grad_hy.to(torch.float32, copy=True).contiguous()
-    grad_c = grad_cy.to(torch.float32, copy=True).contiguous()
+    # The step kernels update these in place: fresh contiguous float32 copies, never the incoming gradients.
+    grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    grad_c = grad_cy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
     grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
     kernel = wrap_triton(_lstm_layer_bwd_step_kernel)
