@@ -1,9 +1,11 @@
 """The Triton backend: fused kernels for CUDA tensors, or CPU tensors through the Triton interpreter.
 
 Set ``TRITON_INTERPRET=1`` before this package is imported to run the kernels on the CPU (slow; that is how CI tests
-them). float64 and empty tensors are refused by the per-op checks in ``LIMITS`` (auto then falls back to the
-reference); so is bfloat16 for the RNN ops on the CPU, whose dot products the interpreter gets wrong. The GRU layer is
-served by the reference time loop around the fused GRU cell (see s2s_fast.backends).
+them). Every op serves float16, bfloat16 and float32 at every size, tiled with masks, up to 32-bit offsets inside one
+batch row (attention) or one time step (RNN ops). The per-op checks in ``LIMITS`` refuse float64, empty tensors,
+sizes past those offsets, and bfloat16 for the RNN ops on the CPU, whose dot products the interpreter gets wrong:
+auto then falls back to the reference, an explicit request raises. The GRU layer is served by the reference time loop
+around the fused GRU cell (see s2s_fast.backends).
 """
 
 from __future__ import annotations
