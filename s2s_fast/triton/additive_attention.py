@@ -10,8 +10,8 @@ recomputes tanh: each program owns its A chunk of d query_proj, d key_proj and d
 Saved for backward: the inputs and the weights (an output), nothing of size B*Tq*Tk*A.
 
 Serves float16, bfloat16 and float32 (float32 accumulation), every size (all loops are tiled; offsets across the
-batch are 64-bit, within one batch row's tensors 32-bit), masks with empty rows (zero weights and context). bfloat16 on the GPU uses the hardware tanh approximation (its error is far below
-bfloat16's rounding).
+batch are 64-bit, within one batch row's tensors 32-bit), masks with empty rows (zero weights and context).
+bfloat16 on the GPU uses the hardware tanh approximation (its error is far below bfloat16's rounding).
 """
 
 from typing import Optional
