@@ -58,12 +58,13 @@ def _leaf(*shape, dtype):
     return torch.randn(*shape, dtype=dtype).requires_grad_(True)
 
 
-CONFIGS = list(itertools.product(["lstm", "gru"], [1, 2, 3], [False, True], [False, True], [True, False]))
+CONFIGS = [(*config, torch.float64) for config in
+           itertools.product(["lstm", "gru"], [1, 2, 3], [False, True], [False, True], [True, False])]
+CONFIGS += [(kind, 2, True, batch_first, True, torch.float32) for kind in ("lstm", "gru") for batch_first in (0, 1)]
 
 
-@pytest.mark.parametrize("kind,layers,bidirectional,batch_first,bias", CONFIGS)
-def test_rnn_matches_torch_padded(kind, layers, bidirectional, batch_first, bias):
-    dtype = torch.float64
+@pytest.mark.parametrize("kind,layers,bidirectional,batch_first,bias,dtype", CONFIGS)
+def test_rnn_matches_torch_padded(kind, layers, bidirectional, batch_first, bias, dtype):
     ours, theirs = _pair(kind, dtype, input_size=5, hidden_size=7, num_layers=layers, bias=bias,
                          batch_first=batch_first, bidirectional=bidirectional)
     assert list(ours.state_dict()) == list(theirs.state_dict())
