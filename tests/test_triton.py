@@ -403,6 +403,33 @@ def test_compiled_ops_trace_without_graph_breaks():
 
 
 @pytest.mark.gpu
+def test_compiled_nn_block_on_triton_is_one_graph():
+    """s2s_fast.nn LSTM + AdditiveAttention on the Triton backend compile into one graph and match eager."""
+    import s2s_fast.nn as snn
+
+    lstm = snn.LSTM(4, 6, num_layers=2, bidirectional=True, backend="triton").to(DEVICE)
+    attention = snn.AdditiveAttention(12, 12, 5, backend="triton").to(DEVICE)
+
+    def block(x, mask):
+        memory, _ = lstm(x)
+        memory = memory.transpose(0, 1)
+        return attention(memory[:, -1], memory, mask=mask)
+
+    x, mask = torch.randn(5, 3, 4, device=DEVICE), torch.rand(3, 5, device=DEVICE) > 0.3
+    mask[:, -1] = True
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True)
+    parameters = list(lstm.parameters()) + list(attention.parameters())
+    runs = []
+    for fn in (compiled, block):
+        outputs = fn(x, mask)
+        grads = torch.autograd.grad([o.square().sum() for o in outputs], parameters)
+        runs.append([o.detach() for o in outputs] + list(grads))
+    for got, expected in zip(*runs):
+        torch.testing.assert_close(got, expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.gpu
 def test_compiled_attention_decoder_block_matches_reference():
     """An LSTM encoder + attention decoder step block through the functional API, compiled, against eager."""
     batch, steps, input_size, hidden = 4, 7, 12, 32
