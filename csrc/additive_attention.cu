@@ -71,7 +71,8 @@ __device__ void softmax_row(float* row, T* weight_row, const bool* mask_row, int
 // One block per (batch row b, tile of QT queries). Warps take keys in turn; within a warp, groups of lanes each
 // take one key and split A (16-byte loads of key_proj), the query tile and v sit in shared memory as fp32.
 template <typename T, int QT, int VEC>
-__global__ void __launch_bounds__(kThreads, 2) additive_attention_fwd_kernel(const AdditiveAttentionForwardParams params) {
+__global__ void __launch_bounds__(kThreads, 2)
+    additive_attention_fwd_kernel(const AdditiveAttentionForwardParams params) {
     constexpr int CQ = kContextQueriesFor<QT>;
     extern __shared__ __align__(16) float smem[];
     const int64_t attn = params.attn, keys = params.keys, queries = params.queries, value_size = params.value_size;
@@ -222,7 +223,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     const T* __restrict__ grad_context = static_cast<const T*>(params.grad_context) + (b * queries + q0) * value_size;
     for (int64_t index = threadIdx.x; index < QT * value_pad; index += kThreads) {
         const int64_t qi = index / value_pad, d = index % value_pad;
-        grad_context_s[index] = (qi < tile_queries && d < value_size) ? to_float(grad_context[qi * value_size + d]) : 0.0f;
+        grad_context_s[index] =
+            (qi < tile_queries && d < value_size) ? to_float(grad_context[qi * value_size + d]) : 0.0f;
     }
     __syncthreads();
 
@@ -427,10 +429,9 @@ cudaError_t additive_attention_bwd_scores(const AdditiveAttentionBackwardParams&
     if (status != cudaSuccess) return status;
     constexpr int V = kVec16<T>;
     const bool vectorized = params.value_size % V == 0 && is_aligned(params.values, 16);
-    const int tile = choose_query_tile(params.batch, params.queries, limits,
-                                       scores_backward_shared_floats<16>(params.value_size),
-                                       scores_backward_shared_floats<4>(params.value_size),
-                                       scores_backward_shared_floats<1>(params.value_size));
+    const int tile = choose_query_tile(
+        params.batch, params.queries, limits, scores_backward_shared_floats<16>(params.value_size),
+        scores_backward_shared_floats<4>(params.value_size), scores_backward_shared_floats<1>(params.value_size));
     switch (tile) {
         case 16: return launch_bwd_scores<T, 16>(params, vectorized, stream);
         case 4: return launch_bwd_scores<T, 4>(params, vectorized, stream);
@@ -449,8 +450,8 @@ cudaError_t additive_attention_bwd_inputs(const AdditiveAttentionBackwardParams&
     return cudaGetLastError();
 }
 
-#define S2S_FAST_INSTANTIATE_ATTENTION(T)                                                                      \
-    template cudaError_t additive_attention_fwd<T>(const AdditiveAttentionForwardParams&, cudaStream_t);        \
+#define S2S_FAST_INSTANTIATE_ATTENTION(T)                                                                        \
+    template cudaError_t additive_attention_fwd<T>(const AdditiveAttentionForwardParams&, cudaStream_t);         \
     template cudaError_t additive_attention_bwd_scores<T>(const AdditiveAttentionBackwardParams&, cudaStream_t); \
     template cudaError_t additive_attention_bwd_inputs<T>(const AdditiveAttentionBackwardParams&, cudaStream_t);
 

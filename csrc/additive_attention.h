@@ -11,9 +11,9 @@
 // All tensors are contiguous.
 #pragma once
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace s2s_fast {
 
@@ -21,11 +21,11 @@ namespace s2s_fast {
 constexpr int64_t kAttentionMaxWidth = 16384;
 
 struct AdditiveAttentionForwardParams {
-    int64_t batch;       // B
-    int64_t queries;     // Tq
-    int64_t keys;        // Tk
-    int64_t attn;        // A
-    int64_t value_size;  // Dv
+    int64_t batch;           // B
+    int64_t queries;         // Tq
+    int64_t keys;            // Tk
+    int64_t attn;            // A
+    int64_t value_size;      // Dv
     const void* query_proj;  // [B, Tq, A]
     const void* key_proj;    // [B, Tk, A]
     const void* v;           // [A]

@@ -2,11 +2,11 @@
 // Plain CUDA C++ (no torch headers), so every kernel file compiles on a machine without a CUDA build of torch.
 #pragma once
 
-#include <cstdint>
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace s2s_fast {
 
@@ -16,20 +16,32 @@ constexpr int kWarpSize = 32;
 template <typename T>
 __device__ __forceinline__ float to_float(T value);
 template <>
-__device__ __forceinline__ float to_float<float>(float value) { return value; }
+__device__ __forceinline__ float to_float<float>(float value) {
+    return value;
+}
 template <>
-__device__ __forceinline__ float to_float<__half>(__half value) { return __half2float(value); }
+__device__ __forceinline__ float to_float<__half>(__half value) {
+    return __half2float(value);
+}
 template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 value) { return __bfloat162float(value); }
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 value) {
+    return __bfloat162float(value);
+}
 
 template <typename T>
 __device__ __forceinline__ T from_float(float value);
 template <>
-__device__ __forceinline__ float from_float<float>(float value) { return value; }
+__device__ __forceinline__ float from_float<float>(float value) {
+    return value;
+}
 template <>
-__device__ __forceinline__ __half from_float<__half>(float value) { return __float2half_rn(value); }
+__device__ __forceinline__ __half from_float<__half>(float value) {
+    return __float2half_rn(value);
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) { return __float2bfloat16_rn(value); }
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) {
+    return __float2bfloat16_rn(value);
+}
 
 // Elements of T in one 16-byte access.
 template <typename T>

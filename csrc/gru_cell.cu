@@ -161,7 +161,7 @@ cudaError_t gru_cell_bwd(const GruCellBackwardParams& params, cudaStream_t strea
     return cudaGetLastError();
 }
 
-#define S2S_FAST_INSTANTIATE_GRU_CELL(T)                                                  \
+#define S2S_FAST_INSTANTIATE_GRU_CELL(T)                                             \
     template cudaError_t gru_cell_fwd<T>(const GruCellForwardParams&, cudaStream_t); \
     template cudaError_t gru_cell_bwd<T>(const GruCellBackwardParams&, cudaStream_t);
 

@@ -5,9 +5,9 @@
 // turns the gradient of hy into gradients of both gate pre-activations and the direct part of the hx gradient.
 #pragma once
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace s2s_fast {
 

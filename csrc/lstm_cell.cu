@@ -13,7 +13,8 @@ constexpr int kFusedWarps = 4;
 constexpr int64_t kMaxGridBlocks = int64_t(1) << 20;
 
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kPointwiseThreads) lstm_cell_pointwise_fwd_kernel(const LstmCellPointwiseParams params) {
+__global__ void __launch_bounds__(kPointwiseThreads)
+    lstm_cell_pointwise_fwd_kernel(const LstmCellPointwiseParams params) {
     const int64_t hidden = params.hidden;
     const int64_t vectors_per_row = hidden / VEC;
     const int64_t total = params.batch * vectors_per_row;
@@ -69,8 +70,8 @@ __global__ void __launch_bounds__(kPointwiseThreads) lstm_cell_pointwise_fwd_ker
 template <typename T, int VEC>
 __device__ __forceinline__ void accumulate_gate_rows(const T* __restrict__ weight, int64_t weight_row_stride,
                                                      const T* __restrict__ vectors, int64_t vector_row_stride,
-                                                     int64_t length, int64_t unit, int64_t hidden, int batch,
-                                                     int lane, float (&acc)[4 * kLstmCellFusedMaxBatch]) {
+                                                     int64_t length, int64_t unit, int64_t hidden, int batch, int lane,
+                                                     float (&acc)[4 * kLstmCellFusedMaxBatch]) {
     const T* p_rows[4];
 #pragma unroll
     for (int gate = 0; gate < 4; ++gate) p_rows[gate] = weight + (gate * hidden + unit) * weight_row_stride;
@@ -110,11 +111,11 @@ __global__ void __launch_bounds__(kFusedWarps* kWarpSize) lstm_cell_fused_fwd_ke
 #pragma unroll
     for (int i = 0; i < 4 * kLstmCellFusedMaxBatch; ++i) acc[i] = 0.0f;
     accumulate_gate_rows<T, VEC>(static_cast<const T*>(params.weight_ih), params.weight_ih_row_stride,
-                                 static_cast<const T*>(params.input), params.input_row_stride, params.input_size,
-                                 unit, hidden, batch, lane, acc);
+                                 static_cast<const T*>(params.input), params.input_row_stride, params.input_size, unit,
+                                 hidden, batch, lane, acc);
     accumulate_gate_rows<T, VEC>(static_cast<const T*>(params.weight_hh), params.weight_hh_row_stride,
-                                 static_cast<const T*>(params.hx), params.hx_row_stride, hidden, unit, hidden,
-                                 batch, lane, acc);
+                                 static_cast<const T*>(params.hx), params.hx_row_stride, hidden, unit, hidden, batch,
+                                 lane, acc);
     float pre_gate = warp_transpose_sum(acc);  // lane = gate * 8 + row
     const int gate = lane / kLstmCellFusedMaxBatch;
     const int row = lane % kLstmCellFusedMaxBatch;
@@ -210,11 +211,11 @@ cudaError_t lstm_cell_fused_fwd(const LstmCellFusedParams& params, cudaStream_t 
     if (params.batch < 0 || params.batch > kLstmCellFusedMaxBatch) return cudaErrorInvalidValue;
     if (params.batch == 0 || params.hidden == 0) return cudaSuccess;
     constexpr int V = kVec16<T>;
-    const bool vectorized = params.input_size % V == 0 && params.hidden % V == 0 &&
-                            params.input_row_stride % V == 0 && params.hx_row_stride % V == 0 &&
-                            params.weight_ih_row_stride % V == 0 && params.weight_hh_row_stride % V == 0 &&
-                            is_aligned(params.input, 16) && is_aligned(params.hx, 16) &&
-                            is_aligned(params.weight_ih, 16) && is_aligned(params.weight_hh, 16);
+    const bool vectorized = params.input_size % V == 0 && params.hidden % V == 0 && params.input_row_stride % V == 0 &&
+                            params.hx_row_stride % V == 0 && params.weight_ih_row_stride % V == 0 &&
+                            params.weight_hh_row_stride % V == 0 && is_aligned(params.input, 16) &&
+                            is_aligned(params.hx, 16) && is_aligned(params.weight_ih, 16) &&
+                            is_aligned(params.weight_hh, 16);
     const unsigned blocks = unsigned(ceil_div(params.hidden, kFusedWarps));
     if (vectorized) {
         lstm_cell_fused_fwd_kernel<T, V><<<blocks, kFusedWarps * kWarpSize, 0, stream>>>(params);

@@ -9,9 +9,9 @@
 // input, state, weight and bias gradients with cuBLAS.
 #pragma once
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace s2s_fast {
 
@@ -26,9 +26,9 @@ struct LstmCellPointwiseParams {
     const void* bias_hh;       // [4H] contiguous, or nullptr
     const void* cx;            // [B, H]
     int64_t cx_row_stride;
-    void* hy;                  // [B, H] contiguous
-    void* cy;                  // [B, H] contiguous
-    float* activations;        // [B, 4H] contiguous: sigmoid(i), sigmoid(f), tanh(g), sigmoid(o); nullptr: not saved
+    void* hy;            // [B, H] contiguous
+    void* cy;            // [B, H] contiguous
+    float* activations;  // [B, 4H] contiguous: sigmoid(i), sigmoid(f), tanh(g), sigmoid(o); nullptr: not saved
 };
 
 struct LstmCellFusedParams {

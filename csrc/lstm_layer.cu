@@ -88,14 +88,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int batch_pad = int(batch_padded(batch));
     const int64_t first_unit = int64_t(blockIdx.x) * units;
     T* rows_s = reinterpret_cast<T*>(smem_raw);  // [4 * units, length]: row u * 4 + gate = W_hh[gate * H + unit]
-    T* vector_s = rows_s + rows * length;         // [batch_pad, length]: h_{t-1}
+    T* vector_s = rows_s + rows * length;        // [batch_pad, length]: h_{t-1}
     float* partial_s = reinterpret_cast<float*>(vector_s + batch_pad * length);
 
     const T* __restrict__ weight_hh = static_cast<const T*>(params.weight_hh);
     for (int64_t index = threadIdx.x; index < rows * length; index += kThreads) {
         const int64_t row = index / length, k = index % length;
         const int64_t unit = first_unit + row / 4, gate = row % 4;
-        rows_s[index] = (unit < hidden && k < hidden) ? weight_hh[(gate * hidden + unit) * hidden + k] : from_float<T>(0.0f);
+        rows_s[index] =
+            (unit < hidden && k < hidden) ? weight_hh[(gate * hidden + unit) * hidden + k] : from_float<T>(0.0f);
     }
     // Batch rows past B are never loaded: zero once.
     for (int64_t index = threadIdx.x; index < (batch_pad - batch) * length; index += kThreads)
@@ -113,8 +114,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (owns) {
 #pragma unroll
         for (int gate = 0; gate < 4; ++gate) {
-            if (params.bias_ih != nullptr) bias[gate] += to_float(static_cast<const T*>(params.bias_ih)[gate * hidden + unit]);
-            if (params.bias_hh != nullptr) bias[gate] += to_float(static_cast<const T*>(params.bias_hh)[gate * hidden + unit]);
+            if (params.bias_ih != nullptr)
+                bias[gate] += to_float(static_cast<const T*>(params.bias_ih)[gate * hidden + unit]);
+            if (params.bias_hh != nullptr)
+                bias[gate] += to_float(static_cast<const T*>(params.bias_hh)[gate * hidden + unit]);
         }
         if (params.lengths != nullptr) row_length = params.lengths[b];
         cell = to_float(static_cast<const T*>(params.cx)[b * hidden + unit]);
@@ -136,8 +139,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         float pre[4];
 #pragma unroll
         for (int gate = 0; gate < 4; ++gate)
-            pre[gate] = valid ? to_float(input_gates[(t * batch + b) * 4 * hidden + gate * hidden + unit]) + bias[gate]
-                              : 0.0f;
+            pre[gate] =
+                valid ? to_float(input_gates[(t * batch + b) * 4 * hidden + gate * hidden + unit]) + bias[gate] : 0.0f;
         copy_rows_to_shared<T>(read_buffer, vector_s, batch, length);
         __syncthreads();
         rows_times_vectors<T>(rows_s, vector_s, partial_s, rows, length, batch_pad, plan.warps_per_item,
@@ -168,6 +171,11 @@ __global__ void __launch_bounds__(kThreads, 1)
             } else {
                 output[index] = from_float<T>(0.0f);
                 write_buffer[b * length + unit] = previous;
+                // Skipped steps save zeros: the backward never reads them, but the saved tensor is fully defined.
+                if (saving) {
+                    float* p_act = params.activations + (t * batch + b) * 4 * hidden + unit;
+                    p_act[0] = p_act[hidden] = p_act[2 * hidden] = p_act[3 * hidden] = 0.0f;
+                }
             }
             if (saving) params.cell_states[index] = cell;
         }
@@ -192,7 +200,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int batch_pad = int(batch_padded(batch));
     const int64_t first_unit = int64_t(blockIdx.x) * units;
     T* rows_s = reinterpret_cast<T*>(smem_raw);  // [rows, length]: row u = column first_unit + u of W_hh
-    T* vector_s = rows_s + rows * length;         // [batch_pad, length]: gate gradients of the later step
+    T* vector_s = rows_s + rows * length;        // [batch_pad, length]: gate gradients of the later step
     float* partial_s = reinterpret_cast<float*>(vector_s + batch_pad * length);
 
     // Consecutive threads read consecutive columns of one row of W_hh (coalesced); the transpose lands in shared.
@@ -200,8 +208,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int64_t index = threadIdx.x; index < rows * length; index += kThreads) {
         const int64_t gate_row = index / rows, row = index % rows;
         const int64_t unit = first_unit + row;
-        rows_s[row * length + gate_row] =
-            (unit < hidden && gate_row < gates) ? weight_hh[gate_row * hidden + unit] : from_float<T>(0.0f);
+        const bool present = row < units && unit < hidden && gate_row < gates;
+        rows_s[row * length + gate_row] = present ? weight_hh[gate_row * hidden + unit] : from_float<T>(0.0f);
     }
     for (int64_t index = threadIdx.x; index < (batch_pad - batch) * length; index += kThreads)
         vector_s[batch * length + index] = from_float<T>(0.0f);
@@ -337,9 +345,9 @@ cudaError_t lstm_layer_bwd(const LstmLayerBackwardParams& params, cudaStream_t s
                                        dim3(kThreads), args, size_t(plan.shared_bytes), stream);
 }
 
-#define S2S_FAST_INSTANTIATE_LSTM_LAYER(T)                                                        \
-    template cudaError_t lstm_layer_plan<T>(int64_t, int64_t, bool, LstmLayerPlan*);             \
-    template cudaError_t lstm_layer_fwd<T>(const LstmLayerForwardParams&, cudaStream_t);         \
+#define S2S_FAST_INSTANTIATE_LSTM_LAYER(T)                                               \
+    template cudaError_t lstm_layer_plan<T>(int64_t, int64_t, bool, LstmLayerPlan*);     \
+    template cudaError_t lstm_layer_fwd<T>(const LstmLayerForwardParams&, cudaStream_t); \
     template cudaError_t lstm_layer_bwd<T>(const LstmLayerBackwardParams&, cudaStream_t);
 
 S2S_FAST_INSTANTIATE_LSTM_LAYER(float)

@@ -16,9 +16,9 @@
 // block's slice of W_hh plus the broadcast vector fitting the opt-in shared memory of one block.
 #pragma once
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace s2s_fast {
 
@@ -52,7 +52,7 @@ struct LstmLayerForwardParams {
     void* cy;                 // [B, H]
     void* state_buffer;       // [2, B, lstm_layer_padded(H)] zero-filled: h double buffer
     // Saved for the backward, all nullptr for inference:
-    float* activations;  // [T, B, 4H] activated gates of valid steps
+    float* activations;  // [T, B, 4H] activated gates (zeros at skipped steps)
     float* cell_states;  // [T, B, H] cell state after each step (held value at invalid steps)
     void* hidden_prev;   // [T, B, H] the hidden state each step read
 };
@@ -62,17 +62,17 @@ struct LstmLayerBackwardParams {
     int64_t batch;
     int64_t hidden;
     bool reverse;
-    const void* weight_hh;      // [4H, H] contiguous
-    const int64_t* lengths;     // [B] or nullptr
-    const void* cx;             // [B, H] contiguous
-    const float* activations;   // [T, B, 4H] from the forward
-    const float* cell_states;   // [T, B, H] from the forward
-    const void* grad_output;    // [T, B, H] contiguous
-    const void* grad_hy;        // [B, H] contiguous
-    const void* grad_cy;        // [B, H] contiguous
-    void* grad_gates;           // [T, B, lstm_layer_padded(4H)] zero-filled: gradient of the pre-activation gates
-    void* grad_hx;              // [B, H]
-    void* grad_cx;              // [B, H]
+    const void* weight_hh;     // [4H, H] contiguous
+    const int64_t* lengths;    // [B] or nullptr
+    const void* cx;            // [B, H] contiguous
+    const float* activations;  // [T, B, 4H] from the forward
+    const float* cell_states;  // [T, B, H] from the forward
+    const void* grad_output;   // [T, B, H] contiguous
+    const void* grad_hy;       // [B, H] contiguous
+    const void* grad_cy;       // [B, H] contiguous
+    void* grad_gates;          // [T, B, lstm_layer_padded(4H)] zero-filled: gradient of the pre-activation gates
+    void* grad_hx;             // [B, H]
+    void* grad_cx;             // [B, H]
 };
 
 // T is float, __half or __nv_bfloat16 (instantiated in lstm_layer.cu). The plan is for the current device;

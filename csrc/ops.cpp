@@ -2,14 +2,13 @@
 // implementations that check their inputs, run on the current stream of the inputs' device and check every launch,
 // and a Python module s2s_fast._C exposing the persistent-layer planner. Fake (meta) implementations and autograd
 // formulas are registered from Python (s2s_fast/cuda/).
-#include <torch/extension.h>
-#include <torch/library.h>
-
 #include <ATen/ATen.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <torch/extension.h>
+#include <torch/library.h>
 
 #include <optional>
 #include <string>
@@ -93,8 +92,12 @@ at::TensorOptions float_options(const Tensor& like) { return like.options().dtyp
 // Devices, dtypes and shapes of a cell's operands; `input` is [B, I] for a cell and [T, B, I] for a layer.
 void check_cell(const char* op, int64_t gates, const Tensor& input, const Tensor& hx, const Tensor& weight_ih,
                 const Tensor& weight_hh, const OptionalTensor& bias_ih, const OptionalTensor& bias_hh) {
-    check_inputs(op, {{"input", &input}, {"hx", &hx}, {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh},
-                      {"bias_ih", optional_ptr(bias_ih)}, {"bias_hh", optional_ptr(bias_hh)}});
+    check_inputs(op, {{"input", &input},
+                      {"hx", &hx},
+                      {"weight_ih", &weight_ih},
+                      {"weight_hh", &weight_hh},
+                      {"bias_ih", optional_ptr(bias_ih)},
+                      {"bias_hh", optional_ptr(bias_hh)}});
     TORCH_CHECK(input.dim() >= 2 && hx.dim() == 2 && weight_hh.dim() == 2, "s2s_fast::", op,
                 ": input, hx and weight_hh must be [B, I] (or [T, B, I]), [B, H] and [", gates, "H, H]");
     const int64_t batch = input.size(-2), hidden = weight_hh.size(1);
@@ -111,9 +114,9 @@ Tensor activations_buffer(const Tensor& like, at::IntArrayRef shape, bool save) 
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_cell_fwd_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx,
-                                                 const Tensor& weight_ih, const Tensor& weight_hh,
-                                                 const OptionalTensor& bias_ih, const OptionalTensor& bias_hh,
-                                                 bool save_activations) {
+                                                      const Tensor& weight_ih, const Tensor& weight_hh,
+                                                      const OptionalTensor& bias_ih, const OptionalTensor& bias_hh,
+                                                      bool save_activations) {
     const char* op = "lstm_cell_fwd";
     TORCH_CHECK(input.dim() == 2, "s2s_fast::", op, ": input must be [B, I], got ", input.sizes());
     check_cell(op, 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
@@ -149,9 +152,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_fwd_cuda(const Tensor& input, const
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_cell_fused_fwd_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx,
-                                                       const Tensor& weight_ih, const Tensor& weight_hh,
-                                                       const OptionalTensor& bias_ih, const OptionalTensor& bias_hh,
-                                                       bool save_activations) {
+                                                            const Tensor& weight_ih, const Tensor& weight_hh,
+                                                            const OptionalTensor& bias_ih,
+                                                            const OptionalTensor& bias_hh, bool save_activations) {
     const char* op = "lstm_cell_fused_fwd";
     TORCH_CHECK(input.dim() == 2, "s2s_fast::", op, ": input must be [B, I], got ", input.sizes());
     check_cell(op, 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
@@ -194,7 +197,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_fused_fwd_cuda(const Tensor& input,
 }
 
 std::tuple<Tensor, Tensor> lstm_cell_bwd_cuda(const Tensor& grad_hy, const Tensor& grad_cy, const Tensor& cx,
-                                         const Tensor& activations) {
+                                              const Tensor& activations) {
     const char* op = "lstm_cell_bwd";
     check_inputs(op, {{"grad_hy", &grad_hy}, {"grad_cy", &grad_cy}, {"cx", &cx}});
     TORCH_CHECK(cx.dim() == 2, "s2s_fast::", op, ": cx must be 2-d");
@@ -229,8 +232,8 @@ std::tuple<Tensor, Tensor> lstm_cell_bwd_cuda(const Tensor& grad_hy, const Tenso
 }
 
 std::tuple<Tensor, Tensor> gru_cell_fwd_cuda(const Tensor& input, const Tensor& hx, const Tensor& weight_ih,
-                                        const Tensor& weight_hh, const OptionalTensor& bias_ih,
-                                        const OptionalTensor& bias_hh, bool save_activations) {
+                                             const Tensor& weight_hh, const OptionalTensor& bias_ih,
+                                             const OptionalTensor& bias_hh, bool save_activations) {
     const char* op = "gru_cell_fwd";
     TORCH_CHECK(input.dim() == 2, "s2s_fast::", op, ": input must be [B, I], got ", input.sizes());
     check_cell(op, 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
@@ -262,7 +265,8 @@ std::tuple<Tensor, Tensor> gru_cell_fwd_cuda(const Tensor& input, const Tensor& 
     return {hy, activations};
 }
 
-std::tuple<Tensor, Tensor, Tensor> gru_cell_bwd_cuda(const Tensor& grad_hy, const Tensor& hx, const Tensor& activations) {
+std::tuple<Tensor, Tensor, Tensor> gru_cell_bwd_cuda(const Tensor& grad_hy, const Tensor& hx,
+                                                     const Tensor& activations) {
     const char* op = "gru_cell_bwd";
     check_inputs(op, {{"grad_hy", &grad_hy}, {"hx", &hx}});
     TORCH_CHECK(hx.dim() == 2, "s2s_fast::", op, ": hx must be 2-d");
@@ -304,8 +308,8 @@ void check_attention(const char* op, const Tensor& query_proj, const Tensor& key
     check_shape(op, "v", v, {attn});
     check_shape(op, "values", values, {batch, keys, values.size(2)});
     TORCH_CHECK(attn <= kAttentionMaxWidth && values.size(2) <= kAttentionMaxWidth, "s2s_fast::", op,
-                ": the attention width A and the value size Dv must be at most ", kAttentionMaxWidth, ", got A = ",
-                attn, " and Dv = ", values.size(2));
+                ": the attention width A and the value size Dv must be at most ", kAttentionMaxWidth,
+                ", got A = ", attn, " and Dv = ", values.size(2));
     TORCH_CHECK(batch <= 65535, "s2s_fast::", op, ": serves batches of at most 65535 rows, got ", batch);
     if (mask.has_value()) {
         TORCH_CHECK(mask->scalar_type() == at::kBool && mask->device() == key_proj.device(), "s2s_fast::", op,
@@ -315,8 +319,8 @@ void check_attention(const char* op, const Tensor& query_proj, const Tensor& key
 }
 
 std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& query_proj, const Tensor& key_proj,
-                                                          const Tensor& v, const Tensor& values,
-                                                          const OptionalTensor& mask) {
+                                                               const Tensor& v, const Tensor& values,
+                                                               const OptionalTensor& mask) {
     const char* op = "additive_attention_fwd";
     check_attention(op, query_proj, key_proj, v, values, mask);
     const c10::cuda::CUDAGuard guard(query_proj.device());
@@ -365,8 +369,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     const c10::cuda::CUDAGuard guard(query_proj.device());
     const auto dtype = values.scalar_type();
     if (batch == 0 || queries == 0 || keys == 0) {
-        return {at::zeros_like(query_proj, at::MemoryFormat::Contiguous), at::zeros_like(key_proj, at::MemoryFormat::Contiguous),
-                at::zeros_like(v, at::MemoryFormat::Contiguous), at::zeros_like(values, at::MemoryFormat::Contiguous)};
+        return {at::zeros_like(query_proj, at::MemoryFormat::Contiguous),
+                at::zeros_like(key_proj, at::MemoryFormat::Contiguous), at::zeros_like(v, at::MemoryFormat::Contiguous),
+                at::zeros_like(values, at::MemoryFormat::Contiguous)};
     }
     const Tensor query_c = query_proj.contiguous(), key_c = key_proj.contiguous(), v_c = v.contiguous();
     const Tensor values_c = values.contiguous(), probs_c = probs.contiguous();
@@ -470,8 +475,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cuda(
     const Tensor weight_hh_c = weight_hh.contiguous(), hx_c = hx.contiguous(), cx_c = cx.contiguous();
     const OptionalTensor b_ih = contiguous_or_none(bias_ih), b_hh = contiguous_or_none(bias_hh);
     const OptionalTensor lengths_c = contiguous_or_none(lengths);
-    Tensor state_buffer =
-        at::zeros({2, batch, lstm_layer_padded(hidden, int(input.element_size()))}, options);
+    Tensor state_buffer = at::zeros({2, batch, lstm_layer_padded(hidden, int(input.element_size()))}, options);
     LstmLayerForwardParams params{};
     params.steps = steps;
     params.batch = batch;
@@ -499,13 +503,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cuda(
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_layer_bwd_cuda(const Tensor& grad_output, const Tensor& grad_hy,
-                                                  const Tensor& grad_cy, const Tensor& weight_hh,
-                                                  const OptionalTensor& lengths, const Tensor& cx,
-                                                  const Tensor& activations, const Tensor& cell_states,
-                                                  bool reverse) {
+                                                       const Tensor& grad_cy, const Tensor& weight_hh,
+                                                       const OptionalTensor& lengths, const Tensor& cx,
+                                                       const Tensor& activations, const Tensor& cell_states,
+                                                       bool reverse) {
     const char* op = "lstm_layer_bwd";
-    check_inputs(op, {{"grad_output", &grad_output}, {"grad_hy", &grad_hy}, {"grad_cy", &grad_cy},
-                      {"weight_hh", &weight_hh}, {"cx", &cx}});
+    check_inputs(op, {{"grad_output", &grad_output},
+                      {"grad_hy", &grad_hy},
+                      {"grad_cy", &grad_cy},
+                      {"weight_hh", &weight_hh},
+                      {"cx", &cx}});
     TORCH_CHECK(grad_output.dim() == 3, "s2s_fast::", op, ": grad_output must be [T, B, H]");
     const int64_t steps = grad_output.size(0), batch = grad_output.size(1), hidden = grad_output.size(2);
     check_shape(op, "weight_hh", weight_hh, {4 * hidden, hidden});
@@ -518,8 +525,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_bwd_cuda(const Tensor& grad_output
     check_shape(op, "activations", activations, {steps, batch, 4 * hidden});
     check_shape(op, "cell_states", cell_states, {steps, batch, hidden});
     if (lengths.has_value()) {
-        TORCH_CHECK(lengths->scalar_type() == at::kLong && lengths->device() == grad_output.device(), "s2s_fast::",
-                    op, ": lengths must be an int64 tensor on ", grad_output.device());
+        TORCH_CHECK(lengths->scalar_type() == at::kLong && lengths->device() == grad_output.device(), "s2s_fast::", op,
+                    ": lengths must be an int64 tensor on ", grad_output.device());
         check_shape(op, "lengths", *lengths, {batch});
     }
     const c10::cuda::CUDAGuard guard(grad_output.device());
@@ -565,12 +572,11 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_bwd_cuda(const Tensor& grad_output
 // where the size is not served.
 std::vector<int64_t> lstm_layer_plan_for(const std::string& dtype, int64_t batch, int64_t hidden, bool backward,
                                          int64_t device_index) {
-    const at::ScalarType scalar_type = dtype == "float32"   ? at::kFloat
-                                       : dtype == "float16" ? at::kHalf
+    const at::ScalarType scalar_type = dtype == "float32"    ? at::kFloat
+                                       : dtype == "float16"  ? at::kHalf
                                        : dtype == "bfloat16" ? at::kBFloat16
                                                              : at::kDouble;
-    TORCH_CHECK(scalar_type != at::kDouble, "lstm_layer_plan: dtype must be float32, float16 or bfloat16, got ",
-                dtype);
+    TORCH_CHECK(scalar_type != at::kDouble, "lstm_layer_plan: dtype must be float32, float16 or bfloat16, got ", dtype);
     const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_index));
     const LstmLayerPlan plan = layer_plan(scalar_type, batch, hidden, backward);
     return {plan.units_per_block, plan.blocks, plan.shared_bytes};
@@ -580,27 +586,36 @@ std::vector<int64_t> lstm_layer_plan_for(const std::string& dtype, int64_t batch
 }  // namespace s2s_fast
 
 TORCH_LIBRARY(s2s_fast, m) {
-    m.def("lstm_cell_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
-          "Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor cy, Tensor activations)");
-    m.def("lstm_cell_fused_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, "
-          "Tensor? bias_ih, Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor cy, Tensor activations)");
-    m.def("lstm_cell_bwd(Tensor grad_hy, Tensor grad_cy, Tensor cx, Tensor activations) "
-          "-> (Tensor grad_gates, Tensor grad_cx)");
-    m.def("gru_cell_fwd(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
-          "Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor activations)");
-    m.def("gru_cell_bwd(Tensor grad_hy, Tensor hx, Tensor activations) "
-          "-> (Tensor grad_input_gates, Tensor grad_hidden_gates, Tensor grad_hx_direct)");
-    m.def("additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask) "
-          "-> (Tensor context, Tensor weights, Tensor probs)");
-    m.def("additive_attention_bwd(Tensor grad_context, Tensor grad_weights, Tensor query_proj, Tensor key_proj, "
-          "Tensor v, Tensor values, Tensor? mask, Tensor probs) "
-          "-> (Tensor grad_query, Tensor grad_key, Tensor grad_v, Tensor grad_values)");
-    m.def("lstm_layer_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
-          "Tensor? bias_hh, Tensor? lengths, bool reverse, bool save_for_backward) "
-          "-> (Tensor output, Tensor hy, Tensor cy, Tensor activations, Tensor cell_states, Tensor hidden_prev)");
-    m.def("lstm_layer_bwd(Tensor grad_output, Tensor grad_hy, Tensor grad_cy, Tensor weight_hh, Tensor? lengths, "
-          "Tensor cx, Tensor activations, Tensor cell_states, bool reverse) "
-          "-> (Tensor grad_gates, Tensor grad_hx, Tensor grad_cx)");
+    m.def(
+        "lstm_cell_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+        "Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor cy, Tensor activations)");
+    m.def(
+        "lstm_cell_fused_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, "
+        "Tensor? bias_ih, Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor cy, Tensor activations)");
+    m.def(
+        "lstm_cell_bwd(Tensor grad_hy, Tensor grad_cy, Tensor cx, Tensor activations) "
+        "-> (Tensor grad_gates, Tensor grad_cx)");
+    m.def(
+        "gru_cell_fwd(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+        "Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor activations)");
+    m.def(
+        "gru_cell_bwd(Tensor grad_hy, Tensor hx, Tensor activations) "
+        "-> (Tensor grad_input_gates, Tensor grad_hidden_gates, Tensor grad_hx_direct)");
+    m.def(
+        "additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask) "
+        "-> (Tensor context, Tensor weights, Tensor probs)");
+    m.def(
+        "additive_attention_bwd(Tensor grad_context, Tensor grad_weights, Tensor query_proj, Tensor key_proj, "
+        "Tensor v, Tensor values, Tensor? mask, Tensor probs) "
+        "-> (Tensor grad_query, Tensor grad_key, Tensor grad_v, Tensor grad_values)");
+    m.def(
+        "lstm_layer_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+        "Tensor? bias_hh, Tensor? lengths, bool reverse, bool save_for_backward) "
+        "-> (Tensor output, Tensor hy, Tensor cy, Tensor activations, Tensor cell_states, Tensor hidden_prev)");
+    m.def(
+        "lstm_layer_bwd(Tensor grad_output, Tensor grad_hy, Tensor grad_cy, Tensor weight_hh, Tensor? lengths, "
+        "Tensor cx, Tensor activations, Tensor cell_states, bool reverse) "
+        "-> (Tensor grad_gates, Tensor grad_hx, Tensor grad_cx)");
 }
 
 TORCH_LIBRARY_IMPL(s2s_fast, CUDA, m) {

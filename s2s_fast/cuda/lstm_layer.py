@@ -1,0 +1,143 @@
+"""Persistent LSTM layer on the cuda backend (kernels in csrc/lstm_layer.cu, operators bound in csrc/ops.cpp).
+
+One cooperative launch runs all T steps of one direction with W_hh held in shared memory across the
+multiprocessors; the input projection of all steps is one cuBLAS GEMM before it. The backward is persistent too
+(W_hh columns on chip, gate gradients of all steps kept) and leaves the input, weight and bias gradients to GEMMs
+over all steps here.
+
+Served sizes: ``lstm_layer_limit`` asks the extension's planner, which mirrors the launch: J = ceil(H / SMs) hidden
+units per block with J * B <= 256, and per block 4J rows of W_hh plus the [B, H] broadcast vector (backward: J
+columns of W_hh plus the [B, 4H] gate gradients) in the opt-in shared memory (227 KiB on H100). On an H100 that is,
+for example, in float16/bfloat16 H up to about 1700 at B <= 8 and H = 1024 up to B = 32 for inference; in float32
+H up to about 1100 at B <= 8. Larger calls fall back (backend="auto") or fail with that reason (backend="cuda").
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from . import compiled
+from .compiled import dtype_limit, needs_grad
+
+# Threads per block of the persistent kernels; each owns one (hidden unit, batch row), so B <= 256.
+MAX_BATCH = 256
+
+
+def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save_for_backward):
+    """-> (output [T, B, H], hy, cy, activations [T, B, 4H] fp32, cell_states [T, B, H] fp32, hidden_prev [T, B, H]);
+    the last three are [0] when save_for_backward is False."""
+    return torch.ops.s2s_fast.lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
+                                             reverse, save_for_backward)
+
+
+def lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx, activations, cell_states, reverse):
+    """-> (grad_gates [T, B, 4H] of the pre-activation gates, grad_hx [B, H], grad_cx [B, H])."""
+    return torch.ops.s2s_fast.lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx, activations,
+                                             cell_states, reverse)
+
+
+def _forward_fake(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save_for_backward):
+    steps, batch = input.shape[:2]
+    hidden = weight_hh.shape[1]
+
+    def saved(*shape, dtype):
+        return hx.new_empty(shape if save_for_backward else (0,), dtype=dtype)
+
+    return (hx.new_empty(steps, batch, hidden), hx.new_empty(batch, hidden), hx.new_empty(batch, hidden),
+            saved(steps, batch, 4 * hidden, dtype=torch.float32), saved(steps, batch, hidden, dtype=torch.float32),
+            saved(steps, batch, hidden, dtype=hx.dtype))
+
+
+def _backward_fake(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx, activations, cell_states, reverse):
+    steps, batch, hidden = grad_output.shape
+    return (grad_output.new_empty(steps, batch, 4 * hidden), grad_output.new_empty(batch, hidden),
+            grad_output.new_empty(batch, hidden))
+
+
+def _setup_context(ctx, inputs, output):
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save_for_backward = inputs
+    activations, cell_states, hidden_prev = output[3:]
+    ctx.mark_non_differentiable(activations, cell_states, hidden_prev)
+    ctx.reverse = reverse
+    ctx.saved_state = save_for_backward
+    ctx.save_for_backward(input, cx, weight_ih, weight_hh, lengths, activations, cell_states, hidden_prev)
+
+
+def _backward(ctx, grad_output, grad_hy, grad_cy, *_grad_saved):
+    if not ctx.saved_state:
+        raise RuntimeError("s2s_fast::lstm_layer_fwd ran with save_for_backward=False, so it kept nothing for the "
+                           "backward; call it with save_for_backward=True when gradients are needed")
+    input, cx, weight_ih, weight_hh, lengths, activations, cell_states, hidden_prev = ctx.saved_tensors
+    grad_gates, grad_hx, grad_cx = lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx,
+                                                  activations, cell_states, ctx.reverse)
+    needs = ctx.needs_input_grad
+    gates = grad_gates.reshape(-1, grad_gates.shape[-1])  # [T * B, 4H]
+    grad_bias = grad_gates.sum((0, 1)) if needs[5] or needs[6] else None
+    return (grad_gates @ weight_ih if needs[0] else None,
+            grad_hx if needs[1] else None,
+            grad_cx if needs[2] else None,
+            gates.t() @ input.reshape(-1, input.shape[-1]) if needs[3] else None,
+            gates.t() @ hidden_prev.reshape(-1, hidden_prev.shape[-1]) if needs[4] else None,
+            grad_bias if needs[5] else None,
+            grad_bias if needs[6] else None,
+            None, None, None)
+
+
+def register() -> None:
+    """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
+    torch.library.register_fake("s2s_fast::lstm_layer_fwd", _forward_fake)
+    torch.library.register_autograd("s2s_fast::lstm_layer_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_fake("s2s_fast::lstm_layer_bwd", _backward_fake)
+
+
+def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
+    """One LSTM layer direction over a padded time-major sequence; see s2s_fast.functional.lstm_layer.
+
+    Args:
+        input: [T, B, I]. hx, cx: [B, H]. weight_ih: [4H, I]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
+        lengths: int64 [B] on the input's device, or None. reverse: run each row from its last valid step.
+
+    Returns:
+        (output [T, B, H], hy [B, H], cy [B, H]).
+    """
+    save = needs_grad(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
+    output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
+                                        save)
+    return output, hy, cy
+
+
+@functools.lru_cache(maxsize=256)
+def persistent_plan(dtype: torch.dtype, batch: int, hidden: int, backward: bool, device_index: int) -> tuple:
+    """(units_per_block, blocks, shared_bytes) of the persistent kernel for this size; blocks == 0: not served."""
+    name = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[dtype]
+    return tuple(compiled.extension_module.lstm_layer_plan(name, batch, hidden, backward, device_index))
+
+
+def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None,
+                     reverse=False) -> str | None:
+    """None when the persistent kernel serves the call (forward, and backward when autograd records it)."""
+    reason = dtype_limit(input)
+    if reason is not None:
+        return reason
+    steps, batch = input.shape[:2]
+    hidden = weight_hh.shape[1]
+    if batch > MAX_BATCH:
+        return f"the persistent LSTM kernel serves batches of at most {MAX_BATCH} rows, got {batch}"
+    if steps == 0 or batch == 0 or hidden == 0:
+        return None
+    reason = compiled.missing_reason()
+    if reason is not None:
+        return reason
+    if input.device.type != "cuda":
+        return f"the persistent LSTM kernel runs on CUDA tensors, got a {input.device.type} tensor"
+    backward = needs_grad(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
+    device_index = input.device.index if input.device.index is not None else torch.cuda.current_device()
+    for direction in (False, True) if backward else (False,):
+        if persistent_plan(input.dtype, batch, hidden, direction, device_index)[1] == 0:
+            what = "backward" if direction else "forward"
+            return (f"the persistent LSTM {what} kernel does not serve batch {batch} x hidden {hidden} in "
+                    f"{input.dtype} on this GPU: ceil(H / multiprocessors) units x B must be at most 256 and a "
+                    "block's slice of W_hh plus the per-step vector must fit its shared memory")
+    return None
