@@ -27,10 +27,10 @@ explicit choice that cannot serve the call raises ``RuntimeError`` saying why.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import importlib
 import os
+import threading
 from typing import Callable, Iterator
 
 import torch
@@ -51,22 +51,26 @@ ENV_VAR = "S2S_FAST_BACKEND"
 _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
 
 _global_choice: str | None = None
-_context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar("s2s_fast_backend", default=None)
+# Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
+_context = threading.local()
+_loaded: dict[str, tuple] = {}
 
 
-def _check_name(name: str, source: str) -> str:
+def check_backend_name(name: str, source: str = "the backend argument") -> str:
+    """Return ``name`` lower-cased if it names a backend or "auto"; else raise ValueError listing the names."""
     if not isinstance(name, str) or name.lower() not in VALID_NAMES:
         raise ValueError(f"unknown backend {name!r} from {source}; valid names are {', '.join(VALID_NAMES)}")
     return name.lower()
 
 
-@functools.lru_cache(maxsize=None)
 def _load(name: str):
-    """Import the backend subpackage; an import failure makes the backend unavailable, with the reason kept."""
-    try:
-        return importlib.import_module(f"s2s_fast.{name}"), None
-    except ImportError as error:
-        return None, f"backend {name!r} could not be imported: {error}"
+    """Import the backend subpackage once; an import failure makes it unavailable, with the reason kept."""
+    if name not in _loaded:
+        try:
+            _loaded[name] = importlib.import_module(f"s2s_fast.{name}"), None
+        except ImportError as error:
+            _loaded[name] = None, f"backend {name!r} could not be imported: {error}"
+    return _loaded[name]
 
 
 def _default_device() -> torch.device:
@@ -75,7 +79,7 @@ def _default_device() -> torch.device:
 
 def unavailable_reason(name: str, device: torch.device | str | None = None) -> str | None:
     """Why backend ``name`` cannot run on ``device`` (default: cuda if present, else cpu), or None if it can."""
-    name = _check_name(name, "the name argument")
+    name = check_backend_name(name, "the name argument")
     if name == "auto":
         return None
     device = _default_device() if device is None else torch.device(device)
@@ -93,30 +97,33 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
 def set_backend(name: str | None) -> None:
     """Set the process-wide backend; ``None`` clears it (back to the environment variable or auto)."""
     global _global_choice
-    _global_choice = None if name is None else _check_name(name, "set_backend")
+    _global_choice = None if name is None else check_backend_name(name, "set_backend")
 
 
 def get_backend() -> str:
     """The backend name in effect here when no ``backend=`` argument is given (may be ``"auto"``)."""
-    choice = _context_choice.get()
-    if choice is not None:
-        return choice
+    stack = getattr(_context, "stack", None)
+    if stack:
+        return stack[-1]
     if _global_choice is not None:
         return _global_choice
     env = os.environ.get(ENV_VAR)
     if env:
-        return _check_name(env, f"environment variable {ENV_VAR}")
+        return check_backend_name(env, f"environment variable {ENV_VAR}")
     return "auto"
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Context manager selecting ``name`` for the ops called inside it (per thread and task)."""
-    token = _context_choice.set(_check_name(name, "use_backend"))
+    """Context manager selecting ``name`` for the ops called inside it, in this thread."""
+    name = check_backend_name(name, "use_backend")
+    if not hasattr(_context, "stack"):
+        _context.stack = []
+    _context.stack.append(name)
     try:
         yield
     finally:
-        _context_choice.reset(token)
+        _context.stack.pop()
 
 
 def _implementation(module, op: str, args: tuple) -> tuple[Callable | None, str | None]:
@@ -141,7 +148,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
 
     ``args`` are the validated functional arguments (without ``backend``), passed to the limit checks.
     """
-    name = get_backend() if backend is None else _check_name(backend, "the backend argument")
+    name = get_backend() if backend is None else check_backend_name(backend, "the backend argument")
     if name != "auto":
         reason = unavailable_reason(name, device)
         if reason is None:
@@ -161,3 +168,8 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
             reason = limit
         reasons.append(f"{candidate}: {reason}")
     raise RuntimeError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
+
+
+# Import every backend up front: an import inside a torch.compile'd region would break its graph.
+for _name in BACKEND_NAMES:
+    _load(_name)

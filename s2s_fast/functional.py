@@ -60,11 +60,10 @@ def _float_tensors(op: str, named: dict) -> tuple[torch.dtype, torch.device]:
 
 def _autocast(tensors: tuple) -> tuple:
     """Cast floating tensors to the autocast dtype when autocast is on for their device."""
-    first = next(t for t in tensors if isinstance(t, torch.Tensor))
-    device_type = first.device.type
-    if not torch.is_autocast_enabled(device_type):
+    first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+    if first is None or not torch.is_autocast_enabled(first.device.type):
         return tensors
-    dtype = torch.get_autocast_dtype(device_type)
+    dtype = torch.get_autocast_dtype(first.device.type)
     return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
 
 
@@ -127,9 +126,9 @@ def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *
     Returns:
         (hy [B, H], cy [B, H]).
     """
-    args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
+    args = _autocast((input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh))
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = args
     _check_cell("lstm_cell", 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=cx)
-    args = _autocast(args)
     return _dispatch("lstm_cell", input.device, args, backend)
 
 
@@ -143,9 +142,9 @@ def gru_cell(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, bac
     Returns:
         hy [B, H].
     """
-    args = (input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
+    args = _autocast((input, hx, weight_ih, weight_hh, bias_ih, bias_hh))
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh = args
     _check_cell("gru_cell", 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
-    args = _autocast(args)
     return _dispatch("gru_cell", input.device, args, backend)
 
 
@@ -176,9 +175,11 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
     Returns:
         (output [T, B, H], hy [B, H], cy [B, H]).
     """
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = _autocast((input, hx, cx, weight_ih, weight_hh,
+                                                                         bias_ih, bias_hh))
     lengths = _check_layer("lstm_layer", 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                            cx=cx)
-    args = _autocast((input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)) + (lengths, reverse)
+    args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
     return _dispatch("lstm_layer", input.device, args, backend)
 
 
@@ -193,8 +194,10 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
     Returns:
         (output [T, B, H], hy [B, H]).
     """
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh = _autocast((input, hx, weight_ih, weight_hh, bias_ih,
+                                                                     bias_hh))
     lengths = _check_layer("gru_layer", 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
-    args = _autocast((input, hx, weight_ih, weight_hh, bias_ih, bias_hh)) + (lengths, reverse)
+    args = (input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
     return _dispatch("gru_layer", input.device, args, backend)
 
 
@@ -233,9 +236,10 @@ def additive_attention(query_proj, key_proj, v, values, mask=None, *, backend=No
         (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
     """
     op = "additive_attention"
+    query_proj, key_proj, v, values = _autocast((query_proj, key_proj, v, values))
     _check_attention(op, query_proj, key_proj, values, mask, "query_proj", "key_proj", {"v": v})
     _require_shape(op, "v", v, (key_proj.shape[-1],), "[A] (A from key_proj)")
-    args = _autocast((query_proj, key_proj, v, values)) + (mask,)
+    args = (query_proj, key_proj, v, values, mask)
     return _dispatch(op, query_proj.device, args, backend)
 
 
@@ -253,6 +257,7 @@ def dot_attention(query, keys, values, mask=None, *, backend=None):
         (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
     """
     op = "dot_attention"
+    query, keys, values = _autocast((query, keys, values))
     _check_attention(op, query, keys, values, mask, "query", "keys", {})
-    args = _autocast((query, keys, values)) + (mask,)
+    args = (query, keys, values, mask)
     return _dispatch(op, query.device, args, backend)

@@ -1,0 +1,223 @@
+"""Greedy and batched beam-search decoding for s2s_fast.models.Seq2Seq.
+
+Beam search keeps ``beam_size`` live hypotheses per input. Each step ranks 2 * beam_size extensions; an extension
+ending in EOS among the best beam_size is finished (per hypothesis, not per batch), the best beam_size others live on.
+Finished hypotheses are ranked by log-probability divided by GNMT's length penalty ((5 + length) / 6) ** alpha, the
+length counting EOS. An input is done when its n_best-th finished score cannot be beaten by any live hypothesis (live
+scores only fall as they grow), or when its hypotheses reach its length limit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+
+class Hypothesis(NamedTuple):
+    tokens: list
+    score: float
+    attention: torch.Tensor | None  # [len(tokens), S] for the input's real source positions
+
+
+def _length_penalty(length: int, alpha: float) -> float:
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _length_limits(src_lengths: torch.Tensor, max_len, max_len_ratio) -> list[int]:
+    """Per-input limit on output tokens (EOS excluded): max_len, ceil(ratio * source length), or both (the smaller);
+    by default 2 * source length + 10."""
+    if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
+        raise ValueError(f"generate: max_len must be a positive integer or None, got {max_len!r}")
+    if max_len_ratio is not None and not (isinstance(max_len_ratio, (int, float)) and max_len_ratio > 0):
+        raise ValueError(f"generate: max_len_ratio must be a positive number or None, got {max_len_ratio!r}")
+    limits = []
+    for length in src_lengths.tolist():
+        candidates = []
+        if max_len is not None:
+            candidates.append(max_len)
+        if max_len_ratio is not None:
+            candidates.append(max(1, math.ceil(max_len_ratio * length)))
+        limits.append(min(candidates) if candidates else 2 * length + 10)
+    return limits
+
+
+def _log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """log-softmax in at least float32 (low-precision logits are upcast, float64 stays float64)."""
+    return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+
+def _source_attention(weights: list, length: int) -> torch.Tensor:
+    """Per-step attention rows [S] -> [steps, length] on the CPU, cut to the real source positions."""
+    if not weights:
+        return torch.zeros(0, length)
+    return torch.stack(weights)[:, :length].float().cpu()
+
+
+@torch.no_grad()
+def greedy_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], min_len: int,
+                  return_attention: bool) -> list[Hypothesis]:
+    """Pick the most probable token at each step; returns one Hypothesis per input."""
+    config = model.config
+    batch = encoded.memory.shape[0]
+    device = encoded.memory.device
+    state = model.init_state(encoded)
+    tokens = torch.full((batch,), config.bos_id, dtype=torch.long, device=device)
+    limits_tensor = torch.tensor(limits, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    steps, scores, attention = [], torch.zeros(batch, device=device, dtype=torch.float64), []
+    for step in range(max(limits)):
+        logits, state, weights = model.decode_step(tokens, state, encoded)
+        log_probs = _log_probs(logits)
+        if step < min_len:
+            log_probs[:, config.eos_id] = float("-inf")
+        best, tokens = log_probs.max(dim=-1)
+        scores += torch.where(finished, 0.0, best.double())
+        tokens = torch.where(finished, config.pad_id, tokens)
+        steps.append(tokens)
+        if return_attention and weights is not None:
+            attention.append(weights)
+        finished |= (tokens == config.eos_id) | (step + 1 >= limits_tensor)
+        if bool(finished.all()):
+            break
+    emitted = torch.stack(steps, dim=1).tolist()
+    results = []
+    for row in range(batch):
+        sequence = emitted[row][:limits[row]]
+        length = sequence.index(config.eos_id) if config.eos_id in sequence else len(sequence)
+        row_attention = [w[row] for w in attention[:length]]
+        results.append(Hypothesis(sequence[:length], float(scores[row]),
+                                  _source_attention(row_attention, int(src_lengths[row]))))
+    return results
+
+
+@torch.no_grad()
+def beam_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], beam_size: int, min_len: int,
+                length_penalty: float, n_best: int, return_attention: bool) -> list[list[Hypothesis]]:
+    """Batched beam search; returns, per input, its n_best finished hypotheses, best first."""
+    config = model.config
+    batch = encoded.memory.shape[0]
+    device = encoded.memory.device
+    beams = beam_size
+    rows = torch.arange(batch, device=device).repeat_interleave(beams)
+    encoded = model.select_encoded(encoded, rows)
+    state = model.init_state(encoded)
+    tokens = torch.full((batch * beams,), config.bos_id, dtype=torch.long, device=device)
+    scores = torch.full((batch, beams), float("-inf"), device=device, dtype=torch.float64)
+    scores[:, 0] = 0.0
+    history = torch.zeros(batch * beams, 0, dtype=torch.long, device=device)
+    source_len = encoded.memory.shape[1]
+    attention_history = encoded.memory.new_zeros(batch * beams, 0, source_len) if return_attention else None
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    offsets = (torch.arange(batch, device=device) * beams).unsqueeze(1)  # [B, 1]
+    candidates_per_input = min(2 * beams, beams * config.tgt_vocab_size)
+
+    def finish(row: int, flat: int, raw_score: float, length: int) -> None:
+        """Keep hypothesis ``flat`` (its tokens in ``history``) as finished for input ``row``."""
+        weights = attention_history[flat] if attention_history is not None else []
+        finished[row].append(Hypothesis(history[flat].tolist(), raw_score / _length_penalty(length, length_penalty),
+                                        _source_attention(list(weights), int(src_lengths[row]))))
+
+    for step in range(max(limits)):
+        logits, state, weights = model.decode_step(tokens, state, encoded)
+        log_probs = _log_probs(logits).double()  # [B*K, V]
+        if step < min_len:
+            log_probs[:, config.eos_id] = float("-inf")
+        vocab = log_probs.shape[1]
+        totals = (scores.view(-1, 1) + log_probs).view(batch, beams * vocab)
+        top_scores, top_index = totals.topk(candidates_per_input, dim=1)  # [B, 2K], best first
+        origin, token = top_index // vocab, top_index % vocab
+        is_eos = token == config.eos_id
+        rank = torch.arange(candidates_per_input, device=device)
+        eos_in_top = is_eos & (rank < beams) & torch.isfinite(top_scores)
+        # Live hypotheses: the best K extensions that do not end in EOS (at most K of the 2K do).
+        live = torch.sort(is_eos.long() * candidates_per_input + rank, dim=1).indices[:, :beams]
+        new_scores = top_scores.gather(1, live)
+        new_origin = (origin.gather(1, live) + offsets).view(-1)
+        new_token = token.gather(1, live).view(-1)
+
+        for row, column in eos_in_top.nonzero().tolist():
+            if not done[row]:
+                finish(row, row * beams + int(origin[row, column]), float(top_scores[row, column]), step + 1)
+
+        history = torch.cat([history.index_select(0, new_origin), new_token.unsqueeze(1)], dim=1)
+        if attention_history is not None and weights is not None:
+            attention_history = torch.cat([attention_history.index_select(0, new_origin),
+                                           weights.index_select(0, new_origin).unsqueeze(1)], dim=1)
+        state = model.select_state(state, new_origin)
+        tokens = new_token
+        scores = new_scores
+        host_scores = new_scores.tolist()
+        for row in range(batch):
+            if done[row]:
+                continue
+            if step + 1 >= limits[row]:
+                for beam in range(beams):
+                    if math.isfinite(host_scores[row][beam]):
+                        finish(row, row * beams + beam, host_scores[row][beam], step + 1)
+                done[row] = True
+            elif len(finished[row]) >= n_best:
+                kept = sorted(h.score for h in finished[row])[-n_best]
+                best_live = host_scores[row][0]
+                bound = max(best_live / _length_penalty(step + 2, length_penalty),
+                            best_live / _length_penalty(limits[row], length_penalty))
+                done[row] = bound <= kept
+            if done[row]:
+                scores[row] = float("-inf")
+        if all(done):
+            break
+    return [sorted(hypotheses, key=lambda h: -h.score)[:n_best] for hypotheses in finished]
+
+
+def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = None,
+             max_len_ratio: float | None = None, min_len: int = 0, length_penalty: float = 0.0, n_best: int = 1,
+             return_attention: bool = False):
+    """Decode a batch of source sentences.
+
+    Args:
+        model: a Seq2Seq. src: [B, S] source ids, padded. src_lengths: [B] in [1, S].
+        beam_size: 1 for greedy search, more for beam search.
+        max_len, max_len_ratio: per-input limit on output tokens (EOS excluded): max_len, ceil(ratio * source
+            length), the smaller of both when both are given, 2 * source length + 10 when neither is.
+        min_len: EOS is not allowed before this many tokens.
+        length_penalty: GNMT's alpha (0 ranks by log-probability alone).
+        n_best: how many hypotheses to return per input (at most beam_size).
+        return_attention: also return the attention of each input's best hypothesis.
+
+    Returns:
+        Per input, the best hypothesis as a list of token ids without BOS and EOS; with n_best > 1, a list of
+        (tokens, score) pairs, best first. With return_attention, a pair (that list, attentions) where
+        attentions[i] is a float tensor [len(tokens), source length of input i].
+    """
+    for name, value, low in (("beam_size", beam_size, 1), ("n_best", n_best, 1), ("min_len", min_len, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"generate: {name} must be an integer >= {low}, got {value!r}")
+    if n_best > beam_size:
+        raise ValueError(f"generate: n_best ({n_best}) cannot exceed beam_size ({beam_size})")
+    if return_attention and model.attention is None:
+        raise ValueError("generate: return_attention needs a model with attention (this one has attention='none')")
+    was_training = model.training
+    model.eval()
+    try:
+        lengths = model.check_source(src, src_lengths)
+        limits = _length_limits(lengths, max_len, max_len_ratio)
+        if src.shape[0] == 0:
+            return ([], []) if return_attention else []
+        with torch.no_grad():
+            encoded = model.encode(src, lengths)
+            if beam_size == 1 and n_best == 1:
+                best = [[h] for h in greedy_search(model, encoded, lengths, limits, min_len, return_attention)]
+            else:
+                best = beam_search(model, encoded, lengths, limits, beam_size, min_len, float(length_penalty),
+                                   n_best, return_attention)
+    finally:
+        model.train(was_training)
+    if n_best == 1:
+        hypotheses = [h[0].tokens for h in best]
+    else:
+        hypotheses = [[(h.tokens, h.score) for h in row] for row in best]
+    if return_attention:
+        return hypotheses, [h[0].attention for h in best]
+    return hypotheses

@@ -1,0 +1,83 @@
+"""Seq2SeqConfig: every architectural choice of a Seq2Seq model, validated, JSON-friendly."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..backends import check_backend_name
+
+CELLS = ("lstm", "gru")
+ATTENTIONS = ("bahdanau", "luong-general", "luong-dot", "none")
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Architecture of a Seq2Seq model.
+
+    hidden_size is the decoder's hidden size and the width of the encoder's output; a bidirectional encoder gives
+    each direction hidden_size // 2. attention "none" is the plain encoder-decoder with a fixed context vector (the
+    encoder's final state). input_feeding feeds the previous attentional state into the next decoder input.
+    tie_embeddings shares the target embedding with the output projection (needs embed_dim == hidden_size).
+    attention_size defaults to hidden_size. backend selects the kernels (None follows s2s_fast's selection).
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    embed_dim: int = 128
+    hidden_size: int = 256
+    encoder_layers: int = 2
+    decoder_layers: int = 1
+    bidirectional: bool = True
+    cell: str = "lstm"
+    attention: str = "bahdanau"
+    attention_size: int | None = None
+    input_feeding: bool = True
+    dropout: float = 0.2
+    tie_embeddings: bool = False
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    backend: str | None = None
+
+    def __post_init__(self):
+        for name in ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden_size", "encoder_layers",
+                     "decoder_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Seq2SeqConfig: {name} must be a positive integer, got {value!r}")
+        if self.attention_size is not None and (not isinstance(self.attention_size, int) or self.attention_size < 1):
+            raise ValueError(f"Seq2SeqConfig: attention_size must be a positive integer or None, "
+                             f"got {self.attention_size!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"Seq2SeqConfig: cell must be one of {CELLS}, got {self.cell!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"Seq2SeqConfig: attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.bidirectional and self.hidden_size % 2:
+            raise ValueError(f"Seq2SeqConfig: a bidirectional encoder needs an even hidden_size, got "
+                             f"{self.hidden_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Seq2SeqConfig: dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_embeddings and self.embed_dim != self.hidden_size:
+            raise ValueError(f"Seq2SeqConfig: tie_embeddings needs embed_dim == hidden_size, got {self.embed_dim} "
+                             f"and {self.hidden_size}")
+        for name, vocab in (("pad_id", "tgt_vocab_size"), ("bos_id", "tgt_vocab_size"), ("eos_id", "tgt_vocab_size")):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < min(self.src_vocab_size, self.tgt_vocab_size):
+                raise ValueError(f"Seq2SeqConfig: {name} must index both vocabularies (0 <= id < "
+                                 f"{min(self.src_vocab_size, self.tgt_vocab_size)}), got {value!r}")
+        if len({self.pad_id, self.bos_id, self.eos_id}) != 3:
+            raise ValueError("Seq2SeqConfig: pad_id, bos_id and eos_id must differ")
+        if self.backend is not None:
+            self.backend = check_backend_name(self.backend, "Seq2SeqConfig.backend")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Seq2SeqConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Seq2SeqConfig: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)

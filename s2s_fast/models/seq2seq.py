@@ -1,0 +1,229 @@
+"""The Seq2Seq model: embedding -> LSTM/GRU encoder -> bridge -> attentional decoder -> output projection.
+
+Decoder step t (Luong et al. 2015, with Bahdanau's additive score as one choice of score):
+    x_t = [embed(y_{t-1}); a_{t-1}] with input feeding, else embed(y_{t-1})
+    h_t = RNN stack(x_t, state)
+    c_t, weights_t = attention(h_t, encoder outputs)      (c_t = encoder summary for attention "none")
+    a_t = tanh(W_c [h_t; c_t]);  logits_t = W_y a_t + b_y
+Without input feeding the decoder RNN runs over the whole target in one call and attention takes all queries at once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .. import functional as F
+from ..nn import GRU, LSTM, AdditiveAttention, LuongAttention
+from ..nn.rnn import layer_weights
+from .config import Seq2SeqConfig
+
+
+class EncoderOutput(NamedTuple):
+    memory: torch.Tensor  # [B, S, H] encoder states, zero at padded positions
+    mask: torch.Tensor  # [B, S] bool, True at real source positions
+    key_proj: torch.Tensor | None  # [B, S, A] keys projected once for attention (None for attention "none")
+    summary: torch.Tensor  # [B, H] top layer's final state over both directions
+    final: torch.Tensor | tuple  # encoder final state(s) [L*D, B, H_enc]
+
+
+class DecoderState(NamedTuple):
+    hidden: torch.Tensor | tuple  # [L, B, H] (a pair h, c for LSTM)
+    feed: torch.Tensor | None  # [B, H] previous attentional state (input feeding), else None
+
+
+def _select_rows(value, index: torch.Tensor, dim: int):
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return tuple(v.index_select(dim, index) for v in value)
+    return value.index_select(dim, index)
+
+
+class Seq2Seq(nn.Module):
+    """Attentional encoder-decoder; see the module docstring for the equations and Seq2SeqConfig for options."""
+
+    def __init__(self, config: Seq2SeqConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.is_lstm = c.cell == "lstm"
+        rnn_type = LSTM if self.is_lstm else GRU
+        directions = 2 if c.bidirectional else 1
+        self.src_embed = nn.Embedding(c.src_vocab_size, c.embed_dim, padding_idx=c.pad_id)
+        self.tgt_embed = nn.Embedding(c.tgt_vocab_size, c.embed_dim, padding_idx=c.pad_id)
+        self.encoder = rnn_type(c.embed_dim, c.hidden_size // directions, num_layers=c.encoder_layers,
+                                bidirectional=c.bidirectional, batch_first=True,
+                                dropout=c.dropout if c.encoder_layers > 1 else 0.0, backend=c.backend)
+        bridged = c.decoder_layers * c.hidden_size
+        self.bridge_h = nn.Linear(c.hidden_size, bridged)
+        self.bridge_c = nn.Linear(c.hidden_size, bridged) if self.is_lstm else None
+        decoder_input = c.embed_dim + (c.hidden_size if c.input_feeding else 0)
+        self.decoder = rnn_type(decoder_input, c.hidden_size, num_layers=c.decoder_layers,
+                                dropout=c.dropout if c.decoder_layers > 1 else 0.0, backend=c.backend)
+        attention_size = c.attention_size or c.hidden_size
+        if c.attention == "bahdanau":
+            self.attention = AdditiveAttention(c.hidden_size, c.hidden_size, attention_size, backend=c.backend)
+        elif c.attention in ("luong-general", "luong-dot"):
+            self.attention = LuongAttention(c.hidden_size, c.hidden_size, method=c.attention.split("-")[1],
+                                            backend=c.backend)
+        else:
+            self.attention = None
+        self.combine = nn.Linear(2 * c.hidden_size, c.hidden_size, bias=False)
+        self.output = nn.Linear(c.hidden_size, c.tgt_vocab_size)
+        if c.tie_embeddings:
+            self.output.weight = self.tgt_embed.weight
+        self.dropout = nn.Dropout(c.dropout)
+
+    def _check_tokens(self, name: str, tokens: torch.Tensor, vocab: int) -> None:
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"Seq2Seq: {name} must be an int64 tensor of token ids, got "
+                            f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
+        if tokens.dim() != 2:
+            raise ValueError(f"Seq2Seq: {name} must be [B, T], got shape {list(tokens.shape)}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+            raise ValueError(f"Seq2Seq: {name} holds ids outside the vocabulary [0, {vocab}): "
+                             f"min {int(tokens.min())}, max {int(tokens.max())}")
+
+    def check_source(self, src: torch.Tensor, src_lengths) -> torch.Tensor:
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        if not isinstance(src_lengths, torch.Tensor):
+            src_lengths = torch.as_tensor(src_lengths)
+        if src_lengths.shape != (src.shape[0],) or src_lengths.is_floating_point():
+            raise ValueError(f"Seq2Seq: src_lengths must be integer [B] = [{src.shape[0]}], got "
+                             f"{src_lengths.dtype} of shape {list(src_lengths.shape)}")
+        host = src_lengths.cpu()
+        if src.shape[0] and (int(host.min()) < 1 or int(host.max()) > src.shape[1]):
+            raise ValueError(f"Seq2Seq: src_lengths must lie in [1, S] = [1, {src.shape[1]}], got min "
+                             f"{int(host.min())} and max {int(host.max())}")
+        return host
+
+    def encode(self, src: torch.Tensor, src_lengths) -> EncoderOutput:
+        """src [B, S] token ids (padded), src_lengths [B] in [1, S] -> EncoderOutput."""
+        lengths = self.check_source(src, src_lengths)
+        embedded = self.dropout(self.src_embed(src))  # [B, S, E]
+        memory, final = self.encoder.forward_padded(embedded, lengths)
+        mask = torch.arange(src.shape[1], device=src.device) < lengths.to(src.device).unsqueeze(1)
+        final_h = final[0] if self.is_lstm else final
+        summary = self._top_layer(final_h)
+        key_proj = self.attention.project_keys(memory) if self.attention is not None else None
+        return EncoderOutput(memory, mask, key_proj, summary, final)
+
+    def _top_layer(self, final: torch.Tensor) -> torch.Tensor:
+        """Encoder final states [L*D, B, H/D] -> the top layer's, both directions concatenated: [B, H]."""
+        directions = 2 if self.config.bidirectional else 1
+        top = final[-directions:]  # [D, B, H/D]
+        return top.transpose(0, 1).reshape(top.shape[1], -1)
+
+    def init_state(self, encoded: EncoderOutput) -> DecoderState:
+        """The decoder's initial state, bridged from the encoder's final state."""
+        c = self.config
+        batch = encoded.summary.shape[0]
+
+        def bridge(layer: nn.Linear, summary: torch.Tensor, squash: bool) -> torch.Tensor:
+            state = layer(summary)
+            state = torch.tanh(state) if squash else state
+            return state.view(batch, c.decoder_layers, c.hidden_size).transpose(0, 1).contiguous()
+
+        hidden = bridge(self.bridge_h, encoded.summary, True)
+        if self.is_lstm:
+            hidden = (hidden, bridge(self.bridge_c, self._top_layer(encoded.final[1]), False))
+        feed = encoded.summary.new_zeros(batch, c.hidden_size) if c.input_feeding else None
+        return DecoderState(hidden, feed)
+
+    def _rnn_step(self, input: torch.Tensor, hidden):
+        """One step of the decoder's RNN stack with its own weights: input [B, I] -> (top h [B, H], new hidden)."""
+        layers = self.config.decoder_layers
+        h_all, c_all = hidden if self.is_lstm else (hidden, None)
+        new_h, new_c = [], []
+        layer_input = input
+        for layer in range(layers):
+            weights = layer_weights(self.decoder, layer, 0)
+            if self.is_lstm:
+                h, cell = F.lstm_cell(layer_input, h_all[layer], c_all[layer], *weights, backend=self.config.backend)
+                new_c.append(cell)
+            else:
+                h = F.gru_cell(layer_input, h_all[layer], *weights, backend=self.config.backend)
+            new_h.append(h)
+            layer_input = h
+            if self.decoder.dropout and self.training and layer < layers - 1:
+                layer_input = nn.functional.dropout(h, self.decoder.dropout, training=True)
+        stacked = torch.stack(new_h)
+        return layer_input, ((stacked, torch.stack(new_c)) if self.is_lstm else stacked)
+
+    def _attend(self, query: torch.Tensor, encoded: EncoderOutput):
+        """query [B, H] or [B, T, H] -> (context like query, weights [B, (T,) S] or None)."""
+        if self.attention is None:
+            summary = encoded.summary if query.dim() == 2 else encoded.summary.unsqueeze(1).expand_as(query)
+            return summary, None
+        return self.attention(query, values=encoded.memory, mask=encoded.mask, key_proj=encoded.key_proj)
+
+    def _attentional(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.dropout(torch.tanh(self.combine(torch.cat([query, context], dim=-1))))
+
+    def decode_step(self, prev_tokens: torch.Tensor, state: DecoderState, encoded: EncoderOutput):
+        """prev_tokens [B] -> (logits [B, V], new state, attention weights [B, S] or None)."""
+        embedded = self.dropout(self.tgt_embed(prev_tokens))
+        step_input = torch.cat([embedded, state.feed], dim=-1) if state.feed is not None else embedded
+        top, hidden = self._rnn_step(step_input, state.hidden)
+        context, weights = self._attend(top, encoded)
+        attentional = self._attentional(top, context)
+        new_state = DecoderState(hidden, attentional if state.feed is not None else None)
+        return self.output(attentional), new_state, weights
+
+    def forward(self, src: torch.Tensor, src_lengths, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits.
+
+        Args:
+            src: [B, S] source ids, padded with pad_id. src_lengths: [B] in [1, S].
+            tgt_in: [B, T] decoder input ids (BOS followed by the target without its last token), padded.
+
+        Returns:
+            logits [B, T, V].
+        """
+        self._check_tokens("tgt_in", tgt_in, self.config.tgt_vocab_size)
+        if tgt_in.shape[0] != src.shape[0]:
+            raise ValueError(f"Seq2Seq: tgt_in has batch {tgt_in.shape[0]} but src has {src.shape[0]}")
+        encoded = self.encode(src, src_lengths)
+        state = self.init_state(encoded)
+        embedded = self.dropout(self.tgt_embed(tgt_in))  # [B, T, E]
+        if not self.config.input_feeding:
+            outputs, _ = self.decoder.forward_padded(embedded.transpose(0, 1), None, state.hidden)
+            outputs = outputs.transpose(0, 1)  # [B, T, H]
+            context, _ = self._attend(outputs, encoded)
+            return self.output(self._attentional(outputs, context))
+        attentional = []
+        hidden, feed = state
+        for t in range(tgt_in.shape[1]):
+            top, hidden = self._rnn_step(torch.cat([embedded[:, t], feed], dim=-1), hidden)
+            context, _ = self._attend(top, encoded)
+            feed = self._attentional(top, context)
+            attentional.append(feed)
+        return self.output(torch.stack(attentional, dim=1))
+
+    @staticmethod
+    def select_encoded(encoded: EncoderOutput, index: torch.Tensor) -> EncoderOutput:
+        """Rows ``index`` of every batch-indexed field (beam expansion)."""
+        return EncoderOutput(encoded.memory.index_select(0, index), encoded.mask.index_select(0, index),
+                             _select_rows(encoded.key_proj, index, 0), encoded.summary.index_select(0, index),
+                             _select_rows(encoded.final, index, 1))
+
+    @staticmethod
+    def select_state(state: DecoderState, index: torch.Tensor) -> DecoderState:
+        """Rows ``index`` of a decoder state (beam reordering)."""
+        return DecoderState(_select_rows(state.hidden, index, 1), _select_rows(state.feed, index, 0))
+
+    def generate(self, src, src_lengths, **options):
+        """Decode; see s2s_fast.decoding.generate for the options and the return value."""
+        from ..decoding import generate
+
+        return generate(self, src, src_lengths, **options)
+
+
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over [B, T, V] logits and [B, T] targets; padded targets never count."""
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                       ignore_index=pad_id, label_smoothing=label_smoothing, reduction=reduction)

@@ -1,0 +1,100 @@
+"""Backend selection order, errors for unknown and unavailable backends."""
+
+import pytest
+import torch
+
+import s2s_fast
+from s2s_fast import backends
+from s2s_fast import functional as F
+
+
+def _cell_args():
+    return (torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4), torch.randn(16, 3), torch.randn(16, 4))
+
+
+def test_reference_always_available():
+    assert "reference" in s2s_fast.available_backends()
+    assert "reference" in s2s_fast.available_backends("cpu")
+    assert set(s2s_fast.available_backends("cpu")) <= {"cuda", "triton", "reference"}
+
+
+def test_auto_on_cpu_picks_reference():
+    name, _ = backends.resolve("lstm_cell", torch.device("cpu"), _cell_args())
+    assert name == "reference"
+
+
+def test_selection_order(monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    assert s2s_fast.get_backend() == "auto"
+    monkeypatch.setenv(backends.ENV_VAR, "reference")
+    assert s2s_fast.get_backend() == "reference"
+    s2s_fast.set_backend("triton")
+    assert s2s_fast.get_backend() == "triton"
+    with s2s_fast.use_backend("cuda"):
+        assert s2s_fast.get_backend() == "cuda"
+        with s2s_fast.use_backend("reference"):
+            assert s2s_fast.get_backend() == "reference"
+        assert s2s_fast.get_backend() == "cuda"
+        # An explicit argument beats everything.
+        name, _ = backends.resolve("lstm_cell", torch.device("cpu"), _cell_args(), backend="reference")
+        assert name == "reference"
+    assert s2s_fast.get_backend() == "triton"
+    s2s_fast.set_backend(None)
+    assert s2s_fast.get_backend() == "reference"
+
+
+def test_unknown_names_raise_value_error(monkeypatch):
+    for call in (lambda: s2s_fast.set_backend("cudnn"), lambda: s2s_fast.use_backend("x").__enter__(),
+                 lambda: F.lstm_cell(*_cell_args(), backend="fast"), lambda: s2s_fast.available_backends("tpu")):
+        with pytest.raises((ValueError, RuntimeError)) as info:
+            call()
+        if info.type is ValueError and "backend" in str(info.value):
+            assert "reference" in str(info.value)
+    monkeypatch.setenv(backends.ENV_VAR, "bogus")
+    with pytest.raises(ValueError, match="S2S_FAST_BACKEND"):
+        F.lstm_cell(*_cell_args())
+
+
+def test_cuda_backend_on_cpu_tensors_says_why():
+    with pytest.raises(RuntimeError, match="cuda") as info:
+        F.lstm_cell(*_cell_args(), backend="cuda")
+    assert "cpu" in str(info.value)
+
+
+def test_layer_served_by_a_backend_cell(monkeypatch):
+    """A backend with a cell op but no layer op serves the layer through the reference time loop."""
+    import types
+
+    from s2s_fast import reference
+
+    calls = []
+
+    def counting_cell(*args):
+        calls.append(1)
+        return reference.lstm_cell(*args)
+
+    fake = types.SimpleNamespace(OPS={"lstm_cell": counting_cell}, LIMITS={}, unavailable_reason=lambda d: None)
+    monkeypatch.setattr(backends, "_load", lambda name: (fake, None) if name == "triton" else (reference, None))
+    x, h, c, w_ih, w_hh = torch.randn(3, 2, 5), torch.randn(2, 4), torch.randn(2, 4), torch.randn(16, 5), \
+        torch.randn(16, 4)
+    out, hy, cy = F.lstm_layer(x, h, c, w_ih, w_hh, backend="triton")
+    assert len(calls) == 3
+    expected = reference.lstm_layer(x, h, c, w_ih, w_hh)
+    torch.testing.assert_close(out, expected[0])
+    with pytest.raises(RuntimeError, match="does not implement gru_layer"):
+        F.gru_layer(x, h, torch.randn(12, 5), torch.randn(12, 4), backend="triton")
+
+
+def test_limit_check_makes_auto_fall_back(monkeypatch):
+    import types
+
+    from s2s_fast import reference
+
+    fake = types.SimpleNamespace(OPS={"lstm_cell": lambda *a: 1 / 0}, LIMITS={"lstm_cell": lambda *a: "float32 only"},
+                                 unavailable_reason=lambda d: None)
+    monkeypatch.setattr(backends, "_load", lambda name: (fake, None) if name != "reference" else (reference, None))
+    # auto on a (pretend) CUDA device skips the refusing backends and lands on the reference
+    name, _ = backends.resolve("lstm_cell", torch.device("cuda"), _cell_args())
+    assert name == "reference"
+    with pytest.raises(RuntimeError, match="float32 only"):
+        backends.resolve("lstm_cell", torch.device("cuda"), _cell_args(), backend="triton")

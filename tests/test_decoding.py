@@ -1,0 +1,157 @@
+"""Greedy and beam search: equivalences, exactness on a tiny search space, limits, n-best scores, errors."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from s2s_fast.data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
+from s2s_fast.decoding import beam_search, greedy_search
+from s2s_fast.models import Seq2Seq, Seq2SeqConfig
+
+SYMBOLS = 3
+VOCAB = toy_vocab_size(SYMBOLS)
+
+
+def _model(attention="bahdanau", eos_bias=2.0, seed=0, **overrides):
+    torch.manual_seed(seed)
+    options = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_dim=6, hidden_size=8, encoder_layers=1,
+                   decoder_layers=2, dropout=0.0, attention=attention)
+    options.update(overrides)
+    model = Seq2Seq(Seq2SeqConfig(**options)).double().eval()
+    with torch.no_grad():
+        # Random weights rarely emit EOS; a bias makes hypotheses end at varied lengths.
+        model.output.bias[EOS_ID] += eos_bias
+        model.output.weight.mul_(4.0)
+    return model
+
+
+def _batch(count=6, seed=0):
+    return collate(make_pairs("copy", count, num_symbols=SYMBOLS, max_len=5, seed=seed), PAD_ID, BOS_ID, EOS_ID)
+
+
+def _sequence_log_prob(model, src, src_length, tokens, ended: bool) -> float:
+    """log p(tokens [+ EOS]) under teacher forcing."""
+    target = tokens + ([EOS_ID] if ended else [])
+    tgt_in = torch.tensor([[BOS_ID] + target[:-1]]) if target else torch.tensor([[BOS_ID]])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(src.unsqueeze(0), torch.tensor([src_length]), tgt_in), -1)[0]
+    return float(sum(log_probs[t, token] for t, token in enumerate(target)))
+
+
+def _penalty(length, alpha):
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def test_beam_of_one_equals_greedy():
+    for attention, seed in itertools.product(["bahdanau", "luong-dot", "none"], range(3)):
+        model = _model(attention, seed=seed)
+        batch = _batch(seed=seed)
+        encoded = model.encode(batch.src, batch.src_lengths)
+        limits = [7] * len(batch.src)
+        greedy = greedy_search(model, encoded, batch.src_lengths, limits, 1, False)
+        beam = beam_search(model, encoded, batch.src_lengths, limits, 1, 1, 0.0, 1, False)
+        assert [h.tokens for h in greedy] == [b[0].tokens for b in beam]
+        for g, (b,) in zip(greedy, beam):
+            assert math.isclose(g.score, b.score, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("beam_size,n_best,alpha", [(1, 1, 0.0), (3, 1, 0.0), (4, 3, 0.6), (2, 2, 1.0)])
+def test_batch_equals_one_by_one(beam_size, n_best, alpha):
+    model = _model()
+    batch = _batch(count=5, seed=3)
+    options = dict(beam_size=beam_size, n_best=n_best, length_penalty=alpha, max_len=6, min_len=1)
+    together = model.generate(batch.src, batch.src_lengths, **options)
+    for row in range(len(batch.src)):
+        length = int(batch.src_lengths[row])
+        alone = model.generate(batch.src[row:row + 1, :length], batch.src_lengths[row:row + 1], **options)
+        if n_best == 1:
+            assert alone[0] == together[row]
+        else:
+            assert [t for t, _ in alone[0]] == [t for t, _ in together[row]]
+            for (_, a), (_, b) in zip(alone[0], together[row]):
+                assert math.isclose(a, b, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_wide_beam_is_exhaustive_search(alpha):
+    """With a beam wider than every prefix set, beam search returns the best of all sequences up to max_len."""
+    model = _model(eos_bias=1.0)
+    batch = _batch(count=3, seed=5)
+    max_len = 3
+    found = model.generate(batch.src, batch.src_lengths, beam_size=VOCAB ** max_len, n_best=3, max_len=max_len,
+                           length_penalty=alpha)
+    for row in range(len(batch.src)):
+        src, length = batch.src[row], int(batch.src_lengths[row])
+        scored = []
+        for size in range(max_len + 1):
+            for tokens in itertools.product([t for t in range(VOCAB) if t != EOS_ID], repeat=size):
+                ended = size < max_len
+                log_prob = _sequence_log_prob(model, src, length, list(tokens), ended)
+                scored.append((log_prob / _penalty(size + int(ended), alpha), list(tokens)))
+        scored.sort(key=lambda item: -item[0])
+        assert [t for t, _ in found[row]] == [t for _, t in scored[:3]]
+        for (_, score), (expected, _) in zip(found[row], scored):
+            assert math.isclose(score, expected, rel_tol=1e-9)
+
+
+def test_n_best_scores_are_rescored_log_probs_and_sorted():
+    model = _model()
+    batch = _batch(count=4, seed=7)
+    alpha = 0.6
+    results = model.generate(batch.src, batch.src_lengths, beam_size=4, n_best=4, length_penalty=alpha, max_len=6)
+    for row, hypotheses in enumerate(results):
+        scores = [s for _, s in hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(t) for t, _ in hypotheses}) == len(hypotheses)
+        for tokens, score in hypotheses:
+            ended = len(tokens) < 6
+            log_prob = _sequence_log_prob(model, batch.src[row], int(batch.src_lengths[row]), tokens, ended)
+            assert math.isclose(score, log_prob / _penalty(len(tokens) + int(ended), alpha), rel_tol=1e-7)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_length_limits(beam_size):
+    model = _model(eos_bias=-5.0)
+    batch = _batch()
+    for tokens in model.generate(batch.src, batch.src_lengths, beam_size=beam_size, max_len=4):
+        assert len(tokens) == 4
+    for tokens, length in zip(model.generate(batch.src, batch.src_lengths, beam_size=beam_size, max_len_ratio=1.5),
+                              batch.src_lengths.tolist()):
+        assert len(tokens) == math.ceil(1.5 * length)
+    eager = _model(eos_bias=50.0)
+    for tokens in eager.generate(batch.src, batch.src_lengths, beam_size=beam_size, min_len=2, max_len=5):
+        assert len(tokens) == 2
+    for tokens in eager.generate(batch.src, batch.src_lengths, beam_size=beam_size):
+        assert tokens == []
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_return_attention(beam_size):
+    model = _model()
+    batch = _batch()
+    hypotheses, attention = model.generate(batch.src, batch.src_lengths, beam_size=beam_size, max_len=6,
+                                           return_attention=True)
+    for tokens, weights, length in zip(hypotheses, attention, batch.src_lengths.tolist()):
+        assert weights.shape == (len(tokens), length)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(len(tokens)))
+
+
+def test_generate_errors():
+    model = _model()
+    batch = _batch()
+    for options, pattern in ((dict(beam_size=0), "beam_size"), (dict(beam_size=2, n_best=3), "n_best"),
+                             (dict(max_len=0), "max_len"), (dict(max_len_ratio=-1.0), "max_len_ratio"),
+                             (dict(min_len=-1), "min_len")):
+        with pytest.raises(ValueError, match=pattern):
+            model.generate(batch.src, batch.src_lengths, **options)
+    with pytest.raises(ValueError, match="attention"):
+        _model("none").generate(batch.src, batch.src_lengths, return_attention=True)
+
+
+def test_generate_restores_training_mode():
+    model = _model().train()
+    batch = _batch()
+    model.generate(batch.src, batch.src_lengths)
+    assert model.training

@@ -1,0 +1,116 @@
+"""Functional API: dispatch to the reference on CPU, and clear errors for bad input."""
+
+import pytest
+import torch
+
+from s2s_fast import functional as F
+from s2s_fast import reference
+
+
+def _lstm_args(batch=2, input_size=3, hidden=4, dtype=torch.float32):
+    return dict(input=torch.randn(batch, input_size, dtype=dtype), hx=torch.randn(batch, hidden, dtype=dtype),
+                cx=torch.randn(batch, hidden, dtype=dtype), weight_ih=torch.randn(4 * hidden, input_size, dtype=dtype),
+                weight_hh=torch.randn(4 * hidden, hidden, dtype=dtype), bias_ih=torch.randn(4 * hidden, dtype=dtype),
+                bias_hh=torch.randn(4 * hidden, dtype=dtype))
+
+
+def _attention_args(queries=None, batch=2, keys=5, attn=4, dv=3):
+    query_shape = (batch, attn) if queries is None else (batch, queries, attn)
+    return dict(query_proj=torch.randn(query_shape), key_proj=torch.randn(batch, keys, attn), v=torch.randn(attn),
+                values=torch.randn(batch, keys, dv), mask=torch.ones(batch, keys, dtype=torch.bool))
+
+
+def test_functional_matches_reference():
+    args = _lstm_args()
+    hy, cy = F.lstm_cell(**args)
+    ref = reference.lstm_cell(*args.values())
+    torch.testing.assert_close(hy, ref[0])
+    torch.testing.assert_close(cy, ref[1])
+    attention = _attention_args(queries=3)
+    context, weights = F.additive_attention(**attention)
+    torch.testing.assert_close(context, reference.additive_attention(*attention.values())[0])
+
+
+@pytest.mark.parametrize("change,error,pattern", [
+    (dict(hx=torch.randn(3, 4)), ValueError, r"hx must have shape .*\[2, 4\].*got \[3, 4\]"),
+    (dict(cx=torch.randn(2, 5)), ValueError, r"cx must have shape"),
+    (dict(weight_ih=torch.randn(16, 5)), ValueError, r"weight_ih must have shape"),
+    (dict(weight_hh=torch.randn(15, 4)), ValueError, r"weight_hh must have shape"),
+    (dict(bias_ih=torch.randn(15)), ValueError, r"bias_ih must have shape"),
+    (dict(input=torch.randn(3)), ValueError, r"input must be \[B, I\]"),
+    (dict(hx=torch.randn(2, 4, dtype=torch.float64)), TypeError, r"hx has dtype torch.float64"),
+    (dict(input=torch.ones(2, 3, dtype=torch.int64)), TypeError, r"input must be float16, bfloat16"),
+    (dict(cx=None), TypeError, r"cx must be a tensor"),
+    (dict(hx=[1.0]), TypeError, r"hx must be a tensor"),
+])
+def test_lstm_cell_bad_input(change, error, pattern):
+    args = {**_lstm_args(), **change}
+    with pytest.raises(error, match=pattern):
+        F.lstm_cell(**args)
+
+
+def test_gru_cell_bad_input():
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    with pytest.raises(ValueError, match=r"weight_hh must have shape \[3H, H\]"):
+        F.gru_cell(x, h, torch.randn(12, 3), torch.randn(16, 4))
+    with pytest.raises(ValueError, match=r"weight_ih must have shape"):
+        F.gru_cell(x, h, torch.randn(12, 2), torch.randn(12, 4))
+
+
+@pytest.mark.parametrize("change,error,pattern", [
+    (dict(mask=torch.ones(2, 5, dtype=torch.int64)), TypeError, "mask must be a bool tensor"),
+    (dict(mask=torch.ones(2, 4, dtype=torch.bool)), ValueError, r"mask must have shape \[B, Tk\] = \[2, 5\]"),
+    (dict(v=torch.randn(5)), ValueError, r"v must have shape \[A\]"),
+    (dict(values=torch.randn(2, 6, 3)), ValueError, "values must have shape"),
+    (dict(query_proj=torch.randn(2, 3)), ValueError, "query_proj must have shape"),
+    (dict(query_proj=torch.randn(2, 1, 1, 4)), ValueError, "query_proj must be"),
+    (dict(key_proj=torch.randn(2, 5, 4, dtype=torch.float64)), TypeError, "key_proj has dtype"),
+])
+def test_attention_bad_input(change, error, pattern):
+    args = {**_attention_args(), **change}
+    with pytest.raises(error, match=pattern):
+        F.additive_attention(**args)
+
+
+def test_dot_attention_bad_input():
+    with pytest.raises(ValueError, match="query must have shape"):
+        F.dot_attention(torch.randn(2, 3), torch.randn(2, 5, 4), torch.randn(2, 5, 3))
+
+
+def test_layer_lengths():
+    x, h, c = torch.randn(4, 3, 2), torch.randn(3, 5), torch.randn(3, 5)
+    w_ih, w_hh = torch.randn(20, 2), torch.randn(20, 5)
+    out, hy, cy = F.lstm_layer(x, h, c, w_ih, w_hh, lengths=torch.tensor([4, 0, 2]))
+    # A row of length 0 keeps its initial state and outputs zeros; past its end a row outputs zeros.
+    torch.testing.assert_close(hy[1], h[1])
+    torch.testing.assert_close(cy[1], c[1])
+    assert torch.count_nonzero(out[:, 1]) == 0 and torch.count_nonzero(out[2:, 2]) == 0
+    full, h_full, _ = F.lstm_layer(x[:2, 2:], h[2:], c[2:], w_ih, w_hh)
+    torch.testing.assert_close(out[:2, 2:], full)
+    torch.testing.assert_close(hy[2:], h_full)
+    for bad, error, pattern in ((torch.tensor([5, 1, 1]), ValueError, r"lengths must lie in \[0, T\]"),
+                                (torch.tensor([1.0, 1.0, 1.0]), TypeError, "integer"),
+                                (torch.tensor([1, 1]), ValueError, r"lengths must have shape \[B\]")):
+        with pytest.raises(error, match=pattern):
+            F.lstm_layer(x, h, c, w_ih, w_hh, lengths=bad)
+    with pytest.raises(ValueError, match=r"\[T, B, I\]"):
+        F.lstm_layer(x[0], h, c, w_ih, w_hh)
+    with pytest.raises(TypeError, match="reverse"):
+        F.lstm_layer(x, h, c, w_ih, w_hh, reverse=1)
+
+
+def test_empty_sizes_follow_torch():
+    out, hy, cy = F.lstm_layer(torch.randn(0, 2, 3), torch.randn(2, 4), torch.randn(2, 4), torch.randn(16, 3),
+                               torch.randn(16, 4))
+    assert out.shape == (0, 2, 4)
+    context, weights = F.additive_attention(torch.randn(0, 4), torch.randn(0, 5, 4), torch.randn(4),
+                                            torch.randn(0, 5, 3))
+    assert context.shape == (0, 3) and weights.shape == (0, 5)
+
+
+def test_autocast_casts_inputs():
+    args = _lstm_args()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hy, cy = F.lstm_cell(**args)
+        context, _ = F.additive_attention(**{**_attention_args(), "v": torch.randn(4, dtype=torch.float64)})
+    assert hy.dtype == torch.bfloat16 and cy.dtype == torch.bfloat16 and context.dtype == torch.bfloat16

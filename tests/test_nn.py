@@ -1,0 +1,252 @@
+"""Drop-in modules against torch.nn: same parameters, state_dict keys, outputs and every gradient."""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence
+
+import s2s_fast.nn as snn
+from s2s_fast.testing import tolerance
+
+MODULES = {"lstm": (snn.LSTM, torch.nn.LSTM), "gru": (snn.GRU, torch.nn.GRU)}
+
+
+def _pair(kind, dtype, **kwargs):
+    ours_type, torch_type = MODULES[kind]
+    theirs = torch_type(**kwargs).to(dtype)
+    ours = ours_type(**kwargs).to(dtype)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def _data(x):
+    return x.data if isinstance(x, PackedSequence) else x
+
+
+def _outputs(result):
+    output, state = result
+    states = state if isinstance(state, tuple) else (state,)
+    return (_data(output),) + states
+
+
+def _check_same(ours, theirs, make_input, make_hx, dtype):
+    """Same forward and same gradients for the input, the initial state and every parameter."""
+    tol = tolerance(dtype)
+    runs = []
+    for module in (ours, theirs):
+        torch.manual_seed(1)
+        inputs, leaves = make_input()
+        hx, hx_leaves = make_hx()
+        outs = _outputs(module(inputs, hx) if hx is not None else module(inputs))
+        runs.append((outs, leaves + hx_leaves, module))
+    (our_outs, our_leaves, _), (their_outs, their_leaves, _) = runs
+    assert len(our_outs) == len(their_outs)
+    generator = torch.Generator().manual_seed(2)
+    upstream = [torch.randn(o.shape, generator=generator, dtype=torch.float64).to(dtype) for o in their_outs]
+    for outs, leaves, module in runs:
+        torch.autograd.backward(outs, upstream)
+    for a, b in zip(our_outs, their_outs):
+        torch.testing.assert_close(a, b, **tol)
+    for a, b in zip(our_leaves, their_leaves):
+        torch.testing.assert_close(a.grad, b.grad, **tol)
+    for (name, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def _leaf(*shape, dtype):
+    return torch.randn(*shape, dtype=dtype).requires_grad_(True)
+
+
+CONFIGS = [(*config, torch.float64) for config in
+           itertools.product(["lstm", "gru"], [1, 2, 3], [False, True], [False, True], [True, False])]
+CONFIGS += [(kind, 2, True, batch_first, True, torch.float32) for kind in ("lstm", "gru") for batch_first in (False, True)]
+
+
+@pytest.mark.parametrize("kind,layers,bidirectional,batch_first,bias,dtype", CONFIGS)
+def test_rnn_matches_torch_padded(kind, layers, bidirectional, batch_first, bias, dtype):
+    ours, theirs = _pair(kind, dtype, input_size=5, hidden_size=7, num_layers=layers, bias=bias,
+                         batch_first=batch_first, bidirectional=bidirectional)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    steps, batch = 4, 3
+    shape = (batch, steps, 5) if batch_first else (steps, batch, 5)
+    x = torch.randn(shape, dtype=dtype)
+    state_shape = (layers * (2 if bidirectional else 1), batch, 7)
+    h0, c0 = torch.randn(state_shape, dtype=dtype), torch.randn(state_shape, dtype=dtype)
+
+    def make_input():
+        leaf = x.clone().requires_grad_(True)
+        return leaf, [leaf]
+
+    def make_hx():
+        h, c = h0.clone().requires_grad_(True), c0.clone().requires_grad_(True)
+        return ((h, c), [h, c]) if kind == "lstm" else (h, [h])
+
+    _check_same(ours, theirs, make_input, make_hx, dtype)
+    _check_same(ours, theirs, make_input, lambda: (None, []), dtype)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rnn_matches_torch_packed(kind, enforce_sorted, dtype):
+    ours, theirs = _pair(kind, dtype, input_size=4, hidden_size=6, num_layers=2, bidirectional=True)
+    lengths = torch.tensor([5, 4, 2, 1]) if enforce_sorted else torch.tensor([2, 5, 1, 4])
+    x = torch.randn(5, 4, 4, dtype=dtype)
+    h0, c0 = torch.randn(4, 4, 6, dtype=dtype), torch.randn(4, 4, 6, dtype=dtype)
+
+    def make_input():
+        leaf = x.clone().requires_grad_(True)
+        return pack_padded_sequence(leaf, lengths, enforce_sorted=enforce_sorted), [leaf]
+
+    def make_hx():
+        h, c = h0.clone().requires_grad_(True), c0.clone().requires_grad_(True)
+        return ((h, c), [h, c]) if kind == "lstm" else (h, [h])
+
+    _check_same(ours, theirs, make_input, make_hx, dtype)
+    packed, _ = make_input()
+    out_ours, out_theirs = ours(packed)[0], theirs(packed)[0]
+    assert isinstance(out_ours, PackedSequence)
+    assert torch.equal(out_ours.batch_sizes, out_theirs.batch_sizes)
+    for a, b in ((out_ours.sorted_indices, out_theirs.sorted_indices),
+                 (out_ours.unsorted_indices, out_theirs.unsorted_indices)):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_pack_sequence_input():
+    ours, theirs = _pair("lstm", torch.float64, input_size=3, hidden_size=4)
+    seqs = [torch.randn(n, 3, dtype=torch.float64) for n in (2, 5, 3)]
+    packed = pack_sequence(seqs, enforce_sorted=False)
+    a, b = ours(packed), theirs(packed)
+    torch.testing.assert_close(a[0].data, b[0].data)
+    torch.testing.assert_close(a[1][0], b[1][0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_unbatched(kind):
+    ours, theirs = _pair(kind, torch.float64, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    h = torch.randn(4, 4, dtype=torch.float64)
+    hx = (h, torch.randn(4, 4, dtype=torch.float64)) if kind == "lstm" else h
+    for args in ((x,), (x, hx)):
+        a, b = _outputs(ours(*args)), _outputs(theirs(*args))
+        for u, w in zip(a, b):
+            assert u.shape == w.shape
+            torch.testing.assert_close(u, w)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_dropout(kind):
+    ours, theirs = _pair(kind, torch.float64, input_size=3, hidden_size=8, num_layers=3, dropout=0.5)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    ours.eval(), theirs.eval()
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0])
+    ours.train()
+    torch.manual_seed(3)
+    first = ours(x)[0]
+    torch.manual_seed(3)
+    again = ours(x)[0]
+    torch.manual_seed(4)
+    other = ours(x)[0]
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, other)
+    assert not torch.allclose(first, theirs(x)[0])
+    # Dropout sits between layers only: a one-layer module is unaffected by training mode.
+    single, reference = _pair(kind, torch.float64, input_size=3, hidden_size=8, num_layers=1)
+    single.train()
+    torch.testing.assert_close(single(x)[0], reference(x)[0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_state_dict_both_ways(kind):
+    ours_type, torch_type = MODULES[kind]
+    ours = ours_type(3, 5, num_layers=2, bidirectional=True)
+    theirs = torch_type(3, 5, num_layers=2, bidirectional=True)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 2, 3)
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0], **tolerance(torch.float32))
+    assert isinstance(ours, torch.nn.RNNBase)
+    assert repr(ours).replace(type(ours).__name__, "") == repr(theirs).replace(type(theirs).__name__, "")
+
+
+def test_proj_size_not_supported():
+    with pytest.raises(NotImplementedError, match="proj_size"):
+        snn.LSTM(3, 5, proj_size=2)
+    with pytest.raises(ValueError, match="only supported for LSTM"):
+        snn.GRU(3, 5, proj_size=2)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_bad_input(kind):
+    module = MODULES[kind][0](3, 5, num_layers=2)
+    with pytest.raises(ValueError, match="input_size"):
+        module(torch.randn(4, 2, 6))
+    with pytest.raises(ValueError, match="dimensions"):
+        module(torch.randn(4, 2, 3, 1))
+    bad_h = torch.randn(1, 2, 5)
+    with pytest.raises(ValueError, match="h_0"):
+        module(torch.randn(4, 2, 3), (bad_h, bad_h) if kind == "lstm" else bad_h)
+    with pytest.raises(ValueError, match="unknown backend"):
+        MODULES[kind][0](3, 5, backend="cudnn")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cells_match_torch(kind, bias):
+    ours_type, torch_type = (snn.LSTMCell, torch.nn.LSTMCell) if kind == "lstm" else (snn.GRUCell, torch.nn.GRUCell)
+    theirs = torch_type(5, 7, bias=bias).double()
+    ours = ours_type(5, 7, bias=bias).double()
+    ours.load_state_dict(theirs.state_dict())
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for batched in (True, False):
+        x = torch.randn(*((3,) if batched else ()), 5, dtype=torch.float64)
+        h = torch.randn(*((3,) if batched else ()), 7, dtype=torch.float64)
+        hx = (h, h * 0.5) if kind == "lstm" else h
+        for args in ((x,), (x, hx)):
+            a, b = ours(*args), theirs(*args)
+            for u, w in zip(*(((a,), (b,)) if kind == "gru" else (a, b))):
+                assert u.shape == w.shape
+                torch.testing.assert_close(u, w)
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    out = ours(x)
+    (out[0] if kind == "lstm" else out).sum().backward()
+    expected_grad = x.grad.clone()
+    x.grad = None
+    out = theirs(x)
+    (out[0] if kind == "lstm" else out).sum().backward()
+    torch.testing.assert_close(x.grad, expected_grad)
+
+
+def test_additive_attention_module():
+    attention = snn.AdditiveAttention(6, 4, 5).double()
+    query = torch.randn(2, 6, dtype=torch.float64)
+    keys = torch.randn(2, 3, 4, dtype=torch.float64)
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    context, weights = attention(query, keys, mask=mask)
+    scores = torch.tanh(attention.query_layer(query)[:, None] + attention.key_layer(keys)) @ attention.v
+    expected = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(context, (expected[:, :, None] * keys).sum(1))
+    again = attention(query, None, values=keys, mask=mask, key_proj=attention.project_keys(keys))
+    torch.testing.assert_close(again[0], context)
+    many_context, _ = attention(query[:, None].expand(2, 4, 6), keys, mask=mask)
+    torch.testing.assert_close(many_context[:, 2], context)
+    with pytest.raises(ValueError, match="keys"):
+        attention(query)
+
+
+@pytest.mark.parametrize("method", ["general", "dot"])
+def test_luong_attention_module(method):
+    attention = snn.LuongAttention(4, 4, method=method).double()
+    query = torch.randn(2, 4, dtype=torch.float64)
+    keys = torch.randn(2, 3, 4, dtype=torch.float64)
+    values = torch.randn(2, 3, 2, dtype=torch.float64)
+    context, weights = attention(query, keys, values)
+    projected = keys if method == "dot" else keys @ attention.key_layer.weight.T
+    expected = torch.softmax(torch.einsum("bd,bkd->bk", query, projected), -1)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(context, torch.einsum("bk,bkv->bv", expected, values))
+    with pytest.raises(ValueError, match="query_size == key_size"):
+        snn.LuongAttention(4, 5, method="dot")
+    with pytest.raises(ValueError, match="method"):
+        snn.LuongAttention(4, 4, method="concat")
