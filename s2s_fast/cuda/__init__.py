@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import additive_attention, gru_cell, lstm_cell, lstm_layer
-from .compiled import extension_module, missing_reason
+from .compiled import MISSING_REASON, extension_module
 
 OPS = {
     "lstm_cell": lstm_cell.lstm_cell,
@@ -33,9 +33,8 @@ if extension_module is not None:
 
 def unavailable_reason(device: torch.device) -> str | None:
     """None for CUDA devices when the extension is built; otherwise why not and how to build it."""
-    reason = missing_reason()
-    if reason is not None:
-        return reason
-    if torch.device(device).type != "cuda":
-        return f"the cuda backend runs on CUDA tensors only, got a {torch.device(device).type} device"
+    if MISSING_REASON is not None:
+        return MISSING_REASON
+    if device.type != "cuda":
+        return "the cuda backend runs on CUDA tensors only"
     return None

@@ -1,30 +1,26 @@
 """The compiled extension s2s_fast._C (it registers the torch.ops.s2s_fast operators) and checks shared by the ops.
 
-Importing this module never fails: without the extension, ``extension_module`` is None and ``import_error`` says why.
+Importing this module never fails: without the extension, ``extension_module`` is None and ``MISSING_REASON`` says
+why and how to build it.
 """
 
 from __future__ import annotations
 
 import torch
 
+BUILD_HINT = ("build it on a machine with a CUDA build of torch and nvcc: pip install --no-build-isolation -e . "
+              "(S2S_FAST_BUILD_CUDA=1 makes that install fail, saying why, instead of skipping the extension)")
+
+# A constant, so that the availability check traces under torch.compile without formatting anything.
 try:
     from s2s_fast import _C as extension_module
 except ImportError as error:
     extension_module = None
-    import_error: ImportError | None = error
+    MISSING_REASON: str | None = f"the CUDA extension s2s_fast._C is not built ({error}); {BUILD_HINT}"
 else:
-    import_error = None
+    MISSING_REASON = None
 
-BUILD_HINT = ("build it on a machine with a CUDA build of torch and nvcc: pip install --no-build-isolation -e . "
-              "(S2S_FAST_BUILD_CUDA=1 makes that install fail, saying why, instead of skipping the extension)")
 SERVED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def missing_reason() -> str | None:
-    """Why the extension cannot be used (not built, or built against another torch), or None."""
-    if extension_module is None:
-        return f"the CUDA extension s2s_fast._C is not built ({import_error}); {BUILD_HINT}"
-    return None
 
 
 def dtype_limit(tensor: torch.Tensor) -> str | None:

@@ -14,8 +14,6 @@ H up to about 1100 at B <= 8. Larger calls fall back (backend="auto") or fail wi
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from . import compiled
@@ -108,11 +106,24 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
     return output, hy, cy
 
 
-@functools.lru_cache(maxsize=256)
-def persistent_plan(dtype: torch.dtype, batch: int, hidden: int, backward: bool, device_index: int) -> tuple:
-    """(units_per_block, blocks, shared_bytes) of the persistent kernel for this size; blocks == 0: not served."""
-    name = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[dtype]
-    return tuple(compiled.extension_module.lstm_layer_plan(name, batch, hidden, backward, device_index))
+def persistent_shared_bytes(element_size: int, batch: int, hidden: int, backward: bool, multiprocessors: int):
+    """Shared memory per block the persistent kernel needs, or None where J * B > 256 (J = ceil(H / SMs)).
+
+    Mirrors plan_for in csrc/lstm_layer.cu (in plain arithmetic, so that torch.compile traces it); the launch checks
+    the same plan again and refuses, saying so, if the two ever disagree.
+    """
+    units = -(-hidden // multiprocessors)
+    if units * batch > MAX_BATCH:
+        return None
+    vector = 16 // element_size
+    rows = -(-units // 4) * 4 if backward else 4 * units
+    length = -(-(4 * hidden if backward else hidden) // vector) * vector
+    batch_pad = -(-batch // 8) * 8
+    items = rows // 4 * (batch_pad // 8)
+    warps_per_item = 1
+    while 2 * warps_per_item * items <= 8:
+        warps_per_item *= 2
+    return (rows + batch_pad) * length * element_size + warps_per_item * rows * batch_pad * 4
 
 
 def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None,
@@ -127,17 +138,20 @@ def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=
         return f"the persistent LSTM kernel serves batches of at most {MAX_BATCH} rows, got {batch}"
     if steps == 0 or batch == 0 or hidden == 0:
         return None
-    reason = compiled.missing_reason()
-    if reason is not None:
-        return reason
+    if compiled.MISSING_REASON is not None:
+        return compiled.MISSING_REASON
     if input.device.type != "cuda":
-        return f"the persistent LSTM kernel runs on CUDA tensors, got a {input.device.type} tensor"
+        return "the persistent LSTM kernel runs on CUDA tensors"
+    properties = torch.cuda.get_device_properties(input.device)
+    available = getattr(properties, "shared_memory_per_block_optin", 48 * 1024)
     backward = needs_grad(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
-    device_index = input.device.index if input.device.index is not None else torch.cuda.current_device()
     for direction in (False, True) if backward else (False,):
-        if persistent_plan(input.dtype, batch, hidden, direction, device_index)[1] == 0:
+        needed = persistent_shared_bytes(input.element_size(), batch, hidden, direction,
+                                         properties.multi_processor_count)
+        if needed is None or needed > available:
             what = "backward" if direction else "forward"
             return (f"the persistent LSTM {what} kernel does not serve batch {batch} x hidden {hidden} in "
-                    f"{input.dtype} on this GPU: ceil(H / multiprocessors) units x B must be at most 256 and a "
-                    "block's slice of W_hh plus the per-step vector must fit its shared memory")
+                    f"{input.dtype} on this GPU: ceil(H / multiprocessors) units x B must be at most {MAX_BATCH} "
+                    f"and a block's slice of W_hh plus the per-step vector ({needed} bytes) must fit its shared "
+                    f"memory ({available} bytes)")
     return None
