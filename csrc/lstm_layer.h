@@ -2,7 +2,8 @@
 // memory spread over the multiprocessors, a grid-wide barrier between steps. Parameters and host launchers.
 //
 // Block g owns hidden units [g * J, (g + 1) * J). Forward step t: every block copies h_{t-1} [B, H] from a global
-// double buffer into shared memory, multiplies it by its 4J rows of W_hh (fp32 accumulation), one thread per
+// double buffer into shared memory, multiplies it by its 4J rows of W_hh (fp32 accumulation; tensor cores,
+// mma.m16n8k16, for float16 and bfloat16, CUDA-core FMA for float32), one thread per
 // (unit, row) applies the gate math with the input gates (input @ W_ih^T, one cuBLAS GEMM before the launch) and
 // the biases, writes h_t to the other buffer, and the grid synchronises. The cell state stays in that thread's
 // registers across steps. Backward walks the steps in reverse with the columns of W_hh of its units held on chip,
@@ -22,7 +23,7 @@
 
 namespace s2s_fast {
 
-// Rows in shared memory and global scratch are padded to whole 16-byte vectors.
+// Rows of the global scratch buffers (h double buffer, gate gradients) are padded to whole 16-byte vectors.
 __host__ __device__ inline int64_t lstm_layer_padded(int64_t length, int element_size) {
     const int64_t vector = 16 / element_size;
     return (length + vector - 1) / vector * vector;
@@ -31,7 +32,6 @@ __host__ __device__ inline int64_t lstm_layer_padded(int64_t length, int element
 struct LstmLayerPlan {
     int units_per_block = 0;  // J
     int blocks = 0;           // 0: this size is not served
-    int warps_per_item = 0;   // warps splitting one (4 rows x 8 batch rows) product
     int64_t shared_bytes = 0;
 };
 

@@ -117,7 +117,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_fwd_cuda(const Tensor& input, const
                                                       const Tensor& weight_ih, const Tensor& weight_hh,
                                                       const OptionalTensor& bias_ih, const OptionalTensor& bias_hh,
                                                       bool save_activations) {
-    const char* op = "lstm_cell_fwd";
+    const char* op = "cuda_lstm_cell_fwd";
     TORCH_CHECK(input.dim() == 2, "s2s_fast::", op, ": input must be [B, I], got ", input.sizes());
     check_cell(op, 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
     check_inputs(op, {{"input", &input}, {"cx", &cx}});
@@ -155,14 +155,14 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_fused_fwd_cuda(const Tensor& input,
                                                             const Tensor& weight_ih, const Tensor& weight_hh,
                                                             const OptionalTensor& bias_ih,
                                                             const OptionalTensor& bias_hh, bool save_activations) {
-    const char* op = "lstm_cell_fused_fwd";
+    const char* op = "cuda_lstm_cell_fused_fwd";
     TORCH_CHECK(input.dim() == 2, "s2s_fast::", op, ": input must be [B, I], got ", input.sizes());
     check_cell(op, 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
     check_inputs(op, {{"input", &input}, {"cx", &cx}});
     check_shape(op, "cx", cx, hx.sizes());
     const int64_t batch = input.size(0), hidden = hx.size(1);
     TORCH_CHECK(batch <= kLstmCellFusedMaxBatch, "s2s_fast::", op, ": serves batches of at most ",
-                kLstmCellFusedMaxBatch, " rows, got ", batch, "; use s2s_fast::lstm_cell_fwd");
+                kLstmCellFusedMaxBatch, " rows, got ", batch, "; use s2s_fast::cuda_lstm_cell_fwd");
     const c10::cuda::CUDAGuard guard(input.device());
     const Tensor input_rows = rows_contiguous(input), hx_rows = rows_contiguous(hx), cx_rows = rows_contiguous(cx);
     const Tensor weight_ih_rows = rows_contiguous(weight_ih), weight_hh_rows = rows_contiguous(weight_hh);
@@ -198,7 +198,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_fused_fwd_cuda(const Tensor& input,
 
 std::tuple<Tensor, Tensor> lstm_cell_bwd_cuda(const Tensor& grad_hy, const Tensor& grad_cy, const Tensor& cx,
                                               const Tensor& activations) {
-    const char* op = "lstm_cell_bwd";
+    const char* op = "cuda_lstm_cell_bwd";
     check_inputs(op, {{"grad_hy", &grad_hy}, {"grad_cy", &grad_cy}, {"cx", &cx}});
     TORCH_CHECK(cx.dim() == 2, "s2s_fast::", op, ": cx must be 2-d");
     const int64_t batch = cx.size(0), hidden = cx.size(1);
@@ -234,7 +234,7 @@ std::tuple<Tensor, Tensor> lstm_cell_bwd_cuda(const Tensor& grad_hy, const Tenso
 std::tuple<Tensor, Tensor> gru_cell_fwd_cuda(const Tensor& input, const Tensor& hx, const Tensor& weight_ih,
                                              const Tensor& weight_hh, const OptionalTensor& bias_ih,
                                              const OptionalTensor& bias_hh, bool save_activations) {
-    const char* op = "gru_cell_fwd";
+    const char* op = "cuda_gru_cell_fwd";
     TORCH_CHECK(input.dim() == 2, "s2s_fast::", op, ": input must be [B, I], got ", input.sizes());
     check_cell(op, 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
     const c10::cuda::CUDAGuard guard(input.device());
@@ -267,7 +267,7 @@ std::tuple<Tensor, Tensor> gru_cell_fwd_cuda(const Tensor& input, const Tensor& 
 
 std::tuple<Tensor, Tensor, Tensor> gru_cell_bwd_cuda(const Tensor& grad_hy, const Tensor& hx,
                                                      const Tensor& activations) {
-    const char* op = "gru_cell_bwd";
+    const char* op = "cuda_gru_cell_bwd";
     check_inputs(op, {{"grad_hy", &grad_hy}, {"hx", &hx}});
     TORCH_CHECK(hx.dim() == 2, "s2s_fast::", op, ": hx must be 2-d");
     const int64_t batch = hx.size(0), hidden = hx.size(1);
@@ -321,7 +321,7 @@ void check_attention(const char* op, const Tensor& query_proj, const Tensor& key
 std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& query_proj, const Tensor& key_proj,
                                                                const Tensor& v, const Tensor& values,
                                                                const OptionalTensor& mask) {
-    const char* op = "additive_attention_fwd";
+    const char* op = "cuda_additive_attention_fwd";
     check_attention(op, query_proj, key_proj, v, values, mask);
     const c10::cuda::CUDAGuard guard(query_proj.device());
     const int64_t batch = key_proj.size(0), queries = query_proj.size(1), keys = key_proj.size(1);
@@ -356,7 +356,7 @@ std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& que
 std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     const Tensor& grad_context, const Tensor& grad_weights, const Tensor& query_proj, const Tensor& key_proj,
     const Tensor& v, const Tensor& values, const OptionalTensor& mask, const Tensor& probs) {
-    const char* op = "additive_attention_bwd";
+    const char* op = "cuda_additive_attention_bwd";
     check_attention(op, query_proj, key_proj, v, values, mask);
     check_inputs(op, {{"values", &values}, {"grad_context", &grad_context}, {"grad_weights", &grad_weights}});
     const int64_t batch = key_proj.size(0), queries = query_proj.size(1), keys = key_proj.size(1);
@@ -443,7 +443,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cuda(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
     const OptionalTensor& bias_ih, const OptionalTensor& bias_hh, const OptionalTensor& lengths, bool reverse,
     bool save_for_backward) {
-    const char* op = "lstm_layer_fwd";
+    const char* op = "cuda_lstm_layer_fwd";
     TORCH_CHECK(input.dim() == 3, "s2s_fast::", op, ": input must be [T, B, I], got ", input.sizes());
     const int64_t steps = input.size(0), batch = input.size(1), hidden = hx.size(-1);
     check_cell(op, 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
@@ -507,7 +507,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_bwd_cuda(const Tensor& grad_output
                                                        const OptionalTensor& lengths, const Tensor& cx,
                                                        const Tensor& activations, const Tensor& cell_states,
                                                        bool reverse) {
-    const char* op = "lstm_layer_bwd";
+    const char* op = "cuda_lstm_layer_bwd";
     check_inputs(op, {{"grad_output", &grad_output},
                       {"grad_hy", &grad_hy},
                       {"grad_cy", &grad_cy},
@@ -587,47 +587,47 @@ std::vector<int64_t> lstm_layer_plan_for(const std::string& dtype, int64_t batch
 
 TORCH_LIBRARY(s2s_fast, m) {
     m.def(
-        "lstm_cell_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+        "cuda_lstm_cell_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
         "Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor cy, Tensor activations)");
     m.def(
-        "lstm_cell_fused_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, "
+        "cuda_lstm_cell_fused_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, "
         "Tensor? bias_ih, Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor cy, Tensor activations)");
     m.def(
-        "lstm_cell_bwd(Tensor grad_hy, Tensor grad_cy, Tensor cx, Tensor activations) "
+        "cuda_lstm_cell_bwd(Tensor grad_hy, Tensor grad_cy, Tensor cx, Tensor activations) "
         "-> (Tensor grad_gates, Tensor grad_cx)");
     m.def(
-        "gru_cell_fwd(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+        "cuda_gru_cell_fwd(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
         "Tensor? bias_hh, bool save_activations) -> (Tensor hy, Tensor activations)");
     m.def(
-        "gru_cell_bwd(Tensor grad_hy, Tensor hx, Tensor activations) "
+        "cuda_gru_cell_bwd(Tensor grad_hy, Tensor hx, Tensor activations) "
         "-> (Tensor grad_input_gates, Tensor grad_hidden_gates, Tensor grad_hx_direct)");
     m.def(
-        "additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask) "
+        "cuda_additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask) "
         "-> (Tensor context, Tensor weights, Tensor probs)");
     m.def(
-        "additive_attention_bwd(Tensor grad_context, Tensor grad_weights, Tensor query_proj, Tensor key_proj, "
+        "cuda_additive_attention_bwd(Tensor grad_context, Tensor grad_weights, Tensor query_proj, Tensor key_proj, "
         "Tensor v, Tensor values, Tensor? mask, Tensor probs) "
         "-> (Tensor grad_query, Tensor grad_key, Tensor grad_v, Tensor grad_values)");
     m.def(
-        "lstm_layer_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+        "cuda_lstm_layer_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
         "Tensor? bias_hh, Tensor? lengths, bool reverse, bool save_for_backward) "
         "-> (Tensor output, Tensor hy, Tensor cy, Tensor activations, Tensor cell_states, Tensor hidden_prev)");
     m.def(
-        "lstm_layer_bwd(Tensor grad_output, Tensor grad_hy, Tensor grad_cy, Tensor weight_hh, Tensor? lengths, "
+        "cuda_lstm_layer_bwd(Tensor grad_output, Tensor grad_hy, Tensor grad_cy, Tensor weight_hh, Tensor? lengths, "
         "Tensor cx, Tensor activations, Tensor cell_states, bool reverse) "
         "-> (Tensor grad_gates, Tensor grad_hx, Tensor grad_cx)");
 }
 
 TORCH_LIBRARY_IMPL(s2s_fast, CUDA, m) {
-    m.impl("lstm_cell_fwd", &s2s_fast::lstm_cell_fwd_cuda);
-    m.impl("lstm_cell_fused_fwd", &s2s_fast::lstm_cell_fused_fwd_cuda);
-    m.impl("lstm_cell_bwd", &s2s_fast::lstm_cell_bwd_cuda);
-    m.impl("gru_cell_fwd", &s2s_fast::gru_cell_fwd_cuda);
-    m.impl("gru_cell_bwd", &s2s_fast::gru_cell_bwd_cuda);
-    m.impl("additive_attention_fwd", &s2s_fast::additive_attention_fwd_cuda);
-    m.impl("additive_attention_bwd", &s2s_fast::additive_attention_bwd_cuda);
-    m.impl("lstm_layer_fwd", &s2s_fast::lstm_layer_fwd_cuda);
-    m.impl("lstm_layer_bwd", &s2s_fast::lstm_layer_bwd_cuda);
+    m.impl("cuda_lstm_cell_fwd", &s2s_fast::lstm_cell_fwd_cuda);
+    m.impl("cuda_lstm_cell_fused_fwd", &s2s_fast::lstm_cell_fused_fwd_cuda);
+    m.impl("cuda_lstm_cell_bwd", &s2s_fast::lstm_cell_bwd_cuda);
+    m.impl("cuda_gru_cell_fwd", &s2s_fast::gru_cell_fwd_cuda);
+    m.impl("cuda_gru_cell_bwd", &s2s_fast::gru_cell_bwd_cuda);
+    m.impl("cuda_additive_attention_fwd", &s2s_fast::additive_attention_fwd_cuda);
+    m.impl("cuda_additive_attention_bwd", &s2s_fast::additive_attention_bwd_cuda);
+    m.impl("cuda_lstm_layer_fwd", &s2s_fast::lstm_layer_fwd_cuda);
+    m.impl("cuda_lstm_layer_bwd", &s2s_fast::lstm_layer_bwd_cuda);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {

@@ -1,8 +1,8 @@
 """Times the cuda-backend kernels on a GPU against the reference and torch's own (cuDNN / fused) implementations.
 
 Answers the questions the kernels were built on:
-- LSTM cell step: recurrent GEMM inside the kernel (s2s_fast::lstm_cell_fused_fwd, B <= 8) or through cuBLAS with a
-  fused pointwise kernel (s2s_fast::lstm_cell_fwd)? Both are timed at every batch size where they apply; the batch
+- LSTM cell step: recurrent GEMM inside the kernel (s2s_fast::cuda_lstm_cell_fused_fwd, B <= 8) or through cuBLAS with a
+  fused pointwise kernel (s2s_fast::cuda_lstm_cell_fwd)? Both are timed at every batch size where they apply; the batch
   threshold s2s_fast.cuda.lstm_cell.FUSED_GEMM_MAX_BATCH should sit where the fused path stops winning.
 - Persistent LSTM layer vs cuDNN (torch.nn.LSTM) vs the reference time loop, inference and training.
 - Fused additive attention vs the reference: one decoder step (bytes-bound) and many queries (tanh-bound).
@@ -104,12 +104,12 @@ def bench_lstm_cell(dtype, quick, ceilings):
                     t(4 * hidden, hidden) / hidden ** 0.5, t(4 * hidden), t(4 * hidden))
             shape = f"B={batch} I=H={hidden} {str(dtype)[6:]}"
             variants = {
-                "cublas+pointwise": lambda: torch.ops.s2s_fast.lstm_cell_fwd(*args, False),
+                "cublas+pointwise": lambda: torch.ops.s2s_fast.cuda_lstm_cell_fwd(*args, False),
                 "reference": lambda: reference.lstm_cell(*args),
                 "torch (fused pointwise)": lambda: torch._VF.lstm_cell(args[0], args[1:3], *args[3:]),
             }
             if batch <= 8:
-                variants["fused gemm (in-kernel)"] = lambda: torch.ops.s2s_fast.lstm_cell_fused_fwd(*args, False)
+                variants["fused gemm (in-kernel)"] = lambda: torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd(*args, False)
             weight_bytes = 2 * 4 * hidden * hidden * args[0].element_size()
             with torch.no_grad():
                 for name, fn in variants.items():

@@ -196,13 +196,14 @@ def test_cells_take_noncontiguous_inputs(extension, cell, batch):
 @pytest.mark.parametrize("batch", [1, 5, 8])
 def test_lstm_cell_fused_and_cublas_paths_agree(extension, batch):
     args = _on_gpu(_cell_args(4, batch, 40, 48))
-    fused = torch.ops.s2s_fast.lstm_cell_fused_fwd(*args.values(), True)
-    cublas = torch.ops.s2s_fast.lstm_cell_fwd(*args.values(), True)
+    fused = torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd(*args.values(), True)
+    cublas = torch.ops.s2s_fast.cuda_lstm_cell_fwd(*args.values(), True)
     for ours, theirs in zip(fused, cublas):
         torch.testing.assert_close(ours, theirs, **tolerance(torch.float32))
 
 
-LAYER_SHAPES = [(1, 1, 1, 1), (5, 4, 3, 6), (7, 3, 5, 13), (20, 8, 64, 256)]
+# H = 600 and 1024 give 5 and 8 units per block on 108..132 multiprocessors: partial and full 16-row mma tiles.
+LAYER_SHAPES = [(1, 1, 1, 1), (5, 4, 3, 6), (7, 3, 5, 13), (20, 8, 64, 256), (4, 5, 32, 600), (3, 16, 16, 1024)]
 
 
 @gpu
@@ -224,10 +225,28 @@ def test_lstm_layer_matches_reference(extension, dtype, steps, batch, input_size
     def ours(**kwargs):
         return F.lstm_layer(**kwargs, lengths=lengths, reverse=reverse, backend="cuda")
 
+    trained = [t.cuda().to(dtype).requires_grad_() for t in args.values() if t is not None]
+    limit = cuda_backend.LIMITS["lstm_layer"](*trained)
+    if limit is not None:
+        pytest.skip(limit)
+
     def theirs(**kwargs):
         return reference.lstm_layer(**kwargs, lengths=lengths, reverse=reverse)
 
     _check(ours, theirs, args, dtype)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gru_layer_runs_the_cuda_cell_in_the_time_loop(extension, dtype, reverse):
+    steps, batch, input_size, hidden = 6, 4, 5, 12
+    cell = _cell_args(3, batch, input_size, hidden, dtype=torch.float64, lstm=False)
+    args = dict(input=torch.randn(steps, batch, input_size, dtype=torch.float64),
+                **{k: v for k, v in cell.items() if k != "input"})
+    lengths = torch.tensor([6, 0, 3, 1], device="cuda")
+    ours = functools.partial(F.gru_layer, lengths=lengths, reverse=reverse, backend="cuda")
+    _check(ours, functools.partial(reference.gru_layer, lengths=lengths, reverse=reverse), args, dtype)
 
 
 @gpu
@@ -242,12 +261,20 @@ def test_lstm_layer_takes_noncontiguous_inputs(extension):
 
 @gpu
 def test_lstm_layer_limits_depend_on_size_and_backward(extension):
-    """float16 H = 1024, B = 32: the forward fits shared memory, the backward (4H-wide gate gradients) does not."""
-    optin = getattr(torch.cuda.get_device_properties(0), "shared_memory_per_block_optin", 0)
-    if not 140 * 1024 <= optin < 270 * 1024:
-        pytest.skip(f"sized for 140..270 KiB of shared memory per block (A100, H100), this GPU has {optin} bytes")
-    cell = _on_gpu(_cell_args(4, 32, 16, 1024), torch.float16)
-    input = torch.randn(3, 32, 16, device="cuda", dtype=torch.float16)
+    """A float16 size whose forward fits shared memory but whose backward (4H-wide gate gradients) does not."""
+    properties = torch.cuda.get_device_properties(0)
+    hidden = 1024
+
+    def served(batch, backward):
+        needed = cuda_backend.lstm_layer.persistent_shared_bytes(2, batch, hidden, backward,
+                                                                properties.multi_processor_count)
+        return needed is not None and needed <= properties.shared_memory_per_block_optin
+
+    batch = next((b for b in range(1, 257) if served(b, False) and not served(b, True)), None)
+    if batch is None:
+        pytest.skip(f"no batch size splits forward and backward for H = {hidden} on {properties.name}")
+    cell = _on_gpu(_cell_args(4, batch, 16, hidden), torch.float16)
+    input = torch.randn(3, batch, 16, device="cuda", dtype=torch.float16)
     args = (input, *list(cell.values())[1:], None, False)
     limit = cuda_backend.LIMITS["lstm_layer"]
     with torch.no_grad():
@@ -341,11 +368,11 @@ def _opcheck_cases():
     lengths = torch.tensor([4, 2, 0], device="cuda")
     layer_args = (layer_input, *list(cell.values())[1:], lengths, True, True)
     return [
-        (torch.ops.s2s_fast.lstm_cell_fwd.default, (*cell.values(), True)),
-        (torch.ops.s2s_fast.lstm_cell_fused_fwd.default, (*cell.values(), True)),
-        (torch.ops.s2s_fast.gru_cell_fwd.default, (*gru.values(), True)),
-        (torch.ops.s2s_fast.additive_attention_fwd.default, tuple(attention.values())),
-        (torch.ops.s2s_fast.lstm_layer_fwd.default, layer_args),
+        (torch.ops.s2s_fast.cuda_lstm_cell_fwd.default, (*cell.values(), True)),
+        (torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd.default, (*cell.values(), True)),
+        (torch.ops.s2s_fast.cuda_gru_cell_fwd.default, (*gru.values(), True)),
+        (torch.ops.s2s_fast.cuda_additive_attention_fwd.default, tuple(attention.values())),
+        (torch.ops.s2s_fast.cuda_lstm_layer_fwd.default, layer_args),
     ]
 
 

@@ -18,12 +18,12 @@ MAX_BATCH = 65535
 
 def additive_attention_fwd(query_proj, key_proj, v, values, mask):
     """query_proj [B, Tq, A] -> (context [B, Tq, Dv], weights [B, Tq, Tk], probs [B, Tq, Tk] fp32)."""
-    return torch.ops.s2s_fast.additive_attention_fwd(query_proj, key_proj, v, values, mask)
+    return torch.ops.s2s_fast.cuda_additive_attention_fwd(query_proj, key_proj, v, values, mask)
 
 
 def additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs):
     """-> (grad_query_proj [B, Tq, A], grad_key_proj [B, Tk, A], grad_v [A], grad_values [B, Tk, Dv])."""
-    return torch.ops.s2s_fast.additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values,
+    return torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values,
                                                      mask, probs)
 
 
@@ -55,9 +55,9 @@ def _backward(ctx, grad_context, grad_weights, _grad_probs):
 
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
-    torch.library.register_fake("s2s_fast::additive_attention_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::additive_attention_fwd", _backward, setup_context=_setup_context)
-    torch.library.register_fake("s2s_fast::additive_attention_bwd", _backward_fake)
+    torch.library.register_fake("s2s_fast::cuda_additive_attention_fwd", _forward_fake)
+    torch.library.register_autograd("s2s_fast::cuda_additive_attention_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_fake("s2s_fast::cuda_additive_attention_bwd", _backward_fake)
 
 
 def additive_attention(query_proj, key_proj, v, values, mask=None):

@@ -14,12 +14,12 @@ from .compiled import dtype_limit, needs_grad
 
 def gru_cell_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
     """-> (hy [B, H], activations [B, 4H] fp32 or [0])."""
-    return torch.ops.s2s_fast.gru_cell_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations)
+    return torch.ops.s2s_fast.cuda_gru_cell_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations)
 
 
 def gru_cell_bwd(grad_hy, hx, activations):
     """-> (grad_input_gates [B, 3H], grad_hidden_gates [B, 3H], grad_hx_direct [B, H])."""
-    return torch.ops.s2s_fast.gru_cell_bwd(grad_hy, hx, activations)
+    return torch.ops.s2s_fast.cuda_gru_cell_bwd(grad_hy, hx, activations)
 
 
 def _forward_fake(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
@@ -43,7 +43,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_hy, _grad_activations):
     if not ctx.saved_activations:
-        raise RuntimeError("s2s_fast::gru_cell_fwd ran with save_activations=False, so it kept nothing for the "
+        raise RuntimeError("s2s_fast::cuda_gru_cell_fwd ran with save_activations=False, so it kept nothing for the "
                            "backward; call it with save_activations=True when gradients are needed")
     input, hx, weight_ih, weight_hh, activations = ctx.saved_tensors
     grad_input_gates, grad_hidden_gates, grad_hx_direct = gru_cell_bwd(grad_hy, hx, activations)
@@ -59,9 +59,9 @@ def _backward(ctx, grad_hy, _grad_activations):
 
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
-    torch.library.register_fake("s2s_fast::gru_cell_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::gru_cell_fwd", _backward, setup_context=_setup_context)
-    torch.library.register_fake("s2s_fast::gru_cell_bwd", _backward_fake)
+    torch.library.register_fake("s2s_fast::cuda_gru_cell_fwd", _forward_fake)
+    torch.library.register_autograd("s2s_fast::cuda_gru_cell_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_fake("s2s_fast::cuda_gru_cell_bwd", _backward_fake)
 
 
 def gru_cell(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):

@@ -20,19 +20,19 @@ FUSED_GEMM_MAX_BATCH = 8
 
 def lstm_cell_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
     """cuBLAS gates + fused pointwise kernel -> (hy [B, H], cy [B, H], activations [B, 4H] fp32 or [0])."""
-    return torch.ops.s2s_fast.lstm_cell_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+    return torch.ops.s2s_fast.cuda_lstm_cell_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
                                             save_activations)
 
 
 def lstm_cell_fused_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
     """One kernel for the whole step, B <= FUSED_GEMM_MAX_BATCH; same outputs as lstm_cell_fwd."""
-    return torch.ops.s2s_fast.lstm_cell_fused_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+    return torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
                                                   save_activations)
 
 
 def lstm_cell_bwd(grad_hy, grad_cy, cx, activations):
     """-> (grad_gates [B, 4H] of the pre-activation gates, grad_cx [B, H])."""
-    return torch.ops.s2s_fast.lstm_cell_bwd(grad_hy, grad_cy, cx, activations)
+    return torch.ops.s2s_fast.cuda_lstm_cell_bwd(grad_hy, grad_cy, cx, activations)
 
 
 def _forward_fake(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
@@ -57,7 +57,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_hy, grad_cy, _grad_activations):
     if not ctx.saved_activations:
-        raise RuntimeError("s2s_fast::lstm_cell_fwd ran with save_activations=False, so it kept nothing for the "
+        raise RuntimeError("s2s_fast::cuda_lstm_cell_fwd ran with save_activations=False, so it kept nothing for the "
                            "backward; call it with save_activations=True when gradients are needed")
     input, hx, cx, weight_ih, weight_hh, activations = ctx.saved_tensors
     grad_gates, grad_cx = lstm_cell_bwd(grad_hy, grad_cy, cx, activations)
@@ -75,10 +75,10 @@ def _backward(ctx, grad_hy, grad_cy, _grad_activations):
 
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
-    for name in ("s2s_fast::lstm_cell_fwd", "s2s_fast::lstm_cell_fused_fwd"):
+    for name in ("s2s_fast::cuda_lstm_cell_fwd", "s2s_fast::cuda_lstm_cell_fused_fwd"):
         torch.library.register_fake(name, _forward_fake)
         torch.library.register_autograd(name, _backward, setup_context=_setup_context)
-    torch.library.register_fake("s2s_fast::lstm_cell_bwd", _backward_fake)
+    torch.library.register_fake("s2s_fast::cuda_lstm_cell_bwd", _backward_fake)
 
 
 def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):

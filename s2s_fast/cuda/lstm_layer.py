@@ -5,11 +5,16 @@ multiprocessors; the input projection of all steps is one cuBLAS GEMM before it.
 (W_hh columns on chip, gate gradients of all steps kept) and leaves the input, weight and bias gradients to GEMMs
 over all steps here.
 
-Served sizes: ``lstm_layer_limit`` asks the extension's planner, which mirrors the launch: J = ceil(H / SMs) hidden
-units per block with J * B <= 256, and per block 4J rows of W_hh plus the [B, H] broadcast vector (backward: J
-columns of W_hh plus the [B, 4H] gate gradients) in the opt-in shared memory (227 KiB on H100). On an H100 that is,
-for example, in float16/bfloat16 H up to about 1700 at B <= 8 and H = 1024 up to B = 32 for inference; in float32
-H up to about 1100 at B <= 8. Larger calls fall back (backend="auto") or fail with that reason (backend="cuda").
+Served sizes (``lstm_layer_limit``, from the same plan the launch makes): J = ceil(H / SMs) hidden units per block
+with J * B <= 256, and per block 4J rows of W_hh plus the [B, H] vector of the step (backward: J columns of W_hh plus
+the [B, 4H] gate gradients) in the opt-in shared memory of one block. Largest batch served on an H100 (132 SMs,
+227 KiB), inference / training:
+
+    H              256        512       768       1024      1536     2048
+    fp16, bf16     128 / 64   64 / 48   32 / 24   32 / 16   16 / -   - / -
+    fp32           128 / 48   64 / 24   32 / 8    24 / -    - / -    - / -
+
+Larger calls fall back (backend="auto") or fail with that reason (backend="cuda").
 """
 
 from __future__ import annotations
@@ -26,13 +31,13 @@ MAX_BATCH = 256
 def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save_for_backward):
     """-> (output [T, B, H], hy, cy, activations [T, B, 4H] fp32, cell_states [T, B, H] fp32, hidden_prev [T, B, H]);
     the last three are [0] when save_for_backward is False."""
-    return torch.ops.s2s_fast.lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
+    return torch.ops.s2s_fast.cuda_lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
                                              reverse, save_for_backward)
 
 
 def lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx, activations, cell_states, reverse):
     """-> (grad_gates [T, B, 4H] of the pre-activation gates, grad_hx [B, H], grad_cx [B, H])."""
-    return torch.ops.s2s_fast.lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx, activations,
+    return torch.ops.s2s_fast.cuda_lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx, activations,
                                              cell_states, reverse)
 
 
@@ -65,7 +70,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, *_grad_saved):
     if not ctx.saved_state:
-        raise RuntimeError("s2s_fast::lstm_layer_fwd ran with save_for_backward=False, so it kept nothing for the "
+        raise RuntimeError("s2s_fast::cuda_lstm_layer_fwd ran with save_for_backward=False, so it kept nothing for the "
                            "backward; call it with save_for_backward=True when gradients are needed")
     input, cx, weight_ih, weight_hh, lengths, activations, cell_states, hidden_prev = ctx.saved_tensors
     grad_gates, grad_hx, grad_cx = lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx,
@@ -85,9 +90,9 @@ def _backward(ctx, grad_output, grad_hy, grad_cy, *_grad_saved):
 
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
-    torch.library.register_fake("s2s_fast::lstm_layer_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::lstm_layer_fwd", _backward, setup_context=_setup_context)
-    torch.library.register_fake("s2s_fast::lstm_layer_bwd", _backward_fake)
+    torch.library.register_fake("s2s_fast::cuda_lstm_layer_fwd", _forward_fake)
+    torch.library.register_autograd("s2s_fast::cuda_lstm_layer_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_fake("s2s_fast::cuda_lstm_layer_bwd", _backward_fake)
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
@@ -109,21 +114,27 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
 def persistent_shared_bytes(element_size: int, batch: int, hidden: int, backward: bool, multiprocessors: int):
     """Shared memory per block the persistent kernel needs, or None where J * B > 256 (J = ceil(H / SMs)).
 
-    Mirrors plan_for in csrc/lstm_layer.cu (in plain arithmetic, so that torch.compile traces it); the launch checks
-    the same plan again and refuses, saying so, if the two ever disagree.
+    Mirrors layout_for and plan_for in csrc/lstm_layer.cu in plain arithmetic, so that torch.compile traces it; the
+    launch makes the same plan again and refuses, saying so, if the two ever disagree. float16/bfloat16 products run
+    on tensor cores in tiles of 16 rows x 16 deep (held rows a multiple of 8, each padded by 16 bytes), float32 ones
+    on CUDA cores in tiles of 4 rows.
     """
     units = -(-hidden // multiprocessors)
     if units * batch > MAX_BATCH:
         return None
-    vector = 16 // element_size
-    rows = -(-units // 4) * 4 if backward else 4 * units
-    length = -(-(4 * hidden if backward else hidden) // vector) * vector
+    tensor_cores = element_size == 2
+    rows_per_item = 16 if tensor_cores else 4
+    row_multiple = 8 if tensor_cores else 4
+    rows = -(-(units if backward else 4 * units) // row_multiple) * row_multiple
+    depth = 16 if tensor_cores else 16 // element_size
+    length = -(-(4 * hidden if backward else hidden) // depth) * depth
+    stride = length + 8 if tensor_cores else length
     batch_pad = -(-batch // 8) * 8
-    items = rows // 4 * (batch_pad // 8)
+    items = -(-rows // rows_per_item) * (batch_pad // 8)
     warps_per_item = 1
     while 2 * warps_per_item * items <= 8:
         warps_per_item *= 2
-    return (rows + batch_pad) * length * element_size + warps_per_item * rows * batch_pad * 4
+    return (rows + batch_pad) * stride * element_size + warps_per_item * rows * batch_pad * 4
 
 
 def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None,
