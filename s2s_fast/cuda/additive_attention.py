@@ -24,7 +24,7 @@ def additive_attention_fwd(query_proj, key_proj, v, values, mask):
 def additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs):
     """-> (grad_query_proj [B, Tq, A], grad_key_proj [B, Tk, A], grad_v [A], grad_values [B, Tk, Dv])."""
     return torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values,
-                                                     mask, probs)
+                                                          mask, probs)
 
 
 def _forward_fake(query_proj, key_proj, v, values, mask):

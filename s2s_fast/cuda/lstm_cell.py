@@ -21,13 +21,13 @@ FUSED_GEMM_MAX_BATCH = 8
 def lstm_cell_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
     """cuBLAS gates + fused pointwise kernel -> (hy [B, H], cy [B, H], activations [B, 4H] fp32 or [0])."""
     return torch.ops.s2s_fast.cuda_lstm_cell_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
-                                            save_activations)
+                                                 save_activations)
 
 
 def lstm_cell_fused_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
     """One kernel for the whole step, B <= FUSED_GEMM_MAX_BATCH; same outputs as lstm_cell_fwd."""
     return torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
-                                                  save_activations)
+                                                       save_activations)
 
 
 def lstm_cell_bwd(grad_hy, grad_cy, cx, activations):

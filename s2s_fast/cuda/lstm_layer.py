@@ -32,13 +32,13 @@ def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, length
     """-> (output [T, B, H], hy, cy, activations [T, B, 4H] fp32, cell_states [T, B, H] fp32, hidden_prev [T, B, H]);
     the last three are [0] when save_for_backward is False."""
     return torch.ops.s2s_fast.cuda_lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
-                                             reverse, save_for_backward)
+                                                  reverse, save_for_backward)
 
 
 def lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx, activations, cell_states, reverse):
     """-> (grad_gates [T, B, 4H] of the pre-activation gates, grad_hx [B, H], grad_cx [B, H])."""
     return torch.ops.s2s_fast.cuda_lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx, activations,
-                                             cell_states, reverse)
+                                                  cell_states, reverse)
 
 
 def _forward_fake(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save_for_backward):
