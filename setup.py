@@ -52,6 +52,7 @@ def _extension_kwargs():
         return {}
     from torch.utils.cpp_extension import BuildExtension, CUDAExtension
 
+    _say("s2s_fast: building the CUDA extension s2s_fast._C (sm_80, sm_90)")
     sources = sorted(glob.glob("csrc/*.cu") + glob.glob("csrc/*.cpp"))
     extension = CUDAExtension(
         "s2s_fast._C",
@@ -59,7 +60,8 @@ def _extension_kwargs():
         include_dirs=[os.path.abspath("csrc")],
         extra_compile_args={
             "cxx": ["-O3"],
-            "nvcc": ["-O3", "-lineinfo", *GENCODE],
+            # --threads compiles the two architectures of a file in parallel (the attention file is the long pole).
+            "nvcc": ["-O3", "-lineinfo", "--threads=2", *GENCODE],
         },
     )
     return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)}}
