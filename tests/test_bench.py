@@ -16,6 +16,7 @@ from s2s_fast.bench import STATUSES
 from s2s_fast.bench.base import GRAPH_SUFFIX
 from s2s_fast.bench.cases import TARGETS, build_cases
 from s2s_fast.bench.floors import MachineRates, Work, count_work, floor_seconds, measure_rates
+from s2s_fast.bench.report import evaluate_targets
 from s2s_fast.bench.suite import SuiteOptions, apply_floors, compare, run_suite, select
 from s2s_fast.bench.timing import TimingPolicy, saved_for_backward_bytes
 from s2s_fast.cli import main
@@ -98,6 +99,29 @@ def test_every_target_has_its_case_at_the_stated_sizes_and_dtype():
     families = {case.family for case in cases.values()}
     assert families >= {"attention_one_query", "attention_many", "lstm_cell", "gru_cell", "lstm_layer",
                         "decoder_step", "train_step", "greedy_decode", "beam_decode"}
+
+
+def _synthetic(benchmark, provider, median_ms, peak=None, status="ok"):
+    return {"benchmark": benchmark, "provider": provider, "status": status, "reason": None, "median_ms": median_ms,
+            "peak_memory_bytes": peak, "saved_for_backward_bytes": None, "dtype": "bfloat16",
+            "speedup_vs_reference": None}
+
+
+def test_targets_compare_fused_providers_with_the_stated_baselines():
+    attention, layer = TARGETS[0].case_name, TARGETS[2].case_name
+    records = [_synthetic(attention, "reference", 10.0, peak=800), _synthetic(attention, "torch.compile", 4.0),
+               _synthetic(attention, "triton", 1.5, peak=50), _synthetic(attention, "cuda", 2.0, peak=400),
+               _synthetic(layer, "reference", 9.0), _synthetic(layer, "torch.nn", 2.0), _synthetic(layer, "cuda", 3.0)]
+    for record in records:
+        record["speedup_vs_reference"] = (10.0 if record["benchmark"] == attention else 9.0) / record["median_ms"]
+    evaluations = {e["target"]: e for e in evaluate_targets(records, {"device": "NVIDIA H100 80GB HBM3"})}
+    triton, cuda = evaluations["attention"]["providers"]
+    assert [c["met"] for c in triton["checks"]] == [True, True, True]
+    assert [c["met"] for c in cuda["checks"]] == [True, True, False]
+    assert evaluations["attention"]["on_target_machine"]
+    (layer_cuda,) = evaluations["lstm_layer"]["providers"]
+    assert layer_cuda["checks"][0]["value"] == pytest.approx(2.0 / 3.0) and layer_cuda["checks"][0]["met"] is False
+    assert evaluations["train_step"]["summary"].startswith("not run")
 
 
 def test_records_have_the_schema_and_unavailable_providers_are_listed_with_a_reason():

@@ -123,17 +123,7 @@ def measure_copy_bandwidth(device: torch.device, quick: bool) -> tuple[float, st
 
 def _triton_tanh_rate(device: torch.device) -> float:
     """tanh.approx.f32 evaluations per second: a Triton kernel chaining tanh in registers on many lanes."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def tanh_chain_kernel(x_ptr, out_ptr, ITERATIONS: tl.constexpr, BLOCK: tl.constexpr):
-        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        b_x = tl.load(x_ptr + offsets)  # [BLOCK]
-        for _ in range(ITERATIONS):
-            b_x = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [b_x], dtype=tl.float32,
-                                            is_pure=True, pack=1)
-        tl.store(out_ptr + offsets, b_x)
+    from .tanh_kernel import tanh_chain_kernel
 
     block, iterations = 1024, 512
     lanes = torch.cuda.get_device_properties(device).multi_processor_count * 16 * block

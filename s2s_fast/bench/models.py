@@ -7,8 +7,8 @@ decoder step and greedy decoding are also run with the decoder step captured in 
 
 from __future__ import annotations
 
-import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -196,8 +196,10 @@ class ModelCase(Case):
             compiled_step = torch.compile(model.decode_step, dynamic=False)
 
             def decode_step(*args):
-                # Dynamo refuses nn.LSTM modules by default; the decoder's weights are only read here.
-                with torch._dynamo.config.patch(allow_rnn=True):
+                # Dynamo refuses nn.LSTM modules by default; the decoder's weights are only read here. Its warning
+                # about the registry's lru_cache is about the dispatch, which the graph breaks leave eager.
+                with torch._dynamo.config.patch(allow_rnn=True), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*lru_cache.*")
                     return compiled_step(*args)
 
             note = "graph breaks at s2s_fast's backend dispatch"

@@ -175,8 +175,17 @@ def _ok_row(rows: list[dict], provider: str):
     return None
 
 
+def _check(name: str, value, goal, at_least: bool = True) -> dict:
+    met = None if value is None or goal is None else (value >= goal if at_least else value <= goal)
+    return {"name": name, "value": value, "goal": goal, "at_least": at_least, "met": met}
+
+
+def _ratio(numerator, denominator):
+    return None if numerator is None or not denominator else numerator / denominator
+
+
 def evaluate_targets(records: list[dict], meta: dict) -> list[dict]:
-    """Each target's checks for every fused provider (triton, cuda and their CUDA-graph variants) that ran."""
+    """Each target's ratios for every fused provider (triton, cuda and their CUDA-graph variants) of its case."""
     by_case = dict(_by_benchmark(records))
     fused_names = set(backend_providers())
     evaluations = []
@@ -187,8 +196,12 @@ def evaluate_targets(records: list[dict], meta: dict) -> list[dict]:
         if not rows:
             evaluation["summary"] = "not run in this mode or selection"
             continue
-        reference = _ok_row(rows, "reference")
-        baselines = {COMPILE: _ok_row(rows, COMPILE), TORCH_NN: _ok_row(rows, TORCH_NN)}
+        evaluation["on_target_machine"] = (TARGET_DEVICE in meta["device"]
+                                           and rows[0]["dtype"] == str(TARGET_DTYPE).removeprefix("torch."))
+        reference, compiled, torch_nn = (_ok_row(rows, name) or {} for name in ("reference", COMPILE, TORCH_NN))
+        evaluation["baselines"] = {row["provider"]: {key: row[key] for key in ("status", "reason", "median_ms",
+                                                                               "peak_memory_bytes")}
+                                   for row in rows if row["provider"] in ("reference", COMPILE, TORCH_NN)}
         for row in rows:
             if row["provider"].removesuffix(GRAPH_SUFFIX) not in fused_names:
                 continue
@@ -197,30 +210,22 @@ def evaluate_targets(records: list[dict], meta: dict) -> list[dict]:
             if row["status"] != "ok":
                 continue
             checks = entry["checks"]
-
-            def check(name, value, goal, at_least=True):
-                met = None if value is None else (value >= goal if at_least else value <= goal)
-                checks.append({"name": name, "value": value, "goal": goal, "at_least": at_least, "met": met})
-
-            if target.key in ("attention", "decoder_step", "train_step"):
-                goal = {"attention": 5.0, "decoder_step": 3.0, "train_step": 2.0}[target.key]
-                check("speedup vs reference eager", row["speedup_vs_reference"], goal)
-            if target.key == "attention":
-                compiled = baselines[COMPILE]
-                check("speedup vs torch.compile", compiled["median_ms"] / row["median_ms"] if compiled else None, 2.0)
-                peak, reference_peak = row["peak_memory_bytes"], reference and reference["peak_memory_bytes"]
-                check("peak memory / reference's", peak / reference_peak if peak and reference_peak else None,
-                      1 / 8, at_least=False)
-                saved, reference_saved = row["saved_for_backward_bytes"], reference and reference[
-                    "saved_for_backward_bytes"]
-                if saved is not None and reference_saved:
-                    checks.append({"name": "saved for backward / reference's (context)",
-                                   "value": saved / reference_saved, "goal": None, "at_least": None, "met": None})
-            if target.key == "lstm_layer":
-                cudnn = baselines[TORCH_NN]
-                check("speedup vs torch.nn (cuDNN)", cudnn["median_ms"] / row["median_ms"] if cudnn else None, 1.0)
-        on_target = TARGET_DEVICE in meta["device"] and rows[0]["dtype"] == str(TARGET_DTYPE).removeprefix("torch.")
-        evaluation["on_target_machine"] = on_target
+            if target.min_speedup_vs_reference is not None:
+                checks.append(_check("speedup vs reference eager", row["speedup_vs_reference"],
+                                     target.min_speedup_vs_reference))
+            if target.min_speedup_vs_compile is not None:
+                checks.append(_check("speedup vs torch.compile", _ratio(compiled.get("median_ms"), row["median_ms"]),
+                                     target.min_speedup_vs_compile))
+            if target.max_peak_memory_vs_reference is not None:
+                checks.append(_check("peak memory / reference's",
+                                     _ratio(row["peak_memory_bytes"], reference.get("peak_memory_bytes")),
+                                     target.max_peak_memory_vs_reference, at_least=False))
+                saved = _ratio(row["saved_for_backward_bytes"], reference.get("saved_for_backward_bytes"))
+                if saved is not None:
+                    checks.append(_check("saved for backward / reference's (context)", saved, None))
+            if target.min_speedup_vs_torch_nn is not None:
+                checks.append(_check("speedup vs torch.nn (cuDNN)", _ratio(torch_nn.get("median_ms"), row["median_ms"]),
+                                     target.min_speedup_vs_torch_nn))
         if not evaluation["providers"]:
             evaluation["summary"] = "no fused provider is registered"
     return evaluations
@@ -241,11 +246,24 @@ def target_lines(evaluations: list[dict], meta: dict) -> list[str]:
              f"{meta['device']}, {meta['run_dtype']}):"]
     for evaluation in evaluations:
         lines.append(f"- {evaluation['text']}")
+        if evaluation.get("on_target_machine") is False and any(e["checks"] for e in evaluation["providers"]):
+            lines.append("    (not the target's machine or dtype: the verdicts below are indicative only)")
         if "summary" in evaluation:
             lines.append(f"    {evaluation['summary']}")
+        baselines = []
+        for provider, row in evaluation.get("baselines", {}).items():
+            if row["status"] == "ok":
+                peak = "" if row["peak_memory_bytes"] is None else f", peak {row['peak_memory_bytes'] / _MIB:.4g} MiB"
+                baselines.append(f"{provider} {_ms(row['median_ms'])} ms{peak}")
+            else:
+                baselines.append(f"{provider} {row['status']}")
+        if baselines:
+            lines.append("    baselines: " + "; ".join(baselines))
         for entry in evaluation["providers"]:
             if entry["status"] != "ok":
-                lines.append(f"    {entry['provider']}: {entry['status']} ({entry['reason']})")
+                reason = entry["reason"] or ""
+                reason = reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS - 3] + "..."
+                lines.append(f"    {entry['provider']}: {entry['status']} ({reason})")
             else:
                 lines.append(f"    {entry['provider']}: " + "; ".join(_format_check(c) for c in entry["checks"]))
     return lines
@@ -291,28 +309,52 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _bar_axes(axes, group_rows: list[dict], value_of, ylabel: str, title: str, baseline: float | None) -> bool:
+def _short_size(row: dict) -> str:
+    """The size label without the vocabularies, wrapped to fit under a bar group."""
+    words = [f"{key}={value}" for key, value in row["sizes"].items() if key not in ("Vs", "Vt")]
+    lines, current = [], ""
+    for word in words:
+        if current and len(current) + len(word) > 20:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}".strip()
+    return "\n".join(lines + [current])
+
+
+def _bar_axes(axes, group_rows: list[dict], value_of, ylabel: str, title: str, baseline: float | None) -> None:
+    """Grouped bars on a log scale: one group per size, one bar per provider, drawn from ``baseline`` when given
+    (a speedup of 1) so that bars above and below it read as faster and slower."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     sizes = list(dict.fromkeys(row["size_label"] for row in group_rows))
+    labels = {row["size_label"]: _short_size(row) for row in group_rows}
     providers = list(dict.fromkeys(row["provider"] for row in group_rows if value_of(row) is not None))
-    if not providers:
-        return False
-    width = 0.8 / len(providers)
+    width = 0.8 / max(1, len(providers))
+    bars = {}
     for offset, provider in enumerate(providers):
-        values = []
-        for size in sizes:
+        for index, size in enumerate(sizes):
             match = [value_of(r) for r in group_rows if r["provider"] == provider and r["size_label"] == size]
-            values.append(match[0] if match and match[0] is not None else 0.0)
-        positions = [index + (offset - (len(providers) - 1) / 2) * width for index in range(len(sizes))]
-        axes.bar(positions, values, width=width, label=provider)
+            if match and match[0] is not None:
+                bars.setdefault(provider, []).append((index + (offset - (len(providers) - 1) / 2) * width, match[0]))
+    values = [value for pairs in bars.values() for _, value in pairs]
+    if not values:
+        return
+    bottom = baseline if baseline is not None else min(values) / 4
+    for provider, pairs in bars.items():
+        axes.bar([x for x, _ in pairs], [value - bottom for _, value in pairs], bottom=bottom, width=width,
+                 label=provider)
+    axes.set_yscale("log")
+    axes.set_ylim(min(values + [bottom]) / 1.5, max(values + [bottom]) * 1.5)
     if baseline is not None:
         axes.axhline(baseline, color="black", linewidth=0.8)
-    axes.set_yscale("log")
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
     axes.set_xticks(range(len(sizes)))
-    axes.set_xticklabels([size.replace(" ", "\n") if len(size) > 24 else size for size in sizes], fontsize=7)
+    axes.set_xticklabels([labels[size] for size in sizes], fontsize=7)
     axes.set_ylabel(ylabel, fontsize=8)
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=6)
-    return True
 
 
 def plot(records: list[dict], speedup_path: Path, memory_path: Path, meta: dict) -> None:

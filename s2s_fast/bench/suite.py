@@ -123,6 +123,9 @@ def run_case(case: Case, options: SuiteOptions) -> list[dict]:
     device = case.device
     free = _free_memory(device)
     needed = case.working_set_bytes()
+    if case.dtype in LOW_PRECISION:
+        # The float32 reference that checks low-precision providers needs proportionally more.
+        needed *= 4 // torch.empty((), dtype=case.dtype).element_size()
     if free is not None and needed > _MEMORY_SHARE * free:
         return _unavailable_all(case, providers, f"not run: needs about {needed / 2**30:.1f} GiB, "
                                                  f"{free / 2**30:.1f} GiB free on {device.type}")
@@ -162,6 +165,9 @@ def run_case(case: Case, options: SuiteOptions) -> list[dict]:
             synchronize(device)
         except Unavailable as reason:
             record.update(status="unavailable", reason=str(reason))
+            continue
+        except torch.cuda.OutOfMemoryError as error:
+            record.update(status="unavailable", reason=f"out of GPU memory: {_first_line(error)}")
             continue
         except Exception as error:  # noqa: BLE001 - a provider that raises is a finding, recorded as failed
             record.update(status="failed", reason=_first_line(error))
