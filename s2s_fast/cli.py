@@ -17,8 +17,12 @@ def _bench(args) -> int:
     from .bench import run_benchmarks
 
     providers = args.providers.split(",") if args.providers else None
-    run_benchmarks(quick=args.quick, device=args.device, output_dir=args.output_dir, dtype=args.dtype,
-                   pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads)
+    try:
+        run_benchmarks(quick=args.quick, device=args.device, output_dir=args.output_dir, dtype=args.dtype,
+                       pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads)
+    except ValueError as error:
+        print(f"s2s-fast bench: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

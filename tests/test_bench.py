@@ -216,3 +216,10 @@ def test_cli_writes_every_output(tmp_path, capsys):
     assert "| benchmark | provider |" in (out / "results.md").read_text()
     for plot in ("speedup.png", "memory.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_rejects_unknown_providers_and_empty_selections(capsys):
+    assert main(["bench", "--quick", "--device", "cpu", "--filter", "gru_cell", "--providers", "trition"]) == 2
+    assert "unknown provider(s) trition" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--device", "cpu", "--filter", "no-such-benchmark"]) == 2
+    assert "no benchmark name matches" in capsys.readouterr().err

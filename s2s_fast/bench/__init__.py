@@ -63,6 +63,11 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
     cases = select(build_cases(run_device, run_dtype, quick), pattern)
     if not cases:
         raise ValueError(f"bench: no benchmark name matches {pattern!r}")
+    known = list(dict.fromkeys(name for case in cases for name in case.providers()))
+    unknown = [name for name in providers or [] if name not in known]
+    if unknown:
+        raise ValueError(f"bench: unknown provider(s) {', '.join(unknown)}; the selected benchmarks have "
+                         f"{', '.join(known)}")
     if policy is None:
         policy = QUICK if quick else (FULL_GPU if run_device.type == "cuda" else FULL_CPU)
     options = SuiteOptions(policy=policy, providers=providers, time_limit_s=time_limit_s)

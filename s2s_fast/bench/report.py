@@ -101,8 +101,9 @@ def _mib(value) -> str:
 
 
 _REASON_CHARS = 160
-_BEYOND_FLOOR = ("* faster than its floor: a rate measured in this run was not the machine's ceiling when this "
-                 "ran (on a shared CPU, neighbours' load moves it)")
+_BEYOND_FLOOR = ("* above 100%: this provider beat a rate measured in this run, so that rate was not this machine's "
+                 "ceiling (on a CPU, tanh is software whose speed depends on its implementation; on a shared "
+                 "machine, rates move with the neighbours' load)")
 
 
 def _percent(value) -> str:
