@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--filter", help="regular expression selecting benchmarks by name")
     bench.add_argument("--providers", help="comma-separated providers to run besides the reference")
     bench.add_argument("--time-limit", type=float, help="seconds after which no new benchmark starts")
-    bench.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    bench.add_argument("--threads", type=int,
+                       help="torch's CPU threads in a CPU run (default 1: per-core numbers that hold on a busy machine)")
     bench.set_defaults(handler=_bench)
     return parser
 

@@ -48,8 +48,8 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
         dtype: "float32", "bfloat16" or "float16"; default bfloat16 on a GPU (the targets' dtype), float32 on a CPU.
         pattern: regular expression selecting benchmarks by name. providers: run only these (plus the reference).
         time_limit_s: cases not started within this many seconds are reported unavailable.
-        threads: CPU threads for torch during the run (default: torch's); on a CPU shared with other work, 1 avoids
-            stalls of parallel regions waiting for a descheduled thread.
+        threads: torch's CPU threads during a CPU run; default 1, which gives per-core numbers that hold on a
+            machine shared with other work (with more threads, parallel regions stall on descheduled threads).
         policy: timing budget per measurement (default by mode and device).
     """
     started = time.perf_counter()
@@ -73,10 +73,12 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
     options = SuiteOptions(policy=policy, providers=providers, time_limit_s=time_limit_s)
     if log is not None:
         options.log = log
+    if threads is None and run_device.type == "cpu":
+        threads = 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if run_device.type == "cpu" and threads is None and load > (os.cpu_count() or 1):
-        options.log(f"bench: the CPU is busy (load {load:.1f} on {os.cpu_count()} cores): parallel regions stall on "
-                    "descheduled threads and times scatter; --threads 1 gives steadier numbers")
+    if run_device.type == "cpu" and threads > 1 and load > (os.cpu_count() or 1) - threads:
+        options.log(f"bench: the CPU is busy (load {load:.1f} on {os.cpu_count()} cores): with {threads} threads, "
+                    "parallel regions stall on descheduled threads and times scatter")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
