@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -120,7 +120,7 @@ class Case(abc.ABC):
     dtype: torch.dtype
     device: torch.device
     target: str | None = None
-    max_rotations: int = field(default=64)
+    max_rotations: int = 64  # input sets the timing may rotate among
 
     @property
     def name(self) -> str:

@@ -63,6 +63,7 @@ class OpCase(Case):
     (Tk/2, Tk]); cells B, H; layers T, B, H. RNN input size equals H; layers run full-length sequences.
     """
 
+    # One torch.compile wrapper per case, shared by its input sets (a new wrapper would compile again).
     _compiled: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -74,9 +75,8 @@ class OpCase(Case):
         return ["reference", COMPILE, *torch_nn, *backend_providers()]
 
     def tokens(self) -> int:
-        s = self.sizes
-        return {"attention_many": s["B"] * s.get("Tq", 1), "lstm_layer": s["B"] * s.get("T", 1),
-                "gru_layer": s["B"] * s.get("T", 1)}.get(self.family, s["B"])
+        """Queries attended (B or B*Tq), or steps of B rows (B for a cell, T*B for a layer)."""
+        return self.sizes["B"] * self.sizes.get("Tq", 1) * self.sizes.get("T", 1)
 
     def _input_shapes(self) -> dict:
         s = self.sizes
