@@ -16,6 +16,7 @@ from s2s_fast.bench import STATUSES
 from s2s_fast.bench.base import GRAPH_SUFFIX
 from s2s_fast.bench.cases import TARGETS, build_cases
 from s2s_fast.bench.floors import MachineRates, Work, count_work, floor_seconds, measure_rates
+from s2s_fast.bench.ops import OpCase
 from s2s_fast.bench.report import evaluate_targets
 from s2s_fast.bench.suite import SuiteOptions, apply_floors, compare, run_suite, select
 from s2s_fast.bench.timing import TimingPolicy, saved_for_backward_bytes
@@ -32,10 +33,20 @@ REQUIRED = {"benchmark": str, "provider": str, "status": str, "median_ms": (floa
             "torch_version": str, "triton_version": (str, type(None)), "git_commit": str, "date": str}
 
 
-def _run(pattern, providers=None, dtype=torch.float32, quick=True):
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread, as `s2s-fast bench` uses on a CPU: on a shared machine more threads stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(pattern, providers=None, dtype=torch.float32, quick=True, progress=None):
     cases = select(build_cases(CPU, dtype, quick), pattern)
     assert cases, pattern
-    records = run_suite(cases, SuiteOptions(policy=TINY, providers=providers, log=lambda line: None))
+    records = run_suite(cases, SuiteOptions(policy=TINY, providers=providers, log=lambda line: None,
+                                            progress=progress))
     apply_floors(records, RATES)
     return records
 
@@ -125,7 +136,10 @@ def test_targets_compare_fused_providers_with_the_stated_baselines():
 
 
 def test_records_have_the_schema_and_unavailable_providers_are_listed_with_a_reason():
-    records = _run(r"lstm_cell\.fwd|attention_one_query\.fwd_bwd", providers=["torch.nn", "triton", "cuda"])
+    partial = []
+    records = _run(r"lstm_cell\.fwd|attention_one_query\.fwd_bwd", providers=["torch.nn", "cuda"],
+                   progress=lambda so_far: partial.append(len(so_far)))
+    assert partial == [2, 5]  # after each case (attention: no torch.nn provider), for partial results
     for record in records:
         assert record["status"] in STATUSES
         for key in ("benchmark", "provider", "status", "median_ms", "tokens_per_s", "speedup_vs_reference",
@@ -146,6 +160,21 @@ def test_records_have_the_schema_and_unavailable_providers_are_listed_with_a_rea
     attention = _record(records, "attention_one_query.fwd_bwd", "reference")
     sizes = attention["sizes"]
     assert attention["saved_for_backward_bytes"] >= sizes["B"] * sizes["Tk"] * sizes["A"] * 4
+
+
+def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
+    # Tiny sizes: under tests/conftest.py the triton backend runs on the CPU through the (slow) interpreter.
+    case = OpCase("lstm_cell", "fwd_bwd", {"B": 2, "H": 16}, torch.float32, CPU)
+    case.max_rotations = 1
+    records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None))
+    assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "triton", "cuda"]
+    for record in records:
+        if record["provider"] in ("triton", "cuda"):
+            reason = backends.unavailable_reason(record["provider"], CPU)
+            assert record["status"] == ("ok" if reason is None else "unavailable"), record
+            assert record["reason"] == reason
+        if record["status"] == "ok" and record["provider"] != "reference":
+            assert record["max_relative_error"] < 1e-4 and record["saved_for_backward_bytes"] is not None
 
 
 class _FakeBackend(types.ModuleType):
@@ -170,11 +199,11 @@ class _FakeBackend(types.ModuleType):
 
 @pytest.fixture
 def fake_triton(monkeypatch):
+    """The fake stands in for the triton backend in the registry (and for its module, which the suite inspects)."""
     fake = _FakeBackend()
-    backends._load.cache_clear()
+    monkeypatch.setitem(backends._loaded, "triton", (fake, None))
     monkeypatch.setitem(sys.modules, "s2s_fast.triton", fake)
-    yield fake
-    backends._load.cache_clear()
+    return fake
 
 
 def test_a_wrong_provider_is_reported_failed_and_not_timed(fake_triton):

@@ -16,7 +16,7 @@ import torch
 
 from .cases import build_cases
 from .floors import best_rates, measure_rates
-from .report import evaluate_targets, metadata, target_lines, text_table, write_outputs
+from .report import evaluate_targets, metadata, target_lines, text_table, write_json, write_outputs
 from .suite import STATUSES, SuiteOptions, apply_floors, run_suite, select
 from .timing import FULL_CPU, FULL_GPU, QUICK, TimingPolicy
 
@@ -34,6 +34,14 @@ def _device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"bench: --device must be auto, cpu or cuda, got {name!r}")
     return device
+
+
+def _finish_records(records: list[dict], rates, meta: dict) -> None:
+    """Floors from the rates, and the run's metadata and floor inputs, into every record."""
+    apply_floors(records, rates)
+    for record in records:
+        record.update(meta)
+        record["floor_inputs"] = rates.to_dict()
 
 
 def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | Path = "bench-results",
@@ -82,21 +90,27 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    output_dir = Path(output_dir)
     try:
         options.log(f"bench: measuring this machine's copy bandwidth, tanh rate and matmul rate on {run_device}")
         rates = measure_rates(run_device, run_dtype, quick)
+        meta = metadata(run_device, run_dtype, quick)
+
+        def save_partial(records_so_far: list[dict]) -> None:
+            # A run cut short (a job's time limit) still leaves every finished case in results.json.
+            _finish_records(records_so_far, rates, meta)
+            write_json(records_so_far, output_dir / "results.json")
+
+        options.progress = save_partial
         records = run_suite(cases, options)
         options.log("bench: measuring the rates again (the floors use the better of both measurements)")
         rates = best_rates(rates, measure_rates(run_device, run_dtype, quick))
         meta = metadata(run_device, run_dtype, quick)
     finally:
         torch.set_num_threads(previous_threads)
-    apply_floors(records, rates)
-    for record in records:
-        record.update(meta)
-        record["floor_inputs"] = rates.to_dict()
+    _finish_records(records, rates, meta)
     evaluations = evaluate_targets(records, meta)
-    paths = write_outputs(records, meta, rates, evaluations, Path(output_dir))
+    paths = write_outputs(records, meta, rates, evaluations, output_dir)
     print(text_table(records, meta, rates), file=out)
     print("\n".join(target_lines(evaluations, meta)), file=out)
     counts = {status: sum(r["status"] == status for r in records) for status in STATUSES}

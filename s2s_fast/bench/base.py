@@ -22,6 +22,12 @@ class Unavailable(Exception):
     """A provider cannot run a case on this machine; the message says why."""
 
 
+def compile_failed(error: Exception) -> Unavailable:
+    """torch.compile could not compile the reference here (no C++ compiler, an Inductor error, ...)."""
+    text = str(error).strip()
+    return Unavailable(f"torch.compile failed here: {type(error).__name__}: {text.splitlines()[0] if text else ''}")
+
+
 @dataclass
 class Runner:
     """One provider prepared on one input set.

@@ -8,15 +8,15 @@ decoder step and greedy decoding are also run with the decoder step captured in 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 
 import torch
+from torch._dynamo.utils import counters
 
 from ..models import Seq2Seq, preset_config, sequence_loss
 from ..models.seq2seq import DecoderState, EncoderOutput
 from .base import (COMPILE, GRAPH_SUFFIX, LOW_PRECISION, Case, Runner, Unavailable, backend_providers,
-                   backend_unavailable, generator, tensors_in)
+                   backend_unavailable, compile_failed, generator, tensors_in)
 from .timing import synchronize
 
 # Parameters a decoder step reads (the target embedding is read one row per token).
@@ -193,25 +193,18 @@ class ModelCase(Case):
         note = None
         first_call_s = None
         if compiled:
-            compiled_step = torch.compile(model.decode_step, dynamic=False)
-
-            def decode_step(*args):
-                # Dynamo refuses nn.LSTM modules by default; the decoder's weights are only read here. Its warning
-                # about the registry's lru_cache is about the dispatch, which the graph breaks leave eager.
-                with torch._dynamo.config.patch(allow_rnn=True), warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*lru_cache.*")
-                    return compiled_step(*args)
-
-            note = "graph breaks at s2s_fast's backend dispatch"
+            decode_step = torch.compile(model.decode_step, dynamic=False)
+            breaks_before = sum(counters["graph_break"].values())
             started = time.perf_counter()
             try:
                 with torch.no_grad():
                     decode_step(tokens, state, encoded)
             except Exception as error:  # noqa: BLE001 - a compiler that cannot run here makes it unavailable
-                raise Unavailable(f"torch.compile failed here: {type(error).__name__}: "
-                                  f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from None
+                raise compile_failed(error) from None
             synchronize(self.device)
             first_call_s = time.perf_counter() - started
+            breaks = sum(counters["graph_break"].values()) - breaks_before
+            note = f"{breaks} graph break(s)" if breaks else "one graph"
 
         def step():
             with torch.no_grad():

@@ -15,8 +15,8 @@ import torch
 
 from .. import functional as F
 from .. import reference
-from .base import (COMPILE, TORCH_NN, Case, Runner, Unavailable, backend_implements, backend_providers,
-                   backend_unavailable, generator, randn, tensor_bytes, tensors_in, uniform)
+from .base import (COMPILE, TORCH_NN, Case, Runner, backend_implements, backend_providers, backend_unavailable,
+                   compile_failed, generator, randn, tensor_bytes, tensors_in, uniform)
 from .timing import synchronize
 
 _OP_OF_FAMILY = {
@@ -197,8 +197,7 @@ class OpCase(Case):
         try:
             runner.results()
         except Exception as error:  # noqa: BLE001 - a compiler that cannot run here makes the provider unavailable
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise Unavailable(f"torch.compile failed here: {type(error).__name__}: {message}") from None
+            raise compile_failed(error) from None
         synchronize(self.device)
         runner.first_call_s = time.perf_counter() - started
         return runner

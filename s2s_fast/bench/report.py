@@ -394,13 +394,20 @@ def plot(records: list[dict], speedup_path: Path, memory_path: Path, meta: dict)
         figure.savefig(path, dpi=90)
 
 
+def write_json(records: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(records, indent=1) + "\n")
+    partial.replace(path)
+
+
 def write_outputs(records: list[dict], meta: dict, rates: MachineRates, evaluations: list[dict],
                   output_dir: Path) -> dict[str, Path]:
     """Write results.json (the records), summary.json, results.md and the plots; returns the paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: output_dir / name for name in ("results.json", "summary.json", "results.md", "speedup.png",
                                                    "memory.png")}
-    paths["results.json"].write_text(json.dumps(records, indent=1) + "\n")
+    write_json(records, paths["results.json"])
     summary = {"metadata": meta, "floor_inputs": rates.to_dict(), "targets": evaluations}
     paths["summary.json"].write_text(json.dumps(summary, indent=1) + "\n")
     paths["results.md"].write_text(markdown(records, meta, rates, evaluations))
