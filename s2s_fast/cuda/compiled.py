@@ -6,6 +6,8 @@ why and how to build it.
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 BUILD_HINT = ("build it on a machine with a CUDA build of torch and nvcc: pip install --no-build-isolation -e . "
@@ -13,7 +15,8 @@ BUILD_HINT = ("build it on a machine with a CUDA build of torch and nvcc: pip in
 
 # A constant, so that the availability check traces under torch.compile without formatting anything.
 try:
-    from s2s_fast import _C as extension_module
+    # import_module, not "from s2s_fast import _C": s2s_fast is still initialising when the registry imports this.
+    extension_module = importlib.import_module("s2s_fast._C")
 except ImportError as error:
     extension_module = None
     MISSING_REASON: str | None = f"the CUDA extension s2s_fast._C is not built ({error}); {BUILD_HINT}"
