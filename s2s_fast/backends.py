@@ -27,10 +27,10 @@ explicit choice that cannot serve the call raises ``RuntimeError`` saying why.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import importlib
 import os
+import threading
 from typing import Callable, Iterator
 
 import torch
@@ -51,7 +51,9 @@ ENV_VAR = "S2S_FAST_BACKEND"
 _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
 
 _global_choice: str | None = None
-_context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar("s2s_fast_backend", default=None)
+# Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
+_context = threading.local()
+_loaded: dict[str, tuple] = {}
 
 
 def check_backend_name(name: str, source: str = "the backend argument") -> str:
@@ -61,13 +63,14 @@ def check_backend_name(name: str, source: str = "the backend argument") -> str:
     return name.lower()
 
 
-@functools.lru_cache(maxsize=None)
 def _load(name: str):
-    """Import the backend subpackage; an import failure makes the backend unavailable, with the reason kept."""
-    try:
-        return importlib.import_module(f"s2s_fast.{name}"), None
-    except ImportError as error:
-        return None, f"backend {name!r} could not be imported: {error}"
+    """Import the backend subpackage once; an import failure makes it unavailable, with the reason kept."""
+    if name not in _loaded:
+        try:
+            _loaded[name] = importlib.import_module(f"s2s_fast.{name}"), None
+        except ImportError as error:
+            _loaded[name] = None, f"backend {name!r} could not be imported: {error}"
+    return _loaded[name]
 
 
 def _default_device() -> torch.device:
@@ -99,9 +102,9 @@ def set_backend(name: str | None) -> None:
 
 def get_backend() -> str:
     """The backend name in effect here when no ``backend=`` argument is given (may be ``"auto"``)."""
-    choice = _context_choice.get()
-    if choice is not None:
-        return choice
+    stack = getattr(_context, "stack", None)
+    if stack:
+        return stack[-1]
     if _global_choice is not None:
         return _global_choice
     env = os.environ.get(ENV_VAR)
@@ -112,12 +115,15 @@ def get_backend() -> str:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Context manager selecting ``name`` for the ops called inside it (per thread and task)."""
-    token = _context_choice.set(check_backend_name(name, "use_backend"))
+    """Context manager selecting ``name`` for the ops called inside it, in this thread."""
+    name = check_backend_name(name, "use_backend")
+    if not hasattr(_context, "stack"):
+        _context.stack = []
+    _context.stack.append(name)
     try:
         yield
     finally:
-        _context_choice.reset(token)
+        _context.stack.pop()
 
 
 def _implementation(module, op: str, args: tuple) -> tuple[Callable | None, str | None]:
@@ -162,3 +168,8 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
             reason = limit
         reasons.append(f"{candidate}: {reason}")
     raise RuntimeError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
+
+
+# Import every backend up front: an import inside a torch.compile'd region would break its graph.
+for _name in BACKEND_NAMES:
+    _load(_name)

@@ -92,3 +92,35 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     expected = expected.double()
     scale = expected.abs().max().clamp_min(1e-30)
     return float((actual.double() - expected).abs().max() / scale)
+
+
+def compare_low_precision_with_reference(fn: Callable, reference_fn: Callable, inputs: Mapping[str, object],
+                                         dtype: torch.dtype, seed: int = 0,
+                                         ratio: float = LOW_PRECISION_ERROR_RATIO) -> None:
+    """Assert ``fn`` run in ``dtype`` is at most ``ratio`` times as far from the float64 reference as
+    ``reference_fn`` run in ``dtype`` is (plus one unit of ``dtype`` rounding), on every output and input gradient.
+
+    All three runs see the same ``dtype``-rounded inputs and upstream gradients; errors are ``relative_error``.
+    """
+    def cast(values, to):
+        return {name: value.to(to) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+                for name, value in values.items()}
+
+    low_inputs = cast(inputs, dtype)
+    exact_inputs = cast(low_inputs, torch.float64)
+    _, _, upstream = forward_backward(reference_fn, exact_inputs, seed=seed)
+    low_upstream = [g.to(dtype) for g in upstream]
+    exact_upstream = [g.double() for g in low_upstream]
+    exact_out, exact_grads, _ = forward_backward(reference_fn, exact_inputs, upstream=exact_upstream)
+    reference_out, reference_grads, _ = forward_backward(reference_fn, low_inputs, upstream=low_upstream)
+    out, grads, _ = forward_backward(fn, low_inputs, upstream=low_upstream)
+    floor = torch.finfo(dtype).eps
+    checks = [(f"output {i}", out[i], reference_out[i], exact_out[i]) for i in range(len(exact_out))]
+    checks += [(f"gradient of {name}", grads[name], reference_grads[name], exact)
+               for name, exact in exact_grads.items() if exact is not None]
+    for what, actual, reference, exact in checks:
+        assert actual is not None, f"{what}: missing"
+        error, reference_error = relative_error(actual, exact), relative_error(reference, exact)
+        assert error <= ratio * reference_error + floor, (
+            f"{what}: error {error:.3g} against float64, over {ratio} x the {dtype} reference's {reference_error:.3g} "
+            f"+ {floor:.3g}")

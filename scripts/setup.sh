@@ -11,3 +11,4 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
 fi
 "$PYTHON" -m pip install -q --upgrade "setuptools>=64" wheel ninja pybind11
 "$PYTHON" -m pip install -q --no-build-isolation -e ".[test]"
+"$PYTHON" -c "from s2s_fast.cuda import compiled; print('s2s_fast: CUDA extension', 'built' if compiled.extension_module else 'not built (pure-Python install: reference and triton backends)')"

@@ -1,5 +1,11 @@
+import os
+
 import pytest
 import torch
+
+# Without a CUDA GPU the Triton kernels run through the interpreter, which must be on before they are defined.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

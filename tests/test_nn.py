@@ -58,12 +58,13 @@ def _leaf(*shape, dtype):
     return torch.randn(*shape, dtype=dtype).requires_grad_(True)
 
 
-CONFIGS = list(itertools.product(["lstm", "gru"], [1, 2, 3], [False, True], [False, True], [True, False]))
+CONFIGS = [(*config, torch.float64) for config in
+           itertools.product(["lstm", "gru"], [1, 2, 3], [False, True], [False, True], [True, False])]
+CONFIGS += [(kind, 2, True, batch_first, True, torch.float32) for kind in ("lstm", "gru") for batch_first in (False, True)]
 
 
-@pytest.mark.parametrize("kind,layers,bidirectional,batch_first,bias", CONFIGS)
-def test_rnn_matches_torch_padded(kind, layers, bidirectional, batch_first, bias):
-    dtype = torch.float64
+@pytest.mark.parametrize("kind,layers,bidirectional,batch_first,bias,dtype", CONFIGS)
+def test_rnn_matches_torch_padded(kind, layers, bidirectional, batch_first, bias, dtype):
     ours, theirs = _pair(kind, dtype, input_size=5, hidden_size=7, num_layers=layers, bias=bias,
                          batch_first=batch_first, bidirectional=bidirectional)
     assert list(ours.state_dict()) == list(theirs.state_dict())
@@ -164,12 +165,15 @@ def test_state_dict_both_ways(kind):
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(4, 2, 3)
     torch.testing.assert_close(ours(x)[0], theirs(x)[0], **tolerance(torch.float32))
-    assert isinstance(ours, torch_type)
+    assert isinstance(ours, torch.nn.RNNBase)
+    assert repr(ours).replace(type(ours).__name__, "") == repr(theirs).replace(type(theirs).__name__, "")
 
 
 def test_proj_size_not_supported():
     with pytest.raises(NotImplementedError, match="proj_size"):
         snn.LSTM(3, 5, proj_size=2)
+    with pytest.raises(ValueError, match="only supported for LSTM"):
+        snn.GRU(3, 5, proj_size=2)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

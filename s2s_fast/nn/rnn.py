@@ -82,6 +82,8 @@ class _RNNMixin:
     _is_lstm: bool
 
     def _init_backend(self, backend):
+        if self.proj_size and not self._is_lstm:
+            raise ValueError("proj_size argument is only supported for LSTM, not GRU")
         if self.proj_size:
             raise NotImplementedError(f"s2s_fast.nn.{type(self).__name__} does not support proj_size > 0; "
                                       "use torch.nn.LSTM for projected LSTMs")
@@ -143,21 +145,23 @@ def _pack_like(output: torch.Tensor, lengths: torch.Tensor, packed: PackedSequen
     return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
 
 
-class LSTM(_RNNMixin, torch.nn.LSTM):
+# Built on torch.nn.RNNBase (as torch.nn.LSTM and GRU are) for the same parameters, initialisation and state_dict
+# keys, but not on LSTM/GRU themselves: torch.compile refuses to trace instances of those classes.
+class LSTM(_RNNMixin, torch.nn.RNNBase):
     """torch.nn.LSTM with the same arguments, parameters and forward, plus ``backend=``; proj_size must be 0."""
 
     _is_lstm = True
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__("LSTM", *args, **kwargs)
         self._init_backend(backend)
 
 
-class GRU(_RNNMixin, torch.nn.GRU):
+class GRU(_RNNMixin, torch.nn.RNNBase):
     """torch.nn.GRU with the same arguments, parameters and forward, plus ``backend=``."""
 
     _is_lstm = False
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__("GRU", *args, **kwargs)
         self._init_backend(backend)

@@ -1,0 +1,462 @@
+// Fused additive attention kernels: forward (scores, masked softmax, context) and backward (grad_scores, then the
+// tanh-recomputing input gradients). See additive_attention.h for the contract.
+#include <algorithm>
+#include <cmath>
+
+#include "additive_attention.h"
+#include "common.h"
+
+namespace s2s_fast {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / kWarpSize;
+// Queries whose context one pass accumulates: kContextQueries * VEC fp32 accumulators per lane.
+constexpr int kContextQueries = 4;
+// The input-gradient kernel: one thread per column a, a tile of keys in registers, queries staged in chunks.
+constexpr int kBackwardThreads = 128;
+constexpr int kBackwardQueryChunk = 32;
+
+// The smallest power of two of lanes (1..32) covering `vectors` 16-byte vectors of a row.
+__host__ __device__ inline int lanes_for(int64_t vectors) {
+    int lanes = 1;
+    while (lanes < kWarpSize && lanes < vectors) lanes *= 2;
+    return lanes;
+}
+
+__host__ __device__ inline int64_t context_chunk(int64_t value_size, int vec) {
+    return int64_t(lanes_for(ceil_div(value_size, vec))) * vec;
+}
+
+template <int QT>
+constexpr int kContextQueriesFor = QT < kContextQueries ? QT : kContextQueries;
+
+// Forward shared memory in floats: the query tile [QT, A_pad] (reused for the context reduction) and v [A_pad].
+template <int QT>
+__host__ __device__ inline int64_t forward_shared_floats(int64_t attn, int64_t value_size, int vec) {
+    const int64_t attn_pad = round_up(attn, 4);
+    const int64_t reduction = int64_t(kWarps) * kContextQueriesFor<QT> * context_chunk(value_size, vec);
+    const int64_t query_tile = QT * attn_pad;
+    return (query_tile > reduction ? query_tile : reduction) + attn_pad;
+}
+
+template <int QT>
+__host__ __device__ inline int64_t scores_backward_shared_floats(int64_t value_size) {
+    return QT * round_up(value_size, 4);
+}
+
+__device__ __forceinline__ bool key_is_valid(const bool* mask_row, int64_t k) {
+    return mask_row == nullptr || mask_row[k];
+}
+
+// Masked softmax of one row in place (fp32), also written as T; a row with no valid key becomes zeros.
+template <typename T>
+__device__ void softmax_row(float* row, T* weight_row, const bool* mask_row, int64_t keys, int lane) {
+    float row_max = -INFINITY;
+    for (int64_t k = lane; k < keys; k += kWarpSize)
+        if (key_is_valid(mask_row, k)) row_max = fmaxf(row_max, row[k]);
+    row_max = warp_max(row_max);
+    float total = 0.0f;
+    for (int64_t k = lane; k < keys; k += kWarpSize)
+        if (key_is_valid(mask_row, k)) total += __expf(row[k] - row_max);
+    total = warp_sum(total);
+    const float scale = total > 0.0f ? 1.0f / total : 0.0f;
+    for (int64_t k = lane; k < keys; k += kWarpSize) {
+        const float prob = key_is_valid(mask_row, k) ? __expf(row[k] - row_max) * scale : 0.0f;
+        row[k] = prob;
+        weight_row[k] = from_float<T>(prob);
+    }
+}
+
+// One block per (batch row b, tile of QT queries). Warps take keys in turn; within a warp, groups of lanes each
+// take one key and split A (16-byte loads of key_proj), the query tile and v sit in shared memory as fp32.
+template <typename T, int QT, int VEC>
+__global__ void __launch_bounds__(kThreads, 2)
+    additive_attention_fwd_kernel(const AdditiveAttentionForwardParams params) {
+    constexpr int CQ = kContextQueriesFor<QT>;
+    extern __shared__ __align__(16) float smem[];
+    const int64_t attn = params.attn, keys = params.keys, queries = params.queries, value_size = params.value_size;
+    const int64_t attn_pad = round_up(attn, 4);
+    const int64_t query_tiles = ceil_div(queries, QT);
+    const int64_t b = blockIdx.x / query_tiles;
+    const int64_t q0 = (blockIdx.x % query_tiles) * QT;
+    const int tile_queries = int(queries - q0 < QT ? queries - q0 : QT);
+    const int warp = threadIdx.x / kWarpSize;
+    const int lane = threadIdx.x % kWarpSize;
+    const int64_t chunk = context_chunk(value_size, VEC);
+    float* q_s = smem;  // [QT, attn_pad]; later the context reduction buffer [kWarps, CQ, chunk]
+    float* v_s = smem + forward_shared_floats<QT>(attn, value_size, VEC) - attn_pad;  // [attn_pad]
+
+    const T* __restrict__ query_proj = static_cast<const T*>(params.query_proj) + (b * queries + q0) * attn;
+    for (int64_t index = threadIdx.x; index < QT * attn_pad; index += kThreads) {
+        const int64_t qi = index / attn_pad, a = index % attn_pad;
+        q_s[index] = (qi < tile_queries && a < attn) ? to_float(query_proj[qi * attn + a]) : 0.0f;
+    }
+    for (int64_t a = threadIdx.x; a < attn_pad; a += kThreads)
+        v_s[a] = a < attn ? to_float(static_cast<const T*>(params.v)[a]) : 0.0f;
+    __syncthreads();
+
+    const bool* mask_row = params.mask == nullptr ? nullptr : params.mask + b * keys;
+    float* probs = params.probs + (b * queries + q0) * keys;  // rows of this tile: scores first, then softmax
+    {
+        const int lanes_per_key = lanes_for(ceil_div(attn, VEC));
+        const int keys_per_warp = kWarpSize / lanes_per_key;
+        const int key_lane = lane / lanes_per_key, sub = lane % lanes_per_key;
+        const T* __restrict__ key_proj = static_cast<const T*>(params.key_proj) + b * keys * attn;
+        for (int64_t k_first = int64_t(warp) * keys_per_warp; k_first < keys; k_first += kWarps * keys_per_warp) {
+            const int64_t k = k_first + key_lane;
+            float acc[QT];
+#pragma unroll
+            for (int qi = 0; qi < QT; ++qi) acc[qi] = 0.0f;
+            if (k < keys && key_is_valid(mask_row, k)) {
+                const T* p_key = key_proj + k * attn;
+                for (int64_t a = int64_t(sub) * VEC; a < attn; a += int64_t(lanes_per_key) * VEC) {
+                    float b_key[VEC], b_v[VEC];
+                    load_floats<T, VEC>(p_key + a, b_key);
+                    load_shared_floats<VEC>(v_s + a, b_v);
+#pragma unroll
+                    for (int qi = 0; qi < QT; ++qi) {
+                        if (qi < tile_queries) {
+                            float b_q[VEC];
+                            load_shared_floats<VEC>(q_s + qi * attn_pad + a, b_q);
+#pragma unroll
+                            for (int i = 0; i < VEC; ++i)
+                                acc[qi] = fmaf(b_v[i], tanh_for<T>(b_q[i] + b_key[i]), acc[qi]);
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int qi = 0; qi < QT; ++qi)
+                if (qi < tile_queries) acc[qi] = group_sum(acc[qi], lanes_per_key);
+            if (sub == 0 && k < keys) {
+#pragma unroll
+                for (int qi = 0; qi < QT; ++qi)
+                    if (qi < tile_queries) probs[qi * keys + k] = acc[qi];
+            }
+        }
+    }
+    __syncthreads();
+
+    T* weights = static_cast<T*>(params.weights) + (b * queries + q0) * keys;
+    for (int qi = warp; qi < tile_queries; qi += kWarps)
+        softmax_row<T>(probs + qi * keys, weights + qi * keys, mask_row, keys, lane);
+    __syncthreads();
+
+    const int lanes_per_row = lanes_for(ceil_div(value_size, VEC));
+    const int rows_per_warp = kWarpSize / lanes_per_row;
+    const int key_lane = lane / lanes_per_row, sub = lane % lanes_per_row;
+    const T* __restrict__ values = static_cast<const T*>(params.values) + b * keys * value_size;
+    T* context = static_cast<T*>(params.context) + (b * queries + q0) * value_size;
+    float* reduce_s = smem;  // [kWarps, CQ, chunk]
+    for (int qg = 0; qg < tile_queries; qg += CQ) {
+        for (int64_t d0 = 0; d0 < value_size; d0 += chunk) {
+            const int64_t d = d0 + int64_t(sub) * VEC;
+            float acc[CQ][VEC];
+#pragma unroll
+            for (int c = 0; c < CQ; ++c)
+#pragma unroll
+                for (int i = 0; i < VEC; ++i) acc[c][i] = 0.0f;
+            if (d < value_size) {
+                for (int64_t k = int64_t(warp) * rows_per_warp + key_lane; k < keys; k += kWarps * rows_per_warp) {
+                    float prob[CQ];
+                    bool any = false;
+#pragma unroll
+                    for (int c = 0; c < CQ; ++c) {
+                        prob[c] = qg + c < tile_queries ? probs[(qg + c) * keys + k] : 0.0f;
+                        any = any || prob[c] != 0.0f;
+                    }
+                    // Masked keys have probability 0: their values need not be read.
+                    if (!any) continue;
+                    float b_value[VEC];
+                    load_floats<T, VEC>(values + k * value_size + d, b_value);
+#pragma unroll
+                    for (int c = 0; c < CQ; ++c)
+#pragma unroll
+                        for (int i = 0; i < VEC; ++i) acc[c][i] = fmaf(prob[c], b_value[i], acc[c][i]);
+                }
+            }
+#pragma unroll
+            for (int c = 0; c < CQ; ++c)
+#pragma unroll
+                for (int i = 0; i < VEC; ++i)
+                    for (int offset = lanes_per_row; offset < kWarpSize; offset *= 2)
+                        acc[c][i] += __shfl_xor_sync(kFullWarpMask, acc[c][i], offset);
+            if (key_lane == 0 && d < value_size) {
+#pragma unroll
+                for (int c = 0; c < CQ; ++c)
+#pragma unroll
+                    for (int i = 0; i < VEC; ++i) reduce_s[(warp * CQ + c) * chunk + sub * VEC + i] = acc[c][i];
+            }
+            __syncthreads();
+            for (int64_t index = threadIdx.x; index < CQ * chunk; index += kThreads) {
+                const int c = int(index / chunk);
+                const int64_t e = index % chunk;
+                if (qg + c < tile_queries && d0 + e < value_size) {
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int w = 0; w < kWarps; ++w) sum += reduce_s[(w * CQ + c) * chunk + e];
+                    context[(qg + c) * value_size + d0 + e] = from_float<T>(sum);
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// One block per (batch row b, tile of QT queries): dp = grad_weights + grad_context @ values^T over the valid keys,
+// then grad_scores = probs * (dp - sum_k probs * dp) per row (zero where the key is masked).
+template <typename T, int QT, int VEC>
+__global__ void __launch_bounds__(kThreads, 2)
+    additive_attention_bwd_scores_kernel(const AdditiveAttentionBackwardParams params) {
+    extern __shared__ __align__(16) float smem[];
+    const int64_t keys = params.keys, queries = params.queries, value_size = params.value_size;
+    const int64_t value_pad = round_up(value_size, 4);
+    const int64_t query_tiles = ceil_div(queries, QT);
+    const int64_t b = blockIdx.x / query_tiles;
+    const int64_t q0 = (blockIdx.x % query_tiles) * QT;
+    const int tile_queries = int(queries - q0 < QT ? queries - q0 : QT);
+    const int warp = threadIdx.x / kWarpSize;
+    const int lane = threadIdx.x % kWarpSize;
+    float* grad_context_s = smem;  // [QT, value_pad]
+
+    const T* __restrict__ grad_context = static_cast<const T*>(params.grad_context) + (b * queries + q0) * value_size;
+    for (int64_t index = threadIdx.x; index < QT * value_pad; index += kThreads) {
+        const int64_t qi = index / value_pad, d = index % value_pad;
+        grad_context_s[index] =
+            (qi < tile_queries && d < value_size) ? to_float(grad_context[qi * value_size + d]) : 0.0f;
+    }
+    __syncthreads();
+
+    const bool* mask_row = params.mask == nullptr ? nullptr : params.mask + b * keys;
+    const T* __restrict__ grad_weights = static_cast<const T*>(params.grad_weights) + (b * queries + q0) * keys;
+    float* grad_scores = params.grad_scores + (b * queries + q0) * keys;
+    {
+        const int lanes_per_key = lanes_for(ceil_div(value_size, VEC));
+        const int keys_per_warp = kWarpSize / lanes_per_key;
+        const int key_lane = lane / lanes_per_key, sub = lane % lanes_per_key;
+        const T* __restrict__ values = static_cast<const T*>(params.values) + b * keys * value_size;
+        for (int64_t k_first = int64_t(warp) * keys_per_warp; k_first < keys; k_first += kWarps * keys_per_warp) {
+            const int64_t k = k_first + key_lane;
+            const bool valid = k < keys && key_is_valid(mask_row, k);
+            float acc[QT];
+#pragma unroll
+            for (int qi = 0; qi < QT; ++qi) acc[qi] = 0.0f;
+            if (valid) {
+                const T* p_value = values + k * value_size;
+                for (int64_t d = int64_t(sub) * VEC; d < value_size; d += int64_t(lanes_per_key) * VEC) {
+                    float b_value[VEC];
+                    load_floats<T, VEC>(p_value + d, b_value);
+#pragma unroll
+                    for (int qi = 0; qi < QT; ++qi) {
+                        if (qi < tile_queries) {
+                            float b_grad[VEC];
+                            load_shared_floats<VEC>(grad_context_s + qi * value_pad + d, b_grad);
+#pragma unroll
+                            for (int i = 0; i < VEC; ++i) acc[qi] = fmaf(b_grad[i], b_value[i], acc[qi]);
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int qi = 0; qi < QT; ++qi)
+                if (qi < tile_queries) acc[qi] = group_sum(acc[qi], lanes_per_key);
+            if (sub == 0 && k < keys) {
+#pragma unroll
+                for (int qi = 0; qi < QT; ++qi)
+                    if (qi < tile_queries)
+                        grad_scores[qi * keys + k] = valid ? acc[qi] + to_float(grad_weights[qi * keys + k]) : 0.0f;
+            }
+        }
+    }
+    __syncthreads();
+
+    const float* probs = params.probs + (b * queries + q0) * keys;
+    for (int qi = warp; qi < tile_queries; qi += kWarps) {
+        float* grad_row = grad_scores + qi * keys;
+        const float* prob_row = probs + qi * keys;
+        float total = 0.0f;
+        for (int64_t k = lane; k < keys; k += kWarpSize) total = fmaf(prob_row[k], grad_row[k], total);
+        total = warp_sum(total);
+        for (int64_t k = lane; k < keys; k += kWarpSize) grad_row[k] = prob_row[k] * (grad_row[k] - total);
+    }
+}
+
+// One block per (slice of kBackwardThreads columns of A, tile of keys, batch row); one thread per column a keeps
+// key_proj[k, a] and its gradient for the tile's keys in registers and walks all queries:
+//   g = grad_scores * (1 - tanh^2),  grad_key[k, a] = v[a] sum_q g,  grad_query[q, a] += v[a] sum_k g,
+//   grad_v[a] += sum_{q, k} grad_scores * tanh.
+// grad_scores is the same for every thread of the block, so skipping its zeros (masked keys) never diverges.
+template <typename T>
+__global__ void __launch_bounds__(kBackwardThreads)
+    additive_attention_bwd_inputs_kernel(const AdditiveAttentionBackwardParams params) {
+    constexpr int KT = kAttentionBackwardKeyTile;
+    __shared__ float grad_scores_s[kBackwardQueryChunk][KT];
+    const int64_t attn = params.attn, keys = params.keys, queries = params.queries;
+    const int64_t a = int64_t(blockIdx.x) * kBackwardThreads + threadIdx.x;
+    const int64_t k0 = int64_t(blockIdx.y) * KT;
+    const int64_t b = blockIdx.z;
+    const int tile_keys = int(keys - k0 < KT ? keys - k0 : KT);
+    const bool column = a < attn;
+
+    const T* __restrict__ key_proj = static_cast<const T*>(params.key_proj) + (b * keys + k0) * attn;
+    float b_key[KT], b_grad_key[KT];
+#pragma unroll
+    for (int kj = 0; kj < KT; ++kj) {
+        b_key[kj] = (column && kj < tile_keys) ? to_float(key_proj[kj * attn + a]) : 0.0f;
+        b_grad_key[kj] = 0.0f;
+    }
+    const float v_a = column ? to_float(static_cast<const T*>(params.v)[a]) : 0.0f;
+    float grad_v = 0.0f;
+
+    const T* __restrict__ query_proj = static_cast<const T*>(params.query_proj) + b * queries * attn;
+    const float* grad_scores = params.grad_scores + b * queries * keys + k0;
+    float* grad_query = params.grad_query + b * queries * attn;
+    for (int64_t q0 = 0; q0 < queries; q0 += kBackwardQueryChunk) {
+        __syncthreads();
+        for (int index = threadIdx.x; index < kBackwardQueryChunk * KT; index += kBackwardThreads) {
+            const int qi = index / KT, kj = index % KT;
+            grad_scores_s[qi][kj] = (q0 + qi < queries && kj < tile_keys) ? grad_scores[(q0 + qi) * keys + kj] : 0.0f;
+        }
+        __syncthreads();
+        const int chunk_queries = int(queries - q0 < kBackwardQueryChunk ? queries - q0 : kBackwardQueryChunk);
+        for (int qi = 0; qi < chunk_queries; ++qi) {
+            const float q_a = column ? to_float(query_proj[(q0 + qi) * attn + a]) : 0.0f;
+            float grad_q = 0.0f;
+#pragma unroll
+            for (int kj = 0; kj < KT; ++kj) {
+                const float grad_score = grad_scores_s[qi][kj];
+                if (grad_score != 0.0f) {
+                    const float t = tanh_for<T>(q_a + b_key[kj]);
+                    const float grad_t = grad_score * t;
+                    grad_v += grad_t;
+                    const float g = fmaf(-grad_t, t, grad_score);
+                    grad_q += g;
+                    b_grad_key[kj] += g;
+                }
+            }
+            if (column) atomicAdd(grad_query + (q0 + qi) * attn + a, v_a * grad_q);
+        }
+    }
+    if (!column) return;
+    T* grad_key = static_cast<T*>(params.grad_key) + (b * keys + k0) * attn;
+#pragma unroll
+    for (int kj = 0; kj < KT; ++kj)
+        if (kj < tile_keys) grad_key[kj * attn + a] = from_float<T>(v_a * b_grad_key[kj]);
+    params.grad_v_partial[(b * gridDim.y + blockIdx.y) * attn + a] = grad_v;
+}
+
+// Queries per block: the largest tile that still gives every multiprocessor a block and fits shared memory.
+template <int QT>
+bool tile_fits(int64_t shared_floats, const DeviceLimits& limits) {
+    return shared_floats * int64_t(sizeof(float)) <= limits.max_shared_per_block;
+}
+
+int choose_query_tile(int64_t batch, int64_t queries, const DeviceLimits& limits, int64_t shared16, int64_t shared4,
+                      int64_t shared1) {
+    const int64_t sms = limits.multiprocessors;
+    if (queries > 4 && batch * ceil_div(queries, 16) >= sms && tile_fits<16>(shared16, limits)) return 16;
+    if (queries > 1 && batch * ceil_div(queries, 4) >= sms / 2 && tile_fits<4>(shared4, limits)) return 4;
+    return tile_fits<1>(shared1, limits) ? 1 : 0;
+}
+
+template <typename Kernel>
+cudaError_t launch_with_shared(Kernel kernel, int64_t blocks, int64_t shared_bytes, cudaStream_t stream,
+                               const void* params_ptr) {
+    if (shared_bytes > 48 * 1024) {
+        const cudaError_t status =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes));
+        if (status != cudaSuccess) return status;
+    }
+    void* args[] = {const_cast<void*>(params_ptr)};
+    return cudaLaunchKernel(reinterpret_cast<const void*>(kernel), dim3(unsigned(blocks)), dim3(kThreads), args,
+                            size_t(shared_bytes), stream);
+}
+
+template <typename T, int QT>
+cudaError_t launch_forward(const AdditiveAttentionForwardParams& params, bool vectorized, cudaStream_t stream) {
+    constexpr int V = kVec16<T>;
+    const int vec = vectorized ? V : 1;
+    const int64_t shared_bytes = forward_shared_floats<QT>(params.attn, params.value_size, vec) * sizeof(float);
+    const int64_t blocks = params.batch * ceil_div(params.queries, QT);
+    if (vectorized)
+        return launch_with_shared(additive_attention_fwd_kernel<T, QT, V>, blocks, shared_bytes, stream, &params);
+    return launch_with_shared(additive_attention_fwd_kernel<T, QT, 1>, blocks, shared_bytes, stream, &params);
+}
+
+template <typename T, int QT>
+cudaError_t launch_bwd_scores(const AdditiveAttentionBackwardParams& params, bool vectorized, cudaStream_t stream) {
+    constexpr int V = kVec16<T>;
+    const int64_t shared_bytes = scores_backward_shared_floats<QT>(params.value_size) * sizeof(float);
+    const int64_t blocks = params.batch * ceil_div(params.queries, QT);
+    if (vectorized)
+        return launch_with_shared(additive_attention_bwd_scores_kernel<T, QT, V>, blocks, shared_bytes, stream,
+                                  &params);
+    return launch_with_shared(additive_attention_bwd_scores_kernel<T, QT, 1>, blocks, shared_bytes, stream, &params);
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t additive_attention_fwd(const AdditiveAttentionForwardParams& params, cudaStream_t stream) {
+    if (params.batch == 0 || params.queries == 0) return cudaSuccess;
+    if (params.attn > kAttentionMaxWidth || params.value_size > kAttentionMaxWidth) return cudaErrorInvalidValue;
+    DeviceLimits limits;
+    const cudaError_t status = current_device_limits(&limits);
+    if (status != cudaSuccess) return status;
+    constexpr int V = kVec16<T>;
+    const bool vectorized = params.attn % V == 0 && params.value_size % V == 0 && is_aligned(params.key_proj, 16) &&
+                            is_aligned(params.values, 16);
+    const int vec = vectorized ? V : 1;
+    const int tile = choose_query_tile(params.batch, params.queries, limits,
+                                       forward_shared_floats<16>(params.attn, params.value_size, vec),
+                                       forward_shared_floats<4>(params.attn, params.value_size, vec),
+                                       forward_shared_floats<1>(params.attn, params.value_size, vec));
+    switch (tile) {
+        case 16: return launch_forward<T, 16>(params, vectorized, stream);
+        case 4: return launch_forward<T, 4>(params, vectorized, stream);
+        case 1: return launch_forward<T, 1>(params, vectorized, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+template <typename T>
+cudaError_t additive_attention_bwd_scores(const AdditiveAttentionBackwardParams& params, cudaStream_t stream) {
+    if (params.batch == 0 || params.queries == 0 || params.keys == 0) return cudaSuccess;
+    if (params.attn > kAttentionMaxWidth || params.value_size > kAttentionMaxWidth) return cudaErrorInvalidValue;
+    DeviceLimits limits;
+    const cudaError_t status = current_device_limits(&limits);
+    if (status != cudaSuccess) return status;
+    constexpr int V = kVec16<T>;
+    const bool vectorized = params.value_size % V == 0 && is_aligned(params.values, 16);
+    const int tile = choose_query_tile(
+        params.batch, params.queries, limits, scores_backward_shared_floats<16>(params.value_size),
+        scores_backward_shared_floats<4>(params.value_size), scores_backward_shared_floats<1>(params.value_size));
+    switch (tile) {
+        case 16: return launch_bwd_scores<T, 16>(params, vectorized, stream);
+        case 4: return launch_bwd_scores<T, 4>(params, vectorized, stream);
+        case 1: return launch_bwd_scores<T, 1>(params, vectorized, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+template <typename T>
+cudaError_t additive_attention_bwd_inputs(const AdditiveAttentionBackwardParams& params, cudaStream_t stream) {
+    if (params.batch == 0 || params.queries == 0 || params.keys == 0 || params.attn == 0) return cudaSuccess;
+    if (params.batch > 65535) return cudaErrorInvalidValue;
+    const dim3 grid(unsigned(ceil_div(params.attn, kBackwardThreads)),
+                    unsigned(ceil_div(params.keys, kAttentionBackwardKeyTile)), unsigned(params.batch));
+    additive_attention_bwd_inputs_kernel<T><<<grid, kBackwardThreads, 0, stream>>>(params);
+    return cudaGetLastError();
+}
+
+#define S2S_FAST_INSTANTIATE_ATTENTION(T)                                                                        \
+    template cudaError_t additive_attention_fwd<T>(const AdditiveAttentionForwardParams&, cudaStream_t);         \
+    template cudaError_t additive_attention_bwd_scores<T>(const AdditiveAttentionBackwardParams&, cudaStream_t); \
+    template cudaError_t additive_attention_bwd_inputs<T>(const AdditiveAttentionBackwardParams&, cudaStream_t);
+
+S2S_FAST_INSTANTIATE_ATTENTION(float)
+S2S_FAST_INSTANTIATE_ATTENTION(__half)
+S2S_FAST_INSTANTIATE_ATTENTION(__nv_bfloat16)
+
+}  // namespace s2s_fast

@@ -1,0 +1,71 @@
+// Fused additive (Bahdanau) attention: parameters and host launchers.
+//
+// scores[b, q, k] = sum_a v[a] * tanh(query_proj[b, q, a] + key_proj[b, k, a]); probs = softmax over the valid
+// keys (a row without one is all zeros); context = probs @ values. No [B, Tq, Tk, A] tensor is formed: the forward
+// keeps the fp32 probabilities [B, Tq, Tk] for the backward, which recomputes tanh.
+//
+// Forward: one kernel per (batch row, tile of queries): scores, masked softmax, context.
+// Backward: a kernel per (batch row, tile of queries) forms grad_scores = probs * (dp - sum(probs * dp)) with
+// dp = grad_weights + grad_context @ values^T; the binding forms grad_values = probs^T @ grad_context with cuBLAS;
+// a kernel per (batch row, tile of keys, slice of A) recomputes tanh and forms the query, key and v gradients.
+// All tensors are contiguous.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace s2s_fast {
+
+// Largest attention width the forward kernel serves (a tile of queries is held in shared memory).
+constexpr int64_t kAttentionMaxWidth = 16384;
+
+struct AdditiveAttentionForwardParams {
+    int64_t batch;           // B
+    int64_t queries;         // Tq
+    int64_t keys;            // Tk
+    int64_t attn;            // A
+    int64_t value_size;      // Dv
+    const void* query_proj;  // [B, Tq, A]
+    const void* key_proj;    // [B, Tk, A]
+    const void* v;           // [A]
+    const void* values;      // [B, Tk, Dv]
+    const bool* mask;        // [B, Tk], true = attend; nullptr: all keys
+    void* context;           // [B, Tq, Dv]
+    void* weights;           // [B, Tq, Tk]
+    float* probs;            // [B, Tq, Tk] fp32 weights, kept for the backward
+};
+
+struct AdditiveAttentionBackwardParams {
+    int64_t batch;
+    int64_t queries;
+    int64_t keys;
+    int64_t attn;
+    int64_t value_size;
+    const void* query_proj;    // [B, Tq, A]
+    const void* key_proj;      // [B, Tk, A]
+    const void* v;             // [A]
+    const void* values;        // [B, Tk, Dv]
+    const bool* mask;          // [B, Tk] or nullptr
+    const float* probs;        // [B, Tq, Tk] from the forward
+    const void* grad_context;  // [B, Tq, Dv]
+    const void* grad_weights;  // [B, Tq, Tk]
+    float* grad_scores;        // [B, Tq, Tk] scratch
+    float* grad_query;         // [B, Tq, A] fp32, zero on entry (tiles of keys add into it)
+    void* grad_key;            // [B, Tk, A]
+    float* grad_v_partial;     // [B * ceil(Tk / kAttentionBackwardKeyTile), A]: per-tile sums, added by the caller
+};
+
+constexpr int kAttentionBackwardKeyTile = 32;
+
+// T is float, __half or __nv_bfloat16 (instantiated in additive_attention.cu). Each returns the launch's status.
+template <typename T>
+cudaError_t additive_attention_fwd(const AdditiveAttentionForwardParams& params, cudaStream_t stream);
+// First half of the backward: grad_scores. The caller then forms grad_values and calls the second half.
+template <typename T>
+cudaError_t additive_attention_bwd_scores(const AdditiveAttentionBackwardParams& params, cudaStream_t stream);
+// Second half: grad_query, grad_key and grad_v_partial from grad_scores, recomputing tanh.
+template <typename T>
+cudaError_t additive_attention_bwd_inputs(const AdditiveAttentionBackwardParams& params, cudaStream_t stream);
+
+}  // namespace s2s_fast

@@ -1,0 +1,179 @@
+// Device helpers shared by the kernels: dtype conversion, 16-byte packs, special functions, warp reductions.
+// Plain CUDA C++ (no torch headers), so every kernel file compiles on a machine without a CUDA build of torch.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace s2s_fast {
+
+constexpr unsigned kFullWarpMask = 0xffffffffu;
+constexpr int kWarpSize = 32;
+
+template <typename T>
+__device__ __forceinline__ float to_float(T value);
+template <>
+__device__ __forceinline__ float to_float<float>(float value) {
+    return value;
+}
+template <>
+__device__ __forceinline__ float to_float<__half>(__half value) {
+    return __half2float(value);
+}
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 value) {
+    return __bfloat162float(value);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float value);
+template <>
+__device__ __forceinline__ float from_float<float>(float value) {
+    return value;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float value) {
+    return __float2half_rn(value);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) {
+    return __float2bfloat16_rn(value);
+}
+
+// Elements of T in one 16-byte access.
+template <typename T>
+constexpr int kVec16 = 16 / static_cast<int>(sizeof(T));
+
+// N elements of T moved as one access of N * sizeof(T) bytes (16 bytes for the vector paths).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+    T values[N];
+};
+
+template <typename T, int N>
+__device__ __forceinline__ void load_floats(const T* ptr, float (&out)[N]) {
+    const Pack<T, N> pack = *reinterpret_cast<const Pack<T, N>*>(ptr);
+#pragma unroll
+    for (int i = 0; i < N; ++i) out[i] = to_float(pack.values[i]);
+}
+
+// Same as load_floats but through L2 only (ld.global.cg): for data other blocks wrote during this launch.
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> load_pack_l2(const T* ptr) {
+    static_assert(sizeof(Pack<T, N>) == 16 || sizeof(Pack<T, N>) == sizeof(T), "16-byte or scalar packs only");
+    Pack<T, N> pack;
+    if constexpr (sizeof(Pack<T, N>) == 16) {
+        const int4 raw = __ldcg(reinterpret_cast<const int4*>(ptr));
+        pack = *reinterpret_cast<const Pack<T, N>*>(&raw);
+    } else {
+        pack.values[0] = ptr[0];
+    }
+    return pack;
+}
+
+// N floats from shared memory, as 16-byte accesses when N is a multiple of 4 (ptr then 16-byte aligned).
+template <int N>
+__device__ __forceinline__ void load_shared_floats(const float* ptr, float (&out)[N]) {
+    if constexpr (N % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < N; i += 4) {
+            const float4 quad = *reinterpret_cast<const float4*>(ptr + i);
+            out[i] = quad.x;
+            out[i + 1] = quad.y;
+            out[i + 2] = quad.z;
+            out[i + 3] = quad.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < N; ++i) out[i] = ptr[i];
+    }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void store_floats(T* ptr, const float (&in)[N]) {
+    Pack<T, N> pack;
+#pragma unroll
+    for (int i = 0; i < N; ++i) pack.values[i] = from_float<T>(in[i]);
+    *reinterpret_cast<Pack<T, N>*>(ptr) = pack;
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.0f, 1.0f + __expf(-x)); }
+
+// tanh for a kernel computing in T: float keeps the accurate tanhf (a few ulp), half and bfloat16 use the hardware
+// approximation (relative error about 2^-11), which lies below their own rounding error.
+template <typename T>
+__device__ __forceinline__ float tanh_for(float x) {
+    if constexpr (sizeof(T) == 4) {
+        return tanhf(x);
+    } else {
+        float result;
+        asm("tanh.approx.f32 %0, %1;" : "=f"(result) : "f"(x));
+        return result;
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float value) {
+#pragma unroll
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) value += __shfl_xor_sync(kFullWarpMask, value, offset);
+    return value;
+}
+
+__device__ __forceinline__ float warp_max(float value) {
+#pragma unroll
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
+        value = fmaxf(value, __shfl_xor_sync(kFullWarpMask, value, offset));
+    return value;
+}
+
+// Sum over groups of `group` consecutive lanes (a power of two up to 32); every lane of a group gets its sum.
+__device__ __forceinline__ float group_sum(float value, int group) {
+    for (int offset = group / 2; offset > 0; offset /= 2) value += __shfl_xor_sync(kFullWarpMask, value, offset);
+    return value;
+}
+
+// One halving step of warp_transpose_sum; the offsets are template arguments so that every array index is a
+// compile-time constant and the array stays in registers.
+template <int OFFSET>
+__device__ __forceinline__ void transpose_sum_step(float (&values)[32], int lane) {
+    const bool upper = (lane & OFFSET) != 0;
+#pragma unroll
+    for (int i = 0; i < OFFSET; ++i) {
+        const float send = upper ? values[i] : values[i + OFFSET];
+        const float keep = upper ? values[i + OFFSET] : values[i];
+        values[i] = keep + __shfl_xor_sync(kFullWarpMask, send, OFFSET);
+    }
+    if constexpr (OFFSET > 1) transpose_sum_step<OFFSET / 2>(values, lane);
+}
+
+// Reduces 32 per-lane partial values across the warp with 31 shuffles instead of 32 * 5: afterwards lane l holds
+// the sum over all lanes of values[l] (recursive halving: each step keeps the half selected by one lane bit and
+// adds the partner's copy of it).
+__device__ __forceinline__ float warp_transpose_sum(float (&values)[32]) {
+    transpose_sum_step<16>(values, int(threadIdx.x % kWarpSize));
+    return values[0];
+}
+
+__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+inline bool is_aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+
+// Multiprocessor count and opt-in shared memory per block of the current device (queried per call: cheap).
+struct DeviceLimits {
+    int multiprocessors = 0;
+    int max_shared_per_block = 0;
+};
+
+inline cudaError_t current_device_limits(DeviceLimits* limits) {
+    int device = 0;
+    cudaError_t status = cudaGetDevice(&device);
+    if (status != cudaSuccess) return status;
+    status = cudaDeviceGetAttribute(&limits->multiprocessors, cudaDevAttrMultiProcessorCount, device);
+    if (status != cudaSuccess) return status;
+    return cudaDeviceGetAttribute(&limits->max_shared_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+}
+
+}  // namespace s2s_fast

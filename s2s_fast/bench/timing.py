@@ -1,0 +1,145 @@
+"""Timing and memory measurement: median and 20/80 % quantiles over repeated, synchronised calls.
+
+On a GPU each call is bracketed by CUDA events (no host synchronisation between calls, so launch overhead counts as
+it does in real use); on a CPU by the host clock. The caller rotates among several input sets so that repeated calls
+do not find their inputs in the cache.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long to warm up and to time one (benchmark, provider) pair, and the bounds on repetitions."""
+
+    warmup_s: float
+    budget_s: float
+    min_reps: int
+    max_reps: int
+
+
+# --quick on any device, full mode on a CPU, full mode on a GPU.
+QUICK = TimingPolicy(warmup_s=0.05, budget_s=0.2, min_reps=3, max_reps=100)
+FULL_CPU = TimingPolicy(warmup_s=0.2, budget_s=1.0, min_reps=5, max_reps=200)
+FULL_GPU = TimingPolicy(warmup_s=0.05, budget_s=0.3, min_reps=10, max_reps=500)
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    q20_ms: float
+    q80_ms: float
+    min_ms: float
+    repetitions: int
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile q in [0, 1] of a non-empty list (as numpy's default)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(times_ms: list[float]) -> Timing:
+    return Timing(quantile(times_ms, 0.5), quantile(times_ms, 0.2), quantile(times_ms, 0.8), min(times_ms),
+                  len(times_ms))
+
+
+def measure(call: Callable[[int], object], device: torch.device, rotations: int, policy: TimingPolicy) -> Timing:
+    """Time ``call(i)``, where i selects input set i % rotations.
+
+    Warm-up runs every input set once and goes on for ``policy.warmup_s``; the number of timed calls is chosen from
+    the warm-up's pace to fill ``policy.budget_s``, within [min_reps, max_reps].
+    """
+    synchronize(device)
+    begin = time.perf_counter()
+    call(0)
+    synchronize(device)
+    first_call_s = time.perf_counter() - begin
+    # The first call pays for lazy initialisation; the pace is taken from the calls after it.
+    start = time.perf_counter()
+    calls = 1
+    while calls < rotations or (time.perf_counter() - start < policy.warmup_s and calls < policy.max_reps):
+        call(calls % rotations)
+        calls += 1
+    synchronize(device)
+    per_call = (time.perf_counter() - start) / (calls - 1) if calls > 1 else first_call_s
+    reps = int(min(policy.max_reps, max(policy.min_reps, policy.budget_s / max(per_call, 1e-9))))
+    if device.type == "cuda":
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        for rep in range(reps):
+            starts[rep].record()
+            call(rep % rotations)
+            ends[rep].record()
+        torch.cuda.synchronize(device)
+        times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    else:
+        times = []
+        for rep in range(reps):
+            begin = time.perf_counter()
+            call(rep % rotations)
+            synchronize(device)
+            times.append((time.perf_counter() - begin) * 1e3)
+    return summarize(times)
+
+
+def peak_memory_bytes(run: Callable[[], object], device: torch.device) -> int | None:
+    """Peak GPU memory allocated during one ``run()`` above what was allocated before it; None off the GPU."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    baseline = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run()
+    torch.cuda.synchronize(device)
+    return max(0, torch.cuda.max_memory_allocated(device) - baseline)
+
+
+def _storage_key(tensor: torch.Tensor):
+    try:
+        return (tensor.device.type, tensor.device.index, tensor.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):
+        return ("tensor", id(tensor))
+
+
+def _storage_bytes(tensor: torch.Tensor) -> int:
+    try:
+        return tensor.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError):
+        return tensor.numel() * tensor.element_size()
+
+
+def saved_for_backward_bytes(forward: Callable[[], object], owned: Iterable[torch.Tensor]) -> int:
+    """Bytes autograd keeps for backward when ``forward()`` runs, counted once per storage.
+
+    Storages of ``owned`` tensors (the benchmark's inputs, parameters, optimizer state) are left out: they exist
+    anyway, so the count is the memory the forward adds until backward runs. A saved view keeps its whole storage.
+    """
+    excluded = {_storage_key(t) for t in owned}
+    saved: dict = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(tensor)
+        if key not in excluded:
+            saved[key] = _storage_bytes(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        graph = forward()
+    del graph
+    return sum(saved.values())

@@ -1,0 +1,40 @@
+"""The cuda backend: hand-written CUDA C++ kernels (csrc/) bound to torch as the s2s_fast operators.
+
+Available when the extension s2s_fast._C was built (a CUDA build of torch and nvcc at install time) and the
+tensors are on a CUDA device. See s2s_fast.backends for the protocol (``unavailable_reason``, ``OPS``, ``LIMITS``).
+The GRU layer runs the cuda GRU cell in the reference time loop (s2s_fast.backends does that for a backend without
+``gru_layer``); ``dot_attention`` is left to the other backends.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import additive_attention, gru_cell, lstm_cell, lstm_layer
+from .compiled import MISSING_REASON, extension_module
+
+OPS = {
+    "lstm_cell": lstm_cell.lstm_cell,
+    "gru_cell": gru_cell.gru_cell,
+    "lstm_layer": lstm_layer.lstm_layer,
+    "additive_attention": additive_attention.additive_attention,
+}
+LIMITS = {
+    "lstm_cell": lstm_cell.lstm_cell_limit,
+    "gru_cell": gru_cell.gru_cell_limit,
+    "lstm_layer": lstm_layer.lstm_layer_limit,
+    "additive_attention": additive_attention.additive_attention_limit,
+}
+
+if extension_module is not None:
+    for _module in (lstm_cell, gru_cell, additive_attention, lstm_layer):
+        _module.register()
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None for CUDA devices when the extension is built; otherwise why not and how to build it."""
+    if MISSING_REASON is not None:
+        return MISSING_REASON
+    if device.type != "cuda":
+        return "the cuda backend runs on CUDA tensors only"
+    return None

@@ -1,0 +1,89 @@
+"""Fused additive attention on the cuda backend (kernels in csrc/additive_attention.cu, bound in csrc/ops.cpp).
+
+The forward computes scores, masked softmax and context without forming the [B, Tq, Tk, A] tanh tensor, and keeps
+the fp32 probabilities [B, Tq, Tk] for the backward, which recomputes tanh.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .compiled import dtype_limit
+
+# Mirrors kAttentionMaxWidth in csrc/additive_attention.h: A and Dv at most this (shared-memory tiles).
+MAX_WIDTH = 16384
+# The backward grid puts batch rows on its third dimension.
+MAX_BATCH = 65535
+
+
+def additive_attention_fwd(query_proj, key_proj, v, values, mask):
+    """query_proj [B, Tq, A] -> (context [B, Tq, Dv], weights [B, Tq, Tk], probs [B, Tq, Tk] fp32)."""
+    return torch.ops.s2s_fast.cuda_additive_attention_fwd(query_proj, key_proj, v, values, mask)
+
+
+def additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs):
+    """-> (grad_query_proj [B, Tq, A], grad_key_proj [B, Tk, A], grad_v [A], grad_values [B, Tk, Dv])."""
+    return torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values,
+                                                          mask, probs)
+
+
+def _forward_fake(query_proj, key_proj, v, values, mask):
+    batch, queries = query_proj.shape[:2]
+    keys, value_size = values.shape[1:]
+    return (values.new_empty(batch, queries, value_size), values.new_empty(batch, queries, keys),
+            values.new_empty(batch, queries, keys, dtype=torch.float32))
+
+
+def _backward_fake(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs):
+    return (query_proj.new_empty(query_proj.shape), key_proj.new_empty(key_proj.shape), v.new_empty(v.shape),
+            values.new_empty(values.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    query_proj, key_proj, v, values, mask = inputs
+    probs = output[2]
+    ctx.mark_non_differentiable(probs)
+    ctx.save_for_backward(query_proj, key_proj, v, values, mask, probs)
+
+
+def _backward(ctx, grad_context, grad_weights, _grad_probs):
+    query_proj, key_proj, v, values, mask, probs = ctx.saved_tensors
+    grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs)
+    needs = ctx.needs_input_grad
+    return tuple(grad if need else None for grad, need in zip(grads, needs[:4])) + (None,)
+
+
+def register() -> None:
+    """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
+    torch.library.register_fake("s2s_fast::cuda_additive_attention_fwd", _forward_fake)
+    torch.library.register_autograd("s2s_fast::cuda_additive_attention_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_fake("s2s_fast::cuda_additive_attention_bwd", _backward_fake)
+
+
+def additive_attention(query_proj, key_proj, v, values, mask=None):
+    """Additive attention on CUDA tensors; see s2s_fast.functional.additive_attention.
+
+    Args:
+        query_proj: [B, A] or [B, Tq, A]. key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
+        mask: bool [B, Tk], True = attend, or None.
+
+    Returns:
+        (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
+    """
+    single = query_proj.dim() == 2
+    query = query_proj.unsqueeze(1) if single else query_proj
+    context, weights, _ = additive_attention_fwd(query, key_proj, v, values, mask)
+    return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
+
+
+def additive_attention_limit(query_proj, key_proj, v, values, mask=None) -> str | None:
+    """None when additive_attention serves the call, else the limit it hits."""
+    reason = dtype_limit(values)
+    if reason is not None:
+        return reason
+    attn, value_size, batch = key_proj.shape[-1], values.shape[-1], key_proj.shape[0]
+    if attn > MAX_WIDTH or value_size > MAX_WIDTH:
+        return f"attention width A = {attn} and value size Dv = {value_size} must be at most {MAX_WIDTH}"
+    if batch > MAX_BATCH:
+        return f"batch {batch} is over the {MAX_BATCH} rows the backward grid takes"
+    return None

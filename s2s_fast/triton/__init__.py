@@ -1,0 +1,39 @@
+"""The Triton backend: fused kernels for CUDA tensors, or CPU tensors through the Triton interpreter.
+
+Set ``TRITON_INTERPRET=1`` before this package is imported to run the kernels on the CPU (slow; that is how CI tests
+them). Every op serves float16, bfloat16 and float32 at every size, tiled with masks, up to 32-bit offsets inside one
+batch row (attention) or one time step (RNN ops). The per-op checks in ``LIMITS`` refuse float64, empty tensors,
+sizes past those offsets, and bfloat16 for the RNN ops on the CPU, whose dot products the interpreter gets wrong:
+auto then falls back to the reference, an explicit request raises. The GRU layer is served by the reference time loop
+around the fused GRU cell (see s2s_fast.backends).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import additive_attention, gru_cell, lstm_cell, lstm_layer
+from .utils import interpreting
+
+OPS = {
+    "additive_attention": additive_attention.additive_attention,
+    "lstm_cell": lstm_cell.lstm_cell,
+    "gru_cell": gru_cell.gru_cell,
+    "lstm_layer": lstm_layer.lstm_layer,
+}
+LIMITS = {
+    "additive_attention": additive_attention.limit,
+    "lstm_cell": lstm_cell.limit,
+    "gru_cell": gru_cell.limit,
+    "lstm_layer": lstm_layer.limit,
+}
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None when the kernels can run on tensors of ``device``, else why not and what to do."""
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu" and interpreting():
+        return None
+    return (f"Triton kernels run on CUDA devices, not {device.type}: use a CUDA device, or set TRITON_INTERPRET=1 "
+            "before s2s_fast.triton is imported to run them on the CPU through the (slow) Triton interpreter")

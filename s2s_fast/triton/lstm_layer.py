@@ -1,0 +1,294 @@
+"""One LSTM layer (one direction) over a padded time-major sequence in Triton, forward and backward.
+
+Semantics as s2s_fast.reference.lstm_layer: row b runs steps 0..lengths[b]-1 (reverse: lengths[b]-1..0), its output
+is zero past its end, its state holds past its end, so the final state is the one after its last valid step.
+
+Forward: the input projections of all steps are one GEMM (x W_ih^T + b_ih over [T*B, I]); then one launch per step
+computes, per [BLOCK_B, BLOCK_H] tile, h_prev @ W_hh^T for all four gates with tl.dot, adds the projection and b_hh,
+applies the cell, the length mask, and writes the output, the new state and the activated gates (kept for
+backward). Backward: one launch per step, in reverse order, computes per tile dh = dgates(next step) @ W_hh (tl.dot
+over 4H) and the pointwise backward, writing this step's dgates; d input, d W_ih, d W_hh and the biases' gradients
+are then one GEMM (or sum) each over all steps. States live in [T+1, B, H] buffers indexed so that the state before
+step t is at t (forward direction) or t+1 (reverse), so no step overwrites what another program still reads.
+
+Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
+with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit). Costs T step launches per forward and
+T per backward, plus a few library GEMMs. Saved for backward: the h states (input dtype), the c states (float32) and
+the activated gates, O(T*B*H).
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from .lstm_cell import bias_grads, gemm_blocks, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward, rnn_limit
+from .utils import device_guard, dot_precision
+
+
+@triton.jit(do_not_specialize=["step"])
+def _lstm_layer_fwd_step_kernel(
+    input_gates_ptr,  # [T, B, 4H] contiguous: x W_ih^T + b_ih of every step
+    w_hh_ptr,  # [4H, H]
+    b_hh_ptr,  # [4H], read when HAS_BIAS_HH
+    lengths_ptr,  # [B] int64, read when HAS_LENGTHS
+    states_h_ptr,  # [T+1, B, H] contiguous, input dtype: h before/after each step
+    states_c_ptr,  # [T+1, B, H] contiguous, float32: c before/after each step
+    output_ptr,  # [T, B, H] contiguous output
+    gates_ptr,  # [T, B, 4H] contiguous output: activated i, f, g, o for backward
+    step,
+    batch,
+    hidden,
+    stride_whn, stride_whk,
+    stride_bhh,
+    REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
+    HAS_BIAS_HH: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_b = o_b < batch
+    m_h = o_h < hidden
+    m_bh = m_b[:, None] & m_h[None, :]
+    step = step.to(tl.int64)
+    state_size = batch * hidden
+    p_before = step + REVERSE
+    p_h_before = states_h_ptr + p_before * state_size
+    o_state = o_b[:, None] * hidden + o_h[None, :]  # [BB, BH] within one step's [B, H]
+    p_gates_in = input_gates_ptr + step * batch * 4 * hidden + o_b[:, None] * (4 * hidden) + o_h[None, :]
+    acc_i = tl.load(p_gates_in, mask=m_bh, other=0.0).to(tl.float32)
+    acc_f = tl.load(p_gates_in + hidden, mask=m_bh, other=0.0).to(tl.float32)
+    acc_g = tl.load(p_gates_in + 2 * hidden, mask=m_bh, other=0.0).to(tl.float32)
+    acc_o = tl.load(p_gates_in + 3 * hidden, mask=m_bh, other=0.0).to(tl.float32)
+    if HAS_BIAS_HH:
+        acc_i += tl.load(b_hh_ptr + o_h * stride_bhh, mask=m_h, other=0.0).to(tl.float32)[None, :]
+        acc_f += tl.load(b_hh_ptr + (hidden + o_h) * stride_bhh, mask=m_h, other=0.0).to(tl.float32)[None, :]
+        acc_g += tl.load(b_hh_ptr + (2 * hidden + o_h) * stride_bhh, mask=m_h, other=0.0).to(tl.float32)[None, :]
+        acc_o += tl.load(b_hh_ptr + (3 * hidden + o_h) * stride_bhh, mask=m_h, other=0.0).to(tl.float32)[None, :]
+    acc_i, acc_f, acc_g, acc_o = lstm_gates_matmul(acc_i, acc_f, acc_g, acc_o, p_h_before, hidden, 1,
+                                                   w_hh_ptr, stride_whn, stride_whk, o_b, m_b, o_h, m_h,
+                                                   hidden, hidden, DOT_PRECISION, BLOCK_K)
+    b_h_before = tl.load(p_h_before + o_state, mask=m_bh, other=0.0)
+    b_c_before = tl.load(states_c_ptr + p_before * state_size + o_state, mask=m_bh, other=0.0)
+    i, f, g, o, c_new, h_new = lstm_pointwise(acc_i, acc_f, acc_g, acc_o, b_c_before)
+    if HAS_LENGTHS:
+        b_valid = (step < tl.load(lengths_ptr + o_b, mask=m_b, other=0))[:, None]  # [BB, 1]
+        c_after = tl.where(b_valid, c_new, b_c_before)
+        h_after = tl.where(b_valid, h_new.to(states_h_ptr.dtype.element_ty), b_h_before)
+        h_out = tl.where(b_valid, h_new, 0.0)
+    else:
+        c_after = c_new
+        h_after = h_new.to(states_h_ptr.dtype.element_ty)
+        h_out = h_new
+    p_after = step + 1 - REVERSE
+    tl.store(states_h_ptr + p_after * state_size + o_state, h_after, mask=m_bh)
+    tl.store(states_c_ptr + p_after * state_size + o_state, c_after, mask=m_bh)
+    tl.store(output_ptr + step * state_size + o_state, h_out.to(output_ptr.dtype.element_ty), mask=m_bh)
+    p_gates = gates_ptr + step * batch * 4 * hidden + o_b[:, None] * (4 * hidden) + o_h[None, :]
+    tl.store(p_gates, i.to(gates_ptr.dtype.element_ty), mask=m_bh)
+    tl.store(p_gates + hidden, f.to(gates_ptr.dtype.element_ty), mask=m_bh)
+    tl.store(p_gates + 2 * hidden, g.to(gates_ptr.dtype.element_ty), mask=m_bh)
+    tl.store(p_gates + 3 * hidden, o.to(gates_ptr.dtype.element_ty), mask=m_bh)
+
+
+@triton.jit(do_not_specialize=["step"])
+def _lstm_layer_bwd_step_kernel(
+    grad_output_ptr,  # [T, B, H]
+    w_hh_ptr,  # [4H, H]
+    lengths_ptr,  # [B] int64, read when HAS_LENGTHS
+    states_c_ptr,  # [T+1, B, H] contiguous float32, from forward
+    gates_ptr,  # [T, B, 4H] contiguous, activated gates from forward
+    grad_gates_ptr,  # [T, B, 4H] contiguous output: gradient of the pre-activation gates (0 past a row's end)
+    grad_h_ptr,  # [B, H] contiguous float32, in/out: gradient of h after the step processed last, not yet
+                 # including the recurrent term of that step (added here from its dgates)
+    grad_c_ptr,  # [B, H] contiguous float32, in/out: gradient of c after the step, then before it
+    step,
+    batch,
+    hidden,
+    stride_gob, stride_got, stride_goh,
+    stride_whn, stride_whk,
+    REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
+    HAS_NEXT: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_b = o_b < batch
+    m_h = o_h < hidden
+    m_bh = m_b[:, None] & m_h[None, :]
+    step = step.to(tl.int64)
+    state_size = batch * hidden
+    o_state = o_b[:, None] * hidden + o_h[None, :]  # [BB, BH]
+    if HAS_LENGTHS:
+        b_length = tl.load(lengths_ptr + o_b, mask=m_b, other=0)
+    b_dh = tl.load(grad_h_ptr + o_state, mask=m_bh, other=0.0)
+    if HAS_NEXT:
+        # The step after this one (in forward order) passed h on through its gates: dh = dgates_next @ W_hh.
+        step_next = step + 1 - 2 * REVERSE
+        p_dgates_next = grad_gates_ptr + step_next * batch * 4 * hidden
+        b_rec = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        for k0 in range(0, 4 * hidden, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < 4 * hidden
+            b_dg = tl.load(p_dgates_next + o_b[:, None] * (4 * hidden) + o_k[None, :],
+                           mask=m_b[:, None] & m_k[None, :], other=0.0)  # [BB, BK]
+            b_w = tl.load(w_hh_ptr + o_k[:, None] * stride_whn + o_h[None, :] * stride_whk,
+                          mask=m_k[:, None] & m_h[None, :], other=0.0)  # [BK, BH]
+            b_rec = tl.dot(b_dg, b_w, b_rec, input_precision=DOT_PRECISION)
+        if HAS_LENGTHS:
+            b_dh = tl.where((step_next < b_length)[:, None], b_rec, b_dh)
+        else:
+            b_dh = b_rec
+    # The state after this step reaches the step before through the carried gradient, whatever its validity.
+    tl.store(grad_h_ptr + o_state, b_dh, mask=m_bh)
+    b_dc = tl.load(grad_c_ptr + o_state, mask=m_bh, other=0.0)
+    b_dout = tl.load(grad_output_ptr + step * stride_got + o_b[:, None] * stride_gob + o_h[None, :] * stride_goh,
+                     mask=m_bh, other=0.0).to(tl.float32)
+    p_gates = gates_ptr + step * batch * 4 * hidden + o_b[:, None] * (4 * hidden) + o_h[None, :]
+    b_i = tl.load(p_gates, mask=m_bh, other=0.0).to(tl.float32)
+    b_f = tl.load(p_gates + hidden, mask=m_bh, other=0.0).to(tl.float32)
+    b_g = tl.load(p_gates + 2 * hidden, mask=m_bh, other=0.0).to(tl.float32)
+    b_o = tl.load(p_gates + 3 * hidden, mask=m_bh, other=0.0).to(tl.float32)
+    b_c_before = tl.load(states_c_ptr + (step + REVERSE) * state_size + o_state, mask=m_bh, other=0.0)
+    b_c_after = tl.load(states_c_ptr + (step + 1 - REVERSE) * state_size + o_state, mask=m_bh, other=0.0)
+    d_i, d_f, d_g, d_o, d_c_before = lstm_pointwise_backward(b_dh + b_dout, b_dc, b_i, b_f, b_g, b_o, b_c_before,
+                                                             b_c_after)
+    if HAS_LENGTHS:
+        b_valid = (step < b_length)[:, None]
+        d_i = tl.where(b_valid, d_i, 0.0)
+        d_f = tl.where(b_valid, d_f, 0.0)
+        d_g = tl.where(b_valid, d_g, 0.0)
+        d_o = tl.where(b_valid, d_o, 0.0)
+        d_c_before = tl.where(b_valid, d_c_before, b_dc)
+    tl.store(grad_c_ptr + o_state, d_c_before, mask=m_bh)
+    p_grad_gates = grad_gates_ptr + step * batch * 4 * hidden + o_b[:, None] * (4 * hidden) + o_h[None, :]
+    tl.store(p_grad_gates, d_i.to(grad_gates_ptr.dtype.element_ty), mask=m_bh)
+    tl.store(p_grad_gates + hidden, d_f.to(grad_gates_ptr.dtype.element_ty), mask=m_bh)
+    tl.store(p_grad_gates + 2 * hidden, d_g.to(grad_gates_ptr.dtype.element_ty), mask=m_bh)
+    tl.store(p_grad_gates + 3 * hidden, d_o.to(grad_gates_ptr.dtype.element_ty), mask=m_bh)
+
+
+def _step_order(steps: int, reverse: bool) -> range:
+    return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+@triton_op("s2s_fast::triton_lstm_layer_fwd", mutates_args={})
+def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
+                   weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
+                   lengths: Optional[torch.Tensor], reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                            torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shapes as lstm_layer; returns (output [T, B, H], hy, cy [B, H], and for backward: states_h [T+1, B, H],
+    states_c [T+1, B, H] float32, gates [T, B, 4H])."""
+    steps, batch, _ = input.shape
+    hidden = hx.shape[1]
+    input_gates = F.linear(input, weight_ih, bias_ih).contiguous()  # [T, B, 4H], one GEMM for all steps
+    states_h = torch.empty(steps + 1, batch, hidden, device=input.device, dtype=input.dtype)
+    states_c = torch.empty(steps + 1, batch, hidden, device=input.device, dtype=torch.float32)
+    initial, final = (steps, 0) if reverse else (0, steps)
+    states_h[initial] = hx
+    states_c[initial] = cx
+    output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
+    gates = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
+    block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
+    grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
+    kernel = wrap_triton(_lstm_layer_fwd_step_kernel)
+    with device_guard(input):
+        for step in _step_order(steps, reverse):
+            kernel[grid](
+                input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
+                lengths if lengths is not None else hx, states_h, states_c, output, gates,
+                step, batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0,
+                REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
+                DOT_PRECISION=dot_precision(input.dtype), BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+            )
+    return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
+
+
+@triton_op("s2s_fast::triton_lstm_layer_bwd", mutates_args={})
+def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: torch.Tensor, input: torch.Tensor,
+                   weight_ih: torch.Tensor, weight_hh: torch.Tensor, lengths: Optional[torch.Tensor], reverse: bool,
+                   states_h: torch.Tensor, states_c: torch.Tensor,
+                   gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                 torch.Tensor, torch.Tensor]:
+    """Gradients (input, hx, cx, weight_ih, weight_hh, bias) from those of (output, hy, cy); bias is either's."""
+    steps, batch, input_size = input.shape
+    hidden = grad_hy.shape[1]
+    grad_gates = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
+    # The step kernels update these in place: fresh contiguous float32 copies, never the incoming gradients.
+    grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    grad_c = grad_cy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
+    grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
+    kernel = wrap_triton(_lstm_layer_bwd_step_kernel)
+    order = _step_order(steps, reverse)
+    with device_guard(input):
+        for index, step in enumerate(reversed(order)):
+            kernel[grid](
+                grad_output, weight_hh, lengths if lengths is not None else grad_h, states_c, gates, grad_gates,
+                grad_h, grad_c, step, batch, hidden,
+                grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride(),
+                REVERSE=int(reverse), HAS_NEXT=index > 0, HAS_LENGTHS=lengths is not None,
+                DOT_PRECISION=dot_precision(input.dtype), BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+            )
+    first = order[0]
+    recurrent = (grad_gates[first] @ weight_hh).to(torch.float32)
+    if lengths is not None:
+        recurrent = torch.where((lengths > first).unsqueeze(1), recurrent, grad_h)
+    flat_grad_gates = grad_gates.reshape(steps * batch, 4 * hidden)
+    states_before = states_h[1:] if reverse else states_h[:-1]
+    grad_input = (flat_grad_gates @ weight_ih).reshape(steps, batch, input_size)
+    grad_w_ih = flat_grad_gates.t() @ input.reshape(steps * batch, input_size)
+    grad_w_hh = flat_grad_gates.t() @ states_before.reshape(steps * batch, hidden)
+    return (grad_input, recurrent.to(input.dtype), grad_c.to(input.dtype), grad_w_ih, grad_w_hh,
+            flat_grad_gates.sum(0))
+
+
+def _setup_context(ctx, inputs, output):
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse = inputs
+    states_h, states_c, gates = output[3:]
+    ctx.mark_non_differentiable(states_h, states_c, gates)
+    ctx.has_bias = (bias_ih is not None, bias_hh is not None)
+    ctx.reverse = reverse
+    ctx.save_for_backward(input, weight_ih, weight_hh, lengths, states_h, states_c, gates)
+
+
+def _backward(ctx, grad_output, grad_hy, grad_cy, *_):
+    input, weight_ih, weight_hh, lengths, states_h, states_c, gates = ctx.saved_tensors
+    grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_layer_bwd(
+        grad_output, grad_hy, grad_cy, input, weight_ih, weight_hh, lengths, ctx.reverse, states_h, states_c, gates)
+    return (grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh) + bias_grads(grad_bias, *ctx.has_bias) + (None, None)
+
+
+lstm_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
+    """One fused LSTM layer, one direction; arguments and results as s2s_fast.functional.lstm_layer.
+
+    Args:
+        input: [T, B, I]. hx, cx: [B, H]. weight_ih: [4H, I]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
+        lengths: int64 [B] in [0, T] on the input's device, or None. reverse: run each row backwards.
+
+    Returns:
+        (output [T, B, H], hy [B, H], cy [B, H]).
+    """
+    output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
+    return output, hy, cy
+
+
+def limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
+    """None when the kernels serve this call, else the limit it hits."""
+    if input.shape[0] == 0:
+        return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
+    return rnn_limit(input[0], hx, weight_ih, weight_hh)

@@ -1,0 +1,109 @@
+"""Compile every Triton kernel of s2s_fast.triton for NVIDIA GPUs without one, and print its resource usage.
+
+The Triton interpreter that runs the kernels on CPU machines accepts code the GPU compiler rejects; this check runs
+the real compiler (Triton's bundled ptxas) for each kernel in the configurations the host launchers pick, and
+prints registers and local-memory (spill) bytes per thread. It needs Triton's NVIDIA backend, not a GPU.
+
+Usage: python scripts/check_triton_kernels.py [--arch 80 90]. Exits non-zero when a kernel fails to compile.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+# The kernels must be compiled ones, not the interpreter's: drop the switch before they are defined.
+os.environ.pop("TRITON_INTERPRET", None)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer  # noqa: E402
+
+TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+# Pointer arguments whose element type is fixed whatever the input dtype.
+FIXED_POINTERS = {"mask_ptr": "i1", "scores_ptr": "fp32", "grad_key_ptr": "fp32", "grad_v_ptr": "fp32",
+                  "lengths_ptr": "i64", "states_c_ptr": "fp32", "grad_h_ptr": "fp32", "grad_c_ptr": "fp32"}
+
+
+def cases():
+    """(label, kernel, dtype, constexprs) for each kernel in the configurations its launcher picks."""
+    for dtype in TRITON_TYPES:
+        fast_tanh = dtype == torch.bfloat16
+        for queries, keys, attn in ((64, 64, 512), (1, 64, 512)):
+            block_q, block_k, block_a = additive_attention._blocks(queries, keys, attn)
+            blocks = dict(BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_A=block_a)
+            label = f"Tq={queries} Tk={keys} A={attn}"
+            yield (f"attention fwd {label}", additive_attention._attention_fwd_kernel, dtype,
+                   dict(HAS_MASK=True, FAST_TANH=fast_tanh, **blocks))
+            yield (f"attention bwd {label}", additive_attention._attention_bwd_kernel, dtype,
+                   dict(FAST_TANH=fast_tanh, **blocks))
+        block_b, block_h, block_k = lstm_cell.gemm_blocks(64, 512, dtype)
+        gemm = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        pointwise = dict(BLOCK_B=16, BLOCK_H=64)
+        yield "lstm cell fwd B=64 H=512", lstm_cell._lstm_cell_fwd_kernel, dtype, dict(
+            HAS_BIAS_IH=True, HAS_BIAS_HH=True, **gemm)
+        yield "lstm cell bwd", lstm_cell._lstm_cell_bwd_kernel, dtype, pointwise
+        yield "gru cell fwd B=64 H=512", gru_cell._gru_cell_fwd_kernel, dtype, dict(
+            HAS_BIAS_IH=True, HAS_BIAS_HH=True, **gemm)
+        yield "gru cell bwd", gru_cell._gru_cell_bwd_kernel, dtype, pointwise
+        for reverse in (0, 1):
+            yield (f"lstm layer fwd step B=64 H=512 reverse={reverse}", lstm_layer._lstm_layer_fwd_step_kernel,
+                   dtype, dict(REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True, **gemm))
+            for has_next in (False, True):
+                yield (f"lstm layer bwd step B=64 H=512 reverse={reverse} next={has_next}",
+                       lstm_layer._lstm_layer_bwd_step_kernel, dtype,
+                       dict(REVERSE=reverse, HAS_NEXT=has_next, HAS_LENGTHS=True, **gemm))
+
+
+def compile_kernel(kernel, dtype, constexprs, arch):
+    """Compile for sm_<arch>; return (registers, local bytes) per thread read from the cubin."""
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*" + FIXED_POINTERS.get(name, TRITON_TYPES[dtype])
+        else:
+            signature[name] = "i32"
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", arch, 32))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+        usage = subprocess.run([cuobjdump, "-res-usage", cubin.name], capture_output=True, text=True,
+                               check=True).stdout
+    registers = re.search(r"REG:(\d+)", usage)
+    local = re.search(r"LOCAL:(\d+)", usage)
+    return int(registers.group(1)), int(local.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], help="compute capabilities, e.g. 80 90")
+    arches = parser.parse_args().arch
+    failures = 0
+    print(f"triton {triton.__version__}")
+    print(f"{'kernel':<52} {'dtype':<9} {'arch':<6} {'regs':>5} {'local B':>8}")
+    for label, kernel, dtype, constexprs in cases():
+        for arch in arches:
+            try:
+                registers, local = compile_kernel(kernel, dtype, constexprs, arch)
+            except Exception as error:  # report every kernel that fails, then fail
+                failures += 1
+                print(f"{label:<52} {TRITON_TYPES[dtype]:<9} sm_{arch:<3} FAILED: {error}")
+                continue
+            print(f"{label:<52} {TRITON_TYPES[dtype]:<9} sm_{arch:<3} {registers:>5} {local:>8}")
+    if failures:
+        print(f"{failures} kernel configurations failed to compile", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

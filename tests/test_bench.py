@@ -1,0 +1,254 @@
+"""The benchmark suite on the CPU at tiny budgets: record schema, statuses, floors, saved-for-backward, the CLI.
+
+No timing is asserted: only that the suite measures, checks and reports what it claims to.
+"""
+
+import json
+import math
+import sys
+import types
+
+import pytest
+import torch
+
+from s2s_fast import backends, reference
+from s2s_fast.bench import STATUSES
+from s2s_fast.bench.base import GRAPH_SUFFIX
+from s2s_fast.bench.cases import TARGETS, build_cases
+from s2s_fast.bench.floors import MachineRates, Work, count_work, floor_seconds, measure_rates
+from s2s_fast.bench.ops import OpCase
+from s2s_fast.bench.report import evaluate_targets
+from s2s_fast.bench.suite import SuiteOptions, apply_floors, compare, run_suite, select
+from s2s_fast.bench.timing import TimingPolicy, saved_for_backward_bytes
+from s2s_fast.cli import main
+
+CPU = torch.device("cpu")
+TINY = TimingPolicy(warmup_s=0.0, budget_s=0.005, min_reps=2, max_reps=3)
+RATES = MachineRates(copy_bytes_per_s=1e10, special_functions_per_s=1e9, matmul_flops_per_s=1e11,
+                     matmul_dtype="float32", methods={"copy": "fixed", "special_functions": "fixed",
+                                                      "matmul": "fixed"})
+REQUIRED = {"benchmark": str, "provider": str, "status": str, "median_ms": (float, type(None)),
+            "tokens_per_s": (float, type(None)), "speedup_vs_reference": (float, type(None)),
+            "peak_memory_bytes": (int, type(None)), "saved_for_backward_bytes": (int, type(None)), "device": str,
+            "torch_version": str, "triton_version": (str, type(None)), "git_commit": str, "date": str}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread, as `s2s-fast bench` uses on a CPU: on a shared machine more threads stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(pattern, providers=None, dtype=torch.float32, quick=True, progress=None):
+    cases = select(build_cases(CPU, dtype, quick), pattern)
+    assert cases, pattern
+    records = run_suite(cases, SuiteOptions(policy=TINY, providers=providers, log=lambda line: None,
+                                            progress=progress))
+    apply_floors(records, RATES)
+    return records
+
+
+def _record(records, benchmark_prefix, provider):
+    matches = [r for r in records if r["benchmark"].startswith(benchmark_prefix) and r["provider"] == provider]
+    assert len(matches) == 1, (benchmark_prefix, provider, [(r["benchmark"], r["provider"]) for r in records])
+    return matches[0]
+
+
+def test_measured_rates_are_positive_and_work_is_counted():
+    rates = measure_rates(CPU, torch.float32, quick=True)
+    for value in (rates.copy_bytes_per_s, rates.special_functions_per_s, rates.matmul_flops_per_s):
+        assert math.isfinite(value) and value > 0
+    assert set(rates.methods) >= {"copy", "special_functions", "matmul"}
+    x, w = torch.randn(6, 5), torch.randn(5, 4)
+    specials, flops = count_work(lambda: torch.tanh(x @ w).sigmoid().exp())
+    assert specials == 3 * 6 * 4 and flops == 2 * 6 * 5 * 4
+    seconds, bound = floor_seconds(Work(bytes=10**10, special_functions=10**6, matmul_flops=10**6), RATES)
+    assert bound == "memory" and seconds == pytest.approx(1.0)
+    seconds, bound = floor_seconds(Work(bytes=1, special_functions=3 * 10**9, matmul_flops=10**6), RATES)
+    assert bound == "special functions" and seconds == pytest.approx(3.0)
+
+
+def test_saved_for_backward_counts_each_storage_once_and_leaves_out_owned_tensors():
+    x = torch.randn(8, 16, requires_grad=True)
+    w = torch.randn(8, 16, requires_grad=True)
+    # tanh saves its output; mul saves that output again and w (owned): one storage of 8*16 floats.
+    assert saved_for_backward_bytes(lambda: torch.tanh(x) * w, [x, w]) == 8 * 16 * 4
+    # A saved view keeps its whole storage alive, and counts it.
+    assert saved_for_backward_bytes(lambda: x.exp()[:2] * w[:2], [x, w]) == 8 * 16 * 4
+    assert saved_for_backward_bytes(lambda: x * 2.0, [x]) == 0
+
+
+def test_compare_applies_dtype_tolerances_and_the_low_precision_rule():
+    want = {"out": torch.randn(64)}
+    assert compare({"out": want["out"].clone()}, want, None, torch.float32)[1] is None
+    assert "disagrees" in compare({"out": want["out"] + 0.1}, want, None, torch.float32)[1]
+    assert "missing" in compare({}, want, None, torch.float32)[1]
+    nan = want["out"].clone()
+    nan[3] = float("nan")
+    assert compare({"out": nan}, want, None, torch.float32)[1] is not None
+    gold = {"out": torch.randn(64, dtype=torch.float64)}
+    reference_bf16 = {"out": gold["out"] + 0.3}
+    within_twice = {"out": gold["out"] - 0.5}
+    beyond_twice = {"out": gold["out"] + 0.7}
+    assert compare(within_twice, reference_bf16, gold, torch.bfloat16)[1] is None
+    assert compare(beyond_twice, reference_bf16, gold, torch.bfloat16)[1] is not None
+
+
+def test_every_target_has_its_case_at_the_stated_sizes_and_dtype():
+    cases = {case.name: case for case in build_cases(torch.device("cpu"), torch.bfloat16, quick=False)}
+    for target in TARGETS:
+        assert cases[target.case_name].target == target.text
+        assert cases[target.case_name].dtype == torch.bfloat16
+    assert cases["attention_many.fwd_bwd[B=64,Tq=64,Tk=64,A=512,Dv=512]"].sizes == dict(B=64, Tq=64, Tk=64, A=512,
+                                                                                        Dv=512)
+    assert cases["lstm_layer.fwd_bwd[T=64,B=64,H=512]"].sizes == dict(T=64, B=64, H=512)
+    train = cases["train_step.train[model=translation,Vs=8000,Vt=8000,B=64,S=50,T=50]"]
+    assert train.sizes["B"] == 64 and train.sizes["T"] == 50
+    families = {case.family for case in cases.values()}
+    assert families >= {"attention_one_query", "attention_many", "lstm_cell", "gru_cell", "lstm_layer",
+                        "decoder_step", "train_step", "greedy_decode", "beam_decode"}
+
+
+def _synthetic(benchmark, provider, median_ms, peak=None, status="ok"):
+    return {"benchmark": benchmark, "provider": provider, "status": status, "reason": None, "median_ms": median_ms,
+            "peak_memory_bytes": peak, "saved_for_backward_bytes": None, "dtype": "bfloat16",
+            "speedup_vs_reference": None}
+
+
+def test_targets_compare_fused_providers_with_the_stated_baselines():
+    attention, layer = TARGETS[0].case_name, TARGETS[2].case_name
+    records = [_synthetic(attention, "reference", 10.0, peak=800), _synthetic(attention, "torch.compile", 4.0),
+               _synthetic(attention, "triton", 1.5, peak=50), _synthetic(attention, "cuda", 2.0, peak=400),
+               _synthetic(layer, "reference", 9.0), _synthetic(layer, "torch.nn", 2.0), _synthetic(layer, "cuda", 3.0)]
+    for record in records:
+        record["speedup_vs_reference"] = (10.0 if record["benchmark"] == attention else 9.0) / record["median_ms"]
+    evaluations = {e["target"]: e for e in evaluate_targets(records, {"device": "NVIDIA H100 80GB HBM3"})}
+    triton, cuda = evaluations["attention"]["providers"]
+    assert [c["met"] for c in triton["checks"]] == [True, True, True]
+    assert [c["met"] for c in cuda["checks"]] == [True, True, False]
+    assert evaluations["attention"]["on_target_machine"]
+    (layer_cuda,) = evaluations["lstm_layer"]["providers"]
+    assert layer_cuda["checks"][0]["value"] == pytest.approx(2.0 / 3.0) and layer_cuda["checks"][0]["met"] is False
+    assert evaluations["train_step"]["summary"].startswith("not run")
+
+
+def test_records_have_the_schema_and_unavailable_providers_are_listed_with_a_reason():
+    partial = []
+    records = _run(r"lstm_cell\.fwd|attention_one_query\.fwd_bwd", providers=["torch.nn", "cuda"],
+                   progress=lambda so_far: partial.append(len(so_far)))
+    assert partial == [2, 5]  # after each case (attention: no torch.nn provider), for partial results
+    for record in records:
+        assert record["status"] in STATUSES
+        for key in ("benchmark", "provider", "status", "median_ms", "tokens_per_s", "speedup_vs_reference",
+                    "peak_memory_bytes", "saved_for_backward_bytes"):
+            assert key in record
+        if record["status"] == "ok":
+            assert record["median_ms"] > 0 and record["tokens_per_s"] > 0 and record["percent_of_floor"] > 0
+            assert record["floor_bound"] in ("memory", "special functions", "matmul")
+        else:
+            assert record["reason"] and record["median_ms"] is None
+    cell_reference = _record(records, "lstm_cell.fwd", "reference")
+    assert cell_reference["status"] == "ok" and cell_reference["speedup_vs_reference"] == pytest.approx(1.0)
+    assert cell_reference["saved_for_backward_bytes"] is None  # forward only: no backward runs
+    assert _record(records, "lstm_cell.fwd", "torch.nn")["status"] == "ok"
+    cuda = _record(records, "lstm_cell.fwd", "cuda")
+    assert cuda["status"] == "unavailable" and cuda["reason"]
+    # The reference keeps the [B, 1, Tk, A] tanh tensor for backward.
+    attention = _record(records, "attention_one_query.fwd_bwd", "reference")
+    sizes = attention["sizes"]
+    assert attention["saved_for_backward_bytes"] >= sizes["B"] * sizes["Tk"] * sizes["A"] * 4
+
+
+def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
+    # Tiny sizes: under tests/conftest.py the triton backend runs on the CPU through the (slow) interpreter.
+    case = OpCase("lstm_cell", "fwd_bwd", {"B": 2, "H": 16}, torch.float32, CPU)
+    case.max_rotations = 1
+    records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None))
+    assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "triton", "cuda"]
+    for record in records:
+        if record["provider"] in ("triton", "cuda"):
+            reason = backends.unavailable_reason(record["provider"], CPU)
+            assert record["status"] == ("ok" if reason is None else "unavailable"), record
+            assert record["reason"] == reason
+        if record["status"] == "ok" and record["provider"] != "reference":
+            assert record["max_relative_error"] < 1e-4 and record["saved_for_backward_bytes"] is not None
+
+
+class _FakeBackend(types.ModuleType):
+    """A registry backend whose lstm_cell is wrong (and counts its calls) and whose gru_cell refuses float32."""
+
+    def __init__(self):
+        super().__init__("s2s_fast.triton")
+        self.calls = 0
+
+        def wrong_lstm_cell(*args):
+            self.calls += 1
+            hy, cy = reference.OPS["lstm_cell"](*args)
+            return hy + 0.01, cy
+
+        self.OPS = {"lstm_cell": wrong_lstm_cell, "gru_cell": reference.OPS["gru_cell"]}
+        self.LIMITS = {"gru_cell": lambda *args: "float32 is not supported by this fake"}
+
+    @staticmethod
+    def unavailable_reason(device):
+        return None
+
+
+@pytest.fixture
+def fake_triton(monkeypatch):
+    """The fake stands in for the triton backend in the registry (and for its module, which the suite inspects)."""
+    fake = _FakeBackend()
+    monkeypatch.setitem(backends._loaded, "triton", (fake, None))
+    monkeypatch.setitem(sys.modules, "s2s_fast.triton", fake)
+    return fake
+
+
+def test_a_wrong_provider_is_reported_failed_and_not_timed(fake_triton):
+    records = _run(r"lstm_cell\.fwd|gru_cell\.fwd", providers=["triton"])
+    wrong = _record(records, "lstm_cell.fwd", "triton")
+    assert wrong["status"] == "failed" and "hy disagrees" in wrong["reason"]
+    assert wrong["median_ms"] is None and wrong["speedup_vs_reference"] is None
+    assert fake_triton.calls == 1  # the check only: never timed
+    refused = _record(records, "gru_cell.fwd", "triton")
+    assert refused["status"] == "unavailable" and "float32 is not supported by this fake" in refused["reason"]
+    assert _record(records, "lstm_cell.fwd", "reference")["status"] == "ok"
+
+
+def test_model_cases_run_and_cuda_graph_providers_are_unavailable_on_cpu():
+    records = _run(r"decoder_step|train_step\.train\[model=g2p", providers=["reference+cudagraph"])
+    step = _record(records, "decoder_step", "reference")
+    assert step["status"] == "ok" and step["tokens_per_call"] == step["sizes"]["B"]
+    graphed = _record(records, "decoder_step", "reference" + GRAPH_SUFFIX)
+    assert graphed["status"] == "unavailable" and "CUDA" in graphed["reason"]
+    train = _record(records, "train_step", "reference")
+    assert train["status"] == "ok" and train["saved_for_backward_bytes"] > 0
+    assert train["work"]["matmul_flops"] > 0 and train["work"]["special_functions"] > 0
+
+
+def test_cli_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["bench", "--quick", "--device", "cpu", "--output-dir", str(out), "--filter", "gru_cell",
+                 "--providers", "torch.nn,cuda"]) == 0
+    printed = capsys.readouterr().out
+    assert "gru_cell.fwd[B=8,H=256]" in printed and "Targets" in printed and "floor inputs" in printed
+    records = json.loads((out / "results.json").read_text())
+    assert {r["provider"] for r in records} == {"reference", "torch.nn", "cuda"}
+    for record in records:
+        for key, kinds in REQUIRED.items():
+            assert isinstance(record[key], kinds), (key, record[key])
+        assert record["device_type"] == "cpu" and record["mode"] == "quick"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["floor_inputs"]["copy_bytes_per_s"] > 0 and len(summary["targets"]) == len(TARGETS)
+    assert "| benchmark | provider |" in (out / "results.md").read_text()
+    for plot in ("speedup.png", "memory.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_rejects_unknown_providers_and_empty_selections(capsys):
+    assert main(["bench", "--quick", "--device", "cpu", "--filter", "gru_cell", "--providers", "trition"]) == 2
+    assert "unknown provider(s) trition" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--device", "cpu", "--filter", "no-such-benchmark"]) == 2
+    assert "no benchmark name matches" in capsys.readouterr().err

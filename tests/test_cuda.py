@@ -1,0 +1,435 @@
+"""The cuda backend (csrc/ kernels bound as torch.ops.s2s_fast) against the reference.
+
+CPU tests run everywhere: the error without the extension, auto never picking cuda on CPU, the limit checks.
+GPU tests (marked gpu, run by scripts/gpu_suite.sh) need a CUDA GPU and the built extension: every op forward and
+every gradient against the reference (float32 tolerances; float16/bfloat16 against float64 with the reference's own
+low-precision error as the yardstick), awkward shapes, poisoned memory, opcheck and torch.compile.
+"""
+
+import functools
+import itertools
+
+import pytest
+import torch
+
+import s2s_fast
+from s2s_fast import backends, reference
+from s2s_fast import functional as F
+from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference, tolerance
+
+import s2s_fast.cuda as cuda_backend
+from s2s_fast.cuda import compiled
+
+LOW_PRECISION = [torch.float16, torch.bfloat16]
+DTYPES = [torch.float32, *LOW_PRECISION]
+
+
+def _cell_args(gates, batch, input_size, hidden, dtype=torch.float32, device="cpu", bias=True, lstm=True):
+    t = functools.partial(torch.randn, dtype=dtype, device=device)
+    args = dict(input=t(batch, input_size), hx=t(batch, hidden))
+    if lstm:
+        args["cx"] = t(batch, hidden)
+    args.update(weight_ih=t(gates * hidden, input_size) / input_size ** 0.5,
+                weight_hh=t(gates * hidden, hidden) / hidden ** 0.5,
+                bias_ih=t(gates * hidden) if bias else None, bias_hh=t(gates * hidden) if bias else None)
+    return args
+
+
+def _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float32, device="cpu", mask="none"):
+    t = functools.partial(torch.randn, dtype=dtype, device=device)
+    query_shape = (batch, attn) if queries is None else (batch, queries, attn)
+    args = dict(query_proj=t(query_shape), key_proj=t(batch, keys, attn), v=t(attn), values=t(batch, keys, value_size))
+    if mask == "none":
+        args["mask"] = None
+    else:
+        generator = torch.Generator().manual_seed(keys)
+        mask_tensor = torch.rand(batch, keys, generator=generator) > 0.4
+        mask_tensor[:, 0] = True
+        if mask == "empty_row":
+            mask_tensor[batch // 2] = False
+        args["mask"] = mask_tensor.to(device)
+    return args
+
+
+@pytest.mark.skipif(compiled.extension_module is not None, reason="the extension is built here")
+def test_cuda_backend_without_extension_says_how_to_build():
+    args = _cell_args(4, 2, 3, 5)
+    with pytest.raises(RuntimeError, match=r"s2s_fast\._C is not built.*pip install --no-build-isolation -e \."):
+        F.lstm_cell(**args, backend="cuda")
+    reason = cuda_backend.unavailable_reason(torch.device("cuda"))
+    assert "nvcc" in reason and "S2S_FAST_BUILD_CUDA=1" in reason
+
+
+def test_cuda_backend_refuses_cpu_tensors():
+    args = _attention_args(2, 3, 4, 5, 6)
+    with pytest.raises(RuntimeError, match="backend 'cuda' cannot serve additive_attention on cpu"):
+        F.additive_attention(**args, backend="cuda")
+    reasons = (compiled.MISSING_REASON, "the cuda backend runs on CUDA tensors only")
+    assert cuda_backend.unavailable_reason(torch.device("cpu")) in reasons
+    assert "cuda" not in s2s_fast.available_backends("cpu")
+
+
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "lstm_layer", "additive_attention"])
+def test_auto_never_picks_cuda_on_cpu(op):
+    cell = _cell_args(4 if op != "gru_cell" else 3, 2, 3, 5, lstm=op != "gru_cell")
+    if op in ("lstm_cell", "gru_cell"):
+        args = tuple(cell.values())
+    elif op == "lstm_layer":
+        args = (torch.randn(4, 2, 3), *list(cell.values())[1:], None, False)
+    else:
+        args = tuple(_attention_args(2, 3, 4, 5, 6).values())
+    name, _ = backends.resolve(op, torch.device("cpu"), args, backend="auto")
+    assert name == "reference"
+
+
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "lstm_layer", "additive_attention"])
+def test_limits_refuse_float64(op):
+    double = dict(dtype=torch.float64)
+    if op == "additive_attention":
+        args = tuple(_attention_args(2, 3, 4, 5, 6, **double).values())
+    else:
+        cell = _cell_args(3 if op == "gru_cell" else 4, 2, 3, 5, lstm=op != "gru_cell", **double)
+        args = tuple(cell.values())
+        if op == "lstm_layer":
+            args = (torch.randn(4, 2, 3, **double), *args[1:])
+    assert set(cuda_backend.LIMITS) == set(cuda_backend.OPS)
+    reason = cuda_backend.LIMITS[op](*args)
+    assert reason is not None and "torch.float64 is not served" in reason
+
+
+def test_attention_limit_refuses_sizes_past_the_kernels():
+    limit = cuda_backend.LIMITS["additive_attention"]
+    wide = _attention_args(1, 1, 2, cuda_backend.additive_attention.MAX_WIDTH + 1, 3)
+    assert "attention width" in limit(**wide)
+    wide_values = _attention_args(1, 1, 2, 3, cuda_backend.additive_attention.MAX_WIDTH + 1)
+    assert "value size" in limit(**wide_values)
+    many = _attention_args(cuda_backend.additive_attention.MAX_BATCH + 1, 1, 1, 1, 1)
+    assert "batch" in limit(**many)
+    assert limit(**_attention_args(2, 3, 4, 5, 6)) is None
+
+
+def test_layer_limit_refuses_batches_past_the_block():
+    batch = cuda_backend.lstm_layer.MAX_BATCH + 1
+    cell = _cell_args(4, batch, 3, 5)
+    reason = cuda_backend.LIMITS["lstm_layer"](torch.randn(2, batch, 3), *list(cell.values())[1:])
+    assert "at most 256 rows" in reason
+
+
+gpu = pytest.mark.gpu
+
+
+@pytest.fixture
+def extension():
+    """The built extension; a GPU run without it fails, saying how to build it."""
+    if compiled.MISSING_REASON is not None:
+        pytest.fail(compiled.MISSING_REASON)
+    return compiled.extension_module
+
+
+def _on_gpu(args, dtype=None):
+    moved = {}
+    for name, value in args.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to("cuda")
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
+        moved[name] = value
+    return moved
+
+
+def _noncontiguous(tensor):
+    """The same values in a column-major (2-d) or batch-major (3-d) layout: dense, so clones keep the strides."""
+    if tensor is None or tensor.dim() < 2:
+        return tensor
+    return tensor.transpose(0, 1).contiguous().transpose(0, 1) if tensor.dim() == 3 else tensor.t().contiguous().t()
+
+
+def _check(fn, reference_fn, args, dtype):
+    if dtype == torch.float32:
+        compare_with_reference(fn, reference_fn, _on_gpu(args, dtype))
+    else:
+        compare_low_precision_with_reference(fn, reference_fn, _on_gpu(args), dtype)
+
+
+def _poison_allocator_cache():
+    """Fill memory the CUDA caching allocator keeps with all-ones bytes (NaN in float32, float16 and bfloat16), so
+    tensors allocated next start as NaN."""
+    small = [torch.full((1 << 17,), -1, dtype=torch.int32, device="cuda") for _ in range(64)]
+    large = [torch.full((1 << 24,), -1, dtype=torch.int32, device="cuda") for _ in range(4)]
+    del small, large
+
+
+CELL_SHAPES = [(1, 1, 1), (3, 5, 7), (8, 16, 24), (9, 33, 40), (64, 128, 256)]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("batch,input_size,hidden", CELL_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_cell_matches_reference(extension, dtype, batch, input_size, hidden, bias):
+    args = _cell_args(4, batch, input_size, hidden, dtype=torch.float64, bias=bias)
+    _check(functools.partial(F.lstm_cell, backend="cuda"), reference.lstm_cell, args, dtype)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("batch,input_size,hidden", CELL_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_cell_matches_reference(extension, dtype, batch, input_size, hidden, bias):
+    args = _cell_args(3, batch, input_size, hidden, dtype=torch.float64, bias=bias, lstm=False)
+    _check(functools.partial(F.gru_cell, backend="cuda"), reference.gru_cell, args, dtype)
+
+
+@gpu
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("batch", [2, 12])
+def test_cells_take_noncontiguous_inputs(extension, cell, batch):
+    gates = 4 if cell == "lstm" else 3
+    args = _on_gpu(_cell_args(gates, batch, 24, 16, lstm=cell == "lstm"))
+    args = {name: _noncontiguous(value) for name, value in args.items()}
+    assert not args["input"].is_contiguous() and not args["weight_hh"].is_contiguous()
+    ours = functools.partial(F.lstm_cell if cell == "lstm" else F.gru_cell, backend="cuda")
+    compare_with_reference(ours, reference.lstm_cell if cell == "lstm" else reference.gru_cell, args)
+
+
+@gpu
+@pytest.mark.parametrize("batch", [1, 5, 8])
+def test_lstm_cell_fused_and_cublas_paths_agree(extension, batch):
+    args = _on_gpu(_cell_args(4, batch, 40, 48))
+    fused = torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd(*args.values(), True)
+    cublas = torch.ops.s2s_fast.cuda_lstm_cell_fwd(*args.values(), True)
+    for ours, theirs in zip(fused, cublas):
+        torch.testing.assert_close(ours, theirs, **tolerance(torch.float32))
+
+
+# H = 600 and 1024 give 5 and 8 units per block on 108..132 multiprocessors: partial and full 16-row mma tiles.
+LAYER_SHAPES = [(1, 1, 1, 1), (5, 4, 3, 6), (7, 3, 5, 13), (20, 8, 64, 256), (4, 5, 32, 600), (3, 16, 16, 1024)]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("steps,batch,input_size,hidden", LAYER_SHAPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_lstm_layer_matches_reference(extension, dtype, steps, batch, input_size, hidden, reverse, with_lengths):
+    cell = _cell_args(4, batch, input_size, hidden, dtype=torch.float64)
+    args = dict(input=torch.randn(steps, batch, input_size, dtype=torch.float64), **{k: v for k, v in cell.items()
+                                                                                     if k != "input"})
+    lengths = None
+    if with_lengths:
+        lengths = torch.randint(0, steps + 1, (batch,))
+        lengths[0] = steps
+        lengths[-1] = 0 if batch > 1 else steps
+        lengths = lengths.cuda()
+
+    def ours(**kwargs):
+        return F.lstm_layer(**kwargs, lengths=lengths, reverse=reverse, backend="cuda")
+
+    trained = [t.cuda().to(dtype).requires_grad_() for t in args.values() if t is not None]
+    limit = cuda_backend.LIMITS["lstm_layer"](*trained)
+    if limit is not None:
+        pytest.skip(limit)
+
+    def theirs(**kwargs):
+        return reference.lstm_layer(**kwargs, lengths=lengths, reverse=reverse)
+
+    _check(ours, theirs, args, dtype)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gru_layer_runs_the_cuda_cell_in_the_time_loop(extension, dtype, reverse):
+    steps, batch, input_size, hidden = 6, 4, 5, 12
+    cell = _cell_args(3, batch, input_size, hidden, dtype=torch.float64, lstm=False)
+    args = dict(input=torch.randn(steps, batch, input_size, dtype=torch.float64),
+                **{k: v for k, v in cell.items() if k != "input"})
+    lengths = torch.tensor([6, 0, 3, 1], device="cuda")
+    ours = functools.partial(F.gru_layer, lengths=lengths, reverse=reverse, backend="cuda")
+    _check(ours, functools.partial(reference.gru_layer, lengths=lengths, reverse=reverse), args, dtype)
+
+
+@gpu
+def test_lstm_layer_takes_noncontiguous_inputs(extension):
+    cell = _cell_args(4, 6, 10, 32)
+    args = _on_gpu(dict(input=torch.randn(9, 6, 10), **{k: v for k, v in cell.items() if k != "input"}))
+    args = {name: _noncontiguous(value) for name, value in args.items()}
+    assert not args["input"].is_contiguous()
+    compare_with_reference(functools.partial(F.lstm_layer, backend="cuda", reverse=True), functools.partial(
+        reference.lstm_layer, reverse=True), args)
+
+
+@gpu
+def test_lstm_layer_limits_depend_on_size_and_backward(extension):
+    """A float16 size whose forward fits shared memory but whose backward (4H-wide gate gradients) does not."""
+    properties = torch.cuda.get_device_properties(0)
+    hidden = 1024
+
+    def served(batch, backward):
+        needed = cuda_backend.lstm_layer.persistent_shared_bytes(2, batch, hidden, backward,
+                                                                properties.multi_processor_count)
+        return needed is not None and needed <= properties.shared_memory_per_block_optin
+
+    batch = next((b for b in range(1, 257) if served(b, False) and not served(b, True)), None)
+    if batch is None:
+        pytest.skip(f"no batch size splits forward and backward for H = {hidden} on {properties.name}")
+    cell = _on_gpu(_cell_args(4, batch, 16, hidden), torch.float16)
+    input = torch.randn(3, batch, 16, device="cuda", dtype=torch.float16)
+    args = (input, *list(cell.values())[1:], None, False)
+    limit = cuda_backend.LIMITS["lstm_layer"]
+    with torch.no_grad():
+        assert limit(*args) is None
+        output, _, _ = F.lstm_layer(*args, backend="cuda")
+        expected, _, _ = reference.lstm_layer(*args)
+        assert (output.float() - expected.float()).abs().max() < 2e-2
+    trained = [t.requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in args]
+    assert "backward kernel does not serve" in limit(*trained)
+    with pytest.raises(RuntimeError, match="persistent LSTM backward kernel does not serve"):
+        F.lstm_layer(*trained, backend="cuda")
+    name, _ = backends.resolve("lstm_layer", input.device, tuple(trained), backend="auto")
+    assert name != "cuda"
+
+
+ATTENTION_SHAPES = [
+    (3, None, 6, 5, 4),  # one query per row, [B, A]
+    (1, 1, 1, 1, 1),
+    (2, 3, 5, 4, 3),
+    (3, 7, 11, 13, 17),  # primes: scalar (unvectorised) loads
+    (4, 5, 70, 64, 32),  # several key tiles in the backward
+    (2, 3, 9, 600, 512),  # wide A and Dv: lanes loop over A, the context takes two chunks
+    (1, 2, 7, 8, 300),  # Dv = 300 in chunks of 32 lanes
+    (80, 20, 9, 16, 8),  # enough query tiles for 16 queries per block
+]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("batch,queries,keys,attn,value_size", ATTENTION_SHAPES)
+@pytest.mark.parametrize("mask", ["none", "random", "empty_row"])
+def test_additive_attention_matches_reference(extension, dtype, batch, queries, keys, attn, value_size, mask):
+    args = _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float64, mask=mask)
+    _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
+
+
+@gpu
+def test_additive_attention_takes_noncontiguous_inputs(extension):
+    args = _on_gpu(_attention_args(4, 6, 10, 24, 16, mask="random"))
+    args = {name: _noncontiguous(value) if name != "mask" else value for name, value in args.items()}
+    assert not args["query_proj"].is_contiguous() and not args["values"].is_contiguous()
+    compare_with_reference(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args)
+
+
+@gpu
+def test_additive_attention_empty_rows_give_zeros_not_nan(extension):
+    args = _on_gpu(_attention_args(3, 4, 6, 8, 5, mask="empty_row"))
+    leaves = {k: v.requires_grad_() if v is not None and v.is_floating_point() else v for k, v in args.items()}
+    context, weights = F.additive_attention(**leaves, backend="cuda")
+    (context.sum() + weights.sum()).backward()
+    empty = 1
+    assert torch.count_nonzero(context[empty]) == 0 and torch.count_nonzero(weights[empty]) == 0
+    for name in ("query_proj", "key_proj", "v", "values"):
+        assert torch.isfinite(leaves[name].grad).all(), name
+    assert torch.count_nonzero(leaves["query_proj"].grad[empty]) == 0
+    assert torch.count_nonzero(leaves["values"].grad[empty]) == 0
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_outputs_are_fully_written(extension, dtype):
+    """Outputs and gradients land in memory poisoned with NaN: any element a kernel skips shows up."""
+    cases = [
+        (functools.partial(F.lstm_cell, backend="cuda"), _cell_args(4, 3, 5, 7)),
+        (functools.partial(F.lstm_cell, backend="cuda"), _cell_args(4, 11, 5, 16)),
+        (functools.partial(F.gru_cell, backend="cuda"), _cell_args(3, 11, 5, 7, lstm=False)),
+        (functools.partial(F.additive_attention, backend="cuda"), _attention_args(3, 5, 40, 24, 16, mask="empty_row")),
+        (functools.partial(F.lstm_layer, backend="cuda", lengths=torch.tensor([4, 0, 2], device="cuda")),
+         dict(input=torch.randn(4, 3, 5), **{k: v for k, v in _cell_args(4, 3, 5, 9).items() if k != "input"})),
+    ]
+    for fn, args in cases:
+        leaves = {k: v.requires_grad_() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                  for k, v in _on_gpu(args, dtype).items()}
+        _poison_allocator_cache()
+        outputs = fn(**leaves)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        for output in outputs:
+            assert torch.isfinite(output).all()
+        _poison_allocator_cache()
+        torch.autograd.backward(outputs, [torch.randn_like(o) for o in outputs])
+        for name, leaf in leaves.items():
+            if isinstance(leaf, torch.Tensor) and leaf.requires_grad:
+                assert torch.isfinite(leaf.grad).all(), name
+
+
+def _opcheck_cases():
+    cell = _on_gpu(_cell_args(4, 3, 5, 8))
+    gru = _on_gpu(_cell_args(3, 3, 5, 8, lstm=False))
+    attention = _on_gpu(_attention_args(2, 3, 7, 8, 6, mask="random"))
+    layer_input = torch.randn(4, 3, 5, device="cuda")
+    lengths = torch.tensor([4, 2, 0], device="cuda")
+    layer_args = (layer_input, *list(cell.values())[1:], lengths, True, True)
+    return [
+        (torch.ops.s2s_fast.cuda_lstm_cell_fwd.default, (*cell.values(), True)),
+        (torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd.default, (*cell.values(), True)),
+        (torch.ops.s2s_fast.cuda_gru_cell_fwd.default, (*gru.values(), True)),
+        (torch.ops.s2s_fast.cuda_additive_attention_fwd.default, tuple(attention.values())),
+        (torch.ops.s2s_fast.cuda_lstm_layer_fwd.default, layer_args),
+    ]
+
+
+@gpu
+def test_opcheck(extension):
+    for op, args in _opcheck_cases():
+        args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+        torch.library.opcheck(op, args)
+
+
+@gpu
+def test_python_plan_matches_the_extension_planner(extension):
+    """LIMITS decides with persistent_shared_bytes (traceable); the launch with the extension's planner."""
+    properties = torch.cuda.get_device_properties(0)
+    names = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+    for dtype, batch, hidden, backward in itertools.product(DTYPES, (1, 3, 8, 17, 32, 64, 256),
+                                                            (1, 7, 64, 255, 512, 1000, 1024, 1536, 2048, 4096),
+                                                            (False, True)):
+        units, blocks, shared = extension.lstm_layer_plan(names[dtype], batch, hidden, backward, 0)
+        needed = cuda_backend.lstm_layer.persistent_shared_bytes(torch.empty(0, dtype=dtype).element_size(), batch,
+                                                                 hidden, backward, properties.multi_processor_count)
+        served = needed is not None and needed <= properties.shared_memory_per_block_optin
+        assert served == (blocks > 0), (dtype, batch, hidden, backward, needed, shared)
+        if served:
+            assert needed == shared
+
+
+@gpu
+def test_torch_compile_matches_eager(extension):
+    attention = _on_gpu(_attention_args(4, 6, 9, 16, 8, mask="random"))
+    cell = _on_gpu(_cell_args(4, 5, 12, 16))
+
+    def step(query_proj, key_proj, v, values, mask, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh):
+        context, _ = F.additive_attention(query_proj, key_proj, v, values, mask, backend="cuda")
+        hy, cy = F.lstm_cell(input + context.mean(), hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, backend="cuda")
+        return hy.sum() + cy.sum() + context.sum()
+
+    args = {**attention, **cell}
+    leaves = {k: v.requires_grad_() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+              for k, v in args.items()}
+    eager = step(**leaves)
+    eager_grads = torch.autograd.grad(eager, [v for v in leaves.values() if isinstance(v, torch.Tensor)
+                                              and v.requires_grad])
+    compiled_step = torch.compile(step, fullgraph=True)
+    result = compiled_step(**leaves)
+    compiled_grads = torch.autograd.grad(result, [v for v in leaves.values() if isinstance(v, torch.Tensor)
+                                                  and v.requires_grad])
+    torch.testing.assert_close(result, eager, **tolerance(torch.float32))
+    for ours, theirs in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(ours, theirs, **tolerance(torch.float32))
+
+
+@gpu
+def test_auto_picks_cuda_for_served_gpu_calls(extension):
+    cell = _on_gpu(_cell_args(4, 3, 5, 8))
+    name, _ = backends.resolve("lstm_cell", torch.device("cuda"), tuple(cell.values()), backend="auto")
+    assert name == "cuda"
+    double = {k: v.double() if v is not None else v for k, v in cell.items()}
+    name, _ = backends.resolve("lstm_cell", torch.device("cuda"), tuple(double.values()), backend="auto")
+    assert name != "cuda"

@@ -1,0 +1,539 @@
+"""The Triton backend against the reference: every op, forward and every gradient, on awkward shapes.
+
+Without a CUDA GPU the kernels run on the CPU through the Triton interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1 before they are defined), so shapes stay small. Tests marked gpu add half precision,
+torch.compile and autocast; they skip without a GPU.
+"""
+
+import functools
+
+import pytest
+import torch
+
+import s2s_fast
+from s2s_fast import backends, reference
+from s2s_fast import functional as F
+from s2s_fast.testing import LOW_PRECISION_ERROR_RATIO, compare_with_reference, forward_backward, poison_, \
+    relative_error
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+_reason = backends.unavailable_reason("triton", DEVICE)
+pytestmark = pytest.mark.skipif(_reason is not None, reason=f"triton backend unavailable: {_reason}")
+
+
+@pytest.fixture
+def poisoned_allocations(monkeypatch):
+    """Fill every tensor allocated through torch.empty/empty_like with NaN, so an element no kernel writes shows."""
+    empty, empty_like = torch.empty, torch.empty_like
+    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: poison_(empty(*args, **kwargs)))
+    monkeypatch.setattr(torch, "empty_like", lambda *args, **kwargs: poison_(empty_like(*args, **kwargs)))
+
+
+def _strided(tensor):
+    """The same values in a non-contiguous layout (last two axes column-major, vectors with stride 2)."""
+    if tensor.dim() == 1:
+        return torch.stack([tensor, tensor], dim=1)[:, 0]
+    return tensor.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def _with_strided_inputs(fn, names):
+    def run(**kwargs):
+        return fn(**{k: (_strided(v) if k in names and v is not None else v) for k, v in kwargs.items()})
+
+    return run
+
+
+def _attention_inputs(batch, queries, keys, attn, dv, empty_rows=(), dtype=torch.float32, masked=True):
+    query_shape = (batch, attn) if queries is None else (batch, queries, attn)
+    mask = None
+    if masked:
+        mask = torch.rand(batch, keys, device=DEVICE) > 0.3
+        mask[:, 0] = True
+        for row in empty_rows:
+            mask[row] = False
+    return dict(query_proj=torch.randn(query_shape, device=DEVICE, dtype=dtype),
+                key_proj=torch.randn(batch, keys, attn, device=DEVICE, dtype=dtype),
+                v=torch.randn(attn, device=DEVICE, dtype=dtype) * attn ** -0.5,
+                values=torch.randn(batch, keys, dv, device=DEVICE, dtype=dtype), mask=mask)
+
+
+def _uniform(*shape, bound, dtype):
+    return (torch.rand(*shape, device=DEVICE, dtype=dtype) * 2 - 1) * bound
+
+
+def _rnn_inputs(gates, batch, input_size, hidden, bias=True, steps=None, cell_state=True, dtype=torch.float32):
+    """Inputs of a cell (steps None) or layer call, weights drawn like torch.nn's initialisation."""
+    bound = hidden ** -0.5
+    input_shape = (batch, input_size) if steps is None else (steps, batch, input_size)
+    inputs = dict(input=torch.randn(input_shape, device=DEVICE, dtype=dtype),
+                  hx=torch.randn(batch, hidden, device=DEVICE, dtype=dtype))
+    if cell_state:
+        inputs["cx"] = torch.randn(batch, hidden, device=DEVICE, dtype=dtype)
+    inputs.update(weight_ih=_uniform(gates * hidden, input_size, bound=bound, dtype=dtype),
+                  weight_hh=_uniform(gates * hidden, hidden, bound=bound, dtype=dtype),
+                  bias_ih=_uniform(gates * hidden, bound=bound, dtype=dtype) if bias else None,
+                  bias_hh=_uniform(gates * hidden, bound=bound, dtype=dtype) if bias else None)
+    return inputs
+
+
+@pytest.mark.parametrize("batch,queries,keys,attn,dv,empty_rows", [
+    (3, None, 37, 17, 5, (1,)),  # one query per row (a decoder step), an empty mask row
+    (1, 1, 1, 1, 1, ()),  # every size 1
+    (2, 5, 37, 17, 3, (0,)),
+    (2, 19, 23, 33, 4, (1,)),  # several query tiles (d key_proj summed over them) and A chunks
+])
+@pytest.mark.parametrize("strided", [False, True])
+def test_additive_attention_matches_reference(poisoned_allocations, batch, queries, keys, attn, dv, empty_rows,
+                                              strided):
+    inputs = _attention_inputs(batch, queries, keys, attn, dv, empty_rows)
+    fused = functools.partial(F.additive_attention, backend="triton")
+    unfused = functools.partial(F.additive_attention, backend="reference")
+    if strided:
+        names = ("query_proj", "key_proj", "v", "values", "mask")
+        fused, unfused = _with_strided_inputs(fused, names), _with_strided_inputs(unfused, names)
+    compare_with_reference(fused, unfused, inputs)
+
+
+def test_additive_attention_without_mask(poisoned_allocations):
+    inputs = _attention_inputs(2, 3, 7, 9, 4, masked=False)
+    compare_with_reference(functools.partial(F.additive_attention, backend="triton"), reference.additive_attention,
+                           inputs)
+
+
+def test_additive_attention_empty_rows_are_zero_not_nan():
+    inputs = _attention_inputs(2, 3, 5, 4, 3, empty_rows=(0,))
+    leaves = {k: (v.requires_grad_() if v.is_floating_point() else v) for k, v in inputs.items()}
+    context, weights = F.additive_attention(**leaves, backend="triton")
+    (context.sum() + weights.sum()).backward()
+    assert torch.count_nonzero(context[0]) == 0 and torch.count_nonzero(weights[0]) == 0
+    assert torch.count_nonzero(leaves["query_proj"].grad[0]) == 0
+    for name in ("query_proj", "key_proj", "v", "values"):
+        assert torch.isfinite(leaves[name].grad).all(), name
+
+
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer"])
+def test_backward_from_the_sum_of_the_first_output(op):
+    """Upstream gradients with zero strides (from a sum) on one output and none on the others."""
+    if op == "additive_attention":
+        inputs = _attention_inputs(2, 3, 5, 4, 3)
+    else:
+        inputs = _rnn_inputs(3 if op == "gru_cell" else 4, 3, 5, 6, steps=4 if op == "lstm_layer" else None,
+                             cell_state=op != "gru_cell")
+    grads = []
+    for backend in ("triton", "reference"):
+        leaves = {k: (v.clone().requires_grad_() if v is not None and v.is_floating_point() else v)
+                  for k, v in inputs.items()}
+        outputs = getattr(F, op)(**leaves, backend=backend)
+        (outputs if op == "gru_cell" else outputs[0]).sum().backward()
+        grads.append({k: v.grad for k, v in leaves.items() if v is not None and v.is_floating_point()})
+    for name, expected in grads[1].items():
+        torch.testing.assert_close(grads[0][name], expected, rtol=2e-4, atol=2e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def _saved_bytes(fn, inputs):
+    """Sizes (numel) of the tensors autograd keeps for backward while ``fn`` runs, and their total bytes."""
+    sizes, total = [], 0
+
+    def pack(tensor):
+        nonlocal total
+        sizes.append(tensor.numel())
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    leaves = {k: (v.clone().requires_grad_() if v.is_floating_point() else v) for k, v in inputs.items()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn(**leaves)
+    return sizes, total
+
+
+def test_fused_attention_saves_no_four_dimensional_tensor():
+    batch, queries, keys, attn, dv = 2, 8, 16, 32, 4
+    inputs = _attention_inputs(batch, queries, keys, attn, dv)
+    four_d = batch * queries * keys * attn
+    fused_sizes, fused_bytes = _saved_bytes(functools.partial(F.additive_attention, backend="triton"), inputs)
+    reference_sizes, reference_bytes = _saved_bytes(reference.additive_attention, inputs)
+    assert max(reference_sizes) >= four_d, "the reference should keep its [B, Tq, Tk, A] tanh tensor"
+    assert max(fused_sizes) < four_d, f"fused attention saved a tensor of {max(fused_sizes)} elements"
+    # Inputs plus the O(B*Tq*Tk) weights, nothing more.
+    inputs_numel = sum(t.numel() for t in inputs.values() if t is not None and t.is_floating_point())
+    assert sum(fused_sizes) <= inputs_numel + batch * queries * keys
+    assert fused_bytes * 4 < reference_bytes
+
+
+@pytest.mark.parametrize("batch,input_size,hidden,bias", [(1, 1, 1, True), (3, 5, 7, False), (33, 70, 33, True)])
+@pytest.mark.parametrize("strided", [False, True])
+def test_lstm_cell_matches_reference(poisoned_allocations, batch, input_size, hidden, bias, strided):
+    inputs = _rnn_inputs(4, batch, input_size, hidden, bias)
+    fused = functools.partial(F.lstm_cell, backend="triton")
+    if strided:
+        fused = _with_strided_inputs(fused, tuple(inputs))
+    compare_with_reference(fused, reference.lstm_cell, inputs)
+
+
+@pytest.mark.parametrize("batch,input_size,hidden,bias", [(1, 1, 1, True), (3, 5, 7, False), (33, 70, 33, True)])
+@pytest.mark.parametrize("strided", [False, True])
+def test_gru_cell_matches_reference(poisoned_allocations, batch, input_size, hidden, bias, strided):
+    inputs = _rnn_inputs(3, batch, input_size, hidden, bias, cell_state=False)
+    fused = functools.partial(F.gru_cell, backend="triton")
+    if strided:
+        fused = _with_strided_inputs(fused, tuple(inputs))
+    compare_with_reference(fused, reference.gru_cell, inputs)
+
+
+@pytest.mark.parametrize("steps,batch,input_size,hidden,lengths", [
+    (1, 1, 3, 5, None),
+    (1, 2, 3, 4, [0, 1]),
+    (5, 4, 3, 6, [5, 1, 0, 3]),
+    (4, 17, 9, 33, None),  # two batch tiles and two hidden tiles
+])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_layer_matches_reference(poisoned_allocations, steps, batch, input_size, hidden, lengths, reverse):
+    inputs = _rnn_inputs(4, batch, input_size, hidden, steps=steps)
+    lengths = None if lengths is None else torch.tensor(lengths, device=DEVICE)
+    compare_with_reference(functools.partial(F.lstm_layer, lengths=lengths, reverse=reverse, backend="triton"),
+                           functools.partial(reference.lstm_layer, lengths=lengths, reverse=reverse), inputs)
+
+
+def test_lstm_layer_strided_inputs_without_bias(poisoned_allocations):
+    inputs = _rnn_inputs(4, 3, 5, 7, bias=False, steps=3)
+    lengths = torch.tensor([2, 3, 1], device=DEVICE)
+    fused = functools.partial(F.lstm_layer, lengths=lengths, reverse=True, backend="triton")
+    compare_with_reference(_with_strided_inputs(fused, tuple(inputs)),
+                           functools.partial(reference.lstm_layer, lengths=lengths, reverse=True), inputs)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gru_layer_runs_the_fused_cell(poisoned_allocations, reverse):
+    inputs = _rnn_inputs(3, 4, 3, 6, steps=5, cell_state=False)
+    lengths = torch.tensor([5, 1, 0, 3], device=DEVICE)
+    compare_with_reference(functools.partial(F.gru_layer, lengths=lengths, reverse=reverse, backend="triton"),
+                           functools.partial(reference.gru_layer, lengths=lengths, reverse=reverse), inputs)
+
+
+def _op_cases():
+    from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer
+
+    attention = _attention_inputs(2, 3, 5, 4, 3)
+    layer = _rnn_inputs(4, 3, 5, 4, steps=3)
+    return {
+        "additive_attention": (additive_attention.additive_attention_fwd, tuple(attention.values())),
+        "lstm_cell": (lstm_cell.lstm_cell_fwd, tuple(_rnn_inputs(4, 3, 5, 4).values())),
+        "gru_cell": (gru_cell.gru_cell_fwd, tuple(_rnn_inputs(3, 3, 5, 4, cell_state=False).values())),
+        "lstm_layer": (lstm_layer.lstm_layer_fwd,
+                       tuple(layer.values()) + (torch.tensor([3, 0, 2], device=DEVICE), True)),
+    }
+
+
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer"])
+def test_opcheck(op):
+    """torch.library's consistency checks of the registered ops; fake-tensor tracing needs a GPU (the
+    interpreter reads data pointers)."""
+    custom_op, args = _op_cases()[op]
+    args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    test_utils = None if DEVICE.type == "cuda" else ("test_schema", "test_autograd_registration")
+    kwargs = {} if test_utils is None else {"test_utils": test_utils}
+    torch.library.opcheck(custom_op, args, **kwargs)
+
+
+def test_kernels_compile_for_the_gpu():
+    """The interpreter accepts code the GPU compiler rejects: compile every kernel for sm_90 (no GPU needed)."""
+    import os
+    import subprocess
+    import sys
+
+    import triton
+
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")):
+        pytest.skip("this triton has no NVIDIA backend tools")
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "check_triton_kernels.py")
+    result = subprocess.run([sys.executable, script, "--arch", "90"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unavailable_reason_says_what_to_do(monkeypatch):
+    import s2s_fast.triton as triton_backend
+
+    assert triton_backend.unavailable_reason(torch.device("cuda")) is None
+    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    reason = triton_backend.unavailable_reason(torch.device("cpu"))
+    assert "CUDA" in reason and "TRITON_INTERPRET=1" in reason
+
+
+def test_explicit_request_beyond_limits_raises():
+    double = _attention_inputs(2, 3, 5, 4, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="triton.*float64"):
+        F.additive_attention(**double, backend="triton")
+    empty = _attention_inputs(2, 3, 5, 4, 3)
+    empty["key_proj"], empty["values"], empty["mask"] = empty["key_proj"][:, :0], empty["values"][:, :0], None
+    with pytest.raises(RuntimeError, match="empty"):
+        F.additive_attention(**empty, backend="triton")
+    cell = _rnn_inputs(4, 2, 3, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="float64"):
+        F.lstm_cell(**cell, backend="triton")
+    with pytest.raises(RuntimeError, match="float64"):
+        F.lstm_layer(**_rnn_inputs(4, 2, 3, 4, steps=2, dtype=torch.float64), backend="triton")
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the limit is the interpreter's")
+def test_bfloat16_rnn_on_the_interpreter_is_refused():
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        F.gru_cell(**_rnn_inputs(3, 2, 3, 4, cell_state=False, dtype=torch.bfloat16), backend="triton")
+
+
+def test_auto_picks_triton_on_cuda_tensors_and_falls_back_beyond_its_limits():
+    """Auto's choice for a CUDA device, decided from the argument checks alone (no kernel runs)."""
+    if backends.unavailable_reason("cuda", torch.device("cuda")) is None:
+        pytest.skip("the CUDA extension is built: auto prefers it")
+    cuda = torch.device("cuda")
+    single = _attention_inputs(2, 3, 5, 4, 3)
+    args = tuple(single.values())
+    assert backends.resolve("additive_attention", cuda, args)[0] == "triton"
+    double = tuple(t.double() if t.is_floating_point() else t for t in args)
+    assert backends.resolve("additive_attention", cuda, double)[0] == "reference"
+    cell = tuple(_rnn_inputs(4, 2, 3, 4, dtype=torch.float64).values())
+    assert backends.resolve("lstm_cell", cuda, cell)[0] == "reference"
+    with s2s_fast.use_backend("triton"), pytest.raises(RuntimeError, match="float64"):
+        backends.resolve("additive_attention", cuda, double)
+
+
+def test_sizes_beyond_32_bit_offsets_fall_back():
+    """Expanded tensors have the shapes of calls past 2**31 elements without the memory; no kernel runs."""
+    if backends.unavailable_reason("cuda", torch.device("cuda")) is None:
+        pytest.skip("the CUDA extension is built: auto prefers it")
+    cuda, hidden = torch.device("cuda"), 2**15
+    huge = torch.zeros(()).expand(4 * hidden, hidden)  # 2**32 elements
+    cell = (torch.zeros(2, 3), torch.zeros(2, hidden), torch.zeros(2, hidden), torch.zeros(()).expand(4 * hidden, 3),
+            huge, None, None)
+    attention = (torch.zeros(1, 2, hidden), torch.zeros(()).expand(1, 2**16, hidden), torch.zeros(hidden),
+                 torch.zeros(()).expand(1, 2**16, 1), None)
+    for op, args in (("lstm_cell", cell), ("additive_attention", attention)):
+        assert backends.resolve(op, cuda, args)[0] == "reference", op
+        with pytest.raises(RuntimeError, match=r"2\*\*31"):
+            backends.resolve(op, cuda, args, backend="triton")
+
+
+def _autocast_dtype():
+    return torch.bfloat16 if DEVICE.type == "cuda" else torch.float16
+
+
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "lstm_layer"])
+def test_autocast(op):
+    """Under autocast the ops run in the autocast dtype and give float32 leaves float32 gradients."""
+    dtype = _autocast_dtype()
+    if op == "additive_attention":
+        inputs = _attention_inputs(2, 3, 7, 8, 4)
+    else:
+        inputs = _rnn_inputs(4, 3, 5, 16, steps=3 if op == "lstm_layer" else None)
+    fn = getattr(F, op)
+    with torch.autocast(DEVICE.type, dtype=dtype):
+        outputs, grads, upstream = forward_backward(functools.partial(fn, backend="triton"), inputs)
+        expected, expected_grads, _ = forward_backward(functools.partial(fn, backend="reference"), inputs,
+                                                       upstream=upstream)
+    for actual, reference_output in zip(outputs, expected):
+        assert actual.dtype == dtype
+        torch.testing.assert_close(actual.float(), reference_output.float(), rtol=2e-2, atol=2e-2)
+    for name, grad in grads.items():
+        if grad is not None:
+            assert grad.dtype == torch.float32, name
+            torch.testing.assert_close(grad, expected_grads[name], rtol=5e-2, atol=5e-2)
+
+
+def _low_precision_errors(fn, reference_fn, inputs, dtype):
+    """Relative errors (outputs, then gradients) of fn in ``dtype`` and of the reference in ``dtype``, both
+    measured against the reference in float64 driven by the same upstream gradients."""
+    exact = {k: (v.double() if v is not None and v.is_floating_point() else v) for k, v in inputs.items()}
+    low = {k: (v.to(dtype) if v is not None and v.is_floating_point() else v) for k, v in inputs.items()}
+    exact_out, exact_grads, upstream = forward_backward(reference_fn, exact)
+    low_upstream = [u.to(dtype) for u in upstream]
+    results = []
+    for candidate in (fn, reference_fn):
+        out, grads, _ = forward_backward(candidate, low, upstream=low_upstream)
+        errors = [relative_error(o, e) for o, e in zip(out, exact_out)]
+        errors += [relative_error(grads[n], g) for n, g in exact_grads.items() if g is not None]
+        results.append(errors)
+    return results
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("op", ["additive_attention", "additive_attention_step", "lstm_cell", "gru_cell",
+                                "lstm_layer"])
+def test_low_precision_error_within_ratio_of_reference(op, dtype):
+    lengths = torch.tensor([16, 3, 9, 16, 1, 12, 16, 7], device=DEVICE)
+    if op == "additive_attention":
+        inputs, fn = _attention_inputs(8, 32, 61, 128, 64, empty_rows=(2,)), F.additive_attention
+    elif op == "additive_attention_step":
+        inputs, fn = _attention_inputs(8, None, 61, 128, 64, empty_rows=(2,)), F.additive_attention
+    elif op == "lstm_cell":
+        inputs, fn = _rnn_inputs(4, 24, 96, 128), F.lstm_cell
+    elif op == "gru_cell":
+        inputs, fn = _rnn_inputs(3, 24, 96, 128, cell_state=False), F.gru_cell
+    else:
+        inputs = _rnn_inputs(4, 8, 96, 128, steps=16)
+        fn = functools.partial(F.lstm_layer, lengths=lengths, reverse=True)
+    fused, unfused = _low_precision_errors(functools.partial(fn, backend="triton"),
+                                           functools.partial(fn, backend="reference"), inputs, dtype)
+    for index, (ours, theirs) in enumerate(zip(fused, unfused)):
+        assert ours <= LOW_PRECISION_ERROR_RATIO * theirs, f"result {index}: error {ours:.3g}, reference {theirs:.3g}"
+
+
+@pytest.mark.gpu
+def test_compiled_ops_trace_without_graph_breaks():
+    """The fused ops inside one fullgraph torch.compile region, forward and backward, match eager."""
+    from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer
+
+    attention = _attention_inputs(4, 6, 9, 32, 16)
+    cell = _rnn_inputs(4, 4, 32, 16)
+    layer = _rnn_inputs(4, 4, 32, 16, steps=5)
+    gru = _rnn_inputs(3, 4, 32, 16, cell_state=False)
+    inputs = {**{f"a_{k}": v for k, v in attention.items()}, **{f"c_{k}": v for k, v in cell.items()},
+              **{f"l_{k}": v for k, v in layer.items()}, **{f"g_{k}": v for k, v in gru.items()}}
+
+    def block(**kwargs):
+        def pick(prefix):
+            return {k[len(prefix):]: v for k, v in kwargs.items() if k.startswith(prefix)}
+
+        context, weights = additive_attention.additive_attention(**pick("a_"))
+        hy, cy = lstm_cell.lstm_cell(**pick("c_"))
+        output, layer_hy, layer_cy = lstm_layer.lstm_layer(**pick("l_"), lengths=None, reverse=True)
+        return context, weights, hy, cy, output, layer_hy, layer_cy, gru_cell.gru_cell(**pick("g_"))
+
+    torch._dynamo.reset()
+    compare_with_reference(torch.compile(block, fullgraph=True), block, inputs)
+
+
+@pytest.mark.gpu
+def test_compiled_nn_block_on_triton_is_one_graph():
+    """s2s_fast.nn LSTM + AdditiveAttention on the Triton backend compile into one graph and match eager."""
+    import s2s_fast.nn as snn
+
+    lstm = snn.LSTM(4, 6, num_layers=2, bidirectional=True, backend="triton").to(DEVICE)
+    attention = snn.AdditiveAttention(12, 12, 5, backend="triton").to(DEVICE)
+
+    def block(x, mask):
+        memory, _ = lstm(x)
+        memory = memory.transpose(0, 1)
+        return attention(memory[:, -1], memory, mask=mask)
+
+    x, mask = torch.randn(5, 3, 4, device=DEVICE), torch.rand(3, 5, device=DEVICE) > 0.3
+    mask[:, -1] = True
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True)
+    parameters = list(lstm.parameters()) + list(attention.parameters())
+    runs = []
+    for fn in (compiled, block):
+        outputs = fn(x, mask)
+        grads = torch.autograd.grad([o.square().sum() for o in outputs], parameters)
+        runs.append([o.detach() for o in outputs] + list(grads))
+    for got, expected in zip(*runs):
+        torch.testing.assert_close(got, expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.gpu
+def test_compiled_attention_decoder_block_matches_reference():
+    """An LSTM encoder + attention decoder step block through the functional API, compiled, against eager."""
+    batch, steps, input_size, hidden = 4, 7, 12, 32
+    encoder = _rnn_inputs(4, batch, input_size, hidden, steps=steps)
+    decoder = _rnn_inputs(4, batch, hidden, hidden)
+    projection = _uniform(hidden, hidden, bound=hidden ** -0.5, dtype=torch.float32)
+    v = torch.randn(hidden, device=DEVICE) * hidden ** -0.5
+    lengths = torch.tensor([7, 3, 5, 1], device=DEVICE)
+    inputs = {**{f"e_{k}": t for k, t in encoder.items()}, **{f"d_{k}": t for k, t in decoder.items()},
+              "projection": projection, "v": v}
+
+    def block(backend, **kwargs):
+        enc = {k[2:]: t for k, t in kwargs.items() if k.startswith("e_")}
+        dec = {k[2:]: t for k, t in kwargs.items() if k.startswith("d_")}
+        states, _, _ = F.lstm_layer(**enc, lengths=lengths, backend=backend)
+        keys = states.transpose(0, 1)
+        mask = torch.arange(steps, device=DEVICE)[None, :] < lengths[:, None]
+        hy, cy = F.lstm_cell(**dec, backend=backend)
+        context, weights = F.additive_attention(hy @ kwargs["projection"], keys @ kwargs["projection"],
+                                                kwargs["v"], keys, mask, backend=backend)
+        return context, weights, cy
+
+    torch._dynamo.reset()
+    compiled = torch.compile(functools.partial(block, "triton"))
+    compare_with_reference(compiled, functools.partial(block, "reference"), inputs)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_nn_module_with_triton_backend_matches_torch(kind):
+    """s2s_fast.nn.LSTM / GRU on the Triton backend against torch.nn: packed unsorted input, two bidirectional
+    layers, batch_first; same outputs, final states and gradients of input, initial state and every parameter."""
+    import s2s_fast.nn as snn
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    ours_type, torch_type = (snn.LSTM, torch.nn.LSTM) if kind == "lstm" else (snn.GRU, torch.nn.GRU)
+    config = dict(input_size=5, hidden_size=7, num_layers=2, bidirectional=True, batch_first=True)
+    theirs = torch_type(**config).to(DEVICE)
+    ours = ours_type(**config, backend="triton").to(DEVICE)
+    ours.load_state_dict(theirs.state_dict())
+    lengths = torch.tensor([3, 6, 1, 4])
+    x = torch.randn(4, 6, 5, device=DEVICE)
+    h0 = torch.randn(4, 4, 7, device=DEVICE)
+    c0 = torch.randn(4, 4, 7, device=DEVICE)
+    upstream = None
+    results = []
+    for module in (ours, theirs):
+        leaves = [x.clone().requires_grad_(), h0.clone().requires_grad_(), c0.clone().requires_grad_()]
+        packed = pack_padded_sequence(leaves[0], lengths, batch_first=True, enforce_sorted=False)
+        state = (leaves[1], leaves[2]) if kind == "lstm" else leaves[1]
+        output, final = module(packed, state)
+        outputs = (output.data,) + (final if kind == "lstm" else (final,))
+        if upstream is None:
+            upstream = [torch.randn_like(o) for o in outputs]
+        torch.autograd.backward(outputs, upstream)
+        grads = [leaf.grad for leaf in leaves[:3 if kind == "lstm" else 2]]
+        grads += [p.grad for p in module.parameters()]
+        results.append(([o.detach() for o in outputs], grads))
+    (our_outputs, our_grads), (their_outputs, their_grads) = results
+    for actual, expected in zip(our_outputs + our_grads, their_outputs + their_grads):
+        torch.testing.assert_close(actual, expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_nn_cell_with_triton_backend_matches_torch(kind):
+    import s2s_fast.nn as snn
+
+    ours_type, torch_type = (snn.LSTMCell, torch.nn.LSTMCell) if kind == "lstm" else (snn.GRUCell, torch.nn.GRUCell)
+    theirs = torch_type(5, 7).to(DEVICE)
+    ours = ours_type(5, 7, backend="triton").to(DEVICE)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(3, 5, device=DEVICE)
+    results = []
+    for module in (ours, theirs):
+        leaf = x.clone().requires_grad_()
+        out = module(leaf)
+        out = out[0] + out[1] if kind == "lstm" else out
+        out.square().sum().backward()
+        results.append([out.detach(), leaf.grad] + [p.grad for p in module.parameters()])
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_seq2seq_model_on_triton_matches_reference(input_feeding):
+    """A whole attention Seq2Seq model (LSTM encoder and decoder, Bahdanau attention) on the Triton backend: the
+    same loss and parameter gradients as on the reference backend."""
+    from s2s_fast.models import Seq2Seq, Seq2SeqConfig
+    from s2s_fast.models.seq2seq import sequence_loss
+
+    config = dict(src_vocab_size=11, tgt_vocab_size=13, embed_dim=8, hidden_size=10, encoder_layers=2,
+                  attention_size=7, input_feeding=input_feeding, dropout=0.0)
+    ours = Seq2Seq(Seq2SeqConfig(**config, backend="triton")).to(DEVICE)
+    theirs = Seq2Seq(Seq2SeqConfig(**config, backend="reference")).to(DEVICE)
+    theirs.load_state_dict(ours.state_dict())
+    src = torch.randint(3, 11, (3, 6), device=DEVICE)
+    src_lengths = torch.tensor([6, 2, 4], device=DEVICE)
+    src[1, 2:] = 0
+    src[2, 4:] = 0
+    tgt = torch.randint(3, 13, (3, 5), device=DEVICE)
+    losses = []
+    for model in (ours, theirs):
+        loss = sequence_loss(model(src, src_lengths, tgt[:, :-1]), tgt[:, 1:], pad_id=0)
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=2e-4, atol=2e-5)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=2e-4, atol=2e-5, msg=lambda m, n=name: f"{n}: {m}")
