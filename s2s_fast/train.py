@@ -43,7 +43,7 @@ TOY_MODEL = dict(embed_dim=32, hidden_size=64, encoder_layers=1, decoder_layers=
 
 # Per task, the values of the TrainConfig fields left as None.
 TASK_DEFAULTS = {
-    "g2p": dict(preset="g2p", max_steps=14000, batch_tokens=2400, lr=2e-3, warmup_steps=400, eval_every=1000,
+    "g2p": dict(preset="g2p", max_steps=12000, batch_tokens=2400, lr=2e-3, warmup_steps=400, eval_every=1000,
                 eval_max_examples=None),
     "parallel": dict(preset="translation", max_steps=20000, batch_tokens=4096, lr=1e-3, warmup_steps=1000,
                      eval_every=1000, eval_max_examples=None),

@@ -205,8 +205,8 @@ class Seq2Seq(nn.Module):
             return self.output(self._attentional(outputs, context))
         attentional = []
         hidden, feed = state
-        for t in range(tgt_in.shape[1]):
-            top, hidden = self._rnn_step(torch.cat([embedded[:, t], feed], dim=-1), hidden)
+        for embedded_t in embedded.unbind(1):  # unbind: one stack in backward, not a zero tensor per step
+            top, hidden = self._rnn_step(torch.cat([embedded_t, feed], dim=-1), hidden)
             context, _ = self._attend(top, encoded)
             feed = self._attentional(top, context)
             attentional.append(feed)

@@ -3,6 +3,8 @@
 Row b runs steps 0 .. lengths[b]-1 (forward) or lengths[b]-1 .. 0 (reverse); its output is zero past its end and
 its final state is the state after its last valid step (the initial state when its length is 0). Input projections
 for all steps are one GEMM before the time loop; a backend cell passed as ``cell`` is called per step instead.
+Per-step inputs come from ``unbind``, not ``x[t]``: the backward of ``x[t]`` writes a zero tensor of ``x``'s full
+size for every step (O(T^2) memory traffic), the backward of ``unbind`` is one ``stack``.
 """
 
 from __future__ import annotations
@@ -42,16 +44,17 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
                *, cell: Callable | None = None):
     """input [T, B, I], hx/cx [B, H], lengths [B] int64 or None -> (output [T, B, H], hy [B, H], cy [B, H])."""
     if cell is None:
-        input_gates = F.linear(input, weight_ih, bias_ih)  # [T, B, 4H]
+        input_gates = F.linear(input, weight_ih, bias_ih).unbind(0)  # T x [B, 4H]
 
         def step(t, state):
             h, c = state
             h, c = lstm_pointwise(input_gates[t] + F.linear(h, weight_hh, bias_hh), c)
             return h, (h, c)
     else:
+        inputs = input.unbind(0)
 
         def step(t, state):
-            h, c = cell(input[t], state[0], state[1], weight_ih, weight_hh, bias_ih, bias_hh)
+            h, c = cell(inputs[t], state[0], state[1], weight_ih, weight_hh, bias_ih, bias_hh)
             return h, (h, c)
 
     outputs, (hy, cy) = _time_loop(step, input.shape[0], (hx, cx), lengths, reverse)
@@ -62,15 +65,16 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
               *, cell: Callable | None = None):
     """input [T, B, I], hx [B, H], lengths [B] int64 or None -> (output [T, B, H], hy [B, H])."""
     if cell is None:
-        input_gates = F.linear(input, weight_ih, bias_ih)  # [T, B, 3H]
+        input_gates = F.linear(input, weight_ih, bias_ih).unbind(0)  # T x [B, 3H]
 
         def step(t, state):
             h = gru_pointwise(input_gates[t], F.linear(state[0], weight_hh, bias_hh), state[0])
             return h, (h,)
     else:
+        inputs = input.unbind(0)
 
         def step(t, state):
-            h = cell(input[t], state[0], weight_ih, weight_hh, bias_ih, bias_hh)
+            h = cell(inputs[t], state[0], weight_ih, weight_hh, bias_ih, bias_hh)
             return h, (h,)
 
     outputs, (hy,) = _time_loop(step, input.shape[0], (hx,), lengths, reverse)
