@@ -527,7 +527,7 @@ def _train(config: TrainConfig, resume: bool, explicit: dict, echo, device: torc
                     log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
                         f"{tokens_per_second:,.0f} tokens/s  {time.perf_counter() - run_start:,.0f} s")
                 window_loss, window_targets, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-            is_eval_step = bool(dev_items) and step % config.eval_every == 0
+            is_eval_step = bool(dev_items) and (step % config.eval_every == 0 or step == config.max_steps)
             metrics = None
             if is_eval_step:
                 metrics = evaluate_dev() if distributed.main else None

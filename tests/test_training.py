@@ -129,6 +129,16 @@ def test_training_keeps_the_best_and_stops_early(tmp_path):
     assert kept == ["step-00000002", "step-00000006"]
 
 
+def test_the_last_step_is_always_evaluated(tmp_path):
+    run = tmp_path / "run"
+    # max_steps is not a multiple of eval_every: the final weights are still scored on dev and can become the best.
+    result = train(TrainConfig(output_dir=str(run), max_steps=7, eval_every=3, **TINY), **QUIET)
+    assert [event["step"] for event in _events(run, "dev")] == [3, 6, 7]
+    assert result.best is not None
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["step"] == result.best["step"]
+
+
 def test_learns_reverse_and_bf16_autocast_runs(tmp_path):
     result = train(TrainConfig(output_dir=str(tmp_path / "fp32"), max_steps=60, eval_every=60, lr=1e-2, **TINY),
                    **QUIET)
