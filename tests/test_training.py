@@ -148,3 +148,28 @@ def test_learns_reverse_and_bf16_autocast_runs(tmp_path):
     train(TrainConfig(output_dir=str(tmp_path / "bf16"), max_steps=2, eval_every=0, precision="bf16", **TINY),
           **QUIET)
     assert "bf16 autocast" in (tmp_path / "bf16" / "train.log").read_text()
+
+
+@pytest.mark.gpu
+def test_trains_resumes_and_decodes_on_a_gpu(tmp_path):
+    # On a GPU: bf16 autocast where the device supports it, the fused backends under auto, checkpoints that reload
+    # onto the GPU, and decoding there (beam 1 equals greedy).
+    run = tmp_path / "gpu"
+    common = dict(TINY, device="cuda", lr=1e-2, eval_every=20)
+    result = train(TrainConfig(output_dir=str(run), max_steps=40, **common), **QUIET)
+    assert next(result.model.parameters()).is_cuda
+    if torch.cuda.is_bf16_supported():
+        assert "bf16 autocast" in (run / "train.log").read_text()
+    losses = [event["loss"] for event in _events(run, "train")]
+    assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < 0.9 * losses[0]
+    resumed = train(TrainConfig(output_dir=str(run), max_steps=44, **common), resume=True,
+                    explicit={"max_steps": 44}, **QUIET)
+    assert resumed.step == 44 and resumed.best is not None
+    model, _, _ = ckpt.load_checkpoint(ckpt.find_checkpoint(run, "best"), device="cuda")
+    pairs = make_pairs("reverse", 6, num_symbols=10, min_len=3, max_len=8, seed=5)
+    batch = collate(pairs, PAD_ID, BOS_ID, EOS_ID)
+    src, lengths = batch.src.cuda(), batch.src_lengths.cuda()
+    greedy = model.generate(src, lengths, max_len=12)
+    assert greedy == model.generate(src, lengths, beam_size=1, max_len=12)
+    vocab = model.config.tgt_vocab_size
+    assert len(greedy) == 6 and all(0 <= token < vocab for tokens in greedy for token in tokens)
