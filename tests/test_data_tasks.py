@@ -2,6 +2,7 @@
 
 import pytest
 
+from s2s_fast.bench import cases
 from s2s_fast.data import Vocabulary, build_task, token_batches
 from s2s_fast.data import g2p
 from s2s_fast.data.metrics import (bleu_and_chrf, closest_reference, exact_match_and_token_error,
@@ -80,6 +81,8 @@ def test_g2p_task_keeps_every_pronunciation_of_a_word_together(tmp_path):
     pairs = task.training_pairs("dev")
     assert len(pairs) == sum(len(item.references) for item in items) > len(items)
     assert len(task.tgt_vocab) == 4 + 39
+    # The benchmark's g2p cases state these sizes without loading CMUdict; they must stay the task's.
+    assert (cases._G2P["Vs"], cases._G2P["Vt"]) == (len(task.src_vocab), len(task.tgt_vocab))
     with pytest.raises(ValueError, match="not one word"):
         task.encode_source("two words")
     with pytest.raises(ValueError, match="does not know"):
