@@ -161,7 +161,7 @@ def test_trains_resumes_and_decodes_on_a_gpu(tmp_path):
     if torch.cuda.is_bf16_supported():
         assert "bf16 autocast" in (run / "train.log").read_text()
     losses = [event["loss"] for event in _events(run, "train")]
-    assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < 0.9 * losses[0]
+    assert torch.isfinite(torch.tensor(losses)).all() and losses[-1] < 0.9 * losses[0]
     resumed = train(TrainConfig(output_dir=str(run), max_steps=44, **common), resume=True,
                     explicit={"max_steps": 44}, **QUIET)
     assert resumed.step == 44 and resumed.best is not None
