@@ -4,7 +4,9 @@ Answers the questions the kernels were built on:
 - LSTM cell step: recurrent GEMM inside the kernel (s2s_fast::cuda_lstm_cell_fused_fwd, B <= 8) or through cuBLAS with a
   fused pointwise kernel (s2s_fast::cuda_lstm_cell_fwd)? Both are timed at every batch size where they apply; the batch
   threshold s2s_fast.cuda.lstm_cell.FUSED_GEMM_MAX_BATCH should sit where the fused path stops winning.
-- Persistent LSTM layer vs cuDNN (torch.nn.LSTM) vs the reference time loop, inference and training.
+- Persistent LSTM layer vs cuDNN (torch.nn.LSTM) vs the reference time loop, inference and training; the Triton
+  layer in both its schedules (one persistent launch, one launch per step), to place
+  s2s_fast.triton.lstm_layer.PERSISTENT_MAX_WEIGHT_BYTES where the persistent one stops winning.
 - Fused additive attention vs the reference: one decoder step (bytes-bound) and many queries (tanh-bound).
 
 Every row: median time (CUDA events, after warm-up), tokens/s where a token is one (row, step) or (row, query),
@@ -26,6 +28,7 @@ import torch
 
 from s2s_fast import backends, reference
 from s2s_fast import functional as F
+from s2s_fast.triton import lstm_layer as triton_lstm_layer
 
 # Special-function (MUFU) throughput estimate: 16 results per clock per multiprocessor at about 1.98 GHz (H100 SXM).
 SFU_RESULTS_PER_CLOCK = 16
@@ -122,7 +125,8 @@ def bench_lstm_cell(dtype, quick, ceilings):
 def bench_lstm_layer(dtype, quick, ceilings):
     rows = []
     steps = 64
-    sizes = [(8, 512)] if quick else [(1, 256), (8, 256), (8, 512), (32, 512), (8, 1024), (32, 1024)]
+    sizes = [(8, 512)] if quick else [(1, 256), (8, 256), (8, 512), (32, 512), (64, 128), (64, 256), (64, 512),
+                                      (8, 1024), (32, 1024)]
     for batch, hidden in sizes:
         lstm = torch.nn.LSTM(hidden, hidden).to("cuda", dtype)
         params = [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
@@ -131,6 +135,8 @@ def bench_lstm_layer(dtype, quick, ceilings):
         shape = f"T={steps} B={batch} H={hidden} {str(dtype)[6:]}"
         variants = {
             "cuda persistent": lambda: F.lstm_layer(input, hx, hx, *params, backend="cuda"),
+            "triton persistent": lambda: triton_lstm_layer.lstm_layer(input, hx, hx, *params, persistent=True),
+            "triton per step": lambda: triton_lstm_layer.lstm_layer(input, hx, hx, *params, persistent=False),
             "cuDNN (nn.LSTM)": lambda: lstm(input, (hx[None], hx[None])),
             "reference loop": lambda: reference.lstm_layer(input, hx, hx, *params),
         }

@@ -52,13 +52,19 @@ def cases():
         yield "gru cell fwd B=64 H=512", gru_cell._gru_cell_fwd_kernel, dtype, dict(
             HAS_BIAS_IH=True, HAS_BIAS_HH=True, **gemm)
         yield "gru cell bwd", gru_cell._gru_cell_bwd_kernel, dtype, pointwise
+        block_b, block_h, block_k = lstm_layer._persistent_blocks(64, 256, dtype)
+        persistent = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
         for reverse in (0, 1):
-            yield (f"lstm layer fwd step B=64 H=512 reverse={reverse}", lstm_layer._lstm_layer_fwd_step_kernel,
-                   dtype, dict(REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True, **gemm))
+            yield (f"lstm layer fwd step B=64 H=512 reverse={reverse}", lstm_layer._lstm_layer_fwd_kernel, dtype,
+                   dict(PERSISTENT=False, REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True, **gemm))
+            yield (f"lstm layer fwd persistent B=64 H=256 reverse={reverse}", lstm_layer._lstm_layer_fwd_kernel,
+                   dtype, dict(PERSISTENT=True, REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True, **persistent))
+            yield (f"lstm layer bwd persistent B=64 H=256 reverse={reverse}", lstm_layer._lstm_layer_bwd_kernel,
+                   dtype, dict(PERSISTENT=True, REVERSE=reverse, HAS_NEXT=True, HAS_LENGTHS=True, **persistent))
             for has_next in (False, True):
                 yield (f"lstm layer bwd step B=64 H=512 reverse={reverse} next={has_next}",
-                       lstm_layer._lstm_layer_bwd_step_kernel, dtype,
-                       dict(REVERSE=reverse, HAS_NEXT=has_next, HAS_LENGTHS=True, **gemm))
+                       lstm_layer._lstm_layer_bwd_kernel, dtype,
+                       dict(PERSISTENT=False, REVERSE=reverse, HAS_NEXT=has_next, HAS_LENGTHS=True, **gemm))
 
 
 def compile_kernel(kernel, dtype, constexprs, arch):

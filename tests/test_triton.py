@@ -29,6 +29,15 @@ def poisoned_allocations(monkeypatch):
     monkeypatch.setattr(torch, "empty_like", lambda *args, **kwargs: poison_(empty_like(*args, **kwargs)))
 
 
+@pytest.fixture(params=["persistent", "per_step"])
+def layer_schedule(request, monkeypatch):
+    """Run the Triton LSTM layer, through auto's own choice, in each of its two schedules."""
+    from s2s_fast.triton import lstm_layer
+
+    monkeypatch.setattr(lstm_layer, "PERSISTENT_MAX_WEIGHT_BYTES", 2**62 if request.param == "persistent" else -1)
+    return request.param
+
+
 def _strided(tensor):
     """The same values in a non-contiguous layout (last two axes column-major, vectors with stride 2)."""
     if tensor.dim() == 1:
@@ -187,14 +196,15 @@ def test_gru_cell_matches_reference(poisoned_allocations, batch, input_size, hid
     (4, 17, 9, 33, None),  # two batch tiles and two hidden tiles
 ])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_lstm_layer_matches_reference(poisoned_allocations, steps, batch, input_size, hidden, lengths, reverse):
+def test_lstm_layer_matches_reference(poisoned_allocations, layer_schedule, steps, batch, input_size, hidden, lengths,
+                                      reverse):
     inputs = _rnn_inputs(4, batch, input_size, hidden, steps=steps)
     lengths = None if lengths is None else torch.tensor(lengths, device=DEVICE)
     compare_with_reference(functools.partial(F.lstm_layer, lengths=lengths, reverse=reverse, backend="triton"),
                            functools.partial(reference.lstm_layer, lengths=lengths, reverse=reverse), inputs)
 
 
-def test_lstm_layer_strided_inputs_without_bias(poisoned_allocations):
+def test_lstm_layer_strided_inputs_without_bias(poisoned_allocations, layer_schedule):
     inputs = _rnn_inputs(4, 3, 5, 7, bias=False, steps=3)
     lengths = torch.tensor([2, 3, 1], device=DEVICE)
     fused = functools.partial(F.lstm_layer, lengths=lengths, reverse=True, backend="triton")
@@ -220,11 +230,13 @@ def _op_cases():
         "lstm_cell": (lstm_cell.lstm_cell_fwd, tuple(_rnn_inputs(4, 3, 5, 4).values())),
         "gru_cell": (gru_cell.gru_cell_fwd, tuple(_rnn_inputs(3, 3, 5, 4, cell_state=False).values())),
         "lstm_layer": (lstm_layer.lstm_layer_fwd,
-                       tuple(layer.values()) + (torch.tensor([3, 0, 2], device=DEVICE), True)),
+                       tuple(layer.values()) + (torch.tensor([3, 0, 2], device=DEVICE), True, False)),
+        "lstm_layer_persistent": (lstm_layer.lstm_layer_fwd,
+                                  tuple(layer.values()) + (torch.tensor([3, 0, 2], device=DEVICE), True, True)),
     }
 
 
-@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer"])
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer", "lstm_layer_persistent"])
 def test_opcheck(op):
     """torch.library's consistency checks of the registered ops; fake-tensor tracing needs a GPU (the
     interpreter reads data pointers)."""
@@ -371,6 +383,27 @@ def test_low_precision_error_within_ratio_of_reference(op, dtype):
     else:
         inputs = _rnn_inputs(4, 8, 96, 128, steps=16)
         fn = functools.partial(F.lstm_layer, lengths=lengths, reverse=True)
+    fused, unfused = _low_precision_errors(functools.partial(fn, backend="triton"),
+                                           functools.partial(fn, backend="reference"), inputs, dtype)
+    for index, (ours, theirs) in enumerate(zip(fused, unfused)):
+        assert ours <= LOW_PRECISION_ERROR_RATIO * theirs, f"result {index}: error {ours:.3g}, reference {theirs:.3g}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_layer_schedules_on_the_gpu(layer_schedule, dtype, reverse):
+    """Both schedules at sizes with several batch and hidden tiles, where the persistent one's barrier between
+    steps matters (the interpreter runs one program at a time and cannot show a missing one)."""
+    steps, batch = 24, 40
+    lengths = torch.randint(0, steps + 1, (batch,), device=DEVICE)
+    lengths[0] = steps
+    inputs = _rnn_inputs(4, batch, 48, 160, steps=steps)
+    fn = functools.partial(F.lstm_layer, lengths=lengths, reverse=reverse)
+    if dtype == torch.float32:
+        compare_with_reference(functools.partial(fn, backend="triton"), functools.partial(fn, backend="reference"),
+                               inputs)
+        return
     fused, unfused = _low_precision_errors(functools.partial(fn, backend="triton"),
                                            functools.partial(fn, backend="reference"), inputs, dtype)
     for index, (ours, theirs) in enumerate(zip(fused, unfused)):

@@ -3,18 +3,27 @@
 Semantics as s2s_fast.reference.lstm_layer: row b runs steps 0..lengths[b]-1 (reverse: lengths[b]-1..0), its output
 is zero past its end, its state holds past its end, so the final state is the one after its last valid step.
 
-Forward: the input projections of all steps are one GEMM (x W_ih^T + b_ih over [T*B, I]); then one launch per step
-computes, per [BLOCK_B, BLOCK_H] tile, h_prev @ W_hh^T for all four gates with tl.dot, adds the projection and b_hh,
-applies the cell, the length mask, and writes the output, the new state and the activated gates (kept for
-backward). Backward: one launch per step, in reverse order, computes per tile dh = dgates(next step) @ W_hh (tl.dot
-over 4H) and the pointwise backward, writing this step's dgates; d input, d W_ih, d W_hh and the biases' gradients
-are then one GEMM (or sum) each over all steps. States live in [T+1, B, H] buffers indexed so that the state before
-step t is at t (forward direction) or t+1 (reverse), so no step overwrites what another program still reads.
+Forward: the input projections of all steps are one GEMM (x W_ih^T + b_ih over [T*B, I]); then each
+[BLOCK_B, BLOCK_H] tile of a step computes h_prev @ W_hh^T for all four gates with tl.dot, adds the projection and
+b_hh, applies the cell, the length mask, and writes the output, the new state and the activated gates (kept for
+backward). Backward: each tile of a step, in reverse order, computes dh = dgates(next step) @ W_hh (tl.dot over 4H)
+and the pointwise backward, writing this step's dgates; d input, d W_ih, d W_hh and the biases' gradients are then
+one GEMM (or sum) each over all steps. States live in [T+1, B, H] buffers indexed so that the state before step t is
+at t (forward direction) or t+1 (reverse), so no step overwrites what another program still reads.
+
+Two schedules of the same tiles, with the same results:
+- persistent: one launch per direction and pass; program p owns batch rows [16p, 16p+16) and runs all their steps,
+  every hidden tile of a step in turn, a barrier between steps (rows never depend on other rows, so no grid-wide
+  sync is needed). No per-step launches; each program streams all of W_hh per step, and there are only
+  ceil(B / 16) programs.
+- per step: T launches per forward and T per backward, each over (batch tiles x hidden tiles) programs, W_hh
+  spread over them.
+``persistent_schedule`` picks one (persistent while 4H x H x itemsize <= PERSISTENT_MAX_WEIGHT_BYTES).
 
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
-with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit). Costs T step launches per forward and
-T per backward, plus a few library GEMMs. Saved for backward: the h states (input dtype), the c states (float32) and
-the activated gates, O(T*B*H).
+with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in both schedules, plus a few
+library GEMMs. Saved for backward: the h states (input dtype), the c states (float32) and the activated gates,
+O(T*B*H).
 """
 
 from typing import Optional
@@ -29,35 +38,19 @@ from .lstm_cell import bias_grads, gemm_blocks, lstm_gates_matmul, lstm_pointwis
 from .utils import device_guard, dot_precision
 
 
-@triton.jit(do_not_specialize=["step"])
-def _lstm_layer_fwd_step_kernel(
-    input_gates_ptr,  # [T, B, 4H] contiguous: x W_ih^T + b_ih of every step
-    w_hh_ptr,  # [4H, H]
-    b_hh_ptr,  # [4H], read when HAS_BIAS_HH
-    lengths_ptr,  # [B] int64, read when HAS_LENGTHS
-    states_h_ptr,  # [T+1, B, H] contiguous, input dtype: h before/after each step
-    states_c_ptr,  # [T+1, B, H] contiguous, float32: c before/after each step
-    output_ptr,  # [T, B, H] contiguous output
-    gates_ptr,  # [T, B, 4H] contiguous output: activated i, f, g, o for backward
-    step,
-    batch,
-    hidden,
-    stride_whn, stride_whk,
-    stride_bhh,
-    REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
-    HAS_BIAS_HH: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
+@triton.jit
+def _fwd_tile(
+    input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr, output_ptr, gates_ptr,
+    step,  # int64 scalar: the time step this tile computes
+    batch, hidden, stride_whn, stride_whk, stride_bhh,
+    o_b, m_b,  # [BB] batch rows of the tile and their validity
+    o_h,  # [BH] hidden units of the tile
+    REVERSE: tl.constexpr, HAS_BIAS_HH: tl.constexpr, HAS_LENGTHS: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    m_b = o_b < batch
+    """One [BB, BH] tile of one forward step: reads the whole h before the step, writes this tile's outputs."""
     m_h = o_h < hidden
     m_bh = m_b[:, None] & m_h[None, :]
-    step = step.to(tl.int64)
     state_size = batch * hidden
     p_before = step + REVERSE
     p_h_before = states_h_ptr + p_before * state_size
@@ -98,24 +91,25 @@ def _lstm_layer_fwd_step_kernel(
     tl.store(p_gates + 3 * hidden, o.to(gates_ptr.dtype.element_ty), mask=m_bh)
 
 
-@triton.jit(do_not_specialize=["step"])
-def _lstm_layer_bwd_step_kernel(
-    grad_output_ptr,  # [T, B, H]
+@triton.jit(do_not_specialize=["step", "steps"])
+def _lstm_layer_fwd_kernel(
+    input_gates_ptr,  # [T, B, 4H] contiguous: x W_ih^T + b_ih of every step
     w_hh_ptr,  # [4H, H]
+    b_hh_ptr,  # [4H], read when HAS_BIAS_HH
     lengths_ptr,  # [B] int64, read when HAS_LENGTHS
-    states_c_ptr,  # [T+1, B, H] contiguous float32, from forward
-    gates_ptr,  # [T, B, 4H] contiguous, activated gates from forward
-    grad_gates_ptr,  # [T, B, 4H] contiguous output: gradient of the pre-activation gates (0 past a row's end)
-    grad_h_ptr,  # [B, H] contiguous float32, in/out: gradient of h after the step processed last, not yet
-                 # including the recurrent term of that step (added here from its dgates)
-    grad_c_ptr,  # [B, H] contiguous float32, in/out: gradient of c after the step, then before it
-    step,
+    states_h_ptr,  # [T+1, B, H] contiguous, input dtype: h before/after each step
+    states_c_ptr,  # [T+1, B, H] contiguous, float32: c before/after each step
+    output_ptr,  # [T, B, H] contiguous output
+    gates_ptr,  # [T, B, 4H] contiguous output: activated i, f, g, o for backward
+    step,  # the one step this launch computes, unless PERSISTENT
+    steps,
     batch,
     hidden,
-    stride_gob, stride_got, stride_goh,
     stride_whn, stride_whk,
+    stride_bhh,
+    PERSISTENT: tl.constexpr,  # every step, all hidden tiles of this program's rows; else one step, one tile
     REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
-    HAS_NEXT: tl.constexpr,
+    HAS_BIAS_HH: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -123,21 +117,50 @@ def _lstm_layer_bwd_step_kernel(
     BLOCK_K: tl.constexpr,
 ):
     o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     m_b = o_b < batch
+    if PERSISTENT:
+        # Rows of a batch tile depend only on each other, so one program runs all their steps: the h a step writes
+        # is read back by the same program after the barrier, and no other program ever waits on it.
+        for index in range(0, steps):
+            if REVERSE:
+                step_now = tl.cast(steps - 1 - index, tl.int64)
+            else:
+                step_now = tl.cast(index, tl.int64)
+            for h0 in range(0, hidden, BLOCK_H):
+                _fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr, output_ptr,
+                          gates_ptr, step_now, batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
+                          h0 + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+            tl.debug_barrier()
+    else:
+        _fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr, output_ptr,
+                  gates_ptr, tl.cast(step, tl.int64), batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
+                  tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS,
+                  DOT_PRECISION, BLOCK_K)
+
+
+@triton.jit
+def _bwd_tile(
+    grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr, grad_h_ptr, grad_c_ptr,
+    step,  # int64 scalar: the time step this tile computes
+    has_next,  # whether a step follows this one in forward order (its dgates are written)
+    batch, hidden, stride_gob, stride_got, stride_goh, stride_whn, stride_whk,
+    o_b, m_b,  # [BB] batch rows of the tile and their validity
+    o_h,  # [BH] hidden units of the tile
+    REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """One [BB, BH] tile of one backward step: reads the next step's dgates of the tile's rows, writes this step's."""
     m_h = o_h < hidden
     m_bh = m_b[:, None] & m_h[None, :]
-    step = step.to(tl.int64)
     state_size = batch * hidden
     o_state = o_b[:, None] * hidden + o_h[None, :]  # [BB, BH]
     if HAS_LENGTHS:
         b_length = tl.load(lengths_ptr + o_b, mask=m_b, other=0)
     b_dh = tl.load(grad_h_ptr + o_state, mask=m_bh, other=0.0)
-    if HAS_NEXT:
+    if has_next:
         # The step after this one (in forward order) passed h on through its gates: dh = dgates_next @ W_hh.
         step_next = step + 1 - 2 * REVERSE
         p_dgates_next = grad_gates_ptr + step_next * batch * 4 * hidden
-        b_rec = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        b_rec = tl.zeros_like(b_dh)
         for k0 in range(0, 4 * hidden, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
             m_k = o_k < 4 * hidden
@@ -179,15 +202,85 @@ def _lstm_layer_bwd_step_kernel(
     tl.store(p_grad_gates + 3 * hidden, d_o.to(grad_gates_ptr.dtype.element_ty), mask=m_bh)
 
 
+@triton.jit(do_not_specialize=["step", "steps"])
+def _lstm_layer_bwd_kernel(
+    grad_output_ptr,  # [T, B, H]
+    w_hh_ptr,  # [4H, H]
+    lengths_ptr,  # [B] int64, read when HAS_LENGTHS
+    states_c_ptr,  # [T+1, B, H] contiguous float32, from forward
+    gates_ptr,  # [T, B, 4H] contiguous, activated gates from forward
+    grad_gates_ptr,  # [T, B, 4H] contiguous output: gradient of the pre-activation gates (0 past a row's end)
+    grad_h_ptr,  # [B, H] contiguous float32, in/out: gradient of h after the step processed last, not yet
+                 # including the recurrent term of that step (added here from its dgates)
+    grad_c_ptr,  # [B, H] contiguous float32, in/out: gradient of c after the step, then before it
+    step,  # the one step this launch computes, unless PERSISTENT
+    steps,
+    batch,
+    hidden,
+    stride_gob, stride_got, stride_goh,
+    stride_whn, stride_whk,
+    PERSISTENT: tl.constexpr,  # every step, all hidden tiles of this program's rows; else one step, one tile
+    REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
+    HAS_NEXT: tl.constexpr,  # unless PERSISTENT: whether the step after this one (forward order) has its dgates
+    HAS_LENGTHS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    m_b = o_b < batch
+    if PERSISTENT:
+        # As the forward, in reverse order: the dgates a step writes are read back (all 4H of them) by the same
+        # program after the barrier.
+        for index in range(0, steps):
+            if REVERSE:
+                step_now = tl.cast(index, tl.int64)
+            else:
+                step_now = tl.cast(steps - 1 - index, tl.int64)
+            for h0 in range(0, hidden, BLOCK_H):
+                _bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr,
+                          grad_h_ptr, grad_c_ptr, step_now, index > 0, batch, hidden, stride_gob, stride_got,
+                          stride_goh, stride_whn, stride_whk, o_b, m_b, h0 + tl.arange(0, BLOCK_H), REVERSE,
+                          HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+            tl.debug_barrier()
+    else:
+        _bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr, grad_h_ptr,
+                  grad_c_ptr, tl.cast(step, tl.int64), HAS_NEXT, batch, hidden, stride_gob, stride_got, stride_goh,
+                  stride_whn, stride_whk, o_b, m_b, tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE,
+                  HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+
+
 def _step_order(steps: int, reverse: bool) -> range:
     return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+# The persistent schedule runs every step of a batch tile in one program, so each program streams all of W_hh per
+# step; the per-step schedule spreads W_hh over (batch tiles x hidden tiles) programs but pays a launch per step.
+# A multiprocessor reads on the order of 100 GB/s from L2 and a launch from Python costs some microseconds, so W_hh
+# up to about 512 KiB streams in about the time of a launch: the crossover is an estimate from that model, to be
+# set from scripts/bench_cuda_kernels.py's "triton persistent" and "triton per step" rows on a GPU.
+PERSISTENT_MAX_WEIGHT_BYTES = 512 * 1024
+
+
+def persistent_schedule(hidden: int, dtype: torch.dtype) -> bool:
+    """Whether auto runs the layer as one persistent launch (True) or one launch per step (False)."""
+    return 4 * hidden * hidden * dtype.itemsize <= PERSISTENT_MAX_WEIGHT_BYTES
+
+
+def _persistent_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the persistent kernels: the smallest batch tile tl.dot takes, for the most
+    programs, and the per-step kernels' hidden and K tiles."""
+    _, block_h, block_k = gemm_blocks(batch, hidden, dtype)
+    return 16, block_h, block_k
 
 
 @triton_op("s2s_fast::triton_lstm_layer_fwd", mutates_args={})
 def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
                    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
-                   lengths: Optional[torch.Tensor], reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                            torch.Tensor, torch.Tensor, torch.Tensor]:
+                   lengths: Optional[torch.Tensor], reverse: bool,
+                   persistent: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                              torch.Tensor]:
     """Shapes as lstm_layer; returns (output [T, B, H], hy, cy [B, H], and for backward: states_h [T+1, B, H],
     states_c [T+1, B, H] float32, gates [T, B, 4H])."""
     steps, batch, _ = input.shape
@@ -200,47 +293,56 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
     states_c[initial] = cx
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
     gates = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
-    block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
-    grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
-    kernel = wrap_triton(_lstm_layer_fwd_step_kernel)
+    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
+            lengths if lengths is not None else hx, states_h, states_c, output, gates)
+    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
+    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
+                 DOT_PRECISION=dot_precision(input.dtype))
+    kernel = wrap_triton(_lstm_layer_fwd_kernel)
     with device_guard(input):
-        for step in _step_order(steps, reverse):
-            kernel[grid](
-                input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
-                lengths if lengths is not None else hx, states_h, states_c, output, gates,
-                step, batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0,
-                REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
-                DOT_PRECISION=dot_precision(input.dtype), BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
-            )
+        if persistent:
+            block_b, block_h, block_k = _persistent_blocks(batch, hidden, input.dtype)
+            kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags,
+                                                  BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        else:
+            block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
+            grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
+            for step in _step_order(steps, reverse):
+                kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, BLOCK_B=block_b,
+                             BLOCK_H=block_h, BLOCK_K=block_k)
     return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
 
 
 @triton_op("s2s_fast::triton_lstm_layer_bwd", mutates_args={})
 def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: torch.Tensor, input: torch.Tensor,
                    weight_ih: torch.Tensor, weight_hh: torch.Tensor, lengths: Optional[torch.Tensor], reverse: bool,
-                   states_h: torch.Tensor, states_c: torch.Tensor,
+                   persistent: bool, states_h: torch.Tensor, states_c: torch.Tensor,
                    gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                  torch.Tensor, torch.Tensor]:
     """Gradients (input, hx, cx, weight_ih, weight_hh, bias) from those of (output, hy, cy); bias is either's."""
     steps, batch, input_size = input.shape
     hidden = grad_hy.shape[1]
     grad_gates = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
-    # The step kernels update these in place: fresh contiguous float32 copies, never the incoming gradients.
+    # The kernels update these in place: fresh contiguous float32 copies, never the incoming gradients.
     grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     grad_c = grad_cy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
-    grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
-    kernel = wrap_triton(_lstm_layer_bwd_step_kernel)
+    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, states_c, gates, grad_gates,
+            grad_h, grad_c)
+    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
+    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
     order = _step_order(steps, reverse)
+    kernel = wrap_triton(_lstm_layer_bwd_kernel)
     with device_guard(input):
-        for index, step in enumerate(reversed(order)):
-            kernel[grid](
-                grad_output, weight_hh, lengths if lengths is not None else grad_h, states_c, gates, grad_gates,
-                grad_h, grad_c, step, batch, hidden,
-                grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride(),
-                REVERSE=int(reverse), HAS_NEXT=index > 0, HAS_LENGTHS=lengths is not None,
-                DOT_PRECISION=dot_precision(input.dtype), BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
-            )
+        if persistent:
+            block_b, block_h, block_k = _persistent_blocks(batch, hidden, input.dtype)
+            kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags, HAS_NEXT=True,
+                                                  BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        else:
+            block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
+            grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
+            for index, step in enumerate(reversed(order)):
+                kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, HAS_NEXT=index > 0,
+                             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
     first = order[0]
     recurrent = (grad_gates[first] @ weight_hh).to(torch.float32)
     if lengths is not None:
@@ -255,35 +357,44 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse = inputs
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent = inputs
     states_h, states_c, gates = output[3:]
     ctx.mark_non_differentiable(states_h, states_c, gates)
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.reverse = reverse
+    ctx.persistent = persistent
     ctx.save_for_backward(input, weight_ih, weight_hh, lengths, states_h, states_c, gates)
 
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, *_):
     input, weight_ih, weight_hh, lengths, states_h, states_c, gates = ctx.saved_tensors
     grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_layer_bwd(
-        grad_output, grad_hy, grad_cy, input, weight_ih, weight_hh, lengths, ctx.reverse, states_h, states_c, gates)
-    return (grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh) + bias_grads(grad_bias, *ctx.has_bias) + (None, None)
+        grad_output, grad_hy, grad_cy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h,
+        states_c, gates)
+    return ((grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh) + bias_grads(grad_bias, *ctx.has_bias)
+            + (None, None, None))
 
 
 lstm_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
+def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
+               persistent=None):
     """One fused LSTM layer, one direction; arguments and results as s2s_fast.functional.lstm_layer.
 
     Args:
         input: [T, B, I]. hx, cx: [B, H]. weight_ih: [4H, I]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
         lengths: int64 [B] in [0, T] on the input's device, or None. reverse: run each row backwards.
+        persistent: one launch for all steps (True), one launch per step (False), or None for
+            ``persistent_schedule``'s choice; both compute the same results.
 
     Returns:
         (output [T, B, H], hy [B, H], cy [B, H]).
     """
-    output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
+    if persistent is None:
+        persistent = persistent_schedule(hx.shape[1], input.dtype)
+    output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
+                                        bool(persistent))
     return output, hy, cy
 
 
