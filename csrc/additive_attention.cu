@@ -286,6 +286,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 // key_proj[k, a] and its gradient for the tile's keys in registers and walks all queries:
 //   g = grad_scores * (1 - tanh^2),  grad_key[k, a] = v[a] sum_q g,  grad_query[q, a] += v[a] sum_k g,
 //   grad_v[a] += sum_{q, k} grad_scores * tanh.
+// grad_query's per-tile sums go to one slab per tile of keys when the caller asks for a deterministic result.
 // grad_scores is the same for every thread of the block, so skipping its zeros (masked keys) never diverges.
 template <typename T>
 __global__ void __launch_bounds__(kBackwardThreads)
@@ -311,7 +312,8 @@ __global__ void __launch_bounds__(kBackwardThreads)
 
     const T* __restrict__ query_proj = static_cast<const T*>(params.query_proj) + b * queries * attn;
     const float* grad_scores = params.grad_scores + b * queries * keys + k0;
-    float* grad_query = params.grad_query + b * queries * attn;
+    float* grad_query = params.grad_query + int64_t(blockIdx.y) * params.grad_query_tile_stride + b * queries * attn;
+    const bool per_tile = params.grad_query_tile_stride != 0;
     for (int64_t q0 = 0; q0 < queries; q0 += kBackwardQueryChunk) {
         __syncthreads();
         for (int index = threadIdx.x; index < kBackwardQueryChunk * KT; index += kBackwardThreads) {
@@ -335,7 +337,10 @@ __global__ void __launch_bounds__(kBackwardThreads)
                     b_grad_key[kj] += g;
                 }
             }
-            if (column) atomicAdd(grad_query + (q0 + qi) * attn + a, v_a * grad_q);
+            if (column) {
+                if (per_tile) grad_query[(q0 + qi) * attn + a] = v_a * grad_q;
+                else atomicAdd(grad_query + (q0 + qi) * attn + a, v_a * grad_q);
+            }
         }
     }
     if (!column) return;

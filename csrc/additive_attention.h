@@ -51,7 +51,10 @@ struct AdditiveAttentionBackwardParams {
     const void* grad_context;  // [B, Tq, Dv]
     const void* grad_weights;  // [B, Tq, Tk]
     float* grad_scores;        // [B, Tq, Tk] scratch
-    float* grad_query;         // [B, Tq, A] fp32, zero on entry (tiles of keys add into it)
+    float* grad_query;         // fp32; grad_query_tile_stride 0: [B, Tq, A], zero on entry, tiles of keys add into
+                               // it atomically (in an order that varies); else [ceil(Tk / KeyTile), B, Tq, A], one
+                               // slab per tile of keys, each element written once, summed by the caller
+    int64_t grad_query_tile_stride;  // 0 or B * Tq * A
     void* grad_key;            // [B, Tk, A]
     float* grad_v_partial;     // [B * ceil(Tk / kAttentionBackwardKeyTile), A]: per-tile sums, added by the caller
 };

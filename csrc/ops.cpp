@@ -379,7 +379,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     const OptionalTensor mask_c = contiguous_or_none(mask);
     const int64_t key_tiles = (keys + kAttentionBackwardKeyTile - 1) / kAttentionBackwardKeyTile;
     Tensor grad_scores = at::empty({batch, queries, keys}, float_options(values));
-    Tensor grad_query = at::zeros({batch, queries, attn}, float_options(values));
+    // Tiles of keys add their parts of grad_query atomically, in an order that varies from run to run; under
+    // torch.use_deterministic_algorithms(True) each tile writes a slab of its own and one sum adds them in order.
+    const bool per_tile = key_tiles > 1 && at::globalContext().deterministicAlgorithms();
+    Tensor grad_query = per_tile ? at::empty({key_tiles, batch, queries, attn}, float_options(values))
+                                 : at::zeros({batch, queries, attn}, float_options(values));
     Tensor grad_key = at::empty({batch, keys, attn}, values.options());
     Tensor grad_v_partial = at::empty({batch * key_tiles, attn}, float_options(values));
     AdditiveAttentionBackwardParams params{};
@@ -398,6 +402,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     params.grad_weights = grad_weights_c.data_ptr();
     params.grad_scores = grad_scores.data_ptr<float>();
     params.grad_query = grad_query.data_ptr<float>();
+    params.grad_query_tile_stride = per_tile ? batch * queries * attn : 0;
     params.grad_key = grad_key.data_ptr();
     params.grad_v_partial = grad_v_partial.data_ptr<float>();
     dispatch_dtype(dtype, op, [&](auto tag) {
@@ -410,7 +415,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
         using T = typename decltype(tag)::type;
         check_launch(additive_attention_bwd_inputs<T>(params, current_stream()), op);
     });
-    return {grad_query.to(dtype), grad_key, grad_v_partial.sum(0).to(dtype), grad_values};
+    return {(per_tile ? grad_query.sum(0) : grad_query).to(dtype), grad_key, grad_v_partial.sum(0).to(dtype),
+            grad_values};
 }
 
 const char* dtype_name(at::ScalarType dtype) {

@@ -320,6 +320,30 @@ def test_additive_attention_takes_noncontiguous_inputs(extension):
 
 
 @gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_backward_is_deterministic_when_asked(extension, dtype):
+    """Several tiles of keys (Tk = 97) add into grad_query: atomically by default, in a fixed order under
+    torch.use_deterministic_algorithms(True), which must then give the same bits every run and match the reference."""
+    args = _attention_args(4, 12, 97, 64, 32, dtype=torch.float64, mask="random")
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    # warn_only: cuBLAS calls (in the reference, and grad_values' bmm) would otherwise need CUBLAS_WORKSPACE_CONFIG.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
+        leaves = _on_gpu(args, dtype)
+        upstream = torch.randn(leaves["query_proj"].shape[:2] + (32,), device="cuda", dtype=dtype)
+        grads = []
+        for _ in range(3):
+            query = leaves["query_proj"].detach().requires_grad_()
+            context, _ = F.additive_attention(**{**leaves, "query_proj": query}, backend="cuda")
+            (grad,) = torch.autograd.grad(context, query, upstream)
+            grads.append(grad)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    assert all(torch.equal(grads[0], grad) for grad in grads[1:])
+
+
+@gpu
 def test_additive_attention_empty_rows_give_zeros_not_nan(extension):
     args = _on_gpu(_attention_args(3, 4, 6, 8, 5, mask="empty_row"))
     leaves = {k: v.requires_grad_() if v is not None and v.is_floating_point() else v for k, v in args.items()}
