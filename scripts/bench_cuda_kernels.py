@@ -6,7 +6,7 @@ Answers the questions the kernels were built on:
   threshold s2s_fast.cuda.lstm_cell.FUSED_GEMM_MAX_BATCH should sit where the fused path stops winning.
 - Persistent LSTM layer vs cuDNN (torch.nn.LSTM) vs the reference time loop, inference and training; the Triton
   layer in both its schedules (one persistent launch, one launch per step), to place
-  s2s_fast.triton.lstm_layer.PERSISTENT_MAX_WEIGHT_BYTES where the persistent one stops winning.
+  s2s_fast.triton.utils.PERSISTENT_MAX_WEIGHT_BYTES where the persistent one stops winning.
 - Fused additive attention vs the reference: one decoder step (bytes-bound) and many queries (tanh-bound).
 
 Every row: median time (CUDA events, after warm-up), tokens/s where a token is one (row, step) or (row, query),

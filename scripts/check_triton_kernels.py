@@ -23,7 +23,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer  # noqa: E402
+from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer, utils  # noqa: E402
 
 TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 # Pointer arguments whose element type is fixed whatever the input dtype.
@@ -43,7 +43,7 @@ def cases():
                    dict(HAS_MASK=True, FAST_TANH=fast_tanh, **blocks))
             yield (f"attention bwd {label}", additive_attention._attention_bwd_kernel, dtype,
                    dict(FAST_TANH=fast_tanh, **blocks))
-        block_b, block_h, block_k = lstm_cell.gemm_blocks(64, 512, dtype)
+        block_b, block_h, block_k = utils.gemm_blocks(64, 512, dtype)
         gemm = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
         pointwise = dict(BLOCK_B=16, BLOCK_H=64)
         yield "lstm cell fwd B=64 H=512", lstm_cell._lstm_cell_fwd_kernel, dtype, dict(
@@ -52,7 +52,7 @@ def cases():
         yield "gru cell fwd B=64 H=512", gru_cell._gru_cell_fwd_kernel, dtype, dict(
             HAS_BIAS_IH=True, HAS_BIAS_HH=True, **gemm)
         yield "gru cell bwd", gru_cell._gru_cell_bwd_kernel, dtype, pointwise
-        block_b, block_h, block_k = lstm_layer._persistent_blocks(64, 256, dtype)
+        block_b, block_h, block_k = utils.persistent_blocks(64, 256, dtype)
         persistent = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
         for reverse in (0, 1):
             yield (f"lstm layer fwd step B=64 H=512 reverse={reverse}", lstm_layer._lstm_layer_fwd_kernel, dtype,

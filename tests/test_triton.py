@@ -31,10 +31,10 @@ def poisoned_allocations(monkeypatch):
 
 @pytest.fixture(params=["persistent", "per_step"])
 def layer_schedule(request, monkeypatch):
-    """Run the Triton LSTM layer, through auto's own choice, in each of its two schedules."""
-    from s2s_fast.triton import lstm_layer
+    """Run the Triton RNN layers, through auto's own choice, in each of their two schedules."""
+    from s2s_fast.triton import utils
 
-    monkeypatch.setattr(lstm_layer, "PERSISTENT_MAX_WEIGHT_BYTES", 2**62 if request.param == "persistent" else -1)
+    monkeypatch.setattr(utils, "PERSISTENT_MAX_WEIGHT_BYTES", 2**62 if request.param == "persistent" else -1)
     return request.param
 
 

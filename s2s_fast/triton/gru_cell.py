@@ -18,8 +18,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .lstm_cell import gemm_blocks, rnn_limit
-from .utils import block_size, device_guard, dot_precision, sigmoid, tanh
+from .lstm_cell import rnn_limit
+from .utils import block_size, device_guard, dot_precision, gemm_blocks, sigmoid, tanh
 
 
 @triton.jit

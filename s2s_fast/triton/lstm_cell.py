@@ -17,10 +17,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .utils import block_size, device_guard, dot_precision, sigmoid, tanh
+from .utils import block_size, device_guard, dot_precision, gemm_blocks, sigmoid, tanh
 
-# Programs per launch that keep an H100's 132 multiprocessors busy.
-_ENOUGH_PROGRAMS = 128
 # Offsets inside one step's tensors are 32-bit.
 _INDEX_LIMIT = 2**31
 
@@ -185,18 +183,6 @@ def _lstm_cell_bwd_kernel(
     tl.store(p_grad_gates + 2 * hidden, d_g.to(grad_gates_ptr.dtype.element_ty), mask=m_bh)
     tl.store(p_grad_gates + 3 * hidden, d_o.to(grad_gates_ptr.dtype.element_ty), mask=m_bh)
     tl.store(grad_c_ptr + o_state, d_c.to(grad_c_ptr.dtype.element_ty), mask=m_bh)
-
-
-def gemm_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_B, BLOCK_H, BLOCK_K) of the gate-GEMM kernels: tl.dot needs 16 at least on every side.
-
-    Each program streams a [4 * BLOCK_H, K] slice of the weights, which bounds a step's time; 16-wide hidden tiles
-    (twice the programs, half the slice each) when 32-wide ones would leave most of a GPU's multiprocessors idle.
-    """
-    block_b = block_size(batch, 16, 32)
-    wide_programs = triton.cdiv(batch, block_b) * triton.cdiv(hidden, 32)
-    block_h = block_size(hidden, 16, 32 if wide_programs >= _ENOUGH_PROGRAMS else 16)
-    return block_b, block_h, 64 if dtype.itemsize == 2 else 32
 
 
 @triton_op("s2s_fast::triton_lstm_cell_fwd", mutates_args={})

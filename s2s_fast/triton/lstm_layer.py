@@ -18,12 +18,12 @@ Two schedules of the same tiles, with the same results:
   ceil(B / 16) programs.
 - per step: T launches per forward and T per backward, each over (batch tiles x hidden tiles) programs, W_hh
   spread over them.
-``persistent_schedule`` picks one (persistent while 4H x H x itemsize <= PERSISTENT_MAX_WEIGHT_BYTES).
+``utils.persistent_schedule`` picks one (persistent while W_hh has at most PERSISTENT_MAX_WEIGHT_BYTES).
 
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
-with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in both schedules, plus a few
-library GEMMs. Saved for backward: the h states (input dtype), the c states (float32) and the activated gates,
-O(T*B*H).
+with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in both schedules. Besides the
+step kernels, a few library GEMMs (input projections, weight gradients). Saved for backward: the h states (input
+dtype), the c states (float32) and the activated gates, O(T*B*H).
 """
 
 from typing import Optional
@@ -34,8 +34,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .lstm_cell import bias_grads, gemm_blocks, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward, rnn_limit
-from .utils import device_guard, dot_precision
+from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward, rnn_limit
+from .utils import device_guard, dot_precision, gemm_blocks, persistent_blocks, persistent_schedule, step_order
 
 
 @triton.jit
@@ -251,30 +251,6 @@ def _lstm_layer_bwd_kernel(
                   HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
 
 
-def _step_order(steps: int, reverse: bool) -> range:
-    return range(steps - 1, -1, -1) if reverse else range(steps)
-
-
-# The persistent schedule runs every step of a batch tile in one program, so each program streams all of W_hh per
-# step; the per-step schedule spreads W_hh over (batch tiles x hidden tiles) programs but pays a launch per step.
-# A multiprocessor reads on the order of 100 GB/s from L2 and a launch from Python costs some microseconds, so W_hh
-# up to about 512 KiB streams in about the time of a launch: the crossover is an estimate from that model, to be
-# set from scripts/bench_cuda_kernels.py's "triton persistent" and "triton per step" rows on a GPU.
-PERSISTENT_MAX_WEIGHT_BYTES = 512 * 1024
-
-
-def persistent_schedule(hidden: int, dtype: torch.dtype) -> bool:
-    """Whether auto runs the layer as one persistent launch (True) or one launch per step (False)."""
-    return 4 * hidden * hidden * dtype.itemsize <= PERSISTENT_MAX_WEIGHT_BYTES
-
-
-def _persistent_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_B, BLOCK_H, BLOCK_K) of the persistent kernels: the smallest batch tile tl.dot takes, for the most
-    programs, and the per-step kernels' hidden and K tiles."""
-    _, block_h, block_k = gemm_blocks(batch, hidden, dtype)
-    return 16, block_h, block_k
-
-
 @triton_op("s2s_fast::triton_lstm_layer_fwd", mutates_args={})
 def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
                    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
@@ -301,13 +277,13 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
     kernel = wrap_triton(_lstm_layer_fwd_kernel)
     with device_guard(input):
         if persistent:
-            block_b, block_h, block_k = _persistent_blocks(batch, hidden, input.dtype)
+            block_b, block_h, block_k = persistent_blocks(batch, hidden, input.dtype)
             kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags,
                                                   BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
         else:
             block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
             grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
-            for step in _step_order(steps, reverse):
+            for step in step_order(steps, reverse):
                 kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, BLOCK_B=block_b,
                              BLOCK_H=block_h, BLOCK_K=block_k)
     return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
@@ -330,11 +306,11 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
             grad_h, grad_c)
     sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
     flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
-    order = _step_order(steps, reverse)
+    order = step_order(steps, reverse)
     kernel = wrap_triton(_lstm_layer_bwd_kernel)
     with device_guard(input):
         if persistent:
-            block_b, block_h, block_k = _persistent_blocks(batch, hidden, input.dtype)
+            block_b, block_h, block_k = persistent_blocks(batch, hidden, input.dtype)
             kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags, HAS_NEXT=True,
                                                   BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
         else:
@@ -386,13 +362,13 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
         input: [T, B, I]. hx, cx: [B, H]. weight_ih: [4H, I]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
         lengths: int64 [B] in [0, T] on the input's device, or None. reverse: run each row backwards.
         persistent: one launch for all steps (True), one launch per step (False), or None for
-            ``persistent_schedule``'s choice; both compute the same results.
+            ``utils.persistent_schedule``'s choice; both compute the same results.
 
     Returns:
         (output [T, B, H], hy [B, H], cy [B, H]).
     """
     if persistent is None:
-        persistent = persistent_schedule(hx.shape[1], input.dtype)
+        persistent = persistent_schedule(4, hx.shape[1], input.dtype)
     output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                                         bool(persistent))
     return output, hy, cy

@@ -8,6 +8,9 @@ import torch
 import triton
 import triton.language as tl
 
+# Programs per launch that keep an H100's 132 multiprocessors busy.
+ENOUGH_PROGRAMS = 128
+
 
 @triton.jit
 def tanh(x, FAST: tl.constexpr):
@@ -46,6 +49,44 @@ def dot_precision(dtype: torch.dtype) -> str:
 def block_size(size: int, low: int, high: int) -> int:
     """The power of two covering ``size``, clamped to [low, high]."""
     return max(low, min(high, triton.next_power_of_2(max(int(size), 1))))
+
+
+# The RNN layers' persistent schedule runs every step of a batch tile in one program, so each program streams all
+# of W_hh per step; the per-step schedule spreads W_hh over (batch tiles x hidden tiles) programs but pays a launch
+# per step. A multiprocessor reads on the order of 100 GB/s from L2 and a launch from Python costs some
+# microseconds, so W_hh up to about 512 KiB streams in about the time of a launch: the crossover is an estimate from
+# that model, to be set from scripts/bench_cuda_kernels.py's "triton persistent" and "triton per step" rows.
+PERSISTENT_MAX_WEIGHT_BYTES = 512 * 1024
+
+
+def persistent_schedule(gates: int, hidden: int, dtype: torch.dtype) -> bool:
+    """Whether an RNN layer runs as one persistent launch (True) or one launch per step (False) by default."""
+    return gates * hidden * hidden * dtype.itemsize <= PERSISTENT_MAX_WEIGHT_BYTES
+
+
+def persistent_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the persistent RNN kernels: the smallest batch tile tl.dot takes (16), for
+    the most programs, and the hidden and K tiles of the per-step gate-GEMM kernels."""
+    _, block_h, block_k = gemm_blocks(batch, hidden, dtype)
+    return 16, block_h, block_k
+
+
+def gemm_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the gate-GEMM kernels: tl.dot needs 16 at least on every side.
+
+    Each program streams a [gates * BLOCK_H, K] slice of the weights, which bounds a step's time; 16-wide hidden
+    tiles (twice the programs, half the slice each) when 32-wide ones would leave most of a GPU's multiprocessors
+    idle.
+    """
+    block_b = block_size(batch, 16, 32)
+    wide_programs = triton.cdiv(batch, block_b) * triton.cdiv(hidden, 32)
+    block_h = block_size(hidden, 16, 32 if wide_programs >= ENOUGH_PROGRAMS else 16)
+    return block_b, block_h, 64 if dtype.itemsize == 2 else 32
+
+
+def step_order(steps: int, reverse: bool) -> range:
+    """The time steps of a layer in the order its forward runs them."""
+    return range(steps - 1, -1, -1) if reverse else range(steps)
 
 
 def device_guard(tensor: torch.Tensor):
