@@ -23,7 +23,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer, utils  # noqa: E402
+from s2s_fast.triton import additive_attention, gru_cell, gru_layer, lstm_cell, lstm_layer, utils  # noqa: E402
 
 TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 # Pointer arguments whose element type is fixed whatever the input dtype.
@@ -65,6 +65,14 @@ def cases():
                 yield (f"lstm layer bwd step B=64 H=512 reverse={reverse} next={has_next}",
                        lstm_layer._lstm_layer_bwd_kernel, dtype,
                        dict(PERSISTENT=False, REVERSE=reverse, HAS_NEXT=has_next, HAS_LENGTHS=True, **gemm))
+            for kernel_persistent, blocks in ((False, gemm), (True, persistent)):
+                label = "persistent B=64 H=256" if kernel_persistent else "step B=64 H=512"
+                yield (f"gru layer fwd {label} reverse={reverse}", gru_layer._gru_layer_fwd_kernel, dtype,
+                       dict(PERSISTENT=kernel_persistent, REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True,
+                            **blocks))
+                yield (f"gru layer bwd {label} reverse={reverse}", gru_layer._gru_layer_bwd_kernel, dtype,
+                       dict(PERSISTENT=kernel_persistent, REVERSE=reverse, HAS_NEXT=True, HAS_LENGTHS=True,
+                            **blocks))
 
 
 def compile_kernel(kernel, dtype, constexprs, arch):

@@ -120,14 +120,15 @@ def test_additive_attention_empty_rows_are_zero_not_nan():
         assert torch.isfinite(leaves[name].grad).all(), name
 
 
-@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer"])
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer", "gru_layer"])
 def test_backward_from_the_sum_of_the_first_output(op):
     """Upstream gradients with zero strides (from a sum) on one output and none on the others."""
     if op == "additive_attention":
         inputs = _attention_inputs(2, 3, 5, 4, 3)
     else:
-        inputs = _rnn_inputs(3 if op == "gru_cell" else 4, 3, 5, 6, steps=4 if op == "lstm_layer" else None,
-                             cell_state=op != "gru_cell")
+        gru = op.startswith("gru")
+        inputs = _rnn_inputs(3 if gru else 4, 3, 5, 6, steps=4 if op.endswith("layer") else None,
+                             cell_state=not gru)
     grads = []
     for backend in ("triton", "reference"):
         leaves = {k: (v.clone().requires_grad_() if v is not None and v.is_floating_point() else v)
@@ -196,35 +197,41 @@ def test_gru_cell_matches_reference(poisoned_allocations, batch, input_size, hid
     (4, 17, 9, 33, None),  # two batch tiles and two hidden tiles
 ])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_lstm_layer_matches_reference(poisoned_allocations, layer_schedule, steps, batch, input_size, hidden, lengths,
-                                      reverse):
-    inputs = _rnn_inputs(4, batch, input_size, hidden, steps=steps)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_matches_reference(poisoned_allocations, layer_schedule, kind, steps, batch, input_size, hidden,
+                                     lengths, reverse):
+    inputs = _rnn_inputs(4 if kind == "lstm" else 3, batch, input_size, hidden, steps=steps,
+                         cell_state=kind == "lstm")
     lengths = None if lengths is None else torch.tensor(lengths, device=DEVICE)
-    compare_with_reference(functools.partial(F.lstm_layer, lengths=lengths, reverse=reverse, backend="triton"),
-                           functools.partial(reference.lstm_layer, lengths=lengths, reverse=reverse), inputs)
+    op = f"{kind}_layer"
+    compare_with_reference(functools.partial(getattr(F, op), lengths=lengths, reverse=reverse, backend="triton"),
+                           functools.partial(getattr(reference, op), lengths=lengths, reverse=reverse), inputs)
 
 
-def test_lstm_layer_strided_inputs_without_bias(poisoned_allocations, layer_schedule):
-    inputs = _rnn_inputs(4, 3, 5, 7, bias=False, steps=3)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_strided_inputs_without_bias(poisoned_allocations, layer_schedule, kind):
+    inputs = _rnn_inputs(4 if kind == "lstm" else 3, 3, 5, 7, bias=False, steps=3, cell_state=kind == "lstm")
     lengths = torch.tensor([2, 3, 1], device=DEVICE)
-    fused = functools.partial(F.lstm_layer, lengths=lengths, reverse=True, backend="triton")
+    op = f"{kind}_layer"
+    fused = functools.partial(getattr(F, op), lengths=lengths, reverse=True, backend="triton")
     compare_with_reference(_with_strided_inputs(fused, tuple(inputs)),
-                           functools.partial(reference.lstm_layer, lengths=lengths, reverse=True), inputs)
+                           functools.partial(getattr(reference, op), lengths=lengths, reverse=True), inputs)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_gru_layer_runs_the_fused_cell(poisoned_allocations, reverse):
-    inputs = _rnn_inputs(3, 4, 3, 6, steps=5, cell_state=False)
-    lengths = torch.tensor([5, 1, 0, 3], device=DEVICE)
-    compare_with_reference(functools.partial(F.gru_layer, lengths=lengths, reverse=reverse, backend="triton"),
-                           functools.partial(reference.gru_layer, lengths=lengths, reverse=reverse), inputs)
+def test_gru_layer_with_one_bias_gives_it_its_own_gradient(layer_schedule):
+    """The two GRU biases get different gradients (r scales only the hidden part of the new gate)."""
+    inputs = _rnn_inputs(3, 3, 5, 7, steps=4, cell_state=False)
+    for missing in ("bias_ih", "bias_hh"):
+        compare_with_reference(functools.partial(F.gru_layer, backend="triton"), reference.gru_layer,
+                               {**inputs, missing: None})
 
 
 def _op_cases():
-    from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer
+    from s2s_fast.triton import additive_attention, gru_cell, gru_layer, lstm_cell, lstm_layer
 
     attention = _attention_inputs(2, 3, 5, 4, 3)
     layer = _rnn_inputs(4, 3, 5, 4, steps=3)
+    gru = _rnn_inputs(3, 3, 5, 4, steps=3, cell_state=False)
     return {
         "additive_attention": (additive_attention.additive_attention_fwd, tuple(attention.values())),
         "lstm_cell": (lstm_cell.lstm_cell_fwd, tuple(_rnn_inputs(4, 3, 5, 4).values())),
@@ -233,10 +240,15 @@ def _op_cases():
                        tuple(layer.values()) + (torch.tensor([3, 0, 2], device=DEVICE), True, False)),
         "lstm_layer_persistent": (lstm_layer.lstm_layer_fwd,
                                   tuple(layer.values()) + (torch.tensor([3, 0, 2], device=DEVICE), True, True)),
+        "gru_layer": (gru_layer.gru_layer_fwd,
+                      tuple(gru.values()) + (torch.tensor([3, 0, 2], device=DEVICE), False, False)),
+        "gru_layer_persistent": (gru_layer.gru_layer_fwd,
+                                 tuple(gru.values()) + (torch.tensor([1, 3, 0], device=DEVICE), True, True)),
     }
 
 
-@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer", "lstm_layer_persistent"])
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer", "lstm_layer_persistent",
+                                "gru_layer", "gru_layer_persistent"])
 def test_opcheck(op):
     """torch.library's consistency checks of the registered ops; fake-tensor tracing needs a GPU (the
     interpreter reads data pointers)."""
@@ -328,14 +340,15 @@ def _autocast_dtype():
     return torch.bfloat16 if DEVICE.type == "cuda" else torch.float16
 
 
-@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "lstm_layer"])
+@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "lstm_layer", "gru_layer"])
 def test_autocast(op):
     """Under autocast the ops run in the autocast dtype and give float32 leaves float32 gradients."""
     dtype = _autocast_dtype()
     if op == "additive_attention":
         inputs = _attention_inputs(2, 3, 7, 8, 4)
     else:
-        inputs = _rnn_inputs(4, 3, 5, 16, steps=3 if op == "lstm_layer" else None)
+        inputs = _rnn_inputs(3 if op == "gru_layer" else 4, 3, 5, 16, steps=3 if op.endswith("layer") else None,
+                             cell_state=op != "gru_layer")
     fn = getattr(F, op)
     with torch.autocast(DEVICE.type, dtype=dtype):
         outputs, grads, upstream = forward_backward(functools.partial(fn, backend="triton"), inputs)
@@ -369,7 +382,7 @@ def _low_precision_errors(fn, reference_fn, inputs, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("op", ["additive_attention", "additive_attention_step", "lstm_cell", "gru_cell",
-                                "lstm_layer"])
+                                "lstm_layer", "gru_layer"])
 def test_low_precision_error_within_ratio_of_reference(op, dtype):
     lengths = torch.tensor([16, 3, 9, 16, 1, 12, 16, 7], device=DEVICE)
     if op == "additive_attention":
@@ -380,9 +393,12 @@ def test_low_precision_error_within_ratio_of_reference(op, dtype):
         inputs, fn = _rnn_inputs(4, 24, 96, 128), F.lstm_cell
     elif op == "gru_cell":
         inputs, fn = _rnn_inputs(3, 24, 96, 128, cell_state=False), F.gru_cell
-    else:
+    elif op == "lstm_layer":
         inputs = _rnn_inputs(4, 8, 96, 128, steps=16)
         fn = functools.partial(F.lstm_layer, lengths=lengths, reverse=True)
+    else:
+        inputs = _rnn_inputs(3, 8, 96, 128, steps=16, cell_state=False)
+        fn = functools.partial(F.gru_layer, lengths=lengths, reverse=True)
     fused, unfused = _low_precision_errors(functools.partial(fn, backend="triton"),
                                            functools.partial(fn, backend="reference"), inputs, dtype)
     for index, (ours, theirs) in enumerate(zip(fused, unfused)):
@@ -392,14 +408,15 @@ def test_low_precision_error_within_ratio_of_reference(op, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_lstm_layer_schedules_on_the_gpu(layer_schedule, dtype, reverse):
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_schedules_on_the_gpu(layer_schedule, kind, dtype, reverse):
     """Both schedules at sizes with several batch and hidden tiles, where the persistent one's barrier between
     steps matters (the interpreter runs one program at a time and cannot show a missing one)."""
     steps, batch = 24, 40
     lengths = torch.randint(0, steps + 1, (batch,), device=DEVICE)
     lengths[0] = steps
-    inputs = _rnn_inputs(4, batch, 48, 160, steps=steps)
-    fn = functools.partial(F.lstm_layer, lengths=lengths, reverse=reverse)
+    inputs = _rnn_inputs(4 if kind == "lstm" else 3, batch, 48, 160, steps=steps, cell_state=kind == "lstm")
+    fn = functools.partial(getattr(F, f"{kind}_layer"), lengths=lengths, reverse=reverse)
     if dtype == torch.float32:
         compare_with_reference(functools.partial(fn, backend="triton"), functools.partial(fn, backend="reference"),
                                inputs)
@@ -413,14 +430,16 @@ def test_lstm_layer_schedules_on_the_gpu(layer_schedule, dtype, reverse):
 @pytest.mark.gpu
 def test_compiled_ops_trace_without_graph_breaks():
     """The fused ops inside one fullgraph torch.compile region, forward and backward, match eager."""
-    from s2s_fast.triton import additive_attention, gru_cell, lstm_cell, lstm_layer
+    from s2s_fast.triton import additive_attention, gru_cell, gru_layer, lstm_cell, lstm_layer
 
     attention = _attention_inputs(4, 6, 9, 32, 16)
     cell = _rnn_inputs(4, 4, 32, 16)
     layer = _rnn_inputs(4, 4, 32, 16, steps=5)
     gru = _rnn_inputs(3, 4, 32, 16, cell_state=False)
+    gru_seq = _rnn_inputs(3, 4, 32, 16, steps=5, cell_state=False)
     inputs = {**{f"a_{k}": v for k, v in attention.items()}, **{f"c_{k}": v for k, v in cell.items()},
-              **{f"l_{k}": v for k, v in layer.items()}, **{f"g_{k}": v for k, v in gru.items()}}
+              **{f"l_{k}": v for k, v in layer.items()}, **{f"g_{k}": v for k, v in gru.items()},
+              **{f"s_{k}": v for k, v in gru_seq.items()}}
 
     def block(**kwargs):
         def pick(prefix):
@@ -429,7 +448,9 @@ def test_compiled_ops_trace_without_graph_breaks():
         context, weights = additive_attention.additive_attention(**pick("a_"))
         hy, cy = lstm_cell.lstm_cell(**pick("c_"))
         output, layer_hy, layer_cy = lstm_layer.lstm_layer(**pick("l_"), lengths=None, reverse=True)
-        return context, weights, hy, cy, output, layer_hy, layer_cy, gru_cell.gru_cell(**pick("g_"))
+        gru_output, gru_hy = gru_layer.gru_layer(**pick("s_"))
+        return (context, weights, hy, cy, output, layer_hy, layer_cy, gru_cell.gru_cell(**pick("g_")), gru_output,
+                gru_hy)
 
     torch._dynamo.reset()
     compare_with_reference(torch.compile(block, fullgraph=True), block, inputs)

@@ -4,15 +4,14 @@ Set ``TRITON_INTERPRET=1`` before this package is imported to run the kernels on
 them). Every op serves float16, bfloat16 and float32 at every size, tiled with masks, up to 32-bit offsets inside one
 batch row (attention) or one time step (RNN ops). The per-op checks in ``LIMITS`` refuse float64, empty tensors,
 sizes past those offsets, and bfloat16 for the RNN ops on the CPU, whose dot products the interpreter gets wrong:
-auto then falls back to the reference, an explicit request raises. The GRU layer is served by the reference time loop
-around the fused GRU cell (see s2s_fast.backends).
+auto then falls back to the reference, an explicit request raises.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import additive_attention, gru_cell, lstm_cell, lstm_layer
+from . import additive_attention, gru_cell, gru_layer, lstm_cell, lstm_layer
 from .utils import interpreting
 
 OPS = {
@@ -20,12 +19,14 @@ OPS = {
     "lstm_cell": lstm_cell.lstm_cell,
     "gru_cell": gru_cell.gru_cell,
     "lstm_layer": lstm_layer.lstm_layer,
+    "gru_layer": gru_layer.gru_layer,
 }
 LIMITS = {
     "additive_attention": additive_attention.limit,
     "lstm_cell": lstm_cell.limit,
     "gru_cell": gru_cell.limit,
     "lstm_layer": lstm_layer.limit,
+    "gru_layer": gru_layer.limit,
 }
 
 
