@@ -31,8 +31,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .lstm_cell import rnn_limit
-from .utils import device_guard, dot_precision, gemm_blocks, persistent_blocks, persistent_schedule, sigmoid, \
-    step_order, tanh
+from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, sigmoid, step_order, tanh
 
 
 @triton.jit
@@ -268,18 +267,9 @@ def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor
     sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
     flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
                  DOT_PRECISION=dot_precision(input.dtype))
-    kernel = wrap_triton(_gru_layer_fwd_kernel)
     with device_guard(input):
-        if persistent:
-            block_b, block_h, block_k = persistent_blocks(batch, hidden, input.dtype)
-            kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags,
-                                                  BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
-        else:
-            block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
-            grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
-            for step in step_order(steps, reverse):
-                kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, BLOCK_B=block_b,
-                             BLOCK_H=block_h, BLOCK_K=block_k)
+        launch_rnn_layer(wrap_triton(_gru_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
+                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=False)
     return output, states_h[final].clone(), states_h, saved
 
 
@@ -300,18 +290,9 @@ def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch
     sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
     flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
     order = step_order(steps, reverse)
-    kernel = wrap_triton(_gru_layer_bwd_kernel)
     with device_guard(input):
-        if persistent:
-            block_b, block_h, block_k = persistent_blocks(batch, hidden, input.dtype)
-            kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags, HAS_NEXT=True,
-                                                  BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
-        else:
-            block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
-            grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
-            for index, step in enumerate(reversed(order)):
-                kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, HAS_NEXT=index > 0,
-                             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        launch_rnn_layer(wrap_triton(_gru_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
+                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=True)
     # The first step's hidden gates took hx: its recurrent term (zero for rows of length 0) completes grad hx.
     grad_hx = grad_h + (grad_hidden_gates[order[0]] @ weight_hh).to(torch.float32)
     flat_input_gates = grad_input_gates.reshape(steps * batch, 3 * hidden)

@@ -35,7 +35,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward, rnn_limit
-from .utils import device_guard, dot_precision, gemm_blocks, persistent_blocks, persistent_schedule, step_order
+from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, step_order
 
 
 @triton.jit
@@ -274,18 +274,9 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
     sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
     flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
                  DOT_PRECISION=dot_precision(input.dtype))
-    kernel = wrap_triton(_lstm_layer_fwd_kernel)
     with device_guard(input):
-        if persistent:
-            block_b, block_h, block_k = persistent_blocks(batch, hidden, input.dtype)
-            kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags,
-                                                  BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
-        else:
-            block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
-            grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
-            for step in step_order(steps, reverse):
-                kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, BLOCK_B=block_b,
-                             BLOCK_H=block_h, BLOCK_K=block_k)
+        launch_rnn_layer(wrap_triton(_lstm_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
+                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=False)
     return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
 
 
@@ -307,18 +298,9 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
     sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
     flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
     order = step_order(steps, reverse)
-    kernel = wrap_triton(_lstm_layer_bwd_kernel)
     with device_guard(input):
-        if persistent:
-            block_b, block_h, block_k = persistent_blocks(batch, hidden, input.dtype)
-            kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags, HAS_NEXT=True,
-                                                  BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
-        else:
-            block_b, block_h, block_k = gemm_blocks(batch, hidden, input.dtype)
-            grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
-            for index, step in enumerate(reversed(order)):
-                kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, HAS_NEXT=index > 0,
-                             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        launch_rnn_layer(wrap_triton(_lstm_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
+                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=True)
     first = order[0]
     recurrent = (grad_gates[first] @ weight_hh).to(torch.float32)
     if lengths is not None:

@@ -89,6 +89,26 @@ def step_order(steps: int, reverse: bool) -> range:
     return range(steps - 1, -1, -1) if reverse else range(steps)
 
 
+def launch_rnn_layer(kernel, args: tuple, sizes: tuple, flags: dict, *, steps: int, batch: int, hidden: int,
+                     dtype: torch.dtype, reverse: bool, persistent: bool, backward: bool) -> None:
+    """Launch an RNN layer kernel (``wrap_triton``-wrapped, arguments ``*args, step, steps, *sizes``, constexprs
+    ``PERSISTENT``, ``**flags``, ``HAS_NEXT`` for backward kernels and the blocks) in either schedule: once over
+    the batch tiles, or once per step over (batch tiles x hidden tiles), the backward in reverse step order."""
+    if persistent:
+        block_b, block_h, block_k = persistent_blocks(batch, hidden, dtype)
+        has_next = dict(HAS_NEXT=True) if backward else {}
+        kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags, **has_next,
+                                              BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        return
+    block_b, block_h, block_k = gemm_blocks(batch, hidden, dtype)
+    grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
+    order = step_order(steps, reverse)
+    for index, step in enumerate(reversed(order) if backward else order):
+        has_next = dict(HAS_NEXT=index > 0) if backward else {}
+        kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, **has_next, BLOCK_B=block_b,
+                     BLOCK_H=block_h, BLOCK_K=block_k)
+
+
 def device_guard(tensor: torch.Tensor):
     """Launch on the tensor's GPU even when another device is current."""
     return torch.cuda.device(tensor.device) if tensor.device.type == "cuda" else contextlib.nullcontext()
