@@ -105,6 +105,29 @@ def _gru_cell_fwd_kernel(
 
 
 @triton.jit
+def gru_pointwise_backward(dh, h, reset, update, new, n_hidden):
+    """Gradients of the (r, z, n) pre-activations and the direct path to h, from that of h' (float32 blocks)."""
+    d_new = dh * (1.0 - update) * (1.0 - new * new)  # through tanh
+    d_update = dh * (h - new) * update * (1.0 - update)  # through sigmoid
+    d_reset = d_new * n_hidden * reset * (1.0 - reset)  # through sigmoid
+    return d_reset, d_update, d_new, dh * update
+
+
+@triton.jit
+def store_gru_gate_grads(grad_input_gates_ptr, grad_hidden_gates_ptr, o_gates, hidden, d_reset, d_update, d_new,
+                         reset, mask):
+    """Write the gradients of x W_ih^T + b_ih and of h W_hh^T + b_hh ([.., 3H] rows at ``o_gates``): they differ
+    only in the new gate, whose hidden part r scales."""
+    dtype = grad_input_gates_ptr.dtype.element_ty
+    tl.store(grad_input_gates_ptr + o_gates, d_reset.to(dtype), mask=mask)
+    tl.store(grad_input_gates_ptr + o_gates + hidden, d_update.to(dtype), mask=mask)
+    tl.store(grad_input_gates_ptr + o_gates + 2 * hidden, d_new.to(dtype), mask=mask)
+    tl.store(grad_hidden_gates_ptr + o_gates, d_reset.to(dtype), mask=mask)
+    tl.store(grad_hidden_gates_ptr + o_gates + hidden, d_update.to(dtype), mask=mask)
+    tl.store(grad_hidden_gates_ptr + o_gates + 2 * hidden, (d_new * reset).to(dtype), mask=mask)
+
+
+@triton.jit
 def _gru_cell_bwd_kernel(
     grad_hy_ptr,  # [B, H]
     h_ptr,  # [B, H] hidden state before the step
@@ -130,19 +153,12 @@ def _gru_cell_bwd_kernel(
     update = tl.load(p_saved + hidden, mask=m_bh, other=0.0).to(tl.float32)
     new = tl.load(p_saved + 2 * hidden, mask=m_bh, other=0.0).to(tl.float32)
     n_hidden = tl.load(p_saved + 3 * hidden, mask=m_bh, other=0.0).to(tl.float32)
-    d_new = b_dh * (1.0 - update) * (1.0 - new * new)  # through tanh
-    d_update = b_dh * (b_h - new) * update * (1.0 - update)  # through sigmoid
-    d_reset = d_new * n_hidden * reset * (1.0 - reset)  # through sigmoid
+    d_reset, d_update, d_new, d_direct = gru_pointwise_backward(b_dh, b_h, reset, update, new, n_hidden)
     o_gates = o_b.to(tl.int64)[:, None] * (3 * hidden) + o_h[None, :]
-    dtype = grad_input_gates_ptr.dtype.element_ty
-    tl.store(grad_input_gates_ptr + o_gates, d_reset.to(dtype), mask=m_bh)
-    tl.store(grad_input_gates_ptr + o_gates + hidden, d_update.to(dtype), mask=m_bh)
-    tl.store(grad_input_gates_ptr + o_gates + 2 * hidden, d_new.to(dtype), mask=m_bh)
-    tl.store(grad_hidden_gates_ptr + o_gates, d_reset.to(dtype), mask=m_bh)
-    tl.store(grad_hidden_gates_ptr + o_gates + hidden, d_update.to(dtype), mask=m_bh)
-    tl.store(grad_hidden_gates_ptr + o_gates + 2 * hidden, (d_new * reset).to(dtype), mask=m_bh)
-    tl.store(grad_h_direct_ptr + o_b.to(tl.int64)[:, None] * hidden + o_h[None, :], (b_dh * update).to(dtype),
-             mask=m_bh)
+    store_gru_gate_grads(grad_input_gates_ptr, grad_hidden_gates_ptr, o_gates, hidden, d_reset, d_update, d_new,
+                         reset, m_bh)
+    tl.store(grad_h_direct_ptr + o_b.to(tl.int64)[:, None] * hidden + o_h[None, :],
+             d_direct.to(grad_h_direct_ptr.dtype.element_ty), mask=m_bh)
 
 
 @triton_op("s2s_fast::triton_gru_cell_fwd", mutates_args={})

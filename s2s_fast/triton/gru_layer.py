@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from .gru_cell import gru_pointwise_backward, store_gru_gate_grads
 from .lstm_cell import rnn_limit
 from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, sigmoid, step_order, tanh
 
@@ -177,10 +178,7 @@ def _bwd_tile(
     n_hidden = tl.load(p_saved + 3 * hidden, mask=m_bh, other=0.0).to(tl.float32)
     b_h_before = tl.load(states_h_ptr + (step + REVERSE) * state_size + o_state, mask=m_bh,
                          other=0.0).to(tl.float32)
-    d_new = b_total * (1.0 - update) * (1.0 - new * new)  # through tanh
-    d_update = b_total * (b_h_before - new) * update * (1.0 - update)  # through sigmoid
-    d_reset = d_new * n_hidden * reset * (1.0 - reset)  # through sigmoid
-    d_direct = b_total * update
+    d_reset, d_update, d_new, d_direct = gru_pointwise_backward(b_total, b_h_before, reset, update, new, n_hidden)
     if HAS_LENGTHS:
         # Past a row's end the step passes h through unchanged: no gate gradients, dh carried as it is.
         b_valid = (step < tl.load(lengths_ptr + o_b, mask=m_b, other=0))[:, None]
@@ -189,14 +187,9 @@ def _bwd_tile(
         d_reset = tl.where(b_valid, d_reset, 0.0)
         d_direct = tl.where(b_valid, d_direct, b_dh)
     tl.store(grad_h_ptr + o_state, d_direct, mask=m_bh)
-    o_gates = step * batch * 3 * hidden + o_b[:, None] * (3 * hidden) + o_h[None, :]
-    dtype = grad_input_gates_ptr.dtype.element_ty
-    tl.store(grad_input_gates_ptr + o_gates, d_reset.to(dtype), mask=m_bh)
-    tl.store(grad_input_gates_ptr + o_gates + hidden, d_update.to(dtype), mask=m_bh)
-    tl.store(grad_input_gates_ptr + o_gates + 2 * hidden, d_new.to(dtype), mask=m_bh)
-    tl.store(grad_hidden_gates_ptr + o_gates, d_reset.to(dtype), mask=m_bh)
-    tl.store(grad_hidden_gates_ptr + o_gates + hidden, d_update.to(dtype), mask=m_bh)
-    tl.store(grad_hidden_gates_ptr + o_gates + 2 * hidden, (d_new * reset).to(dtype), mask=m_bh)
+    store_gru_gate_grads(grad_input_gates_ptr, grad_hidden_gates_ptr,
+                         step * batch * 3 * hidden + o_b[:, None] * (3 * hidden) + o_h[None, :], hidden, d_reset,
+                         d_update, d_new, reset, m_bh)
 
 
 @triton.jit(do_not_specialize=["step", "steps"])
