@@ -6,7 +6,8 @@ Answers the questions the kernels were built on:
   threshold s2s_fast.cuda.lstm_cell.FUSED_GEMM_MAX_BATCH should sit where the fused path stops winning.
 - Persistent LSTM layer vs cuDNN (torch.nn.LSTM) vs the reference time loop, inference and training; the Triton
   layer in both its schedules (one persistent launch, one launch per step), to place
-  s2s_fast.triton.utils.PERSISTENT_MAX_WEIGHT_BYTES where the persistent one stops winning.
+  s2s_fast.triton.utils.PERSISTENT_MAX_WEIGHT_BYTES where the persistent one stops winning; the same for the
+  Triton GRU layer against cuDNN (torch.nn.GRU).
 - Fused additive attention vs the reference: one decoder step (bytes-bound) and many queries (tanh-bound).
 
 Every row: median time (CUDA events, after warm-up), tokens/s where a token is one (row, step) or (row, query),
@@ -28,6 +29,7 @@ import torch
 
 from s2s_fast import backends, reference
 from s2s_fast import functional as F
+from s2s_fast.triton import gru_layer as triton_gru_layer
 from s2s_fast.triton import lstm_layer as triton_lstm_layer
 
 # Special-function (MUFU) throughput estimate: 16 results per clock per multiprocessor at about 1.98 GHz (H100 SXM).
@@ -162,6 +164,38 @@ def bench_lstm_layer(dtype, quick, ceilings):
     return rows
 
 
+def bench_gru_layer(dtype, quick):
+    """The Triton GRU layer in both schedules against cuDNN and the reference loop (the cuda backend has no GRU
+    layer kernel: it loops its cell)."""
+    rows = []
+    steps = 64
+    for batch, hidden in [(8, 512)] if quick else [(8, 256), (64, 256), (64, 512)]:
+        gru = torch.nn.GRU(hidden, hidden).to("cuda", dtype)
+        params = [gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0]
+        input = torch.randn(steps, batch, hidden, device="cuda", dtype=dtype)
+        hx = torch.zeros(batch, hidden, device="cuda", dtype=dtype)
+        shape = f"T={steps} B={batch} H={hidden} {str(dtype)[6:]}"
+        variants = {
+            "triton persistent": lambda: triton_gru_layer.gru_layer(input, hx, *params, persistent=True),
+            "triton per step": lambda: triton_gru_layer.gru_layer(input, hx, *params, persistent=False),
+            "cuDNN (nn.GRU)": lambda: gru(input, hx[None]),
+            "reference loop": lambda: reference.gru_layer(input, hx, *params),
+        }
+        for training in (False, True):
+            input.requires_grad_(training)
+            with torch.set_grad_enabled(training):
+                for name, fn in variants.items():
+                    def step(fn=fn):
+                        outputs = fn()
+                        if training:
+                            outputs[0].float().sum().backward()
+
+                    rows.append(row("gru_layer " + ("train" if training else "infer"), name, shape,
+                                    median_ms(step, warmup=3, repeat=10), tokens=steps * batch, memory=peak_mib(step)))
+        input.requires_grad_(False)
+    return rows
+
+
 def bench_attention(dtype, quick, ceilings):
     rows = []
     cases = [(64, None, 50, 256, 512), (64, 50, 50, 256, 512)] if quick else \
@@ -222,6 +256,7 @@ def main() -> int:
         quick = args.quick or dtype == torch.float32
         rows += bench_lstm_cell(dtype, quick, ceilings)
         rows += bench_lstm_layer(dtype, quick, ceilings)
+        rows += bench_gru_layer(dtype, quick)
         rows += bench_attention(dtype, quick, ceilings)
     device = torch.cuda.get_device_name(0)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M")
