@@ -20,8 +20,9 @@ reference time loop around its own cell.
 
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors and
-reference alone for CPU tensors, skipping a backend that is unavailable or whose limit check refuses the call; an
-explicit choice that cannot serve the call raises ``RuntimeError`` saying why.
+reference alone for CPU tensors, skipping a backend that is unavailable or whose limit check refuses the call; for a
+layer op it tries the fused backends' own layers before their cells in the reference time loop. An explicit choice
+that cannot serve the call raises ``RuntimeError`` saying why.
 """
 
 from __future__ import annotations
@@ -126,12 +127,15 @@ def use_backend(name: str) -> Iterator[None]:
         _context.stack.pop()
 
 
-def _implementation(module, op: str, args: tuple) -> tuple[Callable | None, str | None]:
-    """The backend module's implementation of ``op`` and the limit it hits on ``args`` (None if it serves)."""
+def _implementation(module, op: str, args: tuple, cell_loop: bool = True) -> tuple[Callable | None, str | None]:
+    """The backend module's implementation of ``op`` and the limit it hits on ``args`` (None if it serves); without
+    ``cell_loop``, only an implementation of ``op`` itself, not the reference time loop around the module's cell."""
     impl = module.OPS.get(op)
     if impl is not None:
         limit = getattr(module, "LIMITS", {}).get(op)
         return impl, (limit(*args) if limit is not None else None)
+    if not cell_loop and op in _LAYER_FROM_CELL:
+        return None, f"it does not implement {op} itself (only its cell)"
     cell_op = _LAYER_FROM_CELL.get(op)
     if cell_op is None or cell_op not in module.OPS:
         return None, f"it does not implement {op}"
@@ -157,17 +161,31 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
                 return name, impl
             reason = limit
         raise RuntimeError(f"backend {name!r} cannot serve {op} on {device.type}: {reason}")
-    candidates = BACKEND_NAMES if device.type == "cuda" else ("reference",)
     reasons = []
-    for candidate in candidates:
+    for candidate, cell_loop in _auto_candidates(op, device):
         reason = unavailable_reason(candidate, device)
         if reason is None:
-            impl, limit = _implementation(_load(candidate)[0], op, args)
+            module = _load(candidate)[0]
+            if cell_loop and op in module.OPS:
+                continue  # its own layer was tried (and refused) already
+            impl, limit = _implementation(module, op, args, cell_loop)
             if limit is None:
                 return candidate, impl
             reason = limit
-        reasons.append(f"{candidate}: {reason}")
+        reasons.append(f"{candidate}{' (cell loop)' if cell_loop else ''}: {reason}")
     raise RuntimeError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
+
+
+def _auto_candidates(op: str, device: torch.device) -> list[tuple[str, bool]]:
+    """(backend, whether a cell loop may serve) in auto's order: for a layer op, every fused backend's own layer
+    before any fused backend's cell in the reference time loop (a fused layer does the whole sequence's work in
+    its kernels; a cell loop only each step's), then the reference."""
+    if device.type != "cuda":
+        return [("reference", False)]
+    fused = [name for name in BACKEND_NAMES if name != "reference"]
+    if op not in _LAYER_FROM_CELL:
+        return [(name, False) for name in fused] + [("reference", False)]
+    return [(name, False) for name in fused] + [(name, True) for name in fused] + [("reference", False)]
 
 
 # Import every backend up front: an import inside a torch.compile'd region would break its graph.

@@ -85,6 +85,32 @@ def test_layer_served_by_a_backend_cell(monkeypatch):
         F.gru_layer(x, h, torch.randn(12, 5), torch.randn(12, 4), backend="triton")
 
 
+def test_auto_prefers_a_fused_layer_to_a_cell_loop(monkeypatch):
+    """On CUDA tensors auto takes a later backend's own layer before an earlier one's cell in the time loop, and a
+    cell loop before the reference."""
+    import types
+
+    from s2s_fast import reference
+
+    def fake(ops):
+        return types.SimpleNamespace(OPS=ops, LIMITS={}, unavailable_reason=lambda d: None)
+
+    def layer(*args):
+        return "fused layer"
+
+    args = (torch.randn(3, 2, 5), torch.randn(2, 4), torch.randn(12, 5), torch.randn(12, 4), None, None, None, False)
+    modules = {"cuda": fake({"gru_cell": reference.gru_cell}), "triton": fake({"gru_layer": layer}),
+               "reference": reference}
+    monkeypatch.setattr(backends, "_load", lambda name: (modules[name], None))
+    name, impl = backends.resolve("gru_layer", torch.device("cuda"), args)
+    assert name == "triton" and impl is layer
+    modules["triton"] = fake({})
+    name, impl = backends.resolve("gru_layer", torch.device("cuda"), args)
+    assert name == "cuda" and impl.keywords["cell"] is reference.gru_cell
+    modules["cuda"] = fake({})
+    assert backends.resolve("gru_layer", torch.device("cuda"), args)[0] == "reference"
+
+
 def test_limit_check_makes_auto_fall_back(monkeypatch):
     import types
 
