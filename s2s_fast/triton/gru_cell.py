@@ -23,6 +23,46 @@ from .utils import block_size, device_guard, dot_precision, gemm_blocks, sigmoid
 
 
 @triton.jit
+def gru_gates_matmul(
+    acc_r, acc_z, acc_n,  # [BB, BH] float32 accumulators of the three gates
+    a_ptr,  # [B, K] left operand (input or hidden state)
+    stride_ab, stride_ak,
+    w_ptr,  # [3H, K] weight, gate j in rows j*H .. j*H+H-1
+    stride_wn, stride_wk,
+    o_b, m_b,  # [BB] batch rows of the tile and their validity
+    o_h, m_h,  # [BH] hidden units of the tile and their validity
+    size_k,
+    hidden,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """acc_j += a[o_b, :] @ w[j*H + o_h, :]^T for the three gates j, the left tile loaded once per K chunk."""
+    p_w = w_ptr + o_h[None, :] * stride_wn  # [1, BH]
+    gate_stride = hidden * stride_wn
+    for k0 in range(0, size_k, BLOCK_K):
+        o_k = k0 + tl.arange(0, BLOCK_K)
+        m_k = o_k < size_k
+        b_a = tl.load(a_ptr + o_b[:, None] * stride_ab + o_k[None, :] * stride_ak,
+                      mask=m_b[:, None] & m_k[None, :], other=0.0)  # [BB, BK]
+        p_wk = p_w + o_k[:, None] * stride_wk  # [BK, BH]
+        m_w = m_k[:, None] & m_h[None, :]
+        acc_r = tl.dot(b_a, tl.load(p_wk, mask=m_w, other=0.0), acc_r, input_precision=DOT_PRECISION)
+        acc_z = tl.dot(b_a, tl.load(p_wk + gate_stride, mask=m_w, other=0.0), acc_z, input_precision=DOT_PRECISION)
+        acc_n = tl.dot(b_a, tl.load(p_wk + 2 * gate_stride, mask=m_w, other=0.0), acc_n,
+                       input_precision=DOT_PRECISION)
+    return acc_r, acc_z, acc_n
+
+
+@triton.jit
+def gru_pointwise(pre_r, pre_z, n_input, n_hidden, h):
+    """r, z, n and h' from the summed r and z pre-activations, the new gate's two parts and the old h (float32)."""
+    reset = sigmoid(pre_r)
+    update = sigmoid(pre_z)
+    new = tanh(n_input + reset * n_hidden, False)
+    return reset, update, new, new + update * (h - new)
+
+
+@triton.jit
 def _gru_cell_fwd_kernel(
     x_ptr,  # [B, I]
     h_ptr,  # [B, H]
@@ -55,30 +95,13 @@ def _gru_cell_fwd_kernel(
     acc_z = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
     acc_n_input = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
     acc_n_hidden = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
-    for k0 in range(0, input_size, BLOCK_K):
-        o_k = k0 + tl.arange(0, BLOCK_K)
-        m_k = o_k < input_size
-        b_x = tl.load(x_ptr + o_b[:, None] * stride_xb + o_k[None, :] * stride_xk,
-                      mask=m_b[:, None] & m_k[None, :], other=0.0)  # [BB, BK]
-        p_w = w_ih_ptr + o_h[None, :] * stride_win + o_k[:, None] * stride_wik  # [BK, BH]
-        m_w = m_k[:, None] & m_h[None, :]
-        acc_r = tl.dot(b_x, tl.load(p_w, mask=m_w, other=0.0), acc_r, input_precision=DOT_PRECISION)
-        acc_z = tl.dot(b_x, tl.load(p_w + hidden * stride_win, mask=m_w, other=0.0), acc_z,
-                       input_precision=DOT_PRECISION)
-        acc_n_input = tl.dot(b_x, tl.load(p_w + 2 * hidden * stride_win, mask=m_w, other=0.0), acc_n_input,
-                             input_precision=DOT_PRECISION)
-    for k0 in range(0, hidden, BLOCK_K):
-        o_k = k0 + tl.arange(0, BLOCK_K)
-        m_k = o_k < hidden
-        b_h = tl.load(h_ptr + o_b[:, None] * stride_hb + o_k[None, :] * stride_hk,
-                      mask=m_b[:, None] & m_k[None, :], other=0.0)  # [BB, BK]
-        p_w = w_hh_ptr + o_h[None, :] * stride_whn + o_k[:, None] * stride_whk  # [BK, BH]
-        m_w = m_k[:, None] & m_h[None, :]
-        acc_r = tl.dot(b_h, tl.load(p_w, mask=m_w, other=0.0), acc_r, input_precision=DOT_PRECISION)
-        acc_z = tl.dot(b_h, tl.load(p_w + hidden * stride_whn, mask=m_w, other=0.0), acc_z,
-                       input_precision=DOT_PRECISION)
-        acc_n_hidden = tl.dot(b_h, tl.load(p_w + 2 * hidden * stride_whn, mask=m_w, other=0.0), acc_n_hidden,
-                              input_precision=DOT_PRECISION)
+    # r and z sum both GEMMs; the new gate keeps its input and hidden parts apart.
+    acc_r, acc_z, acc_n_input = gru_gates_matmul(acc_r, acc_z, acc_n_input, x_ptr, stride_xb, stride_xk, w_ih_ptr,
+                                                 stride_win, stride_wik, o_b, m_b, o_h, m_h, input_size, hidden,
+                                                 DOT_PRECISION, BLOCK_K)
+    acc_r, acc_z, acc_n_hidden = gru_gates_matmul(acc_r, acc_z, acc_n_hidden, h_ptr, stride_hb, stride_hk, w_hh_ptr,
+                                                  stride_whn, stride_whk, o_b, m_b, o_h, m_h, hidden, hidden,
+                                                  DOT_PRECISION, BLOCK_K)
     if HAS_BIAS_IH:
         acc_r += tl.load(b_ih_ptr + o_h * stride_bih, mask=m_h, other=0.0).to(tl.float32)[None, :]
         acc_z += tl.load(b_ih_ptr + (hidden + o_h) * stride_bih, mask=m_h, other=0.0).to(tl.float32)[None, :]
@@ -91,10 +114,7 @@ def _gru_cell_fwd_kernel(
                                 other=0.0).to(tl.float32)[None, :]
     m_bh = m_b[:, None] & m_h[None, :]
     b_h_old = tl.load(h_ptr + o_b[:, None] * stride_hb + o_h[None, :] * stride_hk, mask=m_bh, other=0.0)
-    reset = sigmoid(acc_r)
-    update = sigmoid(acc_z)
-    new = tanh(acc_n_input + reset * acc_n_hidden, False)
-    h_new = new + update * (b_h_old.to(tl.float32) - new)
+    reset, update, new, h_new = gru_pointwise(acc_r, acc_z, acc_n_input, acc_n_hidden, b_h_old.to(tl.float32))
     tl.store(hy_ptr + o_b.to(tl.int64)[:, None] * hidden + o_h[None, :], h_new.to(hy_ptr.dtype.element_ty),
              mask=m_bh)
     p_saved = saved_ptr + o_b.to(tl.int64)[:, None] * (4 * hidden) + o_h[None, :]

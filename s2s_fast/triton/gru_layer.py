@@ -30,9 +30,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .gru_cell import gru_pointwise_backward, store_gru_gate_grads
+from .gru_cell import gru_gates_matmul, gru_pointwise, gru_pointwise_backward, store_gru_gate_grads
 from .lstm_cell import rnn_limit
-from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, sigmoid, step_order, tanh
+from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, step_at, step_order
 
 
 @triton.jit
@@ -54,29 +54,18 @@ def _fwd_tile(
     acc_r = tl.zeros([o_b.shape[0], o_h.shape[0]], dtype=tl.float32)
     acc_z = tl.zeros_like(acc_r)
     acc_n = tl.zeros_like(acc_r)
-    p_w = w_hh_ptr + o_h[None, :] * stride_whn  # [1, BH]
-    gate_stride = hidden * stride_whn
-    for k0 in range(0, hidden, BLOCK_K):
-        o_k = k0 + tl.arange(0, BLOCK_K)
-        m_k = o_k < hidden
-        b_h = tl.load(p_h_before + o_b[:, None] * hidden + o_k[None, :], mask=m_b[:, None] & m_k[None, :],
-                      other=0.0)  # [BB, BK]
-        p_wk = p_w + o_k[:, None] * stride_whk  # [BK, BH]
-        m_w = m_k[:, None] & m_h[None, :]
-        acc_r = tl.dot(b_h, tl.load(p_wk, mask=m_w, other=0.0), acc_r, input_precision=DOT_PRECISION)
-        acc_z = tl.dot(b_h, tl.load(p_wk + gate_stride, mask=m_w, other=0.0), acc_z, input_precision=DOT_PRECISION)
-        acc_n = tl.dot(b_h, tl.load(p_wk + 2 * gate_stride, mask=m_w, other=0.0), acc_n,
-                       input_precision=DOT_PRECISION)
+    acc_r, acc_z, acc_n = gru_gates_matmul(acc_r, acc_z, acc_n, p_h_before, hidden, 1, w_hh_ptr, stride_whn,
+                                           stride_whk, o_b, m_b, o_h, m_h, hidden, hidden, DOT_PRECISION, BLOCK_K)
     if HAS_BIAS_HH:
         acc_r += tl.load(b_hh_ptr + o_h * stride_bhh, mask=m_h, other=0.0).to(tl.float32)[None, :]
         acc_z += tl.load(b_hh_ptr + (hidden + o_h) * stride_bhh, mask=m_h, other=0.0).to(tl.float32)[None, :]
         acc_n += tl.load(b_hh_ptr + (2 * hidden + o_h) * stride_bhh, mask=m_h, other=0.0).to(tl.float32)[None, :]
     p_gates_in = input_gates_ptr + step * batch * 3 * hidden + o_b[:, None] * (3 * hidden) + o_h[None, :]
-    reset = sigmoid(tl.load(p_gates_in, mask=m_bh, other=0.0).to(tl.float32) + acc_r)
-    update = sigmoid(tl.load(p_gates_in + hidden, mask=m_bh, other=0.0).to(tl.float32) + acc_z)
-    new = tanh(tl.load(p_gates_in + 2 * hidden, mask=m_bh, other=0.0).to(tl.float32) + reset * acc_n, False)
     b_h_before = tl.load(p_h_before + o_state, mask=m_bh, other=0.0)
-    h_new = new + update * (b_h_before.to(tl.float32) - new)
+    reset, update, new, h_new = gru_pointwise(tl.load(p_gates_in, mask=m_bh, other=0.0).to(tl.float32) + acc_r,
+                                              tl.load(p_gates_in + hidden, mask=m_bh, other=0.0).to(tl.float32) + acc_z,
+                                              tl.load(p_gates_in + 2 * hidden, mask=m_bh, other=0.0).to(tl.float32),
+                                              acc_n, b_h_before.to(tl.float32))
     if HAS_LENGTHS:
         b_valid = (step < tl.load(lengths_ptr + o_b, mask=m_b, other=0))[:, None]  # [BB, 1]
         h_after = tl.where(b_valid, h_new.to(states_h_ptr.dtype.element_ty), b_h_before)
@@ -122,10 +111,7 @@ def _gru_layer_fwd_kernel(
     if PERSISTENT:
         # The h a step writes is read back by the same program after the barrier; no other program waits on it.
         for index in range(0, steps):
-            if REVERSE:
-                step_now = tl.cast(steps - 1 - index, tl.int64)
-            else:
-                step_now = tl.cast(index, tl.int64)
+            step_now = step_at(index, steps, REVERSE)
             for h0 in range(0, hidden, BLOCK_H):
                 _fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, output_ptr, saved_ptr,
                           step_now, batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
@@ -224,10 +210,7 @@ def _gru_layer_bwd_kernel(
         # In reverse order; the dgates a step writes are read back (all 3H of them) by the same program after the
         # barrier.
         for index in range(0, steps):
-            if REVERSE:
-                step_now = tl.cast(index, tl.int64)
-            else:
-                step_now = tl.cast(steps - 1 - index, tl.int64)
+            step_now = step_at(index, steps, 1 - REVERSE)
             for h0 in range(0, hidden, BLOCK_H):
                 _bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_h_ptr, saved_ptr, grad_input_gates_ptr,
                           grad_hidden_gates_ptr, grad_h_ptr, step_now, index > 0, batch, hidden, stride_gob,

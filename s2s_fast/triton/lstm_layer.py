@@ -35,7 +35,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward, rnn_limit
-from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, step_order
+from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, step_at, step_order
 
 
 @triton.jit
@@ -122,10 +122,7 @@ def _lstm_layer_fwd_kernel(
         # Rows of a batch tile depend only on each other, so one program runs all their steps: the h a step writes
         # is read back by the same program after the barrier, and no other program ever waits on it.
         for index in range(0, steps):
-            if REVERSE:
-                step_now = tl.cast(steps - 1 - index, tl.int64)
-            else:
-                step_now = tl.cast(index, tl.int64)
+            step_now = step_at(index, steps, REVERSE)
             for h0 in range(0, hidden, BLOCK_H):
                 _fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr, output_ptr,
                           gates_ptr, step_now, batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
@@ -234,10 +231,7 @@ def _lstm_layer_bwd_kernel(
         # As the forward, in reverse order: the dgates a step writes are read back (all 4H of them) by the same
         # program after the barrier.
         for index in range(0, steps):
-            if REVERSE:
-                step_now = tl.cast(index, tl.int64)
-            else:
-                step_now = tl.cast(steps - 1 - index, tl.int64)
+            step_now = step_at(index, steps, 1 - REVERSE)
             for h0 in range(0, hidden, BLOCK_H):
                 _bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr,
                           grad_h_ptr, grad_c_ptr, step_now, index > 0, batch, hidden, stride_gob, stride_got,

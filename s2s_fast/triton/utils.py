@@ -28,6 +28,17 @@ def tanh(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def step_at(index, steps, BACKWARDS_IN_TIME: tl.constexpr):
+    """The time step (int64) a persistent RNN kernel runs at loop index ``index``: index itself, or counted from
+    the end when BACKWARDS_IN_TIME (a reverse layer's forward, a forward layer's backward)."""
+    if BACKWARDS_IN_TIME:
+        step = tl.cast(steps - 1 - index, tl.int64)
+    else:
+        step = tl.cast(index, tl.int64)
+    return step
+
+
+@triton.jit
 def sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
 
