@@ -142,25 +142,39 @@ def bench_lstm_layer(dtype, quick, ceilings):
             "cuDNN (nn.LSTM)": lambda: lstm(input, (hx[None], hx[None])),
             "reference loop": lambda: reference.lstm_layer(input, hx, hx, *params),
         }
-        for training in (False, True):
-            group = "lstm_layer " + ("train" if training else "infer")
-            input.requires_grad_(training)
-            with torch.set_grad_enabled(training):
-                served, _ = backends.resolve("lstm_layer", input.device, (input, hx, hx, *params, None, False),
-                                             backend="auto")
-                for name, fn in variants.items():
-                    if name == "cuda persistent" and served != "cuda":
-                        rows.append(row(group, name + " (size not served)", shape, float("nan")))
-                        continue
 
-                    def step(fn=fn):
-                        outputs = fn()
-                        if training:
-                            outputs[0].float().sum().backward()
+        def not_served():
+            served, _ = backends.resolve("lstm_layer", input.device, (input, hx, hx, *params, None, False),
+                                         backend="auto")
+            return () if served == "cuda" else ("cuda persistent",)
 
-                    rows.append(row(group, name, shape, median_ms(step, warmup=3, repeat=10), tokens=steps * batch,
-                                    memory=peak_mib(step)))
-        input.requires_grad_(False)
+        rows += _time_layer(variants, "lstm_layer", input, shape, steps * batch, not_served)
+    return rows
+
+
+def _time_layer(variants, group, input, shape, tokens, not_served=tuple):
+    """Rows timing each variant (a callable returning (output, ...)) for inference, then for training (forward and
+    backward of output's sum). ``not_served()``, asked with autograd set as the row needs, names the variants that
+    refuse the size: they get a row saying so instead of a time."""
+    rows = []
+    for training in (False, True):
+        label = f"{group} {'train' if training else 'infer'}"
+        input.requires_grad_(training)
+        with torch.set_grad_enabled(training):
+            refused = not_served()
+            for name, fn in variants.items():
+                if name in refused:
+                    rows.append(row(label, name + " (size not served)", shape, float("nan")))
+                    continue
+
+                def step(fn=fn):
+                    outputs = fn()
+                    if training:
+                        outputs[0].float().sum().backward()
+
+                rows.append(row(label, name, shape, median_ms(step, warmup=3, repeat=10), tokens=tokens,
+                                memory=peak_mib(step)))
+    input.requires_grad_(False)
     return rows
 
 
@@ -181,18 +195,7 @@ def bench_gru_layer(dtype, quick):
             "cuDNN (nn.GRU)": lambda: gru(input, hx[None]),
             "reference loop": lambda: reference.gru_layer(input, hx, *params),
         }
-        for training in (False, True):
-            input.requires_grad_(training)
-            with torch.set_grad_enabled(training):
-                for name, fn in variants.items():
-                    def step(fn=fn):
-                        outputs = fn()
-                        if training:
-                            outputs[0].float().sum().backward()
-
-                    rows.append(row("gru_layer " + ("train" if training else "infer"), name, shape,
-                                    median_ms(step, warmup=3, repeat=10), tokens=steps * batch, memory=peak_mib(step)))
-        input.requires_grad_(False)
+        rows += _time_layer(variants, "gru_layer", input, shape, steps * batch)
     return rows
 
 
