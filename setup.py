@@ -1,35 +1,36 @@
-"""Builds the CUDA extension s2s_fast._C from csrc/ when torch has CUDA and nvcc is found; else pure Python.
+"""Builds the compiled parts of s2s_fast with torch.utils.cpp_extension; without torch or a compiler, pure Python.
 
-Environment knobs: S2S_FAST_BUILD_CUDA=0 skips the extension, =1 requires it (the build fails, saying why, when it
-cannot be built); unset, it is built when possible. TORCH_CUDA_ARCH_LIST is ignored: the gencode flags below are used.
-MAX_JOBS limits parallel compile jobs (torch.utils.cpp_extension's knob).
+- s2s_fast._C: the CUDA kernels (csrc/*.cu) and their torch binding (csrc/ops.cpp), when torch is a CUDA build and
+  the CUDA toolkit is found. Machine code for sm_80 and sm_90 and PTX for compute_90, which newer GPUs compile when
+  they load it. S2S_FAST_BUILD_CUDA=0 skips it, =1 makes its absence an error; unset, it is built when possible.
+- s2s_fast._C_emulated: the same kernel and binding sources built by the host C++ compiler against the CUDA
+  emulation (csrc/emulation/), so that S2S_FAST_CUDA_EMULATE=h100 runs the cuda backend on CPU tensors. Built
+  wherever torch and a C++ compiler are; S2S_FAST_BUILD_EMULATION=0 skips it.
 
-The kernels (csrc/*.cu) are plain CUDA C++; only csrc/ops.cpp includes torch. No --use_fast_math: float32 kernels keep
-the accurate tanhf, and the fast intrinsics are spelled out where they are meant (csrc/common.h).
+Both libraries use only Python's stable ABI (no pybind11; the operators register through TORCH_LIBRARY), so one built
+file serves every Python version from 3.10 on; it stays tied to the torch version it was built against.
+
+The CUDA toolkit: CUDA_HOME (or CUDA_PATH) when set; otherwise the toolkit of the nvcc on PATH, asked with
+`nvcc --dryrun` (the nvcc on PATH may be a wrapper script outside the toolkit, where torch's own guess, the parent of
+nvcc's folder, holds no headers). TORCH_CUDA_ARCH_LIST is ignored: the gencode flags below are used. MAX_JOBS limits
+parallel compile jobs (torch.utils.cpp_extension's knob). No --use_fast_math: float32 kernels keep the accurate
+tanhf, and the fast intrinsics are spelled out where they are meant (csrc/common.h).
 """
 
 import glob
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 from setuptools import setup
 
-GENCODE = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90"]
-
-
-def _why_no_extension():
-    if not glob.glob("csrc/*.cu"):
-        return "csrc/ has no kernels"
-    try:
-        import torch
-        from torch.utils.cpp_extension import CUDA_HOME
-    except ImportError:
-        return "torch is not installed"
-    if torch.version.cuda is None:
-        return f"torch {torch.__version__} is a CPU build"
-    if CUDA_HOME is None:
-        return "nvcc was not found (set CUDA_HOME)"
-    return None
+GENCODE = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
+           "-gencode=arch=compute_90,code=compute_90"]
+ENABLED = ("1", "true", "yes", "on")
+DISABLED = ("0", "false", "no", "off")
 
 
 def _say(message):
@@ -38,33 +39,120 @@ def _say(message):
         print(message, file=sys.stderr)
 
 
-def _extension_kwargs():
-    mode = os.environ.get("S2S_FAST_BUILD_CUDA", "auto").strip().lower()
-    if mode in ("0", "false", "no", "off"):
-        _say("s2s_fast: S2S_FAST_BUILD_CUDA=0, building without the CUDA extension")
-        return {}
-    reason = _why_no_extension()
-    if reason is not None:
-        if mode in ("1", "true", "yes", "on"):
-            raise SystemExit(f"s2s_fast: S2S_FAST_BUILD_CUDA=1 but the CUDA extension cannot be built: {reason}")
-        _say(f"s2s_fast: building without the CUDA extension ({reason}); "
-             "the reference and triton backends are installed")
-        return {}
-    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+def _mode(variable):
+    return os.environ.get(variable, "auto").strip().lower()
 
-    _say("s2s_fast: building the CUDA extension s2s_fast._C (sm_80, sm_90)")
-    sources = sorted(glob.glob("csrc/*.cu") + glob.glob("csrc/*.cpp"))
-    extension = CUDAExtension(
+
+def nvcc_toolkit(nvcc):
+    """The CUDA toolkit folder of an nvcc executable (a wrapper script included), from what `nvcc --dryrun` prints."""
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = os.path.join(scratch, "probe.cu")
+        open(probe, "w").close()
+        result = subprocess.run([nvcc, "--dryrun", "-c", probe, "-o", os.path.join(scratch, "probe.o")],
+                                capture_output=True, text=True, check=False)
+    match = re.search(r"^#\$ _HERE_=(.+)$", result.stdout + result.stderr, re.MULTILINE)
+    return os.path.dirname(os.path.realpath(match.group(1).strip())) if match else None
+
+
+def find_cuda_home():
+    """(toolkit folder or None, how it was found): CUDA_HOME/CUDA_PATH first, else the toolkit of nvcc on PATH."""
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(variable):
+            return os.environ[variable], variable
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None, "no nvcc on PATH and CUDA_HOME unset"
+    return nvcc_toolkit(nvcc), f"the toolkit of {nvcc}"
+
+
+def _why_no_cuda_extension():
+    if not glob.glob("csrc/*.cu"):
+        return "csrc/ has no kernels"
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU build"
+    home, source = find_cuda_home()
+    if home is None:
+        return f"the CUDA toolkit was not found ({source}); set CUDA_HOME to it"
+    if not glob.glob(os.path.join(home, "include", "cuda_runtime.h")) and not glob.glob(
+            os.path.join(home, "targets", "*", "include", "cuda_runtime.h")):
+        return f"no CUDA headers (cuda_runtime.h) under {home} ({source}); set CUDA_HOME to the CUDA toolkit"
+    # torch.utils.cpp_extension reads CUDA_HOME once, when it is first imported.
+    os.environ["CUDA_HOME"] = home
+    return None
+
+
+def _why_no_emulation():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch is not installed"
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler}; set CXX)"
+    return None
+
+
+def _cuda_extension():
+    mode = _mode("S2S_FAST_BUILD_CUDA")
+    if mode in DISABLED:
+        _say("s2s_fast: S2S_FAST_BUILD_CUDA=0, building without the CUDA extension")
+        return None
+    reason = _why_no_cuda_extension()
+    if reason is not None:
+        if mode in ENABLED:
+            raise SystemExit(f"s2s_fast: S2S_FAST_BUILD_CUDA=1 but the CUDA extension cannot be built: {reason}")
+        _say(f"s2s_fast: building without the CUDA extension ({reason}); the reference and triton backends are "
+             "installed")
+        return None
+    from torch.utils.cpp_extension import CUDA_HOME, CUDAExtension
+
+    _say(f"s2s_fast: building the CUDA extension s2s_fast._C (sm_80, sm_90, PTX compute_90; toolkit {CUDA_HOME})")
+    return CUDAExtension(
         "s2s_fast._C",
-        sources,
+        sorted(glob.glob("csrc/*.cu") + ["csrc/ops.cpp", "csrc/module.cpp"]),
         include_dirs=[os.path.abspath("csrc")],
         extra_compile_args={
             "cxx": ["-O3"],
-            # --threads compiles the two architectures of a file in parallel (the attention file is the long pole).
-            "nvcc": ["-O3", "-lineinfo", "--threads=2", *GENCODE],
+            # --threads compiles the architectures of a file in parallel (the attention file is the long pole).
+            "nvcc": ["-O3", "-lineinfo", "--threads=3", *GENCODE],
         },
+        py_limited_api=True,
     )
-    return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)}}
 
 
-setup(**_extension_kwargs())
+def _emulated_extension():
+    if _mode("S2S_FAST_BUILD_EMULATION") in DISABLED:
+        _say("s2s_fast: S2S_FAST_BUILD_EMULATION=0, building without the CUDA emulation")
+        return None
+    reason = _why_no_emulation()
+    if reason is not None:
+        _say(f"s2s_fast: building without the CUDA emulation s2s_fast._C_emulated ({reason})")
+        return None
+    from torch.utils.cpp_extension import CppExtension
+
+    _say("s2s_fast: building the CUDA emulation s2s_fast._C_emulated (the kernels of csrc/ for the CPU)")
+    return CppExtension(
+        "s2s_fast._C_emulated",
+        sorted(glob.glob("csrc/emulation/*.cpp")),
+        # The emulation's cuda_runtime.h & co. must shadow any real ones.
+        include_dirs=[os.path.abspath("csrc/emulation/include"), os.path.abspath("csrc")],
+        extra_compile_args=["-O2", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],
+        py_limited_api=True,
+    )
+
+
+def _build_kwargs():
+    extensions = [ext for ext in (_emulated_extension(), _cuda_extension()) if ext is not None]
+    if not extensions:
+        return {}
+    from torch.utils.cpp_extension import BuildExtension
+
+    return {"ext_modules": extensions, "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)},
+            "options": {"bdist_wheel": {"py_limited_api": "cp310"}}}
+
+
+setup(**_build_kwargs())

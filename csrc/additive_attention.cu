@@ -74,7 +74,7 @@ template <typename T, int QT, int VEC>
 __global__ void __launch_bounds__(kThreads, 2)
     additive_attention_fwd_kernel(const AdditiveAttentionForwardParams params) {
     constexpr int CQ = kContextQueriesFor<QT>;
-    extern __shared__ __align__(16) float smem[];
+    float* smem = dynamic_shared<float>();
     const int64_t attn = params.attn, keys = params.keys, queries = params.queries, value_size = params.value_size;
     const int64_t attn_pad = round_up(attn, 4);
     const int64_t query_tiles = ceil_div(queries, QT);
@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 template <typename T, int QT, int VEC>
 __global__ void __launch_bounds__(kThreads, 2)
     additive_attention_bwd_scores_kernel(const AdditiveAttentionBackwardParams params) {
-    extern __shared__ __align__(16) float smem[];
+    float* smem = dynamic_shared<float>();
     const int64_t keys = params.keys, queries = params.queries, value_size = params.value_size;
     const int64_t value_pad = round_up(value_size, 4);
     const int64_t query_tiles = ceil_div(queries, QT);
@@ -292,7 +292,7 @@ template <typename T>
 __global__ void __launch_bounds__(kBackwardThreads)
     additive_attention_bwd_inputs_kernel(const AdditiveAttentionBackwardParams params) {
     constexpr int KT = kAttentionBackwardKeyTile;
-    __shared__ float grad_scores_s[kBackwardQueryChunk][KT];
+    float* grad_scores_s = dynamic_shared<float>();  // [kBackwardQueryChunk, KT]
     const int64_t attn = params.attn, keys = params.keys, queries = params.queries;
     const int64_t a = int64_t(blockIdx.x) * kBackwardThreads + threadIdx.x;
     const int64_t k0 = int64_t(blockIdx.y) * KT;
@@ -318,7 +318,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
         __syncthreads();
         for (int index = threadIdx.x; index < kBackwardQueryChunk * KT; index += kBackwardThreads) {
             const int qi = index / KT, kj = index % KT;
-            grad_scores_s[qi][kj] = (q0 + qi < queries && kj < tile_keys) ? grad_scores[(q0 + qi) * keys + kj] : 0.0f;
+            grad_scores_s[index] = (q0 + qi < queries && kj < tile_keys) ? grad_scores[(q0 + qi) * keys + kj] : 0.0f;
         }
         __syncthreads();
         const int chunk_queries = int(queries - q0 < kBackwardQueryChunk ? queries - q0 : kBackwardQueryChunk);
@@ -327,7 +327,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
             float grad_q = 0.0f;
 #pragma unroll
             for (int kj = 0; kj < KT; ++kj) {
-                const float grad_score = grad_scores_s[qi][kj];
+                const float grad_score = grad_scores_s[qi * KT + kj];
                 if (grad_score != 0.0f) {
                     const float t = tanh_for<T>(q_a + b_key[kj]);
                     const float grad_t = grad_score * t;
@@ -338,8 +338,10 @@ __global__ void __launch_bounds__(kBackwardThreads)
                 }
             }
             if (column) {
-                if (per_tile) grad_query[(q0 + qi) * attn + a] = v_a * grad_q;
-                else atomicAdd(grad_query + (q0 + qi) * attn + a, v_a * grad_q);
+                if (per_tile)
+                    grad_query[(q0 + qi) * attn + a] = v_a * grad_q;
+                else
+                    atomicAdd(grad_query + (q0 + qi) * attn + a, v_a * grad_q);
             }
         }
     }
@@ -365,17 +367,15 @@ int choose_query_tile(int64_t batch, int64_t queries, const DeviceLimits& limits
     return tile_fits<1>(shared1, limits) ? 1 : 0;
 }
 
-template <typename Kernel>
-cudaError_t launch_with_shared(Kernel kernel, int64_t blocks, int64_t shared_bytes, cudaStream_t stream,
-                               const void* params_ptr) {
+template <typename Params>
+cudaError_t launch_with_shared(void (*kernel)(Params), int64_t blocks, int64_t shared_bytes, cudaStream_t stream,
+                               const Params& params) {
     if (shared_bytes > 48 * 1024) {
         const cudaError_t status =
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes));
         if (status != cudaSuccess) return status;
     }
-    void* args[] = {const_cast<void*>(params_ptr)};
-    return cudaLaunchKernel(reinterpret_cast<const void*>(kernel), dim3(unsigned(blocks)), dim3(kThreads), args,
-                            size_t(shared_bytes), stream);
+    return launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), size_t(shared_bytes), stream, params);
 }
 
 template <typename T, int QT>
@@ -385,8 +385,8 @@ cudaError_t launch_forward(const AdditiveAttentionForwardParams& params, bool ve
     const int64_t shared_bytes = forward_shared_floats<QT>(params.attn, params.value_size, vec) * sizeof(float);
     const int64_t blocks = params.batch * ceil_div(params.queries, QT);
     if (vectorized)
-        return launch_with_shared(additive_attention_fwd_kernel<T, QT, V>, blocks, shared_bytes, stream, &params);
-    return launch_with_shared(additive_attention_fwd_kernel<T, QT, 1>, blocks, shared_bytes, stream, &params);
+        return launch_with_shared(additive_attention_fwd_kernel<T, QT, V>, blocks, shared_bytes, stream, params);
+    return launch_with_shared(additive_attention_fwd_kernel<T, QT, 1>, blocks, shared_bytes, stream, params);
 }
 
 template <typename T, int QT>
@@ -395,9 +395,8 @@ cudaError_t launch_bwd_scores(const AdditiveAttentionBackwardParams& params, boo
     const int64_t shared_bytes = scores_backward_shared_floats<QT>(params.value_size) * sizeof(float);
     const int64_t blocks = params.batch * ceil_div(params.queries, QT);
     if (vectorized)
-        return launch_with_shared(additive_attention_bwd_scores_kernel<T, QT, V>, blocks, shared_bytes, stream,
-                                  &params);
-    return launch_with_shared(additive_attention_bwd_scores_kernel<T, QT, 1>, blocks, shared_bytes, stream, &params);
+        return launch_with_shared(additive_attention_bwd_scores_kernel<T, QT, V>, blocks, shared_bytes, stream, params);
+    return launch_with_shared(additive_attention_bwd_scores_kernel<T, QT, 1>, blocks, shared_bytes, stream, params);
 }
 
 }  // namespace
@@ -451,8 +450,8 @@ cudaError_t additive_attention_bwd_inputs(const AdditiveAttentionBackwardParams&
     if (params.batch > 65535) return cudaErrorInvalidValue;
     const dim3 grid(unsigned(ceil_div(params.attn, kBackwardThreads)),
                     unsigned(ceil_div(params.keys, kAttentionBackwardKeyTile)), unsigned(params.batch));
-    additive_attention_bwd_inputs_kernel<T><<<grid, kBackwardThreads, 0, stream>>>(params);
-    return cudaGetLastError();
+    return launch_kernel(additive_attention_bwd_inputs_kernel<T>, grid, dim3(kBackwardThreads),
+                         sizeof(float) * kBackwardQueryChunk * kAttentionBackwardKeyTile, stream, params);
 }
 
 #define S2S_FAST_INSTANTIATE_ATTENTION(T)                                                                        \

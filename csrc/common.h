@@ -1,5 +1,7 @@
-// Device helpers shared by the kernels: dtype conversion, 16-byte packs, special functions, warp reductions.
-// Plain CUDA C++ (no torch headers), so every kernel file compiles on a machine without a CUDA build of torch.
+// Device helpers shared by the kernels: dtype conversion, 16-byte packs, special functions, warp reductions, and the
+// few hardware-specific pieces (inline PTX, dynamic shared memory, launches) behind one wrapper each.
+// Plain CUDA C++ (no torch headers), so every kernel file compiles on a machine without a CUDA build of torch; with
+// csrc/emulation/include first on the include path the host compiler builds the same files for the CUDA emulation.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -7,8 +9,93 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
+
+#include "device_limits.h"
 
 namespace s2s_fast {
+
+// ---- hardware-specific pieces: PTX and CUDA launches on a GPU, csrc/emulation/cuda.h on the CPU ----
+#if defined(S2S_FAST_CUDA_EMULATION)
+
+inline float tanh_approx(float x) { return emulation::tanh_approx(x); }
+
+template <typename T>
+inline void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    emulation::mma_m16n8k16<std::is_same_v<T, __nv_bfloat16>>(d, a, b);
+}
+
+template <typename T>
+inline T* dynamic_shared() {
+    return reinterpret_cast<T*>(emulation::block_shared_memory());
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t,
+                          const Args&... args) {
+    return emulation::launch(emulation::kernel_key(kernel), grid, block, shared_bytes, false, [&] { kernel(args...); });
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch_cooperative_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                                      cudaStream_t, const Args&... args) {
+    return emulation::launch(emulation::kernel_key(kernel), grid, block, shared_bytes, true, [&] { kernel(args...); });
+}
+
+#else
+
+// tanh.approx.f32: relative error about 2^-11.
+__device__ __forceinline__ float tanh_approx(float x) {
+    float result;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(result) : "f"(x));
+    return result;
+}
+
+// d += a (16 x 16, row-major) x b (16 x 8, column-major), fp32 accumulators, one warp (mma.sync.m16n8k16, T half or
+// bfloat16). Fragments (PTX ISA): lane = 4 * group + pair / 2 holds a rows group and group + 8 at columns pair,
+// pair + 1 (and + 8), b at column group, depths pair, pair + 1 (and + 8), d rows group, group + 8 at columns pair,
+// pair + 1.
+template <typename T>
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    if constexpr (std::is_same_v<T, __half>) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+}
+
+// The block's dynamic shared memory (the launch's shared_bytes), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared() {
+    extern __shared__ __align__(16) unsigned char dynamic_shared_memory[];
+    return reinterpret_cast<T*>(dynamic_shared_memory);
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                          const Args&... args) {
+    kernel<<<grid, block, shared_bytes, stream>>>(args...);
+    return cudaGetLastError();
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch_cooperative_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                                      cudaStream_t stream, const Args&... args) {
+    static_assert((std::is_same_v<std::decay_t<Params>, Args> && ...), "arguments of the kernel's own types");
+    void* pointers[] = {const_cast<void*>(static_cast<const void*>(&args))...};
+    return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid, block, pointers, shared_bytes,
+                                       stream);
+}
+
+#endif
 
 constexpr unsigned kFullWarpMask = 0xffffffffu;
 constexpr int kWarpSize = 32;
@@ -46,6 +133,18 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) 
 // Elements of T in one 16-byte access.
 template <typename T>
 constexpr int kVec16 = 16 / static_cast<int>(sizeof(T));
+
+// Evaluates the lambda __VA_ARGS__ with the constant VEC = kVec16<T> when `vectorized` holds, else VEC = 1 (as
+// mamba's BOOL_SWITCH): the "16-byte accesses where sizes and alignment allow, scalar ones otherwise" launch.
+#define S2S_FAST_VECTOR_SWITCH(vectorized, T, VEC, ...) \
+    [&] {                                               \
+        if (vectorized) {                               \
+            constexpr int VEC = kVec16<T>;              \
+            return __VA_ARGS__();                       \
+        }                                               \
+        constexpr int VEC = 1;                          \
+        return __VA_ARGS__();                           \
+    }()
 
 // N elements of T moved as one access of N * sizeof(T) bytes (16 bytes for the vector paths).
 template <typename T, int N>
@@ -109,9 +208,7 @@ __device__ __forceinline__ float tanh_for(float x) {
     if constexpr (sizeof(T) == 4) {
         return tanhf(x);
     } else {
-        float result;
-        asm("tanh.approx.f32 %0, %1;" : "=f"(result) : "f"(x));
-        return result;
+        return tanh_approx(x);
     }
 }
 
@@ -160,20 +257,5 @@ __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a
 __host__ __device__ constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 inline bool is_aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
-
-// Multiprocessor count and opt-in shared memory per block of the current device (queried per call: cheap).
-struct DeviceLimits {
-    int multiprocessors = 0;
-    int max_shared_per_block = 0;
-};
-
-inline cudaError_t current_device_limits(DeviceLimits* limits) {
-    int device = 0;
-    cudaError_t status = cudaGetDevice(&device);
-    if (status != cudaSuccess) return status;
-    status = cudaDeviceGetAttribute(&limits->multiprocessors, cudaDevAttrMultiProcessorCount, device);
-    if (status != cudaSuccess) return status;
-    return cudaDeviceGetAttribute(&limits->max_shared_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-}
 
 }  // namespace s2s_fast

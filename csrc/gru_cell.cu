@@ -132,14 +132,10 @@ cudaError_t gru_cell_fwd(const GruCellForwardParams& params, cudaStream_t stream
                             (params.bias_ih == nullptr || is_aligned(params.bias_ih, 16)) &&
                             (params.bias_hh == nullptr || is_aligned(params.bias_hh, 16)) &&
                             (params.activations == nullptr || is_aligned(params.activations, 4 * V));
-    if (vectorized) {
-        gru_cell_fwd_kernel<T, V>
-            <<<pointwise_blocks(params.batch * params.hidden / V), kPointwiseThreads, 0, stream>>>(params);
-    } else {
-        gru_cell_fwd_kernel<T, 1>
-            <<<pointwise_blocks(params.batch * params.hidden), kPointwiseThreads, 0, stream>>>(params);
-    }
-    return cudaGetLastError();
+    return S2S_FAST_VECTOR_SWITCH(vectorized, T, VEC, [&] {
+        return launch_kernel(gru_cell_fwd_kernel<T, VEC>, dim3(pointwise_blocks(params.batch * params.hidden / VEC)),
+                             dim3(kPointwiseThreads), 0, stream, params);
+    });
 }
 
 template <typename T>
@@ -151,14 +147,10 @@ cudaError_t gru_cell_bwd(const GruCellBackwardParams& params, cudaStream_t strea
                             is_aligned(params.hx, 16) && is_aligned(params.activations, 4 * V) &&
                             is_aligned(params.grad_input_gates, 16) && is_aligned(params.grad_hidden_gates, 16) &&
                             is_aligned(params.grad_hx_direct, 16);
-    if (vectorized) {
-        gru_cell_bwd_kernel<T, V>
-            <<<pointwise_blocks(params.batch * params.hidden / V), kPointwiseThreads, 0, stream>>>(params);
-    } else {
-        gru_cell_bwd_kernel<T, 1>
-            <<<pointwise_blocks(params.batch * params.hidden), kPointwiseThreads, 0, stream>>>(params);
-    }
-    return cudaGetLastError();
+    return S2S_FAST_VECTOR_SWITCH(vectorized, T, VEC, [&] {
+        return launch_kernel(gru_cell_bwd_kernel<T, VEC>, dim3(pointwise_blocks(params.batch * params.hidden / VEC)),
+                             dim3(kPointwiseThreads), 0, stream, params);
+    });
 }
 
 #define S2S_FAST_INSTANTIATE_GRU_CELL(T)                                             \

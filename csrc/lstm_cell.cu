@@ -196,14 +196,11 @@ cudaError_t lstm_cell_pointwise_fwd(const LstmCellPointwiseParams& params, cudaS
                             (params.bias_ih == nullptr || is_aligned(params.bias_ih, 16)) &&
                             (params.bias_hh == nullptr || is_aligned(params.bias_hh, 16)) &&
                             (params.activations == nullptr || is_aligned(params.activations, 4 * V));
-    if (vectorized) {
-        lstm_cell_pointwise_fwd_kernel<T, V>
-            <<<pointwise_blocks(params.batch * params.hidden / V), kPointwiseThreads, 0, stream>>>(params);
-    } else {
-        lstm_cell_pointwise_fwd_kernel<T, 1>
-            <<<pointwise_blocks(params.batch * params.hidden), kPointwiseThreads, 0, stream>>>(params);
-    }
-    return cudaGetLastError();
+    return S2S_FAST_VECTOR_SWITCH(vectorized, T, VEC, [&] {
+        return launch_kernel(lstm_cell_pointwise_fwd_kernel<T, VEC>,
+                             dim3(pointwise_blocks(params.batch * params.hidden / VEC)), dim3(kPointwiseThreads), 0,
+                             stream, params);
+    });
 }
 
 template <typename T>
@@ -217,12 +214,10 @@ cudaError_t lstm_cell_fused_fwd(const LstmCellFusedParams& params, cudaStream_t 
                             is_aligned(params.hx, 16) && is_aligned(params.weight_ih, 16) &&
                             is_aligned(params.weight_hh, 16);
     const unsigned blocks = unsigned(ceil_div(params.hidden, kFusedWarps));
-    if (vectorized) {
-        lstm_cell_fused_fwd_kernel<T, V><<<blocks, kFusedWarps * kWarpSize, 0, stream>>>(params);
-    } else {
-        lstm_cell_fused_fwd_kernel<T, 1><<<blocks, kFusedWarps * kWarpSize, 0, stream>>>(params);
-    }
-    return cudaGetLastError();
+    return S2S_FAST_VECTOR_SWITCH(vectorized, T, VEC, [&] {
+        return launch_kernel(lstm_cell_fused_fwd_kernel<T, VEC>, dim3(blocks), dim3(kFusedWarps * kWarpSize), 0, stream,
+                             params);
+    });
 }
 
 template <typename T>
@@ -234,14 +229,10 @@ cudaError_t lstm_cell_bwd(const LstmCellBackwardParams& params, cudaStream_t str
                             is_aligned(params.grad_hy, 16) && is_aligned(params.grad_cy, 16) &&
                             is_aligned(params.cx, 16) && is_aligned(params.activations, 4 * V) &&
                             is_aligned(params.grad_gates, 16) && is_aligned(params.grad_cx, 16);
-    if (vectorized) {
-        lstm_cell_bwd_kernel<T, V>
-            <<<pointwise_blocks(params.batch * params.hidden / V), kPointwiseThreads, 0, stream>>>(params);
-    } else {
-        lstm_cell_bwd_kernel<T, 1>
-            <<<pointwise_blocks(params.batch * params.hidden), kPointwiseThreads, 0, stream>>>(params);
-    }
-    return cudaGetLastError();
+    return S2S_FAST_VECTOR_SWITCH(vectorized, T, VEC, [&] {
+        return launch_kernel(lstm_cell_bwd_kernel<T, VEC>, dim3(pointwise_blocks(params.batch * params.hidden / VEC)),
+                             dim3(kPointwiseThreads), 0, stream, params);
+    });
 }
 
 #define S2S_FAST_INSTANTIATE_LSTM_CELL(T)                                                          \

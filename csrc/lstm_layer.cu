@@ -92,27 +92,8 @@ __device__ void rows_times_vectors_fma(const T* rows_s, const T* vector_s, float
 
 __device__ __forceinline__ uint32_t shared_word(const void* ptr) { return *reinterpret_cast<const uint32_t*>(ptr); }
 
-// d += a (16 x 16, row-major) x b (16 x 8, column-major), fp32 accumulators, one warp.
-template <typename T>
-__device__ __forceinline__ void mma_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    if constexpr (std::is_same_v<T, __half>) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-            "{%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    } else {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-            "{%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
-}
-
-// Tensor cores: a warp takes 16 rows x 8 batch rows and one of warps_per_item slices of the 16-deep steps. Fragments
-// (PTX m16n8k16): lane = 4 * group + pair / 2 holds A rows group and group + 8 at columns pair, pair + 1 (and + 8),
-// B at batch row group, depths pair, pair + 1 (and + 8), and D rows group, group + 8 at batch rows pair, pair + 1.
+// Tensor cores: a warp takes 16 rows x 8 batch rows and one of warps_per_item slices of the 16-deep steps, with the
+// fragments of mma_m16n8k16 (common.h): b's columns are batch rows.
 template <typename T>
 __device__ void rows_times_vectors_mma(const T* rows_s, const T* vector_s, float* partial_s, const Layout& layout,
                                        int item, int slice, int lane) {
@@ -131,7 +112,7 @@ __device__ void rows_times_vectors_mma(const T* rows_s, const T* vector_s, float
         const uint32_t a[4] = {shared_word(p_a + k), upper ? shared_word(p_a + 8 * stride + k) : 0u,
                                shared_word(p_a + k + 8), upper ? shared_word(p_a + 8 * stride + k + 8) : 0u};
         const uint32_t b[2] = {shared_word(p_b + k), shared_word(p_b + k + 8)};
-        mma_16x8x16<T>(acc, a, b);
+        mma_m16n8k16<T>(acc, a, b);
     }
     float* p_out = partial_s + (int64_t(slice) * layout.rows + block * kMmaRows + group) * layout.batch_pad +
                    tile * kBatchTile + pair;
@@ -183,7 +164,7 @@ __device__ __forceinline__ void zero_shared(T* target, int64_t count) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
     lstm_layer_fwd_kernel(const LstmLayerForwardParams params, const LstmLayerPlan plan) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    unsigned char* smem_raw = dynamic_shared<unsigned char>();
     cg::grid_group grid = cg::this_grid();
     const int64_t steps = params.steps, batch = params.batch, hidden = params.hidden;
     const int units = plan.units_per_block;
@@ -290,7 +271,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
     lstm_layer_bwd_kernel(const LstmLayerBackwardParams params, const LstmLayerPlan plan) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    unsigned char* smem_raw = dynamic_shared<unsigned char>();
     cg::grid_group grid = cg::this_grid();
     const int64_t steps = params.steps, batch = params.batch, hidden = params.hidden;
     const int units = plan.units_per_block;
@@ -420,9 +401,8 @@ cudaError_t lstm_layer_fwd(const LstmLayerForwardParams& params, cudaStream_t st
     const cudaError_t status = lstm_layer_plan<T>(params.batch, params.hidden, false, &plan);
     if (status != cudaSuccess) return status;
     if (plan.blocks == 0) return cudaErrorInvalidConfiguration;
-    void* args[] = {const_cast<LstmLayerForwardParams*>(&params), &plan};
-    return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(lstm_layer_fwd_kernel<T>), dim3(plan.blocks),
-                                       dim3(kThreads), args, size_t(plan.shared_bytes), stream);
+    return launch_cooperative_kernel(lstm_layer_fwd_kernel<T>, dim3(plan.blocks), dim3(kThreads),
+                                     size_t(plan.shared_bytes), stream, params, plan);
 }
 
 template <typename T>
@@ -432,9 +412,8 @@ cudaError_t lstm_layer_bwd(const LstmLayerBackwardParams& params, cudaStream_t s
     const cudaError_t status = lstm_layer_plan<T>(params.batch, params.hidden, true, &plan);
     if (status != cudaSuccess) return status;
     if (plan.blocks == 0) return cudaErrorInvalidConfiguration;
-    void* args[] = {const_cast<LstmLayerBackwardParams*>(&params), &plan};
-    return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(lstm_layer_bwd_kernel<T>), dim3(plan.blocks),
-                                       dim3(kThreads), args, size_t(plan.shared_bytes), stream);
+    return launch_cooperative_kernel(lstm_layer_bwd_kernel<T>, dim3(plan.blocks), dim3(kThreads),
+                                     size_t(plan.shared_bytes), stream, params, plan);
 }
 
 #define S2S_FAST_INSTANTIATE_LSTM_LAYER(T)                                               \

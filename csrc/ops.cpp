@@ -1,24 +1,64 @@
-// Torch binding of the CUDA kernels: operator schemas under the namespace s2s_fast (TORCH_LIBRARY), CUDA
+// Torch binding of the CUDA kernels: operator schemas under the namespace s2s_fast (TORCH_LIBRARY), kernel-device
 // implementations that check their inputs, run on the current stream of the inputs' device and check every launch,
-// and a Python module s2s_fast._C exposing the persistent-layer planner. Fake (meta) implementations and autograd
-// formulas are registered from Python (s2s_fast/cuda/).
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+// and two operators for the persistent layer's planner and the device limits it plans for. Fake (meta)
+// implementations and autograd formulas are registered from Python (s2s_fast/cuda/).
+//
+// Built twice: with nvcc against the CUDA build of torch (s2s_fast._C, CUDA tensors), and by the host compiler with
+// csrc/emulation/include first on the include path (s2s_fast._C_emulated: the same kernels run on CPU tensors
+// through csrc/emulation/). The block below is all that differs.
+// The emulation's stand-ins when csrc/emulation/include comes first on the include path.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <torch/extension.h>
+#include <cuda_runtime.h>
+
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "additive_attention.h"
+#include "device_limits.h"
 #include "gru_cell.h"
 #include "lstm_cell.h"
 #include "lstm_layer.h"
+
+#if defined(S2S_FAST_CUDA_EMULATION)
+#define S2S_FAST_KERNEL_DISPATCH_KEY CPU
+namespace s2s_fast {
+namespace {
+constexpr c10::DeviceType kKernelDevice = c10::DeviceType::CPU;
+constexpr const char* kKernelDeviceTensor =
+    "a CPU tensor (S2S_FAST_CUDA_EMULATE runs the CUDA kernels on the CPU, in an emulation)";
+// One emulated device, and launches that finish before they return: no device to switch to, no stream.
+struct DeviceGuard {
+    explicit DeviceGuard(c10::Device) {}
+    explicit DeviceGuard(c10::DeviceIndex) {}
+};
+cudaStream_t current_stream() { return nullptr; }
+// Fresh outputs start as NaN (every bit set), so that an element a kernel forgets to write shows in the tests.
+at::Tensor kernel_output(at::IntArrayRef shape, at::TensorOptions options) {
+    return at::empty(shape, options).fill_(std::numeric_limits<float>::quiet_NaN());
+}
+}  // namespace
+}  // namespace s2s_fast
+#else
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#define S2S_FAST_KERNEL_DISPATCH_KEY CUDA
+namespace s2s_fast {
+namespace {
+constexpr c10::DeviceType kKernelDevice = c10::DeviceType::CUDA;
+constexpr const char* kKernelDeviceTensor = "a CUDA tensor";
+using DeviceGuard = c10::cuda::CUDAGuard;
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+at::Tensor kernel_output(at::IntArrayRef shape, at::TensorOptions options) { return at::empty(shape, options); }
+}  // namespace
+}  // namespace s2s_fast
+#endif
 
 namespace s2s_fast {
 namespace {
@@ -54,8 +94,8 @@ void check_inputs(const char* op, std::initializer_list<std::pair<const char*, c
     const char* first_name = nullptr;
     for (const auto& [name, tensor] : tensors) {
         if (tensor == nullptr) continue;
-        TORCH_CHECK(tensor->is_cuda(), "s2s_fast::", op, ": ", name, " must be a CUDA tensor, got one on ",
-                    tensor->device(), "; move the inputs to a GPU or use backend='reference'");
+        TORCH_CHECK(tensor->device().type() == kKernelDevice, "s2s_fast::", op, ": ", name, " must be ",
+                    kKernelDeviceTensor, ", got one on ", tensor->device(), "; use backend='reference' for it");
         if (first == nullptr) {
             first = tensor;
             first_name = name;
@@ -78,14 +118,19 @@ const Tensor* optional_ptr(const OptionalTensor& tensor) { return tensor.has_val
 // The tensor itself when its rows are contiguous (last stride 1), else a contiguous copy.
 Tensor rows_contiguous(const Tensor& tensor) { return tensor.stride(-1) == 1 ? tensor : tensor.contiguous(); }
 
+// A float32 tensor a forward saved for its backward: contiguous, on the kernels' device.
+void check_saved(const char* op, const char* name, const Tensor& saved) {
+    TORCH_CHECK(saved.device().type() == kKernelDevice && saved.scalar_type() == at::kFloat && saved.is_contiguous(),
+                "s2s_fast::", op, ": ", name, " must be the contiguous float32 tensor saved by the forward, on the ",
+                "kernels' device");
+}
+
 const void* data_or_null(const OptionalTensor& tensor) { return tensor.has_value() ? tensor->data_ptr() : nullptr; }
 
 OptionalTensor contiguous_or_none(const OptionalTensor& tensor) {
     if (!tensor.has_value()) return std::nullopt;
     return tensor->contiguous();
 }
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 at::TensorOptions float_options(const Tensor& like) { return like.options().dtype(at::kFloat); }
 
@@ -110,7 +155,7 @@ void check_cell(const char* op, int64_t gates, const Tensor& input, const Tensor
 
 // Activated gates saved for the backward when asked to; an empty tensor otherwise.
 Tensor activations_buffer(const Tensor& like, at::IntArrayRef shape, bool save) {
-    return save ? at::empty(shape, float_options(like)) : at::empty({0}, float_options(like));
+    return save ? kernel_output(shape, float_options(like)) : kernel_output({0}, float_options(like));
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_cell_fwd_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx,
@@ -122,15 +167,15 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_fwd_cuda(const Tensor& input, const
     check_cell(op, 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
     check_inputs(op, {{"input", &input}, {"cx", &cx}});
     check_shape(op, "cx", cx, hx.sizes());
-    const c10::cuda::CUDAGuard guard(input.device());
+    const DeviceGuard guard(input.device());
     const int64_t batch = input.size(0), hidden = hx.size(1);
     // Recurrent and input GEMMs through cuBLAS into one gates buffer; the kernel adds the biases.
     Tensor gates = at::mm(input, weight_ih.t());
     gates.addmm_(hx, weight_hh.t());
     const Tensor cx_rows = rows_contiguous(cx);
     const OptionalTensor b_ih = contiguous_or_none(bias_ih), b_hh = contiguous_or_none(bias_hh);
-    Tensor hy = at::empty({batch, hidden}, hx.options());
-    Tensor cy = at::empty({batch, hidden}, hx.options());
+    Tensor hy = kernel_output({batch, hidden}, hx.options());
+    Tensor cy = kernel_output({batch, hidden}, hx.options());
     Tensor activations = activations_buffer(input, {batch, 4 * hidden}, save_activations);
     LstmCellPointwiseParams params{};
     params.batch = batch;
@@ -163,12 +208,12 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_fused_fwd_cuda(const Tensor& input,
     const int64_t batch = input.size(0), hidden = hx.size(1);
     TORCH_CHECK(batch <= kLstmCellFusedMaxBatch, "s2s_fast::", op, ": serves batches of at most ",
                 kLstmCellFusedMaxBatch, " rows, got ", batch, "; use s2s_fast::cuda_lstm_cell_fwd");
-    const c10::cuda::CUDAGuard guard(input.device());
+    const DeviceGuard guard(input.device());
     const Tensor input_rows = rows_contiguous(input), hx_rows = rows_contiguous(hx), cx_rows = rows_contiguous(cx);
     const Tensor weight_ih_rows = rows_contiguous(weight_ih), weight_hh_rows = rows_contiguous(weight_hh);
     const OptionalTensor b_ih = contiguous_or_none(bias_ih), b_hh = contiguous_or_none(bias_hh);
-    Tensor hy = at::empty({batch, hidden}, hx.options());
-    Tensor cy = at::empty({batch, hidden}, hx.options());
+    Tensor hy = kernel_output({batch, hidden}, hx.options());
+    Tensor cy = kernel_output({batch, hidden}, hx.options());
     Tensor activations = activations_buffer(input, {batch, 4 * hidden}, save_activations);
     LstmCellFusedParams params{};
     params.batch = batch;
@@ -204,14 +249,13 @@ std::tuple<Tensor, Tensor> lstm_cell_bwd_cuda(const Tensor& grad_hy, const Tenso
     const int64_t batch = cx.size(0), hidden = cx.size(1);
     check_shape(op, "grad_hy", grad_hy, cx.sizes());
     check_shape(op, "grad_cy", grad_cy, cx.sizes());
-    TORCH_CHECK(activations.is_cuda() && activations.scalar_type() == at::kFloat && activations.is_contiguous(),
-                "s2s_fast::", op, ": activations must be the contiguous float32 CUDA tensor saved by the forward");
+    check_saved(op, "activations", activations);
     check_shape(op, "activations", activations, {batch, 4 * hidden});
-    const c10::cuda::CUDAGuard guard(cx.device());
+    const DeviceGuard guard(cx.device());
     const Tensor grad_hy_rows = rows_contiguous(grad_hy), grad_cy_rows = rows_contiguous(grad_cy);
     const Tensor cx_rows = rows_contiguous(cx);
-    Tensor grad_gates = at::empty({batch, 4 * hidden}, cx.options());
-    Tensor grad_cx = at::empty({batch, hidden}, cx.options());
+    Tensor grad_gates = kernel_output({batch, 4 * hidden}, cx.options());
+    Tensor grad_cx = kernel_output({batch, hidden}, cx.options());
     LstmCellBackwardParams params{};
     params.batch = batch;
     params.hidden = hidden;
@@ -237,13 +281,13 @@ std::tuple<Tensor, Tensor> gru_cell_fwd_cuda(const Tensor& input, const Tensor& 
     const char* op = "cuda_gru_cell_fwd";
     TORCH_CHECK(input.dim() == 2, "s2s_fast::", op, ": input must be [B, I], got ", input.sizes());
     check_cell(op, 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh);
-    const c10::cuda::CUDAGuard guard(input.device());
+    const DeviceGuard guard(input.device());
     const int64_t batch = input.size(0), hidden = hx.size(1);
     const Tensor input_gates = at::mm(input, weight_ih.t());
     const Tensor hidden_gates = at::mm(hx, weight_hh.t());
     const Tensor hx_rows = rows_contiguous(hx);
     const OptionalTensor b_ih = contiguous_or_none(bias_ih), b_hh = contiguous_or_none(bias_hh);
-    Tensor hy = at::empty({batch, hidden}, hx.options());
+    Tensor hy = kernel_output({batch, hidden}, hx.options());
     Tensor activations = activations_buffer(input, {batch, 4 * hidden}, save_activations);
     GruCellForwardParams params{};
     params.batch = batch;
@@ -272,14 +316,13 @@ std::tuple<Tensor, Tensor, Tensor> gru_cell_bwd_cuda(const Tensor& grad_hy, cons
     TORCH_CHECK(hx.dim() == 2, "s2s_fast::", op, ": hx must be 2-d");
     const int64_t batch = hx.size(0), hidden = hx.size(1);
     check_shape(op, "grad_hy", grad_hy, hx.sizes());
-    TORCH_CHECK(activations.is_cuda() && activations.scalar_type() == at::kFloat && activations.is_contiguous(),
-                "s2s_fast::", op, ": activations must be the contiguous float32 CUDA tensor saved by the forward");
+    check_saved(op, "activations", activations);
     check_shape(op, "activations", activations, {batch, 4 * hidden});
-    const c10::cuda::CUDAGuard guard(hx.device());
+    const DeviceGuard guard(hx.device());
     const Tensor grad_hy_rows = rows_contiguous(grad_hy), hx_rows = rows_contiguous(hx);
-    Tensor grad_input_gates = at::empty({batch, 3 * hidden}, hx.options());
-    Tensor grad_hidden_gates = at::empty({batch, 3 * hidden}, hx.options());
-    Tensor grad_hx_direct = at::empty({batch, hidden}, hx.options());
+    Tensor grad_input_gates = kernel_output({batch, 3 * hidden}, hx.options());
+    Tensor grad_hidden_gates = kernel_output({batch, 3 * hidden}, hx.options());
+    Tensor grad_hx_direct = kernel_output({batch, hidden}, hx.options());
     GruCellBackwardParams params{};
     params.batch = batch;
     params.hidden = hidden;
@@ -323,15 +366,15 @@ std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& que
                                                                const OptionalTensor& mask) {
     const char* op = "cuda_additive_attention_fwd";
     check_attention(op, query_proj, key_proj, v, values, mask);
-    const c10::cuda::CUDAGuard guard(query_proj.device());
+    const DeviceGuard guard(query_proj.device());
     const int64_t batch = key_proj.size(0), queries = query_proj.size(1), keys = key_proj.size(1);
     const int64_t value_size = values.size(2);
     const Tensor query_c = query_proj.contiguous(), key_c = key_proj.contiguous(), v_c = v.contiguous();
     const Tensor values_c = values.contiguous();
     const OptionalTensor mask_c = contiguous_or_none(mask);
-    Tensor context = at::empty({batch, queries, value_size}, values.options());
-    Tensor weights = at::empty({batch, queries, keys}, values.options());
-    Tensor probs = at::empty({batch, queries, keys}, float_options(values));
+    Tensor context = kernel_output({batch, queries, value_size}, values.options());
+    Tensor weights = kernel_output({batch, queries, keys}, values.options());
+    Tensor probs = kernel_output({batch, queries, keys}, float_options(values));
     AdditiveAttentionForwardParams params{};
     params.batch = batch;
     params.queries = queries;
@@ -363,10 +406,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     const int64_t attn = key_proj.size(2), value_size = values.size(2);
     check_shape(op, "grad_context", grad_context, {batch, queries, value_size});
     check_shape(op, "grad_weights", grad_weights, {batch, queries, keys});
-    TORCH_CHECK(probs.is_cuda() && probs.scalar_type() == at::kFloat, "s2s_fast::", op,
-                ": probs must be the float32 CUDA tensor saved by the forward");
+    check_saved(op, "probs", probs);
     check_shape(op, "probs", probs, {batch, queries, keys});
-    const c10::cuda::CUDAGuard guard(query_proj.device());
+    const DeviceGuard guard(query_proj.device());
     const auto dtype = values.scalar_type();
     if (batch == 0 || queries == 0 || keys == 0) {
         return {at::zeros_like(query_proj, at::MemoryFormat::Contiguous),
@@ -378,14 +420,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     const Tensor grad_context_c = grad_context.contiguous(), grad_weights_c = grad_weights.contiguous();
     const OptionalTensor mask_c = contiguous_or_none(mask);
     const int64_t key_tiles = (keys + kAttentionBackwardKeyTile - 1) / kAttentionBackwardKeyTile;
-    Tensor grad_scores = at::empty({batch, queries, keys}, float_options(values));
+    Tensor grad_scores = kernel_output({batch, queries, keys}, float_options(values));
     // Tiles of keys add their parts of grad_query atomically, in an order that varies from run to run; under
     // torch.use_deterministic_algorithms(True) each tile writes a slab of its own and one sum adds them in order.
     const bool per_tile = key_tiles > 1 && at::globalContext().deterministicAlgorithms();
-    Tensor grad_query = per_tile ? at::empty({key_tiles, batch, queries, attn}, float_options(values))
+    Tensor grad_query = per_tile ? kernel_output({key_tiles, batch, queries, attn}, float_options(values))
                                  : at::zeros({batch, queries, attn}, float_options(values));
-    Tensor grad_key = at::empty({batch, keys, attn}, values.options());
-    Tensor grad_v_partial = at::empty({batch * key_tiles, attn}, float_options(values));
+    Tensor grad_key = kernel_output({batch, keys, attn}, values.options());
+    Tensor grad_v_partial = kernel_output({batch * key_tiles, attn}, float_options(values));
     AdditiveAttentionBackwardParams params{};
     params.batch = batch;
     params.queries = queries;
@@ -460,17 +502,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cuda(
                     ": lengths must be an int64 tensor on ", input.device());
         check_shape(op, "lengths", *lengths, {batch});
     }
-    const c10::cuda::CUDAGuard guard(input.device());
+    const DeviceGuard guard(input.device());
     const auto options = hx.options();
     const auto saved = [&](at::IntArrayRef shape, at::TensorOptions opts) {
-        return save_for_backward ? at::empty(shape, opts) : at::empty({0}, opts);
+        return save_for_backward ? kernel_output(shape, opts) : kernel_output({0}, opts);
     };
     Tensor activations = saved({steps, batch, 4 * hidden}, float_options(hx));
     Tensor cell_states = saved({steps, batch, hidden}, float_options(hx));
     Tensor hidden_prev = saved({steps, batch, hidden}, options);
-    Tensor output = at::empty({steps, batch, hidden}, options);
-    Tensor hy = at::empty({batch, hidden}, options);
-    Tensor cy = at::empty({batch, hidden}, options);
+    Tensor output = kernel_output({steps, batch, hidden}, options);
+    Tensor hy = kernel_output({batch, hidden}, options);
+    Tensor cy = kernel_output({batch, hidden}, options);
     if (steps == 0 || batch == 0) {
         hy.copy_(hx);
         cy.copy_(cx);
@@ -525,9 +567,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_bwd_cuda(const Tensor& grad_output
     check_shape(op, "grad_hy", grad_hy, {batch, hidden});
     check_shape(op, "grad_cy", grad_cy, {batch, hidden});
     check_shape(op, "cx", cx, {batch, hidden});
-    TORCH_CHECK(activations.scalar_type() == at::kFloat && cell_states.scalar_type() == at::kFloat &&
-                    activations.is_contiguous() && cell_states.is_contiguous(),
-                "s2s_fast::", op, ": activations and cell_states must be the float32 tensors saved by the forward");
+    check_saved(op, "activations", activations);
+    check_saved(op, "cell_states", cell_states);
     check_shape(op, "activations", activations, {steps, batch, 4 * hidden});
     check_shape(op, "cell_states", cell_states, {steps, batch, hidden});
     if (lengths.has_value()) {
@@ -535,10 +576,10 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_bwd_cuda(const Tensor& grad_output
                     ": lengths must be an int64 tensor on ", grad_output.device());
         check_shape(op, "lengths", *lengths, {batch});
     }
-    const c10::cuda::CUDAGuard guard(grad_output.device());
+    const DeviceGuard guard(grad_output.device());
     const auto options = grad_output.options();
-    Tensor grad_hx = at::empty({batch, hidden}, options);
-    Tensor grad_cx = at::empty({batch, hidden}, options);
+    Tensor grad_hx = kernel_output({batch, hidden}, options);
+    Tensor grad_cx = kernel_output({batch, hidden}, options);
     if (steps == 0 || batch == 0) {
         grad_hx.copy_(grad_hy);
         grad_cx.copy_(grad_cy);
@@ -574,18 +615,22 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_bwd_cuda(const Tensor& grad_output
     return {grad_gates, grad_hx, grad_cx};
 }
 
-// [units_per_block, blocks, shared_bytes] of the persistent LSTM kernel for this size on a CUDA device; blocks is 0
-// where the size is not served.
-std::vector<int64_t> lstm_layer_plan_for(const std::string& dtype, int64_t batch, int64_t hidden, bool backward,
-                                         int64_t device_index) {
-    const at::ScalarType scalar_type = dtype == "float32"    ? at::kFloat
-                                       : dtype == "float16"  ? at::kHalf
-                                       : dtype == "bfloat16" ? at::kBFloat16
-                                                             : at::kDouble;
-    TORCH_CHECK(scalar_type != at::kDouble, "lstm_layer_plan: dtype must be float32, float16 or bfloat16, got ", dtype);
-    const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_index));
-    const LstmLayerPlan plan = layer_plan(scalar_type, batch, hidden, backward);
+// [units_per_block, blocks, shared_bytes] of the persistent LSTM kernel for this size on the kernels' device;
+// blocks is 0 where the size is not served.
+std::vector<int64_t> lstm_layer_plan_op(at::ScalarType dtype, int64_t batch, int64_t hidden, bool backward,
+                                        int64_t device_index) {
+    const DeviceGuard guard(static_cast<c10::DeviceIndex>(device_index));
+    const LstmLayerPlan plan = layer_plan(dtype, batch, hidden, backward);
     return {plan.units_per_block, plan.blocks, plan.shared_bytes};
+}
+
+// [multiprocessors, opt-in shared memory per block in bytes] of the kernels' device (the emulated GPU under the
+// emulation), the two numbers the persistent layer's plan depends on.
+std::vector<int64_t> device_limits_op(int64_t device_index) {
+    const DeviceGuard guard(static_cast<c10::DeviceIndex>(device_index));
+    DeviceLimits limits;
+    check_launch(current_device_limits(&limits), "cuda_device_limits");
+    return {limits.multiprocessors, limits.max_shared_per_block};
 }
 
 }  // namespace
@@ -622,9 +667,13 @@ TORCH_LIBRARY(s2s_fast, m) {
         "cuda_lstm_layer_bwd(Tensor grad_output, Tensor grad_hy, Tensor grad_cy, Tensor weight_hh, Tensor? lengths, "
         "Tensor cx, Tensor activations, Tensor cell_states, bool reverse) "
         "-> (Tensor grad_gates, Tensor grad_hx, Tensor grad_cx)");
+    m.def(
+        "cuda_lstm_layer_plan(ScalarType dtype, int batch, int hidden, bool backward, int device_index) -> int[]",
+        &s2s_fast::lstm_layer_plan_op);
+    m.def("cuda_device_limits(int device_index) -> int[]", &s2s_fast::device_limits_op);
 }
 
-TORCH_LIBRARY_IMPL(s2s_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(s2s_fast, S2S_FAST_KERNEL_DISPATCH_KEY, m) {
     m.impl("cuda_lstm_cell_fwd", &s2s_fast::lstm_cell_fwd_cuda);
     m.impl("cuda_lstm_cell_fused_fwd", &s2s_fast::lstm_cell_fused_fwd_cuda);
     m.impl("cuda_lstm_cell_bwd", &s2s_fast::lstm_cell_bwd_cuda);
@@ -634,11 +683,4 @@ TORCH_LIBRARY_IMPL(s2s_fast, CUDA, m) {
     m.impl("cuda_additive_attention_bwd", &s2s_fast::additive_attention_bwd_cuda);
     m.impl("cuda_lstm_layer_fwd", &s2s_fast::lstm_layer_fwd_cuda);
     m.impl("cuda_lstm_layer_bwd", &s2s_fast::lstm_layer_bwd_cuda);
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-    module.doc() = "s2s_fast CUDA kernels; the operators are torch.ops.s2s_fast.*";
-    module.def("lstm_layer_plan", &s2s_fast::lstm_layer_plan_for, pybind11::arg("dtype"), pybind11::arg("batch"),
-               pybind11::arg("hidden"), pybind11::arg("backward"), pybind11::arg("device_index"),
-               "[units_per_block, blocks, shared_bytes] of the persistent LSTM kernel; blocks == 0: not served");
 }

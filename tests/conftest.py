@@ -3,9 +3,11 @@ import os
 import pytest
 import torch
 
-# Without a CUDA GPU the Triton kernels run through the interpreter, which must be on before they are defined.
+# Without a CUDA GPU the Triton kernels run through the interpreter, and the CUDA kernels through the CUDA emulation
+# (as an H100 would run them); both must be on before s2s_fast is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("S2S_FAST_CUDA_EMULATE", "h100")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,9 +1,11 @@
 """The cuda backend (csrc/ kernels bound as torch.ops.s2s_fast) against the reference.
 
-CPU tests run everywhere: the error without the extension, auto never picking cuda on CPU, the limit checks.
-GPU tests (marked gpu, run by scripts/gpu_suite.sh) need a CUDA GPU and the built extension: every op forward and
-every gradient against the reference (float32 tolerances; float16/bfloat16 against float64 with the reference's own
-low-precision error as the yardstick), awkward shapes, poisoned memory, opcheck and torch.compile.
+Plain tests run everywhere: the error without the library, auto never picking cuda on CPU, the limit checks.
+Kernel tests run the kernels: on a CUDA GPU with the extension s2s_fast._C, or on the CPU through the CUDA emulation
+s2s_fast._C_emulated (conftest sets S2S_FAST_CUDA_EMULATE=h100 where there is no GPU), each under two scheduling
+seeds there: every op forward and every gradient against the reference (float32 tolerances; float16/bfloat16
+against float64 with the reference's own low-precision error as the yardstick), awkward shapes, poisoned memory,
+opcheck and torch.compile. Tests marked gpu need a real GPU.
 """
 
 import functools
@@ -51,15 +53,17 @@ def _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float32,
     return args
 
 
-@pytest.mark.skipif(compiled.extension_module is not None, reason="the extension is built here")
+@pytest.mark.skipif(compiled.extension_module is not None or compiled.EMULATED_GPU is not None,
+                    reason="the extension is built here, or the emulation is on")
 def test_cuda_backend_without_extension_says_how_to_build():
     args = _cell_args(4, 2, 3, 5)
     with pytest.raises(RuntimeError, match=r"s2s_fast\._C is not built.*pip install --no-build-isolation -e \."):
         F.lstm_cell(**args, backend="cuda")
-    reason = cuda_backend.unavailable_reason(torch.device("cuda"))
+    reason = cuda_backend.unavailable_reason(DEVICE)
     assert "nvcc" in reason and "S2S_FAST_BUILD_CUDA=1" in reason
 
 
+@pytest.mark.skipif(compiled.EMULATED_GPU is not None, reason="the emulation runs the kernels on CPU tensors")
 def test_cuda_backend_refuses_cpu_tensors():
     args = _attention_args(2, 3, 4, 5, 6)
     with pytest.raises(RuntimeError, match="backend 'cuda' cannot serve additive_attention on cpu"):
@@ -116,13 +120,21 @@ def test_layer_limit_refuses_batches_past_the_block():
 
 
 gpu = pytest.mark.gpu
+DEVICE = torch.device(compiled.KERNEL_DEVICE_TYPE)
+# On a GPU machine the kernel tests always run (and fail without the extension); elsewhere they need the emulation.
+kernels = pytest.mark.skipif(not torch.cuda.is_available() and compiled.EMULATED_GPU is None,
+                             reason="needs a CUDA GPU or the CUDA emulation (S2S_FAST_CUDA_EMULATE)")
+# The emulation runs threads between barriers in an order drawn from this seed: two orders per test.
+SCHEDULE_SEEDS = ["0", "1"] if compiled.EMULATED_GPU else ["0"]
 
 
-@pytest.fixture
-def extension():
-    """The built extension; a GPU run without it fails, saying how to build it."""
+@pytest.fixture(params=SCHEDULE_SEEDS, ids=lambda seed: f"seed{seed}")
+def extension(request, monkeypatch):
+    """The built library (the emulated one under its scheduling seed); a GPU run without it fails, saying how to
+    build it."""
     if compiled.MISSING_REASON is not None:
         pytest.fail(compiled.MISSING_REASON)
+    monkeypatch.setenv("S2S_FAST_CUDA_EMULATE_SEED", request.param)
     return compiled.extension_module
 
 
@@ -130,7 +142,7 @@ def _on_gpu(args, dtype=None):
     moved = {}
     for name, value in args.items():
         if isinstance(value, torch.Tensor):
-            value = value.to("cuda")
+            value = value.to(DEVICE)
             if dtype is not None and value.is_floating_point():
                 value = value.to(dtype)
         moved[name] = value
@@ -153,16 +165,18 @@ def _check(fn, reference_fn, args, dtype):
 
 def _poison_allocator_cache():
     """Fill memory the CUDA caching allocator keeps with all-ones bytes (NaN in float32, float16 and bfloat16), so
-    tensors allocated next start as NaN."""
-    small = [torch.full((1 << 17,), -1, dtype=torch.int32, device="cuda") for _ in range(64)]
-    large = [torch.full((1 << 24,), -1, dtype=torch.int32, device="cuda") for _ in range(4)]
+    tensors allocated next start as NaN. The emulated binding fills every fresh output with NaN itself."""
+    if DEVICE.type != "cuda":
+        return
+    small = [torch.full((1 << 17,), -1, dtype=torch.int32, device=DEVICE) for _ in range(64)]
+    large = [torch.full((1 << 24,), -1, dtype=torch.int32, device=DEVICE) for _ in range(4)]
     del small, large
 
 
 CELL_SHAPES = [(1, 1, 1), (3, 5, 7), (8, 16, 24), (9, 33, 40), (64, 128, 256)]
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("batch,input_size,hidden", CELL_SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
@@ -171,7 +185,7 @@ def test_lstm_cell_matches_reference(extension, dtype, batch, input_size, hidden
     _check(functools.partial(F.lstm_cell, backend="cuda"), reference.lstm_cell, args, dtype)
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("batch,input_size,hidden", CELL_SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
@@ -180,7 +194,7 @@ def test_gru_cell_matches_reference(extension, dtype, batch, input_size, hidden,
     _check(functools.partial(F.gru_cell, backend="cuda"), reference.gru_cell, args, dtype)
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("batch", [2, 12])
 def test_cells_take_noncontiguous_inputs(extension, cell, batch):
@@ -192,7 +206,7 @@ def test_cells_take_noncontiguous_inputs(extension, cell, batch):
     compare_with_reference(ours, reference.lstm_cell if cell == "lstm" else reference.gru_cell, args)
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("batch", [1, 5, 8])
 def test_lstm_cell_fused_and_cublas_paths_agree(extension, batch):
     args = _on_gpu(_cell_args(4, batch, 40, 48))
@@ -203,10 +217,10 @@ def test_lstm_cell_fused_and_cublas_paths_agree(extension, batch):
 
 
 # H = 600 and 1024 give 5 and 8 units per block on 108..132 multiprocessors: partial and full 16-row mma tiles.
-LAYER_SHAPES = [(1, 1, 1, 1), (5, 4, 3, 6), (7, 3, 5, 13), (20, 8, 64, 256), (4, 5, 32, 600), (3, 16, 16, 1024)]
+LAYER_SHAPES = [(1, 1, 1, 1), (5, 4, 3, 6), (7, 3, 5, 13), (6, 8, 64, 256), (4, 5, 32, 600), (3, 16, 16, 1024)]
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("steps,batch,input_size,hidden", LAYER_SHAPES)
 @pytest.mark.parametrize("reverse", [False, True])
@@ -220,12 +234,12 @@ def test_lstm_layer_matches_reference(extension, dtype, steps, batch, input_size
         lengths = torch.randint(0, steps + 1, (batch,))
         lengths[0] = steps
         lengths[-1] = 0 if batch > 1 else steps
-        lengths = lengths.cuda()
+        lengths = lengths.to(DEVICE)
 
     def ours(**kwargs):
         return F.lstm_layer(**kwargs, lengths=lengths, reverse=reverse, backend="cuda")
 
-    trained = [t.cuda().to(dtype).requires_grad_() for t in args.values() if t is not None]
+    trained = [t.to(DEVICE).to(dtype).requires_grad_() for t in args.values() if t is not None]
     limit = cuda_backend.LIMITS["lstm_layer"](*trained)
     if limit is not None:
         pytest.skip(limit)
@@ -236,7 +250,7 @@ def test_lstm_layer_matches_reference(extension, dtype, steps, batch, input_size
     _check(ours, theirs, args, dtype)
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gru_layer_runs_the_cuda_cell_in_the_time_loop(extension, dtype, reverse):
@@ -244,12 +258,12 @@ def test_gru_layer_runs_the_cuda_cell_in_the_time_loop(extension, dtype, reverse
     cell = _cell_args(3, batch, input_size, hidden, dtype=torch.float64, lstm=False)
     args = dict(input=torch.randn(steps, batch, input_size, dtype=torch.float64),
                 **{k: v for k, v in cell.items() if k != "input"})
-    lengths = torch.tensor([6, 0, 3, 1], device="cuda")
+    lengths = torch.tensor([6, 0, 3, 1], device=DEVICE)
     ours = functools.partial(F.gru_layer, lengths=lengths, reverse=reverse, backend="cuda")
     _check(ours, functools.partial(reference.gru_layer, lengths=lengths, reverse=reverse), args, dtype)
 
 
-@gpu
+@kernels
 def test_lstm_layer_takes_noncontiguous_inputs(extension):
     cell = _cell_args(4, 6, 10, 32)
     args = _on_gpu(dict(input=torch.randn(9, 6, 10), **{k: v for k, v in cell.items() if k != "input"}))
@@ -259,22 +273,21 @@ def test_lstm_layer_takes_noncontiguous_inputs(extension):
         reference.lstm_layer, reverse=True), args)
 
 
-@gpu
+@kernels
 def test_lstm_layer_limits_depend_on_size_and_backward(extension):
     """A float16 size whose forward fits shared memory but whose backward (4H-wide gate gradients) does not."""
-    properties = torch.cuda.get_device_properties(0)
+    multiprocessors, shared = compiled.device_limits(DEVICE)
     hidden = 1024
 
     def served(batch, backward):
-        needed = cuda_backend.lstm_layer.persistent_shared_bytes(2, batch, hidden, backward,
-                                                                properties.multi_processor_count)
-        return needed is not None and needed <= properties.shared_memory_per_block_optin
+        needed = cuda_backend.lstm_layer.persistent_shared_bytes(2, batch, hidden, backward, multiprocessors)
+        return needed is not None and needed <= shared
 
     batch = next((b for b in range(1, 257) if served(b, False) and not served(b, True)), None)
     if batch is None:
-        pytest.skip(f"no batch size splits forward and backward for H = {hidden} on {properties.name}")
+        pytest.skip(f"no batch size splits forward and backward for H = {hidden} on this GPU")
     cell = _on_gpu(_cell_args(4, batch, 16, hidden), torch.float16)
-    input = torch.randn(3, batch, 16, device="cuda", dtype=torch.float16)
+    input = torch.randn(3, batch, 16, device=DEVICE, dtype=torch.float16)
     args = (input, *list(cell.values())[1:], None, False)
     limit = cuda_backend.LIMITS["lstm_layer"]
     with torch.no_grad():
@@ -302,7 +315,7 @@ ATTENTION_SHAPES = [
 ]
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("batch,queries,keys,attn,value_size", ATTENTION_SHAPES)
 @pytest.mark.parametrize("mask", ["none", "random", "empty_row"])
@@ -311,7 +324,7 @@ def test_additive_attention_matches_reference(extension, dtype, batch, queries, 
     _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
 
 
-@gpu
+@kernels
 def test_additive_attention_takes_noncontiguous_inputs(extension):
     args = _on_gpu(_attention_args(4, 6, 10, 24, 16, mask="random"))
     args = {name: _noncontiguous(value) if name != "mask" else value for name, value in args.items()}
@@ -319,7 +332,7 @@ def test_additive_attention_takes_noncontiguous_inputs(extension):
     compare_with_reference(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args)
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_additive_attention_backward_is_deterministic_when_asked(extension, dtype):
     """Several tiles of keys (Tk = 97) add into grad_query: atomically by default, in a fixed order under
@@ -331,7 +344,7 @@ def test_additive_attention_backward_is_deterministic_when_asked(extension, dtyp
     try:
         _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
         leaves = _on_gpu(args, dtype)
-        upstream = torch.randn(leaves["query_proj"].shape[:2] + (32,), device="cuda", dtype=dtype)
+        upstream = torch.randn(leaves["query_proj"].shape[:2] + (32,), device=DEVICE, dtype=dtype)
         grads = []
         for _ in range(3):
             query = leaves["query_proj"].detach().requires_grad_()
@@ -343,7 +356,7 @@ def test_additive_attention_backward_is_deterministic_when_asked(extension, dtyp
     assert all(torch.equal(grads[0], grad) for grad in grads[1:])
 
 
-@gpu
+@kernels
 def test_additive_attention_empty_rows_give_zeros_not_nan(extension):
     args = _on_gpu(_attention_args(3, 4, 6, 8, 5, mask="empty_row"))
     leaves = {k: v.requires_grad_() if v is not None and v.is_floating_point() else v for k, v in args.items()}
@@ -357,7 +370,7 @@ def test_additive_attention_empty_rows_give_zeros_not_nan(extension):
     assert torch.count_nonzero(leaves["values"].grad[empty]) == 0
 
 
-@gpu
+@kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_outputs_are_fully_written(extension, dtype):
     """Outputs and gradients land in memory poisoned with NaN: any element a kernel skips shows up."""
@@ -366,7 +379,7 @@ def test_outputs_are_fully_written(extension, dtype):
         (functools.partial(F.lstm_cell, backend="cuda"), _cell_args(4, 11, 5, 16)),
         (functools.partial(F.gru_cell, backend="cuda"), _cell_args(3, 11, 5, 7, lstm=False)),
         (functools.partial(F.additive_attention, backend="cuda"), _attention_args(3, 5, 40, 24, 16, mask="empty_row")),
-        (functools.partial(F.lstm_layer, backend="cuda", lengths=torch.tensor([4, 0, 2], device="cuda")),
+        (functools.partial(F.lstm_layer, backend="cuda", lengths=torch.tensor([4, 0, 2], device=DEVICE)),
          dict(input=torch.randn(4, 3, 5), **{k: v for k, v in _cell_args(4, 3, 5, 9).items() if k != "input"})),
     ]
     for fn, args in cases:
@@ -388,8 +401,8 @@ def _opcheck_cases():
     cell = _on_gpu(_cell_args(4, 3, 5, 8))
     gru = _on_gpu(_cell_args(3, 3, 5, 8, lstm=False))
     attention = _on_gpu(_attention_args(2, 3, 7, 8, 6, mask="random"))
-    layer_input = torch.randn(4, 3, 5, device="cuda")
-    lengths = torch.tensor([4, 2, 0], device="cuda")
+    layer_input = torch.randn(4, 3, 5, device=DEVICE)
+    lengths = torch.tensor([4, 2, 0], device=DEVICE)
     layer_args = (layer_input, *list(cell.values())[1:], lengths, True, True)
     return [
         (torch.ops.s2s_fast.cuda_lstm_cell_fwd.default, (*cell.values(), True)),
@@ -400,31 +413,30 @@ def _opcheck_cases():
     ]
 
 
-@gpu
+@kernels
 def test_opcheck(extension):
     for op, args in _opcheck_cases():
         args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
         torch.library.opcheck(op, args)
 
 
-@gpu
+@kernels
 def test_python_plan_matches_the_extension_planner(extension):
     """LIMITS decides with persistent_shared_bytes (traceable); the launch with the extension's planner."""
-    properties = torch.cuda.get_device_properties(0)
-    names = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+    multiprocessors, available = compiled.device_limits(DEVICE)
     for dtype, batch, hidden, backward in itertools.product(DTYPES, (1, 3, 8, 17, 32, 64, 256),
                                                             (1, 7, 64, 255, 512, 1000, 1024, 1536, 2048, 4096),
                                                             (False, True)):
-        units, blocks, shared = extension.lstm_layer_plan(names[dtype], batch, hidden, backward, 0)
+        units, blocks, shared = torch.ops.s2s_fast.cuda_lstm_layer_plan(dtype, batch, hidden, backward, 0)
         needed = cuda_backend.lstm_layer.persistent_shared_bytes(torch.empty(0, dtype=dtype).element_size(), batch,
-                                                                 hidden, backward, properties.multi_processor_count)
-        served = needed is not None and needed <= properties.shared_memory_per_block_optin
+                                                                 hidden, backward, multiprocessors)
+        served = needed is not None and needed <= available
         assert served == (blocks > 0), (dtype, batch, hidden, backward, needed, shared)
         if served:
             assert needed == shared
 
 
-@gpu
+@kernels
 def test_torch_compile_matches_eager(extension):
     attention = _on_gpu(_attention_args(4, 6, 9, 16, 8, mask="random"))
     cell = _on_gpu(_cell_args(4, 5, 12, 16))
@@ -452,8 +464,8 @@ def test_torch_compile_matches_eager(extension):
 @gpu
 def test_auto_picks_cuda_for_served_gpu_calls(extension):
     cell = _on_gpu(_cell_args(4, 3, 5, 8))
-    name, _ = backends.resolve("lstm_cell", torch.device("cuda"), tuple(cell.values()), backend="auto")
+    name, _ = backends.resolve("lstm_cell", DEVICE, tuple(cell.values()), backend="auto")
     assert name == "cuda"
     double = {k: v.double() if v is not None else v for k, v in cell.items()}
-    name, _ = backends.resolve("lstm_cell", torch.device("cuda"), tuple(double.values()), backend="auto")
+    name, _ = backends.resolve("lstm_cell", DEVICE, tuple(double.values()), backend="auto")
     assert name != "cuda"

@@ -1,7 +1,9 @@
 """The cuda backend: hand-written CUDA C++ kernels (csrc/) bound to torch as the s2s_fast operators.
 
 Available when the extension s2s_fast._C was built (a CUDA build of torch and nvcc at install time) and the
-tensors are on a CUDA device. See s2s_fast.backends for the protocol (``unavailable_reason``, ``OPS``, ``LIMITS``).
+tensors are on a CUDA device; or, with ``S2S_FAST_CUDA_EMULATE`` set before import, on CPU tensors through the
+emulation s2s_fast._C_emulated (see s2s_fast.cuda.compiled; auto never picks it for CPU tensors). See
+s2s_fast.backends for the protocol (``unavailable_reason``, ``OPS``, ``LIMITS``).
 The GRU layer runs the cuda GRU cell in the reference time loop (s2s_fast.backends does that for a backend without
 ``gru_layer``); ``dot_attention`` is left to the other backends.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import additive_attention, gru_cell, lstm_cell, lstm_layer
-from .compiled import MISSING_REASON, extension_module
+from .compiled import MISSING_REASON, extension_module, wrong_device_reason
 
 OPS = {
     "lstm_cell": lstm_cell.lstm_cell,
@@ -32,9 +34,8 @@ if extension_module is not None:
 
 
 def unavailable_reason(device: torch.device) -> str | None:
-    """None for CUDA devices when the extension is built; otherwise why not and how to build it."""
+    """None for the kernels' device (CUDA, or the CPU under the emulation) when their library is built; otherwise why
+    not and how to build it."""
     if MISSING_REASON is not None:
         return MISSING_REASON
-    if device.type != "cuda":
-        return "the cuda backend runs on CUDA tensors only"
-    return None
+    return wrong_device_reason(device)

@@ -151,14 +151,13 @@ def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=
         return None
     if compiled.MISSING_REASON is not None:
         return compiled.MISSING_REASON
-    if input.device.type != "cuda":
-        return "the persistent LSTM kernel runs on CUDA tensors"
-    properties = torch.cuda.get_device_properties(input.device)
-    available = getattr(properties, "shared_memory_per_block_optin", 48 * 1024)
+    device_reason = compiled.wrong_device_reason(input.device)
+    if device_reason is not None:
+        return device_reason
+    multiprocessors, available = compiled.device_limits(input.device)
     backward = needs_grad(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
     for direction in (False, True) if backward else (False,):
-        needed = persistent_shared_bytes(input.element_size(), batch, hidden, direction,
-                                         properties.multi_processor_count)
+        needed = persistent_shared_bytes(input.element_size(), batch, hidden, direction, multiprocessors)
         if needed is None or needed > available:
             what = "backward" if direction else "forward"
             return (f"the persistent LSTM {what} kernel does not serve batch {batch} x hidden {hidden} in "

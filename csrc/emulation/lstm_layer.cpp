@@ -1,0 +1,2 @@
+// lstm_layer.cu compiled by the host compiler for the CUDA emulation (csrc/emulation/include first on the include path).
+#include "../lstm_layer.cu"
