@@ -137,7 +137,8 @@ def _emulated_extension():
     _say("s2s_fast: building the CUDA emulation s2s_fast._C_emulated (the kernels of csrc/ for the CPU)")
     return CppExtension(
         "s2s_fast._C_emulated",
-        sorted(glob.glob("csrc/emulation/*.cpp")),
+        # selftest.cpp is a program of its own (tests/test_cuda_emulation.py builds it with sanitizers).
+        sorted(source for source in glob.glob("csrc/emulation/*.cpp") if not source.endswith("selftest.cpp")),
         # The emulation's cuda_runtime.h & co. must shadow any real ones.
         include_dirs=[os.path.abspath("csrc/emulation/include"), os.path.abspath("csrc")],
         extra_compile_args=["-O2", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],

@@ -21,6 +21,7 @@ from s2s_fast.bench.report import evaluate_targets
 from s2s_fast.bench.suite import SuiteOptions, apply_floors, compare, run_suite, select
 from s2s_fast.bench.timing import TimingPolicy, saved_for_backward_bytes
 from s2s_fast.cli import main
+from s2s_fast.cuda import compiled as cuda_compiled
 
 CPU = torch.device("cpu")
 TINY = TimingPolicy(warmup_s=0.0, budget_s=0.005, min_reps=2, max_reps=3)
@@ -169,7 +170,9 @@ def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
     records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None))
     assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "triton", "cuda"]
     for record in records:
-        if record["provider"] in ("triton", "cuda"):
+        if record["provider"] == "cuda" and cuda_compiled.EMULATED_GPU is not None:
+            assert record["status"] == "unavailable" and "emulation" in record["reason"]
+        elif record["provider"] in ("triton", "cuda"):
             reason = backends.unavailable_reason(record["provider"], CPU)
             assert record["status"] == ("ok" if reason is None else "unavailable"), record
             assert record["reason"] == reason

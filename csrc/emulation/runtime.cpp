@@ -22,6 +22,7 @@
 #endif
 
 #if defined(S2S_FAST_EMULATION_ASAN)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -150,6 +151,10 @@ struct StackPool {
         }
         char* stack = free.back();
         free.pop_back();
+#if defined(S2S_FAST_EMULATION_ASAN)
+        // A fiber that ended or failed never unwound its frames: their redzones are still marked.
+        ASAN_UNPOISON_MEMORY_REGION(stack, kStackBytes);
+#endif
         std::memcpy(stack, &kCanary, sizeof(kCanary));
         return stack;
     }

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from .. import backends
+from ..cuda import compiled as cuda_compiled
 
 # Providers that are not backends of the registry.
 COMPILE = "torch.compile"
@@ -85,6 +86,9 @@ def backend_providers() -> list[str]:
 def backend_unavailable(name: str, device: torch.device, op: str | None = None, args: tuple | None = None):
     """Raise Unavailable when registry backend ``name`` cannot run (``op`` on ``args``) on ``device``."""
     reason = backends.unavailable_reason(name, device)
+    if reason is None and name == "cuda" and cuda_compiled.EMULATED_GPU is not None:
+        reason = ("the cuda backend is the CUDA emulation here (S2S_FAST_CUDA_EMULATE): it checks the kernels on the "
+                  "CPU, its timings would measure the emulation")
     if reason is not None:
         raise Unavailable(reason)
     if op is not None:
