@@ -2,7 +2,8 @@
 
 - s2s_fast._C: the CUDA kernels (csrc/*.cu) and their torch binding (csrc/ops.cpp), when torch is a CUDA build and
   the CUDA toolkit is found. Machine code for sm_80 and sm_90 and PTX for compute_90, which newer GPUs compile when
-  they load it. S2S_FAST_BUILD_CUDA=0 skips it, =1 makes its absence an error; unset, it is built when possible.
+  they load it (S2S_FAST_CUDA_ARCHS=90 builds one architecture, for a quick build on the GPU machine itself).
+  S2S_FAST_BUILD_CUDA=0 skips it, =1 makes its absence an error; unset, it is built when possible.
 - s2s_fast._C_emulated: the same kernel and binding sources built by the host C++ compiler against the CUDA
   emulation (csrc/emulation/), so that S2S_FAST_CUDA_EMULATE=h100 runs the cuda backend on CPU tensors. Built
   wherever torch and a C++ compiler are; S2S_FAST_BUILD_EMULATION=0 skips it.
@@ -12,7 +13,7 @@ file serves every Python version from 3.10 on; it stays tied to the torch versio
 
 The CUDA toolkit: CUDA_HOME (or CUDA_PATH) when set; otherwise the toolkit of the nvcc on PATH, asked with
 `nvcc --dryrun` (the nvcc on PATH may be a wrapper script outside the toolkit, where torch's own guess, the parent of
-nvcc's folder, holds no headers). TORCH_CUDA_ARCH_LIST is ignored: the gencode flags below are used. MAX_JOBS limits
+nvcc's folder, holds no headers). TORCH_CUDA_ARCH_LIST is ignored (S2S_FAST_CUDA_ARCHS chooses). MAX_JOBS limits
 parallel compile jobs (torch.utils.cpp_extension's knob). No --use_fast_math: float32 kernels keep the accurate
 tanhf, and the fast intrinsics are spelled out where they are meant (csrc/common.h).
 """
@@ -27,10 +28,16 @@ import tempfile
 
 from setuptools import setup
 
-GENCODE = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
-           "-gencode=arch=compute_90,code=compute_90"]
+
 ENABLED = ("1", "true", "yes", "on")
 DISABLED = ("0", "false", "no", "off")
+
+
+def gencode_flags(archs):
+    """nvcc flags for machine code of each architecture ("80,90") and PTX of the newest."""
+    numbers = sorted({arch.strip() for arch in archs.split(",") if arch.strip()}, key=int)
+    return [f"-gencode=arch=compute_{n},code=sm_{n}" for n in numbers] + [
+        f"-gencode=arch=compute_{numbers[-1]},code=compute_{numbers[-1]}"]
 
 
 def _say(message):
@@ -110,7 +117,8 @@ def _cuda_extension():
         return None
     from torch.utils.cpp_extension import CUDA_HOME, CUDAExtension
 
-    _say(f"s2s_fast: building the CUDA extension s2s_fast._C (sm_80, sm_90, PTX compute_90; toolkit {CUDA_HOME})")
+    gencode = gencode_flags(os.environ.get("S2S_FAST_CUDA_ARCHS", "80,90"))
+    _say(f"s2s_fast: building the CUDA extension s2s_fast._C ({' '.join(gencode)}; toolkit {CUDA_HOME})")
     return CUDAExtension(
         "s2s_fast._C",
         sorted(glob.glob("csrc/*.cu") + ["csrc/ops.cpp", "csrc/module.cpp"]),
@@ -118,7 +126,7 @@ def _cuda_extension():
         extra_compile_args={
             "cxx": ["-O3"],
             # --threads compiles the architectures of a file in parallel (the attention file is the long pole).
-            "nvcc": ["-O3", "-lineinfo", "--threads=3", *GENCODE],
+            "nvcc": ["-O3", "-lineinfo", f"--threads={len(gencode)}", *gencode],
         },
         py_limited_api=True,
     )

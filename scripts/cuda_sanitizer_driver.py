@@ -1,5 +1,5 @@
 """Runs every cuda-backend kernel once, forward and backward, on small awkward shapes: the workload that
-scripts/gpu_suite.sh runs under compute-sanitizer (memcheck, racecheck, synccheck, initcheck).
+scripts/gpu_check.sh runs under compute-sanitizer (memcheck, racecheck).
 
 Covers both LSTM cell paths (fused small batch and cuBLAS + pointwise), the GRU cell, additive attention with one and
 many queries, masks with empty rows, several key tiles and unvectorised widths, and the persistent LSTM layer in both

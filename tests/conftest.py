@@ -13,10 +13,15 @@ if not torch.cuda.is_available():
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    from s2s_fast.cuda import compiled
+
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_kernels = pytest.mark.skip(reason=f"needs a CUDA GPU or the CUDA emulation: {compiled.MISSING_REASON}")
     for item in items:
         if "gpu" in item.keywords:
-            item.add_marker(skip)
+            item.add_marker(skip_gpu)
+        elif "cuda_kernels" in item.keywords and compiled.MISSING_REASON is not None:
+            item.add_marker(skip_kernels)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,8 @@ import torch
 import s2s_fast
 from s2s_fast import backends, reference
 from s2s_fast import functional as F
-from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference, tolerance
+from s2s_fast.testing import (compare_low_precision_with_reference, compare_with_reference, forward_backward,
+                              tolerance)
 
 import s2s_fast.cuda as cuda_backend
 from s2s_fast.cuda import compiled
@@ -121,9 +122,9 @@ def test_layer_limit_refuses_batches_past_the_block():
 
 gpu = pytest.mark.gpu
 DEVICE = torch.device(compiled.KERNEL_DEVICE_TYPE)
-# On a GPU machine the kernel tests always run (and fail without the extension); elsewhere they need the emulation.
-kernels = pytest.mark.skipif(not torch.cuda.is_available() and compiled.EMULATED_GPU is None,
-                             reason="needs a CUDA GPU or the CUDA emulation (S2S_FAST_CUDA_EMULATE)")
+# On a GPU machine the kernel tests always run (and fail without the extension); elsewhere they need the emulation
+# (conftest skips them without it).
+kernels = pytest.mark.cuda_kernels
 # The emulation runs threads between barriers in an order drawn from this seed: two orders per test.
 SCHEDULE_SEEDS = ["0", "1"] if compiled.EMULATED_GPU else ["0"]
 
@@ -204,6 +205,49 @@ def test_cells_take_noncontiguous_inputs(extension, cell, batch):
     assert not args["input"].is_contiguous() and not args["weight_hh"].is_contiguous()
     ours = functools.partial(F.lstm_cell if cell == "lstm" else F.gru_cell, backend="cuda")
     compare_with_reference(ours, reference.lstm_cell if cell == "lstm" else reference.gru_cell, args)
+
+
+def _misaligned_leaves(args):
+    """Each floating tensor as a view one element into a leaf buffer: its data start past a 16-byte boundary, so the
+    kernels must take their scalar paths (the sizes below are multiples of every vector width). Returns (the views to
+    call with, the leaf buffers whose gradients [1:] belong to the views)."""
+    views, leaves = {}, {}
+    for name, value in args.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            leaf = torch.cat([value.new_zeros(1), value.flatten()]).requires_grad_()
+            leaves[name] = leaf
+            views[name] = leaf[1:].view(value.shape)
+            assert views[name].data_ptr() % 16 != 0
+        else:
+            views[name] = value
+    return views, leaves
+
+
+@kernels
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "additive_attention", "lstm_layer"])
+def test_misaligned_inputs_take_the_scalar_path(extension, op):
+    if op == "additive_attention":
+        args = _on_gpu(_attention_args(3, 5, 12, 16, 8, mask="empty_row"))
+        ours, theirs = F.additive_attention, reference.additive_attention
+    elif op == "lstm_layer":
+        cell = _cell_args(4, 4, 8, 16)
+        args = _on_gpu(dict(input=torch.randn(3, 4, 8), **{k: v for k, v in cell.items() if k != "input"}))
+        ours, theirs = F.lstm_layer, reference.lstm_layer
+    else:
+        args = _on_gpu(_cell_args(4 if op == "lstm_cell" else 3, 4, 8, 16, lstm=op == "lstm_cell"))
+        ours, theirs = getattr(F, op), getattr(reference, op)
+    views, leaves = _misaligned_leaves(args)
+    outputs = ours(**views, backend="cuda")
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    upstream = [torch.randn_like(o) for o in outputs]
+    torch.autograd.backward(outputs, upstream)
+    expected, reference_grads, _ = forward_backward(theirs, args, upstream=upstream)
+    for index, (actual, wanted) in enumerate(zip(outputs, expected)):
+        torch.testing.assert_close(actual.detach(), wanted, **tolerance(torch.float32),
+                                   msg=lambda m, i=index: f"output {i}: {m}")
+    for name, leaf in leaves.items():
+        torch.testing.assert_close(leaf.grad[1:].view(args[name].shape), reference_grads[name],
+                                   **tolerance(torch.float32), msg=lambda m, n=name: f"gradient of {n}: {m}")
 
 
 @kernels
@@ -312,6 +356,7 @@ ATTENTION_SHAPES = [
     (2, 3, 9, 600, 512),  # wide A and Dv: lanes loop over A, the context takes two chunks
     (1, 2, 7, 8, 300),  # Dv = 300 in chunks of 32 lanes
     (80, 20, 9, 16, 8),  # enough query tiles for 16 queries per block
+    (2, 4, 37, 24, 16),  # a full and a partial tile of 32 keys in the backward
 ]
 
 

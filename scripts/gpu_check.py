@@ -1,0 +1,299 @@
+"""The GPU check: one command on a GPU machine that answers, within one device call, whether each kernel runs, whether
+it is right, and how fast it is against cuDNN, the reference and torch.compile.
+
+Usage (from the repository root; scripts/gpu_check.sh is the same):
+    python3 scripts/gpu_check.py [--out DIR] [--budget SECONDS] [--commit HASH] [--dry-run]
+
+Stages, in order; each gets its cap or what is left of the budget (default 540 s, inside one 600 s device call),
+whichever is smaller, and a stage with under 10 s left is skipped:
+    environment    nvidia-smi, torch / triton / CUDA versions
+    deps           carried wheels in .whl/ (packages the machine lacks) installed to a temporary folder
+    extension      s2s_fast._C: already in s2s_fast/, else the library CI built (build/cuda/tree/s2s_fast/, carried
+                   along) when it loads with this torch, else built here for sm_90 only on all cores
+    gpu_tests      pytest -m "gpu or cuda_kernels": both fused backends against the reference in fp32/fp16/bf16,
+                   opcheck, torch.compile, CUDA graphs
+    memcheck       compute-sanitizer memcheck, then racecheck, on one small call of each CUDA kernel
+    racecheck      (scripts/cuda_sanitizer_driver.py)
+    kernel_bench   scripts/bench_cuda_kernels.py --quick: fused vs cuBLAS cell, persistent layer vs cuDNN, ...
+    bench_suite    s2s-fast bench --device cuda with the time that is left (target cases first)
+
+Outputs in DIR (or $OUT), rewritten as soon as each stage ends so that a run cut short still answers: summary.md,
+results.json, logs.tar.gz (every stage's log), kernel_bench.md, bench/results.md, bench/results.json: at most 8 files,
+at most two folders deep. The exit status is 1 when a stage failed.
+
+--dry-run runs the plumbing without a GPU: every stage's command is printed, not run, each stage is planned with the
+worst case of every earlier stage using its whole cap, and the outputs land in DIR (a temporary folder by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUDGET_S = 540
+RESERVE_S = 15  # kept back for the summary and the archive
+MIN_STAGE_S = 10
+CARRIED_LIBRARY = Path("build/cuda/tree/s2s_fast")
+SANITIZER = ["compute-sanitizer", "--error-exitcode", "1", "--print-limit", "30", "--kernel-name", "kns=s2s_fast"]
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    cap_s: int | None  # None: whatever is left
+    command: Callable[["Check"], str]  # a bash command line
+    environment: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class StageResult:
+    name: str
+    status: str  # PASS, FAIL, SKIP, PLANNED (dry run)
+    seconds: float
+    limit_s: int
+    note: str = ""
+
+
+class Check:
+    """The run: its budget, its folders, and what each stage left behind."""
+
+    def __init__(self, out: Path, budget_s: int, commit: str, dry_run: bool):
+        self.out = out
+        self.budget_s = budget_s
+        self.commit = commit
+        self.dry_run = dry_run
+        self.start = time.monotonic()
+        self.work = Path(tempfile.mkdtemp(prefix="s2s_gpu_check_"))
+        self.logs = self.work / "logs"
+        self.logs.mkdir()
+        self.site = self.work / "site"
+        self.results: list[StageResult] = []
+        self.planned_s = 0  # dry run: the worst case of the stages so far
+
+    def python_path(self) -> str:
+        return os.pathsep.join(str(p) for p in (ROOT, self.site) if p.exists())
+
+    def left_s(self) -> int:
+        used = self.planned_s if self.dry_run else time.monotonic() - self.start
+        return int(self.budget_s - RESERVE_S - used)
+
+
+def _python() -> str:
+    return shlex.quote(sys.executable)
+
+
+def _environment_command(check: Check) -> str:
+    return ("nvidia-smi; " + _python() + " -c 'import torch, triton, sys; print(\"python\", sys.version.split()[0], "
+            "\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__); "
+            "print(torch.cuda.get_device_properties(0))'; nvcc --version | tail -n 2")
+
+
+def _deps_command(check: Check) -> str:
+    return (f"if ls .whl/*.whl >/dev/null 2>&1; then {_python()} -m pip install -q --no-index --no-deps --no-compile "
+            f"--no-cache-dir --target {check.site} .whl/*.whl && ls {check.site}; "
+            "else echo 'no wheels carried (.whl/): the machine has every package the checks import'; fi")
+
+
+def _extension_command(check: Check) -> str:
+    loads = (f"{_python()} -c 'import sys, s2s_fast.cuda.compiled as c; print(c.MISSING_REASON or \"s2s_fast._C "
+             "loads\"); sys.exit(c.extension_module is None)'")
+    carried = CARRIED_LIBRARY / "_C.abi3.so"
+    return (f"{loads} || {{ [ -f {carried} ] && cp {carried} s2s_fast/ && {loads}; }} || "
+            "{ rm -f s2s_fast/_C.*.so; echo 'building s2s_fast._C for sm_90 here'; "
+            "S2S_FAST_BUILD_CUDA=1 S2S_FAST_BUILD_EMULATION=0 S2S_FAST_CUDA_ARCHS=90 MAX_JOBS=$(nproc) "
+            f"{_python()} setup.py -q build_ext --inplace && {loads}; }}")
+
+
+def _tests_command(check: Check) -> str:
+    xml = check.logs / "gpu_tests.xml"
+    return (f"{_python()} -m pytest -m 'gpu or cuda_kernels' -q -p no:cacheprovider -rfE --timeout 120 "
+            f"--junitxml {xml} tests; code=$?; [ $code -eq 5 ] && exit 0; exit $code")
+
+
+def _sanitizer_command(tool: str) -> Callable[[Check], str]:
+    def command(check: Check) -> str:
+        options = "--racecheck-report all" if tool == "racecheck" else ""
+        caching = "PYTORCH_NO_CUDA_MEMORY_CACHING=1 " if tool == "memcheck" else ""
+        return f"{caching}{' '.join(SANITIZER)} --tool {tool} {options} {_python()} scripts/cuda_sanitizer_driver.py"
+
+    return command
+
+
+def _kernel_bench_command(check: Check) -> str:
+    return f"{_python()} scripts/bench_cuda_kernels.py --quick --out {check.work / 'kernel_bench'}"
+
+
+def _bench_command(check: Check) -> str:
+    time_limit = max(check.left_s() - 45, 30)
+    return (f"{_python()} -m s2s_fast bench --device cuda --output-dir {check.work / 'bench'} "
+            f"--time-limit {time_limit}")
+
+
+# Caps chosen so that even when every stage uses all of its cap the benchmark suite keeps a minute.
+STAGES = [
+    Stage("environment", 20, _environment_command),
+    Stage("deps", 20, _deps_command),
+    Stage("extension", 120, _extension_command),
+    Stage("gpu_tests", 150, _tests_command),
+    Stage("memcheck", 45, _sanitizer_command("memcheck")),
+    Stage("racecheck", 45, _sanitizer_command("racecheck")),
+    Stage("kernel_bench", 60, _kernel_bench_command),
+    Stage("bench_suite", None, _bench_command),
+]
+
+
+def run_stage(check: Check, stage: Stage) -> StageResult:
+    left = check.left_s()
+    limit = left if stage.cap_s is None else min(stage.cap_s, left)
+    log = check.logs / f"{stage.name}.log"
+    if limit < MIN_STAGE_S:
+        log.write_text("skipped: out of time\n")
+        return StageResult(stage.name, "SKIP", 0.0, max(limit, 0), "out of time")
+    command = stage.command(check)
+    if check.dry_run:
+        log.write_text(f"dry run: would run (limit {limit} s)\n{command}\n")
+        check.planned_s += limit
+        return StageResult(stage.name, "PLANNED", 0.0, limit, command)
+    environment = {**os.environ, "PYTHONPATH": check.python_path(), "PYTHONUNBUFFERED": "1", **stage.environment}
+    environment.pop("S2S_FAST_CUDA_EMULATE", None)
+    begin = time.monotonic()
+    with log.open("w") as handle:
+        handle.write(f"$ {command}\n")
+        handle.flush()
+        process = subprocess.Popen(["bash", "-c", command], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                   env=environment, start_new_session=True)
+        try:
+            code = process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 15)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+            code = None
+    seconds = time.monotonic() - begin
+    text = log.read_text(errors="replace")
+    if code is None:
+        return StageResult(stage.name, "FAIL", seconds, limit, f"timed out after {limit} s")
+    if code != 0 and "Device not supported" in text:
+        return StageResult(stage.name, "SKIP", seconds, limit, "compute-sanitizer does not support this machine")
+    return StageResult(stage.name, "PASS" if code == 0 else "FAIL", seconds, limit,
+                       "" if code == 0 else f"exit code {code}")
+
+
+def test_counts(xml: Path) -> dict:
+    """Totals and failures from pytest's junit report."""
+    if not xml.exists():
+        return {}
+    root = ET.parse(xml).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    totals = {key: sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "failures", "errors", "skipped")}
+    totals["failed"] = [f"{case.get('classname')}.{case.get('name')}: "
+                        f"{(case.find(kind).get('message') or '').splitlines()[0][:160] if case.find(kind).get('message') else ''}"
+                        for case in root.iter("testcase") for kind in ("failure", "error")
+                        if case.find(kind) is not None]
+    return totals
+
+
+def _environment_line(check: Check) -> str:
+    log = check.logs / "environment.log"
+    if check.dry_run or not log.exists():
+        return "dry run: no GPU" if check.dry_run else "unknown"
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("python ")]
+    return lines[0] if lines else "see logs/environment.log"
+
+
+def _gpu_name() -> str:
+    if shutil.which("nvidia-smi") is None:
+        return "no GPU"
+    result = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                            capture_output=True, text=True, check=False)
+    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else "unknown GPU"
+
+
+def write_outputs(check: Check, gpu: str) -> None:
+    """summary.md, results.json, logs.tar.gz and the bench tables, in check.out (replaced each time)."""
+    tests = test_counts(check.logs / "gpu_tests.xml")
+    sanitizers = {}
+    for tool in ("memcheck", "racecheck"):
+        log = check.logs / f"{tool}.log"
+        if log.exists() and not check.dry_run:
+            lines = [line for line in log.read_text(errors="replace").splitlines() if "SUMMARY" in line]
+            sanitizers[tool] = lines[-1].strip() if lines else ""
+    kernel_tables = sorted((check.work / "kernel_bench").glob("*.md")) if (check.work / "kernel_bench").exists() else []
+    bench = check.work / "bench"
+    record = {"gpu": gpu, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "commit": check.commit, "environment": _environment_line(check), "budget_s": check.budget_s,
+              "dry_run": check.dry_run, "stages": [dataclasses.asdict(r) for r in check.results], "tests": tests,
+              "sanitizers": sanitizers}
+    lines = [f"# GPU check: {gpu}, {record['date']}", "",
+             f"Commit {check.commit}; {record['environment']}; budget {check.budget_s} s"
+             f"{' (dry run: commands planned, not run)' if check.dry_run else ''}.", "",
+             "| stage | status | seconds | limit s | note |", "| --- | --- | ---: | ---: | --- |"]
+    lines += [f"| {r.name} | {r.status} | {r.seconds:.0f} | {r.limit_s} | {r.note.splitlines()[0][:100] if r.note else ''} |"
+              for r in check.results]
+    if tests:
+        lines += ["", f"GPU tests: {tests['tests']} run, {tests['failures']} failed, {tests['errors']} errors, "
+                      f"{tests['skipped']} skipped."]
+        lines += [f"- {failure}" for failure in tests["failed"][:40]]
+    if sanitizers:
+        lines += ["", "compute-sanitizer: " + "; ".join(f"{tool}: {text}" for tool, text in sanitizers.items())]
+    check.out.mkdir(parents=True, exist_ok=True)
+    if kernel_tables:
+        shutil.copy(kernel_tables[-1], check.out / "kernel_bench.md")
+        lines += ["", "## Kernel benchmark", "", *kernel_tables[-1].read_text().splitlines()[2:]]
+    if (bench / "results.md").exists():
+        (check.out / "bench").mkdir(exist_ok=True)
+        for name in ("results.md", "results.json"):
+            if (bench / name).exists():
+                shutil.copy(bench / name, check.out / "bench" / name)
+        lines += ["", "## s2s-fast bench", "", *(bench / "results.md").read_text().splitlines()]
+    (check.out / "summary.md").write_text("\n".join(lines) + "\n")
+    (check.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    with tarfile.open(check.out / "logs.tar.gz", "w:gz") as archive:
+        archive.add(check.logs, arcname="logs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
+                        help="output folder (default $OUT; a temporary folder in a dry run)")
+    parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET_S, help="seconds for the whole check")
+    parser.add_argument("--commit", default=os.environ.get("S2S_FAST_COMMIT", ""), help="commit being checked")
+    parser.add_argument("--dry-run", action="store_true", help="plan and write outputs without running anything")
+    args = parser.parse_args(argv)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="s2s_gpu_check_out_")) if args.dry_run else None)
+    if out is None:
+        parser.error("give --out DIR (or set OUT)")
+    commit = args.commit or subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                           capture_output=True, text=True, check=False).stdout.strip() or "unknown"
+    check = Check(out, args.budget, commit, args.dry_run)
+    gpu = "dry run" if args.dry_run else _gpu_name()
+    for stage in STAGES:
+        result = run_stage(check, stage)
+        check.results.append(result)
+        print(f"== {result.name}: {result.status} in {result.seconds:.0f} s (limit {result.limit_s} s)"
+              f"{' ' + result.note.splitlines()[0] if result.note and not args.dry_run else ''}", flush=True)
+        write_outputs(check, gpu)
+    shutil.rmtree(check.work, ignore_errors=True)
+    print(f"gpu-check: {gpu}: " + ", ".join(f"{r.name} {r.status}" for r in check.results) + f"; outputs in {out}")
+    return 1 if any(r.status == "FAIL" for r in check.results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""scripts/gpu_check.sh's plumbing, without a GPU (--dry-run): stage order, the budget, what lands in its folder."""
+
+import json
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ["environment", "deps", "extension", "gpu_tests", "memcheck", "racecheck", "kernel_bench", "bench_suite"]
+
+
+def _dry_run(out, *arguments):
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out),
+                           *arguments], capture_output=True, text=True, timeout=120)
+
+
+def test_dry_run_plans_every_stage_inside_one_device_call(tmp_path):
+    result = _dry_run(tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [stage["name"] for stage in record["stages"]] == STAGES
+    assert all(stage["status"] == "PLANNED" for stage in record["stages"])
+    # Even if every stage used its whole limit, the check ends inside its budget, itself inside a 600 s call.
+    assert record["budget_s"] <= 540
+    assert sum(stage["limit_s"] for stage in record["stages"]) <= record["budget_s"]
+    assert all(stage["limit_s"] >= 10 for stage in record["stages"])
+    assert "gpu or cuda_kernels" in record["stages"][3]["note"]
+    assert "compute-sanitizer" in record["stages"][4]["note"] and "--tool memcheck" in record["stages"][4]["note"]
+
+
+def test_outputs_fit_what_a_device_call_brings_back(tmp_path):
+    out = tmp_path / "out"
+    assert _dry_run(out).returncode == 0
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert 0 < len(files) <= 8
+    assert all(len(path.relative_to(out).parts) <= 3 for path in files)  # at most two folders down
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for path in files for part in path.relative_to(out).parts)
+    assert (out / "summary.md").read_text().startswith("# GPU check: dry run")
+    with tarfile.open(out / "logs.tar.gz") as archive:
+        logs = {Path(name).name for name in archive.getnames()}
+    assert {f"{stage}.log" for stage in STAGES} <= logs
+
+
+def test_a_short_budget_skips_the_late_stages_instead_of_overrunning(tmp_path):
+    result = _dry_run(tmp_path / "out", "--budget", "200")
+    assert result.returncode == 0
+    stages = json.loads((tmp_path / "out" / "results.json").read_text())["stages"]
+    assert sum(stage["limit_s"] for stage in stages) <= 200
+    assert stages[-1]["status"] == "SKIP" and stages[-1]["note"] == "out of time"
