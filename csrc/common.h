@@ -30,6 +30,18 @@ inline T* dynamic_shared() {
     return reinterpret_cast<T*>(emulation::block_shared_memory());
 }
 
+template <int N>
+inline void load_matrix(uint32_t (&fragments)[N], const void* row) {
+    emulation::ldmatrix<N>(fragments, row);
+}
+
+inline void async_copy_16(void* shared, const void* global) { emulation::async_copy(shared, global, 16); }
+inline void async_copy_commit() { emulation::async_commit(); }
+template <int N>
+inline void async_copy_wait() {
+    emulation::async_wait(N);
+}
+
 template <typename... Params, typename... Args>
 cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t,
                           const Args&... args) {
@@ -77,6 +89,46 @@ template <typename T>
 __device__ __forceinline__ T* dynamic_shared() {
     extern __shared__ __align__(16) unsigned char dynamic_shared_memory[];
     return reinterpret_cast<T*>(dynamic_shared_memory);
+}
+
+__device__ __forceinline__ uint32_t shared_address(const void* pointer) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+// ldmatrix.m8n8.xN (N = 1, 2, 4): lanes 8m..8m+7 give the shared addresses of rows 0..7 of 8 x 8 16-bit matrix m;
+// each lane gets, of each matrix, the two elements at row lane / 4, columns 2 (lane % 4) and 2 (lane % 4) + 1 (the
+// fragment layout of mma_m16n8k16's operands).
+template <int N>
+__device__ __forceinline__ void load_matrix(uint32_t (&fragments)[N], const void* row) {
+    static_assert(N == 1 || N == 2 || N == 4, "ldmatrix loads 1, 2 or 4 matrices");
+    if constexpr (N == 4) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(fragments[0]), "=r"(fragments[1]), "=r"(fragments[2]), "=r"(fragments[3])
+                     : "r"(shared_address(row)));
+    } else if constexpr (N == 2) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                     : "=r"(fragments[0]), "=r"(fragments[1])
+                     : "r"(shared_address(row)));
+    } else {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n"
+                     : "=r"(fragments[0])
+                     : "r"(shared_address(row)));
+    }
+}
+
+// cp.async.cg: 16 bytes from global (through L2 only: fit for data other blocks wrote during this launch) to shared,
+// without passing through registers; it lands only once async_copy_wait lets its group complete.
+__device__ __forceinline__ void async_copy_16(void* shared, const void* global) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_address(shared)), "l"(global));
+}
+
+// Closes the group of copies issued since the last commit.
+__device__ __forceinline__ void async_copy_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Waits until at most the newest N committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void async_copy_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 template <typename... Params, typename... Args>
@@ -168,7 +220,7 @@ __device__ __forceinline__ Pack<T, N> load_pack_l2(const T* ptr) {
         const int4 raw = __ldcg(reinterpret_cast<const int4*>(ptr));
         pack = *reinterpret_cast<const Pack<T, N>*>(&raw);
     } else {
-        pack.values[0] = ptr[0];
+        pack.values[0] = __ldcg(ptr);
     }
     return pack;
 }

@@ -1,20 +1,23 @@
 // Persistent LSTM layer: one cooperative launch runs all T steps of one direction of a layer, W_hh held in shared
 // memory spread over the multiprocessors, a grid-wide barrier between steps. Parameters and host launchers.
 //
-// Block g owns hidden units [g * J, (g + 1) * J). Forward step t: every block copies h_{t-1} [B, H] from a global
-// double buffer into shared memory, multiplies it by its 4J rows of W_hh (fp32 accumulation; tensor cores,
-// mma.m16n8k16, for float16 and bfloat16, CUDA-core FMA for float32), one thread per
-// (unit, row) applies the gate math with the input gates (input @ W_ih^T, one cuBLAS GEMM before the launch) and
-// the biases, writes h_t to the other buffer, and the grid synchronises. The cell state stays in that thread's
-// registers across steps. Backward walks the steps in reverse with the columns of W_hh of its units held on chip,
-// multiplying the gate gradients of the later step by W_hh to get the gradient of h; the weight, bias and input
-// gradients are GEMMs over all steps afterwards (cuBLAS, in the binding).
+// Block g owns hidden units [g * J, (g + 1) * J), J = ceil(H / multiprocessors), and keeps their 4J rows of W_hh in
+// shared memory for all steps. Forward step t: the block streams h_{t-1} [B, H] from a global double buffer through
+// shared memory in chunks of the reduction (double-buffered cp.async, so that the copy of the next chunk overlaps
+// the product of this one; the whole vector at once when H is short), multiplies each chunk by its rows of W_hh
+// (fp32 accumulation; tensor cores, mma.m16n8k16 fed by ldmatrix, for float16 and bfloat16, CUDA-core FMA for
+// float32), then each thread applies the gate math to its (unit, batch row) pairs, up to 4 of them, with the input
+// gates (input @ W_ih^T, one cuBLAS GEMM before the launch) and the biases, writes h_t to the other buffer, and the
+// grid synchronises. A pair's cell state stays in its thread's registers across steps. Backward walks the steps in
+// reverse with the block's J columns of W_hh on chip, streaming the gate gradients [B, 4H] of the later step the same
+// way to get the gradient of h; the weight, bias and input gradients are GEMMs over all steps afterwards (cuBLAS, in
+// the binding).
 //
 // Per-row lengths and reverse follow s2s_fast/reference/rnn_layer.py: row b runs the steps t < lengths[b] (in
 // reverse order when reverse), its output is zero and its state held at the other steps.
 //
-// Served sizes (see lstm_layer_plan): J = ceil(H / multiprocessors) units per block with J * B <= 256, and the
-// block's slice of W_hh plus the broadcast vector fitting the opt-in shared memory of one block.
+// Served sizes (see lstm_layer_plan): J * B <= 1024, and the block's rows of W_hh, two chunk buffers of the vector
+// (one for a short vector) and the fp32 partial products fitting the opt-in shared memory of one block.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,6 +36,7 @@ struct LstmLayerPlan {
     int units_per_block = 0;  // J
     int blocks = 0;           // 0: this size is not served
     int64_t shared_bytes = 0;
+    int64_t chunk = 0;  // reduction columns streamed through shared memory at a time
 };
 
 struct LstmLayerForwardParams {

@@ -483,7 +483,8 @@ void check_layer_served(const char* op, at::ScalarType dtype, int64_t batch, int
     const LstmLayerPlan plan = layer_plan(dtype, batch, hidden, backward);
     TORCH_CHECK(plan.blocks > 0, "s2s_fast::", op, ": the persistent LSTM kernel does not serve batch ", batch,
                 " x hidden ", hidden, " in ", dtype_name(dtype), (backward ? " with a backward" : ""),
-                " on this GPU (W_hh and the step vector must fit the shared memory of the multiprocessors); "
+                " on this GPU (J = ceil(H / multiprocessors) units x B must be at most 1024, and a block's rows of W_hh plus "
+                "the chunk buffers must fit its shared memory); "
                 "s2s_fast.cuda.LIMITS['lstm_layer'] says so before the call, and backend='auto' then falls back");
 }
 
@@ -615,13 +616,13 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_bwd_cuda(const Tensor& grad_output
     return {grad_gates, grad_hx, grad_cx};
 }
 
-// [units_per_block, blocks, shared_bytes] of the persistent LSTM kernel for this size on the kernels' device;
+// [units_per_block, blocks, shared_bytes, chunk] of the persistent LSTM kernel for this size on the kernels' device;
 // blocks is 0 where the size is not served.
 std::vector<int64_t> lstm_layer_plan_op(at::ScalarType dtype, int64_t batch, int64_t hidden, bool backward,
                                         int64_t device_index) {
     const DeviceGuard guard(static_cast<c10::DeviceIndex>(device_index));
     const LstmLayerPlan plan = layer_plan(dtype, batch, hidden, backward);
-    return {plan.units_per_block, plan.blocks, plan.shared_bytes};
+    return {plan.units_per_block, plan.blocks, plan.shared_bytes, plan.chunk};
 }
 
 // [multiprocessors, opt-in shared memory per block in bytes] of the kernels' device (the emulated GPU under the

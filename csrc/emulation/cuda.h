@@ -218,9 +218,16 @@ unsigned char* block_shared_memory();
 struct LaneWords {
     uint32_t words[8];
 };
-enum class Collective { kShuffle, kSyncWarp, kMma };
+enum class Collective { kShuffle, kSyncWarp, kMma, kLoadMatrix };
 const LaneWords* warp_collective(unsigned mask, Collective kind, const uint32_t* words, int count);
 int lane_id();
+// cp.async: the copy lands in shared memory only when a later async_wait lets its group complete (a missing wait
+// reads what was there before), reading the global source then.
+void async_copy(void* shared, const void* global, size_t bytes);
+// cp.async.commit_group: the copies issued since the last commit form a group.
+void async_commit();
+// cp.async.wait_group N: every group but the newest N committed ones completes.
+void async_wait(int newest_pending);
 // Ends the launch with cudaErrorLaunchFailure and this message (the thread that calls it never runs again).
 [[noreturn]] void fail(const char* message);
 
@@ -285,6 +292,21 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
     }
 }
 
+// ldmatrix.sync.aligned.m8n8.xN.shared.b16 (N = 1, 2, 4): lanes 8m..8m+7 give the addresses of rows 0..7 of matrix
+// m; each lane receives, of every matrix m, the two 16-bit elements at row lane / 4, columns 2 (lane % 4) and
+// 2 (lane % 4) + 1. The addresses of lanes past 8N are not used.
+template <int N>
+void ldmatrix(uint32_t (&fragments)[N], const void* row) {
+    uint32_t words[2];
+    std::memcpy(words, &row, sizeof(row));
+    const LaneWords* lanes = warp_collective(0xffffffffu, Collective::kLoadMatrix, words, 2);
+    for (int matrix = 0; matrix < N; ++matrix) {
+        const unsigned char* address;
+        std::memcpy(&address, lanes[matrix * 8 + lane_id() / 4].words, sizeof(address));
+        std::memcpy(&fragments[matrix], address + (lane_id() % 4) * 4, sizeof(uint32_t));
+    }
+}
+
 }  // namespace s2s_fast::emulation
 
 #define threadIdx (::s2s_fast::emulation::current_thread->thread_idx)
@@ -326,7 +348,10 @@ inline float atomicAdd(float* address, float value) {
 }
 
 // ld.global.cg: a load through L2 only; here every load sees every earlier store.
-inline int4 __ldcg(const int4* address) { return *address; }
+template <typename T>
+T __ldcg(const T* address) {
+    return *address;
+}
 
 inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }

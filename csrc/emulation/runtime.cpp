@@ -179,6 +179,14 @@ bool canary_intact(const char* stack) {
 struct Block;
 struct Warp;
 
+// A cp.async copy issued and not yet complete: it lands when a wait_group lets it (or the thread ends).
+struct PendingCopy {
+    void* shared;
+    const void* global;
+    size_t bytes;
+    uint64_t group;
+};
+
 struct Fiber {
     ThreadContext context;
     Block* block = nullptr;
@@ -186,6 +194,8 @@ struct Fiber {
     int lane = 0;
     uint64_t collectives = 0;  // warp collectives this lane has entered
     bool done = false;
+    std::vector<PendingCopy> pending_copies;
+    uint64_t copy_groups = 0;  // groups committed so far; copies issued after the last commit belong to the next
     char* stack = nullptr;
 #if defined(__x86_64__)
     void* stack_pointer = nullptr;
@@ -403,10 +413,26 @@ bool grid_complete(const Launch& launch) {
     return !launch.at_grid.empty() && int(launch.at_grid.size()) == launch.live && launch.blocks_fully_exited == 0;
 }
 
+// Completes the thread's cp.async copies of every group but the newest `keep` committed ones.
+void complete_copies(Fiber& fiber, uint64_t keep) {
+    const uint64_t last_done = fiber.copy_groups > keep ? fiber.copy_groups - keep : 0;  // groups [0, last_done)
+    auto pending = fiber.pending_copies.begin();
+    while (pending != fiber.pending_copies.end()) {
+        if (pending->group < last_done) {
+            std::memcpy(pending->shared, pending->global, pending->bytes);
+            pending = fiber.pending_copies.erase(pending);
+        } else {
+            ++pending;
+        }
+    }
+}
+
 void thread_exited(Fiber& fiber) {
     Launch& launch = *launch_now;
     Block& block = *fiber.block;
     Warp& warp = *fiber.warp;
+    ++fiber.copy_groups;  // a thread's copies all land by the time it ends
+    complete_copies(fiber, 0);
     fiber.done = true;
     --block.live;
     --launch.live;
@@ -606,6 +632,15 @@ void sync_grid() {
 unsigned char* block_shared_memory() { return fiber_now->block->shared.get(); }
 
 int lane_id() { return fiber_now->lane; }
+
+void async_copy(void* shared, const void* global, size_t bytes) {
+    Fiber& fiber = *fiber_now;
+    fiber.pending_copies.push_back({shared, global, bytes, fiber.copy_groups});
+}
+
+void async_commit() { ++fiber_now->copy_groups; }
+
+void async_wait(int newest_pending) { complete_copies(*fiber_now, uint64_t(newest_pending)); }
 
 const LaneWords* warp_collective(unsigned mask, Collective kind, const uint32_t* words, int count) {
     Fiber& fiber = *fiber_now;

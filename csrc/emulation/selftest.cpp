@@ -72,6 +72,15 @@ __global__ void grid_kernel(int* slots, int* out) {
     if (threadIdx.x == 0) out[blockIdx.x] = slots[(blockIdx.x + 1) % gridDim.x];
 }
 
+// Each thread copies 16 bytes into shared memory with cp.async, then reads them back with or without waiting.
+__global__ void async_copy_kernel(const int4* in, int4* out, bool wait) {
+    int4* shared = dynamic_shared<int4>();
+    async_copy_16(shared + threadIdx.x, in + threadIdx.x);
+    async_copy_commit();
+    if (wait) async_copy_wait<0>();
+    out[threadIdx.x] = shared[threadIdx.x];
+}
+
 __global__ void empty_kernel(int*) {}
 
 void check_semantics() {
@@ -129,6 +138,16 @@ void check_semantics() {
     expect(launch_cooperative_kernel(grid_kernel, dim3(132 * 64 + 1), dim3(32), 0, nullptr, slots.data(),
                                      neighbours.data()) == cudaErrorCooperativeLaunchTooLarge,
            "a cooperative grid larger than the GPU holds is refused");
+
+    std::vector<int4> source(32, int4{1, 2, 3, 4}), copied(32);
+    expect_status(launch_kernel(async_copy_kernel, dim3(1), dim3(32), 32 * sizeof(int4), nullptr, source.data(),
+                                copied.data(), true),
+                  "cp.async with a wait");
+    expect(copied[31].w == 4, "a cp.async copy has landed after async_copy_wait");
+    expect_status(launch_kernel(async_copy_kernel, dim3(1), dim3(32), 32 * sizeof(int4), nullptr, source.data(),
+                                copied.data(), false),
+                  "cp.async without a wait");
+    expect(copied[0].x == -1, "without async_copy_wait the copy has not landed (the 0xff fill is read)");
 
     expect(launch_kernel(empty_kernel, dim3(1), dim3(32), 64 * 1024, nullptr, out.data()) == cudaErrorInvalidValue,
            "more than 48 KiB of dynamic shared memory without the opt-in attribute is refused");

@@ -1,18 +1,18 @@
 """Persistent LSTM layer on the cuda backend (kernels in csrc/lstm_layer.cu, operators bound in csrc/ops.cpp).
 
 One cooperative launch runs all T steps of one direction with W_hh held in shared memory across the
-multiprocessors; the input projection of all steps is one cuBLAS GEMM before it. The backward is persistent too
-(W_hh columns on chip, gate gradients of all steps kept) and leaves the input, weight and bias gradients to GEMMs
-over all steps here.
+multiprocessors, the per-step vector streamed through it; the input projection of all steps is one cuBLAS GEMM
+before it. The backward is persistent too (W_hh columns on chip, gate gradients of all steps kept) and leaves the
+input, weight and bias gradients to GEMMs over all steps here.
 
-Served sizes (``lstm_layer_limit``, from the same plan the launch makes): J = ceil(H / SMs) hidden units per block
-with J * B <= 256, and per block 4J rows of W_hh plus the [B, H] vector of the step (backward: J columns of W_hh plus
-the [B, 4H] gate gradients) in the opt-in shared memory of one block. Largest batch served on an H100 (132 SMs,
-227 KiB), inference / training:
+Served sizes (``lstm_layer_limit``, from the plan the launch makes): J = ceil(H / SMs) hidden units per block with
+J * B <= 1024 (256 threads of up to 4 pairs), and per block its 4J rows of W_hh (backward: J columns) plus two chunk
+buffers of the per-step vector (or the whole vector, when short) in the opt-in shared memory of one block. Largest
+batch served on an H100 or H200 (132 SMs, 227 KiB; the emulation's planner, 2026-12-03), inference / training:
 
-    H              256        512       768       1024      1536     2048
-    fp16, bf16     128 / 64   64 / 48   32 / 24   32 / 16   16 / -   - / -
-    fp32           128 / 48   64 / 24   32 / 8    24 / -    - / -    - / -
+    H              256        512        768        1024       1536      2048
+    fp16, bf16     512 / 512  256 / 256  170 / 170  128 / 128  85 / 85   - / -
+    fp32           512 / 512  256 / 256  170 / 170  128 / 128  - / -     - / -
 
 Larger calls fall back (backend="auto") or fail with that reason (backend="cuda").
 """
@@ -24,8 +24,10 @@ import torch
 from . import compiled
 from .compiled import dtype_limit, needs_grad
 
-# Threads per block of the persistent kernels; each owns one (hidden unit, batch row), so B <= 256.
-MAX_BATCH = 256
+# (hidden unit, batch row) pairs one block serves: 256 threads of up to 4 pairs each (kThreads * kMaxPairs in
+# csrc/lstm_layer.cu), so B <= 1024 at most.
+MAX_PAIRS = 1024
+MAX_BATCH = MAX_PAIRS
 
 
 def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save_for_backward):
@@ -111,30 +113,12 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
     return output, hy, cy
 
 
-def persistent_shared_bytes(element_size: int, batch: int, hidden: int, backward: bool, multiprocessors: int):
-    """Shared memory per block the persistent kernel needs, or None where J * B > 256 (J = ceil(H / SMs)).
-
-    Mirrors layout_for and plan_for in csrc/lstm_layer.cu in plain arithmetic, so that torch.compile traces it; the
-    launch makes the same plan again and refuses, saying so, if the two ever disagree. float16/bfloat16 products run
-    on tensor cores in tiles of 16 rows x 16 deep (held rows a multiple of 8, each padded by 16 bytes), float32 ones
-    on CUDA cores in tiles of 4 rows.
-    """
-    units = -(-hidden // multiprocessors)
-    if units * batch > MAX_BATCH:
-        return None
-    tensor_cores = element_size == 2
-    rows_per_item = 16 if tensor_cores else 4
-    row_multiple = 8 if tensor_cores else 4
-    rows = -(-(units if backward else 4 * units) // row_multiple) * row_multiple
-    depth = 16 if tensor_cores else 16 // element_size
-    length = -(-(4 * hidden if backward else hidden) // depth) * depth
-    stride = length + 8 if tensor_cores else length
-    batch_pad = -(-batch // 8) * 8
-    items = -(-rows // rows_per_item) * (batch_pad // 8)
-    warps_per_item = 1
-    while 2 * warps_per_item * items <= 8:
-        warps_per_item *= 2
-    return (rows + batch_pad) * stride * element_size + warps_per_item * rows * batch_pad * 4
+@torch.compiler.assume_constant_result
+def persistent_plan(dtype: torch.dtype, batch: int, hidden: int, backward: bool, device_index: int) -> tuple:
+    """(units per block, blocks, shared bytes, chunk) the persistent kernel launches this size with on the kernels'
+    device, from the extension's own planner (cached there); blocks == 0 where the size is not served. A constant to
+    torch.compile, which calls it while tracing."""
+    return tuple(torch.ops.s2s_fast.cuda_lstm_layer_plan(dtype, batch, hidden, backward, device_index))
 
 
 def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None,
@@ -154,14 +138,13 @@ def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=
     device_reason = compiled.wrong_device_reason(input.device)
     if device_reason is not None:
         return device_reason
-    multiprocessors, available = compiled.device_limits(input.device)
     backward = needs_grad(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
     for direction in (False, True) if backward else (False,):
-        needed = persistent_shared_bytes(input.element_size(), batch, hidden, direction, multiprocessors)
-        if needed is None or needed > available:
+        if persistent_plan(input.dtype, batch, hidden, direction, input.device.index or 0)[1] == 0:
             what = "backward" if direction else "forward"
+            multiprocessors, shared = compiled.device_limits(input.device)
             return (f"the persistent LSTM {what} kernel does not serve batch {batch} x hidden {hidden} in "
-                    f"{input.dtype} on this GPU: ceil(H / multiprocessors) units x B must be at most {MAX_BATCH} "
-                    f"and a block's slice of W_hh plus the per-step vector ({needed} bytes) must fit its shared "
-                    f"memory ({available} bytes)")
+                    f"{input.dtype} on this GPU: ceil(H / multiprocessors) = {-(-hidden // multiprocessors)} units x "
+                    f"B must be at most {MAX_PAIRS}, and a block's rows of W_hh plus its chunk buffers of the "
+                    f"per-step vector must fit its {shared} bytes of shared memory")
     return None
