@@ -2,7 +2,8 @@
 
 from .batching import example_length, token_batches
 from .collate import Batch, collate, pad
-from .tasks import TASK_NAMES, EvalItem, Task, build_task, check_task_name, load_task
+from .base import EvalItem, Task
+from .tasks import TASK_NAMES, build_task, check_task_name, load_task
 from .toy import BOS_ID, EOS_ID, PAD_ID, TASKS, make_pairs, toy_vocab_size
 from .vocab import Vocabulary
 

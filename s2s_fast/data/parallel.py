@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .base import EvalItem, Task
 from .metrics import bleu_and_chrf
-from .tasks import EvalItem, Task
 from .vocab import SPECIALS, Vocabulary
 
 SIDES = ("src", "tgt")
