@@ -1,7 +1,9 @@
 """The s2s-fast command line (also ``python -m s2s_fast``): train, decode, evaluate, demo, bench.
 
-User errors (missing files, misaligned data, bad settings) end with one line on stderr and exit status 1; set
-S2S_FAST_DEBUG=1 to see the traceback instead.
+Exit status, the same for every command: 0 on success; 1 when the command stops on an error in what it was given
+(missing files, misaligned data, bad settings, a benchmark filter that matches nothing), after one line on stderr
+(set S2S_FAST_DEBUG=1 to see the traceback instead); 2 when the command line itself does not parse (argparse's usage
+error); 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -199,12 +201,8 @@ def _bench(args) -> int:
     from .bench import run_benchmarks
 
     providers = args.providers.split(",") if args.providers else None
-    try:
-        run_benchmarks(quick=args.quick, device=args.device, output_dir=args.output_dir, dtype=args.dtype,
-                       pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads)
-    except ValueError as error:
-        print(f"s2s-fast bench: error: {error}", file=sys.stderr)
-        return 2
+    run_benchmarks(quick=args.quick, device=args.device, output_dir=args.output_dir, dtype=args.dtype,
+                   pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads)
     return 0
 
 
