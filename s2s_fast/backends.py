@@ -48,8 +48,10 @@ OP_NAMES = (
 )
 ENV_VAR = "S2S_FAST_BACKEND"
 
-# Layer ops a backend may serve by looping its cell op in the reference time loop.
+# Layer ops a backend may serve by looping its cell op in the reference time loop, and how many leading arguments
+# the layer shares with that cell: (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh) for the LSTM, no cx for GRU.
 _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
+_CELL_ARG_COUNT = {"lstm_cell": 7, "gru_cell": 6}
 
 _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
@@ -139,12 +141,18 @@ def _implementation(module, op: str, args: tuple, cell_loop: bool = True) -> tup
     cell_op = _LAYER_FROM_CELL.get(op)
     if cell_op is None or cell_op not in module.OPS:
         return None, f"it does not implement {op}"
-    from s2s_fast import reference
-
     cell = module.OPS[cell_op]
     cell_limit = getattr(module, "LIMITS", {}).get(cell_op)
-    limit = cell_limit(*reference.first_step_cell_args(op, args)) if cell_limit is not None else None
-    return functools.partial(reference.OPS[op], cell=cell), limit
+    limit = cell_limit(*_first_step_cell_args(cell_op, args)) if cell_limit is not None else None
+    return functools.partial(_load("reference")[0].OPS[op], cell=cell), limit
+
+
+def _first_step_cell_args(cell_op: str, layer_args: tuple) -> tuple:
+    """The cell arguments of a layer call's first step (input [T, B, I] -> its step 0, [B, I]; zeros when T is 0),
+    for asking a backend's cell limit about a layer call it would serve in the reference time loop."""
+    input = layer_args[0]
+    first = input[0] if input.shape[0] > 0 else input.new_zeros(input.shape[1:])
+    return (first,) + tuple(layer_args[1:_CELL_ARG_COUNT[cell_op]])
 
 
 def resolve(op: str, device: torch.device, args: tuple, backend: str | None = None) -> tuple[str, Callable]:

@@ -22,11 +22,3 @@ LIMITS: dict = {}
 
 def unavailable_reason(device: torch.device) -> str | None:
     return None
-
-
-def first_step_cell_args(layer_op: str, args: tuple) -> tuple:
-    """The cell arguments of a layer call's first step, for checking a backend cell's limits on a layer call."""
-    input = args[0]
-    first = input[0] if input.shape[0] > 0 else input.new_zeros(input.shape[1:])
-    cell_arg_count = 7 if layer_op == "lstm_layer" else 6
-    return (first,) + tuple(args[1:cell_arg_count])
