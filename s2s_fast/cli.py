@@ -130,8 +130,9 @@ def _read_inputs(path: str | None) -> list[str]:
 def _decode(args) -> int:
     import torch
 
+    from .attention_plot import plot_attention
     from .checkpoint import find_checkpoint, load_checkpoint
-    from .evaluate import plot_attention, translate
+    from .inference import translate
     from .train import resolve_device
 
     checkpoint = find_checkpoint(args.run, args.checkpoint)
