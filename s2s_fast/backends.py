@@ -76,8 +76,20 @@ def _load(name: str):
     return _loaded[name]
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def resolve_device(name: str) -> torch.device:
+    """The device a ``--device`` setting names: "auto" is cuda when torch sees a GPU, else cpu; "cpu", "cuda" and
+    "cuda:N" are taken as given. Raises ValueError for any other name, and for cuda when torch sees no GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU")
+    return device
 
 
 def unavailable_reason(name: str, device: torch.device | str | None = None) -> str | None:
@@ -85,7 +97,7 @@ def unavailable_reason(name: str, device: torch.device | str | None = None) -> s
     name = check_backend_name(name, "the name argument")
     if name == "auto":
         return None
-    device = _default_device() if device is None else torch.device(device)
+    device = resolve_device("auto") if device is None else torch.device(device)
     module, import_error = _load(name)
     if module is None:
         return import_error

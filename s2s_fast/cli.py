@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-SPLITS = ("train", "dev", "test")
+from .data import SPLITS
 
 
 def _demo(args) -> int:
@@ -131,9 +131,9 @@ def _decode(args) -> int:
     import torch
 
     from .attention_plot import plot_attention
+    from .backends import resolve_device
     from .checkpoint import find_checkpoint, load_checkpoint
     from .inference import translate
-    from .train import resolve_device
 
     checkpoint = find_checkpoint(args.run, args.checkpoint)
     model, task, _ = load_checkpoint(checkpoint, resolve_device(args.device))
@@ -176,8 +176,8 @@ def _decode(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from .backends import resolve_device
     from .evaluate import evaluate_run
-    from .train import resolve_device
 
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,

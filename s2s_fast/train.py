@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from .backends import resolve_device
 from .checkpoint import (find_checkpoint, is_better, load_checkpoint, load_trainer_state, save_checkpoint,
                          update_best, write_json_atomic)
 from .data import (BOS_ID, EOS_ID, PAD_ID, build_task, check_task_name, collate, example_length, load_task,
@@ -230,17 +231,6 @@ def sampling_rate_at(step: int, config: TrainConfig) -> float:
     if config.sampling_warmup_steps == 0:
         return config.sampling_rate
     return config.sampling_rate * min(1.0, step / config.sampling_warmup_steps)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda") from None
 
 
 @dataclass

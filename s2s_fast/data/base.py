@@ -1,4 +1,5 @@
-"""What every task provides: the Task base class, and EvalItem, one example as evaluation reads it.
+"""What every task provides: the Task base class, the splits (SPLITS), and EvalItem, one example as evaluation
+reads it.
 
 A task is built once for training, saved next to every checkpoint as ``task.json`` (vocabularies and options;
 sentencepiece models beside it) and loaded back for decoding and evaluation; see :mod:`s2s_fast.data.tasks`.
@@ -13,6 +14,7 @@ from typing import NamedTuple, Sequence
 from .vocab import Vocabulary
 
 TASK_FILE = "task.json"
+SPLITS = ("train", "dev", "test")
 
 
 class EvalItem(NamedTuple):

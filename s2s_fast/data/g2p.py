@@ -16,11 +16,10 @@ import hashlib
 import re
 from functools import lru_cache
 
-from .base import EvalItem, Task
+from .base import SPLITS, EvalItem, Task
 from .metrics import word_and_phoneme_error_rates
 from .vocab import Vocabulary
 
-SPLITS = ("train", "dev", "test")
 TEST_PERCENT, DEV_PERCENT = 5, 5
 WORD_PATTERN = re.compile(r"[a-z']+")
 STRESS = re.compile(r"\d")
