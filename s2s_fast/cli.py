@@ -36,7 +36,7 @@ def _parse_model_override(text: str) -> tuple[str, object]:
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from .data import TASK_NAMES
-    from .train import LR_SCHEDULES, PRECISIONS, PROGRESS
+    from .train_config import LR_SCHEDULES, PRECISIONS, PROGRESS
 
     add = parser.add_argument
     add("--config", metavar="FILE", help="YAML or JSON file of settings (names as below, with - or _); flags win")
@@ -97,7 +97,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args) -> int:
-    from .train import TrainConfig, read_config_file, train
+    from .train import train
+    from .train_config import TrainConfig, read_config_file
 
     explicit = read_config_file(args.config) if "config" in args else {}
     explicit = {key.replace("-", "_"): value for key, value in explicit.items()}
