@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .attention import additive_attention, dot_attention
+from .additive_attention import additive_attention
+from .dot_attention import dot_attention
 from .gru_cell import gru_cell
+from .gru_layer import gru_layer
 from .lstm_cell import lstm_cell
-from .rnn_layer import gru_layer, lstm_layer
+from .lstm_layer import lstm_layer
 
 OPS = {
     "lstm_cell": lstm_cell,
