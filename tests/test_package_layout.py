@@ -1,7 +1,8 @@
-"""Every module of s2s_fast imports on its own, and no chain of imports leads from a module back to itself.
+"""The package's shape: every module imports on its own, no chain of imports leads from a module back to itself,
+and no function is longer than a reader can hold in view.
 
-The graph counts every import statement, those inside functions too: an import moved into a function to dodge a cycle
-at load time still ties the two modules together.
+The import graph counts every import statement, those inside functions too: an import moved into a function to dodge a
+cycle at load time still ties the two modules together.
 """
 
 import ast
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "s2s_fast"
+MAX_FUNCTION_LINES = 80
 
 
 def _module_name(path: Path) -> str:
@@ -79,3 +81,14 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_a_planted_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_function_is_longer_than_80_lines():
+    long_functions = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}.{node.name}: {lines} lines")
+    assert not long_functions, long_functions
