@@ -46,11 +46,11 @@ def _shown(value) -> str:
 def _setting_help(spec: dataclasses.Field) -> str:
     """The field's help text followed by its default: the dataclass's (what None means, where the field says), or
     each task's for a task-dependent one."""
-    from .train_config import default_of
+    from .train_config import TOY, default_of
 
     task_defaults = spec.metadata["task_defaults"]
     if task_defaults:
-        default = ", ".join(f"{'toy tasks' if task == 'toy' else task}: {_shown(value)}"
+        default = ", ".join(f"{'toy tasks' if task == TOY else task}: {_shown(value)}"
                             for task, value in task_defaults.items())
     else:
         default = default_of(spec)

@@ -215,7 +215,6 @@ class TrainConfig:
         return cls(**values)
 
 
-
 SETTINGS = dataclasses.fields(TrainConfig)
 _TYPE_HINTS = typing.get_type_hints(TrainConfig)
 # Per task, the values of the TrainConfig fields left as None.

@@ -102,4 +102,3 @@ class G2PTask(Task):
 
     def format_metrics(self, metrics: dict) -> str:
         return f"WER {100 * metrics['wer']:.2f}%  PER {100 * metrics['per']:.2f}%"
-

@@ -80,4 +80,3 @@ class ToyTask(Task):
 
     def format_metrics(self, metrics: dict) -> str:
         return f"accuracy {100 * metrics['accuracy']:.2f}%  token error {100 * metrics['token_error']:.2f}%"
-
