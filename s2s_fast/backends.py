@@ -48,8 +48,10 @@ OP_NAMES = (
 )
 ENV_VAR = "S2S_FAST_BACKEND"
 
-# Layer ops a backend may serve by looping its cell op in the reference time loop.
+# Layer ops a backend may serve by looping its cell op in the reference time loop, and how many leading arguments
+# the layer shares with that cell: (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh) for the LSTM, no cx for GRU.
 _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
+_CELL_ARG_COUNT = {"lstm_cell": 7, "gru_cell": 6}
 
 _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
@@ -74,8 +76,20 @@ def _load(name: str):
     return _loaded[name]
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def resolve_device(name: str) -> torch.device:
+    """The device a ``--device`` setting names: "auto" is cuda when torch sees a GPU, else cpu; "cpu", "cuda" and
+    "cuda:N" are taken as given. Raises ValueError for any other name, and for cuda when torch sees no GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU")
+    return device
 
 
 def unavailable_reason(name: str, device: torch.device | str | None = None) -> str | None:
@@ -83,7 +97,7 @@ def unavailable_reason(name: str, device: torch.device | str | None = None) -> s
     name = check_backend_name(name, "the name argument")
     if name == "auto":
         return None
-    device = _default_device() if device is None else torch.device(device)
+    device = resolve_device("auto") if device is None else torch.device(device)
     module, import_error = _load(name)
     if module is None:
         return import_error
@@ -139,12 +153,18 @@ def _implementation(module, op: str, args: tuple, cell_loop: bool = True) -> tup
     cell_op = _LAYER_FROM_CELL.get(op)
     if cell_op is None or cell_op not in module.OPS:
         return None, f"it does not implement {op}"
-    from s2s_fast import reference
-
     cell = module.OPS[cell_op]
     cell_limit = getattr(module, "LIMITS", {}).get(cell_op)
-    limit = cell_limit(*reference.first_step_cell_args(op, args)) if cell_limit is not None else None
-    return functools.partial(reference.OPS[op], cell=cell), limit
+    limit = cell_limit(*_first_step_cell_args(cell_op, args)) if cell_limit is not None else None
+    return functools.partial(_load("reference")[0].OPS[op], cell=cell), limit
+
+
+def _first_step_cell_args(cell_op: str, layer_args: tuple) -> tuple:
+    """The cell arguments of a layer call's first step (input [T, B, I] -> its step 0, [B, I]; zeros when T is 0),
+    for asking a backend's cell limit about a layer call it would serve in the reference time loop."""
+    input = layer_args[0]
+    first = input[0] if input.shape[0] > 0 else input.new_zeros(input.shape[1:])
+    return (first,) + tuple(layer_args[1:_CELL_ARG_COUNT[cell_op]])
 
 
 def resolve(op: str, device: torch.device, args: tuple, backend: str | None = None) -> tuple[str, Callable]:

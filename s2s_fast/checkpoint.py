@@ -4,7 +4,7 @@ Layout under a training run's output directory::
 
     checkpoints/step-00001000/   model.safetensors, model_config.json, task.json (vocabularies; sentencepiece
                                  models beside it), train_config.json, trainer_state.pt (optimizer, scheduler,
-                                 data order, RNG states, early-stopping state)
+                                 data order, every process's RNG states, early-stopping state)
     checkpoints/latest.json      {"checkpoint": "step-00001000", "step": 1000}
     checkpoints/best.json        {"checkpoint": ..., "step": ..., "metric": "wer", "value": 0.23, ...}
 
@@ -159,3 +159,19 @@ def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tup
 
 def load_trainer_state(checkpoint: Path) -> dict:
     return torch.load(Path(checkpoint) / TRAINER_STATE, map_location="cpu", weights_only=True)
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's random number generator states (torch's CPU generator, and ``device``'s on CUDA), to save in
+    a checkpoint so that a resumed run draws the same dropout and sampling numbers as an uninterrupted one."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what ``rng_state`` returned."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

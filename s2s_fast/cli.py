@@ -1,18 +1,22 @@
 """The s2s-fast command line (also ``python -m s2s_fast``): train, decode, evaluate, demo, bench.
 
-User errors (missing files, misaligned data, bad settings) end with one line on stderr and exit status 1; set
-S2S_FAST_DEBUG=1 to see the traceback instead.
+Exit status, the same for every command: 0 on success; 1 when the command stops on an error in what it was given
+(missing files, misaligned data, bad settings, a benchmark filter that matches nothing), after one line on stderr
+(set S2S_FAST_DEBUG=1 to see the traceback instead); 2 when the command line itself does not parse (argparse's usage
+error); 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
-SPLITS = ("train", "dev", "test")
+from .data import SPLITS
 
 
 def _demo(args) -> int:
@@ -32,70 +36,62 @@ def _parse_model_override(text: str) -> tuple[str, object]:
         return key.strip().replace("-", "_"), value
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .data import TASK_NAMES
-    from .train import LR_SCHEDULES, PRECISIONS, PROGRESS
+def _shown(value) -> str:
+    """A setting's value as the help writes it."""
+    if value is None or value == {}:
+        return "none"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
-    add = parser.add_argument
-    add("--config", metavar="FILE", help="YAML or JSON file of settings (names as below, with - or _); flags win")
-    add("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
-    data = parser.add_argument_group("task and data")
-    data.add_argument("--task", choices=TASK_NAMES, help="g2p (CMUdict, default), parallel (text files) or a toy "
-                      "task")
-    data.add_argument("--output-dir", metavar="DIR", help="where checkpoints, logs and the resolved config go")
-    for split in SPLITS:
-        for side, what in (("src", "source"), ("tgt", "target")):
-            data.add_argument(f"--{split}-{side}", metavar="FILE",
-                              help=f"parallel: {split} {what} sentences, one per line")
-    data.add_argument("--src-spm", metavar="MODEL", help="parallel: a trained sentencepiece model for the source "
-                      "(default: trained on --train-src)")
-    data.add_argument("--tgt-spm", metavar="MODEL", help="parallel: the same for the target")
-    data.add_argument("--spm-vocab-size", type=int, help="parallel: pieces per trained sentencepiece model (8000)")
-    data.add_argument("--spm-model-type", choices=("unigram", "bpe", "char", "word"), help="parallel (unigram)")
-    data.add_argument("--max-length", type=int, help="parallel: drop training pairs longer (in pieces) (100)")
-    for name, help_text in (("symbols", "distinct symbols (10)"), ("min-len", "shortest sequence (3)"),
-                            ("max-len", "longest sequence (12)"), ("train-size", "training sequences (20000)"),
-                            ("eval-size", "dev and test sequences (500)"), ("seed", "data seed (0)")):
-        data.add_argument(f"--toy-{name}", type=int, help=f"toy tasks: {help_text}")
-    model = parser.add_argument_group("model")
-    model.add_argument("--preset", help="model preset from s2s_fast.models.PRESETS (g2p: g2p, parallel: "
-                       "translation, toy tasks: a small built-in model)")
-    model.add_argument("--model", metavar="KEY=VALUE", type=_parse_model_override, action="append",
-                       help="override a Seq2SeqConfig field, e.g. --model attention=none --model hidden_size=512 "
-                       "(repeatable)")
-    optim = parser.add_argument_group("optimisation (defaults depend on the task; see README)")
-    optim.add_argument("--max-steps", type=int, help="optimizer steps to train for")
-    optim.add_argument("--batch-tokens", type=int, help="padded tokens per batch (length-bucketed)")
-    optim.add_argument("--max-batch-size", type=int, help="cap on sentences per batch")
-    optim.add_argument("--lr", type=float, help="peak learning rate of AdamW")
-    optim.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="decay after warm-up (cosine)")
-    optim.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
-    optim.add_argument("--decay-steps", type=int, help="step at which decay ends (default: --max-steps)")
-    optim.add_argument("--min-lr-ratio", type=float, help="final learning rate / peak (0.02)")
-    optim.add_argument("--weight-decay", type=float, help="AdamW weight decay of matrices (0.01)")
-    optim.add_argument("--adam-betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="(0.9 0.98)")
-    optim.add_argument("--label-smoothing", type=float, help="(0.1)")
-    optim.add_argument("--clip-norm", type=float, help="gradient norm clipping, 0 disables (1.0)")
-    optim.add_argument("--sampling-rate", type=float, help="scheduled sampling rate, 0 = teacher forcing (0)")
-    optim.add_argument("--sampling-warmup-steps", type=int, help="steps over which the rate ramps up from 0 (0)")
-    evaluation = parser.add_argument_group("dev evaluation and checkpoints")
-    evaluation.add_argument("--eval-every", type=int, help="evaluate on dev every N steps (0: never)")
-    evaluation.add_argument("--save-every", type=int, help="checkpoint every N steps (default: --eval-every)")
-    evaluation.add_argument("--patience", type=int, help="stop after N evaluations without improvement (0: never)")
-    evaluation.add_argument("--eval-beam-size", type=int, help="beam size of dev evaluations (1)")
-    evaluation.add_argument("--eval-max-examples", type=int, help="evaluate on an evenly spread dev subset")
-    evaluation.add_argument("--keep-checkpoints", type=int, help="recent checkpoints kept besides the best (1)")
-    runtime = parser.add_argument_group("runtime")
-    runtime.add_argument("--device", help="auto (cuda if present), cpu or cuda")
-    runtime.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast on GPUs, fp32 on CPUs")
-    runtime.add_argument("--seed", type=int, help="(0)")
-    runtime.add_argument("--threads", type=int, help="torch CPU threads")
-    runtime.add_argument("--log-every", type=int, help="log loss and tokens/s every N steps (100)")
-    runtime.add_argument("--progress", choices=PROGRESS, help="tqdm progress bar (auto: on a terminal)")
+
+def _setting_help(spec: dataclasses.Field) -> str:
+    """The field's help text followed by its default: the dataclass's (what None means, where the field says), or
+    each task's for a task-dependent one."""
+    from .train_config import TOY, default_of
+
+    task_defaults = spec.metadata["task_defaults"]
+    if task_defaults:
+        default = ", ".join(f"{'toy tasks' if task == TOY else task}: {_shown(value)}"
+                            for task, value in task_defaults.items())
+    else:
+        default = default_of(spec)
+        default = spec.metadata["unset"] if default is None and spec.metadata["unset"] else _shown(default)
+    return f"{spec.metadata['help']} (default {default})"
+
+
+def _setting_flag(spec: dataclasses.Field) -> dict:
+    """argparse's options for the flag of a TrainConfig field, from its annotation and metadata."""
+    from .train_config import default_of, setting_type
+
+    options = dict(help=_setting_help(spec), metavar=spec.metadata["metavar"], choices=spec.metadata["choices"])
+    kind = setting_type(spec)
+    if kind is dict:
+        options.update(type=_parse_model_override, action="append")
+    elif typing.get_origin(kind) is list:
+        options.update(type=typing.get_args(kind)[0], nargs=len(default_of(spec)))
+    else:
+        options.update(type=kind)
+    return options
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config, --resume, and a flag per TrainConfig field (--max-steps for max_steps), grouped by section."""
+    from .train_config import SETTINGS
+
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML or JSON file of settings (names as below, with - or _); flags win")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output-dir from its last checkpoint")
+    sections = {}
+    for spec in SETTINGS:
+        section = spec.metadata["section"]
+        if section not in sections:
+            sections[section] = parser.add_argument_group(section)
+        sections[section].add_argument(f"--{spec.name.replace('_', '-')}", **_setting_flag(spec))
 
 
 def _train(args) -> int:
-    from .train import TrainConfig, read_config_file, train
+    from .train import train
+    from .train_config import TrainConfig, read_config_file
 
     explicit = read_config_file(args.config) if "config" in args else {}
     explicit = {key.replace("-", "_"): value for key, value in explicit.items()}
@@ -128,9 +124,10 @@ def _read_inputs(path: str | None) -> list[str]:
 def _decode(args) -> int:
     import torch
 
+    from .attention_plot import plot_attention
+    from .backends import resolve_device
     from .checkpoint import find_checkpoint, load_checkpoint
-    from .evaluate import plot_attention, translate
-    from .train import resolve_device
+    from .inference import translate
 
     checkpoint = find_checkpoint(args.run, args.checkpoint)
     model, task, _ = load_checkpoint(checkpoint, resolve_device(args.device))
@@ -173,8 +170,8 @@ def _decode(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from .backends import resolve_device
     from .evaluate import evaluate_run
-    from .train import resolve_device
 
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,
@@ -199,12 +196,8 @@ def _bench(args) -> int:
     from .bench import run_benchmarks
 
     providers = args.providers.split(",") if args.providers else None
-    try:
-        run_benchmarks(quick=args.quick, device=args.device, output_dir=args.output_dir, dtype=args.dtype,
-                       pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads)
-    except ValueError as error:
-        print(f"s2s-fast bench: error: {error}", file=sys.stderr)
-        return 2
+    run_benchmarks(quick=args.quick, device=args.device, output_dir=args.output_dir, dtype=args.dtype,
+                   pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads)
     return 0
 
 

@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from .backends import resolve_device
 from .data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
 from .models import Seq2Seq, Seq2SeqConfig, sequence_loss
 
@@ -24,7 +25,7 @@ def run_demo(task: str = "reverse", seconds: float = 60.0, device: str = "auto",
     """Train for about ``seconds`` on ``task``; returns the held-out exact-match accuracy."""
     if seconds <= 0:
         raise ValueError(f"demo: seconds must be positive, got {seconds}")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    device = resolve_device(device)
     torch.manual_seed(seed)
     vocab = toy_vocab_size(NUM_SYMBOLS)
     config = Seq2SeqConfig(src_vocab_size=vocab, tgt_vocab_size=vocab, embed_dim=32, hidden_size=64,

@@ -16,12 +16,9 @@ from . import backends
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _shape(t: torch.Tensor) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
-
-
-def _fmt(shape: Sequence) -> str:
-    return "[" + ", ".join(str(s) for s in shape) + "]"
+def _format_shape(shape: Sequence[int]) -> str:
+    """A shape as the error messages write it: [2, 3, 4]."""
+    return "[" + ", ".join(str(size) for size in shape) + "]"
 
 
 def _require_tensor(op: str, name: str, value, optional: bool = False) -> None:
@@ -34,12 +31,14 @@ def _require_tensor(op: str, name: str, value, optional: bool = False) -> None:
 
 def _require_shape(op: str, name: str, t: torch.Tensor | None, expected: Sequence, meaning: str) -> None:
     if t is not None and tuple(t.shape) != tuple(expected):
-        raise ValueError(f"{op}: {name} must have shape {meaning} = {_fmt(expected)}, got {_shape(t)}")
+        raise ValueError(f"{op}: {name} must have shape {meaning} = {_format_shape(expected)}, "
+                         f"got {_format_shape(t.shape)}")
 
 
 def _require_dim(op: str, name: str, t: torch.Tensor, dims: Sequence[int], meaning: str) -> None:
     if t.dim() not in dims:
-        raise ValueError(f"{op}: {name} must be {meaning}, got a {t.dim()}-d tensor of shape {_shape(t)}")
+        raise ValueError(f"{op}: {name} must be {meaning}, got a {t.dim()}-d tensor of shape "
+                         f"{_format_shape(t.shape)}")
 
 
 def _float_tensors(op: str, named: dict) -> tuple[torch.dtype, torch.device]:
@@ -212,10 +211,10 @@ def _check_attention(op: str, query, keys, values, mask, query_name: str, key_na
     if query.shape[0] != batch or query.shape[-1] != width:
         expected = "[B, D]" if query.dim() == 2 else "[B, Tq, D]"
         raise ValueError(f"{op}: {query_name} must have shape {expected} with B = {batch} and D = {width} "
-                         f"(from {key_name} {_shape(keys)}), got {_shape(query)}")
+                         f"(from {key_name} {_format_shape(keys.shape)}), got {_format_shape(query.shape)}")
     if values.shape[:2] != (batch, key_len):
         raise ValueError(f"{op}: values must have shape [B, Tk, Dv] with B = {batch} and Tk = {key_len} "
-                         f"(from {key_name}), got {_shape(values)}")
+                         f"(from {key_name}), got {_format_shape(values.shape)}")
     _check_mask(op, mask, batch, key_len, device)
 
 

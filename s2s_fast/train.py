@@ -1,213 +1,43 @@
-"""Training: configuration, the loop, dev evaluation with early stopping, checkpoints, exact resume, DDP.
+"""Training: the loop, dev evaluation with early stopping, checkpoints, exact resume; settings in train_config.
 
-Configuration precedence: TrainConfig defaults < the task's defaults (TASK_DEFAULTS) < a config file < flags; when
-resuming, the run's saved configuration replaces the first two. The resolved configuration is written to
-``<output_dir>/config.json`` and into every checkpoint.
+``train`` resolves the configuration and hands it to a ``Trainer``, which reads like JoeyNMT's TrainManager or
+nanoGPT's train.py: prepare the run (output directory, task, model, data), build or restore the optimizer and the
+position in the data, then repeat one step, a throughput line now and then, and evaluate-and-checkpoint.
 
 Resuming is exact: the data order is a function of (seed, epoch), and the checkpoint holds the position in it, the
 optimizer and scheduler states and every process's RNG states, so a run stopped at step k and resumed ends with the
 same weights as one that ran straight through (as long as the configuration is the same).
 
 Distributed: under torchrun (WORLD_SIZE > 1) each process takes every WORLD_SIZE-th batch of the common order and
-DistributedDataParallel averages gradients (NCCL on GPUs, gloo on CPUs). Process 0 logs, evaluates and saves.
+DistributedDataParallel averages gradients (see s2s_fast.distributed). Process 0 logs, evaluates and saves.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 
-from .checkpoint import (find_checkpoint, is_better, load_checkpoint, load_trainer_state, save_checkpoint,
+from .backends import resolve_device
+from .checkpoint import (is_better, load_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state,
                          update_best, write_json_atomic)
-from .data import (BOS_ID, EOS_ID, PAD_ID, build_task, check_task_name, collate, example_length, load_task,
+from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, Task, build_task, collate, example_length, load_task,
                    token_batches)
+from .distributed import Distributed, setup_distributed
 from .evaluate import evenly_spaced, score_items
-from .models import PRESETS, Seq2Seq, Seq2SeqConfig, preset_config, sequence_loss
+from .models import Seq2Seq, sequence_loss
+from .train_config import TrainConfig, resolve_run_config
+from .train_log import Logger, ThroughputMeter
 
-LR_SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
-PRECISIONS = ("auto", "fp32", "bf16")
-PROGRESS = ("auto", "on", "off")
-TOY_MODEL = dict(embed_dim=32, hidden_size=64, encoder_layers=1, decoder_layers=1, bidirectional=True, cell="lstm",
-                 attention="bahdanau", input_feeding=True, dropout=0.0)
-
-# Per task, the values of the TrainConfig fields left as None.
-TASK_DEFAULTS = {
-    "g2p": dict(preset="g2p", max_steps=12000, batch_tokens=2400, lr=2e-3, warmup_steps=400, eval_every=1000,
-                eval_max_examples=None),
-    "parallel": dict(preset="translation", max_steps=20000, batch_tokens=4096, lr=1e-3, warmup_steps=1000,
-                     eval_every=1000, eval_max_examples=None),
-    "toy": dict(preset=None, max_steps=1000, batch_tokens=640, lr=3e-3, warmup_steps=50, eval_every=250,
-                eval_max_examples=None),
-}
-# Fields that define the model and its data; a resumed run must keep them.
-FIXED_ON_RESUME = ("task", "preset", "model", "train_src", "train_tgt", "src_spm", "tgt_spm", "spm_vocab_size",
-                   "spm_model_type", "max_length", "toy_symbols", "toy_min_len", "toy_max_len", "toy_train_size",
-                   "toy_seed", "seed", "batch_tokens", "max_batch_size")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; None means the task's default (see TASK_DEFAULTS)."""
-
-    task: str = "g2p"
-    output_dir: str | None = None
-    # Parallel text (task "parallel").
-    train_src: str | None = None
-    train_tgt: str | None = None
-    dev_src: str | None = None
-    dev_tgt: str | None = None
-    test_src: str | None = None
-    test_tgt: str | None = None
-    src_spm: str | None = None
-    tgt_spm: str | None = None
-    spm_vocab_size: int = 8000
-    spm_model_type: str = "unigram"
-    max_length: int = 100
-    # Toy tasks (copy, reverse, sort).
-    toy_symbols: int = 10
-    toy_min_len: int = 3
-    toy_max_len: int = 12
-    toy_train_size: int = 20000
-    toy_eval_size: int = 500
-    toy_seed: int = 0
-    # Model: a preset from s2s_fast.models.PRESETS and Seq2SeqConfig fields overriding it.
-    preset: str | None = None
-    model: dict = field(default_factory=dict)
-    # Optimisation.
-    max_steps: int | None = None
-    batch_tokens: int | None = None
-    max_batch_size: int | None = None
-    lr: float | None = None
-    lr_schedule: str = "cosine"
-    warmup_steps: int | None = None
-    decay_steps: int | None = None
-    min_lr_ratio: float = 0.02
-    weight_decay: float = 0.01
-    adam_betas: list = field(default_factory=lambda: [0.9, 0.98])
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    sampling_rate: float = 0.0
-    sampling_warmup_steps: int = 0
-    # Dev evaluation, early stopping, checkpoints.
-    eval_every: int | None = None
-    save_every: int | None = None
-    patience: int = 0
-    eval_beam_size: int = 1
-    eval_max_examples: int | None = None
-    keep_checkpoints: int = 1
-    # Runtime.
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    threads: int | None = None
-    log_every: int = 100
-    progress: str = "auto"
-
-    def validate(self) -> "TrainConfig":
-        check_task_name(self.task)
-        if not self.output_dir:
-            raise ValueError("an output directory is needed (--output-dir DIR)")
-        positive = ("max_steps", "batch_tokens", "warmup_steps", "eval_every", "save_every", "log_every",
-                    "eval_beam_size", "keep_checkpoints", "spm_vocab_size", "max_length", "toy_symbols",
-                    "toy_min_len", "toy_max_len", "toy_train_size", "toy_eval_size")
-        for name in positive:
-            value = getattr(self, name)
-            allow_zero = name in ("warmup_steps", "eval_every")
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or value < (0 if allow_zero else 1)):
-                raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, "
-                                 f"got {value!r}")
-        for name in ("max_batch_size", "decay_steps", "eval_max_examples", "threads"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.progress not in PROGRESS:
-            raise ValueError(f"progress must be one of {', '.join(PROGRESS)}, got {self.progress!r}")
-        for name, low, high in (("label_smoothing", 0.0, 1.0), ("sampling_rate", 0.0, 1.0),
-                                ("min_lr_ratio", 0.0, 1.0)):
-            if not low <= getattr(self, name) <= high:
-                raise ValueError(f"{name} must be in [{low}, {high}], got {getattr(self, name)}")
-        if self.clip_norm < 0 or self.weight_decay < 0 or self.patience < 0 or self.sampling_warmup_steps < 0:
-            raise ValueError("clip_norm, weight_decay, patience and sampling_warmup_steps must be non-negative")
-        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
-            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        if self.toy_min_len > self.toy_max_len:
-            raise ValueError(f"toy_min_len ({self.toy_min_len}) exceeds toy_max_len ({self.toy_max_len})")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"unknown model preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if not isinstance(self.model, dict):
-            raise ValueError(f"model must be a mapping of Seq2SeqConfig fields, got {self.model!r}")
-        return self
-
-    def with_task_defaults(self) -> "TrainConfig":
-        """A copy with every None that has a task default filled in (the resolved configuration)."""
-        defaults = TASK_DEFAULTS["toy" if self.task not in TASK_DEFAULTS else self.task]
-        filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
-        resolved = dataclasses.replace(self, **filled)
-        if resolved.save_every is None:
-            resolved.save_every = resolved.eval_every or max(resolved.max_steps // 10, 1)
-        return resolved.validate()
-
-    def task_options(self) -> dict:
-        names = ("train_src", "train_tgt", "dev_src", "dev_tgt", "test_src", "test_tgt", "src_spm", "tgt_spm",
-                 "spm_vocab_size", "spm_model_type", "max_length", "toy_symbols", "toy_min_len", "toy_max_len",
-                 "toy_train_size", "toy_eval_size", "toy_seed")
-        return {name: getattr(self, name) for name in names}
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "configuration") -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {key.replace("-", "_"): value for key, value in values.items()}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**values)
-
-
-def read_config_file(path: str) -> dict:
-    """Settings from a YAML or JSON file (a mapping of TrainConfig field names)."""
-    import yaml
-
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    text = file.read_text()
-    try:
-        values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {error}") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: the config file must hold a mapping of settings, got {type(values).__name__}")
-    return values
-
-
-def model_config(config: TrainConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqConfig:
-    if config.preset is not None:
-        return preset_config(config.preset, src_vocab_size, tgt_vocab_size, **config.model)
-    options = {**(TOY_MODEL if config.task not in ("g2p", "parallel") else {}), **config.model}
-    return Seq2SeqConfig(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **options)
+# Offsets every process's seed so that dropout and sampling draws differ between processes.
+RANK_SEED_STRIDE = 7919
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -227,95 +57,23 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 def sampling_rate_at(step: int, config: TrainConfig) -> float:
+    """The scheduled-sampling rate at ``step``: ramped up linearly over sampling_warmup_steps."""
     if config.sampling_warmup_steps == 0:
         return config.sampling_rate
     return config.sampling_rate * min(1.0, step / config.sampling_warmup_steps)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-
-
 @dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
+class Progress:
+    """Where a run stands: optimizer steps taken, the epoch and the batch within it, the best dev score so far
+    ({"step", "value"}) with the evaluations since it, and whether early stopping has ended the run."""
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_gather(self, value) -> list:
-        if self.world == 1:
-            return [value]
-        gathered = [None] * self.world
-        dist.all_gather_object(gathered, value)
-        return gathered
-
-    def broadcast(self, value):
-        if self.world == 1:
-            return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def setup_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); NCCL on CUDA, gloo on the CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Distributed(), device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size()), device
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-class Logger:
-    """Lines to stdout and <output_dir>/train.log, events to <output_dir>/metrics.jsonl; silent off process 0."""
-
-    def __init__(self, output_dir: Path, active: bool, echo: Callable[[str], Any] = print):
-        self.active = active
-        self.echo = echo
-        self.log_path = output_dir / "train.log"
-        self.metrics_path = output_dir / "metrics.jsonl"
-
-    def __call__(self, line: str) -> None:
-        if self.active:
-            self.echo(line)
-            with open(self.log_path, "a") as file:
-                file.write(line + "\n")
-
-    def event(self, **values) -> None:
-        if self.active:
-            with open(self.metrics_path, "a") as file:
-                file.write(json.dumps(values) + "\n")
+    step: int = 0
+    epoch: int = 0
+    epoch_step: int = 0
+    best: dict | None = None
+    evals_since_best: int = 0
+    stopped_early: bool = False
 
 
 @dataclass
@@ -327,226 +85,241 @@ class TrainResult:
     output_dir: Path
 
 
-def _resolve_for_run(config: TrainConfig, explicit: dict, resume: bool) -> tuple[TrainConfig, Path | None]:
-    """The resolved configuration and, when resuming, the checkpoint to start from."""
-    output_dir = Path(config.output_dir)
-    has_checkpoint = (output_dir / "checkpoints" / "latest.json").is_file()
-    if not resume:
-        if has_checkpoint:
-            raise ValueError(f"{output_dir} already holds a training run; pass --resume to continue it or choose "
-                             "another --output-dir")
-        return config.with_task_defaults(), None
-    if not has_checkpoint:
-        raise ValueError(f"--resume: {output_dir} holds no checkpoint to resume from")
-    checkpoint = find_checkpoint(output_dir, "last")
-    saved = json.loads((checkpoint / "train_config.json").read_text())
-    saved["output_dir"] = str(output_dir)
-    changed = [name for name in FIXED_ON_RESUME if name in explicit and explicit[name] != saved.get(name)]
-    if changed:
-        raise ValueError(f"--resume: cannot change {', '.join(changed)} of an existing run (start a new one in "
-                         "another --output-dir)")
-    return TrainConfig.from_dict({**saved, **explicit}).validate(), checkpoint
-
-
 def train(config: TrainConfig, resume: bool = False, explicit: dict | None = None,
           echo: Callable[[str], Any] = print) -> TrainResult:
     """Train (or, with resume, continue) the run described by ``config``; ``explicit`` names the settings the user
     gave (they override a resumed run's saved configuration)."""
     config.validate()
     explicit = explicit if explicit is not None else config.to_dict()
-    device = resolve_device(config.device)
-    distributed, device = setup_distributed(device)
+    distributed, device = setup_distributed(resolve_device(config.device))
     threads = torch.get_num_threads()
     try:
-        return _train(config, resume, explicit, echo, device, distributed)
+        config, start_checkpoint = resolve_run_config(config, explicit, resume)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        return Trainer(config, start_checkpoint, device, distributed, echo).run()
     finally:
         torch.set_num_threads(threads)
-        if distributed.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        distributed.close()
 
 
-def _train(config: TrainConfig, resume: bool, explicit: dict, echo, device: torch.device,
-           distributed: Distributed) -> TrainResult:
-    config, start_checkpoint = _resolve_for_run(config, explicit, resume)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    output_dir = Path(config.output_dir)
-    if distributed.main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    distributed.barrier()
-    log = Logger(output_dir, distributed.main, echo)
-    if distributed.main:
-        write_json_atomic(output_dir / "config.json", config.to_dict())
+class Trainer:
+    """One training run. Construction prepares it (output directory, task, model, data, optimizer, and the position
+    to start from: a fresh start or a checkpoint); ``run`` trains until max_steps or early stopping."""
 
-    if start_checkpoint is not None:
-        model, task, _ = load_checkpoint(start_checkpoint, "cpu")
-        model.train()
-        state = load_trainer_state(start_checkpoint)
-    else:
-        vocab_dir = output_dir / "vocab"
+    def __init__(self, config: TrainConfig, start_checkpoint: Path | None, device: torch.device,
+                 distributed: Distributed, echo: Callable[[str], Any]):
+        self.config, self.device, self.distributed = config, device, distributed
+        self.output_dir = Path(config.output_dir)
         if distributed.main:
-            task = build_task(config.task, config.task_options(), vocab_dir)
-            task.save(vocab_dir)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier()
-        if not distributed.main:
+        self.log = Logger(self.output_dir, distributed.main, echo)
+        if distributed.main:
+            write_json_atomic(self.output_dir / "config.json", config.to_dict())
+        self.model, self.task, trainer_state = self._load_or_build(start_checkpoint)
+        self.model.to(device)
+        self.pairs = self.task.training_pairs("train")
+        if not self.pairs:
+            raise ValueError(f"task {config.task}: the training split is empty")
+        self.lengths = [example_length(source, target) for source, target in self.pairs]
+        self.dev_items = self._dev_items()
+        self.optimizer, self.scheduler = self._build_optimizer()
+        self.progress = self._restore(trainer_state, start_checkpoint)
+        self.trained = distributed.wrap(self.model, device)
+        use_bf16 = device.type == "cuda" and config.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+        self.use_bf16 = use_bf16 or (device.type == "cpu" and config.precision == "bf16")
+        parameter_count = sum(p.numel() for p in self.model.parameters())
+        self.log(f"task {self.task.name}: {len(self.pairs)} training pairs, vocabularies {len(self.task.src_vocab)} / "
+                 f"{len(self.task.tgt_vocab)}; model {parameter_count:,} parameters; {device}"
+                 f"{', bf16 autocast' if self.use_bf16 else ''}; {distributed.world} process(es); output "
+                 f"{self.output_dir}")
+        self.log(f"model: {json.dumps(self.model.config.to_dict())}")
+
+    def _load_or_build(self, start_checkpoint: Path | None) -> tuple[Seq2Seq, Task, dict | None]:
+        """(model, task, trainer state) from the checkpoint, or a new task (built by process 0, read by the others)
+        and a model initialised from the seed, with no trainer state."""
+        if start_checkpoint is not None:
+            model, task, _ = load_checkpoint(start_checkpoint, "cpu")
+            return model.train(), task, load_trainer_state(start_checkpoint)
+        vocab_dir = self.output_dir / "vocab"
+        if self.distributed.main:
+            task = build_task(self.config.task, self.config.task_options(), vocab_dir)
+            task.save(vocab_dir)
+        self.distributed.barrier()
+        if not self.distributed.main:
             task = load_task(vocab_dir)
-        torch.manual_seed(config.seed)
-        model = Seq2Seq(model_config(config, len(task.src_vocab), len(task.tgt_vocab)))
-        state = None
-    model.to(device)
+        torch.manual_seed(self.config.seed)
+        return Seq2Seq(self.config.model_config(len(task.src_vocab), len(task.tgt_vocab))), task, None
 
-    pairs = task.training_pairs("train")
-    if not pairs:
-        raise ValueError(f"task {config.task}: the training split is empty")
-    lengths = [example_length(source, target) for source, target in pairs]
-    dev_items = None
-    if config.eval_every:
+    def _dev_items(self) -> list | None:
+        if not self.config.eval_every:
+            return None
         try:
-            dev_items = evenly_spaced(task.evaluation_items("dev"), config.eval_max_examples)
+            return evenly_spaced(self.task.evaluation_items("dev"), self.config.eval_max_examples)
         except ValueError as error:
-            log(f"no dev evaluation: {error}")
+            self.log(f"no dev evaluation: {error}")
+            return None
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in parameters if p.dim() > 1]
-    no_decay = [p for p in parameters if p.dim() <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr,
-                                  betas=tuple(config.adam_betas))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    step, epoch, epoch_step = 0, 0, 0
-    best, evals_since_best, stopped_early = None, 0, False
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
-        best, evals_since_best = state["best"], state["evals_since_best"]
-        if state["world_size"] != distributed.world:
-            log(f"note: resuming a run of {state['world_size']} process(es) on {distributed.world}: the data order "
-                "and random draws differ from an uninterrupted run")
-            torch.manual_seed(config.seed + 7919 * distributed.rank + step)
+    def _build_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """AdamW with weight decay on matrices only, and the warm-up-then-decay schedule of lr_factor."""
+        config = self.config
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in parameters if p.dim() > 1], "weight_decay": config.weight_decay},
+                  {"params": [p for p in parameters if p.dim() <= 1], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas))
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+
+    def _restore(self, state: dict | None, start_checkpoint: Path | None) -> Progress:
+        """The position to start from; on resume, also the optimizer, scheduler and RNG states of the checkpoint."""
+        rank = self.distributed.rank
+        if state is None:
+            # Every process starts from the same weights (seeded before the model was built); draws differ per process.
+            torch.manual_seed(self.config.seed + RANK_SEED_STRIDE * rank)
+            return Progress()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        progress = Progress(state["step"], state["epoch"], state["epoch_step"], state["best"],
+                            state["evals_since_best"])
+        if state["world_size"] != self.distributed.world:
+            self.log(f"note: resuming a run of {state['world_size']} process(es) on {self.distributed.world}: the data "
+                     "order and random draws differ from an uninterrupted run")
+            torch.manual_seed(self.config.seed + RANK_SEED_STRIDE * rank + progress.step)
         else:
-            _set_rng_state(state["rng"][distributed.rank], device)
-        log(f"resumed from {start_checkpoint} at step {step} (epoch {epoch}, batch {epoch_step} of it)")
-    else:
-        # Every process starts from the same weights (seeded above); dropout and sampling draws differ per process.
-        torch.manual_seed(config.seed + 7919 * distributed.rank)
+            set_rng_state(state["rng"][rank], self.device)
+        self.log(f"resumed from {start_checkpoint} at step {progress.step} (epoch {progress.epoch}, batch "
+                 f"{progress.epoch_step} of it)")
+        return progress
 
-    trained = model
-    if distributed.world > 1:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    use_bf16 = device.type == "cuda" and config.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
-    use_bf16 = use_bf16 or (device.type == "cpu" and config.precision == "bf16")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    def run(self) -> TrainResult:
+        config, progress = self.config, self.progress
+        bar = self._progress_bar()
+        meter = ThroughputMeter()
+        run_start, start_step = time.perf_counter(), progress.step
+        self.model.train()
+        while progress.step < config.max_steps and not progress.stopped_early:
+            batches = self._epoch_batches()
+            while progress.epoch_step < len(batches) and progress.step < config.max_steps:
+                batch = collate([self.pairs[i] for i in batches[progress.epoch_step]], PAD_ID, BOS_ID, EOS_ID)
+                batch = batch.to(self.device)
+                loss = self._train_step(batch)
+                meter.add(loss, int((batch.tgt_out != PAD_ID).sum()), int(batch.src_lengths.sum()))
+                if bar is not None:
+                    bar.update(1)
+                if progress.step % config.log_every == 0 or progress.step == config.max_steps:
+                    self._log_throughput(meter, bar, run_start)
+                self._evaluate_and_checkpoint()
+                if progress.stopped_early:
+                    self.log(f"early stop at step {progress.step}: no improvement in {config.patience} evaluations; "
+                             f"best {self.task.primary_metric} {progress.best['value']:.4f} at step "
+                             f"{progress.best['step']}")
+                    break
+            if progress.epoch_step >= len(batches):
+                progress.epoch, progress.epoch_step = progress.epoch + 1, 0
+        if bar is not None:
+            bar.close()
+        if progress.step == start_step and self.distributed.main:
+            self.log(f"nothing to do: the run is already at step {progress.step} (max_steps {config.max_steps})")
+        best = progress.best
+        best_line = f"; best dev {self.task.primary_metric} {best['value']:.4f} at step {best['step']}" if best else ""
+        self.log(f"done: step {progress.step}, {time.perf_counter() - run_start:,.0f} s this session{best_line}")
+        self.model.eval()
+        return TrainResult(self.model, progress.step, best, progress.stopped_early, self.output_dir)
 
-    parameter_count = sum(p.numel() for p in model.parameters())
-    log(f"task {task.name}: {len(pairs)} training pairs, vocabularies {len(task.src_vocab)} / "
-        f"{len(task.tgt_vocab)}; model {parameter_count:,} parameters; {device}"
-        f"{', bf16 autocast' if use_bf16 else ''}; {distributed.world} process(es); output {output_dir}")
-    log(f"model: {json.dumps(model.config.to_dict())}")
-
-    def save(is_eval_step: bool, metrics: dict | None) -> None:
-        nonlocal best, evals_since_best
-        rng = distributed.all_gather(_rng_state(device))
-        trainer_state = {"step": step, "epoch": epoch, "epoch_step": epoch_step,
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-                         "best": best, "evals_since_best": evals_since_best, "world_size": distributed.world}
-        if not distributed.main:
-            return
-        checkpoint = save_checkpoint(output_dir, step, model, task, config.to_dict(), trainer_state,
-                                     config.keep_checkpoints)
-        if is_eval_step and best is not None and best["step"] == step:
-            update_best(output_dir, checkpoint, task.primary_metric, best["value"], task.higher_is_better,
-                        {"metrics": metrics})
-
-    def evaluate_dev() -> dict:
-        nonlocal best, evals_since_best
-        started = time.perf_counter()
-        metrics, _ = score_items(model, task, dev_items, beam_size=config.eval_beam_size)
-        value = metrics[task.primary_metric]
-        improved = is_better(value, best["value"] if best else None, task.higher_is_better)
-        if improved:
-            best, evals_since_best = {"step": step, "value": value}, 0
-        else:
-            evals_since_best += 1
-        log(f"dev step {step}: {task.format_metrics(metrics)} ({len(dev_items)} examples, "
-            f"{time.perf_counter() - started:.1f} s){'  new best' if improved else ''}")
-        log.event(kind="dev", step=step, **metrics, best=improved)
-        return metrics
-
-    progress = None
-    show_progress = config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
-    if distributed.main and show_progress:
+    def _progress_bar(self):
+        """A tqdm bar on process 0 when asked for (auto: on a terminal), with log lines written above it; else None."""
+        show = self.config.progress == "on" or (self.config.progress == "auto" and sys.stderr.isatty())
+        if not (self.distributed.main and show):
+            return None
         from tqdm import tqdm
 
-        progress = tqdm(total=config.max_steps, initial=step, unit="step", dynamic_ncols=True)
-        log.echo = tqdm.write
-    window_loss, window_targets, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-    run_start, start_step = time.perf_counter(), step
-    model.train()
-    while step < config.max_steps and not stopped_early:
-        batches = token_batches(lengths, config.batch_tokens, seed=config.seed, epoch=epoch,
-                                max_batch_size=config.max_batch_size)
-        steps_in_epoch = len(batches) // distributed.world
+        self.log.echo = tqdm.write
+        return tqdm(total=self.config.max_steps, initial=self.progress.step, unit="step", dynamic_ncols=True)
+
+    def _epoch_batches(self) -> list[list[int]]:
+        """This process's batches (example indices) of the current epoch: every world-th of the common order."""
+        world, rank = self.distributed.world, self.distributed.rank
+        batches = token_batches(self.lengths, self.config.batch_tokens, seed=self.config.seed,
+                                epoch=self.progress.epoch, max_batch_size=self.config.max_batch_size)
+        steps_in_epoch = len(batches) // world
         if steps_in_epoch == 0:
-            raise ValueError(f"the training data make {len(batches)} batch(es), fewer than the {distributed.world} "
-                             "processes; lower --batch-tokens")
-        while epoch_step < steps_in_epoch and step < config.max_steps:
-            indices = batches[epoch_step * distributed.world + distributed.rank]
-            batch = collate([pairs[i] for i in indices], PAD_ID, BOS_ID, EOS_ID).to(device)
-            with autocast():
-                logits = trained(batch.src, batch.src_lengths, batch.tgt_in,
-                                 sampling_rate=sampling_rate_at(step, config))
-                loss = sequence_loss(logits, batch.tgt_out, PAD_ID, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            epoch_step += 1
-            target_tokens = int((batch.tgt_out != PAD_ID).sum())
-            window_loss += float(loss.detach()) * target_tokens
-            window_targets += target_tokens
-            window_tokens += target_tokens + int(batch.src_lengths.sum())
-            if progress is not None:
-                progress.update(1)
-            if step % config.log_every == 0 or step == config.max_steps:
-                totals = torch.tensor([window_loss, float(window_targets), float(window_tokens)], dtype=torch.float64)
-                if distributed.world > 1:
-                    dist.all_reduce(totals)
-                elapsed = time.perf_counter() - window_start
-                tokens_per_second = float(totals[2]) / max(elapsed, 1e-9)
-                mean_loss = float(totals[0]) / max(float(totals[1]), 1.0)
-                log.event(kind="train", step=step, epoch=epoch, loss=mean_loss, lr=scheduler.get_last_lr()[0],
-                          tokens_per_second=tokens_per_second)
-                if progress is not None:
-                    progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}")
-                else:
-                    log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
-                        f"{tokens_per_second:,.0f} tokens/s  {time.perf_counter() - run_start:,.0f} s")
-                window_loss, window_targets, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-            is_eval_step = bool(dev_items) and (step % config.eval_every == 0 or step == config.max_steps)
-            metrics = None
-            if is_eval_step:
-                metrics = evaluate_dev() if distributed.main else None
-                best, evals_since_best = distributed.broadcast((best, evals_since_best))
-                stopped_early = config.patience > 0 and evals_since_best >= config.patience
-                model.train()
-            if is_eval_step or step % config.save_every == 0 or step == config.max_steps or stopped_early:
-                save(is_eval_step, metrics)
-            if stopped_early:
-                log(f"early stop at step {step}: no improvement in {config.patience} evaluations; best "
-                    f"{task.primary_metric} {best['value']:.4f} at step {best['step']}")
-                break
-        if epoch_step >= steps_in_epoch:
-            epoch, epoch_step = epoch + 1, 0
-    if progress is not None:
-        progress.close()
-    if step == start_step and distributed.main:
-        log(f"nothing to do: the run is already at step {step} (max_steps {config.max_steps})")
-    log(f"done: step {step}, {time.perf_counter() - run_start:,.0f} s this session"
-        + (f"; best dev {task.primary_metric} {best['value']:.4f} at step {best['step']}" if best else ""))
-    model.eval()
-    return TrainResult(model, step, best, stopped_early, output_dir)
+            raise ValueError(f"the training data make {len(batches)} batch(es), fewer than the {world} processes; "
+                             "lower --batch-tokens")
+        return [batches[step * world + rank] for step in range(steps_in_epoch)]
+
+    def _train_step(self, batch: Batch) -> float:
+        """One optimizer step on ``batch``; returns its loss (mean per target token)."""
+        config, progress = self.config, self.progress
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
+        with autocast:
+            logits = self.trained(batch.src, batch.src_lengths, batch.tgt_in,
+                                  sampling_rate=sampling_rate_at(progress.step, config))
+            loss = sequence_loss(logits, batch.tgt_out, PAD_ID, label_smoothing=config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        progress.step += 1
+        progress.epoch_step += 1
+        return float(loss.detach())
+
+    def _log_throughput(self, meter: ThroughputMeter, bar, run_start: float) -> None:
+        mean_loss, tokens_per_second = meter.read(self.distributed)
+        step, epoch, lr = self.progress.step, self.progress.epoch, self.scheduler.get_last_lr()[0]
+        self.log.event(kind="train", step=step, epoch=epoch, loss=mean_loss, lr=lr,
+                       tokens_per_second=tokens_per_second)
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}")
+        else:
+            self.log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}  lr {lr:.2e}  {tokens_per_second:,.0f} "
+                     f"tokens/s  {time.perf_counter() - run_start:,.0f} s")
+
+    def _evaluate_and_checkpoint(self) -> None:
+        """After a step: score dev when due (on process 0; the others learn the outcome), decide early stopping, and
+        save a checkpoint when due (every dev evaluation, every save_every steps, the last step, an early stop)."""
+        config, progress = self.config, self.progress
+        last_step = progress.step == config.max_steps
+        is_eval_step = bool(self.dev_items) and (progress.step % config.eval_every == 0 or last_step)
+        metrics = None
+        if is_eval_step:
+            metrics = self._evaluate_dev() if self.distributed.main else None
+            progress.best, progress.evals_since_best = self.distributed.broadcast(
+                (progress.best, progress.evals_since_best))
+            progress.stopped_early = config.patience > 0 and progress.evals_since_best >= config.patience
+            self.model.train()
+        if is_eval_step or progress.step % config.save_every == 0 or last_step or progress.stopped_early:
+            self._save(is_eval_step, metrics)
+
+    def _evaluate_dev(self) -> dict:
+        progress, task = self.progress, self.task
+        started = time.perf_counter()
+        metrics, _ = score_items(self.model, task, self.dev_items, beam_size=self.config.eval_beam_size)
+        value = metrics[task.primary_metric]
+        improved = is_better(value, progress.best["value"] if progress.best else None, task.higher_is_better)
+        if improved:
+            progress.best, progress.evals_since_best = {"step": progress.step, "value": value}, 0
+        else:
+            progress.evals_since_best += 1
+        self.log(f"dev step {progress.step}: {task.format_metrics(metrics)} ({len(self.dev_items)} examples, "
+                 f"{time.perf_counter() - started:.1f} s){'  new best' if improved else ''}")
+        self.log.event(kind="dev", step=progress.step, **metrics, best=improved)
+        return metrics
+
+    def _save(self, is_eval_step: bool, metrics: dict | None) -> None:
+        """Checkpoint the run (every process sends its RNG state; process 0 writes), and move best.json to it when
+        this step's dev score is the new best."""
+        progress = self.progress
+        rng = self.distributed.all_gather(rng_state(self.device))
+        trainer_state = {"step": progress.step, "epoch": progress.epoch, "epoch_step": progress.epoch_step,
+                         "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                         "rng": rng, "best": progress.best, "evals_since_best": progress.evals_since_best,
+                         "world_size": self.distributed.world}
+        if not self.distributed.main:
+            return
+        checkpoint = save_checkpoint(self.output_dir, progress.step, self.model, self.task, self.config.to_dict(),
+                                     trainer_state, self.config.keep_checkpoints)
+        if is_eval_step and progress.best is not None and progress.best["step"] == progress.step:
+            update_best(self.output_dir, checkpoint, self.task.primary_metric, progress.best["value"],
+                        self.task.higher_is_better, {"metrics": metrics})

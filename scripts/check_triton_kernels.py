@@ -39,9 +39,9 @@ def cases():
             block_q, block_k, block_a = additive_attention._blocks(queries, keys, attn)
             blocks = dict(BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_A=block_a)
             label = f"Tq={queries} Tk={keys} A={attn}"
-            yield (f"attention fwd {label}", additive_attention._attention_fwd_kernel, dtype,
+            yield (f"attention fwd {label}", additive_attention._additive_attention_fwd_kernel, dtype,
                    dict(HAS_MASK=True, FAST_TANH=fast_tanh, **blocks))
-            yield (f"attention bwd {label}", additive_attention._attention_bwd_kernel, dtype,
+            yield (f"attention bwd {label}", additive_attention._additive_attention_bwd_kernel, dtype,
                    dict(FAST_TANH=fast_tanh, **blocks))
         block_b, block_h, block_k = utils.gemm_blocks(64, 512, dtype)
         gemm = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)

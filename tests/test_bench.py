@@ -251,7 +251,9 @@ def test_cli_writes_every_output(tmp_path, capsys):
 
 
 def test_cli_rejects_unknown_providers_and_empty_selections(capsys):
-    assert main(["bench", "--quick", "--device", "cpu", "--filter", "gru_cell", "--providers", "trition"]) == 2
-    assert "unknown provider(s) trition" in capsys.readouterr().err
-    assert main(["bench", "--quick", "--device", "cpu", "--filter", "no-such-benchmark"]) == 2
+    """A user error in a bench run exits 1 with one line on stderr, as in every other command."""
+    assert main(["bench", "--quick", "--device", "cpu", "--filter", "gru_cell", "--providers", "trition"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown provider(s) trition" in err and len(err.strip().splitlines()) == 1
+    assert main(["bench", "--quick", "--device", "cpu", "--filter", "no-such-benchmark"]) == 1
     assert "no benchmark name matches" in capsys.readouterr().err

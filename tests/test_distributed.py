@@ -9,7 +9,8 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from s2s_fast.train import TrainConfig, train
+from s2s_fast.train import train
+from s2s_fast.train_config import TrainConfig
 
 
 def _free_port() -> int:

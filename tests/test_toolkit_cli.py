@@ -144,8 +144,9 @@ def test_decode_bad_lines_and_unknown_task_flag(tmp_path, capsys):
     assert info.value.code == 2 and "invalid choice: 'spelling'" in capsys.readouterr().err
 
 
-def test_torchrun_form_from_the_repository_root(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "s2s-fast",
+def test_torchrun_form_the_readme_documents(tmp_path):
+    """torchrun --nproc_per_node=2 -m s2s_fast train ..., from the repository root."""
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "s2s_fast",
                              "train", "--output-dir", str(tmp_path / "run"), "--max-steps", "4", "--eval-every", "0",
                              *TINY_TOY], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

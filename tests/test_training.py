@@ -8,7 +8,8 @@ import torch
 from s2s_fast import checkpoint as ckpt
 from s2s_fast.data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
 from s2s_fast.models import Seq2Seq, Seq2SeqConfig
-from s2s_fast.train import TrainConfig, lr_factor, train
+from s2s_fast.train import lr_factor, train
+from s2s_fast.train_config import TrainConfig
 
 QUIET = dict(echo=lambda line: None)
 TINY = dict(task="reverse", toy_train_size=300, toy_eval_size=40, toy_max_len=8, batch_tokens=160, warmup_steps=3,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..backends import resolve_device
 from .cases import build_cases
 from .floors import best_rates, measure_rates
 from .report import evaluate_targets, metadata, target_lines, text_table, write_json, write_outputs
@@ -23,17 +24,6 @@ from .timing import FULL_CPU, FULL_GPU, QUICK, TimingPolicy
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 __all__ = ["DTYPES", "STATUSES", "run_benchmarks"]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"bench: --device {name} asked for, but torch {torch.__version__} sees no CUDA GPU")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"bench: --device must be auto, cpu or cuda, got {name!r}")
-    return device
 
 
 def _finish_records(records: list[dict], rates, meta: dict) -> None:
@@ -62,7 +52,7 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
     """
     started = time.perf_counter()
     out = sys.stdout if out is None else out
-    run_device = _device(device)
+    run_device = resolve_device(device)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"bench: threads must be a positive integer, got {threads!r}")
     if dtype is not None and dtype not in DTYPES:

@@ -1,4 +1,4 @@
-"""The performance model's floors (design.md): the least time any implementation could take on this machine.
+"""The performance model's floors (docs/design.md): the least time any implementation could take on this machine.
 
 A benchmark's work is counted three ways: the fewest bytes it must move through memory (each input read once, each
 output written once), its special-function evaluations (tanh, sigmoid, exp: what the reference evaluates), and its

@@ -10,12 +10,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .base import SPLITS, EvalItem, Task
 from .metrics import bleu_and_chrf
-from .tasks import EvalItem, Task
 from .vocab import SPECIALS, Vocabulary
 
 SIDES = ("src", "tgt")
-SPLITS = ("train", "dev", "test")
 
 
 def read_lines(path: str) -> list[str]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .attention import additive_attention, dot_attention
+from .additive_attention import additive_attention
+from .dot_attention import dot_attention
 from .gru_cell import gru_cell
+from .gru_layer import gru_layer
 from .lstm_cell import lstm_cell
-from .rnn_layer import gru_layer, lstm_layer
+from .lstm_layer import lstm_layer
 
 OPS = {
     "lstm_cell": lstm_cell,
@@ -22,11 +24,3 @@ LIMITS: dict = {}
 
 def unavailable_reason(device: torch.device) -> str | None:
     return None
-
-
-def first_step_cell_args(layer_op: str, args: tuple) -> tuple:
-    """The cell arguments of a layer call's first step, for checking a backend cell's limits on a layer call."""
-    input = args[0]
-    first = input[0] if input.shape[0] > 0 else input.new_zeros(input.shape[1:])
-    cell_arg_count = 7 if layer_op == "lstm_layer" else 6
-    return (first,) + tuple(args[1:cell_arg_count])

@@ -22,11 +22,11 @@ OPS = {
     "gru_layer": gru_layer.gru_layer,
 }
 LIMITS = {
-    "additive_attention": additive_attention.limit,
-    "lstm_cell": lstm_cell.limit,
-    "gru_cell": gru_cell.limit,
-    "lstm_layer": lstm_layer.limit,
-    "gru_layer": gru_layer.limit,
+    "additive_attention": additive_attention.additive_attention_limit,
+    "lstm_cell": lstm_cell.lstm_cell_limit,
+    "gru_cell": gru_cell.gru_cell_limit,
+    "lstm_layer": lstm_layer.lstm_layer_limit,
+    "gru_layer": gru_layer.gru_layer_limit,
 }
 
 

@@ -21,16 +21,14 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .utils import block_size, device_guard, interpreting, tanh
+from .utils import INDEX_LIMIT, block_size, device_guard, interpreting, tanh
 
 # Elements of the [BLOCK_Q, BLOCK_K, BLOCK_A] tanh tile of one program: 32 registers per thread at 4 warps.
 _TILE_ELEMENTS = 4096
-# Offsets inside one batch row are 32-bit.
-_INDEX_LIMIT = 2**31
 
 
 @triton.jit
-def _attention_fwd_kernel(
+def _additive_attention_fwd_kernel(
     query_ptr,  # [B, Tq, A]
     key_ptr,  # [B, Tk, A]
     v_ptr,  # [A]
@@ -96,7 +94,7 @@ def _attention_fwd_kernel(
 
 
 @triton.jit
-def _attention_bwd_kernel(
+def _additive_attention_bwd_kernel(
     query_ptr,  # [B, Tq, A]
     key_ptr,  # [B, Tk, A]
     v_ptr,  # [A]
@@ -188,7 +186,7 @@ def additive_attention_fwd(query_proj: torch.Tensor, key_proj: torch.Tensor, v: 
     mask_arg = mask if mask is not None else scores
     mask_strides = mask.stride() if mask is not None else (0, 0)
     with device_guard(query_proj):
-        wrap_triton(_attention_fwd_kernel)[(batch, triton.cdiv(num_queries, block_q))](
+        wrap_triton(_additive_attention_fwd_kernel)[(batch, triton.cdiv(num_queries, block_q))](
             query_proj, key_proj, v, mask_arg, scores, weights,
             num_queries, num_keys, attn_size,
             *query_proj.stride(), *key_proj.stride(), v.stride(0), *mask_strides,
@@ -213,7 +211,7 @@ def additive_attention_bwd(grad_context: torch.Tensor, grad_weights: torch.Tenso
     grad_v_partial = torch.empty(batch, attn_size, device=query_proj.device, dtype=torch.float32)
     block_q, block_k, block_a = _blocks(num_queries, num_keys, attn_size)
     with device_guard(query_proj):
-        wrap_triton(_attention_bwd_kernel)[(batch, triton.cdiv(attn_size, block_a))](
+        wrap_triton(_additive_attention_bwd_kernel)[(batch, triton.cdiv(attn_size, block_a))](
             query_proj, key_proj, v, weights, grad_probs, grad_query, grad_key, grad_v_partial,
             num_queries, num_keys, attn_size,
             *query_proj.stride(), *key_proj.stride(), v.stride(0),
@@ -252,7 +250,7 @@ def additive_attention(query_proj, key_proj, v, values, mask=None):
     return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
 
 
-def limit(query_proj, key_proj, v, values, mask=None):
+def additive_attention_limit(query_proj, key_proj, v, values, mask=None):
     """None when the kernels serve this call, else the limit it hits."""
     if query_proj.dtype == torch.float64:
         return "float64 is not served (the kernels compute in float32); the reference backend serves it"
@@ -261,6 +259,6 @@ def limit(query_proj, key_proj, v, values, mask=None):
     batch = key_proj.shape[0]
     queries = query_proj.shape[1] if query_proj.dim() == 3 else 1
     row_numels = (query_proj.numel() // batch, key_proj.numel() // batch, queries * key_proj.shape[1])
-    if max(row_numels) >= _INDEX_LIMIT:
+    if max(row_numels) >= INDEX_LIMIT:
         return "one batch row of 2**31 elements or more is not served (32-bit offsets inside a row)"
     return None

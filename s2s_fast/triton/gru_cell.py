@@ -18,8 +18,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .lstm_cell import rnn_limit
-from .utils import block_size, device_guard, dot_precision, gemm_blocks, sigmoid, tanh
+from .utils import block_size, device_guard, dot_precision, gemm_blocks, rnn_limit, sigmoid, tanh
 
 
 @triton.jit
@@ -253,6 +252,6 @@ def gru_cell(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     return gru_cell_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)[0]
 
 
-def limit(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+def gru_cell_limit(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     """None when the kernels serve this call, else the limit it hits."""
     return rnn_limit(input, hx, weight_ih, weight_hh)

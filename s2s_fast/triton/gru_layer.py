@@ -31,12 +31,12 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .gru_cell import gru_gates_matmul, gru_pointwise, gru_pointwise_backward, store_gru_gate_grads
-from .lstm_cell import rnn_limit
-from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, step_at, step_order
+from .utils import (INDEX_LIMIT, device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit,
+                    step_at, step_order)
 
 
 @triton.jit
-def _fwd_tile(
+def _gru_layer_fwd_tile(
     input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, output_ptr, saved_ptr,
     step,  # int64 scalar: the time step this tile computes
     batch, hidden, stride_whn, stride_whk, stride_bhh,
@@ -113,19 +113,20 @@ def _gru_layer_fwd_kernel(
         for index in range(0, steps):
             step_now = step_at(index, steps, REVERSE)
             for h0 in range(0, hidden, BLOCK_H):
-                _fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, output_ptr, saved_ptr,
-                          step_now, batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
-                          h0 + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+                _gru_layer_fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, output_ptr,
+                                    saved_ptr, step_now, batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
+                                    h0 + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS, DOT_PRECISION,
+                                    BLOCK_K)
             tl.debug_barrier()
     else:
-        _fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, output_ptr, saved_ptr,
-                  tl.cast(step, tl.int64), batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
-                  tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS,
-                  DOT_PRECISION, BLOCK_K)
+        _gru_layer_fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, output_ptr, saved_ptr,
+                            tl.cast(step, tl.int64), batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
+                            tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS,
+                            DOT_PRECISION, BLOCK_K)
 
 
 @triton.jit
-def _bwd_tile(
+def _gru_layer_bwd_tile(
     grad_output_ptr, w_hh_ptr, lengths_ptr, states_h_ptr, saved_ptr, grad_input_gates_ptr, grad_hidden_gates_ptr,
     grad_h_ptr,
     step,  # int64 scalar: the time step this tile computes
@@ -212,16 +213,17 @@ def _gru_layer_bwd_kernel(
         for index in range(0, steps):
             step_now = step_at(index, steps, 1 - REVERSE)
             for h0 in range(0, hidden, BLOCK_H):
-                _bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_h_ptr, saved_ptr, grad_input_gates_ptr,
-                          grad_hidden_gates_ptr, grad_h_ptr, step_now, index > 0, batch, hidden, stride_gob,
-                          stride_got, stride_goh, stride_whn, stride_whk, o_b, m_b, h0 + tl.arange(0, BLOCK_H),
-                          REVERSE, HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+                _gru_layer_bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_h_ptr, saved_ptr,
+                                    grad_input_gates_ptr, grad_hidden_gates_ptr, grad_h_ptr, step_now, index > 0, batch,
+                                    hidden, stride_gob, stride_got, stride_goh, stride_whn, stride_whk, o_b, m_b,
+                                    h0 + tl.arange(0, BLOCK_H), REVERSE, HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
             tl.debug_barrier()
     else:
-        _bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_h_ptr, saved_ptr, grad_input_gates_ptr,
-                  grad_hidden_gates_ptr, grad_h_ptr, tl.cast(step, tl.int64), HAS_NEXT, batch, hidden, stride_gob,
-                  stride_got, stride_goh, stride_whn, stride_whk, o_b, m_b,
-                  tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE, HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+        _gru_layer_bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_h_ptr, saved_ptr, grad_input_gates_ptr,
+                            grad_hidden_gates_ptr, grad_h_ptr, tl.cast(step, tl.int64), HAS_NEXT, batch, hidden,
+                            stride_gob, stride_got, stride_goh, stride_whn, stride_whk, o_b, m_b,
+                            tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE, HAS_LENGTHS, DOT_PRECISION,
+                            BLOCK_K)
 
 
 @triton_op("s2s_fast::triton_gru_layer_fwd", mutates_args={})
@@ -323,10 +325,10 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
     return output, hy
 
 
-def limit(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
+def gru_layer_limit(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
     """None when the kernels serve this call, else the limit it hits."""
     if input.shape[0] == 0:
         return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
-    if hx.shape[0] * 4 * hx.shape[1] >= 2**31:
+    if hx.shape[0] * 4 * hx.shape[1] >= INDEX_LIMIT:
         return "tensors of one step with 2**31 elements or more are not served (32-bit offsets inside a step)"
     return rnn_limit(input[0], hx, weight_ih, weight_hh)

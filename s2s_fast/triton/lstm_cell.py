@@ -17,11 +17,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .utils import block_size, device_guard, dot_precision, gemm_blocks, sigmoid, tanh
-
-# Offsets inside one step's tensors are 32-bit.
-_INDEX_LIMIT = 2**31
-
+from .utils import block_size, device_guard, dot_precision, gemm_blocks, rnn_limit, sigmoid, tanh
 
 @triton.jit
 def lstm_gates_matmul(
@@ -266,21 +262,6 @@ def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     return hy, cy
 
 
-def rnn_limit(input, hx, weight_ih, weight_hh):
-    """None when the gate-GEMM kernels serve a cell call, or a layer call with ``input`` one step of it."""
-    if input.dtype == torch.float64:
-        return "float64 is not served (the kernels compute in float32); the reference backend serves it"
-    if input.dtype == torch.bfloat16 and input.device.type == "cpu":
-        return ("bfloat16 is not served on the CPU (the Triton interpreter computes bfloat16 dot products "
-                "wrongly); use a CUDA device or float16/float32")
-    if any(t.numel() == 0 for t in (input, hx, weight_ih, weight_hh)):
-        return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
-    step_numels = (input.numel(), weight_ih.numel(), weight_hh.numel(), hx.shape[0] * weight_hh.shape[0])
-    if max(step_numels) >= _INDEX_LIMIT:
-        return "tensors of one step with 2**31 elements or more are not served (32-bit offsets inside a step)"
-    return None
-
-
-def limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+def lstm_cell_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     """None when the kernels serve this call, else the limit it hits."""
     return rnn_limit(input, hx, weight_ih, weight_hh)

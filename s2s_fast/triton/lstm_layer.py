@@ -34,12 +34,13 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward, rnn_limit
-from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, step_at, step_order
+from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward
+from .utils import (device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit, step_at,
+                    step_order)
 
 
 @triton.jit
-def _fwd_tile(
+def _lstm_layer_fwd_tile(
     input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr, output_ptr, gates_ptr,
     step,  # int64 scalar: the time step this tile computes
     batch, hidden, stride_whn, stride_whk, stride_bhh,
@@ -124,19 +125,20 @@ def _lstm_layer_fwd_kernel(
         for index in range(0, steps):
             step_now = step_at(index, steps, REVERSE)
             for h0 in range(0, hidden, BLOCK_H):
-                _fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr, output_ptr,
-                          gates_ptr, step_now, batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
-                          h0 + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+                _lstm_layer_fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr,
+                                     output_ptr, gates_ptr, step_now, batch, hidden, stride_whn, stride_whk, stride_bhh,
+                                     o_b, m_b, h0 + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS,
+                                     DOT_PRECISION, BLOCK_K)
             tl.debug_barrier()
     else:
-        _fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr, output_ptr,
-                  gates_ptr, tl.cast(step, tl.int64), batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
-                  tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS,
-                  DOT_PRECISION, BLOCK_K)
+        _lstm_layer_fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr, output_ptr,
+                             gates_ptr, tl.cast(step, tl.int64), batch, hidden, stride_whn, stride_whk, stride_bhh, o_b,
+                             m_b, tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE, HAS_BIAS_HH, HAS_LENGTHS,
+                             DOT_PRECISION, BLOCK_K)
 
 
 @triton.jit
-def _bwd_tile(
+def _lstm_layer_bwd_tile(
     grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr, grad_h_ptr, grad_c_ptr,
     step,  # int64 scalar: the time step this tile computes
     has_next,  # whether a step follows this one in forward order (its dgates are written)
@@ -233,16 +235,17 @@ def _lstm_layer_bwd_kernel(
         for index in range(0, steps):
             step_now = step_at(index, steps, 1 - REVERSE)
             for h0 in range(0, hidden, BLOCK_H):
-                _bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr,
-                          grad_h_ptr, grad_c_ptr, step_now, index > 0, batch, hidden, stride_gob, stride_got,
-                          stride_goh, stride_whn, stride_whk, o_b, m_b, h0 + tl.arange(0, BLOCK_H), REVERSE,
-                          HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+                _lstm_layer_bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr,
+                                     grad_h_ptr, grad_c_ptr, step_now, index > 0, batch, hidden, stride_gob, stride_got,
+                                     stride_goh, stride_whn, stride_whk, o_b, m_b, h0 + tl.arange(0, BLOCK_H), REVERSE,
+                                     HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
             tl.debug_barrier()
     else:
-        _bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr, grad_h_ptr,
-                  grad_c_ptr, tl.cast(step, tl.int64), HAS_NEXT, batch, hidden, stride_gob, stride_got, stride_goh,
-                  stride_whn, stride_whk, o_b, m_b, tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE,
-                  HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+        _lstm_layer_bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr,
+                             grad_h_ptr, grad_c_ptr, tl.cast(step, tl.int64), HAS_NEXT, batch, hidden, stride_gob,
+                             stride_got, stride_goh, stride_whn, stride_whk, o_b, m_b,
+                             tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), REVERSE, HAS_LENGTHS, DOT_PRECISION,
+                             BLOCK_K)
 
 
 @triton_op("s2s_fast::triton_lstm_layer_fwd", mutates_args={})
@@ -350,7 +353,7 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
     return output, hy, cy
 
 
-def limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
+def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
     """None when the kernels serve this call, else the limit it hits."""
     if input.shape[0] == 0:
         return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"

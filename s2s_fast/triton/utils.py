@@ -1,4 +1,5 @@
-"""Pieces shared by the Triton kernels: float32 activations, dot precision, block sizes, launch helpers."""
+"""Pieces shared by the Triton kernels: float32 activations, dot precision, block sizes, launch helpers, and the
+limit check every RNN op shares (rnn_limit)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import triton.language as tl
 
 # Programs per launch that keep an H100's 132 multiprocessors busy.
 ENOUGH_PROGRAMS = 128
+# Offsets inside one batch row (attention) or one time step (RNN ops) are 32-bit.
+INDEX_LIMIT = 2**31
 
 
 @triton.jit
@@ -123,3 +126,18 @@ def launch_rnn_layer(kernel, args: tuple, sizes: tuple, flags: dict, *, steps: i
 def device_guard(tensor: torch.Tensor):
     """Launch on the tensor's GPU even when another device is current."""
     return torch.cuda.device(tensor.device) if tensor.device.type == "cuda" else contextlib.nullcontext()
+
+
+def rnn_limit(input, hx, weight_ih, weight_hh):
+    """None when the gate-GEMM kernels serve a cell call, or a layer call with ``input`` one step of it."""
+    if input.dtype == torch.float64:
+        return "float64 is not served (the kernels compute in float32); the reference backend serves it"
+    if input.dtype == torch.bfloat16 and input.device.type == "cpu":
+        return ("bfloat16 is not served on the CPU (the Triton interpreter computes bfloat16 dot products "
+                "wrongly); use a CUDA device or float16/float32")
+    if any(t.numel() == 0 for t in (input, hx, weight_ih, weight_hh)):
+        return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
+    step_numels = (input.numel(), weight_ih.numel(), weight_hh.numel(), hx.shape[0] * weight_hh.shape[0])
+    if max(step_numels) >= INDEX_LIMIT:
+        return "tensors of one step with 2**31 elements or more are not served (32-bit offsets inside a step)"
+    return None

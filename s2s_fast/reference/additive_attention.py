@@ -1,4 +1,4 @@
-"""Reference attention in pure PyTorch: additive (Bahdanau) and dot-product (Luong) scores, masked softmax.
+"""Reference additive (Bahdanau) attention in pure PyTorch, and the masked softmax every attention here shares.
 
 The additive scores materialise the [B, Tq, Tk, A] tanh tensor, which autograd keeps for backward: this is the
 unfused baseline the fused kernels are measured against.
@@ -23,20 +23,14 @@ def masked_softmax_context(scores, values, mask=None):
     return weights @ values, weights
 
 
-def _with_query_axis(query):
+def with_query_axis(query):
+    """query [B, D] or [B, Tq, D] -> ([B, Tq, D], whether a one-query axis was added and must be squeezed out)."""
     return (query.unsqueeze(1), True) if query.dim() == 2 else (query, False)
 
 
 def additive_attention(query_proj, key_proj, v, values, mask=None):
     """scores[b,q,k] = sum_a v[a] tanh(query_proj[b,q,a] + key_proj[b,k,a]); see functional.additive_attention."""
-    query, single = _with_query_axis(query_proj)
+    query, single = with_query_axis(query_proj)
     scores = torch.tanh(query.unsqueeze(2) + key_proj.unsqueeze(1)) @ v  # [B, Tq, Tk]
     context, weights = masked_softmax_context(scores, values, mask)
-    return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
-
-
-def dot_attention(query, keys, values, mask=None):
-    """scores[b,q,k] = query[b,q] . keys[b,k]; see functional.dot_attention."""
-    query, single = _with_query_axis(query)
-    context, weights = masked_softmax_context(query @ keys.transpose(1, 2), values, mask)
     return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)

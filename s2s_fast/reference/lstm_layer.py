@@ -1,0 +1,36 @@
+"""Reference LSTM layer: one direction over a padded, time-major sequence with per-row lengths (see time_loop.py).
+
+Input projections for all steps are one GEMM before the time loop; a backend cell passed as ``cell`` is called per
+step instead. Per-step inputs come from ``unbind``, not ``x[t]``: the backward of ``x[t]`` writes a zero tensor of
+``x``'s full size for every step (O(T^2) memory traffic), the backward of ``unbind`` is one ``stack``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn.functional as F
+
+from .lstm_cell import lstm_pointwise
+from .time_loop import stack_outputs, time_loop
+
+
+def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
+               *, cell: Callable | None = None):
+    """input [T, B, I], hx/cx [B, H], lengths [B] int64 or None -> (output [T, B, H], hy [B, H], cy [B, H])."""
+    if cell is None:
+        input_gates = F.linear(input, weight_ih, bias_ih).unbind(0)  # T x [B, 4H]
+
+        def step(t, state):
+            h, c = state
+            h, c = lstm_pointwise(input_gates[t] + F.linear(h, weight_hh, bias_hh), c)
+            return h, (h, c)
+    else:
+        inputs = input.unbind(0)
+
+        def step(t, state):
+            h, c = cell(inputs[t], state[0], state[1], weight_ih, weight_hh, bias_ih, bias_hh)
+            return h, (h, c)
+
+    outputs, (hy, cy) = time_loop(step, input.shape[0], (hx, cx), lengths, reverse)
+    return stack_outputs(outputs, input, hx.shape[1]), hy, cy

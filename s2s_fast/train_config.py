@@ -1,0 +1,298 @@
+"""Training settings: TrainConfig, the task defaults, config files, and the configuration a run resumes with.
+
+Each setting is declared once, as a TrainConfig field whose metadata (see ``setting``) holds its help text, its
+check, its section of the train command's help, its per-task defaults and whether a resumed run must keep it;
+validate(), TASK_DEFAULTS, FIXED_ON_RESUME, task_options() and the command line's flags are all read from there.
+
+Precedence: TrainConfig defaults < the task's defaults (TASK_DEFAULTS) < a config file < flags; when resuming, the
+run's saved configuration replaces the first two, and the settings in FIXED_ON_RESUME (the model and its data) cannot
+change. The resolved configuration is written to ``<output_dir>/config.json`` and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import CHECKPOINTS, LATEST, TRAIN_CONFIG, find_checkpoint
+from .data import TASK_NAMES, check_task_name
+from .models import PRESETS, Seq2SeqConfig, preset_config
+
+LR_SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+PROGRESS = ("auto", "on", "off")
+SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
+# Task defaults are given for "g2p", "parallel" and "toy" (every toy task alike).
+TOY = "toy"
+TOY_MODEL = dict(embed_dim=32, hidden_size=64, encoder_layers=1, decoder_layers=1, bidirectional=True, cell="lstm",
+                 attention="bahdanau", input_feeding=True, dropout=0.0)
+# Sections of the train command's help, in order.
+DATA, MODEL, OPTIMISATION, EVALUATION, RUNTIME = ("task and data", "model", "optimisation",
+                                                   "dev evaluation and checkpoints", "runtime")
+# The checks a setting may name: what its values must be, None aside where the default is None.
+CHECKS = {"positive": lambda value: value > 0, "non-negative": lambda value: value >= 0,
+          "fraction": lambda value: 0 <= value <= 1}
+
+
+def setting(default, help: str, *, section: str, check: str | None = None, choices: tuple | None = None,
+            task_defaults: dict | None = None, unset: str | None = None, fixed_on_resume: bool = False,
+            task_option: bool = False, metavar: str | tuple | None = None):
+    """A TrainConfig field.
+
+    Args:
+        default: the value when nothing sets it; None with ``task_defaults`` means "the task's value".
+        help: what the setting does, as the train command's --help shows it (followed there by the default).
+        section: the group of the help it is listed in (DATA, MODEL, OPTIMISATION, EVALUATION, RUNTIME).
+        check: a key of CHECKS the value must pass.
+        choices: the values allowed.
+        task_defaults: {"g2p": ..., "parallel": ..., "toy": ...}, the value a run of that task gets when unset.
+        unset: what a default of None means, for the help (e.g. "no cap").
+        fixed_on_resume: the setting defines the model or its data, so a resumed run must keep it.
+        task_option: the task reads it (passed to s2s_fast.data.build_task).
+        metavar: the value's name in the help.
+    """
+    metadata = dict(help=help, section=section, check=check, choices=choices, task_defaults=task_defaults,
+                    unset=unset, fixed_on_resume=fixed_on_resume, task_option=task_option, metavar=metavar)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _parallel_file(split: str, side: str) -> dataclasses.Field:
+    """The setting naming one of the parallel task's text files, e.g. (train, src) -> train_src."""
+    return setting(None, f"parallel: {split} {dict(src='source', tgt='target')[side]} sentences, one per line",
+                   section=DATA, metavar="FILE", fixed_on_resume=split == "train", task_option=True)
+
+
+def _toy_setting(default: int, help: str, fixed_on_resume: bool = True, check: str | None = "positive"):
+    """A setting of the toy tasks' data; most define the data, so a resumed run keeps them."""
+    return setting(default, f"toy tasks: {help}", section=DATA, check=check, fixed_on_resume=fixed_on_resume,
+                   task_option=True)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; None means the task's default where the field has task defaults."""
+
+    task: str = setting("g2p", "g2p (CMUdict), parallel (text files) or a toy task", section=DATA,
+                        choices=TASK_NAMES, fixed_on_resume=True)
+    output_dir: str | None = setting(None, "where checkpoints, logs and the resolved config go", section=DATA,
+                                     metavar="DIR")
+    train_src: str | None = _parallel_file("train", "src")
+    train_tgt: str | None = _parallel_file("train", "tgt")
+    dev_src: str | None = _parallel_file("dev", "src")
+    dev_tgt: str | None = _parallel_file("dev", "tgt")
+    test_src: str | None = _parallel_file("test", "src")
+    test_tgt: str | None = _parallel_file("test", "tgt")
+    src_spm: str | None = setting(None, "parallel: a trained sentencepiece model for the source", section=DATA,
+                                  unset="one trained on --train-src", metavar="MODEL", fixed_on_resume=True,
+                                  task_option=True)
+    tgt_spm: str | None = setting(None, "parallel: a trained sentencepiece model for the target", section=DATA,
+                                  unset="one trained on --train-tgt", metavar="MODEL", fixed_on_resume=True,
+                                  task_option=True)
+    spm_vocab_size: int = setting(8000, "parallel: pieces per trained sentencepiece model", section=DATA,
+                                  check="positive", fixed_on_resume=True, task_option=True)
+    spm_model_type: str = setting("unigram", "parallel: the kind of sentencepiece model trained", section=DATA,
+                                  choices=SPM_MODEL_TYPES, fixed_on_resume=True, task_option=True)
+    max_length: int = setting(100, "parallel: drop training pairs longer than this (in pieces)", section=DATA,
+                              check="positive", fixed_on_resume=True, task_option=True)
+    toy_symbols: int = _toy_setting(10, "distinct symbols")
+    toy_min_len: int = _toy_setting(3, "shortest sequence")
+    toy_max_len: int = _toy_setting(12, "longest sequence")
+    toy_train_size: int = _toy_setting(20000, "training sequences")
+    toy_eval_size: int = _toy_setting(500, "dev and test sequences", fixed_on_resume=False)
+    toy_seed: int = _toy_setting(0, "data seed", check=None)
+
+    preset: str | None = setting(None, "model preset from s2s_fast.models.PRESETS; toy tasks without one get a "
+                                 "small built-in model", section=MODEL,
+                                 task_defaults={"g2p": "g2p", "parallel": "translation", TOY: None},
+                                 fixed_on_resume=True)
+    model: dict = setting({}, "override a Seq2SeqConfig field of the preset, e.g. --model attention=none --model "
+                          "hidden_size=512 (repeatable)", section=MODEL, metavar="KEY=VALUE", fixed_on_resume=True)
+
+    max_steps: int | None = setting(None, "optimizer steps to train for", section=OPTIMISATION, check="positive",
+                                    task_defaults={"g2p": 12000, "parallel": 20000, TOY: 1000})
+    batch_tokens: int | None = setting(None, "padded tokens per batch (length-bucketed)", section=OPTIMISATION,
+                                       check="positive", task_defaults={"g2p": 2400, "parallel": 4096, TOY: 640},
+                                       fixed_on_resume=True)
+    max_batch_size: int | None = setting(None, "cap on sentences per batch", section=OPTIMISATION, check="positive",
+                                         unset="no cap", fixed_on_resume=True)
+    lr: float | None = setting(None, "peak learning rate of AdamW", section=OPTIMISATION, check="positive",
+                               task_defaults={"g2p": 2e-3, "parallel": 1e-3, TOY: 3e-3})
+    lr_schedule: str = setting("cosine", "decay after warm-up", section=OPTIMISATION, choices=LR_SCHEDULES)
+    warmup_steps: int | None = setting(None, "linear warm-up steps", section=OPTIMISATION, check="non-negative",
+                                       task_defaults={"g2p": 400, "parallel": 1000, TOY: 50})
+    decay_steps: int | None = setting(None, "step at which decay ends", section=OPTIMISATION, check="positive",
+                                      unset="--max-steps")
+    min_lr_ratio: float = setting(0.02, "final learning rate / peak", section=OPTIMISATION, check="fraction")
+    weight_decay: float = setting(0.01, "AdamW weight decay of matrices", section=OPTIMISATION,
+                                  check="non-negative")
+    adam_betas: list[float] = setting([0.9, 0.98], "AdamW's two betas", section=OPTIMISATION,
+                                      metavar=("BETA1", "BETA2"))
+    label_smoothing: float = setting(0.1, "label smoothing of the loss", section=OPTIMISATION, check="fraction")
+    clip_norm: float = setting(1.0, "gradient norm clipping, 0 disables", section=OPTIMISATION, check="non-negative")
+    sampling_rate: float = setting(0.0, "scheduled sampling rate, 0 = teacher forcing", section=OPTIMISATION,
+                                   check="fraction")
+    sampling_warmup_steps: int = setting(0, "steps over which the sampling rate ramps up from 0",
+                                         section=OPTIMISATION, check="non-negative")
+
+    eval_every: int | None = setting(None, "evaluate on dev every N steps (0: never)", section=EVALUATION,
+                                     check="non-negative", task_defaults={"g2p": 1000, "parallel": 1000, TOY: 250})
+    save_every: int | None = setting(None, "checkpoint every N steps", section=EVALUATION, check="positive",
+                                     unset="--eval-every, or max_steps / 10 without dev evaluation")
+    patience: int = setting(0, "stop after N evaluations without improvement (0: never)", section=EVALUATION,
+                            check="non-negative")
+    eval_beam_size: int = setting(1, "beam size of dev evaluations", section=EVALUATION, check="positive")
+    eval_max_examples: int | None = setting(None, "evaluate on an evenly spread dev subset of this size",
+                                            section=EVALUATION, check="positive", unset="all of dev")
+    keep_checkpoints: int = setting(1, "recent checkpoints kept besides the best", section=EVALUATION,
+                                    check="positive")
+
+    device: str = setting("auto", "auto (cuda if present), cpu or cuda", section=RUNTIME)
+    precision: str = setting("auto", "auto: bf16 autocast on GPUs, fp32 on CPUs", section=RUNTIME,
+                             choices=PRECISIONS)
+    seed: int = setting(0, "seed of the initial weights, the data order and random draws", section=RUNTIME,
+                        fixed_on_resume=True)
+    threads: int | None = setting(None, "torch CPU threads", section=RUNTIME, check="positive",
+                                  unset="torch's choice")
+    log_every: int = setting(100, "log loss and tokens/s every N steps", section=RUNTIME, check="positive")
+    progress: str = setting("auto", "tqdm progress bar (auto: on a terminal)", section=RUNTIME, choices=PROGRESS)
+
+    def validate(self) -> "TrainConfig":
+        check_task_name(self.task)
+        if not self.output_dir:
+            raise ValueError("an output directory is needed (--output-dir DIR)")
+        for spec in dataclasses.fields(self):
+            error = setting_error(spec, getattr(self, spec.name))
+            if error:
+                raise ValueError(error)
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.toy_min_len > self.toy_max_len:
+            raise ValueError(f"toy_min_len ({self.toy_min_len}) exceeds toy_max_len ({self.toy_max_len})")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown model preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if not isinstance(self.model, dict):
+            raise ValueError(f"model must be a mapping of Seq2SeqConfig fields, got {self.model!r}")
+        return self
+
+    def with_task_defaults(self) -> "TrainConfig":
+        """A copy with every None that has a task default filled in (the resolved configuration)."""
+        defaults = TASK_DEFAULTS[self.task if self.task in TASK_DEFAULTS else TOY]
+        filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
+        resolved = dataclasses.replace(self, **filled)
+        if resolved.save_every is None:
+            resolved.save_every = resolved.eval_every or max(resolved.max_steps // 10, 1)
+        return resolved.validate()
+
+    def task_options(self) -> dict:
+        """The settings the task reads (those declared with task_option)."""
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)
+                if spec.metadata["task_option"]}
+
+    def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqConfig:
+        """The model to build: the preset (toy tasks without one: TOY_MODEL) with the ``model`` overrides."""
+        if self.preset is not None:
+            return preset_config(self.preset, src_vocab_size, tgt_vocab_size, **self.model)
+        options = {**(TOY_MODEL if self.task not in ("g2p", "parallel") else {}), **self.model}
+        return Seq2SeqConfig(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **options)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "configuration") -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key.replace("-", "_"): value for key, value in values.items()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+SETTINGS = dataclasses.fields(TrainConfig)
+_TYPE_HINTS = typing.get_type_hints(TrainConfig)
+# Per task, the values of the TrainConfig fields left as None.
+TASK_DEFAULTS = {task: {spec.name: spec.metadata["task_defaults"][task] for spec in SETTINGS
+                        if spec.metadata["task_defaults"]} for task in ("g2p", "parallel", TOY)}
+# Fields that define the model and its data; a resumed run must keep them.
+FIXED_ON_RESUME = tuple(spec.name for spec in SETTINGS if spec.metadata["fixed_on_resume"])
+
+
+def default_of(spec: dataclasses.Field):
+    """The value a TrainConfig gets for ``spec`` when nothing sets it."""
+    return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+
+
+def setting_type(spec: dataclasses.Field):
+    """The type of the setting's values, None aside, from the field's annotation: int, float, str, dict or
+    list[float]."""
+    hint = _TYPE_HINTS[spec.name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def setting_error(spec: dataclasses.Field, value) -> str | None:
+    """Why ``value`` is not valid for the setting ``spec`` (its choices, its check), or None when it is."""
+    name, check, choices = spec.name, spec.metadata["check"], spec.metadata["choices"]
+    if value is None and spec.default is None:
+        return None
+    if choices is not None and value not in choices:
+        return f"{name} must be one of {', '.join(choices)}, got {value!r}"
+    if check is None:
+        return None
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if setting_type(spec) is int:
+        if not (is_number and isinstance(value, int) and CHECKS[check](value)):
+            null = " or null" if spec.default is None and not spec.metadata["task_defaults"] else ""
+            return f"{name} must be a {check} integer{null}, got {value!r}"
+    elif not (is_number and CHECKS[check](value)):
+        return f"{name} must be {'in [0, 1]' if check == 'fraction' else check}, got {value!r}"
+    return None
+
+
+def read_config_file(path: str) -> dict:
+    """Settings from a YAML or JSON file (a mapping of TrainConfig field names)."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    text = file.read_text()
+    try:
+        values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: the config file must hold a mapping of settings, got {type(values).__name__}")
+    return values
+
+
+def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tuple[TrainConfig, Path | None]:
+    """The resolved configuration of a run and, when resuming, the checkpoint to start from; ``explicit`` holds the
+    settings the user gave, which override a resumed run's saved configuration."""
+    output_dir = Path(config.output_dir)
+    has_checkpoint = (output_dir / CHECKPOINTS / LATEST).is_file()
+    if not resume:
+        if has_checkpoint:
+            raise ValueError(f"{output_dir} already holds a training run; pass --resume to continue it or choose "
+                             "another --output-dir")
+        return config.with_task_defaults(), None
+    if not has_checkpoint:
+        raise ValueError(f"--resume: {output_dir} holds no checkpoint to resume from")
+    checkpoint = find_checkpoint(output_dir, "last")
+    saved = json.loads((checkpoint / TRAIN_CONFIG).read_text())
+    saved["output_dir"] = str(output_dir)
+    changed = [name for name in FIXED_ON_RESUME if name in explicit and explicit[name] != saved.get(name)]
+    if changed:
+        raise ValueError(f"--resume: cannot change {', '.join(changed)} of an existing run (start a new one in "
+                         "another --output-dir)")
+    return TrainConfig.from_dict({**saved, **explicit}).validate(), checkpoint
