@@ -13,7 +13,7 @@
 // way to get the gradient of h; the weight, bias and input gradients are GEMMs over all steps afterwards (cuBLAS, in
 // the binding).
 //
-// Per-row lengths and reverse follow s2s_fast/reference/rnn_layer.py: row b runs the steps t < lengths[b] (in
+// Per-row lengths and reverse follow s2s_fast/reference/time_loop.py: row b runs the steps t < lengths[b] (in
 // reverse order when reverse), its output is zero and its state held at the other steps.
 //
 // Served sizes (see lstm_layer_plan): J * B <= 1024, and the block's rows of W_hh, two chunk buffers of the vector
