@@ -447,7 +447,7 @@ cudaError_t additive_attention_bwd_scores(const AdditiveAttentionBackwardParams&
 template <typename T>
 cudaError_t additive_attention_bwd_inputs(const AdditiveAttentionBackwardParams& params, cudaStream_t stream) {
     if (params.batch == 0 || params.queries == 0 || params.keys == 0 || params.attn == 0) return cudaSuccess;
-    if (params.batch > 65535) return cudaErrorInvalidValue;
+    if (params.batch > kAttentionMaxBatch) return cudaErrorInvalidValue;
     const dim3 grid(unsigned(ceil_div(params.attn, kBackwardThreads)),
                     unsigned(ceil_div(params.keys, kAttentionBackwardKeyTile)), unsigned(params.batch));
     return launch_kernel(additive_attention_bwd_inputs_kernel<T>, grid, dim3(kBackwardThreads),

@@ -19,6 +19,8 @@ namespace s2s_fast {
 
 // Largest attention width the forward kernel serves (a tile of queries is held in shared memory).
 constexpr int64_t kAttentionMaxWidth = 16384;
+// Largest batch: the input-gradient kernel's grid puts batch rows on its third dimension.
+constexpr int64_t kAttentionMaxBatch = 65535;
 
 struct AdditiveAttentionForwardParams {
     int64_t batch;           // B

@@ -22,8 +22,9 @@ namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
-// (hidden unit, batch row) pairs one thread owns at most: a block serves J * B <= kThreads * kMaxPairs.
+// (hidden unit, batch row) pairs one thread owns at most.
 constexpr int kMaxPairs = 4;
+static_assert(kThreads * kMaxPairs == kLstmLayerMaxPairs, "a block serves kLstmLayerMaxPairs pairs");
 // Batch rows of one warp product: the n of mma.m16n8k16, and with 4 rows the 32 sums of one transpose-sum.
 constexpr int kBatchTile = 8;
 // Rows and reduction depth of one tensor-core product (mma.m16n8k16).
@@ -487,7 +488,7 @@ cudaError_t compute_plan(Kernel kernel, int element_size, int64_t batch, int64_t
     status = cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device);
     if (status != cudaSuccess || !cooperative) return status;
     const int64_t units = ceil_div(hidden, limits.multiprocessors);
-    if (units * batch > int64_t(kThreads) * kMaxPairs) return cudaSuccess;
+    if (units * batch > kLstmLayerMaxPairs) return cudaSuccess;
     const int64_t chunk = choose_chunk(element_size, units, batch, hidden, backward, limits.max_shared_per_block);
     if (chunk == 0) return cudaSuccess;
     const Layout layout = layout_for(element_size, units, batch, hidden, backward, chunk);

@@ -32,6 +32,9 @@ __host__ __device__ inline int64_t lstm_layer_padded(int64_t length, int element
     return (length + vector - 1) / vector * vector;
 }
 
+// (hidden unit, batch row) pairs one block serves: J * B at most this.
+constexpr int64_t kLstmLayerMaxPairs = 1024;
+
 struct LstmLayerPlan {
     int units_per_block = 0;  // J
     int blocks = 0;           // 0: this size is not served

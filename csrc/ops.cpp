@@ -353,7 +353,8 @@ void check_attention(const char* op, const Tensor& query_proj, const Tensor& key
     TORCH_CHECK(attn <= kAttentionMaxWidth && values.size(2) <= kAttentionMaxWidth, "s2s_fast::", op,
                 ": the attention width A and the value size Dv must be at most ", kAttentionMaxWidth,
                 ", got A = ", attn, " and Dv = ", values.size(2));
-    TORCH_CHECK(batch <= 65535, "s2s_fast::", op, ": serves batches of at most 65535 rows, got ", batch);
+    TORCH_CHECK(batch <= kAttentionMaxBatch, "s2s_fast::", op, ": serves batches of at most ", kAttentionMaxBatch,
+                " rows, got ", batch);
     if (mask.has_value()) {
         TORCH_CHECK(mask->scalar_type() == at::kBool && mask->device() == key_proj.device(), "s2s_fast::", op,
                     ": mask must be a bool tensor on ", key_proj.device());
@@ -625,6 +626,12 @@ std::vector<int64_t> lstm_layer_plan_op(at::ScalarType dtype, int64_t batch, int
     return {plan.units_per_block, plan.blocks, plan.shared_bytes, plan.chunk};
 }
 
+// The kernels' fixed size limits, for s2s_fast/cuda's limit checks: [attention max width (A, Dv), attention max
+// batch, batch of the fused LSTM cell, (unit, row) pairs of one persistent-layer block].
+std::vector<int64_t> kernel_limits_op() {
+    return {kAttentionMaxWidth, kAttentionMaxBatch, kLstmCellFusedMaxBatch, kLstmLayerMaxPairs};
+}
+
 // [multiprocessors, opt-in shared memory per block in bytes] of the kernels' device (the emulated GPU under the
 // emulation), the two numbers the persistent layer's plan depends on.
 std::vector<int64_t> device_limits_op(int64_t device_index) {
@@ -672,6 +679,7 @@ TORCH_LIBRARY(s2s_fast, m) {
         "cuda_lstm_layer_plan(ScalarType dtype, int batch, int hidden, bool backward, int device_index) -> int[]",
         &s2s_fast::lstm_layer_plan_op);
     m.def("cuda_device_limits(int device_index) -> int[]", &s2s_fast::device_limits_op);
+    m.def("cuda_kernel_limits() -> int[]", &s2s_fast::kernel_limits_op);
 }
 
 TORCH_LIBRARY_IMPL(s2s_fast, S2S_FAST_KERNEL_DISPATCH_KEY, m) {

@@ -3,7 +3,7 @@
 Answers the questions the kernels were built on:
 - LSTM cell step: recurrent GEMM inside the kernel (s2s_fast::cuda_lstm_cell_fused_fwd, B <= 8) or through cuBLAS with a
   fused pointwise kernel (s2s_fast::cuda_lstm_cell_fwd)? Both are timed at every batch size where they apply; the batch
-  threshold s2s_fast.cuda.lstm_cell.FUSED_GEMM_MAX_BATCH should sit where the fused path stops winning.
+  threshold (csrc/lstm_cell.h kLstmCellFusedMaxBatch) should sit where the fused path stops winning.
 - Persistent LSTM layer vs cuDNN (torch.nn.LSTM) vs the reference time loop, inference and training; the Triton
   layer in both its schedules (one persistent launch, one launch per step), to place
   s2s_fast.triton.utils.PERSISTENT_MAX_WEIGHT_BYTES where the persistent one stops winning; the same for the

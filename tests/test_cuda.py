@@ -102,22 +102,24 @@ def test_limits_refuse_float64(op):
     assert reason is not None and "torch.float64 is not served" in reason
 
 
+@pytest.mark.skipif(compiled.MISSING_REASON is not None, reason="the limits come from the built kernels")
 def test_attention_limit_refuses_sizes_past_the_kernels():
     limit = cuda_backend.LIMITS["additive_attention"]
-    wide = _attention_args(1, 1, 2, cuda_backend.additive_attention.MAX_WIDTH + 1, 3)
+    wide = _attention_args(1, 1, 2, compiled.KERNEL_LIMITS["attention_max_width"] + 1, 3)
     assert "attention width" in limit(**wide)
-    wide_values = _attention_args(1, 1, 2, 3, cuda_backend.additive_attention.MAX_WIDTH + 1)
+    wide_values = _attention_args(1, 1, 2, 3, compiled.KERNEL_LIMITS["attention_max_width"] + 1)
     assert "value size" in limit(**wide_values)
-    many = _attention_args(cuda_backend.additive_attention.MAX_BATCH + 1, 1, 1, 1, 1)
+    many = _attention_args(compiled.KERNEL_LIMITS["attention_max_batch"] + 1, 1, 1, 1, 1)
     assert "batch" in limit(**many)
     assert limit(**_attention_args(2, 3, 4, 5, 6)) is None
 
 
+@pytest.mark.skipif(compiled.MISSING_REASON is not None, reason="the limits come from the built kernels")
 def test_layer_limit_refuses_batches_past_the_block():
-    batch = cuda_backend.lstm_layer.MAX_BATCH + 1
+    batch = compiled.KERNEL_LIMITS["lstm_layer_max_pairs"] + 1
     cell = _cell_args(4, batch, 3, 5)
     reason = cuda_backend.LIMITS["lstm_layer"](torch.randn(2, batch, 3), *list(cell.values())[1:])
-    assert f"at most {cuda_backend.lstm_layer.MAX_BATCH} rows" in reason
+    assert f"at most {batch - 1} rows" in reason
 
 
 gpu = pytest.mark.gpu
@@ -348,7 +350,7 @@ def test_planner_serves_forward_and_backward_at_the_target_sizes(extension, monk
                                                             (False, True)):
         units, blocks, needed, chunk = cuda_backend.lstm_layer.persistent_plan(dtype, batch, hidden, backward, 0)
         assert blocks > 0 and needed <= shared, (dtype, batch, hidden, backward)
-        assert units * batch <= cuda_backend.lstm_layer.MAX_PAIRS and chunk % 16 == 0
+        assert units * batch <= compiled.KERNEL_LIMITS["lstm_layer_max_pairs"] and chunk % 16 == 0
     # LIMITS says what the planner says, for training calls too.
     for hidden, batch in ((512, 64), (1024, 128), (2048, 2), (768, 171)):
         cell = _on_gpu(_cell_args(4, batch, 8, hidden), torch.bfloat16)

@@ -591,3 +591,57 @@ def test_seq2seq_model_on_triton_matches_reference(input_feeding):
     torch.testing.assert_close(losses[0], losses[1], rtol=2e-4, atol=2e-5)
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=2e-4, atol=2e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+
+# Run in a process of its own: with 32-bit offsets the kernels read 2**31 elements before the buffer, a crash.
+_FAR_APART_CHECK = """
+import torch
+from s2s_fast import functional as F
+from s2s_fast.triton import lstm_layer
+
+
+def far_apart(values, axis, stride=2**30):
+    # values as a view whose axis steps stride elements (2**30: index 2 lies past 2**31) through a buffer of
+    # virtual memory: only the view's own elements are ever written or read.
+    strides, inner = [0] * values.dim(), 1
+    for dim in reversed(range(values.dim())):
+        if dim != axis:
+            strides[dim] = inner
+            inner *= values.shape[dim]
+    strides[axis] = stride
+    buffer = torch.empty((values.shape[axis] - 1) * stride + inner, dtype=values.dtype)
+    return buffer.as_strided(values.shape, strides).copy_(values)
+
+
+steps, batch, hidden = 2, 3, 8
+hx, cx, w_ih, w_hh = (torch.randn(s) for s in ((batch, hidden), (batch, hidden), (4 * hidden, 5), (4 * hidden, hidden)))
+input = torch.randn(steps, batch, 5)
+forward = lstm_layer.lstm_layer_fwd(input, hx, cx, w_ih, w_hh, None, None, None, False, False)
+grad_output = torch.randn(steps, batch, hidden)
+saved = (input, w_ih, w_hh, None, False, False, *forward[3:])
+far = lstm_layer.lstm_layer_bwd(far_apart(grad_output, axis=1), hx, cx, *saved)
+near = lstm_layer.lstm_layer_bwd(grad_output, hx, cx, *saved)
+for ours, theirs in zip(far, near):
+    torch.testing.assert_close(ours, theirs)
+
+query, key = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+rest = dict(v=torch.randn(8), values=torch.randn(2, 4, 6), mask=torch.tensor([[1, 1, 0, 1], [0, 1, 1, 1]]).bool())
+wide = F.additive_attention(far_apart(query, 1), far_apart(key, 1), **rest, backend="triton")
+for ours, theirs in zip(wide, F.additive_attention(query, key, **rest, backend="triton")):
+    torch.testing.assert_close(ours, theirs)
+print("offsets ok")
+"""
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the interpreter check; on a GPU the same kernels compile")
+def test_offsets_past_2_to_the_31_inside_one_row_or_step():
+    """Row offsets times strides are 64-bit: a batch-first gradient [T, B, H] whose batch rows lie 2**30 elements
+    apart (row 2 at 2**31), and attention queries and keys whose time steps do, give what contiguous copies give."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _FAR_APART_CHECK], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert result.returncode == 0 and "offsets ok" in result.stdout, result.stderr[-3000:]

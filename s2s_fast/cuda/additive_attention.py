@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from . import compiled
 from .compiled import dtype_limit
-
-# Mirrors kAttentionMaxWidth in csrc/additive_attention.h: A and Dv at most this (shared-memory tiles).
-MAX_WIDTH = 16384
-# The backward grid puts batch rows on its third dimension.
-MAX_BATCH = 65535
 
 
 def additive_attention_fwd(query_proj, key_proj, v, values, mask):
@@ -81,12 +77,13 @@ def additive_attention(query_proj, key_proj, v, values, mask=None):
 
 def additive_attention_limit(query_proj, key_proj, v, values, mask=None) -> str | None:
     """None when additive_attention serves the call, else the limit it hits."""
-    reason = dtype_limit(values)
+    reason = dtype_limit(values) or compiled.MISSING_REASON
     if reason is not None:
         return reason
     attn, value_size, batch = key_proj.shape[-1], values.shape[-1], key_proj.shape[0]
-    if attn > MAX_WIDTH or value_size > MAX_WIDTH:
-        return f"attention width A = {attn} and value size Dv = {value_size} must be at most {MAX_WIDTH}"
-    if batch > MAX_BATCH:
-        return f"batch {batch} is over the {MAX_BATCH} rows the backward grid takes"
+    max_width, max_batch = compiled.KERNEL_LIMITS["attention_max_width"], compiled.KERNEL_LIMITS["attention_max_batch"]
+    if attn > max_width or value_size > max_width:
+        return f"attention width A = {attn} and value size Dv = {value_size} must be at most {max_width}"
+    if batch > max_batch:
+        return f"batch {batch} is over the {max_batch} rows the backward grid takes"
     return None

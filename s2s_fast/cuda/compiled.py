@@ -55,6 +55,10 @@ def _load() -> tuple[object | None, str | None, str | None]:
 
 
 extension_module, MISSING_REASON, EMULATED_GPU = _load()
+# The kernels' fixed size limits, as the extension states them (csrc/*.h); empty without the extension.
+KERNEL_LIMITS: dict[str, int] = {} if extension_module is None else dict(zip(
+    ("attention_max_width", "attention_max_batch", "lstm_cell_fused_max_batch", "lstm_layer_max_pairs"),
+    torch.ops.s2s_fast.cuda_kernel_limits()))
 # The device type whose tensors the kernels take.
 KERNEL_DEVICE_TYPE = "cpu" if EMULATED_GPU else "cuda"
 

@@ -2,7 +2,7 @@
 
 Two forward operators compute the same step: ``lstm_cell_fwd`` takes the gates from cuBLAS (input @ W_ih^T +
 hx @ W_hh^T, tensor cores) and fuses the pointwise gate math; ``lstm_cell_fused_fwd`` computes the gates inside the
-kernel too (fp32 FMA, one launch) and serves up to FUSED_GEMM_MAX_BATCH rows, where a step is bound by launches and
+kernel too (fp32 FMA, one launch) and serves up to KERNEL_LIMITS["lstm_cell_fused_max_batch"] rows, where a step is bound by launches and
 weight bytes rather than arithmetic. ``lstm_cell`` picks by batch size; scripts/bench_cuda_kernels.py times both.
 Both save the activated gates (fp32) for ``lstm_cell_bwd``, whose gate gradients become input, state, weight and bias
 gradients through cuBLAS GEMMs here.
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from . import compiled
 from .compiled import dtype_limit, needs_grad
-
-# Mirrors kLstmCellFusedMaxBatch in csrc/lstm_cell.h.
-FUSED_GEMM_MAX_BATCH = 8
 
 
 def lstm_cell_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
@@ -25,7 +23,7 @@ def lstm_cell_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_ac
 
 
 def lstm_cell_fused_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations):
-    """One kernel for the whole step, B <= FUSED_GEMM_MAX_BATCH; same outputs as lstm_cell_fwd."""
+    """One kernel for the whole step, B <= KERNEL_LIMITS["lstm_cell_fused_max_batch"]; same outputs as lstm_cell_fwd."""
     return torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
                                                        save_activations)
 
@@ -91,7 +89,8 @@ def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         (hy [B, H], cy [B, H]).
     """
     save = needs_grad(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
-    forward = lstm_cell_fused_fwd if input.shape[0] <= FUSED_GEMM_MAX_BATCH else lstm_cell_fwd
+    fused = input.shape[0] <= compiled.KERNEL_LIMITS["lstm_cell_fused_max_batch"]
+    forward = lstm_cell_fused_fwd if fused else lstm_cell_fwd
     hy, cy, _ = forward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save)
     return hy, cy
 

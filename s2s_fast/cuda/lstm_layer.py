@@ -24,10 +24,6 @@ import torch
 from . import compiled
 from .compiled import dtype_limit, needs_grad
 
-# (hidden unit, batch row) pairs one block serves: 256 threads of up to 4 pairs each (kThreads * kMaxPairs in
-# csrc/lstm_layer.cu), so B <= 1024 at most.
-MAX_PAIRS = 1024
-MAX_BATCH = MAX_PAIRS
 
 
 def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save_for_backward):
@@ -124,17 +120,16 @@ def persistent_plan(dtype: torch.dtype, batch: int, hidden: int, backward: bool,
 def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None,
                      reverse=False) -> str | None:
     """None when the persistent kernel serves the call (forward, and backward when autograd records it)."""
-    reason = dtype_limit(input)
+    reason = dtype_limit(input) or compiled.MISSING_REASON
     if reason is not None:
         return reason
     steps, batch = input.shape[:2]
     hidden = weight_hh.shape[1]
-    if batch > MAX_BATCH:
-        return f"the persistent LSTM kernel serves batches of at most {MAX_BATCH} rows, got {batch}"
+    max_pairs = compiled.KERNEL_LIMITS["lstm_layer_max_pairs"]
+    if batch > max_pairs:
+        return f"the persistent LSTM kernel serves batches of at most {max_pairs} rows, got {batch}"
     if steps == 0 or batch == 0 or hidden == 0:
         return None
-    if compiled.MISSING_REASON is not None:
-        return compiled.MISSING_REASON
     device_reason = compiled.wrong_device_reason(input.device)
     if device_reason is not None:
         return device_reason
@@ -145,6 +140,6 @@ def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=
             multiprocessors, shared = compiled.device_limits(input.device)
             return (f"the persistent LSTM {what} kernel does not serve batch {batch} x hidden {hidden} in "
                     f"{input.dtype} on this GPU: ceil(H / multiprocessors) = {-(-hidden // multiprocessors)} units x "
-                    f"B must be at most {MAX_PAIRS}, and a block's rows of W_hh plus its chunk buffers of the "
+                    f"B must be at most {max_pairs}, and a block's rows of W_hh plus its chunk buffers of the "
                     f"per-step vector must fit its {shared} bytes of shared memory")
     return None

@@ -50,19 +50,19 @@ def _additive_attention_fwd_kernel(
 ):
     i_b = tl.program_id(0).to(tl.int64)
     i_q = tl.program_id(1)
-    o_q = i_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    o_q = i_q.to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)  # int64, as every offset times a stride below
     m_q = o_q < num_queries
     p_query = query_ptr + i_b * stride_qb + o_q[:, None] * stride_qt  # [BQ, 1]
     p_rows = (i_b * num_queries + o_q[:, None]) * num_keys  # [BQ, 1] row starts in scores and weights
     b_max = tl.full([BLOCK_Q], float("-inf"), dtype=tl.float32)
     b_sum = tl.zeros([BLOCK_Q], dtype=tl.float32)
     for k0 in range(0, num_keys, BLOCK_K):
-        o_k = k0 + tl.arange(0, BLOCK_K)
+        o_k = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
         m_k = o_k < num_keys
         p_key = key_ptr + i_b * stride_kb + o_k[:, None] * stride_kt  # [BK, 1]
         b_s = tl.zeros([BLOCK_Q, BLOCK_K], dtype=tl.float32)
         for a0 in range(0, attn_size, BLOCK_A):
-            o_a = a0 + tl.arange(0, BLOCK_A)
+            o_a = a0 + tl.arange(0, BLOCK_A).to(tl.int64)
             m_a = o_a < attn_size
             b_q = tl.load(p_query + o_a[None, :] * stride_qa, mask=m_q[:, None] & m_a[None, :], other=0.0)
             b_k = tl.load(p_key + o_a[None, :] * stride_ka, mask=m_k[:, None] & m_a[None, :], other=0.0)
@@ -116,12 +116,12 @@ def _additive_attention_bwd_kernel(
 ):
     i_b = tl.program_id(0).to(tl.int64)
     i_a = tl.program_id(1)
-    o_a = i_a * BLOCK_A + tl.arange(0, BLOCK_A)
+    o_a = i_a.to(tl.int64) * BLOCK_A + tl.arange(0, BLOCK_A)  # int64, as every offset times a stride below
     m_a = o_a < attn_size
     b_v = tl.load(v_ptr + o_a * stride_v, mask=m_a, other=0.0).to(tl.float32)  # [BA]
     b_dv = tl.zeros([BLOCK_A], dtype=tl.float32)
     for q0 in range(0, num_queries, BLOCK_Q):
-        o_q = q0 + tl.arange(0, BLOCK_Q)
+        o_q = q0 + tl.arange(0, BLOCK_Q).to(tl.int64)
         m_q = o_q < num_queries
         p_rows = (i_b * num_queries + o_q[:, None]) * num_keys  # [BQ, 1]
         # Softmax backward needs each row's sum_k w * dw before any dscores of the row.
@@ -136,7 +136,7 @@ def _additive_attention_bwd_kernel(
                       mask=m_q[:, None] & m_a[None, :], other=0.0).to(tl.float32)  # [BQ, BA]
         b_dq = tl.zeros([BLOCK_Q, BLOCK_A], dtype=tl.float32)
         for k0 in range(0, num_keys, BLOCK_K):
-            o_k = k0 + tl.arange(0, BLOCK_K)
+            o_k = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
             m_k = o_k < num_keys
             m_qk = m_q[:, None] & m_k[None, :]
             b_w = tl.load(weights_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)

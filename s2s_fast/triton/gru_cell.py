@@ -86,7 +86,7 @@ def _gru_cell_fwd_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     m_b = o_b < batch
     m_h = o_h < hidden
@@ -161,7 +161,7 @@ def _gru_cell_bwd_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     m_bh = (o_b < batch)[:, None] & (o_h < hidden)[None, :]
     b_dh = tl.load(grad_hy_ptr + o_b[:, None] * stride_dhb + o_h[None, :] * stride_dhh, mask=m_bh,

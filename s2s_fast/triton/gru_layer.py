@@ -106,7 +106,7 @@ def _gru_layer_fwd_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     m_b = o_b < batch
     if PERSISTENT:
         # The h a step writes is read back by the same program after the barrier; no other program waits on it.
@@ -205,7 +205,7 @@ def _gru_layer_bwd_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     m_b = o_b < batch
     if PERSISTENT:
         # In reverse order; the dgates a step writes are read back (all 3H of them) by the same program after the

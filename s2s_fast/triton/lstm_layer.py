@@ -117,7 +117,7 @@ def _lstm_layer_fwd_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     m_b = o_b < batch
     if PERSISTENT:
         # Rows of a batch tile depend only on each other, so one program runs all their steps: the h a step writes
@@ -227,7 +227,7 @@ def _lstm_layer_bwd_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    o_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     m_b = o_b < batch
     if PERSISTENT:
         # As the forward, in reverse order: the dgates a step writes are read back (all 4H of them) by the same
