@@ -85,10 +85,15 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"{op}: lengths must be an integer tensor, got {lengths.dtype}")
     _require_shape(op, "lengths", lengths, (batch,), "[B]")
-    host = lengths.detach().cpu()
-    if batch and (host.min() < 0 or host.max() > steps):
-        raise ValueError(f"{op}: lengths must lie in [0, T] = [0, {steps}], got min {int(host.min())} "
-                         f"and max {int(host.max())}")
+    if batch and lengths.device.type == "cpu":
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 0 or high > steps:
+            raise ValueError(f"{op}: lengths must lie in [0, T] = [0, {steps}], got min {low} and max {high}")
+    elif batch:
+        # On a GPU the check runs there: no host sync, and it works inside CUDA-graph capture. A row out of
+        # range stops the next synchronising call with this message (a device-side assert).
+        torch._assert_async(((lengths >= 0) & (lengths <= steps)).all(),
+                            f"{op}: lengths must lie in [0, T] = [0, {steps}]")
     return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
 
 

@@ -114,3 +114,26 @@ def test_autocast_casts_inputs():
         hy, cy = F.lstm_cell(**args)
         context, _ = F.additive_attention(**{**_attention_args(), "v": torch.randn(4, dtype=torch.float64)})
     assert hy.dtype == torch.bfloat16 and cy.dtype == torch.bfloat16 and context.dtype == torch.bfloat16
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_gpu_lengths_are_checked_on_the_gpu_without_a_host_sync(backend):
+    """A layer call with lengths on the GPU synchronises nothing (so it can be captured in a CUDA graph), and a
+    length out of range still stops the program with the range in the message, from the device."""
+    from s2s_fast import backends
+
+    if backends.unavailable_reason(backend, torch.device("cuda")) is not None:
+        pytest.skip(f"{backend} unavailable")
+    x, h, c = torch.randn(4, 3, 5, device="cuda"), torch.randn(3, 8, device="cuda"), torch.randn(3, 8, device="cuda")
+    w_ih, w_hh = torch.randn(32, 5, device="cuda"), torch.randn(32, 8, device="cuda")
+    lengths = torch.tensor([4, 0, 2], device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        F.lstm_layer(x, h, c, w_ih, w_hh, lengths=lengths, backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[0, T\]"):
+        F.lstm_layer(x, h, c, w_ih, w_hh, lengths=torch.tensor([4, 9, 2], device="cuda"), backend=backend)
+        torch.cuda.synchronize()
