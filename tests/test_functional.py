@@ -119,8 +119,9 @@ def test_autocast_casts_inputs():
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 def test_gpu_lengths_are_checked_on_the_gpu_without_a_host_sync(backend):
-    """A layer call with lengths on the GPU synchronises nothing (so it can be captured in a CUDA graph), and a
-    length out of range still stops the program with the range in the message, from the device."""
+    """A layer call with lengths on the GPU synchronises nothing (so it can be captured in a CUDA graph). (A length
+    out of range then fails a device-side assert with the range in its message; that leaves the CUDA context
+    unusable, so it is not exercised here.)"""
     from s2s_fast import backends
 
     if backends.unavailable_reason(backend, torch.device("cuda")) is not None:
@@ -134,6 +135,3 @@ def test_gpu_lengths_are_checked_on_the_gpu_without_a_host_sync(backend):
         F.lstm_layer(x, h, c, w_ih, w_hh, lengths=lengths, backend=backend)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    with pytest.raises(RuntimeError, match=r"lengths must lie in \[0, T\]"):
-        F.lstm_layer(x, h, c, w_ih, w_hh, lengths=torch.tensor([4, 9, 2], device="cuda"), backend=backend)
-        torch.cuda.synchronize()
