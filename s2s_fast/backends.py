@@ -15,6 +15,9 @@ A backend subpackage exposes three names:
 - ``LIMITS``: ``dict[str, callable]`` from op name to a check taking the same arguments and returning ``None``
   when the implementation can serve the call, else the limit it hits (dtype, size, ...). Optional per op.
 
+- ``VARIANTS``, optional: ``dict[str, dict[str, (callable, limit or None)]]``, ways an op's implementation can be
+  forced (a schedule, a code path) for the benchmarks to time side by side; auto never uses them.
+
 A backend that implements ``lstm_cell`` but not ``lstm_layer`` (likewise GRU) serves the layer by running the
 reference time loop around its own cell.
 

@@ -14,11 +14,12 @@ whichever is smaller, and a stage with under 10 s left is skipped:
                    opcheck, torch.compile, CUDA graphs
     memcheck       compute-sanitizer memcheck, then racecheck, on one small call of each CUDA kernel
     racecheck      (scripts/cuda_sanitizer_driver.py)
-    kernel_bench   scripts/bench_cuda_kernels.py --quick: fused vs cuBLAS cell, persistent layer vs cuDNN, ...
-    bench_suite    s2s-fast bench --device cuda with the time that is left (target cases first)
+    bench_suite    s2s-fast bench --device cuda with the time that is left (target cases first): every backend and
+                   each of its forced variants (Triton layer schedules, the cuda cell's two paths) against the
+                   reference, torch.compile and cuDNN
 
 Outputs in DIR (or $OUT), rewritten as soon as each stage ends so that a run cut short still answers: summary.md,
-results.json, logs.tar.gz (every stage's log), kernel_bench.md, bench/results.md, bench/results.json: at most 8 files,
+results.json, logs.tar.gz (every stage's log), bench/results.md, bench/results.json: at most 8 files,
 at most two folders deep. The exit status is 1 when a stage failed.
 
 --dry-run runs the plumbing without a GPU: every stage's command is printed, not run, each stage is planned with the
@@ -133,10 +134,6 @@ def _sanitizer_command(tool: str) -> Callable[[Check], str]:
     return command
 
 
-def _kernel_bench_command(check: Check) -> str:
-    return f"{_python()} scripts/bench_cuda_kernels.py --quick --out {check.work / 'kernel_bench'}"
-
-
 def _bench_command(check: Check) -> str:
     time_limit = max(check.left_s() - 45, 30)
     return (f"{_python()} -m s2s_fast bench --device cuda --output-dir {check.work / 'bench'} "
@@ -151,7 +148,6 @@ STAGES = [
     Stage("gpu_tests", 150, _tests_command),
     Stage("memcheck", 45, _sanitizer_command("memcheck")),
     Stage("racecheck", 45, _sanitizer_command("racecheck")),
-    Stage("kernel_bench", 60, _kernel_bench_command),
     Stage("bench_suite", None, _bench_command),
 ]
 
@@ -235,7 +231,6 @@ def write_outputs(check: Check, gpu: str) -> None:
         if log.exists() and not check.dry_run:
             lines = [line for line in log.read_text(errors="replace").splitlines() if "SUMMARY" in line]
             sanitizers[tool] = lines[-1].strip() if lines else ""
-    kernel_tables = sorted((check.work / "kernel_bench").glob("*.md")) if (check.work / "kernel_bench").exists() else []
     bench = check.work / "bench"
     record = {"gpu": gpu, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "commit": check.commit, "environment": _environment_line(check), "budget_s": check.budget_s,
@@ -254,9 +249,6 @@ def write_outputs(check: Check, gpu: str) -> None:
     if sanitizers:
         lines += ["", "compute-sanitizer: " + "; ".join(f"{tool}: {text}" for tool, text in sanitizers.items())]
     check.out.mkdir(parents=True, exist_ok=True)
-    if kernel_tables:
-        shutil.copy(kernel_tables[-1], check.out / "kernel_bench.md")
-        lines += ["", "## Kernel benchmark", "", *kernel_tables[-1].read_text().splitlines()[2:]]
     if (bench / "results.md").exists():
         (check.out / "bench").mkdir(exist_ok=True)
         for name in ("results.md", "results.json"):

@@ -163,17 +163,34 @@ def test_records_have_the_schema_and_unavailable_providers_are_listed_with_a_rea
     assert attention["saved_for_backward_bytes"] >= sizes["B"] * sizes["Tk"] * sizes["A"] * 4
 
 
+def test_forced_variants_of_a_backend_are_timed_side_by_side():
+    """The Triton layer in both schedules (through the interpreter here), each checked against the reference."""
+    case = OpCase("lstm_layer", "fwd_bwd", {"T": 3, "B": 2, "H": 8}, torch.float32, CPU)
+    case.max_rotations = 1
+    records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None,
+                                             providers=["triton: persistent", "triton: per step"]))
+    variants = {r["provider"]: r for r in records if r["provider"].startswith("triton: ")}
+    assert set(variants) == {"triton: persistent", "triton: per step"}
+    for record in variants.values():
+        if backends.unavailable_reason("triton", CPU) is None:
+            assert record["status"] == "ok" and record["max_relative_error"] < 1e-4, record
+        else:
+            assert record["status"] == "unavailable" and "Triton" in record["reason"]
+
+
 def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
     # Tiny sizes: under tests/conftest.py the triton backend runs on the CPU through the (slow) interpreter.
     case = OpCase("lstm_cell", "fwd_bwd", {"B": 2, "H": 16}, torch.float32, CPU)
     case.max_rotations = 1
     records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None))
-    assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "triton", "cuda"]
+    assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "triton", "cuda",
+                                                "cuda: fused gates", "cuda: cuBLAS gates"]
     for record in records:
-        if record["provider"] == "cuda" and cuda_compiled.EMULATED_GPU is not None:
+        backend = record["provider"].split(": ")[0]
+        if backend == "cuda" and cuda_compiled.EMULATED_GPU is not None:
             assert record["status"] == "unavailable" and "emulation" in record["reason"]
-        elif record["provider"] in ("triton", "cuda"):
-            reason = backends.unavailable_reason(record["provider"], CPU)
+        elif backend in ("triton", "cuda"):
+            reason = backends.unavailable_reason(backend, CPU)
             assert record["status"] == ("ok" if reason is None else "unavailable"), record
             assert record["reason"] == reason
         if record["status"] == "ok" and record["provider"] != "reference":

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["environment", "deps", "extension", "gpu_tests", "memcheck", "racecheck", "kernel_bench", "bench_suite"]
+STAGES = ["environment", "deps", "extension", "gpu_tests", "memcheck", "racecheck", "bench_suite"]
 
 
 def _dry_run(out, *arguments):

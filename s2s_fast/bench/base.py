@@ -83,6 +83,21 @@ def backend_providers() -> list[str]:
     return [name for name in reversed(backends.BACKEND_NAMES) if name != "reference"]
 
 
+def variant_providers(op: str) -> list[str]:
+    """"backend: variant" for every forced variant (s2s_fast.backends' VARIANTS) of ``op`` the backends list."""
+    names = []
+    for backend in backend_providers():
+        module = importlib.import_module(f"s2s_fast.{backend}")
+        names += [f"{backend}: {name}" for name in getattr(module, "VARIANTS", {}).get(op, {})]
+    return names
+
+
+def variant(provider: str, op: str) -> tuple[str, tuple]:
+    """(backend, (implementation, limit)) of a "backend: variant" provider of ``op``."""
+    backend, name = provider.split(": ", 1)
+    return backend, importlib.import_module(f"s2s_fast.{backend}").VARIANTS[op][name]
+
+
 def backend_unavailable(name: str, device: torch.device, op: str | None = None, args: tuple | None = None):
     """Raise Unavailable when registry backend ``name`` cannot run (``op`` on ``args``) on ``device``."""
     reason = backends.unavailable_reason(name, device)

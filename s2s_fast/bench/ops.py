@@ -1,7 +1,9 @@
 """Op benchmarks: additive attention (one query per row, and many), LSTM/GRU cell steps, LSTM/GRU layers.
 
 Providers: the reference backend called eagerly, torch.compile of the reference implementation, torch.nn's modules
-(cuDNN on a GPU) for the RNN ops, and every other backend of the registry (triton, cuda) through s2s_fast.functional.
+(cuDNN on a GPU) for the RNN ops, every other backend of the registry (triton, cuda) through s2s_fast.functional,
+and each forced variant a backend lists for the op ("triton: persistent", "cuda: fused gates", ...), so that one
+run times a backend's schedules side by side.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import torch
 
 from .. import functional as F
 from .. import reference
-from .base import (COMPILE, TORCH_NN, Case, Runner, backend_implements, backend_providers, backend_unavailable,
-                   compile_failed, generator, randn, tensor_bytes, tensors_in, uniform)
+from .base import (COMPILE, TORCH_NN, Case, Runner, Unavailable, backend_implements, backend_providers,
+                   backend_unavailable, compile_failed, generator, randn, tensor_bytes, tensors_in, uniform, variant,
+                   variant_providers)
 from .timing import synchronize
 
 _OP_OF_FAMILY = {
@@ -72,7 +75,7 @@ class OpCase(Case):
 
     def providers(self) -> list[str]:
         torch_nn = [TORCH_NN] if self.op in _TORCH_NN_MODULE else []
-        return ["reference", COMPILE, *torch_nn, *backend_providers()]
+        return ["reference", COMPILE, *torch_nn, *backend_providers(), *variant_providers(self.op)]
 
     def tokens(self) -> int:
         """Queries attended (B or B*Tq), or steps of B rows (B for a cell, T*B for a layer)."""
@@ -172,6 +175,14 @@ class OpCase(Case):
             return self._compile_runner(inputs)
         if provider == TORCH_NN and op in _TORCH_NN_MODULE:
             return self._torch_nn_runner(inputs)
+        if provider in variant_providers(op):
+            backend, implementation = variant(provider, op)
+            backend_unavailable(backend, self.device, op, args)
+            implementation, limit = implementation
+            reason = limit(*args) if limit is not None else None
+            if reason is not None:
+                raise Unavailable(reason)
+            return self._runner(lambda: implementation(*args), inputs)
         if provider in backend_providers():
             backend_unavailable(provider, self.device, op, args)
             note = None

@@ -10,6 +10,8 @@ The GRU layer runs the cuda GRU cell in the reference time loop (s2s_fast.backen
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import additive_attention, gru_cell, lstm_cell, lstm_layer
@@ -21,6 +23,10 @@ OPS = {
     "lstm_layer": lstm_layer.lstm_layer,
     "additive_attention": additive_attention.additive_attention,
 }
+# The LSTM cell's two forward paths, each forced, for the benchmarks to time side by side (auto picks by batch).
+VARIANTS = {"lstm_cell": {"fused gates": (functools.partial(lstm_cell.lstm_cell, fused=True),
+                                          lstm_cell.fused_gates_limit),
+                          "cuBLAS gates": (functools.partial(lstm_cell.lstm_cell, fused=False), None)}}
 LIMITS = {
     "lstm_cell": lstm_cell.lstm_cell_limit,
     "gru_cell": gru_cell.gru_cell_limit,

@@ -3,7 +3,8 @@
 Two forward operators compute the same step: ``lstm_cell_fwd`` takes the gates from cuBLAS (input @ W_ih^T +
 hx @ W_hh^T, tensor cores) and fuses the pointwise gate math; ``lstm_cell_fused_fwd`` computes the gates inside the
 kernel too (fp32 FMA, one launch) and serves up to KERNEL_LIMITS["lstm_cell_fused_max_batch"] rows, where a step is bound by launches and
-weight bytes rather than arithmetic. ``lstm_cell`` picks by batch size; scripts/bench_cuda_kernels.py times both.
+weight bytes rather than arithmetic. ``lstm_cell`` picks by batch size; ``s2s-fast bench`` times both (providers "cuda: fused gates" and
+"cuda: cuBLAS gates").
 Both save the activated gates (fp32) for ``lstm_cell_bwd``, whose gate gradients become input, state, weight and bias
 gradients through cuBLAS GEMMs here.
 """
@@ -79,20 +80,29 @@ def register() -> None:
     torch.library.register_fake("s2s_fast::cuda_lstm_cell_bwd", _backward_fake)
 
 
-def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
-    """One LSTM step (gate order i, f, g, o) on CUDA tensors; see s2s_fast.functional.lstm_cell.
+def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, fused=None):
+    """One LSTM step (gate order i, f, g, o) on the kernels' device; see s2s_fast.functional.lstm_cell.
 
     Args:
         input: [B, I]. hx, cx: [B, H]. weight_ih: [4H, I]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
+        fused: the gates computed inside the kernel (True), by cuBLAS (False), or by batch size (None: fused up to
+            KERNEL_LIMITS["lstm_cell_fused_max_batch"] rows); both compute the same step.
 
     Returns:
         (hy [B, H], cy [B, H]).
     """
     save = needs_grad(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
-    fused = input.shape[0] <= compiled.KERNEL_LIMITS["lstm_cell_fused_max_batch"]
+    if fused is None:
+        fused = input.shape[0] <= compiled.KERNEL_LIMITS["lstm_cell_fused_max_batch"]
     forward = lstm_cell_fused_fwd if fused else lstm_cell_fwd
     hy, cy, _ = forward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save)
     return hy, cy
+
+
+def fused_gates_limit(input, *_args) -> str | None:
+    """None when the fused-gates path serves the batch, else its limit."""
+    most = compiled.KERNEL_LIMITS["lstm_cell_fused_max_batch"]
+    return None if input.shape[0] <= most else f"the fused-gates kernel serves at most {most} rows"
 
 
 def lstm_cell_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None) -> str | None:

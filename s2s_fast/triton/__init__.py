@@ -9,6 +9,8 @@ auto then falls back to the reference, an explicit request raises.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import additive_attention, gru_cell, gru_layer, lstm_cell, lstm_layer
@@ -20,6 +22,13 @@ OPS = {
     "gru_cell": gru_cell.gru_cell,
     "lstm_layer": lstm_layer.lstm_layer,
     "gru_layer": gru_layer.gru_layer,
+}
+# The layers' two schedules, each forced, for the benchmarks to time side by side (auto picks one per size with
+# utils.persistent_schedule).
+VARIANTS = {
+    op: {"persistent": (functools.partial(layer, persistent=True), None),
+         "per step": (functools.partial(layer, persistent=False), None)}
+    for op, layer in (("lstm_layer", lstm_layer.lstm_layer), ("gru_layer", gru_layer.gru_layer))
 }
 LIMITS = {
     "additive_attention": additive_attention.additive_attention_limit,

@@ -69,7 +69,7 @@ def block_size(size: int, low: int, high: int) -> int:
 # of W_hh per step; the per-step schedule spreads W_hh over (batch tiles x hidden tiles) programs but pays a launch
 # per step. A multiprocessor reads on the order of 100 GB/s from L2 and a launch from Python costs some
 # microseconds, so W_hh up to about 512 KiB streams in about the time of a launch: the crossover is an estimate from
-# that model, to be set from scripts/bench_cuda_kernels.py's "triton persistent" and "triton per step" rows.
+# that model, unmeasured: to be set from s2s-fast bench's "triton: persistent" and "triton: per step" rows on a GPU.
 PERSISTENT_MAX_WEIGHT_BYTES = 512 * 1024
 
 
