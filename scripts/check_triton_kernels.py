@@ -4,7 +4,13 @@ The Triton interpreter that runs the kernels on CPU machines accepts code the GP
 the real compiler (Triton's bundled ptxas) for each kernel in the configurations the host launchers pick, and
 prints registers and local-memory (spill) bytes per thread. It needs Triton's NVIDIA backend, not a GPU.
 
-Usage: python scripts/check_triton_kernels.py [--arch 80 90]. Exits non-zero when a kernel fails to compile.
+For the attention kernels it also reads the PTX's hot loop (the innermost loop that evaluates tanh.approx, in the
+bfloat16 configurations, which use the hardware tanh) and counts shuffles and barriers per tanh: tanh is the floor
+of many-query attention, so the loop must not be bound by cross-lane or cross-warp reductions instead. It fails
+above MAX_SHUFFLES_PER_TANH and MAX_BARRIERS_PER_TANH.
+
+Usage: python scripts/check_triton_kernels.py [--arch 80 90]. Exits non-zero when a kernel fails to compile or a
+hot loop is over those bounds.
 """
 
 import argparse
@@ -26,8 +32,14 @@ from triton.compiler import ASTSource  # noqa: E402
 from s2s_fast.triton import additive_attention, gru_cell, gru_layer, lstm_cell, lstm_layer, utils  # noqa: E402
 
 TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+# Per tanh.approx in the hot loop. The attention kernels issue 0 and 1/16 (forward and backward, many queries) and
+# 0 and 0 (one query); summing over A or over queries per chunk inside the loop gave 4.6 shuffles and 0.75 barriers
+# per tanh in the backward.
+MAX_SHUFFLES_PER_TANH = 0.25
+MAX_BARRIERS_PER_TANH = 0.125
 # Pointer arguments whose element type is fixed whatever the input dtype.
-FIXED_POINTERS = {"mask_ptr": "i1", "scores_ptr": "fp32", "grad_key_ptr": "fp32", "grad_v_ptr": "fp32",
+FIXED_POINTERS = {"mask_ptr": "i1", "scores_ptr": "fp32", "grad_scores_ptr": "fp32", "grad_key_partial_ptr": "fp32",
+                  "grad_v_ptr": "fp32",
                   "lengths_ptr": "i64", "states_c_ptr": "fp32", "grad_h_ptr": "fp32", "grad_c_ptr": "fp32"}
 
 
@@ -43,6 +55,8 @@ def cases():
                    dict(HAS_MASK=True, FAST_TANH=fast_tanh, **blocks))
             yield (f"attention bwd {label}", additive_attention._additive_attention_bwd_kernel, dtype,
                    dict(FAST_TANH=fast_tanh, **blocks))
+            yield (f"attention scores bwd {label}", additive_attention._additive_attention_scores_bwd_kernel, dtype,
+                   dict(BLOCK_Q=block_q, BLOCK_K=block_k))
         block_b, block_h, block_k = utils.gemm_blocks(64, 512, dtype)
         gemm = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
         pointwise = dict(BLOCK_B=16, BLOCK_H=64)
@@ -75,8 +89,23 @@ def cases():
                             **blocks))
 
 
+def tanh_loop_costs(ptx: str) -> tuple[int, int, int] | None:
+    """(tanh, shuffles, barriers) in the innermost loop of the PTX that evaluates tanh.approx, or None where no loop
+    does: the instructions the hot loop of an attention kernel issues per pass."""
+    lines = ptx.splitlines()
+    labels = {match[1]: index for index, line in enumerate(lines) if (match := re.match(r"^(\$L__\w+):", line))}
+    loops = [(labels[match[1]], index) for index, line in enumerate(lines)
+             if (match := re.search(r"\bbra(?:\.uni)?\s+(\$L__\w+);", line)) and labels.get(match[1], index) < index]
+    bodies = [lines[start:end] for start, end in loops if any("tanh.approx" in line for line in lines[start:end])]
+    if not bodies:
+        return None
+    body = min(bodies, key=len)
+    return tuple(sum(bool(re.search(pattern, line)) for line in body)
+                 for pattern in (r"tanh\.approx", r"shfl\.sync", r"\bbar\.sync|barrier\.sync"))
+
+
 def compile_kernel(kernel, dtype, constexprs, arch):
-    """Compile for sm_<arch>; return (registers, local bytes) per thread read from the cubin."""
+    """Compile for sm_<arch>; return (registers, local bytes) per thread read from the cubin, and the PTX."""
     signature = {}
     for name in kernel.arg_names:
         if name in constexprs:
@@ -95,7 +124,7 @@ def compile_kernel(kernel, dtype, constexprs, arch):
                                check=True).stdout
     registers = re.search(r"REG:(\d+)", usage)
     local = re.search(r"LOCAL:(\d+)", usage)
-    return int(registers.group(1)), int(local.group(1))
+    return int(registers.group(1)), int(local.group(1)), compiled.asm["ptx"]
 
 
 def main() -> int:
@@ -104,18 +133,27 @@ def main() -> int:
     arches = parser.parse_args().arch
     failures = 0
     print(f"triton {triton.__version__}")
-    print(f"{'kernel':<52} {'dtype':<9} {'arch':<6} {'regs':>5} {'local B':>8}")
+    print(f"{'kernel':<52} {'dtype':<9} {'arch':<6} {'regs':>5} {'local B':>8} {'hot loop: tanh, shuffles, barriers'}")
     for label, kernel, dtype, constexprs in cases():
         for arch in arches:
             try:
-                registers, local = compile_kernel(kernel, dtype, constexprs, arch)
+                registers, local, ptx = compile_kernel(kernel, dtype, constexprs, arch)
             except Exception as error:  # report every kernel that fails, then fail
                 failures += 1
                 print(f"{label:<52} {TRITON_TYPES[dtype]:<9} sm_{arch:<3} FAILED: {error}")
                 continue
-            print(f"{label:<52} {TRITON_TYPES[dtype]:<9} sm_{arch:<3} {registers:>5} {local:>8}")
+            costs = tanh_loop_costs(ptx)
+            loop = ""
+            if costs is not None:
+                tanh, shuffles, barriers = costs
+                loop = f"{tanh}, {shuffles}, {barriers}"
+                if shuffles > MAX_SHUFFLES_PER_TANH * tanh or barriers > MAX_BARRIERS_PER_TANH * tanh:
+                    failures += 1
+                    loop += (f"  OVER the bounds ({MAX_SHUFFLES_PER_TANH} shuffles, {MAX_BARRIERS_PER_TANH} barriers "
+                             "per tanh)")
+            print(f"{label:<52} {TRITON_TYPES[dtype]:<9} sm_{arch:<3} {registers:>5} {local:>8} {loop}")
     if failures:
-        print(f"{failures} kernel configurations failed to compile", file=sys.stderr)
+        print(f"{failures} kernel configurations failed to compile or are over the hot-loop bounds", file=sys.stderr)
     return 1 if failures else 0
 
 

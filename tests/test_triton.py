@@ -274,6 +274,24 @@ def test_kernels_compile_for_the_gpu():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_hot_loop_costs_are_read_from_the_innermost_tanh_loop():
+    """scripts/check_triton_kernels.py's reading of the PTX that bounds shuffles and barriers per tanh."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "check_triton_kernels.py")
+    spec = importlib.util.spec_from_file_location("check_triton_kernels", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    ptx = "\n".join([
+        "$L__BB0_1:", "tanh.approx.f32 %r1, %r2;", "shfl.sync.bfly.b32 %r3, %r4, 1, 31, -1;",
+        "$L__BB0_2:", "tanh.approx.f32 %r5, %r6;", "tanh.approx.f32 %r7, %r8;", "bar.sync 0;",
+        "@%p1 bra $L__BB0_2;",  # the inner loop: 2 tanh, 0 shuffles, 1 barrier
+        "shfl.sync.bfly.b32 %r9, %r10, 2, 31, -1;", "@%p2 bra $L__BB0_1;", "ret;"])
+    assert check.tanh_loop_costs(ptx) == (2, 0, 1)
+    assert check.tanh_loop_costs("mov.f32 %r1, %r2;\nret;") is None
+
+
 def test_unavailable_reason_says_what_to_do(monkeypatch):
     import s2s_fast.triton as triton_backend
 

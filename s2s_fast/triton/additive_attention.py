@@ -60,16 +60,18 @@ def _additive_attention_fwd_kernel(
         o_k = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
         m_k = o_k < num_keys
         p_key = key_ptr + i_b * stride_kb + o_k[:, None] * stride_kt  # [BK, 1]
-        b_s = tl.zeros([BLOCK_Q, BLOCK_K], dtype=tl.float32)
+        # [BQ, BK, BA]: the A axis is summed once per key tile, after the loop, not once per chunk of A (a
+        # reduction across lanes per chunk made the loop bound by shuffles rather than by tanh).
+        b_acc = tl.zeros([BLOCK_Q, BLOCK_K, BLOCK_A], dtype=tl.float32)
         for a0 in range(0, attn_size, BLOCK_A):
             o_a = a0 + tl.arange(0, BLOCK_A).to(tl.int64)
             m_a = o_a < attn_size
             b_q = tl.load(p_query + o_a[None, :] * stride_qa, mask=m_q[:, None] & m_a[None, :], other=0.0)
             b_k = tl.load(p_key + o_a[None, :] * stride_ka, mask=m_k[:, None] & m_a[None, :], other=0.0)
             b_v = tl.load(v_ptr + o_a * stride_v, mask=m_a, other=0.0).to(tl.float32)  # [BA]
-            # [BQ, BK, BA]: the only place the A axis meets both sequence axes, reduced at once.
             b_t = tanh(b_q.to(tl.float32)[:, None, :] + b_k.to(tl.float32)[None, :, :], FAST_TANH)
-            b_s += tl.sum(b_t * b_v[None, None, :], axis=2)
+            b_acc += b_t * b_v[None, None, :]
+        b_s = tl.sum(b_acc, axis=2)
         m_keep = m_k[None, :]
         if HAS_MASK:
             b_mask = tl.load(mask_ptr + i_b * stride_mb + o_k * stride_mk, mask=m_k, other=0)
@@ -94,14 +96,45 @@ def _additive_attention_fwd_kernel(
 
 
 @triton.jit
+def _additive_attention_scores_bwd_kernel(
+    weights_ptr,  # [B, Tq, Tk] contiguous, saved from forward
+    grad_probs_ptr,  # [B, Tq, Tk] contiguous: total gradient of the weights (direct + through context)
+    grad_scores_ptr,  # [B, Tq, Tk] contiguous float32 output: w * (dw - sum_k w * dw)
+    num_queries,
+    num_keys,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Softmax backward, once per (batch row, tile of queries): the input-gradient kernel's programs, one per chunk
+    of A, all read its result instead of each forming it again."""
+    i_b = tl.program_id(0).to(tl.int64)
+    o_q = tl.program_id(1).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    m_q = o_q < num_queries
+    p_rows = (i_b * num_queries + o_q[:, None]) * num_keys  # [BQ, 1]
+    b_delta = tl.zeros([BLOCK_Q], dtype=tl.float32)
+    for k0 in range(0, num_keys, BLOCK_K):
+        o_k = k0 + tl.arange(0, BLOCK_K)
+        m_qk = m_q[:, None] & (o_k < num_keys)[None, :]
+        b_w = tl.load(weights_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)
+        b_dw = tl.load(grad_probs_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)
+        b_delta += tl.sum(b_w * b_dw, axis=1)
+    for k0 in range(0, num_keys, BLOCK_K):
+        o_k = k0 + tl.arange(0, BLOCK_K)
+        m_qk = m_q[:, None] & (o_k < num_keys)[None, :]
+        b_w = tl.load(weights_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)
+        b_dw = tl.load(grad_probs_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)
+        tl.store(grad_scores_ptr + p_rows + o_k[None, :], b_w * (b_dw - b_delta[:, None]), mask=m_qk)
+
+
+@triton.jit
 def _additive_attention_bwd_kernel(
     query_ptr,  # [B, Tq, A]
     key_ptr,  # [B, Tk, A]
     v_ptr,  # [A]
-    weights_ptr,  # [B, Tq, Tk] contiguous, saved from forward
-    grad_probs_ptr,  # [B, Tq, Tk] contiguous: total gradient of the weights (direct + through context)
+    grad_scores_ptr,  # [B, Tq, Tk] contiguous float32: dscores (0 on masked keys)
     grad_query_ptr,  # [B, Tq, A] contiguous output
-    grad_key_ptr,  # [B, Tk, A] contiguous float32 output, accumulated over query tiles
+    grad_key_ptr,  # [B, Tk, A] contiguous output, written by the last tile of queries
+    grad_key_partial_ptr,  # [B, Tk, A] contiguous float32: the sum over earlier tiles of queries, when there are some
     grad_v_ptr,  # [B, A] contiguous float32 output: per-batch partial sums of d v
     num_queries,
     num_keys,
@@ -119,45 +152,44 @@ def _additive_attention_bwd_kernel(
     o_a = i_a.to(tl.int64) * BLOCK_A + tl.arange(0, BLOCK_A)  # int64, as every offset times a stride below
     m_a = o_a < attn_size
     b_v = tl.load(v_ptr + o_a * stride_v, mask=m_a, other=0.0).to(tl.float32)  # [BA]
-    b_dv = tl.zeros([BLOCK_A], dtype=tl.float32)
+    # d v and d query_proj accumulate in [BQ, BK, BA] and are summed once per tile of queries, not once per tile of
+    # keys: the sums across lanes and warps would otherwise bound the loop, not tanh.
+    b_dv3 = tl.zeros([BLOCK_Q, BLOCK_K, BLOCK_A], dtype=tl.float32)
     for q0 in range(0, num_queries, BLOCK_Q):
         o_q = q0 + tl.arange(0, BLOCK_Q).to(tl.int64)
         m_q = o_q < num_queries
         p_rows = (i_b * num_queries + o_q[:, None]) * num_keys  # [BQ, 1]
-        # Softmax backward needs each row's sum_k w * dw before any dscores of the row.
-        b_delta = tl.zeros([BLOCK_Q], dtype=tl.float32)
-        for k0 in range(0, num_keys, BLOCK_K):
-            o_k = k0 + tl.arange(0, BLOCK_K)
-            m_qk = m_q[:, None] & (o_k < num_keys)[None, :]
-            b_w = tl.load(weights_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)
-            b_dw = tl.load(grad_probs_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)
-            b_delta += tl.sum(b_w * b_dw, axis=1)
         b_q = tl.load(query_ptr + i_b * stride_qb + o_q[:, None] * stride_qt + o_a[None, :] * stride_qa,
                       mask=m_q[:, None] & m_a[None, :], other=0.0).to(tl.float32)  # [BQ, BA]
-        b_dq = tl.zeros([BLOCK_Q, BLOCK_A], dtype=tl.float32)
+        b_dq3 = tl.zeros([BLOCK_Q, BLOCK_K, BLOCK_A], dtype=tl.float32)
+        last_tile = q0 + BLOCK_Q >= num_queries
         for k0 in range(0, num_keys, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
             m_k = o_k < num_keys
-            m_qk = m_q[:, None] & m_k[None, :]
-            b_w = tl.load(weights_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)
-            b_dw = tl.load(grad_probs_ptr + p_rows + o_k[None, :], mask=m_qk, other=0.0).to(tl.float32)
-            b_ds = b_w * (b_dw - b_delta[:, None])  # [BQ, BK] dscores; 0 on masked keys and padding
+            b_ds = tl.load(grad_scores_ptr + p_rows + o_k[None, :], mask=m_q[:, None] & m_k[None, :],
+                           other=0.0)  # [BQ, BK]
             b_k = tl.load(key_ptr + i_b * stride_kb + o_k[:, None] * stride_kt + o_a[None, :] * stride_ka,
                           mask=m_k[:, None] & m_a[None, :], other=0.0).to(tl.float32)  # [BK, BA]
             b_t = tanh(b_q[:, None, :] + b_k[None, :, :], FAST_TANH)  # [BQ, BK, BA], recomputed
-            b_dv += tl.sum(tl.sum(b_ds[:, :, None] * b_t, axis=0), axis=0)
+            b_dv3 += b_ds[:, :, None] * b_t
             b_g = b_ds[:, :, None] * (1.0 - b_t * b_t)  # [BQ, BK, BA] dscores * tanh'
-            b_dq += tl.sum(b_g, axis=1)
-            p_dk = grad_key_ptr + (i_b * num_keys + o_k[:, None]) * attn_size + o_a[None, :]  # [BK, BA]
+            b_dq3 += b_g
+            o_dk = (i_b * num_keys + o_k[:, None]) * attn_size + o_a[None, :]  # [BK, BA]
             m_dk = m_k[:, None] & m_a[None, :]
-            # This program owns its A chunk of d key_proj: the first query tile writes it, later ones add.
-            b_dk = tl.load(p_dk, mask=m_dk & (q0 > 0), other=0.0) + tl.sum(b_g, axis=0) * b_v[None, :]
-            tl.store(p_dk, b_dk, mask=m_dk)
+            # This program owns its A chunk of d key_proj: earlier tiles of queries leave their sum in float32, the
+            # last one adds its part and writes the result in the output's dtype.
+            b_dk = tl.load(grad_key_partial_ptr + o_dk, mask=m_dk & (q0 > 0), other=0.0) + \
+                tl.sum(b_g, axis=0) * b_v[None, :]
+            if last_tile:
+                tl.store(grad_key_ptr + o_dk, b_dk.to(grad_key_ptr.dtype.element_ty), mask=m_dk)
+            else:
+                tl.store(grad_key_partial_ptr + o_dk, b_dk, mask=m_dk)
+        b_dq = tl.sum(b_dq3, axis=1)
         p_dq = grad_query_ptr + (i_b * num_queries + o_q[:, None]) * attn_size + o_a[None, :]
         tl.store(p_dq, (b_dq * b_v[None, :]).to(grad_query_ptr.dtype.element_ty), mask=m_q[:, None] & m_a[None, :])
         # Threads that read d key_proj in the next query tile must see this tile's stores.
         tl.debug_barrier()
-    tl.store(grad_v_ptr + i_b * attn_size + o_a, b_dv, mask=m_a)
+    tl.store(grad_v_ptr + i_b * attn_size + o_a, tl.sum(tl.sum(b_dv3, axis=0), axis=0), mask=m_a)
 
 
 def _blocks(num_queries: int, num_keys: int, attn_size: int) -> tuple[int, int, int]:
@@ -206,18 +238,26 @@ def additive_attention_bwd(grad_context: torch.Tensor, grad_weights: torch.Tenso
     dtype = query_proj.dtype
     grad_values = torch.bmm(weights.transpose(1, 2), grad_context)
     grad_probs = torch.baddbmm(grad_weights, grad_context, values.transpose(1, 2)).contiguous()
-    grad_query = torch.empty(batch, num_queries, attn_size, device=query_proj.device, dtype=dtype)
-    grad_key = torch.empty(batch, num_keys, attn_size, device=query_proj.device, dtype=torch.float32)
-    grad_v_partial = torch.empty(batch, attn_size, device=query_proj.device, dtype=torch.float32)
     block_q, block_k, block_a = _blocks(num_queries, num_keys, attn_size)
+    device = query_proj.device
+    grad_scores = torch.empty(batch, num_queries, num_keys, device=device, dtype=torch.float32)
+    grad_query = torch.empty(batch, num_queries, attn_size, device=device, dtype=dtype)
+    grad_key = torch.empty(batch, num_keys, attn_size, device=device, dtype=dtype)
+    # The float32 sum over tiles of queries, needed only when there is more than one tile.
+    several_tiles = num_queries > block_q
+    grad_key_partial = torch.empty(grad_key.shape if several_tiles else (1,), device=device, dtype=torch.float32)
+    grad_v_partial = torch.empty(batch, attn_size, device=device, dtype=torch.float32)
     with device_guard(query_proj):
+        wrap_triton(_additive_attention_scores_bwd_kernel)[(batch, triton.cdiv(num_queries, block_q))](
+            weights, grad_probs, grad_scores, num_queries, num_keys, BLOCK_Q=block_q, BLOCK_K=block_k,
+        )
         wrap_triton(_additive_attention_bwd_kernel)[(batch, triton.cdiv(attn_size, block_a))](
-            query_proj, key_proj, v, weights, grad_probs, grad_query, grad_key, grad_v_partial,
+            query_proj, key_proj, v, grad_scores, grad_query, grad_key, grad_key_partial, grad_v_partial,
             num_queries, num_keys, attn_size,
             *query_proj.stride(), *key_proj.stride(), v.stride(0),
             FAST_TANH=_fast_tanh(query_proj), BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_A=block_a,
         )
-    return grad_query, grad_key.to(dtype), grad_v_partial.sum(0).to(dtype), grad_values
+    return grad_query, grad_key, grad_v_partial.sum(0).to(dtype), grad_values
 
 
 def _setup_context(ctx, inputs, output):
