@@ -1,11 +1,12 @@
-"""The cuda backend (csrc/ kernels bound as torch.ops.s2s_fast) against the reference.
+"""What is specific to the cuda backend (csrc/ kernels bound as torch.ops.s2s_fast); every op's forward and
+gradients against the reference, on every backend, are in tests/ops/.
 
 Plain tests run everywhere: the error without the library, auto never picking cuda on CPU, the limit checks.
-Kernel tests run the kernels: on a CUDA GPU with the extension s2s_fast._C, or on the CPU through the CUDA emulation
-s2s_fast._C_emulated (conftest sets S2S_FAST_CUDA_EMULATE=h100 where there is no GPU), each under two scheduling
-seeds there: every op forward and every gradient against the reference (float32 tolerances; float16/bfloat16
-against float64 with the reference's own low-precision error as the yardstick), awkward shapes, poisoned memory,
-opcheck and torch.compile. Tests marked gpu need a real GPU.
+Kernel tests run the kernels, on a CUDA GPU with the extension s2s_fast._C or on the CPU through the CUDA emulation
+s2s_fast._C_emulated (conftest sets S2S_FAST_CUDA_EMULATE=h100 where there is no GPU; two scheduling seeds there):
+misaligned inputs and the scalar paths, the cell's two forward paths, the persistent layer's planner at the target
+sizes and its kernels there, the deterministic attention backward, outputs in poisoned memory, opcheck and
+torch.compile. Tests marked gpu need a real GPU.
 """
 
 import functools
@@ -152,13 +153,6 @@ def _on_gpu(args, dtype=None):
     return moved
 
 
-def _noncontiguous(tensor):
-    """The same values in a column-major (2-d) or batch-major (3-d) layout: dense, so clones keep the strides."""
-    if tensor is None or tensor.dim() < 2:
-        return tensor
-    return tensor.transpose(0, 1).contiguous().transpose(0, 1) if tensor.dim() == 3 else tensor.t().contiguous().t()
-
-
 def _check(fn, reference_fn, args, dtype):
     if dtype == torch.float32:
         compare_with_reference(fn, reference_fn, _on_gpu(args, dtype))
@@ -174,39 +168,6 @@ def _poison_allocator_cache():
     small = [torch.full((1 << 17,), -1, dtype=torch.int32, device=DEVICE) for _ in range(64)]
     large = [torch.full((1 << 24,), -1, dtype=torch.int32, device=DEVICE) for _ in range(4)]
     del small, large
-
-
-CELL_SHAPES = [(1, 1, 1), (3, 5, 7), (8, 16, 24), (9, 33, 40), (64, 128, 256)]
-
-
-@kernels
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("batch,input_size,hidden", CELL_SHAPES)
-@pytest.mark.parametrize("bias", [True, False])
-def test_lstm_cell_matches_reference(extension, dtype, batch, input_size, hidden, bias):
-    args = _cell_args(4, batch, input_size, hidden, dtype=torch.float64, bias=bias)
-    _check(functools.partial(F.lstm_cell, backend="cuda"), reference.lstm_cell, args, dtype)
-
-
-@kernels
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("batch,input_size,hidden", CELL_SHAPES)
-@pytest.mark.parametrize("bias", [True, False])
-def test_gru_cell_matches_reference(extension, dtype, batch, input_size, hidden, bias):
-    args = _cell_args(3, batch, input_size, hidden, dtype=torch.float64, bias=bias, lstm=False)
-    _check(functools.partial(F.gru_cell, backend="cuda"), reference.gru_cell, args, dtype)
-
-
-@kernels
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("batch", [2, 12])
-def test_cells_take_noncontiguous_inputs(extension, cell, batch):
-    gates = 4 if cell == "lstm" else 3
-    args = _on_gpu(_cell_args(gates, batch, 24, 16, lstm=cell == "lstm"))
-    args = {name: _noncontiguous(value) for name, value in args.items()}
-    assert not args["input"].is_contiguous() and not args["weight_hh"].is_contiguous()
-    ours = functools.partial(F.lstm_cell if cell == "lstm" else F.gru_cell, backend="cuda")
-    compare_with_reference(ours, reference.lstm_cell if cell == "lstm" else reference.gru_cell, args)
 
 
 def _misaligned_leaves(args):
@@ -260,63 +221,6 @@ def test_lstm_cell_fused_and_cublas_paths_agree(extension, batch):
     cublas = torch.ops.s2s_fast.cuda_lstm_cell_fwd(*args.values(), True)
     for ours, theirs in zip(fused, cublas):
         torch.testing.assert_close(ours, theirs, **tolerance(torch.float32))
-
-
-# H = 600 and 1024 give 5 and 8 units per block on 108..132 multiprocessors: partial and full 16-row mma tiles.
-LAYER_SHAPES = [(1, 1, 1, 1), (5, 4, 3, 6), (7, 3, 5, 13), (6, 8, 64, 256), (4, 5, 32, 600), (3, 16, 16, 1024)]
-
-
-@kernels
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("steps,batch,input_size,hidden", LAYER_SHAPES)
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("with_lengths", [False, True])
-def test_lstm_layer_matches_reference(extension, dtype, steps, batch, input_size, hidden, reverse, with_lengths):
-    cell = _cell_args(4, batch, input_size, hidden, dtype=torch.float64)
-    args = dict(input=torch.randn(steps, batch, input_size, dtype=torch.float64), **{k: v for k, v in cell.items()
-                                                                                     if k != "input"})
-    lengths = None
-    if with_lengths:
-        lengths = torch.randint(0, steps + 1, (batch,))
-        lengths[0] = steps
-        lengths[-1] = 0 if batch > 1 else steps
-        lengths = lengths.to(DEVICE)
-
-    def ours(**kwargs):
-        return F.lstm_layer(**kwargs, lengths=lengths, reverse=reverse, backend="cuda")
-
-    trained = [t.to(DEVICE).to(dtype).requires_grad_() for t in args.values() if t is not None]
-    limit = cuda_backend.LIMITS["lstm_layer"](*trained)
-    if limit is not None:
-        pytest.skip(limit)
-
-    def theirs(**kwargs):
-        return reference.lstm_layer(**kwargs, lengths=lengths, reverse=reverse)
-
-    _check(ours, theirs, args, dtype)
-
-
-@kernels
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("reverse", [False, True])
-def test_gru_layer_runs_the_cuda_cell_in_the_time_loop(extension, dtype, reverse):
-    steps, batch, input_size, hidden = 6, 4, 5, 12
-    cell = _cell_args(3, batch, input_size, hidden, dtype=torch.float64, lstm=False)
-    args = dict(input=torch.randn(steps, batch, input_size, dtype=torch.float64),
-                **{k: v for k, v in cell.items() if k != "input"})
-    lengths = torch.tensor([6, 0, 3, 1], device=DEVICE)
-    ours = functools.partial(F.gru_layer, lengths=lengths, reverse=reverse, backend="cuda")
-    _check(ours, functools.partial(reference.gru_layer, lengths=lengths, reverse=reverse), args, dtype)
-
-
-@kernels
-def test_lstm_layer_takes_noncontiguous_inputs(extension):
-    cell = _cell_args(4, 6, 10, 32)
-    args = _on_gpu(dict(input=torch.randn(9, 6, 10), **{k: v for k, v in cell.items() if k != "input"}))
-    args = {name: _noncontiguous(value) for name, value in args.items()}
-    assert not args["input"].is_contiguous()
-    compare_with_reference(functools.partial(F.lstm_layer, backend="cuda", reverse=True), functools.partial(
-        reference.lstm_layer, reverse=True), args)
 
 
 @kernels
@@ -381,36 +285,6 @@ def test_lstm_layer_runs_at_the_planned_sizes(extension, batch, hidden, dtype):
            functools.partial(reference.lstm_layer, lengths=lengths.to(DEVICE), reverse=batch % 2 == 0), args, dtype)
 
 
-ATTENTION_SHAPES = [
-    (3, None, 6, 5, 4),  # one query per row, [B, A]
-    (1, 1, 1, 1, 1),
-    (2, 3, 5, 4, 3),
-    (3, 7, 11, 13, 17),  # primes: scalar (unvectorised) loads
-    (4, 5, 70, 64, 32),  # several key tiles in the backward
-    (2, 3, 9, 600, 512),  # wide A and Dv: lanes loop over A, the context takes two chunks
-    (1, 2, 7, 8, 300),  # Dv = 300 in chunks of 32 lanes
-    (80, 20, 9, 16, 8),  # enough query tiles for 16 queries per block
-    (2, 4, 37, 24, 16),  # a full and a partial tile of 32 keys in the backward
-]
-
-
-@kernels
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("batch,queries,keys,attn,value_size", ATTENTION_SHAPES)
-@pytest.mark.parametrize("mask", ["none", "random", "empty_row"])
-def test_additive_attention_matches_reference(extension, dtype, batch, queries, keys, attn, value_size, mask):
-    args = _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float64, mask=mask)
-    _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
-
-
-@kernels
-def test_additive_attention_takes_noncontiguous_inputs(extension):
-    args = _on_gpu(_attention_args(4, 6, 10, 24, 16, mask="random"))
-    args = {name: _noncontiguous(value) if name != "mask" else value for name, value in args.items()}
-    assert not args["query_proj"].is_contiguous() and not args["values"].is_contiguous()
-    compare_with_reference(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args)
-
-
 @kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_additive_attention_backward_is_deterministic_when_asked(extension, dtype):
@@ -433,20 +307,6 @@ def test_additive_attention_backward_is_deterministic_when_asked(extension, dtyp
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
     assert all(torch.equal(grads[0], grad) for grad in grads[1:])
-
-
-@kernels
-def test_additive_attention_empty_rows_give_zeros_not_nan(extension):
-    args = _on_gpu(_attention_args(3, 4, 6, 8, 5, mask="empty_row"))
-    leaves = {k: v.requires_grad_() if v is not None and v.is_floating_point() else v for k, v in args.items()}
-    context, weights = F.additive_attention(**leaves, backend="cuda")
-    (context.sum() + weights.sum()).backward()
-    empty = 1
-    assert torch.count_nonzero(context[empty]) == 0 and torch.count_nonzero(weights[empty]) == 0
-    for name in ("query_proj", "key_proj", "v", "values"):
-        assert torch.isfinite(leaves[name].grad).all(), name
-    assert torch.count_nonzero(leaves["query_proj"].grad[empty]) == 0
-    assert torch.count_nonzero(leaves["values"].grad[empty]) == 0
 
 
 @kernels

@@ -91,55 +91,6 @@ def _rnn_inputs(gates, batch, input_size, hidden, bias=True, steps=None, cell_st
     (2, 5, 37, 17, 3, (0,)),
     (2, 19, 23, 33, 4, (1,)),  # several query tiles (d key_proj summed over them) and A chunks
 ])
-@pytest.mark.parametrize("strided", [False, True])
-def test_additive_attention_matches_reference(poisoned_allocations, batch, queries, keys, attn, dv, empty_rows,
-                                              strided):
-    inputs = _attention_inputs(batch, queries, keys, attn, dv, empty_rows)
-    fused = functools.partial(F.additive_attention, backend="triton")
-    unfused = functools.partial(F.additive_attention, backend="reference")
-    if strided:
-        names = ("query_proj", "key_proj", "v", "values", "mask")
-        fused, unfused = _with_strided_inputs(fused, names), _with_strided_inputs(unfused, names)
-    compare_with_reference(fused, unfused, inputs)
-
-
-def test_additive_attention_without_mask(poisoned_allocations):
-    inputs = _attention_inputs(2, 3, 7, 9, 4, masked=False)
-    compare_with_reference(functools.partial(F.additive_attention, backend="triton"), reference.additive_attention,
-                           inputs)
-
-
-def test_additive_attention_empty_rows_are_zero_not_nan():
-    inputs = _attention_inputs(2, 3, 5, 4, 3, empty_rows=(0,))
-    leaves = {k: (v.requires_grad_() if v.is_floating_point() else v) for k, v in inputs.items()}
-    context, weights = F.additive_attention(**leaves, backend="triton")
-    (context.sum() + weights.sum()).backward()
-    assert torch.count_nonzero(context[0]) == 0 and torch.count_nonzero(weights[0]) == 0
-    assert torch.count_nonzero(leaves["query_proj"].grad[0]) == 0
-    for name in ("query_proj", "key_proj", "v", "values"):
-        assert torch.isfinite(leaves[name].grad).all(), name
-
-
-@pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer", "gru_layer"])
-def test_backward_from_the_sum_of_the_first_output(op):
-    """Upstream gradients with zero strides (from a sum) on one output and none on the others."""
-    if op == "additive_attention":
-        inputs = _attention_inputs(2, 3, 5, 4, 3)
-    else:
-        gru = op.startswith("gru")
-        inputs = _rnn_inputs(3 if gru else 4, 3, 5, 6, steps=4 if op.endswith("layer") else None,
-                             cell_state=not gru)
-    grads = []
-    for backend in ("triton", "reference"):
-        leaves = {k: (v.clone().requires_grad_() if v is not None and v.is_floating_point() else v)
-                  for k, v in inputs.items()}
-        outputs = getattr(F, op)(**leaves, backend=backend)
-        (outputs if op == "gru_cell" else outputs[0]).sum().backward()
-        grads.append({k: v.grad for k, v in leaves.items() if v is not None and v.is_floating_point()})
-    for name, expected in grads[1].items():
-        torch.testing.assert_close(grads[0][name], expected, rtol=2e-4, atol=2e-5, msg=lambda m, n=name: f"{n}: {m}")
-
-
 def _saved_bytes(fn, inputs):
     """Sizes (numel) of the tensors autograd keeps for backward while ``fn`` runs, and their total bytes."""
     sizes, total = [], 0
@@ -170,26 +121,6 @@ def test_fused_attention_saves_no_four_dimensional_tensor():
     assert fused_bytes * 4 < reference_bytes
 
 
-@pytest.mark.parametrize("batch,input_size,hidden,bias", [(1, 1, 1, True), (3, 5, 7, False), (33, 70, 33, True)])
-@pytest.mark.parametrize("strided", [False, True])
-def test_lstm_cell_matches_reference(poisoned_allocations, batch, input_size, hidden, bias, strided):
-    inputs = _rnn_inputs(4, batch, input_size, hidden, bias)
-    fused = functools.partial(F.lstm_cell, backend="triton")
-    if strided:
-        fused = _with_strided_inputs(fused, tuple(inputs))
-    compare_with_reference(fused, reference.lstm_cell, inputs)
-
-
-@pytest.mark.parametrize("batch,input_size,hidden,bias", [(1, 1, 1, True), (3, 5, 7, False), (33, 70, 33, True)])
-@pytest.mark.parametrize("strided", [False, True])
-def test_gru_cell_matches_reference(poisoned_allocations, batch, input_size, hidden, bias, strided):
-    inputs = _rnn_inputs(3, batch, input_size, hidden, bias, cell_state=False)
-    fused = functools.partial(F.gru_cell, backend="triton")
-    if strided:
-        fused = _with_strided_inputs(fused, tuple(inputs))
-    compare_with_reference(fused, reference.gru_cell, inputs)
-
-
 @pytest.mark.parametrize("steps,batch,input_size,hidden,lengths", [
     (1, 1, 3, 5, None),
     (1, 2, 3, 4, [0, 1]),
@@ -216,14 +147,6 @@ def test_rnn_layer_strided_inputs_without_bias(poisoned_allocations, layer_sched
     fused = functools.partial(getattr(F, op), lengths=lengths, reverse=True, backend="triton")
     compare_with_reference(_with_strided_inputs(fused, tuple(inputs)),
                            functools.partial(getattr(reference, op), lengths=lengths, reverse=True), inputs)
-
-
-def test_gru_layer_with_one_bias_gives_it_its_own_gradient(layer_schedule):
-    """The two GRU biases get different gradients (r scales only the hidden part of the new gate)."""
-    inputs = _rnn_inputs(3, 3, 5, 7, steps=4, cell_state=False)
-    for missing in ("bias_ih", "bias_hh"):
-        compare_with_reference(functools.partial(F.gru_layer, backend="triton"), reference.gru_layer,
-                               {**inputs, missing: None})
 
 
 def _op_cases():
@@ -395,32 +318,6 @@ def _low_precision_errors(fn, reference_fn, inputs, dtype):
         errors += [relative_error(grads[n], g) for n, g in exact_grads.items() if g is not None]
         results.append(errors)
     return results
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("op", ["additive_attention", "additive_attention_step", "lstm_cell", "gru_cell",
-                                "lstm_layer", "gru_layer"])
-def test_low_precision_error_within_ratio_of_reference(op, dtype):
-    lengths = torch.tensor([16, 3, 9, 16, 1, 12, 16, 7], device=DEVICE)
-    if op == "additive_attention":
-        inputs, fn = _attention_inputs(8, 32, 61, 128, 64, empty_rows=(2,)), F.additive_attention
-    elif op == "additive_attention_step":
-        inputs, fn = _attention_inputs(8, None, 61, 128, 64, empty_rows=(2,)), F.additive_attention
-    elif op == "lstm_cell":
-        inputs, fn = _rnn_inputs(4, 24, 96, 128), F.lstm_cell
-    elif op == "gru_cell":
-        inputs, fn = _rnn_inputs(3, 24, 96, 128, cell_state=False), F.gru_cell
-    elif op == "lstm_layer":
-        inputs = _rnn_inputs(4, 8, 96, 128, steps=16)
-        fn = functools.partial(F.lstm_layer, lengths=lengths, reverse=True)
-    else:
-        inputs = _rnn_inputs(3, 8, 96, 128, steps=16, cell_state=False)
-        fn = functools.partial(F.gru_layer, lengths=lengths, reverse=True)
-    fused, unfused = _low_precision_errors(functools.partial(fn, backend="triton"),
-                                           functools.partial(fn, backend="reference"), inputs, dtype)
-    for index, (ours, theirs) in enumerate(zip(fused, unfused)):
-        assert ours <= LOW_PRECISION_ERROR_RATIO * theirs, f"result {index}: error {ours:.3g}, reference {theirs:.3g}"
 
 
 @pytest.mark.gpu

@@ -1,0 +1,95 @@
+"""Every fused backend that can run here, for the per-op tests: triton on a GPU or through the Triton interpreter on
+the CPU, cuda on a GPU or through the CUDA emulation on the CPU (under two scheduling seeds there). The reference is
+the ground truth; the helpers compare forward and every gradient with it, in float32 and, where the backend runs
+low precision here, float16/bfloat16 with the twice-the-reference's-error rule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from s2s_fast import backends
+from s2s_fast.cuda import compiled as cuda_compiled
+from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference, poison_
+
+
+@dataclasses.dataclass
+class Backend:
+    name: str
+    device: torch.device
+
+    @property
+    def interpreted(self) -> bool:
+        """The Triton interpreter: slow, so it runs the small shapes only."""
+        return self.name == "triton" and self.device.type == "cpu"
+
+    def skip_if_too_big_to_interpret(self, hidden: int) -> None:
+        if self.interpreted and hidden > 64:
+            pytest.skip("a hidden size the Triton interpreter takes minutes over; a GPU runs it")
+
+    @property
+    def low_precision(self) -> tuple:
+        """The half-precision dtypes the backend runs here: the interpreter's bfloat16 dot products are wrong and
+        its float16 ones slow, so on a CPU only the emulated cuda backend runs them."""
+        if self.device.type == "cuda" or self.name == "cuda":
+            return (torch.float16, torch.bfloat16)
+        return ()
+
+    def skip_unless_served(self, op: str, args: dict, dtype=torch.float32, **options) -> None:
+        """Skip (saying why) when the backend's limits refuse this call, training included."""
+        trained = {k: (v.to(self.device, dtype).requires_grad_() if isinstance(v, torch.Tensor) and
+                       v.is_floating_point() else v) for k, v in args.items()}
+        arguments = tuple(trained.values()) + tuple(options.values())
+        try:
+            backends.resolve(op, self.device, arguments, backend=self.name)
+        except RuntimeError as error:
+            pytest.skip(str(error))
+
+    def check(self, fn, reference_fn, args: dict, dtype=torch.float32, summed_terms: int = 1) -> None:
+        """fn (already bound to this backend) against reference_fn on ``args`` moved here, in ``dtype``
+        (``summed_terms``: see s2s_fast.testing.tolerance)."""
+        if dtype == torch.float32:
+            compare_with_reference(fn, reference_fn, _on(args, self.device, dtype), summed_terms=summed_terms)
+        else:
+            compare_low_precision_with_reference(fn, reference_fn, _on(args, self.device), dtype)
+
+
+def _on(args, device, dtype=None):
+    from inputs import on
+
+    return on(args, device, dtype)
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda":
+        return torch.device(cuda_compiled.KERNEL_DEVICE_TYPE)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+SEEDS = ["0", "1"] if cuda_compiled.EMULATED_GPU else ["0"]
+PARAMS = [("triton", "0")] + [("cuda", seed) for seed in SEEDS]
+
+
+@pytest.fixture(params=PARAMS, ids=lambda p: p[0] if len(SEEDS) == 1 or p[0] != "cuda" else f"cuda-seed{p[1]}")
+def backend(request, monkeypatch) -> Backend:
+    """A fused backend on the device its kernels run on here; skipped where it cannot run."""
+    name, seed = request.param
+    device = _device(name)
+    reason = backends.unavailable_reason(name, device)
+    if reason is not None:
+        if torch.cuda.is_available():
+            pytest.fail(f"{name} cannot run on this GPU machine: {reason}")
+        pytest.skip(f"{name} unavailable: {reason}")
+    monkeypatch.setenv("S2S_FAST_CUDA_EMULATE_SEED", seed)
+    return Backend(name, device)
+
+
+@pytest.fixture
+def poisoned_allocations(monkeypatch):
+    """Fill every tensor allocated through torch.empty/empty_like with NaN, so an element no kernel writes shows
+    (the emulated cuda library fills its own fresh outputs with NaN)."""
+    empty, empty_like = torch.empty, torch.empty_like
+    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: poison_(empty(*args, **kwargs)))
+    monkeypatch.setattr(torch, "empty_like", lambda *args, **kwargs: poison_(empty_like(*args, **kwargs)))
