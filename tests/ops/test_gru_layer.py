@@ -36,7 +36,7 @@ def _run(backend, args, lengths, reverse, dtype=torch.float32):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_matches_reference(backend, poisoned_allocations, steps, batch, input_size, hidden, reverse, with_lengths):
-    backend.skip_if_too_big_to_interpret(hidden)
+    backend.skip_if_too_big_to_run_here(hidden)
     args = cell_inputs(3, batch, input_size, hidden, steps=steps, lstm=False)
     _run(backend, args, _lengths(steps, batch, with_lengths), reverse)
 
