@@ -221,8 +221,9 @@ struct LaneWords {
 enum class Collective { kShuffle, kSyncWarp, kMma, kLoadMatrix };
 const LaneWords* warp_collective(unsigned mask, Collective kind, const uint32_t* words, int count);
 int lane_id();
-// cp.async: the copy lands in shared memory only when a later async_wait lets its group complete (a missing wait
-// reads what was there before), reading the global source then.
+// cp.async: the copy lands in shared memory at the latest when a later async_wait lets its group complete (a
+// missing wait reads what was there before), and at random before that, when the thread reaches a barrier (a copy
+// into a buffer other threads still read shows); it reads the global source when it lands.
 void async_copy(void* shared, const void* global, size_t bytes);
 // cp.async.commit_group: the copies issued since the last commit form a group.
 void async_commit();

@@ -227,9 +227,15 @@ struct Block {
     std::vector<Fiber*> runnable;
     bool ready = false;  // listed in Launch::ready, or the block being run
     int live = 0;
+    // Under a prioritised schedule, the runnable thread of the highest-priority warp runs next; the priorities are
+    // drawn again at every block barrier.
+    std::vector<uint64_t> warp_priority;
 };
 
 struct Launch {
+    // Half the launches (by their seed) run prioritised: one warp races ahead to its next block barrier while the
+    // others wait, the order most likely to show a missing barrier; the others pick runnable threads uniformly.
+    bool prioritised = false;
     dim3 grid;
     dim3 block_dim;
     size_t shared_bytes = 0;
@@ -381,9 +387,32 @@ void resume(Fiber& fiber) {
     current_thread = nullptr;
 }
 
+// Lands the thread's cp.async copies of the groups before `group` (copies not yet committed belong to group
+// copy_groups).
+void land_copies(Fiber& fiber, uint64_t group) {
+    auto pending = fiber.pending_copies.begin();
+    while (pending != fiber.pending_copies.end()) {
+        if (pending->group < group) {
+            std::memcpy(pending->shared, pending->global, pending->bytes);
+            pending = fiber.pending_copies.erase(pending);
+        } else {
+            ++pending;
+        }
+    }
+}
+
+// Completes the thread's cp.async copies of every group but the newest `keep` committed ones.
+void complete_copies(Fiber& fiber, uint64_t keep) {
+    land_copies(fiber, fiber.copy_groups > keep ? fiber.copy_groups - keep : 0);
+}
+
 // Fiber -> scheduler; returns when the scheduler resumes this fiber (never, for a fiber that ended or failed).
 void yield(bool ending = false) {
     Fiber& fiber = *fiber_now;
+    // A cp.async copy lands at some point between its issue and the wait that needs it: here, at random, when the
+    // thread reaches a barrier, so that a copy into a buffer other threads still read shows under some seed.
+    if (!ending && !fiber.pending_copies.empty() && (splitmix(launch_now->random_state) & 1))
+        land_copies(fiber, UINT64_MAX);
 #if defined(S2S_FAST_EMULATION_ASAN)
     __sanitizer_start_switch_fiber(ending ? nullptr : &fiber.fake_stack, scheduler_stack_bottom, scheduler_stack_size);
 #else
@@ -413,26 +442,11 @@ bool grid_complete(const Launch& launch) {
     return !launch.at_grid.empty() && int(launch.at_grid.size()) == launch.live && launch.blocks_fully_exited == 0;
 }
 
-// Completes the thread's cp.async copies of every group but the newest `keep` committed ones.
-void complete_copies(Fiber& fiber, uint64_t keep) {
-    const uint64_t last_done = fiber.copy_groups > keep ? fiber.copy_groups - keep : 0;  // groups [0, last_done)
-    auto pending = fiber.pending_copies.begin();
-    while (pending != fiber.pending_copies.end()) {
-        if (pending->group < last_done) {
-            std::memcpy(pending->shared, pending->global, pending->bytes);
-            pending = fiber.pending_copies.erase(pending);
-        } else {
-            ++pending;
-        }
-    }
-}
-
 void thread_exited(Fiber& fiber) {
     Launch& launch = *launch_now;
     Block& block = *fiber.block;
     Warp& warp = *fiber.warp;
-    ++fiber.copy_groups;  // a thread's copies all land by the time it ends
-    complete_copies(fiber, 0);
+    land_copies(fiber, UINT64_MAX);  // a thread's copies all land by the time it ends
     fiber.done = true;
     --block.live;
     --launch.live;
@@ -447,6 +461,23 @@ void thread_exited(Fiber& fiber) {
     if (grid_complete(launch)) release(launch, launch.at_grid);
 }
 
+void draw_priorities(Launch& launch, Block& block) {
+    for (uint64_t& priority : block.warp_priority) priority = splitmix(launch.random_state);
+}
+
+// The runnable thread of the highest-priority warp (a random one of its lanes), removed from the runnable list.
+Fiber* take_first_warp(Block& block) {
+    size_t best = 0;
+    for (size_t i = 1; i < block.runnable.size(); ++i) {
+        const uint64_t priority = block.warp_priority[block.runnable[i]->warp - block.warps.data()];
+        if (priority > block.warp_priority[block.runnable[best]->warp - block.warps.data()]) best = i;
+    }
+    Fiber* fiber = block.runnable[best];
+    block.runnable[best] = block.runnable.back();
+    block.runnable.pop_back();
+    return fiber;
+}
+
 void start_block(Launch& launch, dim3 index) {
     auto block = std::make_unique<Block>();
     block->index = index;
@@ -457,6 +488,8 @@ void start_block(Launch& launch, dim3 index) {
     }
     block->fibers.resize(threads);
     block->warps.resize((threads + 31) / 32);
+    block->warp_priority.resize(block->warps.size());
+    draw_priorities(launch, *block);
     block->live = int(threads);
     launch.live += int(threads);
     for (unsigned linear = 0; linear < threads; ++linear) {
@@ -528,7 +561,7 @@ cudaError_t run(Launch& launch) {
             if (launch.ready.empty()) break;
             block = take_random(launch.ready, launch.random_state);
         }
-        Fiber* fiber = take_random(block->runnable, launch.random_state);
+        Fiber* fiber = launch.prioritised ? take_first_warp(*block) : take_random(block->runnable, launch.random_state);
         resume(*fiber);
         if (!canary_intact(fiber->stack))
             set_failure(launch, where(*fiber) + " overflowed its " + std::to_string(kStackBytes / 1024) +
@@ -599,6 +632,7 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, size_t shared_byte
     state.cooperative = cooperative;
     state.body = &body;
     state.random_state = launch_seed();
+    state.prioritised = splitmix(state.random_state) & 1;
     std::vector<dim3> order;
     order.reserve(blocks);
     for (unsigned z = 0; z < grid.z; ++z)
@@ -617,7 +651,10 @@ void sync_block() {
     Fiber& fiber = *fiber_now;
     Block& block = *fiber.block;
     block.at_barrier.push_back(&fiber);
-    if (int(block.at_barrier.size()) == block.live) release(*launch_now, block.at_barrier);
+    if (int(block.at_barrier.size()) == block.live) {
+        release(*launch_now, block.at_barrier);
+        draw_priorities(*launch_now, block);
+    }
     yield();
 }
 
