@@ -13,10 +13,16 @@ WORK=build/cuda
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
 find_python312() {
-  command -v python3.12 && return
-  local root
+  # A pyenv shim on PATH can exist and still refuse to run ("python3.12: command not found" when 3.12 is not the
+  # selected version), so each candidate must run and be 3.12; pyenv's own installs come first.
+  local root cand
   root=$( (command -v pyenv >/dev/null && pyenv root) || echo "$HOME/.pyenv")
-  ls -d "$root"/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n 1
+  for cand in $(ls -d "$root"/versions/3.12*/bin/python3.12 2>/dev/null | sort -rV) $(command -v python3.12 || true); do
+    if "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; then
+      echo "$cand"
+      return
+    fi
+  done
 }
 
 PYTHON312=$(find_python312 || true)
