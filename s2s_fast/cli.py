@@ -81,6 +81,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML or JSON file of settings (names as below, with - or _); flags win")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output-dir from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an --output-dir that holds one, deleting that run's checkpoints, "
+                        "logs and evaluations")
     sections = {}
     for spec in SETTINGS:
         section = spec.metadata["section"]
@@ -96,12 +99,13 @@ def _train(args) -> int:
     explicit = read_config_file(args.config) if "config" in args else {}
     explicit = {key.replace("-", "_"): value for key, value in explicit.items()}
     flags = {key: value for key, value in vars(args).items() if key not in ("handler", "command", "config",
-                                                                             "resume")}
+                                                                             "resume", "overwrite")}
     if "model" in flags:
         flags["model"] = {**explicit.get("model", {}), **dict(flags["model"])}
     explicit.update(flags)
     config = TrainConfig.from_dict(explicit, args.config if "config" in args else "flags")
-    train(config, resume=getattr(args, "resume", False), explicit=explicit)
+    train(config, resume=getattr(args, "resume", False), explicit=explicit,
+          overwrite=getattr(args, "overwrite", False))
     return 0
 
 
@@ -126,11 +130,10 @@ def _decode(args) -> int:
 
     from .attention_plot import plot_attention
     from .backends import resolve_device
-    from .checkpoint import find_checkpoint, load_checkpoint
+    from .checkpoint import open_checkpoint
     from .inference import translate
 
-    checkpoint = find_checkpoint(args.run, args.checkpoint)
-    model, task, _ = load_checkpoint(checkpoint, resolve_device(args.device))
+    checkpoint, model, task, _ = open_checkpoint(args.run, args.checkpoint, resolve_device(args.device))
     lines = _read_inputs(args.input)
     sources = []
     for number, line in enumerate(lines, 1):
@@ -227,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model (g2p, parallel text, toy tasks)",
                                 argument_default=argparse.SUPPRESS,
-                                usage="%(prog)s [--config FILE] [--resume] [--task TASK] --output-dir DIR [options]",
+                                usage="%(prog)s [--config FILE] [--resume | --overwrite] [--task TASK] "
+                                      "--output-dir DIR [options]",
                                 description="Train a Seq2Seq model; settings come from task defaults, --config "
                                 "FILE and flags (flags win). Also runs under torchrun --nproc_per_node=N.")
     _add_train_arguments(train)

@@ -8,6 +8,9 @@ Resuming is exact: the data order is a function of (seed, epoch), and the checkp
 optimizer and scheduler states and every process's RNG states, so a run stopped at step k and resumed ends with the
 same weights as one that ran straight through (as long as the configuration is the same).
 
+Nothing saved is lost: process 0 holds the output directory's lock for the run's life, and a directory that holds
+a run's files is only used to resume that run or, told to, to replace it.
+
 Distributed: under torchrun (WORLD_SIZE > 1) each process takes every WORLD_SIZE-th batch of the common order and
 DistributedDataParallel averages gradients (see s2s_fast.distributed). Process 0 logs, evaluates and saves.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -26,18 +30,23 @@ from typing import Any, Callable
 import torch
 
 from .backends import resolve_device
-from .checkpoint import (is_better, load_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state,
-                         update_best, write_json_atomic)
+from .checkpoint import (CHECKPOINTS, is_better, load_checkpoint, load_trainer_state,
+                         repair_pointers, rng_state, save_checkpoint, set_rng_state)
 from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, Task, build_task, collate, example_length, load_task,
                    token_batches)
 from .distributed import Distributed, setup_distributed
-from .evaluate import evenly_spaced, score_items
+from .evaluate import EVALUATIONS, evenly_spaced, score_items
+from .files import locked_directory, write_json_atomic
 from .models import Seq2Seq, sequence_loss
 from .train_config import TrainConfig, resolve_run_config
-from .train_log import Logger, ThroughputMeter
+from .train_log import LOG_FILE, METRICS_FILE, Logger, ThroughputMeter
 
 # Offsets every process's seed so that dropout and sampling draws differ between processes.
 RANK_SEED_STRIDE = 7919
+CONFIG_FILE, VOCAB_DIR = "config.json", "vocab"
+# What a run leaves in its output directory: a directory holding any of them holds a run (vocab/ is only the
+# task's working copy, rewritten by every fresh start).
+RUN_FILES = (CONFIG_FILE, LOG_FILE, METRICS_FILE, CHECKPOINTS, EVALUATIONS)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -66,7 +75,7 @@ def sampling_rate_at(step: int, config: TrainConfig) -> float:
 @dataclass
 class Progress:
     """Where a run stands: optimizer steps taken, the epoch and the batch within it, the best dev score so far
-    ({"step", "value"}) with the evaluations since it, and whether early stopping has ended the run."""
+    ({"step", "value", "metrics"}) with the evaluations since it, and whether early stopping has ended the run."""
 
     step: int = 0
     epoch: int = 0
@@ -85,22 +94,46 @@ class TrainResult:
     output_dir: Path
 
 
-def train(config: TrainConfig, resume: bool = False, explicit: dict | None = None,
+def train(config: TrainConfig, resume: bool = False, explicit: dict | None = None, overwrite: bool = False,
           echo: Callable[[str], Any] = print) -> TrainResult:
     """Train (or, with resume, continue) the run described by ``config``; ``explicit`` names the settings the user
-    gave (they override a resumed run's saved configuration)."""
+    gave (they override a resumed run's saved configuration). A directory that holds another run's files is
+    refused unless ``resume`` continues that run or ``overwrite`` replaces it. Process 0 holds the output
+    directory's lock for the run's life: a second run there is refused, naming the holder's pid."""
     config.validate()
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")
     explicit = explicit if explicit is not None else config.to_dict()
     distributed, device = setup_distributed(resolve_device(config.device))
+    output_dir = Path(config.output_dir)
     threads = torch.get_num_threads()
     try:
-        config, start_checkpoint = resolve_run_config(config, explicit, resume)
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        return Trainer(config, start_checkpoint, device, distributed, echo).run()
+        with locked_directory(output_dir, "s2s-fast train") if distributed.main else nullcontext():
+            if distributed.main:
+                _claim_output_dir(output_dir, resume, overwrite)
+            config, start_checkpoint = resolve_run_config(config, explicit, resume)
+            if config.threads is not None:
+                torch.set_num_threads(config.threads)
+            return Trainer(config, start_checkpoint, device, distributed, echo).run()
     finally:
         torch.set_num_threads(threads)
         distributed.close()
+
+
+def _claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a directory that holds a run's files unless resuming it; with ``overwrite``, remove them instead."""
+    found = [name for name in RUN_FILES if (output_dir / name).exists()]
+    if resume or not found:
+        return
+    if not overwrite:
+        raise ValueError(f"{output_dir} already holds a training run ({', '.join(found)}); pass --resume to continue "
+                         "it, --overwrite to replace it, or choose another --output-dir")
+    for name in found:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 class Trainer:
@@ -111,12 +144,7 @@ class Trainer:
                  distributed: Distributed, echo: Callable[[str], Any]):
         self.config, self.device, self.distributed = config, device, distributed
         self.output_dir = Path(config.output_dir)
-        if distributed.main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-        distributed.barrier()
         self.log = Logger(self.output_dir, distributed.main, echo)
-        if distributed.main:
-            write_json_atomic(self.output_dir / "config.json", config.to_dict())
         self.model, self.task, trainer_state = self._load_or_build(start_checkpoint)
         self.model.to(device)
         self.pairs = self.task.training_pairs("train")
@@ -126,6 +154,8 @@ class Trainer:
         self.dev_items = self._dev_items()
         self.optimizer, self.scheduler = self._build_optimizer()
         self.progress = self._restore(trainer_state, start_checkpoint)
+        if distributed.main:
+            write_json_atomic(self.output_dir / CONFIG_FILE, config.to_dict())
         self.trained = distributed.wrap(self.model, device)
         use_bf16 = device.type == "cuda" and config.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
         self.use_bf16 = use_bf16 or (device.type == "cpu" and config.precision == "bf16")
@@ -142,7 +172,7 @@ class Trainer:
         if start_checkpoint is not None:
             model, task, _ = load_checkpoint(start_checkpoint, "cpu")
             return model.train(), task, load_trainer_state(start_checkpoint)
-        vocab_dir = self.output_dir / "vocab"
+        vocab_dir = self.output_dir / VOCAB_DIR
         if self.distributed.main:
             task = build_task(self.config.task, self.config.task_options(), vocab_dir)
             task.save(vocab_dir)
@@ -189,14 +219,34 @@ class Trainer:
             set_rng_state(state["rng"][rank], self.device)
         self.log(f"resumed from {start_checkpoint} at step {progress.step} (epoch {progress.epoch}, batch "
                  f"{progress.epoch_step} of it)")
+        if self.distributed.main:
+            for note in repair_pointers(self.output_dir, start_checkpoint, state, self.task):
+                self.log(f"note: {note}")
         return progress
 
     def run(self) -> TrainResult:
+        """Train until max_steps or early stopping."""
         config, progress = self.config, self.progress
         bar = self._progress_bar()
-        meter = ThroughputMeter()
         run_start, start_step = time.perf_counter(), progress.step
         self.model.train()
+        try:
+            self._train_steps(bar, run_start)
+        finally:
+            if bar is not None:
+                bar.close()
+        if progress.step == start_step and self.distributed.main:
+            self.log(f"nothing to do: the run is already at step {progress.step} (max_steps {config.max_steps})")
+        best = progress.best
+        best_line = f"; best dev {self.task.primary_metric} {best['value']:.4f} at step {best['step']}" if best else ""
+        self.log(f"done: step {progress.step}, {time.perf_counter() - run_start:,.0f} s this session{best_line}")
+        self.model.eval()
+        return TrainResult(self.model, progress.step, best, progress.stopped_early, self.output_dir)
+
+    def _train_steps(self, bar, run_start: float) -> None:
+        """The loop over epochs and their batches: a step, a throughput line when due, evaluate-and-checkpoint."""
+        config, progress = self.config, self.progress
+        meter = ThroughputMeter()
         while progress.step < config.max_steps and not progress.stopped_early:
             batches = self._epoch_batches()
             while progress.epoch_step < len(batches) and progress.step < config.max_steps:
@@ -216,15 +266,6 @@ class Trainer:
                     break
             if progress.epoch_step >= len(batches):
                 progress.epoch, progress.epoch_step = progress.epoch + 1, 0
-        if bar is not None:
-            bar.close()
-        if progress.step == start_step and self.distributed.main:
-            self.log(f"nothing to do: the run is already at step {progress.step} (max_steps {config.max_steps})")
-        best = progress.best
-        best_line = f"; best dev {self.task.primary_metric} {best['value']:.4f} at step {best['step']}" if best else ""
-        self.log(f"done: step {progress.step}, {time.perf_counter() - run_start:,.0f} s this session{best_line}")
-        self.model.eval()
-        return TrainResult(self.model, progress.step, best, progress.stopped_early, self.output_dir)
 
     def _progress_bar(self):
         """A tqdm bar on process 0 when asked for (auto: on a terminal), with log lines written above it; else None."""
@@ -282,34 +323,34 @@ class Trainer:
         config, progress = self.config, self.progress
         last_step = progress.step == config.max_steps
         is_eval_step = bool(self.dev_items) and (progress.step % config.eval_every == 0 or last_step)
-        metrics = None
+        is_save_step = progress.step % config.save_every == 0 or last_step
         if is_eval_step:
-            metrics = self._evaluate_dev() if self.distributed.main else None
+            if self.distributed.main:
+                self._evaluate_dev()
             progress.best, progress.evals_since_best = self.distributed.broadcast(
                 (progress.best, progress.evals_since_best))
             progress.stopped_early = config.patience > 0 and progress.evals_since_best >= config.patience
             self.model.train()
-        if is_eval_step or progress.step % config.save_every == 0 or last_step or progress.stopped_early:
-            self._save(is_eval_step, metrics)
+        if is_eval_step or is_save_step or progress.stopped_early:
+            self._save()
 
-    def _evaluate_dev(self) -> dict:
+    def _evaluate_dev(self) -> None:
         progress, task = self.progress, self.task
         started = time.perf_counter()
         metrics, _ = score_items(self.model, task, self.dev_items, beam_size=self.config.eval_beam_size)
         value = metrics[task.primary_metric]
         improved = is_better(value, progress.best["value"] if progress.best else None, task.higher_is_better)
         if improved:
-            progress.best, progress.evals_since_best = {"step": progress.step, "value": value}, 0
+            progress.best, progress.evals_since_best = {"step": progress.step, "value": value, "metrics": metrics}, 0
         else:
             progress.evals_since_best += 1
         self.log(f"dev step {progress.step}: {task.format_metrics(metrics)} ({len(self.dev_items)} examples, "
                  f"{time.perf_counter() - started:.1f} s){'  new best' if improved else ''}")
         self.log.event(kind="dev", step=progress.step, **metrics, best=improved)
-        return metrics
 
-    def _save(self, is_eval_step: bool, metrics: dict | None) -> None:
-        """Checkpoint the run (every process sends its RNG state; process 0 writes), and move best.json to it when
-        this step's dev score is the new best."""
+    def _save(self) -> None:
+        """Checkpoint the run (every process sends its RNG state; process 0 writes); best.json moves to it when this
+        step's dev score is the new best."""
         progress = self.progress
         rng = self.distributed.all_gather(rng_state(self.device))
         trainer_state = {"step": progress.step, "epoch": progress.epoch, "epoch_step": progress.epoch_step,
@@ -318,8 +359,5 @@ class Trainer:
                          "world_size": self.distributed.world}
         if not self.distributed.main:
             return
-        checkpoint = save_checkpoint(self.output_dir, progress.step, self.model, self.task, self.config.to_dict(),
-                                     trainer_state, self.config.keep_checkpoints)
-        if is_eval_step and progress.best is not None and progress.best["step"] == progress.step:
-            update_best(self.output_dir, checkpoint, self.task.primary_metric, progress.best["value"],
-                        self.task.higher_is_better, {"metrics": metrics})
+        save_checkpoint(self.output_dir, progress.step, self.model, self.task, self.config.to_dict(), trainer_state,
+                        self.config.keep_checkpoints)

@@ -19,8 +19,9 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import CHECKPOINTS, LATEST, TRAIN_CONFIG, find_checkpoint
+from .checkpoint import CHECKPOINTS, TRAIN_CONFIG, latest_checkpoint
 from .data import TASK_NAMES, check_task_name
+from .files import read_json
 from .models import PRESETS, Seq2SeqConfig, preset_config
 
 LR_SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
@@ -53,11 +54,13 @@ def setting(default, help: str, *, section: str, check: str | None = None, choic
         task_defaults: {"g2p": ..., "parallel": ..., "toy": ...}, the value a run of that task gets when unset.
         unset: what a default of None means, for the help (e.g. "no cap").
         fixed_on_resume: the setting defines the model or its data, so a resumed run must keep it.
-        task_option: the task reads it (passed to s2s_fast.data.build_task).
+        task_option: the task reads it (passed to s2s_fast.data.build_task). A resumed run reads the task saved
+            with its checkpoint, so a task option is fixed on resume too: a new value would be recorded, not used.
         metavar: the value's name in the help.
     """
     metadata = dict(help=help, section=section, check=check, choices=choices, task_defaults=task_defaults,
-                    unset=unset, fixed_on_resume=fixed_on_resume, task_option=task_option, metavar=metavar)
+                    unset=unset, fixed_on_resume=fixed_on_resume or task_option, task_option=task_option,
+                    metavar=metavar)
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -66,13 +69,12 @@ def setting(default, help: str, *, section: str, check: str | None = None, choic
 def _parallel_file(split: str, side: str) -> dataclasses.Field:
     """The setting naming one of the parallel task's text files, e.g. (train, src) -> train_src."""
     return setting(None, f"parallel: {split} {dict(src='source', tgt='target')[side]} sentences, one per line",
-                   section=DATA, metavar="FILE", fixed_on_resume=split == "train", task_option=True)
+                   section=DATA, metavar="FILE", task_option=True)
 
 
-def _toy_setting(default: int, help: str, fixed_on_resume: bool = True, check: str | None = "positive"):
-    """A setting of the toy tasks' data; most define the data, so a resumed run keeps them."""
-    return setting(default, f"toy tasks: {help}", section=DATA, check=check, fixed_on_resume=fixed_on_resume,
-                   task_option=True)
+def _toy_setting(default: int, help: str, check: str | None = "positive"):
+    """A setting of the toy tasks' data."""
+    return setting(default, f"toy tasks: {help}", section=DATA, check=check, task_option=True)
 
 
 @dataclass
@@ -90,22 +92,20 @@ class TrainConfig:
     test_src: str | None = _parallel_file("test", "src")
     test_tgt: str | None = _parallel_file("test", "tgt")
     src_spm: str | None = setting(None, "parallel: a trained sentencepiece model for the source", section=DATA,
-                                  unset="one trained on --train-src", metavar="MODEL", fixed_on_resume=True,
-                                  task_option=True)
+                                  unset="one trained on --train-src", metavar="MODEL", task_option=True)
     tgt_spm: str | None = setting(None, "parallel: a trained sentencepiece model for the target", section=DATA,
-                                  unset="one trained on --train-tgt", metavar="MODEL", fixed_on_resume=True,
-                                  task_option=True)
+                                  unset="one trained on --train-tgt", metavar="MODEL", task_option=True)
     spm_vocab_size: int = setting(8000, "parallel: pieces per trained sentencepiece model", section=DATA,
-                                  check="positive", fixed_on_resume=True, task_option=True)
+                                  check="positive", task_option=True)
     spm_model_type: str = setting("unigram", "parallel: the kind of sentencepiece model trained", section=DATA,
-                                  choices=SPM_MODEL_TYPES, fixed_on_resume=True, task_option=True)
+                                  choices=SPM_MODEL_TYPES, task_option=True)
     max_length: int = setting(100, "parallel: drop training pairs longer than this (in pieces)", section=DATA,
-                              check="positive", fixed_on_resume=True, task_option=True)
+                              check="positive", task_option=True)
     toy_symbols: int = _toy_setting(10, "distinct symbols")
     toy_min_len: int = _toy_setting(3, "shortest sequence")
     toy_max_len: int = _toy_setting(12, "longest sequence")
     toy_train_size: int = _toy_setting(20000, "training sequences")
-    toy_eval_size: int = _toy_setting(500, "dev and test sequences", fixed_on_resume=False)
+    toy_eval_size: int = _toy_setting(500, "dev and test sequences")
     toy_seed: int = _toy_setting(0, "data seed", check=None)
 
     preset: str | None = setting(None, "model preset from s2s_fast.models.PRESETS; toy tasks without one get a "
@@ -279,17 +279,13 @@ def read_config_file(path: str) -> dict:
 def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tuple[TrainConfig, Path | None]:
     """The resolved configuration of a run and, when resuming, the checkpoint to start from; ``explicit`` holds the
     settings the user gave, which override a resumed run's saved configuration."""
-    output_dir = Path(config.output_dir)
-    has_checkpoint = (output_dir / CHECKPOINTS / LATEST).is_file()
     if not resume:
-        if has_checkpoint:
-            raise ValueError(f"{output_dir} already holds a training run; pass --resume to continue it or choose "
-                             "another --output-dir")
         return config.with_task_defaults(), None
-    if not has_checkpoint:
+    output_dir = Path(config.output_dir)
+    checkpoint = latest_checkpoint(output_dir / CHECKPOINTS)
+    if checkpoint is None:
         raise ValueError(f"--resume: {output_dir} holds no checkpoint to resume from")
-    checkpoint = find_checkpoint(output_dir, "last")
-    saved = json.loads((checkpoint / TRAIN_CONFIG).read_text())
+    saved = read_json(checkpoint / TRAIN_CONFIG)
     saved["output_dir"] = str(output_dir)
     changed = [name for name in FIXED_ON_RESUME if name in explicit and explicit[name] != saved.get(name)]
     if changed:
