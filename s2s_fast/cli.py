@@ -1,9 +1,9 @@
 """The s2s-fast command line (also ``python -m s2s_fast``): train, decode, evaluate, demo, bench.
 
 Exit status, the same for every command: 0 on success; 1 when the command stops on an error in what it was given
-(missing files, misaligned data, bad settings, a benchmark filter that matches nothing), after one line on stderr
-(set S2S_FAST_DEBUG=1 to see the traceback instead); 2 when the command line itself does not parse (argparse's usage
-error); 130 when interrupted.
+(missing or damaged files, misaligned data, bad settings, a backend that cannot run here, a benchmark filter that
+is not a regular expression or matches nothing), after one line on stderr (set S2S_FAST_DEBUG=1 to see the traceback
+instead); 2 when the command line itself does not parse (argparse's usage error); 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ import sys
 import typing
 from pathlib import Path
 
+from .backends import BackendError
 from .data import SPLITS
+
+# What a command stops on after one line: errors in what it was given (files, settings, inputs, a backend that
+# cannot run here). Any other exception is a bug: its traceback shows.
+EXPECTED_ERRORS = (ValueError, OSError, BackendError)
 
 
 def _demo(args) -> int:
@@ -110,13 +115,19 @@ def _train(args) -> int:
 
 
 def _read_inputs(path: str | None) -> list[str]:
+    from .files import read_text
+
     if path is None or path == "-":
-        lines, name = sys.stdin.read().splitlines(), "stdin"
+        name = "stdin"
+        try:
+            lines = sys.stdin.read().splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"stdin: not UTF-8 text ({error.reason} at byte {error.start})") from None
     else:
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"{path}: no such input file")
-        lines, name = file.read_text(encoding="utf-8").splitlines(), path
+        lines, name = read_text(file).splitlines(), path
     for number, line in enumerate(lines, 1):
         if not line.strip():
             raise ValueError(f"{name}:{number}: empty line (one input per line)")
@@ -262,10 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, OSError) as error:
+    except EXPECTED_ERRORS as error:
         if os.environ.get("S2S_FAST_DEBUG"):
             raise
-        print(f"s2s-fast {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"s2s-fast {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"s2s-fast {args.command}: interrupted", file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .checkpoint import CHECKPOINTS, TRAIN_CONFIG, latest_checkpoint
 from .data import TASK_NAMES, check_task_name
-from .files import read_json
+from .files import read_json, read_text
 from .models import PRESETS, Seq2SeqConfig, preset_config
 
 LR_SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
@@ -264,7 +264,7 @@ def read_config_file(path: str) -> dict:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
-    text = file.read_text()
+    text = read_text(file)
     try:
         values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
