@@ -2,8 +2,9 @@
 
 Exit status, the same for every command: 0 on success; 1 when the command stops on an error in what it was given
 (missing or damaged files, misaligned data, bad settings, a backend that cannot run here, a benchmark filter that
-is not a regular expression or matches nothing), after one line on stderr (set S2S_FAST_DEBUG=1 to see the traceback
-instead); 2 when the command line itself does not parse (argparse's usage error); 130 when interrupted.
+is not a regular expression or matches nothing, a training loss that is no longer finite), after one line on stderr
+(set S2S_FAST_DEBUG=1 to see the traceback instead); 2 when the command line itself does not parse (argparse's usage
+error); 130 on SIGINT (Ctrl-C) and 143 on SIGTERM (train saves a checkpoint first).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import typing
 from pathlib import Path
@@ -20,8 +22,9 @@ from .backends import BackendError
 from .data import SPLITS
 
 # What a command stops on after one line: errors in what it was given (files, settings, inputs, a backend that
-# cannot run here). Any other exception is a bug: its traceback shows.
-EXPECTED_ERRORS = (ValueError, OSError, BackendError)
+# cannot run here) and a training run whose loss stopped being finite. Any other exception is a bug: its traceback
+# shows.
+EXPECTED_ERRORS = (ValueError, OSError, BackendError, FloatingPointError)
 
 
 def _demo(args) -> int:
@@ -279,9 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"s2s-fast {args.command}: error: {message}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"s2s-fast {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C, or train's TrainingInterrupted after it saved a checkpoint: 128 + the signal, as a shell reports.
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        print(f"s2s-fast {args.command}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ optimizer and scheduler states and every process's RNG states, so a run stopped 
 same weights as one that ran straight through (as long as the configuration is the same).
 
 Nothing saved is lost: process 0 holds the output directory's lock for the run's life, and a directory that holds
-a run's files is only used to resume that run or, told to, to replace it.
+a run's files is only used to resume that run or, told to, to replace it. A loss or weights that stop being finite
+end the run (NonFiniteLoss) before anything of them is scored or saved; SIGINT and SIGTERM end the step, save a
+checkpoint and raise TrainingInterrupted.
 
 Distributed: under torchrun (WORLD_SIZE > 1) each process takes every WORLD_SIZE-th batch of the common order and
 DistributedDataParallel averages gradients (see s2s_fast.distributed). Process 0 logs, evaluates and saves.
@@ -20,7 +22,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,7 +34,7 @@ from typing import Any, Callable
 import torch
 
 from .backends import resolve_device
-from .checkpoint import (CHECKPOINTS, is_better, load_checkpoint, load_trainer_state,
+from .checkpoint import (CHECKPOINTS, checkpoint_name, is_better, load_checkpoint, load_trainer_state,
                          repair_pointers, rng_state, save_checkpoint, set_rng_state)
 from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, Task, build_task, collate, example_length, load_task,
                    token_batches)
@@ -70,6 +74,48 @@ def sampling_rate_at(step: int, config: TrainConfig) -> float:
     if config.sampling_warmup_steps == 0:
         return config.sampling_rate
     return config.sampling_rate * min(1.0, step / config.sampling_warmup_steps)
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Training stopped because the loss or the weights stopped being finite numbers."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM (``signum``) after saving a checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopRequests:
+    """While the block runs, SIGINT and SIGTERM only record that a stop was asked for (``signal``, 0 while none),
+    so that training stops at the end of a step; the first one puts the previous handlers back, so a second acts
+    at once (Ctrl-C twice raises KeyboardInterrupt). Off the main thread, where Python delivers no signals, it
+    does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal = 0
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._record) for signum in self.SIGNALS}
+        return self
+
+    def _record(self, signum: int, frame) -> None:
+        self.signal = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __exit__(self, *exception) -> None:
+        self._restore()
 
 
 @dataclass
@@ -154,6 +200,11 @@ class Trainer:
         self.dev_items = self._dev_items()
         self.optimizer, self.scheduler = self._build_optimizer()
         self.progress = self._restore(trainer_state, start_checkpoint)
+        # The step of the last checkpoint on disk (None: none yet), and the signal (0: none) every process agreed
+        # to stop on.
+        self.saved_step = self.progress.step if start_checkpoint is not None else None
+        self.stop_signal = 0
+        self.stop_requests = StopRequests()
         if distributed.main:
             write_json_atomic(self.output_dir / CONFIG_FILE, config.to_dict())
         self.trained = distributed.wrap(self.model, device)
@@ -225,13 +276,15 @@ class Trainer:
         return progress
 
     def run(self) -> TrainResult:
-        """Train until max_steps or early stopping."""
+        """Train until max_steps or early stopping. A non-finite loss or weights raise NonFiniteLoss (the last good
+        checkpoint stays); SIGINT or SIGTERM end the step, save a checkpoint and raise TrainingInterrupted."""
         config, progress = self.config, self.progress
         bar = self._progress_bar()
         run_start, start_step = time.perf_counter(), progress.step
         self.model.train()
         try:
-            self._train_steps(bar, run_start)
+            with self.stop_requests:
+                self._train_steps(bar, run_start)
         finally:
             if bar is not None:
                 bar.close()
@@ -259,6 +312,8 @@ class Trainer:
                 if progress.step % config.log_every == 0 or progress.step == config.max_steps:
                     self._log_throughput(meter, bar, run_start)
                 self._evaluate_and_checkpoint()
+                if self.stop_signal:
+                    self._stop_on_signal()
                 if progress.stopped_early:
                     self.log(f"early stop at step {progress.step}: no improvement in {config.patience} evaluations; "
                              f"best {self.task.primary_metric} {progress.best['value']:.4f} at step "
@@ -298,13 +353,46 @@ class Trainer:
             loss = sequence_loss(logits, batch.tgt_out, PAD_ID, label_smoothing=config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        value = float(loss.detach())
+        # Every process learns whether any loss was not finite and whether any process was asked to stop.
+        diverged, self.stop_signal = self.distributed.max_of([int(not math.isfinite(value)),
+                                                               self.stop_requests.signal], self.device)
+        if diverged:
+            self._stop_diverged(progress.step + 1, f"the loss is {value}" if not math.isfinite(value) else
+                                "the loss is not finite on another process")
         if config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:
+            # AdamW's step size lr / (1 - beta1 ** t) beyond float32's range (an lr near 1e38) stops torch itself.
+            if "overflow" not in str(error):
+                raise
+            lr = self.scheduler.get_last_lr()[0]
+            self._stop_diverged(progress.step + 1, f"the update overflows ({error}; lr {lr:.2e})")
         self.scheduler.step()
         progress.step += 1
         progress.epoch_step += 1
-        return float(loss.detach())
+        return value
+
+    def _stop_diverged(self, step: int, what: str) -> None:
+        """Raise NonFiniteLoss, after a line in the log, leaving the checkpoints as they are."""
+        kept = (f"the last good checkpoint, {checkpoint_name(self.saved_step)}, stays" if self.saved_step is not None
+                else "no checkpoint was saved")
+        message = (f"step {step}: {what}; training stopped and {kept}. Lower --lr, raise --warmup-steps or clip "
+                   "gradients (--clip-norm)")
+        self.log(message)
+        raise NonFiniteLoss(message)
+
+    def _stop_on_signal(self) -> None:
+        """Save a checkpoint of this step (unless it was just saved), then raise TrainingInterrupted."""
+        if self.saved_step != self.progress.step:
+            self._check_finite_weights()
+            self._save()
+        name = signal.Signals(self.stop_signal).name
+        self.log(f"{name} at step {self.progress.step}: checkpoint {checkpoint_name(self.progress.step)} saved; "
+                 f"continue with s2s-fast train --output-dir {self.output_dir} --resume")
+        raise TrainingInterrupted(self.stop_signal)
 
     def _log_throughput(self, meter: ThroughputMeter, bar, run_start: float) -> None:
         mean_loss, tokens_per_second = meter.read(self.distributed)
@@ -324,6 +412,8 @@ class Trainer:
         last_step = progress.step == config.max_steps
         is_eval_step = bool(self.dev_items) and (progress.step % config.eval_every == 0 or last_step)
         is_save_step = progress.step % config.save_every == 0 or last_step
+        if is_eval_step or is_save_step:
+            self._check_finite_weights()
         if is_eval_step:
             if self.distributed.main:
                 self._evaluate_dev()
@@ -333,6 +423,11 @@ class Trainer:
             self.model.train()
         if is_eval_step or is_save_step or progress.stopped_early:
             self._save()
+
+    def _check_finite_weights(self) -> None:
+        """Before weights are scored or saved: an update that made them NaN or infinite stops the run."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            self._stop_diverged(self.progress.step, "the update made the weights NaN or infinite")
 
     def _evaluate_dev(self) -> None:
         progress, task = self.progress, self.task
@@ -357,6 +452,7 @@ class Trainer:
                          "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                          "rng": rng, "best": progress.best, "evals_since_best": progress.evals_since_best,
                          "world_size": self.distributed.world}
+        self.saved_step = progress.step
         if not self.distributed.main:
             return
         save_checkpoint(self.output_dir, progress.step, self.model, self.task, self.config.to_dict(), trainer_state,

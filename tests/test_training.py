@@ -1,4 +1,5 @@
-"""Training: schedules, scheduled sampling, exact resume, atomic checkpoints, best-on-dev, early stopping."""
+"""Training: schedules, scheduled sampling, exact resume, atomic checkpoints, best-on-dev, early stopping, a loss
+that stops being finite, and SIGINT / SIGTERM."""
 
 import json
 
@@ -170,3 +171,107 @@ def test_trains_resumes_and_decodes_on_a_gpu(tmp_path):
     assert greedy == model.generate(src, lengths, beam_size=1, max_len=12)
     vocab = model.config.tgt_vocab_size
     assert len(greedy) == 6 and all(0 <= token < vocab for tokens in greedy for token in tokens)
+
+
+def test_a_non_finite_loss_stops_training_and_leaves_the_last_good_checkpoint_best(tmp_path, monkeypatch):
+    """The loss turns NaN at step 5: training stops there with NonFiniteLoss, before any update; the step-4
+    checkpoint stays latest and best.json names a finite score."""
+    import s2s_fast.train as training
+
+    run = tmp_path / "run"
+    real_loss = training.sequence_loss
+    calls = []
+
+    def nan_at_step_5(*args, **kwargs):
+        calls.append(None)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(training, "sequence_loss", nan_at_step_5)
+    with pytest.raises(training.NonFiniteLoss, match=r"step 5: the loss is nan; training stopped and the last good "
+                                                     r"checkpoint, step-00000004, stays"):
+        train(TrainConfig(output_dir=str(run), max_steps=10, eval_every=2, **TINY), **QUIET)
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 4
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["step"] in (2, 4) and best["value"] == best["value"]
+    model, _, _ = ckpt.load_checkpoint(ckpt.find_checkpoint(run, "last"))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "step 5: the loss is nan" in (run / "train.log").read_text()
+
+
+def test_weights_made_infinite_by_an_update_are_never_saved_or_scored(tmp_path, monkeypatch):
+    import s2s_fast.train as training
+
+    run = tmp_path / "run"
+    real_step = torch.optim.AdamW.step
+
+    def step_then_poison(self, *args, **kwargs):
+        result = real_step(self, *args, **kwargs)
+        if self.state[self.param_groups[0]["params"][0]]["step"] == 3:
+            self.param_groups[0]["params"][0].data.fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_poison)
+    with pytest.raises(training.NonFiniteLoss, match=r"step 3: the update made the weights NaN or infinite"):
+        train(TrainConfig(output_dir=str(run), max_steps=10, eval_every=3, save_every=1, **TINY), **QUIET)
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
+    assert not (run / "checkpoints" / "best.json").exists() and not (run / "metrics.jsonl").exists()
+
+
+def test_a_huge_learning_rate_stops_in_one_line_through_the_cli(tmp_path, capsys):
+    from s2s_fast.cli import main
+
+    for lr in ("1e30", "1e38"):
+        code = main(["train", "--output-dir", str(tmp_path / lr), "--max-steps", "10", "--eval-every", "2",
+                     "--warmup-steps", "0", "--clip-norm", "0", "--lr", lr, "--task", "reverse", "--toy-train-size",
+                     "300", "--batch-tokens", "160", "--device", "cpu", "--progress", "off"])
+        err = capsys.readouterr().err
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "training stopped" in err, err
+        assert not (tmp_path / lr / "checkpoints" / "best.json").exists()
+
+
+def test_a_stop_request_is_recorded_once_then_signals_act_as_before():
+    import os
+    import signal
+
+    from s2s_fast.train import StopRequests
+
+    with StopRequests() as requests:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert requests.signal == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_sigint_and_sigterm_save_a_checkpoint_then_exit_128_plus_the_signal(tmp_path, signum, code):
+    """Through the console script (python -m s2s_fast), with saves every 100000 steps: the signal still leaves a
+    checkpoint of the step it interrupted, and --resume continues from it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "s2s_fast", "train", "--output-dir", str(run), "--task", "reverse",
+               "--toy-train-size", "300", "--batch-tokens", "160", "--device", "cpu", "--threads", "1", "--progress",
+               "off", "--log-every", "1", "--eval-every", "0", "--save-every", "100000", "--max-steps", "100000",
+               "--model", "hidden_size=16", "--model", "embed_dim=8"]
+    trainer = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (run / "train.log").exists() or "step 3 " not in (run / "train.log").read_text():
+        assert trainer.poll() is None and time.monotonic() < deadline, trainer.communicate()
+        time.sleep(0.05)
+    trainer.send_signal(getattr(signal, signum))
+    out, err = trainer.communicate(timeout=60)
+    assert trainer.returncode == code and f"interrupted ({signum})" in err, err
+    step = json.loads((run / "checkpoints" / "latest.json").read_text())["step"]
+    assert step >= 3 and f"{signum} at step {step}: checkpoint step-{step:08d} saved" in out
+    ckpt.load_checkpoint(ckpt.find_checkpoint(run, "last"))
+    resumed = subprocess.run([*command[:6], "--resume", "--max-steps", str(step + 1)], cwd=root, capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 0 and f"at step {step} " in resumed.stdout and f"done: step {step + 1}" in (
+        resumed.stdout), resumed.stderr
