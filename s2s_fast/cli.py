@@ -102,16 +102,15 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train(args) -> int:
     from .train import train
-    from .train_config import TrainConfig, read_config_file
+    from .train_config import TrainConfig, read_config_file, read_settings
 
-    explicit = read_config_file(args.config) if "config" in args else {}
-    explicit = {key.replace("-", "_"): value for key, value in explicit.items()}
+    explicit = read_settings(read_config_file(args.config), args.config) if "config" in args else {}
     flags = {key: value for key, value in vars(args).items() if key not in ("handler", "command", "config",
                                                                              "resume", "overwrite")}
     if "model" in flags:
         flags["model"] = {**explicit.get("model", {}), **dict(flags["model"])}
     explicit.update(flags)
-    config = TrainConfig.from_dict(explicit, args.config if "config" in args else "flags")
+    config = TrainConfig.from_dict(explicit, "flags")
     train(config, resume=getattr(args, "resume", False), explicit=explicit,
           overwrite=getattr(args, "overwrite", False))
     return 0
