@@ -260,6 +260,7 @@ class Trainer:
             return Progress()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._use_configured_hyperparameters()
         progress = Progress(state["step"], state["epoch"], state["epoch_step"], state["best"],
                             state["evals_since_best"])
         if state["world_size"] != self.distributed.world:
@@ -274,6 +275,16 @@ class Trainer:
             for note in repair_pointers(self.output_dir, start_checkpoint, state, self.task):
                 self.log(f"note: {note}")
         return progress
+
+    def _use_configured_hyperparameters(self) -> None:
+        """Replace the lr, betas and weight decay that a checkpoint's optimizer and scheduler states carry by this
+        run's settings: the same values unless the user changed them on resume, and then the ones config.json
+        records."""
+        config = self.config
+        self.scheduler.base_lrs = [config.lr] * len(self.optimizer.param_groups)
+        lr = config.lr * lr_factor(self.scheduler.last_epoch, config)
+        for group, weight_decay in zip(self.optimizer.param_groups, (config.weight_decay, 0.0)):
+            group.update(lr=lr, initial_lr=config.lr, betas=tuple(config.adam_betas), weight_decay=weight_decay)
 
     def run(self) -> TrainResult:
         """Train until max_steps or early stopping. A non-finite loss or weights raise NonFiniteLoss (the last good

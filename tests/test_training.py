@@ -82,6 +82,22 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
               explicit={"max_steps": 30, "batch_tokens": 99}, **QUIET)
 
 
+def test_resume_uses_a_changed_lr_betas_and_weight_decay_as_config_json_records_them(tmp_path):
+    """The optimizer and scheduler states of a checkpoint carry the saved run's lr, betas and weight decay; settings
+    a user changes on resume replace them instead of being recorded and ignored."""
+    run = tmp_path / "run"
+    common = dict(TINY, output_dir=str(run), eval_every=0, lr_schedule="constant", warmup_steps=0)
+    train(TrainConfig(max_steps=4, save_every=4, **common), **QUIET)
+    changed = {"max_steps": 8, "lr": 5e-4, "adam_betas": [0.8, 0.95], "weight_decay": 0.1}
+    train(TrainConfig(**{**common, **changed}), resume=True, explicit=changed, **QUIET)
+    recorded = json.loads((run / "config.json").read_text())
+    assert {name: recorded[name] for name in changed} == changed
+    groups = ckpt.load_trainer_state(ckpt.find_checkpoint(run, "last"))["optimizer"]["param_groups"]
+    assert [(g["lr"], tuple(g["betas"]), g["weight_decay"]) for g in groups] == [(5e-4, (0.8, 0.95), 0.1),
+                                                                               (5e-4, (0.8, 0.95), 0.0)]
+    assert [event["lr"] for event in _events(run, "train") if event["step"] > 4] == [5e-4]
+
+
 def test_crash_during_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
     result = train(TrainConfig(output_dir=str(run), max_steps=4, eval_every=0, save_every=4, **TINY), **QUIET)
