@@ -136,9 +136,10 @@ def repair_pointers(output_dir: Path, checkpoint: Path, trainer_state: dict, tas
         notes.append(f"the best checkpoint the run recorded, {wanted['checkpoint']}, is gone: --checkpoint best "
                      "serves the last one until a better one is saved")
         wanted = None
+    elif wanted is None and current is not None:
+        notes.append(f"best.json no longer names {current['checkpoint']}, which this run has not reached")
     if wanted is None and current is not None:
         (root / BEST).unlink()
-        notes.append(f"best.json no longer names {current['checkpoint']}, which this run has not reached")
     elif wanted is not None and (current is None or current["checkpoint"] != wanted["checkpoint"]):
         write_json_atomic(root / BEST, wanted)
         notes.append(f"best.json now names {wanted['checkpoint']}, the best the run recorded")
@@ -210,15 +211,14 @@ def open_checkpoint(path: str | Path, which: str = "best",
     """(checkpoint directory, model, task, training configuration) of the checkpoint ``find_checkpoint`` names.
     When a run training in ``path`` meanwhile prunes that checkpoint, this follows the pointer to its successor."""
     checkpoint = find_checkpoint(path, which)
-    for _ in range(MAX_RELOADS):
+    for attempt in range(MAX_RELOADS):
         try:
             return (checkpoint, *load_checkpoint(checkpoint, device))
         except FileNotFoundError:
             moved = find_checkpoint(path, which)
-            if moved == checkpoint:
+            if moved == checkpoint or attempt == MAX_RELOADS - 1:
                 raise
             checkpoint = moved
-    return (checkpoint, *load_checkpoint(checkpoint, device))
 
 
 def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[Seq2Seq, Task, dict]:
@@ -237,6 +237,8 @@ def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tup
     try:
         load_model(model, str(weights))
     except (SafetensorError, RuntimeError) as error:
+        if not weights.is_file():  # removed meanwhile (pruned by a run that is training): not damage
+            raise FileNotFoundError(f"{weights}: removed while it was read") from None
         raise ValueError(f"{weights}: damaged, or not the weights {config_path.name} describes "
                          f"({_one_line(error)})") from None
     if not all(bool(torch.isfinite(value).all()) for value in model.state_dict().values()):

@@ -230,6 +230,21 @@ def test_a_reader_follows_a_checkpoint_the_training_run_prunes_while_it_loads(tm
     monkeypatch.setattr(ckpt, "load_task", training_saves_and_prunes_meanwhile)
     checkpoint, model, task, _ = ckpt.open_checkpoint(run, "last")
     assert checkpoint.name == "step-00000003" and not (run / "checkpoints" / "step-00000002").exists()
+    monkeypatch.undo()
+
+    real_load_model = ckpt.load_model
+
+    def pruned_while_safetensors_maps_the_weights(model, filename, *args, **kwargs):
+        """As seen in a real race: safetensors read the header, then torch could not map the pruned file."""
+        if Path(filename).parent.name == "step-00000003":
+            state = ckpt.load_trainer_state(Path(filename).parent)
+            ckpt.save_checkpoint(run, 4, result.model, real_load_task(Path(filename).parent), {},
+                                 {**state, "step": 4})
+            raise RuntimeError(f"unable to open file <{filename}> in read-only mode: No such file or directory (2)")
+        return real_load_model(model, filename, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "load_model", pruned_while_safetensors_maps_the_weights)
+    assert ckpt.open_checkpoint(run, "last")[0].name == "step-00000004"
 
 
 def test_decoding_while_a_run_trains_and_prunes_never_fails(tmp_path, capsys):

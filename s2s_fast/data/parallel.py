@@ -60,6 +60,8 @@ def _processor(path: Path):
     try:
         return spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as error:
+        if not path.is_file():  # removed meanwhile (a checkpoint pruned by a run that is training): not damage
+            raise FileNotFoundError(f"{path}: removed while it was read") from None
         raise ValueError(f"{path}: not a sentencepiece model ({error})") from None
 
 
