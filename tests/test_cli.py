@@ -1,4 +1,5 @@
-"""The command line: help everywhere, the demo end to end on a tiny budget, bad arguments, the train flags."""
+"""The command line: help everywhere, the demo end to end on a tiny budget, bad arguments, the train flags and
+config files (through s2s_fast.cli.main, the console script's entry point, in this process)."""
 
 import dataclasses
 import json

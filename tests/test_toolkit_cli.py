@@ -1,4 +1,7 @@
-"""s2s-fast train / decode / evaluate end to end on tiny budgets, and clear messages for bad input."""
+"""s2s-fast train / decode / evaluate end to end on tiny budgets, and clear messages for bad input.
+
+Commands run through s2s_fast.cli.main, the console script's entry point, in this process; through python -m
+s2s_fast in a subprocess where the environment or a second process matters."""
 
 import io
 import json
