@@ -25,7 +25,7 @@ Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)``
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors and
 reference alone for CPU tensors, skipping a backend that is unavailable or whose limit check refuses the call; for a
 layer op it tries the fused backends' own layers before their cells in the reference time loop. An explicit choice
-that cannot serve the call raises ``RuntimeError`` saying why.
+that cannot serve the call raises ``BackendError`` (a ``RuntimeError``) saying why.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
 _context = threading.local()
 _loaded: dict[str, tuple] = {}
+
+
+class BackendError(RuntimeError):
+    """A backend cannot serve a call: it is unavailable on this device, or the call hits one of its limits."""
 
 
 def check_backend_name(name: str, source: str = "the backend argument") -> str:
@@ -183,7 +187,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
             if limit is None:
                 return name, impl
             reason = limit
-        raise RuntimeError(f"backend {name!r} cannot serve {op} on {device.type}: {reason}")
+        raise BackendError(f"backend {name!r} cannot serve {op} on {device.type}: {reason}")
     reasons = []
     for candidate, cell_loop in _auto_candidates(op, device):
         reason = unavailable_reason(candidate, device)
@@ -196,7 +200,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
                 return candidate, impl
             reason = limit
         reasons.append(f"{candidate}{' (cell loop)' if cell_loop else ''}: {reason}")
-    raise RuntimeError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
+    raise BackendError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
 
 
 def _auto_candidates(op: str, device: torch.device) -> list[tuple[str, bool]]:

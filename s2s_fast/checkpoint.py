@@ -4,26 +4,33 @@ Layout under a training run's output directory::
 
     checkpoints/step-00001000/   model.safetensors, model_config.json, task.json (vocabularies; sentencepiece
                                  models beside it), train_config.json, trainer_state.pt (optimizer, scheduler,
-                                 data order, every process's RNG states, early-stopping state)
+                                 data order, every process's RNG states, early-stopping state, the best so far)
     checkpoints/latest.json      {"checkpoint": "step-00001000", "step": 1000}
     checkpoints/best.json        {"checkpoint": ..., "step": ..., "metric": "wer", "value": 0.23, ...}
 
-A checkpoint is written into a hidden temporary directory, flushed to disk, then renamed into place; only then is a
-pointer file replaced (os.replace, atomic on POSIX). A crash at any moment leaves the previous pointers naming
-complete checkpoints. The best pointer only ever moves to a better value; the checkpoint it names is never pruned.
+Writing a checkpoint goes in an order that no crash can undo: the files go into a temporary directory of this
+process, are flushed to disk and renamed into place; then best.json moves to it if it is the new best, then
+latest.json; only then are old checkpoints pruned, and never one a pointer names. So a kill at any moment leaves
+pointers that name complete checkpoints, and the best checkpoint on disk is the one the trainer state records;
+a run that resumes rewrites the pointers from the state it resumes (``repair_pointers``).
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
-import os
+import math
+import pickle
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from .data import Task, load_task
+from .files import fsync_path, read_json, temporary_path, write_json_atomic
 from .models import Seq2Seq, Seq2SeqConfig
 
 CHECKPOINTS = "checkpoints"
@@ -31,87 +38,130 @@ LATEST, BEST = "latest.json", "best.json"
 MODEL_WEIGHTS, MODEL_CONFIG = "model.safetensors", "model_config.json"
 TRAIN_CONFIG, TRAINER_STATE = "train_config.json", "trainer_state.pt"
 PREFIX = "step-"
+TRAINER_STATE_KEYS = ("step", "epoch", "epoch_step", "optimizer", "scheduler", "rng", "best", "evals_since_best",
+                      "world_size")
+# How often a reader follows a pointer that moved while it loaded (a run training meanwhile pruned the checkpoint).
+MAX_RELOADS = 5
 
 
-def _fsync_path(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_json_atomic(path: Path, value) -> None:
-    """Write JSON to ``path`` so that readers see the old content or the new one, never a mix."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as file:
-        json.dump(value, file, indent=1)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    _fsync_path(path.parent)
-
-
-def _read_pointer(root: Path, name: str) -> dict | None:
-    path = root / name
-    return json.loads(path.read_text()) if path.is_file() else None
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
 
 
 def is_better(value: float, reference: float | None, higher_is_better: bool) -> bool:
+    """Whether a dev score beats the best so far (None: there is none yet); a score that is not finite never does."""
+    if not math.isfinite(value):
+        return False
     if reference is None:
         return True
     return value > reference if higher_is_better else value < reference
 
 
-def save_checkpoint(output_dir: Path, step: int, model: Seq2Seq, task: Task, train_config: dict,
-                    trainer_state: dict, keep_last: int = 1) -> Path:
-    """Write checkpoint ``step`` atomically, point latest.json at it, prune old ones; returns its directory."""
-    root = Path(output_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"{PREFIX}{step:08d}"
-    final = root / name
-    temporary = root / f".{name}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
-    save_model(model, str(temporary / MODEL_WEIGHTS))
-    (temporary / MODEL_CONFIG).write_text(json.dumps(model.config.to_dict(), indent=1) + "\n")
-    task.save(temporary)
-    (temporary / TRAIN_CONFIG).write_text(json.dumps(train_config, indent=1) + "\n")
-    torch.save(trainer_state, temporary / TRAINER_STATE)
-    for file in temporary.iterdir():
-        _fsync_path(file)
-    _fsync_path(temporary)
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
+
+
+def _write_checkpoint_dir(root: Path, name: str, model: Seq2Seq, task: Task, train_config: dict,
+                          trainer_state: dict) -> Path:
+    """Write checkpoint ``name`` in a temporary directory, flush it and rename it into place (replacing one of the
+    same name); on failure remove the temporary directory and, when the disk is full, say so."""
+    final, temporary = root / name, temporary_path(root / name)
+    try:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        save_model(model, str(temporary / MODEL_WEIGHTS))
+        (temporary / MODEL_CONFIG).write_text(json.dumps(model.config.to_dict(), indent=1) + "\n")
+        task.save(temporary)
+        (temporary / TRAIN_CONFIG).write_text(json.dumps(train_config, indent=1) + "\n")
+        # Serialised in memory, written by Python: a full disk then raises OSError(ENOSPC), not torch's
+        # "unexpected pos".
+        state = io.BytesIO()
+        torch.save(trainer_state, state)
+        (temporary / TRAINER_STATE).write_bytes(state.getbuffer())
+        for path in temporary.iterdir():
+            fsync_path(path)
+        fsync_path(temporary)
+    except Exception as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if _is_disk_full(error):
+            raise OSError(f"{root}: no space left on device while writing checkpoint {name}; the last good "
+                          "checkpoint stays (free some space, then continue with --resume)") from None
+        raise
     if final.exists():
-        stale = root / f".{name}.stale"
-        shutil.rmtree(stale, ignore_errors=True)
+        stale = temporary_path(final, "stale")
         final.rename(stale)
         temporary.rename(final)
         shutil.rmtree(stale)
     else:
         temporary.rename(final)
-    _fsync_path(root)
-    write_json_atomic(root / LATEST, {"checkpoint": name, "step": step})
-    prune(root, keep_last)
+    fsync_path(root)
     return final
 
 
-def update_best(output_dir: Path, checkpoint: Path, metric: str, value: float, higher_is_better: bool,
-                details: dict | None = None) -> bool:
-    """Point best.json at ``checkpoint`` if ``value`` beats the recorded best; returns whether it did."""
+def best_pointer(best: dict, task: Task) -> dict:
+    """best.json's content for the trainer state's best ({"step", "value", "metrics"})."""
+    return {"checkpoint": checkpoint_name(best["step"]), "step": best["step"], "metric": task.primary_metric,
+            "value": best["value"], "higher_is_better": task.higher_is_better, "metrics": best.get("metrics")}
+
+
+def save_checkpoint(output_dir: Path, step: int, model: Seq2Seq, task: Task, train_config: dict,
+                    trainer_state: dict, keep_last: int = 1) -> Path:
+    """Write checkpoint ``step`` atomically; point best.json at it when the trainer state's best is this step,
+    then latest.json; then prune old ones. Returns its directory."""
     root = Path(output_dir) / CHECKPOINTS
-    current = _read_pointer(root, BEST)
-    if current is not None and current.get("metric") == metric and not is_better(value, current["value"],
-                                                                                   higher_is_better):
-        return False
-    write_json_atomic(root / BEST, {"checkpoint": Path(checkpoint).name, "step": int(checkpoint.name[len(PREFIX):]),
-                                    "metric": metric, "value": value, "higher_is_better": higher_is_better,
-                                    **(details or {})})
-    return True
+    root.mkdir(parents=True, exist_ok=True)
+    checkpoint = _write_checkpoint_dir(root, checkpoint_name(step), model, task, train_config, trainer_state)
+    best = trainer_state.get("best")
+    if best is not None and best["step"] == step:
+        write_json_atomic(root / BEST, best_pointer(best, task))
+    write_json_atomic(root / LATEST, {"checkpoint": checkpoint.name, "step": step})
+    prune(root, keep_last)
+    return checkpoint
+
+
+def repair_pointers(output_dir: Path, checkpoint: Path, trainer_state: dict, task: Task) -> list[str]:
+    """Make latest.json name ``checkpoint`` (the one a run resumes from) and best.json the best its trainer state
+    records, as an uninterrupted run would have left them; returns a note per pointer changed."""
+    root, notes = Path(output_dir) / CHECKPOINTS, []
+    if _read_pointer(root, LATEST) != {"checkpoint": checkpoint.name, "step": trainer_state["step"]}:
+        write_json_atomic(root / LATEST, {"checkpoint": checkpoint.name, "step": trainer_state["step"]})
+        notes.append(f"latest.json now names {checkpoint.name}")
+    best, current = trainer_state["best"], _read_pointer(root, BEST)
+    wanted = best_pointer(best, task) if best is not None else None
+    if wanted is not None and not (root / wanted["checkpoint"] / MODEL_WEIGHTS).is_file():
+        notes.append(f"the best checkpoint the run recorded, {wanted['checkpoint']}, is gone: --checkpoint best "
+                     "serves the last one until a better one is saved")
+        wanted = None
+    elif wanted is None and current is not None:
+        notes.append(f"best.json no longer names {current['checkpoint']}, which this run has not reached")
+    if wanted is None and current is not None:
+        (root / BEST).unlink()
+    elif wanted is not None and (current is None or current["checkpoint"] != wanted["checkpoint"]):
+        write_json_atomic(root / BEST, wanted)
+        notes.append(f"best.json now names {wanted['checkpoint']}, the best the run recorded")
+    return notes
+
+
+def _read_pointer(root: Path, name: str) -> dict | None:
+    """A pointer file's content (None when absent); a damaged one raises ValueError naming it."""
+    path = root / name
+    if not path.is_file():
+        return None
+    pointer = read_json(path)
+    if not (isinstance(pointer, dict) and isinstance(pointer.get("checkpoint"), str)
+            and pointer["checkpoint"].startswith(PREFIX) and "/" not in pointer["checkpoint"]):
+        raise ValueError(f"{path}: damaged pointer file (no checkpoint name in it); delete it, and train --resume "
+                         "rewrites it")
+    return pointer
 
 
 def prune(root: Path, keep_last: int) -> None:
-    """Remove checkpoints other than the newest ``keep_last`` and those a pointer names, and leftover temporaries."""
+    """Remove checkpoints other than the newest ``keep_last`` and those a pointer names, and leftover temporaries
+    (the caller holds the run's lock, so no other process is writing them)."""
     protected = {pointer["checkpoint"] for pointer in (_read_pointer(root, LATEST), _read_pointer(root, BEST))
                  if pointer}
     steps = sorted(path for path in root.iterdir() if path.is_dir() and path.name.startswith(PREFIX))
@@ -119,8 +169,21 @@ def prune(root: Path, keep_last: int) -> None:
         if path.name not in protected:
             shutil.rmtree(path)
     for path in root.iterdir():
-        if path.is_dir() and path.name.startswith(".") and path.name.endswith((".tmp", ".stale")):
+        if not (path.name.startswith(".") and path.name.endswith((".tmp", ".stale"))):
+            continue
+        if path.is_dir():
             shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The checkpoint latest.json names; without latest.json, the newest checkpoint directory; None if neither."""
+    pointer = _read_pointer(root, LATEST)
+    if pointer is not None:
+        return root / pointer["checkpoint"]
+    steps = sorted(root.glob(f"{PREFIX}*")) if root.is_dir() else []
+    return steps[-1] if steps else None
 
 
 def find_checkpoint(path: str | Path, which: str = "best") -> Path:
@@ -136,29 +199,66 @@ def find_checkpoint(path: str | Path, which: str = "best") -> Path:
         raise FileNotFoundError(f"{path}: no such directory")
     root = path / CHECKPOINTS
     pointer = _read_pointer(root, BEST) if which == "best" else None
-    pointer = pointer or _read_pointer(root, LATEST)
-    if pointer is None:
+    checkpoint = root / pointer["checkpoint"] if pointer else latest_checkpoint(root)
+    if checkpoint is None:
         raise FileNotFoundError(f"{path} holds no checkpoint (expected {root / LATEST}); train with "
                                 f"s2s-fast train --output-dir {path}")
-    checkpoint = root / pointer["checkpoint"]
-    if not (checkpoint / MODEL_WEIGHTS).is_file():
-        raise FileNotFoundError(f"{checkpoint}: named by {root} but missing its weights")
     return checkpoint
 
 
+def open_checkpoint(path: str | Path, which: str = "best",
+                    device: torch.device | str = "cpu") -> tuple[Path, Seq2Seq, Task, dict]:
+    """(checkpoint directory, model, task, training configuration) of the checkpoint ``find_checkpoint`` names.
+    When a run training in ``path`` meanwhile prunes that checkpoint, this follows the pointer to its successor."""
+    checkpoint = find_checkpoint(path, which)
+    for attempt in range(MAX_RELOADS):
+        try:
+            return (checkpoint, *load_checkpoint(checkpoint, device))
+        except FileNotFoundError:
+            moved = find_checkpoint(path, which)
+            if moved == checkpoint or attempt == MAX_RELOADS - 1:
+                raise
+            checkpoint = moved
+
+
 def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[Seq2Seq, Task, dict]:
-    """(model in eval mode on ``device``, task, the training configuration as a dict) from a checkpoint directory."""
+    """(model in eval mode on ``device``, task, the training configuration as a dict) from a checkpoint directory.
+    A damaged file, or weights that are not finite, raise ValueError naming the file."""
     checkpoint = Path(checkpoint)
-    config = Seq2SeqConfig.from_dict(json.loads((checkpoint / MODEL_CONFIG).read_text()))
+    config_path, weights = checkpoint / MODEL_CONFIG, checkpoint / MODEL_WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: is {checkpoint} a checkpoint written by s2s-fast train?")
+    values = read_json(config_path)
+    try:
+        config = Seq2SeqConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{config_path}: damaged model configuration ({error})") from None
     model = Seq2Seq(config)
-    load_model(model, str(checkpoint / MODEL_WEIGHTS))
+    try:
+        load_model(model, str(weights))
+    except (SafetensorError, RuntimeError) as error:
+        if not weights.is_file():  # removed meanwhile (pruned by a run that is training): not damage
+            raise FileNotFoundError(f"{weights}: removed while it was read") from None
+        raise ValueError(f"{weights}: damaged, or not the weights {config_path.name} describes "
+                         f"({_one_line(error)})") from None
+    if not all(bool(torch.isfinite(value).all()) for value in model.state_dict().values()):
+        raise ValueError(f"{weights}: the weights hold NaN or infinity (the run diverged); use an earlier checkpoint")
     task = load_task(checkpoint)
-    train_config = json.loads((checkpoint / TRAIN_CONFIG).read_text())
+    train_config = read_json(checkpoint / TRAIN_CONFIG)
     return model.to(device).eval(), task, train_config
 
 
 def load_trainer_state(checkpoint: Path) -> dict:
-    return torch.load(Path(checkpoint) / TRAINER_STATE, map_location="cpu", weights_only=True)
+    """The trainer state saved in a checkpoint; a damaged file raises ValueError naming it."""
+    path = Path(checkpoint) / TRAINER_STATE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"{path}: damaged ({_one_line(error)})") from None
+    missing = [key for key in TRAINER_STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path}: not a trainer state (missing {', '.join(missing)})")
+    return state
 
 
 def rng_state(device: torch.device) -> dict:

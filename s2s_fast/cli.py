@@ -1,9 +1,10 @@
 """The s2s-fast command line (also ``python -m s2s_fast``): train, decode, evaluate, demo, bench.
 
 Exit status, the same for every command: 0 on success; 1 when the command stops on an error in what it was given
-(missing files, misaligned data, bad settings, a benchmark filter that matches nothing), after one line on stderr
+(missing or damaged files, misaligned data, bad settings, a backend that cannot run here, a benchmark filter that
+is not a regular expression or matches nothing, a training loss that is no longer finite), after one line on stderr
 (set S2S_FAST_DEBUG=1 to see the traceback instead); 2 when the command line itself does not parse (argparse's usage
-error); 130 when interrupted.
+error); 130 on SIGINT (Ctrl-C) and 143 on SIGTERM (train saves a checkpoint first).
 """
 
 from __future__ import annotations
@@ -12,11 +13,18 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import typing
 from pathlib import Path
 
+from .backends import BackendError
 from .data import SPLITS
+
+# What a command stops on after one line: errors in what it was given (files, settings, inputs, a backend that
+# cannot run here) and a training run whose loss stopped being finite. Any other exception is a bug: its traceback
+# shows.
+EXPECTED_ERRORS = (ValueError, OSError, BackendError, FloatingPointError)
 
 
 def _demo(args) -> int:
@@ -81,6 +89,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML or JSON file of settings (names as below, with - or _); flags win")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output-dir from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an --output-dir that holds one, deleting that run's checkpoints, "
+                        "logs and evaluations")
     sections = {}
     for spec in SETTINGS:
         section = spec.metadata["section"]
@@ -91,28 +102,34 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train(args) -> int:
     from .train import train
-    from .train_config import TrainConfig, read_config_file
+    from .train_config import TrainConfig, read_config_file, read_settings
 
-    explicit = read_config_file(args.config) if "config" in args else {}
-    explicit = {key.replace("-", "_"): value for key, value in explicit.items()}
+    explicit = read_settings(read_config_file(args.config), args.config) if "config" in args else {}
     flags = {key: value for key, value in vars(args).items() if key not in ("handler", "command", "config",
-                                                                             "resume")}
+                                                                             "resume", "overwrite")}
     if "model" in flags:
         flags["model"] = {**explicit.get("model", {}), **dict(flags["model"])}
     explicit.update(flags)
-    config = TrainConfig.from_dict(explicit, args.config if "config" in args else "flags")
-    train(config, resume=getattr(args, "resume", False), explicit=explicit)
+    config = TrainConfig.from_dict(explicit, "flags")
+    train(config, resume=getattr(args, "resume", False), explicit=explicit,
+          overwrite=getattr(args, "overwrite", False))
     return 0
 
 
 def _read_inputs(path: str | None) -> list[str]:
+    from .files import read_text
+
     if path is None or path == "-":
-        lines, name = sys.stdin.read().splitlines(), "stdin"
+        name = "stdin"
+        try:
+            lines = sys.stdin.read().splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"stdin: not UTF-8 text ({error.reason} at byte {error.start})") from None
     else:
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"{path}: no such input file")
-        lines, name = file.read_text(encoding="utf-8").splitlines(), path
+        lines, name = read_text(file).splitlines(), path
     for number, line in enumerate(lines, 1):
         if not line.strip():
             raise ValueError(f"{name}:{number}: empty line (one input per line)")
@@ -126,11 +143,10 @@ def _decode(args) -> int:
 
     from .attention_plot import plot_attention
     from .backends import resolve_device
-    from .checkpoint import find_checkpoint, load_checkpoint
+    from .checkpoint import open_checkpoint
     from .inference import translate
 
-    checkpoint = find_checkpoint(args.run, args.checkpoint)
-    model, task, _ = load_checkpoint(checkpoint, resolve_device(args.device))
+    checkpoint, model, task, _ = open_checkpoint(args.run, args.checkpoint, resolve_device(args.device))
     lines = _read_inputs(args.input)
     sources = []
     for number, line in enumerate(lines, 1):
@@ -227,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model (g2p, parallel text, toy tasks)",
                                 argument_default=argparse.SUPPRESS,
-                                usage="%(prog)s [--config FILE] [--resume] [--task TASK] --output-dir DIR [options]",
+                                usage="%(prog)s [--config FILE] [--resume | --overwrite] [--task TASK] "
+                                      "--output-dir DIR [options]",
                                 description="Train a Seq2Seq model; settings come from task defaults, --config "
                                 "FILE and flags (flags win). Also runs under torchrun --nproc_per_node=N.")
     _add_train_arguments(train)
@@ -258,14 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, OSError) as error:
+    except EXPECTED_ERRORS as error:
         if os.environ.get("S2S_FAST_DEBUG"):
             raise
-        print(f"s2s-fast {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"s2s-fast {args.command}: error: {message}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"s2s-fast {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C, or train's TrainingInterrupted after it saved a checkpoint: 128 + the signal, as a shell reports.
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        print(f"s2s-fast {args.command}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def _length_limits(src_lengths: torch.Tensor, max_len, max_len_ratio) -> list[in
 
 
 def _log_probs(logits: torch.Tensor) -> torch.Tensor:
-    """log-softmax in at least float32 (low-precision logits are upcast, float64 stays float64)."""
-    return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    """log-softmax in at least float32 (low-precision logits are upcast, float64 stays float64); a NaN (from a
+    model whose weights are not finite) becomes -inf: a token no hypothesis takes."""
+    log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return log_probs.nan_to_num(nan=float("-inf"), posinf=float("-inf"))
 
 
 def _source_attention(weights: list, length: int) -> torch.Tensor:
@@ -73,6 +75,8 @@ def greedy_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], 
         if step < min_len:
             log_probs[:, config.eos_id] = float("-inf")
         best, tokens = log_probs.max(dim=-1)
+        # A row with no finite score left ends here, with score -inf.
+        tokens = torch.where(torch.isfinite(best), tokens, config.eos_id)
         scores += torch.where(finished, 0.0, best.double())
         tokens = torch.where(finished, config.pad_id, tokens)
         steps.append(tokens)
@@ -158,6 +162,8 @@ def beam_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], be
                     if math.isfinite(host_scores[row][beam]):
                         finish(row, row * beams + beam, host_scores[row][beam], step + 1)
                 done[row] = True
+            elif not math.isfinite(host_scores[row][0]):
+                done[row] = True  # no live hypothesis has a finite score (the model's scores are not finite)
             elif len(finished[row]) >= n_best:
                 kept = sorted(h.score for h in finished[row])[-n_best]
                 best_live = host_scores[row][0]
@@ -168,7 +174,9 @@ def beam_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], be
                 scores[row] = float("-inf")
         if all(done):
             break
-    return [sorted(hypotheses, key=lambda h: -h.score)[:n_best] for hypotheses in finished]
+    empty = [Hypothesis([], float("-inf"), torch.zeros(0, int(length))) for length in src_lengths.tolist()]
+    return [sorted(hypotheses, key=lambda h: -h.score)[:n_best] or [empty[row]]
+            for row, hypotheses in enumerate(finished)]
 
 
 def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = None,
@@ -188,7 +196,9 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
 
     Returns:
         Per input, the best hypothesis as a list of token ids without BOS and EOS; with n_best > 1, a list of
-        (tokens, score) pairs, best first. With return_attention, a pair (that list, attentions) where
+        (tokens, score) pairs, best first (fewer than n_best only where scores stop being finite). A NaN score
+        counts as -inf: an input whose every continuation scores so (a model with NaN weights) ends there, with
+        the tokens it has and score -inf, possibly none. With return_attention, a pair (that list, attentions) where
         attentions[i] is a float tensor [len(tokens), source length of input i].
     """
     for name, value, low in (("beam_size", beam_size, 1), ("n_best", n_best, 1), ("min_len", min_len, 0)):

@@ -37,6 +37,14 @@ class Distributed:
         if self.world > 1:
             dist.all_reduce(tensor)
 
+    def max_of(self, values: list[int], device: torch.device) -> list[int]:
+        """Each of ``values``, the largest over the processes, on every process."""
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.int64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.tolist()
+
     def broadcast(self, value):
         """Process 0's ``value`` (any picklable object), on every process."""
         if self.world == 1:

@@ -6,10 +6,12 @@ import json
 import time
 from typing import Sequence
 
-from .checkpoint import find_checkpoint, load_checkpoint
+from .checkpoint import open_checkpoint
 from .data import EvalItem, Task
 from .inference import translate
 from .models import Seq2Seq
+
+EVALUATIONS = "evaluations"
 
 
 def evenly_spaced(items: Sequence, limit: int | None) -> list:
@@ -34,8 +36,7 @@ def evaluate_run(path: str, split: str, checkpoint: str = "best", beam_size: int
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under
     ``<run>/evaluations/`` (next to the checkpoints) and returns the report."""
     started = time.perf_counter()
-    checkpoint_dir = find_checkpoint(path, checkpoint)
-    model, task, _ = load_checkpoint(checkpoint_dir, device)
+    checkpoint_dir, model, task, _ = open_checkpoint(path, checkpoint, device)
     items = evenly_spaced(task.evaluation_items(split), max_examples)
     metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
     report = {"checkpoint": str(checkpoint_dir), "task": task.name, "split": split, "examples": len(items),
@@ -43,7 +44,7 @@ def evaluate_run(path: str, split: str, checkpoint: str = "best", beam_size: int
               "device": str(device), "seconds": round(time.perf_counter() - started, 2), "metrics": metrics,
               "summary": task.format_metrics(metrics)}
     run_dir = checkpoint_dir.parent.parent if checkpoint_dir.parent.name == "checkpoints" else checkpoint_dir
-    out_dir = run_dir / "evaluations"
+    out_dir = run_dir / EVALUATIONS
     out_dir.mkdir(exist_ok=True)
     stem = f"{split}-{checkpoint_dir.name}-beam{beam_size}"
     (out_dir / f"{stem}.hyp").write_text("".join(f"{item.source}\t{task.target_text(h)}\n"

@@ -1,8 +1,9 @@
 """Public ops. Each validates its inputs once, here, then dispatches to a backend (see :mod:`s2s_fast.backends`).
 
 Every op accepts ``backend=None | "auto" | "cuda" | "triton" | "reference"``. Floating inputs of one call share one
-dtype (float16, bfloat16, float32 or float64) and one device. Under autocast, floating inputs are first cast to the
-autocast dtype, as torch's own RNN cells do.
+dtype (float16, bfloat16, float32 or float64) and one device. Under autocast, floating inputs other than float64 are
+first cast to the autocast dtype, as torch's own RNN cells do. Bad tensor arguments raise InputError (a ValueError)
+or InputTypeError (a TypeError), both also RuntimeErrors as torch's own errors for the same mistakes are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from . import backends
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+class InputError(ValueError, RuntimeError):
+    """A tensor argument of the wrong shape, size, device or values. A ValueError naming the argument; also a
+    RuntimeError, the class torch reports those mistakes with, so code that catches torch.nn's errors catches it."""
+
+
+class InputTypeError(TypeError, ValueError, RuntimeError):
+    """A tensor argument of the wrong dtype, or not a tensor. A TypeError naming the argument; also a ValueError and
+    a RuntimeError, as torch.nn.LSTM / GRU (ValueError) and torch's cells (RuntimeError) report a wrong dtype."""
+
+
 def _format_shape(shape: Sequence[int]) -> str:
     """A shape as the error messages write it: [2, 3, 4]."""
     return "[" + ", ".join(str(size) for size in shape) + "]"
@@ -26,18 +37,18 @@ def _require_tensor(op: str, name: str, value, optional: bool = False) -> None:
         return
     if not isinstance(value, torch.Tensor):
         what = "a tensor or None" if optional else "a tensor"
-        raise TypeError(f"{op}: {name} must be {what}, got {type(value).__name__}")
+        raise InputTypeError(f"{op}: {name} must be {what}, got {type(value).__name__}")
 
 
 def _require_shape(op: str, name: str, t: torch.Tensor | None, expected: Sequence, meaning: str) -> None:
     if t is not None and tuple(t.shape) != tuple(expected):
-        raise ValueError(f"{op}: {name} must have shape {meaning} = {_format_shape(expected)}, "
+        raise InputError(f"{op}: {name} must have shape {meaning} = {_format_shape(expected)}, "
                          f"got {_format_shape(t.shape)}")
 
 
 def _require_dim(op: str, name: str, t: torch.Tensor, dims: Sequence[int], meaning: str) -> None:
     if t.dim() not in dims:
-        raise ValueError(f"{op}: {name} must be {meaning}, got a {t.dim()}-d tensor of shape "
+        raise InputError(f"{op}: {name} must be {meaning}, got a {t.dim()}-d tensor of shape "
                          f"{_format_shape(t.shape)}")
 
 
@@ -47,23 +58,28 @@ def _float_tensors(op: str, named: dict) -> tuple[torch.dtype, torch.device]:
     first_name, first = next(iter(present.items()))
     for name, t in present.items():
         if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+            raise InputTypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
         if t.dtype != first.dtype:
-            raise TypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {first.dtype}; "
+            raise InputTypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {first.dtype}; "
                             "all floating inputs must share one dtype")
         if t.device != first.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
+            raise InputError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
                              "all inputs must be on one device")
     return first.dtype, first.device
 
 
 def _autocast(tensors: tuple) -> tuple:
-    """Cast floating tensors to the autocast dtype when autocast is on for their device."""
+    """Cast floating tensors to the autocast dtype when autocast is on for their device, as torch's autocast casts
+    them: float64 stays float64, and a device without autocast (meta) is left alone."""
     first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
-    if first is None or not torch.is_autocast_enabled(first.device.type):
+    if first is None:
         return tensors
-    dtype = torch.get_autocast_dtype(first.device.type)
-    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
+    device_type = first.device.type
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
+                 else t for t in tensors)
 
 
 def _check_mask(op: str, mask, batch: int, keys: int, device: torch.device) -> None:
@@ -71,10 +87,10 @@ def _check_mask(op: str, mask, batch: int, keys: int, device: torch.device) -> N
     if mask is None:
         return
     if mask.dtype != torch.bool:
-        raise TypeError(f"{op}: mask must be a bool tensor (True = attend), got {mask.dtype}")
+        raise InputTypeError(f"{op}: mask must be a bool tensor (True = attend), got {mask.dtype}")
     _require_shape(op, "mask", mask, (batch, keys), "[B, Tk]")
     if mask.device != device:
-        raise ValueError(f"{op}: mask is on {mask.device} but the other inputs are on {device}")
+        raise InputError(f"{op}: mask is on {mask.device} but the other inputs are on {device}")
 
 
 def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.device):
@@ -83,12 +99,14 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
     if lengths is None:
         return None
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise TypeError(f"{op}: lengths must be an integer tensor, got {lengths.dtype}")
+        raise InputTypeError(f"{op}: lengths must be an integer tensor, got {lengths.dtype}")
     _require_shape(op, "lengths", lengths, (batch,), "[B]")
+    if lengths.is_meta:  # no values to check
+        return lengths.to(device=device, dtype=torch.int64)
     if batch and lengths.device.type == "cpu":
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > steps:
-            raise ValueError(f"{op}: lengths must lie in [0, T] = [0, {steps}], got min {low} and max {high}")
+            raise InputError(f"{op}: lengths must lie in [0, T] = [0, {steps}], got min {low} and max {high}")
     elif batch:
         # On a GPU the check runs there: no host sync, and it works inside CUDA-graph capture. A row out of
         # range stops the next synchronising call with this message (a device-side assert).
@@ -215,10 +233,10 @@ def _check_attention(op: str, query, keys, values, mask, query_name: str, key_na
     batch, key_len, width = keys.shape
     if query.shape[0] != batch or query.shape[-1] != width:
         expected = "[B, D]" if query.dim() == 2 else "[B, Tq, D]"
-        raise ValueError(f"{op}: {query_name} must have shape {expected} with B = {batch} and D = {width} "
+        raise InputError(f"{op}: {query_name} must have shape {expected} with B = {batch} and D = {width} "
                          f"(from {key_name} {_format_shape(keys.shape)}), got {_format_shape(query.shape)}")
     if values.shape[:2] != (batch, key_len):
-        raise ValueError(f"{op}: values must have shape [B, Tk, Dv] with B = {batch} and Tk = {key_len} "
+        raise InputError(f"{op}: values must have shape [B, Tk, Dv] with B = {batch} and Tk = {key_len} "
                          f"(from {key_name}), got {_format_shape(values.shape)}")
     _check_mask(op, mask, batch, key_len, device)
 

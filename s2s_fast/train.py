@@ -8,6 +8,11 @@ Resuming is exact: the data order is a function of (seed, epoch), and the checkp
 optimizer and scheduler states and every process's RNG states, so a run stopped at step k and resumed ends with the
 same weights as one that ran straight through (as long as the configuration is the same).
 
+Nothing saved is lost: process 0 holds the output directory's lock for the run's life, and a directory that holds
+a run's files is only used to resume that run or, told to, to replace it. A loss or weights that stop being finite
+end the run (NonFiniteLoss) before anything of them is scored or saved; SIGINT and SIGTERM end the step, save a
+checkpoint and raise TrainingInterrupted.
+
 Distributed: under torchrun (WORLD_SIZE > 1) each process takes every WORLD_SIZE-th batch of the common order and
 DistributedDataParallel averages gradients (see s2s_fast.distributed). Process 0 logs, evaluates and saves.
 """
@@ -16,7 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,18 +34,23 @@ from typing import Any, Callable
 import torch
 
 from .backends import resolve_device
-from .checkpoint import (is_better, load_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state,
-                         update_best, write_json_atomic)
+from .checkpoint import (CHECKPOINTS, checkpoint_name, is_better, load_checkpoint, load_trainer_state,
+                         repair_pointers, rng_state, save_checkpoint, set_rng_state)
 from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, Task, build_task, collate, example_length, load_task,
                    token_batches)
 from .distributed import Distributed, setup_distributed
-from .evaluate import evenly_spaced, score_items
+from .evaluate import EVALUATIONS, evenly_spaced, score_items
+from .files import locked_directory, write_json_atomic
 from .models import Seq2Seq, sequence_loss
 from .train_config import TrainConfig, resolve_run_config
-from .train_log import Logger, ThroughputMeter
+from .train_log import LOG_FILE, METRICS_FILE, Logger, ThroughputMeter
 
 # Offsets every process's seed so that dropout and sampling draws differ between processes.
 RANK_SEED_STRIDE = 7919
+CONFIG_FILE, VOCAB_DIR = "config.json", "vocab"
+# What a run leaves in its output directory: a directory holding any of them holds a run (vocab/ is only the
+# task's working copy, rewritten by every fresh start).
+RUN_FILES = (CONFIG_FILE, LOG_FILE, METRICS_FILE, CHECKPOINTS, EVALUATIONS)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -63,10 +76,52 @@ def sampling_rate_at(step: int, config: TrainConfig) -> float:
     return config.sampling_rate * min(1.0, step / config.sampling_warmup_steps)
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Training stopped because the loss or the weights stopped being finite numbers."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM (``signum``) after saving a checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopRequests:
+    """While the block runs, SIGINT and SIGTERM only record that a stop was asked for (``signal``, 0 while none),
+    so that training stops at the end of a step; the first one puts the previous handlers back, so a second acts
+    at once (Ctrl-C twice raises KeyboardInterrupt). Off the main thread, where Python delivers no signals, it
+    does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal = 0
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._record) for signum in self.SIGNALS}
+        return self
+
+    def _record(self, signum: int, frame) -> None:
+        self.signal = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __exit__(self, *exception) -> None:
+        self._restore()
+
+
 @dataclass
 class Progress:
     """Where a run stands: optimizer steps taken, the epoch and the batch within it, the best dev score so far
-    ({"step", "value"}) with the evaluations since it, and whether early stopping has ended the run."""
+    ({"step", "value", "metrics"}) with the evaluations since it, and whether early stopping has ended the run."""
 
     step: int = 0
     epoch: int = 0
@@ -85,22 +140,46 @@ class TrainResult:
     output_dir: Path
 
 
-def train(config: TrainConfig, resume: bool = False, explicit: dict | None = None,
+def train(config: TrainConfig, resume: bool = False, explicit: dict | None = None, overwrite: bool = False,
           echo: Callable[[str], Any] = print) -> TrainResult:
     """Train (or, with resume, continue) the run described by ``config``; ``explicit`` names the settings the user
-    gave (they override a resumed run's saved configuration)."""
+    gave (they override a resumed run's saved configuration). A directory that holds another run's files is
+    refused unless ``resume`` continues that run or ``overwrite`` replaces it. Process 0 holds the output
+    directory's lock for the run's life: a second run there is refused, naming the holder's pid."""
     config.validate()
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")
     explicit = explicit if explicit is not None else config.to_dict()
     distributed, device = setup_distributed(resolve_device(config.device))
+    output_dir = Path(config.output_dir)
     threads = torch.get_num_threads()
     try:
-        config, start_checkpoint = resolve_run_config(config, explicit, resume)
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        return Trainer(config, start_checkpoint, device, distributed, echo).run()
+        with locked_directory(output_dir, "s2s-fast train") if distributed.main else nullcontext():
+            if distributed.main:
+                _claim_output_dir(output_dir, resume, overwrite)
+            config, start_checkpoint = resolve_run_config(config, explicit, resume)
+            if config.threads is not None:
+                torch.set_num_threads(config.threads)
+            return Trainer(config, start_checkpoint, device, distributed, echo).run()
     finally:
         torch.set_num_threads(threads)
         distributed.close()
+
+
+def _claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a directory that holds a run's files unless resuming it; with ``overwrite``, remove them instead."""
+    found = [name for name in RUN_FILES if (output_dir / name).exists()]
+    if resume or not found:
+        return
+    if not overwrite:
+        raise ValueError(f"{output_dir} already holds a training run ({', '.join(found)}); pass --resume to continue "
+                         "it, --overwrite to replace it, or choose another --output-dir")
+    for name in found:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 class Trainer:
@@ -111,12 +190,7 @@ class Trainer:
                  distributed: Distributed, echo: Callable[[str], Any]):
         self.config, self.device, self.distributed = config, device, distributed
         self.output_dir = Path(config.output_dir)
-        if distributed.main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-        distributed.barrier()
         self.log = Logger(self.output_dir, distributed.main, echo)
-        if distributed.main:
-            write_json_atomic(self.output_dir / "config.json", config.to_dict())
         self.model, self.task, trainer_state = self._load_or_build(start_checkpoint)
         self.model.to(device)
         self.pairs = self.task.training_pairs("train")
@@ -126,6 +200,13 @@ class Trainer:
         self.dev_items = self._dev_items()
         self.optimizer, self.scheduler = self._build_optimizer()
         self.progress = self._restore(trainer_state, start_checkpoint)
+        # The step of the last checkpoint on disk (None: none yet), and the signal (0: none) every process agreed
+        # to stop on.
+        self.saved_step = self.progress.step if start_checkpoint is not None else None
+        self.stop_signal = 0
+        self.stop_requests = StopRequests()
+        if distributed.main:
+            write_json_atomic(self.output_dir / CONFIG_FILE, config.to_dict())
         self.trained = distributed.wrap(self.model, device)
         use_bf16 = device.type == "cuda" and config.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
         self.use_bf16 = use_bf16 or (device.type == "cpu" and config.precision == "bf16")
@@ -142,7 +223,7 @@ class Trainer:
         if start_checkpoint is not None:
             model, task, _ = load_checkpoint(start_checkpoint, "cpu")
             return model.train(), task, load_trainer_state(start_checkpoint)
-        vocab_dir = self.output_dir / "vocab"
+        vocab_dir = self.output_dir / VOCAB_DIR
         if self.distributed.main:
             task = build_task(self.config.task, self.config.task_options(), vocab_dir)
             task.save(vocab_dir)
@@ -179,6 +260,7 @@ class Trainer:
             return Progress()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._use_configured_hyperparameters()
         progress = Progress(state["step"], state["epoch"], state["epoch_step"], state["best"],
                             state["evals_since_best"])
         if state["world_size"] != self.distributed.world:
@@ -189,14 +271,46 @@ class Trainer:
             set_rng_state(state["rng"][rank], self.device)
         self.log(f"resumed from {start_checkpoint} at step {progress.step} (epoch {progress.epoch}, batch "
                  f"{progress.epoch_step} of it)")
+        if self.distributed.main:
+            for note in repair_pointers(self.output_dir, start_checkpoint, state, self.task):
+                self.log(f"note: {note}")
         return progress
 
+    def _use_configured_hyperparameters(self) -> None:
+        """Replace the lr, betas and weight decay that a checkpoint's optimizer and scheduler states carry by this
+        run's settings: the same values unless the user changed them on resume, and then the ones config.json
+        records."""
+        config = self.config
+        self.scheduler.base_lrs = [config.lr] * len(self.optimizer.param_groups)
+        lr = config.lr * lr_factor(self.scheduler.last_epoch, config)
+        for group, weight_decay in zip(self.optimizer.param_groups, (config.weight_decay, 0.0)):
+            group.update(lr=lr, initial_lr=config.lr, betas=tuple(config.adam_betas), weight_decay=weight_decay)
+
     def run(self) -> TrainResult:
+        """Train until max_steps or early stopping. A non-finite loss or weights raise NonFiniteLoss (the last good
+        checkpoint stays); SIGINT or SIGTERM end the step, save a checkpoint and raise TrainingInterrupted."""
         config, progress = self.config, self.progress
         bar = self._progress_bar()
-        meter = ThroughputMeter()
         run_start, start_step = time.perf_counter(), progress.step
         self.model.train()
+        try:
+            with self.stop_requests:
+                self._train_steps(bar, run_start)
+        finally:
+            if bar is not None:
+                bar.close()
+        if progress.step == start_step and self.distributed.main:
+            self.log(f"nothing to do: the run is already at step {progress.step} (max_steps {config.max_steps})")
+        best = progress.best
+        best_line = f"; best dev {self.task.primary_metric} {best['value']:.4f} at step {best['step']}" if best else ""
+        self.log(f"done: step {progress.step}, {time.perf_counter() - run_start:,.0f} s this session{best_line}")
+        self.model.eval()
+        return TrainResult(self.model, progress.step, best, progress.stopped_early, self.output_dir)
+
+    def _train_steps(self, bar, run_start: float) -> None:
+        """The loop over epochs and their batches: a step, a throughput line when due, evaluate-and-checkpoint."""
+        config, progress = self.config, self.progress
+        meter = ThroughputMeter()
         while progress.step < config.max_steps and not progress.stopped_early:
             batches = self._epoch_batches()
             while progress.epoch_step < len(batches) and progress.step < config.max_steps:
@@ -209,6 +323,8 @@ class Trainer:
                 if progress.step % config.log_every == 0 or progress.step == config.max_steps:
                     self._log_throughput(meter, bar, run_start)
                 self._evaluate_and_checkpoint()
+                if self.stop_signal:
+                    self._stop_on_signal()
                 if progress.stopped_early:
                     self.log(f"early stop at step {progress.step}: no improvement in {config.patience} evaluations; "
                              f"best {self.task.primary_metric} {progress.best['value']:.4f} at step "
@@ -216,15 +332,6 @@ class Trainer:
                     break
             if progress.epoch_step >= len(batches):
                 progress.epoch, progress.epoch_step = progress.epoch + 1, 0
-        if bar is not None:
-            bar.close()
-        if progress.step == start_step and self.distributed.main:
-            self.log(f"nothing to do: the run is already at step {progress.step} (max_steps {config.max_steps})")
-        best = progress.best
-        best_line = f"; best dev {self.task.primary_metric} {best['value']:.4f} at step {best['step']}" if best else ""
-        self.log(f"done: step {progress.step}, {time.perf_counter() - run_start:,.0f} s this session{best_line}")
-        self.model.eval()
-        return TrainResult(self.model, progress.step, best, progress.stopped_early, self.output_dir)
 
     def _progress_bar(self):
         """A tqdm bar on process 0 when asked for (auto: on a terminal), with log lines written above it; else None."""
@@ -257,13 +364,46 @@ class Trainer:
             loss = sequence_loss(logits, batch.tgt_out, PAD_ID, label_smoothing=config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        value = float(loss.detach())
+        # Every process learns whether any loss was not finite and whether any process was asked to stop.
+        diverged, self.stop_signal = self.distributed.max_of([int(not math.isfinite(value)),
+                                                               self.stop_requests.signal], self.device)
+        if diverged:
+            self._stop_diverged(progress.step + 1, f"the loss is {value}" if not math.isfinite(value) else
+                                "the loss is not finite on another process")
         if config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:
+            # AdamW's step size lr / (1 - beta1 ** t) beyond float32's range (an lr near 1e38) stops torch itself.
+            if "overflow" not in str(error):
+                raise
+            lr = self.scheduler.get_last_lr()[0]
+            self._stop_diverged(progress.step + 1, f"the update overflows ({error}; lr {lr:.2e})")
         self.scheduler.step()
         progress.step += 1
         progress.epoch_step += 1
-        return float(loss.detach())
+        return value
+
+    def _stop_diverged(self, step: int, what: str) -> None:
+        """Raise NonFiniteLoss, after a line in the log, leaving the checkpoints as they are."""
+        kept = (f"the last good checkpoint, {checkpoint_name(self.saved_step)}, stays" if self.saved_step is not None
+                else "no checkpoint was saved")
+        message = (f"step {step}: {what}; training stopped and {kept}. Lower --lr, raise --warmup-steps or clip "
+                   "gradients (--clip-norm)")
+        self.log(message)
+        raise NonFiniteLoss(message)
+
+    def _stop_on_signal(self) -> None:
+        """Save a checkpoint of this step (unless it was just saved), then raise TrainingInterrupted."""
+        if self.saved_step != self.progress.step:
+            self._check_finite_weights()
+            self._save()
+        name = signal.Signals(self.stop_signal).name
+        self.log(f"{name} at step {self.progress.step}: checkpoint {checkpoint_name(self.progress.step)} saved; "
+                 f"continue with s2s-fast train --output-dir {self.output_dir} --resume")
+        raise TrainingInterrupted(self.stop_signal)
 
     def _log_throughput(self, meter: ThroughputMeter, bar, run_start: float) -> None:
         mean_loss, tokens_per_second = meter.read(self.distributed)
@@ -282,44 +422,49 @@ class Trainer:
         config, progress = self.config, self.progress
         last_step = progress.step == config.max_steps
         is_eval_step = bool(self.dev_items) and (progress.step % config.eval_every == 0 or last_step)
-        metrics = None
+        is_save_step = progress.step % config.save_every == 0 or last_step
+        if is_eval_step or is_save_step:
+            self._check_finite_weights()
         if is_eval_step:
-            metrics = self._evaluate_dev() if self.distributed.main else None
+            if self.distributed.main:
+                self._evaluate_dev()
             progress.best, progress.evals_since_best = self.distributed.broadcast(
                 (progress.best, progress.evals_since_best))
             progress.stopped_early = config.patience > 0 and progress.evals_since_best >= config.patience
             self.model.train()
-        if is_eval_step or progress.step % config.save_every == 0 or last_step or progress.stopped_early:
-            self._save(is_eval_step, metrics)
+        if is_eval_step or is_save_step or progress.stopped_early:
+            self._save()
 
-    def _evaluate_dev(self) -> dict:
+    def _check_finite_weights(self) -> None:
+        """Before weights are scored or saved: an update that made them NaN or infinite stops the run."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            self._stop_diverged(self.progress.step, "the update made the weights NaN or infinite")
+
+    def _evaluate_dev(self) -> None:
         progress, task = self.progress, self.task
         started = time.perf_counter()
         metrics, _ = score_items(self.model, task, self.dev_items, beam_size=self.config.eval_beam_size)
         value = metrics[task.primary_metric]
         improved = is_better(value, progress.best["value"] if progress.best else None, task.higher_is_better)
         if improved:
-            progress.best, progress.evals_since_best = {"step": progress.step, "value": value}, 0
+            progress.best, progress.evals_since_best = {"step": progress.step, "value": value, "metrics": metrics}, 0
         else:
             progress.evals_since_best += 1
         self.log(f"dev step {progress.step}: {task.format_metrics(metrics)} ({len(self.dev_items)} examples, "
                  f"{time.perf_counter() - started:.1f} s){'  new best' if improved else ''}")
         self.log.event(kind="dev", step=progress.step, **metrics, best=improved)
-        return metrics
 
-    def _save(self, is_eval_step: bool, metrics: dict | None) -> None:
-        """Checkpoint the run (every process sends its RNG state; process 0 writes), and move best.json to it when
-        this step's dev score is the new best."""
+    def _save(self) -> None:
+        """Checkpoint the run (every process sends its RNG state; process 0 writes); best.json moves to it when this
+        step's dev score is the new best."""
         progress = self.progress
         rng = self.distributed.all_gather(rng_state(self.device))
         trainer_state = {"step": progress.step, "epoch": progress.epoch, "epoch_step": progress.epoch_step,
                          "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                          "rng": rng, "best": progress.best, "evals_since_best": progress.evals_since_best,
                          "world_size": self.distributed.world}
+        self.saved_step = progress.step
         if not self.distributed.main:
             return
-        checkpoint = save_checkpoint(self.output_dir, progress.step, self.model, self.task, self.config.to_dict(),
-                                     trainer_state, self.config.keep_checkpoints)
-        if is_eval_step and progress.best is not None and progress.best["step"] == progress.step:
-            update_best(self.output_dir, checkpoint, self.task.primary_metric, progress.best["value"],
-                        self.task.higher_is_better, {"metrics": metrics})
+        save_checkpoint(self.output_dir, progress.step, self.model, self.task, self.config.to_dict(), trainer_state,
+                        self.config.keep_checkpoints)

@@ -14,14 +14,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import CHECKPOINTS, LATEST, TRAIN_CONFIG, find_checkpoint
+from .checkpoint import CHECKPOINTS, TRAIN_CONFIG, latest_checkpoint
+from .config_values import coerce, optional_type
 from .data import TASK_NAMES, check_task_name
+from .files import read_json, read_text
 from .models import PRESETS, Seq2SeqConfig, preset_config
+from .models.config import FIELD_TYPES as MODEL_FIELD_TYPES
 
 LR_SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -53,11 +55,13 @@ def setting(default, help: str, *, section: str, check: str | None = None, choic
         task_defaults: {"g2p": ..., "parallel": ..., "toy": ...}, the value a run of that task gets when unset.
         unset: what a default of None means, for the help (e.g. "no cap").
         fixed_on_resume: the setting defines the model or its data, so a resumed run must keep it.
-        task_option: the task reads it (passed to s2s_fast.data.build_task).
+        task_option: the task reads it (passed to s2s_fast.data.build_task). A resumed run reads the task saved
+            with its checkpoint, so a task option is fixed on resume too: a new value would be recorded, not used.
         metavar: the value's name in the help.
     """
     metadata = dict(help=help, section=section, check=check, choices=choices, task_defaults=task_defaults,
-                    unset=unset, fixed_on_resume=fixed_on_resume, task_option=task_option, metavar=metavar)
+                    unset=unset, fixed_on_resume=fixed_on_resume or task_option, task_option=task_option,
+                    metavar=metavar)
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -66,13 +70,12 @@ def setting(default, help: str, *, section: str, check: str | None = None, choic
 def _parallel_file(split: str, side: str) -> dataclasses.Field:
     """The setting naming one of the parallel task's text files, e.g. (train, src) -> train_src."""
     return setting(None, f"parallel: {split} {dict(src='source', tgt='target')[side]} sentences, one per line",
-                   section=DATA, metavar="FILE", fixed_on_resume=split == "train", task_option=True)
+                   section=DATA, metavar="FILE", task_option=True)
 
 
-def _toy_setting(default: int, help: str, fixed_on_resume: bool = True, check: str | None = "positive"):
-    """A setting of the toy tasks' data; most define the data, so a resumed run keeps them."""
-    return setting(default, f"toy tasks: {help}", section=DATA, check=check, fixed_on_resume=fixed_on_resume,
-                   task_option=True)
+def _toy_setting(default: int, help: str, check: str | None = "positive"):
+    """A setting of the toy tasks' data."""
+    return setting(default, f"toy tasks: {help}", section=DATA, check=check, task_option=True)
 
 
 @dataclass
@@ -90,22 +93,20 @@ class TrainConfig:
     test_src: str | None = _parallel_file("test", "src")
     test_tgt: str | None = _parallel_file("test", "tgt")
     src_spm: str | None = setting(None, "parallel: a trained sentencepiece model for the source", section=DATA,
-                                  unset="one trained on --train-src", metavar="MODEL", fixed_on_resume=True,
-                                  task_option=True)
+                                  unset="one trained on --train-src", metavar="MODEL", task_option=True)
     tgt_spm: str | None = setting(None, "parallel: a trained sentencepiece model for the target", section=DATA,
-                                  unset="one trained on --train-tgt", metavar="MODEL", fixed_on_resume=True,
-                                  task_option=True)
+                                  unset="one trained on --train-tgt", metavar="MODEL", task_option=True)
     spm_vocab_size: int = setting(8000, "parallel: pieces per trained sentencepiece model", section=DATA,
-                                  check="positive", fixed_on_resume=True, task_option=True)
+                                  check="positive", task_option=True)
     spm_model_type: str = setting("unigram", "parallel: the kind of sentencepiece model trained", section=DATA,
-                                  choices=SPM_MODEL_TYPES, fixed_on_resume=True, task_option=True)
+                                  choices=SPM_MODEL_TYPES, task_option=True)
     max_length: int = setting(100, "parallel: drop training pairs longer than this (in pieces)", section=DATA,
-                              check="positive", fixed_on_resume=True, task_option=True)
+                              check="positive", task_option=True)
     toy_symbols: int = _toy_setting(10, "distinct symbols")
     toy_min_len: int = _toy_setting(3, "shortest sequence")
     toy_max_len: int = _toy_setting(12, "longest sequence")
     toy_train_size: int = _toy_setting(20000, "training sequences")
-    toy_eval_size: int = _toy_setting(500, "dev and test sequences", fixed_on_resume=False)
+    toy_eval_size: int = _toy_setting(500, "dev and test sequences")
     toy_seed: int = _toy_setting(0, "data seed", check=None)
 
     preset: str | None = setting(None, "model preset from s2s_fast.models.PRESETS; toy tasks without one get a "
@@ -168,17 +169,13 @@ class TrainConfig:
         if not self.output_dir:
             raise ValueError("an output directory is needed (--output-dir DIR)")
         for spec in dataclasses.fields(self):
-            error = setting_error(spec, getattr(self, spec.name))
-            if error:
-                raise ValueError(error)
+            setattr(self, spec.name, checked_setting(spec, getattr(self, spec.name)))
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         if self.toy_min_len > self.toy_max_len:
             raise ValueError(f"toy_min_len ({self.toy_min_len}) exceeds toy_max_len ({self.toy_max_len})")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown model preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if not isinstance(self.model, dict):
-            raise ValueError(f"model must be a mapping of Seq2SeqConfig fields, got {self.model!r}")
         return self
 
     def with_task_defaults(self) -> "TrainConfig":
@@ -207,12 +204,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "configuration") -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {key.replace("-", "_"): value for key, value in values.items()}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**values)
+        return cls(**read_settings(values, source))
 
 
 SETTINGS = dataclasses.fields(TrainConfig)
@@ -232,29 +224,56 @@ def default_of(spec: dataclasses.Field):
 def setting_type(spec: dataclasses.Field):
     """The type of the setting's values, None aside, from the field's annotation: int, float, str, dict or
     list[float]."""
-    hint = _TYPE_HINTS[spec.name]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
-    return hint
+    return optional_type(_TYPE_HINTS[spec.name])[0]
 
 
-def setting_error(spec: dataclasses.Field, value) -> str | None:
-    """Why ``value`` is not valid for the setting ``spec`` (its choices, its check), or None when it is."""
+def checked_setting(spec: dataclasses.Field, value):
+    """``value`` made the type the setting declares (see s2s_fast.config_values) and checked against its choices
+    and its check; raises ValueError naming the setting."""
     name, check, choices = spec.name, spec.metadata["check"], spec.metadata["choices"]
-    if value is None and spec.default is None:
+    if isinstance(value, bool) and choices is not None and {"on", "off"} <= set(choices):
+        # YAML reads an unquoted on / off as a bool.
+        value = "on" if value else "off"
+    value = coerce(name, value, _TYPE_HINTS[name])
+    if value is None:
         return None
     if choices is not None and value not in choices:
-        return f"{name} must be one of {', '.join(choices)}, got {value!r}"
-    if check is None:
-        return None
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if setting_type(spec) is int:
-        if not (is_number and isinstance(value, int) and CHECKS[check](value)):
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    if check is not None and not CHECKS[check](value):
+        if setting_type(spec) is int:
             null = " or null" if spec.default is None and not spec.metadata["task_defaults"] else ""
-            return f"{name} must be a {check} integer{null}, got {value!r}"
-    elif not (is_number and CHECKS[check](value)):
-        return f"{name} must be {'in [0, 1]' if check == 'fraction' else check}, got {value!r}"
-    return None
+            raise ValueError(f"{name} must be a {check} integer{null}, got {value!r}")
+        raise ValueError(f"{name} must be {'in [0, 1]' if check == 'fraction' else check}, got {value!r}")
+    return _checked_model_overrides(value) if name == "model" else value
+
+
+def _checked_model_overrides(overrides: dict) -> dict:
+    """The ``model`` setting: Seq2SeqConfig fields (the vocabulary sizes aside: the data set them), each value made
+    the field's type."""
+    valid = {name: hint for name, hint in MODEL_FIELD_TYPES.items() if name not in ("src_vocab_size",
+                                                                                    "tgt_vocab_size")}
+    overrides = {str(key).replace("-", "_"): value for key, value in overrides.items()}
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"model: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(valid)}")
+    return {key: coerce(f"model: {key}", value, valid[key]) for key, value in overrides.items()}
+
+
+def read_settings(values: dict, source: str) -> dict:
+    """Settings given by name (with - or _), each made its field's type and checked; an unknown name or a bad value
+    raises ValueError that starts with ``source`` (a config file's path, or "flags")."""
+    specs = {spec.name: spec for spec in SETTINGS}
+    values = {str(key).replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(values) - set(specs))
+    if unknown:
+        raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(specs))}")
+    checked = {}
+    for name, value in values.items():
+        try:
+            checked[name] = checked_setting(specs[name], value)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+    return checked
 
 
 def read_config_file(path: str) -> dict:
@@ -264,7 +283,7 @@ def read_config_file(path: str) -> dict:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
-    text = file.read_text()
+    text = read_text(file)
     try:
         values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
@@ -279,17 +298,13 @@ def read_config_file(path: str) -> dict:
 def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tuple[TrainConfig, Path | None]:
     """The resolved configuration of a run and, when resuming, the checkpoint to start from; ``explicit`` holds the
     settings the user gave, which override a resumed run's saved configuration."""
-    output_dir = Path(config.output_dir)
-    has_checkpoint = (output_dir / CHECKPOINTS / LATEST).is_file()
     if not resume:
-        if has_checkpoint:
-            raise ValueError(f"{output_dir} already holds a training run; pass --resume to continue it or choose "
-                             "another --output-dir")
         return config.with_task_defaults(), None
-    if not has_checkpoint:
+    output_dir = Path(config.output_dir)
+    checkpoint = latest_checkpoint(output_dir / CHECKPOINTS)
+    if checkpoint is None:
         raise ValueError(f"--resume: {output_dir} holds no checkpoint to resume from")
-    checkpoint = find_checkpoint(output_dir, "last")
-    saved = json.loads((checkpoint / TRAIN_CONFIG).read_text())
+    saved = read_json(checkpoint / TRAIN_CONFIG)
     saved["output_dir"] = str(output_dir)
     changed = [name for name in FIXED_ON_RESUME if name in explicit and explicit[name] != saved.get(name)]
     if changed:

@@ -11,6 +11,8 @@ import torch
 
 from .distributed import Distributed
 
+LOG_FILE, METRICS_FILE = "train.log", "metrics.jsonl"
+
 
 class Logger:
     """Lines to stdout and <output_dir>/train.log, events to <output_dir>/metrics.jsonl; silent off process 0."""
@@ -18,8 +20,8 @@ class Logger:
     def __init__(self, output_dir: Path, active: bool, echo: Callable[[str], Any] = print):
         self.active = active
         self.echo = echo
-        self.log_path = output_dir / "train.log"
-        self.metrics_path = output_dir / "metrics.jsonl"
+        self.log_path = output_dir / LOG_FILE
+        self.metrics_path = output_dir / METRICS_FILE
 
     def __call__(self, line: str) -> None:
         if self.active:

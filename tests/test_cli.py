@@ -1,6 +1,9 @@
-"""The command line: help everywhere, the demo end to end on a tiny budget, bad arguments, the train flags."""
+"""The command line: help everywhere, the demo end to end on a tiny budget, bad arguments, the train flags and
+config files (through s2s_fast.cli.main, the console script's entry point, in this process)."""
 
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 
@@ -70,3 +73,59 @@ def test_a_flag_given_its_default_parses_to_the_dataclass_default():
         flag = "--" + spec.name.replace("_", "-")
         parsed = vars(parser.parse_args([flag, *_shown(default).split()]))
         assert parsed[spec.name] == default and type(parsed[spec.name]) is type(default), spec.name
+
+
+TINY_TOY = ["--task", "reverse", "--toy-train-size", "50", "--toy-eval-size", "10", "--batch-tokens", "160",
+            "--device", "cpu", "--threads", "1", "--eval-every", "0", "--model", "hidden_size=16", "--model",
+            "embed_dim=8"]
+
+
+@pytest.mark.parametrize("line,setting,value", [
+    ("lr: 1e-3", "lr", 0.001),  # PyYAML reads 1e-3 as a string
+    ("max_steps: '2'", "max_steps", 2),
+    ("max_steps: 2e0", "max_steps", 2),
+    ("weight_decay: 0", "weight_decay", 0.0),
+    ("progress: off", "progress", "off"),  # PyYAML reads off as False
+    ("model: {dropout: 1e-1, bidirectional: 'false'}", "model", {"dropout": 0.1, "bidirectional": False,
+                                                                 "hidden_size": 16, "embed_dim": 8}),
+])
+def test_config_file_values_are_coerced_to_the_setting_type(tmp_path, capsys, line, setting, value):
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"max_steps: 1\n{line}\n")
+    assert main(["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), *TINY_TOY]) == 0
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())[setting]
+    assert resolved == value and type(resolved) is type(value)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("lr: .nan", r"lr must be a finite number, got nan"),
+    ("lr: .inf", r"lr must be a finite number, got inf"),
+    ("lr: true", r"lr must be a number, got True"),
+    ("lr: abc", r"lr must be a number, got 'abc'"),
+    ("max_batch_size: true", r"max_batch_size must be an integer, got True"),
+    ("eval_every: 2.5", r"eval_every must be an integer, got 2.5"),
+    ("max_steps: -3", r"max_steps must be a positive integer, got -3"),
+    ("patience: null", r"patience cannot be null"),
+    ("adam_betas: [0.9, x]", r"adam_betas\[1\] must be a number, got 'x'"),
+    ("output_dir: 7", r"output_dir must be text, got 7"),
+    ("model: 3", r"model must be a mapping of names to values, got 3"),
+    ("model: {hidden: 3}", r"model: unknown field\(s\) hidden; valid fields: embed_dim, hidden_size, "),
+    ("model: {src_vocab_size: 3}", r"model: unknown field\(s\) src_vocab_size; valid fields: embed_dim"),
+    ("model: {dropout: abc}", r"model: dropout must be a number, got 'abc'"),
+    ("model: {encoder_layers: 1.5}", r"model: encoder_layers must be an integer, got 1.5"),
+])
+def test_a_bad_config_file_value_is_one_line_naming_the_file_and_the_setting(tmp_path, capsys, line, message):
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"{line}\n")
+    code = main(["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--task", "reverse"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(rf"train: error: {re.escape(str(config))}: {message}", err), err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_an_unknown_model_flag_lists_the_valid_fields(tmp_path, capsys):
+    code = main(["train", "--output-dir", str(tmp_path / "run"), "--task", "reverse", "--model", "hidden=3"])
+    err = capsys.readouterr().err
+    assert code == 1 and re.search(r"flags: model: unknown field\(s\) hidden; valid fields: embed_dim, hidden_size, "
+                                   r"encoder_layers, .*backend$", err.strip()), err

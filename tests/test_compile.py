@@ -1,4 +1,5 @@
-"""torch.compile traces the reference path: the drop-in LSTM without a graph break, the model with the same output."""
+"""torch.compile traces the reference path: the drop-in LSTM without a graph break, the model with the same output;
+and why the drop-in LSTM and GRU are not subclasses of torch.nn.LSTM and GRU."""
 
 import pytest
 import torch
@@ -60,3 +61,28 @@ def test_seq2seq_compiles_and_matches_eager():
     compiled = torch.compile(model, backend="aot_eager")
     torch.testing.assert_close(compiled(batch.src, batch.src_lengths, batch.tgt_in),
                                model(batch.src, batch.src_lengths, batch.tgt_in))
+
+
+def test_a_subclass_of_torch_nn_lstm_would_not_compile_so_the_drop_ins_build_on_rnn_base():
+    """Dynamo refuses any instance of torch.nn.LSTM / GRU (torch._dynamo.config.allow_rnn is off), subclasses too:
+    the same module made a torch.nn.LSTM subclass breaks a full-graph compile, so s2s_fast.nn.LSTM and GRU build
+    on torch.nn.RNNBase and isinstance(snn.LSTM(...), torch.nn.LSTM) is False (the cells do subclass theirs)."""
+    from s2s_fast.nn.rnn import _RNNMixin
+
+    class LSTMSubclass(_RNNMixin, torch.nn.LSTM):
+        _is_lstm = True
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            self._init_backend(None)
+
+    x = torch.randn(5, 3, 4)
+    subclass = LSTMSubclass(4, 6)
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="RNN, GRU, or LSTM"):
+        torch.compile(subclass, backend="aot_eager", fullgraph=True)(x)
+    drop_in = snn.LSTM(4, 6)
+    drop_in.load_state_dict(subclass.state_dict())
+    torch.testing.assert_close(torch.compile(drop_in, backend="aot_eager", fullgraph=True)(x)[0], subclass(x)[0])
+    assert isinstance(drop_in, torch.nn.RNNBase) and not isinstance(drop_in, torch.nn.LSTM)
+    assert not isinstance(snn.GRU(4, 6), torch.nn.GRU)
+    assert isinstance(snn.LSTMCell(4, 6), torch.nn.LSTMCell) and isinstance(snn.GRUCell(4, 6), torch.nn.GRUCell)

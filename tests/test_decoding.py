@@ -155,3 +155,31 @@ def test_generate_restores_training_mode():
     batch = _batch()
     model.generate(batch.src, batch.src_lengths)
     assert model.training
+
+
+@pytest.mark.parametrize("beam_size,n_best", [(1, 1), (3, 1), (3, 2)])
+def test_non_finite_scores_end_an_input_without_touching_the_others(beam_size, n_best):
+    """An input whose scores turn NaN (a source symbol with a NaN embedding) ends with no tokens and score -inf,
+    never an IndexError; the other inputs of the batch decode as they would alone."""
+    model = _model()
+    pairs = [([3, 4, 3], [3, 4, 3]), ([5, 3], [5, 3]), ([4, 4, 4, 3], [4, 4, 4, 3])]
+    batch = collate(pairs, PAD_ID, BOS_ID, EOS_ID)
+    clean = model.generate(batch.src, batch.src_lengths, beam_size=beam_size, n_best=n_best)
+    with torch.no_grad():
+        model.src_embed.weight[5] = float("nan")
+    hypotheses, attention = model.generate(batch.src, batch.src_lengths, beam_size=beam_size, n_best=n_best,
+                                           return_attention=True)
+    assert hypotheses[0] == clean[0] and hypotheses[2] == clean[2]
+    assert hypotheses[1] == ([] if n_best == 1 else [([], -math.inf)])
+    assert attention[1].shape == (0, 2)
+
+
+def test_a_model_with_nan_weights_decodes_to_empty_hypotheses():
+    model = _model()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    batch = _batch(count=3)
+    assert model.generate(batch.src, batch.src_lengths) == [[], [], []]
+    assert model.generate(batch.src, batch.src_lengths, beam_size=3) == [[], [], []]
+    assert model.generate(batch.src, batch.src_lengths, beam_size=3, n_best=3) == [[([], -math.inf)]] * 3

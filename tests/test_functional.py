@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from s2s_fast import functional as F
+from s2s_fast import nn as snn
 from s2s_fast import reference
 
 
@@ -108,12 +109,42 @@ def test_empty_sizes_follow_torch():
     assert context.shape == (0, 3) and weights.shape == (0, 5)
 
 
-def test_autocast_casts_inputs():
+def test_autocast_casts_inputs_as_torch_does():
+    """float32 inputs are cast to the autocast dtype; float64 ones stay float64, as torch's autocast leaves them
+    (then, mixed with float32 ones, they are refused as torch refuses them)."""
     args = _lstm_args()
+    double = {name: value.double() for name, value in args.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         hy, cy = F.lstm_cell(**args)
-        context, _ = F.additive_attention(**{**_attention_args(), "v": torch.randn(4, dtype=torch.float64)})
+        context, _ = F.additive_attention(**_attention_args())
+        hy64, _ = F.lstm_cell(**double)
+        expected = torch.lstm_cell(double["input"], (double["hx"], double["cx"]), double["weight_ih"],
+                                   double["weight_hh"], double["bias_ih"], double["bias_hh"])[0]
+        with pytest.raises(RuntimeError, match="dtype"):
+            F.additive_attention(**{**_attention_args(), "v": torch.randn(4, dtype=torch.float64)})
     assert hy.dtype == torch.bfloat16 and cy.dtype == torch.bfloat16 and context.dtype == torch.bfloat16
+    assert hy64.dtype == expected.dtype == torch.float64
+    torch.testing.assert_close(hy64, expected)
+
+
+def test_meta_tensors_give_shapes_like_torch():
+    """Every op, and the drop-in modules, run on the meta device (shapes without data), as torch.nn's do."""
+    meta = {name: value.to("meta") for name, value in _lstm_args().items()}
+    hy, cy = F.lstm_cell(**meta)
+    assert hy.is_meta and hy.shape == _lstm_args()["hx"].shape
+    attention = {name: value.to("meta") if isinstance(value, torch.Tensor) else value
+                 for name, value in _attention_args().items()}
+    context, weights = F.additive_attention(**attention)
+    assert context.is_meta and weights.is_meta
+    lengths = torch.tensor([3, 1], device="meta")
+    output, h, c = F.lstm_layer(torch.empty(3, 2, 5, device="meta"), *(torch.empty(2, 4, device="meta"),) * 2,
+                                torch.empty(16, 5, device="meta"), torch.empty(16, 4, device="meta"), lengths=lengths)
+    assert output.shape == (3, 2, 4) and h.is_meta
+    for ours, theirs in ((snn.LSTM, torch.nn.LSTM), (snn.GRU, torch.nn.GRU)):
+        x = torch.empty(6, 2, 3, device="meta")
+        got, expected = ours(3, 4, 2, bidirectional=True, device="meta")(x), theirs(3, 4, 2, bidirectional=True,
+                                                                                  device="meta")(x)
+        assert got[0].shape == expected[0].shape and got[0].is_meta
 
 
 @pytest.mark.gpu

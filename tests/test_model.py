@@ -86,10 +86,21 @@ def test_tied_embeddings_share_the_weight():
     (dict(bos_id=0), "must differ"),
     (dict(encoder_layers=0), "encoder_layers"),
     (dict(backend="fast"), "unknown backend"),
+    (dict(dropout="x"), "Seq2SeqConfig: dropout must be a number, got 'x'"),
+    (dict(dropout=float("nan")), "Seq2SeqConfig: dropout must be a finite number"),
+    (dict(hidden_size=True), "Seq2SeqConfig: hidden_size must be an integer, got True"),
+    (dict(bidirectional="maybe"), "Seq2SeqConfig: bidirectional must be true or false"),
+    (dict(cell=3), "Seq2SeqConfig: cell must be text"),
 ])
 def test_config_errors(overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
         _model(**overrides)
+
+
+def test_config_values_are_coerced_where_their_meaning_is_plain():
+    config = Seq2SeqConfig(src_vocab_size="5", tgt_vocab_size=7.0, dropout="1e-1", bidirectional="False")
+    assert (config.src_vocab_size, config.tgt_vocab_size, config.dropout, config.bidirectional) == (5, 7, 0.1, False)
+    assert type(config.src_vocab_size) is int and type(config.tgt_vocab_size) is int
 
 
 def test_config_round_trip():

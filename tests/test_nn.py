@@ -190,6 +190,51 @@ def test_rnn_bad_input(kind):
         MODULES[kind][0](3, 5, backend="cudnn")
 
 
+# Bad input that torch.nn's modules reject with a ValueError, RuntimeError or TypeError; ``nn`` is torch.nn or
+# s2s_fast.nn. (Mistakes torch only trips over by accident, with an AttributeError or IndexError, are left out.)
+TORCH_REJECTS = {
+    "LSTM input size": lambda nn: nn.LSTM(3, 4)(torch.randn(5, 2, 7)),
+    "LSTM 4-d input": lambda nn: nn.LSTM(3, 4)(torch.randn(5, 2, 3, 1)),
+    "LSTM h_0 shape": lambda nn: nn.LSTM(3, 4)(torch.randn(5, 2, 3), (torch.randn(1, 3, 4),) * 2),
+    "LSTM 2-d h_0 for batched input": lambda nn: nn.LSTM(3, 4)(torch.randn(5, 2, 3), (torch.randn(2, 4),) * 2),
+    "LSTM input dtype": lambda nn: nn.LSTM(3, 4)(torch.randn(5, 2, 3, dtype=torch.float64)),
+    "LSTM integer input": lambda nn: nn.LSTM(3, 4)(torch.ones(5, 2, 3, dtype=torch.long)),
+    "LSTM h_0 dtype": lambda nn: nn.LSTM(3, 4)(torch.randn(5, 2, 3), (torch.randn(1, 2, 4, dtype=torch.float64),
+                                                                     torch.randn(1, 2, 4))),
+    "LSTM input on another device": lambda nn: nn.LSTM(3, 4)(torch.empty(5, 2, 3, device="meta")),
+    "LSTM packed input size": lambda nn: nn.LSTM(3, 4)(pack_padded_sequence(torch.randn(5, 2, 7),
+                                                                            torch.tensor([5, 3]))),
+    "GRU input size": lambda nn: nn.GRU(3, 4)(torch.randn(5, 2, 7)),
+    "GRU h_0 shape": lambda nn: nn.GRU(3, 4)(torch.randn(5, 2, 3), torch.randn(1, 3, 4)),
+    "GRU input dtype": lambda nn: nn.GRU(3, 4)(torch.randn(5, 2, 3, dtype=torch.float64)),
+    "LSTMCell input size": lambda nn: nn.LSTMCell(3, 4)(torch.randn(2, 7)),
+    "LSTMCell 3-d input": lambda nn: nn.LSTMCell(3, 4)(torch.randn(2, 3, 1)),
+    "LSTMCell hx batch": lambda nn: nn.LSTMCell(3, 4)(torch.randn(2, 3), (torch.randn(3, 4),) * 2),
+    "LSTMCell hx size": lambda nn: nn.LSTMCell(3, 4)(torch.randn(2, 3), (torch.randn(2, 5),) * 2),
+    "LSTMCell hx not a pair": lambda nn: nn.LSTMCell(3, 4)(torch.randn(2, 3), torch.randn(2, 4)),
+    "LSTMCell 1-d hx for 2-d input": lambda nn: nn.LSTMCell(3, 4)(torch.randn(2, 3), (torch.randn(4),) * 2),
+    "LSTMCell input dtype": lambda nn: nn.LSTMCell(3, 4)(torch.randn(2, 3, dtype=torch.float64)),
+    "GRUCell input size": lambda nn: nn.GRUCell(3, 4)(torch.randn(2, 7)),
+    "GRUCell hx batch": lambda nn: nn.GRUCell(3, 4)(torch.randn(2, 3), torch.randn(3, 4)),
+    "GRUCell integer input": lambda nn: nn.GRUCell(3, 4)(torch.ones(2, 3, dtype=torch.long)),
+    "GRU proj_size": lambda nn: nn.GRU(3, 4, proj_size=2),
+    "LSTM dropout": lambda nn: nn.LSTM(3, 4, dropout=2.0),
+}
+
+
+@pytest.mark.parametrize("case", TORCH_REJECTS)
+def test_bad_input_raises_an_error_of_the_class_torch_nn_raises(case):
+    """The README's policy: a ValueError or TypeError that names the argument, which is also an instance of what
+    torch.nn raises for the same mistake (RuntimeError for most), so code written around torch.nn still catches it."""
+    with pytest.raises(Exception) as theirs:
+        TORCH_REJECTS[case](torch.nn)
+    with pytest.raises(Exception) as ours:
+        TORCH_REJECTS[case](snn)
+    assert type(theirs.value) in (ValueError, RuntimeError, TypeError)
+    assert isinstance(ours.value, type(theirs.value)) and isinstance(ours.value, (ValueError, TypeError)), (
+        type(ours.value).__mro__, theirs.value)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_cells_match_torch(kind, bias):

@@ -1,4 +1,7 @@
-"""s2s-fast train / decode / evaluate end to end on tiny budgets, and clear messages for bad input."""
+"""s2s-fast train / decode / evaluate end to end on tiny budgets, and clear messages for bad input.
+
+Commands run through s2s_fast.cli.main, the console script's entry point, in this process; through python -m
+s2s_fast in a subprocess where the environment or a second process matters."""
 
 import io
 import json
@@ -106,7 +109,8 @@ def test_parallel_text_train_and_evaluate_bleu_chrf(tmp_path, capsys):
     (["train", "--task", "parallel", "--output-dir", "{tmp}/r", "--train-src", "{tmp}/a.src", "--train-tgt",
       "{tmp}/holes.tgt"], r"holes.tgt:2: empty line"),
     (["train", "--task", "parallel", "--output-dir", "{tmp}/r"], "needs --train-src and --train-tgt"),
-    (["train", "--config", "{tmp}/bad_task.yaml", "--output-dir", "{tmp}/r"], "unknown task 'spelling'"),
+    (["train", "--config", "{tmp}/bad_task.yaml", "--output-dir", "{tmp}/r"],
+     "bad_task.yaml: task must be one of .*'spelling'"),
     (["train", "--config", "{tmp}/bad_key.json", "--output-dir", "{tmp}/r"], "unknown setting.*learning_rate"),
     (["train", "--config", "{tmp}/missing.yaml"], "missing.yaml: no such config file"),
     (["train", "--task", "reverse"], "output directory is needed"),
@@ -157,3 +161,83 @@ def test_torchrun_form_the_readme_documents(tmp_path):
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     code, _, err = _run(capsys, "train", "--task", "reverse", "--output-dir", tmp_path / "r", "--device", "cuda")
     assert code == 1 and "sees no CUDA GPU" in err and "Traceback" not in err
+
+
+def _tiny_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 1, "--eval-every", 0, *TINY_TOY)[0] == 0
+    return run
+
+
+def _one_line(code, err, pattern):
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(pattern, err), err
+
+
+def test_every_command_refuses_an_unknown_device_in_one_line(tmp_path, capsys):
+    run = _tiny_run(tmp_path, capsys)
+    inputs = _lines(tmp_path / "in", ["1 2"])
+    for argv in (["train", "--output-dir", tmp_path / "r", "--device", "tpu"], ["decode", run, "--input", inputs,
+                 "--device", "tpu"], ["evaluate", run, "--device", "tpu"], ["bench", "--quick", "--device", "tpu"],
+                 ["demo", "--device", "tpu", "--seconds", 1]):
+        _one_line(*_run(capsys, *argv)[::2], r"error: unknown device 'tpu'; use auto, cpu or cuda")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_demo_on_cuda_without_a_gpu_is_one_line(capsys):
+    _one_line(*_run(capsys, "demo", "--device", "cuda", "--seconds", 1)[::2], r"demo: error: .*sees no CUDA GPU")
+
+
+def test_a_bench_filter_that_is_not_a_regular_expression_is_one_line(capsys):
+    _one_line(*_run(capsys, "bench", "--quick", "--device", "cpu", "--filter", "(")[::2],
+              r"--filter '\(' is not a regular expression: missing \)")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the triton backend runs where there is a GPU")
+def test_a_backend_that_cannot_run_here_is_one_line_through_the_console_script(tmp_path, capsys):
+    """python -m s2s_fast (the console script's entry point) in a clean environment: no Triton interpreter, no
+    CUDA emulation, so S2S_FAST_BACKEND=triton cannot serve the model's ops on the CPU."""
+    import os
+
+    run = _tiny_run(tmp_path, capsys)
+    env = {key: value for key, value in os.environ.items() if key not in ("TRITON_INTERPRET", "S2S_FAST_CUDA_EMULATE")}
+    result = subprocess.run([sys.executable, "-m", "s2s_fast", "decode", str(run), "--device", "cpu"], cwd=ROOT,
+                            input="1 2\n", capture_output=True, text=True, timeout=120,
+                            env={**env, "S2S_FAST_BACKEND": "triton", "PYTHONPATH": str(ROOT)})
+    _one_line(result.returncode, result.stderr, r"decode: error: backend 'triton' cannot serve .* on cpu: Triton "
+                                                r"kernels run on CUDA devices")
+
+
+def test_input_that_is_not_utf8_is_named(tmp_path, capsys, monkeypatch):
+    run = _tiny_run(tmp_path, capsys)
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"1 2\n\xff\xfe 3\n")
+    _one_line(*_run(capsys, "decode", run, "--input", binary)[::2], rf"{binary}: not UTF-8 text \(invalid start byte "
+                                                                      r"at byte 4\)")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\n"), encoding="utf-8"))
+    _one_line(*_run(capsys, "decode", run)[::2], r"stdin: not UTF-8 text")
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("task: r\xe9verse\n".encode("latin-1"))
+    _one_line(*_run(capsys, "train", "--config", config, "--output-dir", tmp_path / "r")[::2],
+              rf"{config}: not UTF-8 text")
+
+
+def test_a_multi_line_error_is_printed_on_one_line(tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text("max_steps: [1,\n")
+    _one_line(*_run(capsys, "train", "--config", config, "--output-dir", tmp_path / "r")[::2],
+              rf"{config}: not valid YAML: .*line 2")
+
+
+def test_an_unexpected_error_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    """A bug is not a user's mistake: it is not turned into one line."""
+    import s2s_fast.inference
+
+    run = _tiny_run(tmp_path, capsys)
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(s2s_fast.inference, "translate", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["decode", str(run), "--input", str(_lines(tmp_path / "in", ["1 2"]))])

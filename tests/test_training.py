@@ -1,4 +1,5 @@
-"""Training: schedules, scheduled sampling, exact resume, atomic checkpoints, best-on-dev, early stopping."""
+"""Training: schedules, scheduled sampling, exact resume, atomic checkpoints, best-on-dev, early stopping, a loss
+that stops being finite, and SIGINT / SIGTERM."""
 
 import json
 
@@ -81,6 +82,22 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
               explicit={"max_steps": 30, "batch_tokens": 99}, **QUIET)
 
 
+def test_resume_uses_a_changed_lr_betas_and_weight_decay_as_config_json_records_them(tmp_path):
+    """The optimizer and scheduler states of a checkpoint carry the saved run's lr, betas and weight decay; settings
+    a user changes on resume replace them instead of being recorded and ignored."""
+    run = tmp_path / "run"
+    common = dict(TINY, output_dir=str(run), eval_every=0, lr_schedule="constant", warmup_steps=0)
+    train(TrainConfig(max_steps=4, save_every=4, **common), **QUIET)
+    changed = {"max_steps": 8, "lr": 5e-4, "adam_betas": [0.8, 0.95], "weight_decay": 0.1}
+    train(TrainConfig(**{**common, **changed}), resume=True, explicit=changed, **QUIET)
+    recorded = json.loads((run / "config.json").read_text())
+    assert {name: recorded[name] for name in changed} == changed
+    groups = ckpt.load_trainer_state(ckpt.find_checkpoint(run, "last"))["optimizer"]["param_groups"]
+    assert [(g["lr"], tuple(g["betas"]), g["weight_decay"]) for g in groups] == [(5e-4, (0.8, 0.95), 0.1),
+                                                                               (5e-4, (0.8, 0.95), 0.0)]
+    assert [event["lr"] for event in _events(run, "train") if event["step"] > 4] == [5e-4]
+
+
 def test_crash_during_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
     result = train(TrainConfig(output_dir=str(run), max_steps=4, eval_every=0, save_every=4, **TINY), **QUIET)
@@ -98,22 +115,18 @@ def test_crash_during_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch)
     model, _, _ = ckpt.load_checkpoint(good)
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
-    assert (run / "checkpoints" / ".step-00000008.tmp").exists()
+    assert not [path.name for path in (run / "checkpoints").iterdir() if path.name.startswith(".")]
     ckpt.save_checkpoint(run, 8, result.model, ckpt.load_checkpoint(good)[1], {}, {"step": 8})
     assert ckpt.find_checkpoint(run, "last").name == "step-00000008"
-    assert not list((run / "checkpoints").glob(".*.tmp"))
 
 
-def test_best_checkpoint_is_never_replaced_by_a_worse_one(tmp_path):
-    root = tmp_path / "checkpoints"
-    root.mkdir()
-    for name in ("step-00000001", "step-00000002", "step-00000003"):
-        (root / name).mkdir()
-    assert ckpt.update_best(tmp_path, root / "step-00000001", "wer", 0.5, higher_is_better=False)
-    assert not ckpt.update_best(tmp_path, root / "step-00000002", "wer", 0.6, higher_is_better=False)
-    assert not ckpt.update_best(tmp_path, root / "step-00000002", "wer", 0.5, higher_is_better=False)
-    assert ckpt.update_best(tmp_path, root / "step-00000003", "wer", 0.4, higher_is_better=False)
-    assert json.loads((root / "best.json").read_text())["checkpoint"] == "step-00000003"
+def test_a_dev_score_is_better_only_when_finite_and_strictly_better():
+    assert ckpt.is_better(0.5, None, higher_is_better=False)
+    assert ckpt.is_better(0.4, 0.5, higher_is_better=False) and not ckpt.is_better(0.5, 0.5, higher_is_better=False)
+    assert ckpt.is_better(0.6, 0.5, higher_is_better=True) and not ckpt.is_better(0.4, 0.5, higher_is_better=True)
+    for value in (float("nan"), float("inf"), float("-inf")):
+        assert not ckpt.is_better(value, None, higher_is_better=True)
+        assert not ckpt.is_better(value, 0.5, higher_is_better=False)
 
 
 def test_training_keeps_the_best_and_stops_early(tmp_path):
@@ -174,3 +187,107 @@ def test_trains_resumes_and_decodes_on_a_gpu(tmp_path):
     assert greedy == model.generate(src, lengths, beam_size=1, max_len=12)
     vocab = model.config.tgt_vocab_size
     assert len(greedy) == 6 and all(0 <= token < vocab for tokens in greedy for token in tokens)
+
+
+def test_a_non_finite_loss_stops_training_and_leaves_the_last_good_checkpoint_best(tmp_path, monkeypatch):
+    """The loss turns NaN at step 5: training stops there with NonFiniteLoss, before any update; the step-4
+    checkpoint stays latest and best.json names a finite score."""
+    import s2s_fast.train as training
+
+    run = tmp_path / "run"
+    real_loss = training.sequence_loss
+    calls = []
+
+    def nan_at_step_5(*args, **kwargs):
+        calls.append(None)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(training, "sequence_loss", nan_at_step_5)
+    with pytest.raises(training.NonFiniteLoss, match=r"step 5: the loss is nan; training stopped and the last good "
+                                                     r"checkpoint, step-00000004, stays"):
+        train(TrainConfig(output_dir=str(run), max_steps=10, eval_every=2, **TINY), **QUIET)
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 4
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["step"] in (2, 4) and best["value"] == best["value"]
+    model, _, _ = ckpt.load_checkpoint(ckpt.find_checkpoint(run, "last"))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "step 5: the loss is nan" in (run / "train.log").read_text()
+
+
+def test_weights_made_infinite_by_an_update_are_never_saved_or_scored(tmp_path, monkeypatch):
+    import s2s_fast.train as training
+
+    run = tmp_path / "run"
+    real_step = torch.optim.AdamW.step
+
+    def step_then_poison(self, *args, **kwargs):
+        result = real_step(self, *args, **kwargs)
+        if self.state[self.param_groups[0]["params"][0]]["step"] == 3:
+            self.param_groups[0]["params"][0].data.fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_poison)
+    with pytest.raises(training.NonFiniteLoss, match=r"step 3: the update made the weights NaN or infinite"):
+        train(TrainConfig(output_dir=str(run), max_steps=10, eval_every=3, save_every=1, **TINY), **QUIET)
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
+    assert not (run / "checkpoints" / "best.json").exists() and not (run / "metrics.jsonl").exists()
+
+
+def test_a_huge_learning_rate_stops_in_one_line_through_the_cli(tmp_path, capsys):
+    from s2s_fast.cli import main
+
+    for lr in ("1e30", "1e38"):
+        code = main(["train", "--output-dir", str(tmp_path / lr), "--max-steps", "10", "--eval-every", "2",
+                     "--warmup-steps", "0", "--clip-norm", "0", "--lr", lr, "--task", "reverse", "--toy-train-size",
+                     "300", "--batch-tokens", "160", "--device", "cpu", "--progress", "off"])
+        err = capsys.readouterr().err
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "training stopped" in err, err
+        assert not (tmp_path / lr / "checkpoints" / "best.json").exists()
+
+
+def test_a_stop_request_is_recorded_once_then_signals_act_as_before():
+    import os
+    import signal
+
+    from s2s_fast.train import StopRequests
+
+    with StopRequests() as requests:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert requests.signal == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_sigint_and_sigterm_save_a_checkpoint_then_exit_128_plus_the_signal(tmp_path, signum, code):
+    """Through the console script (python -m s2s_fast), with saves every 100000 steps: the signal still leaves a
+    checkpoint of the step it interrupted, and --resume continues from it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "s2s_fast", "train", "--output-dir", str(run), "--task", "reverse",
+               "--toy-train-size", "300", "--batch-tokens", "160", "--device", "cpu", "--threads", "1", "--progress",
+               "off", "--log-every", "1", "--eval-every", "0", "--save-every", "100000", "--max-steps", "100000",
+               "--model", "hidden_size=16", "--model", "embed_dim=8"]
+    trainer = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (run / "train.log").exists() or "step 3 " not in (run / "train.log").read_text():
+        assert trainer.poll() is None and time.monotonic() < deadline, trainer.communicate()
+        time.sleep(0.05)
+    trainer.send_signal(getattr(signal, signum))
+    out, err = trainer.communicate(timeout=60)
+    assert trainer.returncode == code and f"interrupted ({signum})" in err, err
+    step = json.loads((run / "checkpoints" / "latest.json").read_text())["step"]
+    assert step >= 3 and f"{signum} at step {step}: checkpoint step-{step:08d} saved" in out
+    ckpt.load_checkpoint(ckpt.find_checkpoint(run, "last"))
+    resumed = subprocess.run([*command[:6], "--resume", "--max-steps", str(step + 1)], cwd=root, capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 0 and f"at step {step} " in resumed.stdout and f"done: step {step + 1}" in (
+        resumed.stdout), resumed.stderr

@@ -192,7 +192,10 @@ def select(cases: list[Case], pattern: str | None) -> list[Case]:
     """Cases whose name matches the regular expression ``pattern`` (all when None)."""
     if pattern is None:
         return cases
-    regex = re.compile(pattern)
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"--filter {pattern!r} is not a regular expression: {error}") from None
     return [case for case in cases if regex.search(case.name)]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..files import read_text
 from .base import SPLITS, EvalItem, Task
 from .metrics import bleu_and_chrf
 from .vocab import SPECIALS, Vocabulary
@@ -22,10 +23,7 @@ def read_lines(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    lines = read_text(file).splitlines()
     stripped = [line.strip() for line in lines]
     for number, line in enumerate(stripped, 1):
         if not line:
@@ -62,6 +60,8 @@ def _processor(path: Path):
     try:
         return spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as error:
+        if not path.is_file():  # removed meanwhile (a checkpoint pruned by a run that is training): not damage
+            raise FileNotFoundError(f"{path}: removed while it was read") from None
         raise ValueError(f"{path}: not a sentencepiece model ({error})") from None
 
 

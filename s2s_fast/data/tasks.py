@@ -7,9 +7,9 @@ lives in its own module: ``g2p``, ``parallel`` (sentencepiece text) and ``toy`` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..files import read_json
 from .base import TASK_FILE, Task
 from .g2p import G2PTask
 from .parallel import ParallelTextTask
@@ -40,7 +40,11 @@ def load_task(directory: Path) -> Task:
     path = Path(directory) / TASK_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {directory} a checkpoint written by s2s-fast train?")
-    state = json.loads(path.read_text())
+    state = read_json(path)
+    missing = [key for key in ("task", "src_vocab", "tgt_vocab", "options") if not isinstance(state, dict)
+               or key not in state]
+    if missing:
+        raise ValueError(f"{path}: damaged task file (missing {', '.join(missing)})")
     name = check_task_name(state["task"])
     src_vocab, tgt_vocab = Vocabulary.from_json(state["src_vocab"]), Vocabulary.from_json(state["tgt_vocab"])
     if name == "g2p":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 
 from ..backends import check_backend_name
+from ..config_values import coerce
 
 CELLS = ("lstm", "gru")
 ATTENTIONS = ("bahdanau", "luong-general", "luong-dot", "none")
@@ -41,12 +43,15 @@ class Seq2SeqConfig:
     backend: str | None = None
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, coerce(f"Seq2SeqConfig: {field.name}", getattr(self, field.name),
+                                             FIELD_TYPES[field.name]))
         for name in ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden_size", "encoder_layers",
                      "decoder_layers"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ValueError(f"Seq2SeqConfig: {name} must be a positive integer, got {value!r}")
-        if self.attention_size is not None and (not isinstance(self.attention_size, int) or self.attention_size < 1):
+        if self.attention_size is not None and self.attention_size < 1:
             raise ValueError(f"Seq2SeqConfig: attention_size must be a positive integer or None, "
                              f"got {self.attention_size!r}")
         if self.cell not in CELLS:
@@ -63,7 +68,7 @@ class Seq2SeqConfig:
                              f"and {self.hidden_size}")
         for name, vocab in (("pad_id", "tgt_vocab_size"), ("bos_id", "tgt_vocab_size"), ("eos_id", "tgt_vocab_size")):
             value = getattr(self, name)
-            if not isinstance(value, int) or not 0 <= value < min(self.src_vocab_size, self.tgt_vocab_size):
+            if not 0 <= value < min(self.src_vocab_size, self.tgt_vocab_size):
                 raise ValueError(f"Seq2SeqConfig: {name} must index both vocabularies (0 <= id < "
                                  f"{min(self.src_vocab_size, self.tgt_vocab_size)}), got {value!r}")
         if len({self.pad_id, self.bos_id, self.eos_id}) != 3:
@@ -81,3 +86,7 @@ class Seq2SeqConfig:
         if unknown:
             raise ValueError(f"Seq2SeqConfig: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+# Each field's annotation, which its values are coerced to.
+FIELD_TYPES = typing.get_type_hints(Seq2SeqConfig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import functional as F
+from ..functional import InputError, InputTypeError
 from ..backends import check_backend_name
 
 
@@ -12,14 +13,16 @@ def _batched(module, input: torch.Tensor, states: tuple) -> tuple[bool, torch.Te
     """Check dims like torch's cells; return (was batched, input [B, I], states [B, H] or None)."""
     kind = type(module).__name__
     if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{kind}: input must be a tensor, got {type(input).__name__}")
+        raise InputTypeError(f"{kind}: input must be a tensor, got {type(input).__name__}")
     if input.dim() not in (1, 2):
-        raise ValueError(f"{kind}: expected input to be 1-d (unbatched) or 2-d (batched), got {input.dim()}-d")
+        raise InputError(f"{kind}: expected input to be 1-d (unbatched) or 2-d (batched), got {input.dim()}-d")
+    if input.shape[-1] != module.input_size:
+        raise InputError(f"{kind}: input.size(-1) must be input_size = {module.input_size}, got {input.shape[-1]}")
     batched = input.dim() == 2
     checked = []
     for state in states:
         if state is not None and state.dim() != input.dim():
-            raise ValueError(f"{kind}: for {input.dim()}-d input, the hidden state must be {input.dim()}-d, "
+            raise InputError(f"{kind}: for {input.dim()}-d input, the hidden state must be {input.dim()}-d, "
                              f"got {state.dim()}-d")
         checked.append(state if state is None or batched else state.unsqueeze(0))
     return batched, (input if batched else input.unsqueeze(0)), tuple(checked)
@@ -34,7 +37,7 @@ class LSTMCell(torch.nn.LSTMCell):
 
     def forward(self, input, hx=None):
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
-            raise TypeError(f"LSTMCell: hx must be a tuple (h, c), got {type(hx).__name__}")
+            raise InputTypeError(f"LSTMCell: hx must be a tuple (h, c), got {type(hx).__name__}")
         batched, input, (h, c) = _batched(self, input, (None, None) if hx is None else tuple(hx))
         if h is None:
             h = c = input.new_zeros(input.shape[0], self.hidden_size)

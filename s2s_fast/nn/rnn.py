@@ -8,6 +8,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import functional as F
+from ..functional import InputError, InputTypeError
 from ..backends import check_backend_name
 
 
@@ -21,21 +22,22 @@ def _initial_state(module, hx, batch: int, like: torch.Tensor, batched: bool, is
     states = hx
     if is_lstm:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(f"{kind}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+            raise InputTypeError(f"{kind}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
     else:
         states = (hx,)
     normalised = []
     for name, state in zip(("h_0", "c_0"), states):
         if not isinstance(state, torch.Tensor):
-            raise TypeError(f"{kind}: {name} must be a tensor, got {type(state).__name__}")
+            raise InputTypeError(f"{kind}: {name} must be a tensor, got {type(state).__name__}")
         wanted_dim = 3 if batched else 2
         if state.dim() != wanted_dim:
-            raise ValueError(f"{kind}: for {'batched 3' if batched else 'unbatched 2'}-d input, {name} must be "
+            raise InputError(f"{kind}: for {'batched 3' if batched else 'unbatched 2'}-d input, {name} must be "
                              f"{wanted_dim}-d, got {state.dim()}-d")
         state = state if batched else state.unsqueeze(1)
         if tuple(state.shape) != expected:
             shown = expected if batched else (expected[0], expected[2])
-            raise ValueError(f"{kind}: expected {name} of shape {list(shown)}, got {list(state.shape if batched else state.squeeze(1).shape)}")
+            got = state.shape if batched else state.squeeze(1).shape
+            raise InputError(f"{kind}: expected {name} of shape {list(shown)}, got {list(got)}")
         normalised.append(state)
     return tuple(normalised) if is_lstm else normalised[0]
 
@@ -100,7 +102,7 @@ class _RNNMixin:
             (output with input's layout and zeros past each row's end, h_n [L*D, B, H] (and c_n for LSTM)).
         """
         if input.dim() != 3:
-            raise ValueError(f"{type(self).__name__}.forward_padded: input must be 3-d, got {input.dim()}-d")
+            raise InputError(f"{type(self).__name__}.forward_padded: input must be 3-d, got {input.dim()}-d")
         time_major = input.transpose(0, 1) if self.batch_first else input
         self._check_input_size(time_major)
         state = _initial_state(self, hx, time_major.shape[1], time_major, True, self._is_lstm)
@@ -109,7 +111,7 @@ class _RNNMixin:
 
     def _check_input_size(self, input: torch.Tensor) -> None:
         if input.shape[-1] != self.input_size:
-            raise ValueError(f"{type(self).__name__}: input.size(-1) must be input_size = {self.input_size}, "
+            raise InputError(f"{type(self).__name__}: input.size(-1) must be input_size = {self.input_size}, "
                              f"got {input.shape[-1]}")
 
     def forward(self, input, hx=None):
@@ -120,10 +122,10 @@ class _RNNMixin:
             output, final = _run_layers(self, padded, lengths, state, self._is_lstm)
             return _pack_like(output, lengths, input), final
         if not isinstance(input, torch.Tensor):
-            raise TypeError(f"{type(self).__name__}: input must be a tensor or PackedSequence, "
+            raise InputTypeError(f"{type(self).__name__}: input must be a tensor or PackedSequence, "
                             f"got {type(input).__name__}")
         if input.dim() not in (2, 3):
-            raise ValueError(f"{type(self).__name__}: expected input of 2 (unbatched) or 3 (batched) dimensions, "
+            raise InputError(f"{type(self).__name__}: expected input of 2 (unbatched) or 3 (batched) dimensions, "
                              f"got {input.dim()}")
         batched = input.dim() == 3
         time_major = (input.transpose(0, 1) if self.batch_first else input) if batched else input.unsqueeze(1)

@@ -1,0 +1,93 @@
+"""Files that survive a crash and say what is wrong with them: atomic JSON writes, text and JSON reads that name a
+damaged file, and the exclusive lock that gives one process a directory.
+
+Temporary names carry the writer's process id, so two processes never write through the same temporary file; the
+lock is an advisory ``flock`` on a file in the directory, released by the kernel however its holder ends (a
+``kill -9`` included), so a dead holder never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+LOCK_FILE = ".s2s-fast.lock"
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's entry to disk (a directory: the names created or renamed in it)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def temporary_path(path: Path, suffix: str = "tmp") -> Path:
+    """A hidden name beside ``path`` that is this process's own: ``dir/.name.<pid>.<suffix>``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{suffix}")
+
+
+def write_json_atomic(path: Path, value) -> None:
+    """Write JSON to ``path`` so that readers see the old content or the new one, never a mix."""
+    path = Path(path)
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, "w") as file:
+            json.dump(value, file, indent=1)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_path(path.parent)
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's content; a file that is not UTF-8 raises ValueError naming it and the byte."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def read_json(path: Path):
+    """The JSON value in ``path``; a file that is not JSON raises ValueError naming it."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: damaged, not JSON ({error})") from None
+
+
+@contextlib.contextmanager
+def locked_directory(directory: Path, purpose: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (created if missing) while the block runs.
+
+    Raises:
+        BlockingIOError: another process holds it; the message names its process id and ``purpose`` (what the
+            holder is doing there, e.g. "s2s-fast train").
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a+") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "unknown"
+            raise BlockingIOError(f"{directory} is in use by another {purpose} (pid {holder}); wait for it to end "
+                                  "or choose another directory") from None
+        try:
+            file.truncate(0)
+            file.write(f"{os.getpid()}\n")
+            file.flush()
+            yield
+        finally:
+            file.truncate(0)
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)

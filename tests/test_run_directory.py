@@ -1,0 +1,331 @@
+"""What a training run keeps on disk survives: one run per output directory, pointers no kill can leave wrong,
+a full disk, a reader racing the run that prunes, damaged files named, and a directory never silently reused.
+
+CLI cases call s2s_fast.cli.main(argv) in this process (the console script's entry point) unless a second process
+is the point of the test.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s_fast import checkpoint as ckpt
+from s2s_fast.cli import main
+from s2s_fast.files import LOCK_FILE, temporary_path, write_json_atomic
+from s2s_fast.train import train
+from s2s_fast.train_config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = dict(echo=lambda line: None)
+TINY = dict(task="reverse", toy_train_size=300, toy_eval_size=40, toy_max_len=8, batch_tokens=160, warmup_steps=3,
+            log_every=4, progress="off", device="cpu", threads=1, model={"hidden_size": 16, "embed_dim": 8})
+TINY_FLAGS = ["--task", "reverse", "--toy-train-size", "300", "--toy-eval-size", "40", "--toy-max-len", "8",
+              "--batch-tokens", "160", "--warmup-steps", "3", "--device", "cpu", "--threads", "1", "--progress",
+              "off", "--model", "hidden_size=16", "--model", "embed_dim=8"]
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _pointer(run, name):
+    return json.loads((run / "checkpoints" / name).read_text())
+
+
+def _one_line_error(code, err, pattern):
+    import re
+
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(pattern, err), err
+
+
+def test_a_second_run_in_the_directory_is_refused_naming_the_holder(tmp_path, capsys):
+    """Another process (here a plain holder of the lock) trains in the directory: train and train --resume are
+    refused with its pid, and go ahead once it has ended."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom s2s_fast.files import locked_directory\n"
+                               f"with locked_directory({str(run)!r}, 's2s-fast train'):\n"
+                               "    print('held', flush=True)\n    time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--resume"]):
+            code, _, err = _run(capsys, "train", "--output-dir", run, "--max-steps", 2, *TINY_FLAGS, *extra)
+            _one_line_error(code, err, rf"{run} is in use by another s2s-fast train \(pid {holder.pid}\)")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (run / "checkpoints").exists()
+    code, out, _ = _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 0, *TINY_FLAGS)
+    assert code == 0 and "done: step 2" in out
+    assert (run / LOCK_FILE).read_text() == ""
+
+
+def test_temporary_names_belong_to_one_process(tmp_path):
+    path = tmp_path / "latest.json"
+    assert temporary_path(path).name == f".latest.json.{__import__('os').getpid()}.tmp"
+    write_json_atomic(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1} and sorted(p.name for p in tmp_path.iterdir()) == ["latest.json"]
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing in s2s_fast catches it."""
+
+
+def test_a_kill_after_the_best_pointer_moves_loses_nothing_and_resume_repairs(tmp_path, monkeypatch):
+    """Step 2 is the run's first dev evaluation, so its best; the process dies right after best.json names step 2
+    and before latest.json does. Both pointers name complete checkpoints; resume (from step 1, where the run had no
+    best yet) puts best.json back in line with that state, and the finished run agrees with its metrics."""
+    run = tmp_path / "run"
+    config = dict(TINY, output_dir=str(run), eval_every=2, save_every=1, keep_checkpoints=1)
+    real_write = ckpt.write_json_atomic
+
+    def dies_before_latest_moves_to_step_2(path, value):
+        if Path(path).name == ckpt.LATEST and value["step"] == 2:
+            raise Killed
+        real_write(path, value)
+
+    monkeypatch.setattr(ckpt, "write_json_atomic", dies_before_latest_moves_to_step_2)
+    with pytest.raises(Killed):
+        train(TrainConfig(max_steps=6, **config), **QUIET)
+    monkeypatch.undo()
+    assert _pointer(run, "best.json")["checkpoint"] == "step-00000002"
+    assert _pointer(run, "latest.json")["checkpoint"] == "step-00000001"
+    for which in ("best", "last"):
+        ckpt.load_checkpoint(ckpt.find_checkpoint(run, which))
+
+    result = train(TrainConfig(max_steps=6, **config), resume=True, explicit={"max_steps": 6}, **QUIET)
+    log = (run / "train.log").read_text()
+    assert "note: best.json no longer names step-00000002, which this run has not reached" in log
+    dev = [event for event in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+           if event["kind"] == "dev"]
+    best = max(dev, key=lambda event: (event["accuracy"], -event["step"]))
+    assert result.best["step"] == best["step"] and _pointer(run, "best.json")["step"] == best["step"]
+    assert _pointer(run, "best.json")["value"] == best["accuracy"]
+
+
+def test_resume_points_best_json_at_the_best_the_trainer_state_records(tmp_path):
+    """Pointers left wrong by an older s2s_fast (best.json naming an earlier checkpoint than the state's best, the
+    state's best pruned) are rewritten from the trainer state, with a note; latest.json too."""
+    run = tmp_path / "run"
+    config = dict(TINY, output_dir=str(run), eval_every=2, save_every=1, keep_checkpoints=10)
+    result = train(TrainConfig(max_steps=4, **config), **QUIET)
+    assert result.best["step"] == 2
+    write_json_atomic(run / "checkpoints" / "best.json", {**_pointer(run, "best.json"), "checkpoint": "step-00000001",
+                                                          "step": 1})
+    (run / "checkpoints" / "latest.json").unlink()
+    train(TrainConfig(max_steps=5, **config), resume=True, explicit={"max_steps": 5}, **QUIET)
+    log = (run / "train.log").read_text()
+    assert "resumed from" in log and "step-00000004" in log
+    assert "note: latest.json now names step-00000004" in log
+    assert "note: best.json now names step-00000002, the best the run recorded" in log
+    assert _pointer(run, "best.json")["checkpoint"] == "step-00000002"
+
+    shutil.rmtree(run / "checkpoints" / "step-00000002")
+    train(TrainConfig(max_steps=6, **config), resume=True, explicit={"max_steps": 6}, **QUIET)
+    assert "the best checkpoint the run recorded, step-00000002, is gone" in (run / "train.log").read_text()
+    assert not (run / "checkpoints" / "best.json").exists()
+
+
+def test_a_directory_holding_a_run_is_refused_unless_resume_or_overwrite(tmp_path, capsys):
+    """latest.json gone, best.json and checkpoints left: a fresh train is refused (it would leave decode serving
+    the old best), --resume continues from the newest checkpoint, --overwrite starts over with nothing left of
+    the old run; --resume with --overwrite is refused."""
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 4, "--eval-every", 2, *TINY_FLAGS)[0] == 0
+    (run / "checkpoints" / "latest.json").unlink()
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--max-steps", 4, *TINY_FLAGS)
+    _one_line_error(code, err, r"already holds a training run \(config.json, train.log, metrics.jsonl, checkpoints\);"
+                               r" pass --resume to continue it, --overwrite to replace it")
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--resume", "--overwrite")
+    _one_line_error(code, err, "--resume continues .* --overwrite replaces it: give one of them")
+    code, out, _ = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 6)
+    assert code == 0 and "resumed from" in out and "step-00000004" in out and "done: step 6" in out
+    assert _pointer(run, "latest.json")["step"] == 6
+
+    code, out, _ = _run(capsys, "train", "--output-dir", run, "--overwrite", "--max-steps", 1, "--eval-every", 0,
+                        "--seed", 3, *TINY_FLAGS)
+    assert code == 0 and "done: step 1" in out
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest.json", "step-00000001"]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("flag,value", [("--toy-eval-size", 10), ("--toy-seed", 4)])
+def test_resume_refuses_changed_data_settings_instead_of_recording_them(tmp_path, capsys, flag, value):
+    """The resumed task is the one saved with the run: a new dev set would be written to config.json and not used,
+    so it is refused (as are the other settings of the data)."""
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 2, *TINY_FLAGS)[0] == 0
+    saved = (run / "config.json").read_text()
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 4, flag, value)
+    _one_line_error(code, err, rf"cannot change {flag[2:].replace('-', '_')} of an existing run")
+    assert (run / "config.json").read_text() == saved
+
+
+def test_every_setting_the_task_reads_is_fixed_on_resume():
+    import dataclasses
+
+    from s2s_fast.train_config import FIXED_ON_RESUME
+
+    task_options = {spec.name for spec in dataclasses.fields(TrainConfig) if spec.metadata["task_option"]}
+    assert {"dev_src", "dev_tgt", "test_src", "test_tgt", "toy_eval_size"} <= task_options <= set(FIXED_ON_RESUME)
+
+
+@pytest.mark.parametrize("failure", ["torch.save", "safetensors"])
+def test_a_full_disk_cleans_up_says_no_space_left_and_resume_works(tmp_path, capsys, monkeypatch, failure):
+    """Writing a checkpoint fails as a full disk makes it fail (Python's OSError(ENOSPC) for the trainer state,
+    safetensors' own error for the weights): one line that says so, no temporary left, the last good checkpoint
+    kept, and --resume continues once there is room."""
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 0, *TINY_FLAGS)[0] == 0
+    from safetensors import SafetensorError
+
+    def disk_full(*args, **kwargs):
+        if failure == "torch.save":
+            raise OSError(28, "No space left on device")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    if failure == "safetensors":
+        monkeypatch.setattr(ckpt, "save_model", disk_full)
+    else:
+        real_save = torch.save
+
+        def partial_then_full(obj, file, *args, **kwargs):
+            real_save(obj, file, *args, **kwargs)
+            disk_full()
+
+        monkeypatch.setattr(ckpt.torch, "save", partial_then_full)
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 4)
+    monkeypatch.undo()
+    _one_line_error(code, err, r"no space left on device while writing checkpoint step-00000003; the last good "
+                               r"checkpoint stays")
+    root = run / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest.json", "step-00000002"]
+    code, out, _ = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 4)
+    assert code == 0 and "done: step 4" in out and _pointer(run, "latest.json")["step"] == 4
+
+
+def test_a_reader_follows_a_checkpoint_the_training_run_prunes_while_it_loads(tmp_path, monkeypatch):
+    """The race decode lost against a training run: latest.json names step 2, the run saves step 3 and prunes step 2
+    while the reader is between two of its files. The reader loads step 3 instead of failing."""
+    run = tmp_path / "run"
+    result = train(TrainConfig(output_dir=str(run), max_steps=2, eval_every=0, save_every=1, **TINY), **QUIET)
+    real_load_task = ckpt.load_task
+
+    def training_saves_and_prunes_meanwhile(directory):
+        if Path(directory).name == "step-00000002":
+            state = ckpt.load_trainer_state(directory)
+            ckpt.save_checkpoint(run, 3, result.model, real_load_task(directory), {}, {**state, "step": 3})
+        return real_load_task(directory)
+
+    monkeypatch.setattr(ckpt, "load_task", training_saves_and_prunes_meanwhile)
+    checkpoint, model, task, _ = ckpt.open_checkpoint(run, "last")
+    assert checkpoint.name == "step-00000003" and not (run / "checkpoints" / "step-00000002").exists()
+    monkeypatch.undo()
+
+    real_load_model = ckpt.load_model
+
+    def pruned_while_safetensors_maps_the_weights(model, filename, *args, **kwargs):
+        """As seen in a real race: safetensors read the header, then torch could not map the pruned file."""
+        if Path(filename).parent.name == "step-00000003":
+            state = ckpt.load_trainer_state(Path(filename).parent)
+            ckpt.save_checkpoint(run, 4, result.model, real_load_task(Path(filename).parent), {},
+                                 {**state, "step": 4})
+            raise RuntimeError(f"unable to open file <{filename}> in read-only mode: No such file or directory (2)")
+        return real_load_model(model, filename, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "load_model", pruned_while_safetensors_maps_the_weights)
+    assert ckpt.open_checkpoint(run, "last")[0].name == "step-00000004"
+
+
+def test_decoding_while_a_run_trains_and_prunes_never_fails(tmp_path, capsys):
+    """A real run saves (and prunes) after every step in another process while this one decodes its latest
+    checkpoint over and over."""
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 1, "--eval-every", 0, *TINY_FLAGS)[0] == 0
+    trainer = subprocess.Popen([sys.executable, "-m", "s2s_fast", "train", "--output-dir", str(run), "--resume",
+                                "--max-steps", "10000", "--save-every", "1"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("1 2 3\n")
+    loads, started = set(), time.monotonic()
+    try:
+        while _pointer(run, "latest.json")["step"] == 1 and time.monotonic() < started + 30:
+            time.sleep(0.05)
+        deadline = time.monotonic() + 6
+        while trainer.poll() is None and time.monotonic() < deadline:
+            code, out, err = _run(capsys, "decode", run, "--checkpoint", "last", "--input", inputs, "--beam-size", 1,
+                                  "--device", "cpu")
+            assert code == 0, err
+            loads.add(_pointer(run, "latest.json")["step"])
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert len(loads) > 5
+
+
+DAMAGE = {
+    "truncated weights": ("model.safetensors", lambda path: path.write_bytes(path.read_bytes()[:100]),
+                          r"model.safetensors: damaged, or not the weights model_config.json describes"),
+    "garbage weights": ("model.safetensors", lambda path: path.write_bytes(b"garbage\n"),
+                        r"model.safetensors: damaged"),
+    "model config not JSON": ("model_config.json", lambda path: path.write_text("{"),
+                              r"model_config.json: damaged, not JSON"),
+    "model config missing fields": ("model_config.json", lambda path: path.write_text('{"embed_dim": 8}'),
+                                    r"model_config.json: damaged model configuration"),
+    "task file missing keys": ("task.json", lambda path: path.write_text('{"task": "reverse"}'),
+                               r"task.json: damaged task file \(missing src_vocab, tgt_vocab, options\)"),
+    "weights NaN": ("model.safetensors", None, r"model.safetensors: the weights hold NaN or infinity"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_checkpoint_file_is_named_in_one_line(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    result = train(TrainConfig(output_dir=str(run), max_steps=2, eval_every=0, **TINY), **QUIET)
+    checkpoint = ckpt.find_checkpoint(run, "last")
+    name, spoil, message = DAMAGE[damage]
+    if spoil is None:
+        from safetensors.torch import save_model
+
+        with torch.no_grad():
+            next(result.model.parameters()).fill_(float("nan"))
+        save_model(result.model, str(checkpoint / name))
+    else:
+        spoil(checkpoint / name)
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("1 2\n")
+    for argv in (["decode", run, "--input", inputs, "--device", "cpu"], ["evaluate", run, "--device", "cpu"],
+                 ["train", "--output-dir", run, "--resume", "--max-steps", 3]):
+        _one_line_error(*_run(capsys, *argv)[::2], rf"{checkpoint}/{message}")
+
+
+@pytest.mark.parametrize("content", ["{\"checkpoint\": \"step-0", "{\"x\": 1}", "[]", "{\"checkpoint\": \"../x\"}"])
+def test_a_damaged_pointer_file_is_named_in_one_line(tmp_path, capsys, content):
+    run = tmp_path / "run"
+    train(TrainConfig(output_dir=str(run), max_steps=2, eval_every=2, **TINY), **QUIET)
+    for name, argv in (("best.json", ["evaluate", run, "--device", "cpu"]),
+                       ("latest.json", ["train", "--output-dir", run, "--resume", "--max-steps", 3])):
+        (run / "checkpoints" / name).write_text(content)
+        _one_line_error(*_run(capsys, *argv)[::2], rf"{run / 'checkpoints' / name}: damaged")
+
+
+def test_a_damaged_trainer_state_is_named_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(TrainConfig(output_dir=str(run), max_steps=2, eval_every=0, **TINY), **QUIET)
+    state = ckpt.find_checkpoint(run, "last") / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:50])
+    _one_line_error(*_run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[::2],
+                    rf"{state}: damaged")
+    torch.save({"step": 2}, state)
+    _one_line_error(*_run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[::2],
+                    rf"{state}: not a trainer state \(missing epoch, ")
