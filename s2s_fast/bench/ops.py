@@ -32,7 +32,7 @@ _ARG_NAMES = {
     "additive_attention": ("query_proj", "key_proj", "v", "values", "mask"),
     "lstm_cell": ("input", "hx", "cx") + _WEIGHTS,
     "gru_cell": ("input", "hx") + _WEIGHTS,
-    "lstm_layer": ("input", "hx", "cx") + _WEIGHTS + ("lengths", "reverse"),
+    "lstm_layer": ("input", "hx", "cx") + _WEIGHTS + ("lengths", "reverse", "weight_hr"),
     "gru_layer": ("input", "hx") + _WEIGHTS + ("lengths", "reverse"),
 }
 _OUTPUT_NAMES = {
@@ -125,6 +125,8 @@ class OpCase(Case):
             inputs["mask"] = (torch.arange(keys) < lengths.unsqueeze(1)).to(device)
         if self.op in _CELL_OF_LAYER:
             inputs.update(lengths=None, reverse=False)
+        if self.op == "lstm_layer":
+            inputs["weight_hr"] = None
         return inputs
 
     def _args(self, inputs: dict) -> tuple:
