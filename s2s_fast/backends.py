@@ -1,9 +1,10 @@
 """Backend registry: which implementation of an op serves a call.
 
-Four backends implement the ops of :mod:`s2s_fast.functional`, each as a subpackage of ``s2s_fast``:
+Five backends implement the ops of :mod:`s2s_fast.functional`, each as a subpackage of ``s2s_fast``:
 
 - ``"reference"``: pure PyTorch, any device; the ground truth of every test.
 - ``"aten"``: torch's own RNN kernels (oneDNN/MKL on a CPU, cuDNN on a GPU) for the layers and cells.
+- ``"cpu"``: fused C++ kernels for CPU tensors (``s2s_fast._cpu``) where torch has none: additive attention.
 - ``"triton"``: fused Triton kernels; CUDA tensors, or CPU tensors when ``TRITON_INTERPRET=1``.
 - ``"cuda"``: the compiled extension ``s2s_fast._C``; CUDA tensors when the extension was built.
 
@@ -21,7 +22,7 @@ reference time loop around its own cell.
 
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
-first where ``CUDNN_FASTER`` says cuDNN was measured faster) and aten, reference for CPU tensors, skipping a
+first where ``CUDNN_FASTER`` says cuDNN was measured faster) and cpu, aten, reference for CPU tensors, skipping a
 backend that is unavailable or whose limit check refuses the call; for a layer op it tries the fused backends' own
 layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
 ``RuntimeError`` saying why.
@@ -38,7 +39,7 @@ from typing import Callable, Iterator
 
 import torch
 
-BACKEND_NAMES = ("cuda", "triton", "aten", "reference")
+BACKEND_NAMES = ("cuda", "triton", "cpu", "aten", "reference")
 VALID_NAMES = ("auto",) + BACKEND_NAMES
 OP_NAMES = (
     "lstm_cell",
@@ -53,7 +54,7 @@ ENV_VAR = "S2S_FAST_BACKEND"
 # Layer ops a backend may serve by looping its cell op in the reference time loop.
 _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
 # The fused backends auto tries, in order, on tensors of each device type (then the reference).
-_AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("aten",)}
+_AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
 # Where cuDNN (the aten backend) was measured faster than the fused backends on a GPU: rows of (op, dtype, batch
 # sizes, hidden sizes), the sizes as ranges; auto tries aten first on a CUDA call that a row matches. Empty until a
 # GPU run of `s2s-fast bench --device cuda` measures it: until then auto never picks aten on a GPU.

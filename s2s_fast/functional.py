@@ -1,6 +1,6 @@
 """Public ops. Each validates its inputs once, here, then dispatches to a backend (see :mod:`s2s_fast.backends`).
 
-Every op accepts ``backend=None | "auto" | "cuda" | "triton" | "aten" | "reference"``. Floating inputs of one call share one
+Every op accepts ``backend=None | "auto" | "cuda" | "triton" | "cpu" | "aten" | "reference"``. Floating inputs of one call share one
 dtype (float16, bfloat16, float32 or float64) and one device. Under autocast, floating inputs are first cast to the
 autocast dtype, as torch's own RNN cells do.
 """

@@ -168,10 +168,13 @@ def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
     case = OpCase("lstm_cell", "fwd_bwd", {"B": 2, "H": 16}, torch.float32, CPU)
     case.max_rotations = 1
     records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None))
-    assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "aten", "triton", "cuda"]
+    assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "aten", "cpu", "triton",
+                                                "cuda"]
     for record in records:
         if record["provider"] == "cuda" and cuda_compiled.EMULATED_GPU is not None:
             assert record["status"] == "unavailable" and "emulation" in record["reason"]
+        elif record["provider"] == "cpu":
+            assert record["status"] == "unavailable" and "does not implement lstm_cell" in record["reason"]
         elif record["provider"] in ("aten", "triton", "cuda"):
             reason = backends.unavailable_reason(record["provider"], CPU)
             assert record["status"] == ("ok" if reason is None else "unavailable"), record
