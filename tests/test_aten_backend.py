@@ -153,3 +153,25 @@ def test_layers_are_left_to_the_reference_under_torch_compile(monkeypatch):
     assert "torch.compile" in aten.LIMITS["lstm_layer"](*args)
     assert "torch.compile" in aten.LIMITS["gru_layer"](*_layer_call("gru_layer"))
     assert backends.resolve("lstm_layer", torch.device("cpu"), args)[0] == "reference"
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_padding_never_enters(kind, reverse):
+    """Whatever the padded positions hold (NaN here), the outputs and final states are those of zero padding."""
+    args = _layer_args(kind, 6, 4, 3, 5, [6, 0, 2, 4], reverse)
+    padded = args["input"].clone()
+    padded[torch.arange(6).unsqueeze(1) >= args["lengths"].unsqueeze(0)] = float("nan")
+    expected = getattr(F, f"{kind}_layer")(**args, backend="reference")
+    got = getattr(F, f"{kind}_layer")(**{**args, "input": padded}, backend="aten")
+    for actual, wanted in zip(got, expected):
+        torch.testing.assert_close(actual, wanted)
+
+
+def test_lstm_cell_state_is_kept_exactly_through_padding_with_large_gates():
+    """Gate pre-activations in the hundreds still leave the padding feature in charge: the final cell state is the
+    one after each row's last valid step, to float64 tolerance."""
+    args = _layer_args("lstm", 7, 5, 3, 4, [7, 1, 3, 0, 5], False)
+    args["weight_ih"] = args["weight_ih"] * 300
+    args["bias_hh"] = args["bias_hh"] * 300
+    compare_with_reference(*_both("lstm_layer"), args)

@@ -97,11 +97,16 @@ def test_empty_rows_give_zero_weights_context_and_gradients():
 
 @built
 def test_non_contiguous_inputs():
+    """Strided rows are read in place (time-major tensors read batch-first, a key set expanded over the batch);
+    rows that are not contiguous themselves are copied first."""
     args = _attention_args(3, 4, 6, 10, 5)
     args["query_proj"] = args["query_proj"].transpose(0, 1).contiguous().transpose(0, 1)
-    args["key_proj"] = torch.randn(3, 10, 6, dtype=torch.float64).transpose(1, 2)
+    args["key_proj"] = torch.randn(6, 1, 10, dtype=torch.float64).transpose(0, 1).expand(3, 6, 10)
     args["values"] = torch.randn(5, 6, 3, dtype=torch.float64).permute(2, 1, 0)
     args["v"] = torch.randn(20, dtype=torch.float64)[::2]
+    compare_with_reference(*_both(), args)
+    args["key_proj"] = torch.randn(3, 10, 6, dtype=torch.float64).transpose(1, 2)
+    args["values"] = torch.randn(6, 3, 5, dtype=torch.float64).transpose(0, 1)
     compare_with_reference(*_both(), args)
 
 

@@ -24,6 +24,12 @@ void check_float(const Tensor& tensor, const char* name, const Tensor& like) {
                 tensor.scalar_type(), " but query_proj has ", like.scalar_type());
 }
 
+// A [B, rows, width] tensor whose rows are contiguous (a copy only where they are not) and its strides.
+std::pair<Tensor, RowStrides> with_contiguous_rows(const Tensor& tensor) {
+    const Tensor rows = tensor.stride(2) == 1 || tensor.size(2) <= 1 ? tensor : tensor.contiguous();
+    return {rows, RowStrides{rows.stride(0), rows.stride(1)}};
+}
+
 void check_shape(const Tensor& tensor, const char* name, at::IntArrayRef expected) {
     TORCH_CHECK(tensor.sizes() == expected, "cpu_additive_attention: ", name, " must have shape ", expected, ", got ",
                 tensor.sizes());
@@ -78,8 +84,10 @@ std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, 
                     "cpu_additive_attention_fwd: mask must be a bool CPU tensor");
         check_shape(*mask, "mask", {batch, keys});
     }
-    const Tensor query_c = query_proj.contiguous(), key_c = key_proj.contiguous(), v_c = v.contiguous();
-    const Tensor values_c = values.contiguous();
+    const auto [query_c, query_strides] = with_contiguous_rows(query_proj);
+    const auto [key_c, key_strides] = with_contiguous_rows(key_proj);
+    const auto [values_c, value_strides] = with_contiguous_rows(values);
+    const Tensor v_c = v.contiguous();
     const std::optional<Tensor> mask_c = mask ? std::optional<Tensor>(mask->contiguous()) : std::nullopt;
     Tensor context = at::empty({batch, queries, value_size}, values.options());
     Tensor weights = at::empty({batch, queries, keys}, values.options());
@@ -87,7 +95,8 @@ std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, 
         const AttentionForwardParams<scalar_t> params{
             batch, queries, keys, attn, value_size, query_c.data_ptr<scalar_t>(), key_c.data_ptr<scalar_t>(),
             v_c.data_ptr<scalar_t>(), values_c.data_ptr<scalar_t>(),
-            mask_c ? mask_c->data_ptr<bool>() : nullptr, context.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>()};
+            mask_c ? mask_c->data_ptr<bool>() : nullptr, context.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(),
+            query_strides, key_strides, value_strides};
         run_forward(params);
     });
     return {context, weights};
@@ -106,10 +115,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cpu(
     check_shape(grad_weights, "grad_weights", {batch, queries, keys});
     check_shape(weights, "weights", {batch, queries, keys});
     const Tensor grad_context_c = grad_context.contiguous(), grad_weights_c = grad_weights.contiguous();
-    const Tensor query_c = query_proj.contiguous(), key_c = key_proj.contiguous(), v_c = v.contiguous();
-    const Tensor values_c = values.contiguous(), weights_c = weights.contiguous();
-    Tensor grad_query = at::empty_like(query_c), grad_key = at::empty_like(key_c);
-    Tensor grad_values = at::empty_like(values_c);
+    const auto [query_c, query_strides] = with_contiguous_rows(query_proj);
+    const auto [key_c, key_strides] = with_contiguous_rows(key_proj);
+    const auto [values_c, value_strides] = with_contiguous_rows(values);
+    const Tensor v_c = v.contiguous(), weights_c = weights.contiguous();
+    Tensor grad_query = at::empty({batch, queries, attn}, query_proj.options());
+    Tensor grad_key = at::empty({batch, keys, attn}, key_proj.options());
+    Tensor grad_values = at::empty({batch, keys, value_size}, values.options());
     Tensor grad_v_partial = at::empty({batch, attn}, v.options());
     AT_DISPATCH_FLOATING_TYPES(query_proj.scalar_type(), "cpu_additive_attention_bwd", [&] {
         const AttentionBackwardParams<scalar_t> params{
@@ -117,7 +129,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cpu(
             v_c.data_ptr<scalar_t>(), values_c.data_ptr<scalar_t>(), weights_c.data_ptr<scalar_t>(),
             grad_context_c.data_ptr<scalar_t>(), grad_weights_c.data_ptr<scalar_t>(),
             grad_query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), grad_values.data_ptr<scalar_t>(),
-            grad_v_partial.data_ptr<scalar_t>()};
+            grad_v_partial.data_ptr<scalar_t>(), query_strides, key_strides, value_strides};
         run_backward(params);
     });
     // Batch rows' shares of grad_v, added in a fixed order: the same bits on every run.

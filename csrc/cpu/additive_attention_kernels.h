@@ -51,9 +51,9 @@ void additive_attention_fwd(const AttentionForwardParams<T>& p) {
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
             const int64_t b = row / p.queries;
-            const T* query = p.query_proj + row * p.attn;
-            const T* keys = p.key_proj + b * p.keys * p.attn;
-            const T* values = p.values + b * p.keys * p.value_size;
+            const T* query = p.query_proj + b * p.query_strides.batch + (row - b * p.queries) * p.query_strides.row;
+            const T* keys = p.key_proj + b * p.key_strides.batch;
+            const T* values = p.values + b * p.value_strides.batch;
             const bool* mask = p.mask != nullptr ? p.mask + b * p.keys : nullptr;
             T* weights = p.weights + row * p.keys;
             T* context = p.context + row * p.value_size;
@@ -65,7 +65,7 @@ void additive_attention_fwd(const AttentionForwardParams<T>& p) {
                     weights[k] = T(0);
                     continue;
                 }
-                const T score = additive_score(query, keys + k * p.attn, p.v, p.attn);
+                const T score = additive_score(query, keys + k * p.key_strides.row, p.v, p.attn);
                 weights[k] = score;
                 best = any ? std::max(best, score) : score;
                 any = true;
@@ -81,7 +81,7 @@ void additive_attention_fwd(const AttentionForwardParams<T>& p) {
             for (int64_t k = 0; k < p.keys; ++k) {
                 if (mask != nullptr && !mask[k]) continue;
                 weights[k] *= scale;
-                axpy(context, weights[k], values + k * p.value_size, p.value_size);
+                axpy(context, weights[k], values + k * p.value_strides.row, p.value_size);
             }
         }
     });
@@ -109,8 +109,8 @@ void additive_attention_bwd(const AttentionBackwardParams<T>& p) {
     at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
         std::vector<T> grad_scores(p.keys);
         for (int64_t b = begin; b < end; ++b) {
-            const T* keys = p.key_proj + b * p.keys * p.attn;
-            const T* values = p.values + b * p.keys * p.value_size;
+            const T* keys = p.key_proj + b * p.key_strides.batch;
+            const T* values = p.values + b * p.value_strides.batch;
             T* grad_key = p.grad_key + b * p.keys * p.attn;
             T* grad_values = p.grad_values + b * p.keys * p.value_size;
             T* grad_v = p.grad_v_partial + b * p.attn;
@@ -122,13 +122,14 @@ void additive_attention_bwd(const AttentionBackwardParams<T>& p) {
                 const T* weights = p.weights + row * p.keys;
                 const T* grad_context = p.grad_context + row * p.value_size;
                 const T* grad_weights = p.grad_weights + row * p.keys;
-                const T* query = p.query_proj + row * p.attn;
+                const T* query = p.query_proj + b * p.query_strides.batch + q * p.query_strides.row;
                 T* grad_query = p.grad_query + row * p.attn;
                 std::fill(grad_query, grad_query + p.attn, T(0));
                 T weighted = T(0);
                 for (int64_t k = 0; k < p.keys; ++k) {
                     if (weights[k] == T(0)) continue;
-                    grad_scores[k] = grad_weights[k] + dot(grad_context, values + k * p.value_size, p.value_size);
+                    grad_scores[k] =
+                        grad_weights[k] + dot(grad_context, values + k * p.value_strides.row, p.value_size);
                     weighted += weights[k] * grad_scores[k];
                 }
                 for (int64_t k = 0; k < p.keys; ++k) {
@@ -136,7 +137,7 @@ void additive_attention_bwd(const AttentionBackwardParams<T>& p) {
                     axpy(grad_values + k * p.value_size, weights[k], grad_context, p.value_size);
                     const T grad_score = weights[k] * (grad_scores[k] - weighted);
                     if (grad_score == T(0)) continue;
-                    additive_score_backward(grad_score, query, keys + k * p.attn, p.v, grad_query,
+                    additive_score_backward(grad_score, query, keys + k * p.key_strides.row, p.v, grad_query,
                                             grad_key + k * p.attn, grad_v, p.attn);
                 }
             }
