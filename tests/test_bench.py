@@ -94,8 +94,14 @@ def test_compare_applies_dtype_tolerances_and_the_low_precision_rule():
     reference_bf16 = {"out": gold["out"] + 0.3}
     within_twice = {"out": gold["out"] - 0.5}
     beyond_twice = {"out": gold["out"] + 0.7}
-    assert compare(within_twice, reference_bf16, gold, torch.bfloat16)[1] is None
-    assert compare(beyond_twice, reference_bf16, gold, torch.bfloat16)[1] is not None
+    assert compare(within_twice, reference_bf16, lambda: gold, torch.bfloat16)[1] is None
+    assert compare(beyond_twice, reference_bf16, lambda: gold, torch.bfloat16)[1] is not None
+    # float32 too: outside the elementwise tolerance of the reference but as close to the float64 one (a long sum).
+    exact = {"out": torch.full((4,), 1000.0, dtype=torch.float64)}
+    reference_f32 = {"out": (exact["out"] + 0.3).float()}
+    as_close = {"out": (exact["out"] - 0.4).float()}
+    assert compare(as_close, reference_f32, None, torch.float32)[1] is not None
+    assert compare(as_close, reference_f32, lambda: exact, torch.float32)[1] is None
 
 
 def test_every_target_has_its_case_at_the_stated_sizes_and_dtype():

@@ -88,7 +88,7 @@ def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: 
         input, weight_ih = _keep_cell_state_on_padding(input, valid, params[0])
         params = [weight_ih, *params[1:]]
     output, final = _run(rnn, input, state, params, has_biases, train)
-    output = output * valid.unsqueeze(2).to(output.dtype)
+    output = torch.where(valid.unsqueeze(2), output, output.new_zeros(()))
     rows = torch.arange(batch, device=input.device)
     last = output[(lengths - 1).clamp(min=0), rows]  # [B, D]: each row's output at its last valid step
     hy = torch.where((lengths > 0).unsqueeze(1), last, state[0])

@@ -235,12 +235,13 @@ class OpCase(Case):
         return self._runner(forward, inputs, leaves, note="cuDNN" if self.device.type == "cuda" else None)
 
     def gold(self, inputs: dict) -> Runner:
+        wide = torch.float64 if self.dtype == torch.float32 else torch.float32
         upcast = {}
         for name, value in inputs.items():
             if isinstance(value, torch.Tensor) and value.is_floating_point():
-                upcast[name] = value.detach().float().requires_grad_(value.requires_grad)
+                upcast[name] = value.detach().to(wide).requires_grad_(value.requires_grad)
             elif name == "upstream":
-                upcast[name] = [g.float() for g in value]
+                upcast[name] = [g.to(wide) for g in value]
             else:
                 upcast[name] = value
         return self.prepare("reference", upcast)
