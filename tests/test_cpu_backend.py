@@ -178,6 +178,7 @@ def test_each_instruction_set_matches_the_reference(capability):
         "from s2s_fast import functional as F\n"
         "from s2s_fast.testing import compare_low_precision_with_reference\n"
         "print(torch.ops.s2s_fast.cpu_kernel_capability())\n"
+        "torch.manual_seed(0)\n"
         "args = dict(query_proj=torch.randn(3, 5, 37), key_proj=torch.randn(3, 11, 37), v=torch.randn(37) / 6,\n"
         "            values=torch.randn(3, 11, 7), mask=torch.rand(3, 11) > 0.3)\n"
         "args['mask'][1] = False\n"
