@@ -7,6 +7,10 @@
 - s2s_fast._C_emulated: the same kernel and binding sources built by the host C++ compiler against the CUDA
   emulation (csrc/emulation/), so that S2S_FAST_CUDA_EMULATE=h100 runs the cuda backend on CPU tensors. Built
   wherever torch and a C++ compiler are; S2S_FAST_BUILD_EMULATION=0 skips it.
+- s2s_fast._cpu: the cpu backend's kernels (csrc/cpu/), built by the host C++ compiler wherever torch and a C++
+  compiler are; S2S_FAST_BUILD_CPU=0 skips it. Its kernels are compiled once per instruction set (kernels_default.cpp
+  everywhere, kernels_avx2.cpp and kernels_avx512.cpp on x86-64, each with its own -m flags) and the library picks
+  the best one the CPU runs at import (csrc/cpu/capability.h).
 
 Both libraries use only Python's stable ABI (no pybind11; the operators register through TORCH_LIBRARY), so one built
 file serves every Python version from 3.10 on; it stays tied to the torch version it was built against.
@@ -20,6 +24,7 @@ tanhf, and the fast intrinsics are spelled out where they are meant (csrc/common
 
 import glob
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -154,13 +159,68 @@ def _emulated_extension():
     )
 
 
-def _build_kwargs():
-    extensions = [ext for ext in (_emulated_extension(), _cuda_extension()) if ext is not None]
-    if not extensions:
-        return {}
+# Per-instruction-set kernel files of s2s_fast._cpu and their flags; CPU_CAPABILITY names the namespace of the
+# kernels inside (as in ATen's own CPU kernels), CPU_CAPABILITY_<SET> selects at::vec's implementation.
+CPU_KERNEL_SETS = {"default": ["-DCPU_CAPABILITY=DEFAULT"]}
+X86_CPU_KERNEL_SETS = {
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+}
+
+
+def _cpu_extension():
+    if _mode("S2S_FAST_BUILD_CPU") in DISABLED:
+        _say("s2s_fast: S2S_FAST_BUILD_CPU=0, building without the cpu backend's kernels")
+        return None
+    reason = _why_no_emulation()
+    if reason is not None:
+        _say(f"s2s_fast: building without the cpu backend's kernels s2s_fast._cpu ({reason}); the reference and aten "
+             "backends serve CPU tensors")
+        return None
+    from torch.utils.cpp_extension import CppExtension
+
+    sets = dict(CPU_KERNEL_SETS)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        sets.update(X86_CPU_KERNEL_SETS)
+    _say(f"s2s_fast: building the cpu backend's kernels s2s_fast._cpu (instruction sets: {', '.join(sets)})")
+    extension = CppExtension(
+        "s2s_fast._cpu",
+        # The bindings; the kernels_<set>.cpp files are compiled by Build below.
+        sorted(source for source in glob.glob("csrc/cpu/*.cpp") if not os.path.basename(source).startswith("kernels_"))
+        + ["csrc/module.cpp"],
+        include_dirs=[os.path.abspath("csrc/cpu")],
+        extra_compile_args=["-O3"] + [f"-DS2S_FAST_CPU_{name.upper()}" for name in sets if name != "default"],
+        py_limited_api=True,
+    )
+    extension.kernel_sets = [(f"csrc/cpu/kernels_{name}.cpp", flags) for name, flags in sets.items()]
+    return extension
+
+
+def _build_ext_class():
     from torch.utils.cpp_extension import BuildExtension
 
-    return {"ext_modules": extensions, "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)},
+    base = BuildExtension.with_options(use_ninja=True)
+
+    class Build(base):
+        """BuildExtension, plus the per-instruction-set kernel files of s2s_fast._cpu compiled with their own flags
+        (setuptools gives every source of an extension the same flags) and linked into it."""
+
+        def build_extension(self, ext):
+            for source, flags in getattr(ext, "kernel_sets", ()):
+                ext.extra_objects += self.compiler.compile(
+                    [source], output_dir=self.build_temp, include_dirs=ext.include_dirs,
+                    extra_postargs=list(ext.extra_compile_args) + flags)
+            super().build_extension(ext)
+
+    return Build
+
+
+def _build_kwargs():
+    extensions = [ext for ext in (_emulated_extension(), _cpu_extension(), _cuda_extension()) if ext is not None]
+    if not extensions:
+        return {}
+    return {"ext_modules": extensions, "cmdclass": {"build_ext": _build_ext_class()},
             "options": {"bdist_wheel": {"py_limited_api": "cp310"}}}
 
 

@@ -1,8 +1,10 @@
 """Backend registry: which implementation of an op serves a call.
 
-Three backends implement the ops of :mod:`s2s_fast.functional`, each as a subpackage of ``s2s_fast``:
+Five backends implement the ops of :mod:`s2s_fast.functional`, each as a subpackage of ``s2s_fast``:
 
 - ``"reference"``: pure PyTorch, any device; the ground truth of every test.
+- ``"aten"``: torch's own RNN kernels (oneDNN/MKL on a CPU, cuDNN on a GPU) for the layers and cells.
+- ``"cpu"``: fused C++ kernels for CPU tensors (``s2s_fast._cpu``) where torch has none: additive attention.
 - ``"triton"``: fused Triton kernels; CUDA tensors, or CPU tensors when ``TRITON_INTERPRET=1``.
 - ``"cuda"``: the compiled extension ``s2s_fast._C``; CUDA tensors when the extension was built.
 
@@ -22,10 +24,11 @@ A backend that implements ``lstm_cell`` but not ``lstm_layer`` (likewise GRU) se
 reference time loop around its own cell.
 
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
-environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors and
-reference alone for CPU tensors, skipping a backend that is unavailable or whose limit check refuses the call; for a
-layer op it tries the fused backends' own layers before their cells in the reference time loop. An explicit choice
-that cannot serve the call raises ``BackendError`` (a ``RuntimeError``) saying why.
+environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
+first where ``CUDNN_FASTER`` says cuDNN was measured faster) and cpu, aten, reference for CPU tensors, skipping a
+backend that is unavailable or whose limit check refuses the call; for a layer op it tries the fused backends' own
+layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
+``BackendError`` (a ``RuntimeError``) saying why.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Callable, Iterator
 
 import torch
 
-BACKEND_NAMES = ("cuda", "triton", "reference")
+BACKEND_NAMES = ("cuda", "triton", "cpu", "aten", "reference")
 VALID_NAMES = ("auto",) + BACKEND_NAMES
 OP_NAMES = (
     "lstm_cell",
@@ -55,6 +58,13 @@ ENV_VAR = "S2S_FAST_BACKEND"
 # the layer shares with that cell: (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh) for the LSTM, no cx for GRU.
 _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
 _CELL_ARG_COUNT = {"lstm_cell": 7, "gru_cell": 6}
+# The fused backends auto tries, in order, on tensors of each device type (then the reference).
+_AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
+# Where cuDNN (the aten backend) was measured faster than the fused backends on a GPU: rows of (op, dtype, batch
+# sizes, hidden sizes), the sizes as ranges; auto tries aten first on a CUDA call that a row matches. Empty until a
+# GPU run of `s2s-fast bench --device cuda` measures it: until then auto never picks aten on a GPU.
+CUDNN_FASTER: tuple[tuple[str, torch.dtype, range, range], ...] = ()
+_GATES = {"lstm_cell": 4, "lstm_layer": 4, "gru_cell": 3, "gru_layer": 3}
 
 _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
@@ -160,6 +170,8 @@ def _implementation(module, op: str, args: tuple, cell_loop: bool = True) -> tup
     cell_op = _LAYER_FROM_CELL.get(op)
     if cell_op is None or cell_op not in module.OPS:
         return None, f"it does not implement {op}"
+    if op == "lstm_layer" and args[9] is not None:
+        return None, f"it does not implement {op} itself, and its {cell_op} cannot run a projected LSTM (weight_hr)"
     cell = module.OPS[cell_op]
     cell_limit = getattr(module, "LIMITS", {}).get(cell_op)
     limit = cell_limit(*_first_step_cell_args(cell_op, args)) if cell_limit is not None else None
@@ -189,7 +201,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
             reason = limit
         raise BackendError(f"backend {name!r} cannot serve {op} on {device.type}: {reason}")
     reasons = []
-    for candidate, cell_loop in _auto_candidates(op, device):
+    for candidate, cell_loop in _auto_candidates(op, device, args):
         reason = unavailable_reason(candidate, device)
         if reason is None:
             module = _load(candidate)[0]
@@ -203,13 +215,23 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     raise BackendError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
 
 
-def _auto_candidates(op: str, device: torch.device) -> list[tuple[str, bool]]:
+def cudnn_measured_faster(op: str, args: tuple) -> bool:
+    """Whether a row of CUDNN_FASTER covers this call of a layer or cell op (args as in resolve)."""
+    if op not in _GATES:
+        return False
+    hx, weight_hh = args[1], args[4 if op.startswith("lstm") else 3]
+    batch, hidden = hx.shape[0], weight_hh.shape[0] // _GATES[op]
+    return any(op == row_op and hx.dtype == dtype and batch in batches and hidden in hiddens
+               for row_op, dtype, batches, hiddens in CUDNN_FASTER)
+
+
+def _auto_candidates(op: str, device: torch.device, args: tuple) -> list[tuple[str, bool]]:
     """(backend, whether a cell loop may serve) in auto's order: for a layer op, every fused backend's own layer
     before any fused backend's cell in the reference time loop (a fused layer does the whole sequence's work in
     its kernels; a cell loop only each step's), then the reference."""
-    if device.type != "cuda":
-        return [("reference", False)]
-    fused = [name for name in BACKEND_NAMES if name != "reference"]
+    fused = list(_AUTO_FUSED.get(device.type, ()))
+    if device.type == "cuda" and cudnn_measured_faster(op, args):
+        fused.insert(0, "aten")
     if op not in _LAYER_FROM_CELL:
         return [(name, False) for name in fused] + [("reference", False)]
     return [(name, False) for name in fused] + [(name, True) for name in fused] + [("reference", False)]

@@ -1,8 +1,8 @@
 """Public ops. Each validates its inputs once, here, then dispatches to a backend (see :mod:`s2s_fast.backends`).
 
-Every op accepts ``backend=None | "auto" | "cuda" | "triton" | "reference"``. Floating inputs of one call share one
-dtype (float16, bfloat16, float32 or float64) and one device. Under autocast, floating inputs other than float64 are
-first cast to the autocast dtype, as torch's own RNN cells do. Bad tensor arguments raise InputError (a ValueError)
+Every op accepts ``backend=None | "auto" | "cuda" | "triton" | "cpu" | "aten" | "reference"``. Floating inputs of
+one call share one dtype (float16, bfloat16, float32 or float64) and one device. Under autocast, floating inputs other
+than float64 are first cast to the autocast dtype, as torch's own RNN cells do. Bad tensor arguments raise InputError (a ValueError)
 or InputTypeError (a TypeError), both also RuntimeErrors as torch's own errors for the same mistakes are.
 """
 
@@ -115,21 +115,31 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
     return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
 
 
-def _check_cell(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=None) -> None:
+def _check_cell(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=None, weight_hr=None) -> None:
+    """Cell shapes; with a projection weight_hr [P, H] (LSTM), hx and weight_hh's columns have P, cx has H."""
     names = dict(input=input, hx=hx, cx=cx, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
-                 bias_hh=bias_hh)
+                 bias_hh=bias_hh, weight_hr=weight_hr)
     for name, value in names.items():
-        _require_tensor(op, name, value, optional=name in ("bias_ih", "bias_hh") or (name == "cx" and gates == 3))
+        _require_tensor(op, name, value, optional=name in ("bias_ih", "bias_hh", "weight_hr")
+                        or (name == "cx" and gates == 3))
     _float_tensors(op, names)
     _require_dim(op, "input", input, (2,), "[B, I] (2-d)")
-    _require_dim(op, "weight_hh", weight_hh, (2,), f"[{gates}H, H] (2-d)")
-    hidden = weight_hh.shape[1]
+    if weight_hr is None:
+        _require_dim(op, "weight_hh", weight_hh, (2,), f"[{gates}H, H] (2-d)")
+        hidden = output = weight_hh.shape[1]
+        hh_meaning, hx_meaning = f"[{gates}H, H] with H = {hidden}", "[B, H] (B from input, H from weight_hh)"
+    else:
+        _require_dim(op, "weight_hr", weight_hr, (2,), "[P, H] (2-d)")
+        output, hidden = weight_hr.shape
+        if not 0 < output < hidden:
+            raise ValueError(f"{op}: weight_hr must be [P, H] with 0 < P < H, got {_shape(weight_hr)}")
+        hh_meaning, hx_meaning = f"[{gates}H, P] (H, P from weight_hr)", "[B, P] (B from input, P from weight_hr)"
     batch, input_size = input.shape
-    _require_shape(op, "weight_hh", weight_hh, (gates * hidden, hidden), f"[{gates}H, H] with H = {hidden}")
+    _require_shape(op, "weight_hh", weight_hh, (gates * hidden, output), hh_meaning)
     _require_shape(op, "weight_ih", weight_ih, (gates * hidden, input_size), f"[{gates}H, I] (I from input)")
     _require_shape(op, "bias_ih", bias_ih, (gates * hidden,), f"[{gates}H]")
     _require_shape(op, "bias_hh", bias_hh, (gates * hidden,), f"[{gates}H]")
-    _require_shape(op, "hx", hx, (batch, hidden), "[B, H] (B from input, H from weight_hh)")
+    _require_shape(op, "hx", hx, (batch, output), hx_meaning)
     _require_shape(op, "cx", cx, (batch, hidden), "[B, H] (B from input, H from weight_hh)")
 
 
@@ -171,37 +181,40 @@ def gru_cell(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, bac
 
 
 def _check_layer(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-                 cx=None):
+                 cx=None, weight_hr=None):
     _require_tensor(op, "input", input)
     _require_dim(op, "input", input, (3,), "[T, B, I] (3-d, time-major)")
     if not isinstance(reverse, bool):
         raise TypeError(f"{op}: reverse must be a bool, got {type(reverse).__name__}")
     step_input = input[0] if input.shape[0] else input.new_zeros(input.shape[1:])
-    _check_cell(op, gates, step_input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=cx)
+    _check_cell(op, gates, step_input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=cx, weight_hr=weight_hr)
     return _check_lengths(op, lengths, input.shape[1], input.shape[0], input.device)
 
 
-def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False, *,
-               backend=None):
+def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
+               weight_hr=None, *, backend=None):
     """One LSTM layer, one direction, over a padded time-major sequence.
 
     Row b runs steps 0..lengths[b]-1 (reverse: lengths[b]-1..0); its output is zero past its end and its final
-    state is taken after its last valid step (the initial state when its length is 0).
+    state is taken after its last valid step (the initial state when its length is 0). With a projection
+    (torch.nn.LSTM's proj_size P > 0), each step's hidden state is weight_hr @ (o * tanh(c)), of size P.
 
     Args:
-        input: [T, B, I]. hx, cx: [B, H] initial state. weight_ih: [4H, I]. weight_hh: [4H, H].
-        bias_ih, bias_hh: [4H] or None. lengths: integer [B] in [0, T], on any device, or None (all T).
+        input: [T, B, I]. hx: [B, H] ([B, P] with weight_hr), cx: [B, H] initial state. weight_ih: [4H, I].
+        weight_hh: [4H, H] ([4H, P] with weight_hr). bias_ih, bias_hh: [4H] or None.
+        lengths: integer [B] in [0, T], on any device, or None (all T).
         reverse: run from each row's last valid step back to step 0.
+        weight_hr: [P, H] projection with 0 < P < H, or None.
         backend: backend name; None follows the current selection.
 
     Returns:
-        (output [T, B, H], hy [B, H], cy [B, H]).
+        (output [T, B, H] ([T, B, P] with weight_hr), hy like hx, cy [B, H]).
     """
-    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = _autocast((input, hx, cx, weight_ih, weight_hh,
-                                                                         bias_ih, bias_hh))
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = _autocast(
+        (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr))
     lengths = _check_layer("lstm_layer", 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-                           cx=cx)
-    args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
+                           cx=cx, weight_hr=weight_hr)
+    args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, weight_hr)
     return _dispatch("lstm_layer", input.device, args, backend)
 
 

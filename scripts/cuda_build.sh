@@ -49,7 +49,7 @@ rm -rf "$WORK/tree/csrc" "$WORK/tree/s2s_fast/"*.py "$WORK/tree/scripts"
 tar cf - setup.py pyproject.toml README.md csrc scripts/check_cuda_build.py \
   $(find s2s_fast -name '*.py') | tar xf - -C "$WORK/tree"
 start=$SECONDS
-(cd "$WORK/tree" && S2S_FAST_BUILD_CUDA=1 S2S_FAST_BUILD_EMULATION=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+(cd "$WORK/tree" && S2S_FAST_BUILD_CUDA=1 S2S_FAST_BUILD_EMULATION=0 S2S_FAST_BUILD_CPU=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
   ../venv/bin/python setup.py -q build_ext --inplace > ../build.log 2>&1) || {
   tail -n 40 "$WORK/build.log"
   echo "cuda-build: FAIL (the build failed; the whole log is $WORK/build.log)"

@@ -115,7 +115,7 @@ def _extension_command(check: Check) -> str:
     carried = CARRIED_LIBRARY / "_C.abi3.so"
     return (f"{loads} || {{ [ -f {carried} ] && cp {carried} s2s_fast/ && {loads}; }} || "
             "{ rm -f s2s_fast/_C.*.so; echo 'building s2s_fast._C for sm_90 here'; "
-            "S2S_FAST_BUILD_CUDA=1 S2S_FAST_BUILD_EMULATION=0 S2S_FAST_CUDA_ARCHS=90 MAX_JOBS=$(nproc) "
+            "S2S_FAST_BUILD_CUDA=1 S2S_FAST_BUILD_EMULATION=0 S2S_FAST_BUILD_CPU=0 S2S_FAST_CUDA_ARCHS=90 MAX_JOBS=$(nproc) "
             f"{_python()} setup.py -q build_ext --inplace && {loads}; }}")
 
 

@@ -11,4 +11,4 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
 fi
 "$PYTHON" -m pip install -q --upgrade "setuptools>=64" wheel ninja pybind11
 "$PYTHON" -m pip install -q --no-build-isolation -e ".[test]"
-"$PYTHON" -c "import importlib.util as u; print('s2s_fast: CUDA extension', 'built' if u.find_spec('s2s_fast._C') else 'not built (no CUDA build of torch or no CUDA toolkit)', '| CUDA emulation', 'built' if u.find_spec('s2s_fast._C_emulated') else 'not built')"
+"$PYTHON" -c "import importlib.util as u; print('s2s_fast: CUDA extension', 'built' if u.find_spec('s2s_fast._C') else 'not built (no CUDA build of torch or no CUDA toolkit)', '| CUDA emulation', 'built' if u.find_spec('s2s_fast._C_emulated') else 'not built', '| cpu kernels', 'built' if u.find_spec('s2s_fast._cpu') else 'not built')"

@@ -94,8 +94,14 @@ def test_compare_applies_dtype_tolerances_and_the_low_precision_rule():
     reference_bf16 = {"out": gold["out"] + 0.3}
     within_twice = {"out": gold["out"] - 0.5}
     beyond_twice = {"out": gold["out"] + 0.7}
-    assert compare(within_twice, reference_bf16, gold, torch.bfloat16)[1] is None
-    assert compare(beyond_twice, reference_bf16, gold, torch.bfloat16)[1] is not None
+    assert compare(within_twice, reference_bf16, lambda: gold, torch.bfloat16)[1] is None
+    assert compare(beyond_twice, reference_bf16, lambda: gold, torch.bfloat16)[1] is not None
+    # float32 too: outside the elementwise tolerance of the reference but as close to the float64 one (a long sum).
+    exact = {"out": torch.full((4,), 1000.0, dtype=torch.float64)}
+    reference_f32 = {"out": (exact["out"] + 0.3).float()}
+    as_close = {"out": (exact["out"] - 0.4).float()}
+    assert compare(as_close, reference_f32, None, torch.float32)[1] is not None
+    assert compare(as_close, reference_f32, lambda: exact, torch.float32)[1] is None
 
 
 def test_every_target_has_its_case_at_the_stated_sizes_and_dtype():
@@ -183,13 +189,15 @@ def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
     case = OpCase("lstm_cell", "fwd_bwd", {"B": 2, "H": 16}, torch.float32, CPU)
     case.max_rotations = 1
     records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None))
-    assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "triton", "cuda",
-                                                "cuda: fused gates", "cuda: cuBLAS gates"]
+    assert [r["provider"] for r in records] == ["reference", "torch.compile", "torch.nn", "aten", "cpu", "triton",
+                                                "cuda", "cuda: fused gates", "cuda: cuBLAS gates"]
     for record in records:
         backend = record["provider"].split(": ")[0]
         if backend == "cuda" and cuda_compiled.EMULATED_GPU is not None:
             assert record["status"] == "unavailable" and "emulation" in record["reason"]
-        elif backend in ("triton", "cuda"):
+        elif backend == "cpu":
+            assert record["status"] == "unavailable" and "does not implement lstm_cell" in record["reason"]
+        elif backend in ("aten", "triton", "cuda"):
             reason = backends.unavailable_reason(backend, CPU)
             assert record["status"] == ("ok" if reason is None else "unavailable"), record
             assert record["reason"] == reason

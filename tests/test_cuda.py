@@ -81,11 +81,11 @@ def test_auto_never_picks_cuda_on_cpu(op):
     if op in ("lstm_cell", "gru_cell"):
         args = tuple(cell.values())
     elif op == "lstm_layer":
-        args = (torch.randn(4, 2, 3), *list(cell.values())[1:], None, False)
+        args = (torch.randn(4, 2, 3), *list(cell.values())[1:], None, False, None)
     else:
         args = tuple(_attention_args(2, 3, 4, 5, 6).values())
     name, _ = backends.resolve(op, torch.device("cpu"), args, backend="auto")
-    assert name == "reference"
+    assert name != "cuda"
 
 
 @pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "lstm_layer", "additive_attention"])

@@ -169,9 +169,7 @@ def test_state_dict_both_ways(kind):
     assert repr(ours).replace(type(ours).__name__, "") == repr(theirs).replace(type(theirs).__name__, "")
 
 
-def test_proj_size_not_supported():
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        snn.LSTM(3, 5, proj_size=2)
+def test_gru_refuses_proj_size():
     with pytest.raises(ValueError, match="only supported for LSTM"):
         snn.GRU(3, 5, proj_size=2)
 

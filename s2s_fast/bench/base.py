@@ -181,7 +181,8 @@ class Case(abc.ABC):
 
     @abc.abstractmethod
     def gold(self, inputs: dict) -> Runner:
-        """The reference computed in float32 on the same inputs (for checking low-precision providers)."""
+        """The reference computed in a wider dtype on the same inputs, for results that miss the elementwise
+        tolerance (float32 for low-precision cases; float64 for float32 op cases)."""
 
     @abc.abstractmethod
     def min_bytes(self, inputs: dict, results: dict) -> int:

@@ -57,6 +57,7 @@ _FULL = [
     ("attention_one_query", ("fwd", "fwd_bwd"), [dict(B=1, Tk=50, A=512, Dv=512), dict(B=64, Tk=64, A=512, Dv=512),
                                                  dict(B=256, Tk=128, A=1024, Dv=1024)]),
     ("attention_many", ("fwd", "fwd_bwd"), [dict(B=8, Tq=32, Tk=32, A=256, Dv=256),
+                                            dict(B=32, Tq=64, Tk=64, A=256, Dv=256),
                                             dict(B=64, Tq=64, Tk=64, A=512, Dv=512),
                                             dict(B=128, Tq=128, Tk=128, A=512, Dv=512)]),
     # B = 8 and 16 sit either side of the cuda cell's fused-gates limit (its two variants are timed side by side).
@@ -68,7 +69,7 @@ _FULL = [
     # H = 256 and 512 sit either side of the Triton layers' persistent-schedule threshold (both schedules timed).
     ("lstm_layer", ("fwd", "fwd_bwd"), [dict(T=64, B=1, H=512), dict(T=64, B=8, H=256), dict(T=64, B=64, H=512),
                                         dict(T=128, B=256, H=1024)]),
-    ("gru_layer", ("fwd_bwd",), [dict(T=64, B=8, H=256), dict(T=64, B=64, H=512)]),
+    ("gru_layer", ("fwd", "fwd_bwd"), [dict(T=64, B=1, H=512), dict(T=64, B=8, H=256), dict(T=64, B=64, H=512)]),
     ("decoder_step", ("fwd",), [dict(_TRANSLATION, B=1, S=50), dict(_TRANSLATION, B=64, S=50)]),
     ("train_step", ("train",), [dict(_G2P, B=128, S=16, T=16), dict(_TRANSLATION, B=64, S=50, T=50)]),
     ("greedy_decode", ("decode",), [dict(_TRANSLATION, B=64, S=50, L=50)]),
@@ -81,6 +82,7 @@ _QUICK = [
     ("lstm_cell", ("fwd",), [dict(B=8, H=256)]),
     ("gru_cell", ("fwd",), [dict(B=8, H=256)]),
     ("lstm_layer", ("fwd", "fwd_bwd"), [dict(T=32, B=8, H=256)]),
+    ("gru_layer", ("fwd", "fwd_bwd"), [dict(T=32, B=8, H=256)]),
     ("decoder_step", ("fwd",), [dict(_TRANSLATION, B=4, S=8)]),
     ("train_step", ("train",), [dict(_G2P, B=16, S=8, T=8), dict(_TRANSLATION, B=8, S=8, T=8)]),
     ("greedy_decode", ("decode",), [dict(_TRANSLATION, B=4, S=8, L=8)]),

@@ -1,7 +1,8 @@
 """End-to-end benchmarks on the Seq2Seq model: one decoder step, one training step, greedy and beam decoding.
 
 Every provider builds the model from the same weights with ``Seq2SeqConfig.backend`` naming its backend, so each op
-of the model runs on that backend (a backend that cannot serve one of them is reported unavailable). On a GPU, the
+of the model runs on that backend (a backend that cannot serve one of them is reported unavailable); "auto" lets
+s2s_fast pick per op, as it does by default. On a GPU, the
 decoder step and greedy decoding are also run with the decoder step captured in a CUDA graph.
 """
 
@@ -105,7 +106,8 @@ class ModelCase(Case):
         return preset_config(s["model"], s["Vs"], s["Vt"], backend=backend)
 
     def providers(self) -> list[str]:
-        eager = ["reference", *backend_providers()]
+        # "auto": the backends s2s_fast picks by default, op by op (a backend named alone must serve every op).
+        eager = ["reference", "auto", *backend_providers()]
         graphed = [name + GRAPH_SUFFIX for name in eager]
         if self.family == "decoder_step":
             return ["reference", COMPILE, *eager[1:], *graphed]

@@ -35,7 +35,7 @@ _ARG_NAMES = {
     "additive_attention": ("query_proj", "key_proj", "v", "values", "mask"),
     "lstm_cell": ("input", "hx", "cx") + _WEIGHTS,
     "gru_cell": ("input", "hx") + _WEIGHTS,
-    "lstm_layer": ("input", "hx", "cx") + _WEIGHTS + ("lengths", "reverse"),
+    "lstm_layer": ("input", "hx", "cx") + _WEIGHTS + ("lengths", "reverse", "weight_hr"),
     "gru_layer": ("input", "hx") + _WEIGHTS + ("lengths", "reverse"),
 }
 _OUTPUT_NAMES = {
@@ -128,6 +128,8 @@ class OpCase(Case):
             inputs["mask"] = (torch.arange(keys) < lengths.unsqueeze(1)).to(device)
         if self.op in _CELL_OF_LAYER:
             inputs.update(lengths=None, reverse=False)
+        if self.op == "lstm_layer":
+            inputs["weight_hr"] = None
         return inputs
 
     def _args(self, inputs: dict) -> tuple:
@@ -244,12 +246,13 @@ class OpCase(Case):
         return self._runner(forward, inputs, leaves, note="cuDNN" if self.device.type == "cuda" else None)
 
     def gold(self, inputs: dict) -> Runner:
+        wide = torch.float64 if self.dtype == torch.float32 else torch.float32
         upcast = {}
         for name, value in inputs.items():
             if isinstance(value, torch.Tensor) and value.is_floating_point():
-                upcast[name] = value.detach().float().requires_grad_(value.requires_grad)
+                upcast[name] = value.detach().to(wide).requires_grad_(value.requires_grad)
             elif name == "upstream":
-                upcast[name] = [g.float() for g in value]
+                upcast[name] = [g.to(wide) for g in value]
             else:
                 upcast[name] = value
         return self.prepare("reference", upcast)

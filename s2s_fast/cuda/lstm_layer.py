@@ -24,6 +24,8 @@ import torch
 from . import compiled
 from .compiled import dtype_limit, needs_grad
 
+PROJECTION_LIMIT = ("the cuda LSTM layer has no projection (weight_hr, proj_size > 0); the aten and reference "
+                    "backends serve it")
 
 
 def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save_for_backward):
@@ -93,16 +95,20 @@ def register() -> None:
     torch.library.register_fake("s2s_fast::cuda_lstm_layer_bwd", _backward_fake)
 
 
-def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
+def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
+               weight_hr=None):
     """One LSTM layer direction over a padded time-major sequence; see s2s_fast.functional.lstm_layer.
 
     Args:
         input: [T, B, I]. hx, cx: [B, H]. weight_ih: [4H, I]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
         lengths: int64 [B] on the input's device, or None. reverse: run each row from its last valid step.
+        weight_hr: must be None (the kernel has no projection; see lstm_layer_limit).
 
     Returns:
         (output [T, B, H], hy [B, H], cy [B, H]).
     """
+    if weight_hr is not None:
+        raise ValueError(PROJECTION_LIMIT)
     save = needs_grad(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
     output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                                         save)
@@ -118,8 +124,10 @@ def persistent_plan(dtype: torch.dtype, batch: int, hidden: int, backward: bool,
 
 
 def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None,
-                     reverse=False) -> str | None:
+                     reverse=False, weight_hr=None) -> str | None:
     """None when the persistent kernel serves the call (forward, and backward when autograd records it)."""
+    if weight_hr is not None:
+        return PROJECTION_LIMIT
     reason = dtype_limit(input) or compiled.MISSING_REASON
     if reason is not None:
         return reason

@@ -15,10 +15,12 @@ from ..backends import check_backend_name
 def _initial_state(module, hx, batch: int, like: torch.Tensor, batched: bool, is_lstm: bool):
     """Validate and normalise ``hx`` to [L*D, B, H] tensors (a pair for LSTM); zeros when ``hx`` is None."""
     kind = type(module).__name__
-    expected = (module.num_layers * (2 if module.bidirectional else 1), batch, module.hidden_size)
+    layers = module.num_layers * (2 if module.bidirectional else 1)
+    expected_cell = (layers, batch, module.hidden_size)
+    expected_hidden = (layers, batch, module.proj_size or module.hidden_size)
     if hx is None:
-        zeros = like.new_zeros(expected)
-        return (zeros, zeros) if is_lstm else zeros
+        return (like.new_zeros(expected_hidden), like.new_zeros(expected_cell)) if is_lstm else \
+            like.new_zeros(expected_hidden)
     states = hx
     if is_lstm:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -26,7 +28,7 @@ def _initial_state(module, hx, batch: int, like: torch.Tensor, batched: bool, is
     else:
         states = (hx,)
     normalised = []
-    for name, state in zip(("h_0", "c_0"), states):
+    for name, state, expected in zip(("h_0", "c_0"), states, (expected_hidden, expected_cell)):
         if not isinstance(state, torch.Tensor):
             raise InputTypeError(f"{kind}: {name} must be a tensor, got {type(state).__name__}")
         wanted_dim = 3 if batched else 2
@@ -63,8 +65,9 @@ def _run_layers(module, input: torch.Tensor, lengths, state, is_lstm: bool):
             index = layer * directions + direction
             weights = layer_weights(module, layer, direction)
             if is_lstm:
+                weight_hr = getattr(module, f"weight_hr_l{layer}{'_reverse' if direction else ''}", None)
                 output, h, c = F.lstm_layer(layer_input, h_0[index], c_0[index], *weights, lengths=lengths,
-                                            reverse=bool(direction), backend=module.backend)
+                                            reverse=bool(direction), weight_hr=weight_hr, backend=module.backend)
                 final_c.append(c)
             else:
                 output, h = F.gru_layer(layer_input, h_0[index], *weights, lengths=lengths,
@@ -86,9 +89,6 @@ class _RNNMixin:
     def _init_backend(self, backend):
         if self.proj_size and not self._is_lstm:
             raise ValueError("proj_size argument is only supported for LSTM, not GRU")
-        if self.proj_size:
-            raise NotImplementedError(f"s2s_fast.nn.{type(self).__name__} does not support proj_size > 0; "
-                                      "use torch.nn.LSTM for projected LSTMs")
         self.backend = None if backend is None else check_backend_name(backend)
 
     def forward_padded(self, input: torch.Tensor, lengths: torch.Tensor | None = None, hx=None):
@@ -99,7 +99,8 @@ class _RNNMixin:
             hx: as in forward.
 
         Returns:
-            (output with input's layout and zeros past each row's end, h_n [L*D, B, H] (and c_n for LSTM)).
+            (output with input's layout and zeros past each row's end, h_n [L*D, B, H] (H is proj_size when
+            that is nonzero), and for LSTM c_n [L*D, B, H]).
         """
         if input.dim() != 3:
             raise InputError(f"{type(self).__name__}.forward_padded: input must be 3-d, got {input.dim()}-d")
@@ -150,7 +151,7 @@ def _pack_like(output: torch.Tensor, lengths: torch.Tensor, packed: PackedSequen
 # Built on torch.nn.RNNBase (as torch.nn.LSTM and GRU are) for the same parameters, initialisation and state_dict
 # keys, but not on LSTM/GRU themselves: torch.compile refuses to trace instances of those classes.
 class LSTM(_RNNMixin, torch.nn.RNNBase):
-    """torch.nn.LSTM with the same arguments, parameters and forward, plus ``backend=``; proj_size must be 0."""
+    """torch.nn.LSTM with the same arguments, parameters and forward (proj_size included), plus ``backend=``."""
 
     _is_lstm = True
 

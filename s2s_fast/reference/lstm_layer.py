@@ -16,21 +16,25 @@ from .time_loop import stack_outputs, time_loop
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
-               *, cell: Callable | None = None):
-    """input [T, B, I], hx/cx [B, H], lengths [B] int64 or None -> (output [T, B, H], hy [B, H], cy [B, H])."""
+               weight_hr=None, *, cell: Callable | None = None):
+    """input [T, B, I], hx [B, H] ([B, P] with weight_hr [P, H]), cx [B, H], lengths [B] int64 or None
+    -> (output [T, B, H or P], hy like hx, cy [B, H]); each step's h is projected by weight_hr when given."""
     if cell is None:
         input_gates = F.linear(input, weight_ih, bias_ih).unbind(0)  # T x [B, 4H]
 
-        def step(t, state):
-            h, c = state
-            h, c = lstm_pointwise(input_gates[t] + F.linear(h, weight_hh, bias_hh), c)
-            return h, (h, c)
+        def cell_step(t, h, c):
+            return lstm_pointwise(input_gates[t] + F.linear(h, weight_hh, bias_hh), c)
     else:
         inputs = input.unbind(0)
 
-        def step(t, state):
-            h, c = cell(inputs[t], state[0], state[1], weight_ih, weight_hh, bias_ih, bias_hh)
-            return h, (h, c)
+        def cell_step(t, h, c):
+            return cell(inputs[t], h, c, weight_ih, weight_hh, bias_ih, bias_hh)
+
+    def step(t, state):
+        h, c = cell_step(t, *state)
+        if weight_hr is not None:
+            h = F.linear(h, weight_hr)
+        return h, (h, c)
 
     outputs, (hy, cy) = time_loop(step, input.shape[0], (hx, cx), lengths, reverse)
     return stack_outputs(outputs, input, hx.shape[1]), hy, cy

@@ -38,6 +38,9 @@ from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_point
 from .utils import (device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit, step_at,
                     step_order)
 
+PROJECTION_LIMIT = ("the triton LSTM layer has no projection (weight_hr, proj_size > 0); the aten and reference "
+                    "backends serve it")
+
 
 @triton.jit
 def _lstm_layer_fwd_tile(
@@ -334,18 +337,21 @@ lstm_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
-               persistent=None):
+               weight_hr=None, persistent=None):
     """One fused LSTM layer, one direction; arguments and results as s2s_fast.functional.lstm_layer.
 
     Args:
         input: [T, B, I]. hx, cx: [B, H]. weight_ih: [4H, I]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
         lengths: int64 [B] in [0, T] on the input's device, or None. reverse: run each row backwards.
+        weight_hr: must be None (the kernels have no projection; see limit).
         persistent: one launch for all steps (True), one launch per step (False), or None for
             ``utils.persistent_schedule``'s choice; both compute the same results.
 
     Returns:
         (output [T, B, H], hy [B, H], cy [B, H]).
     """
+    if weight_hr is not None:
+        raise ValueError(PROJECTION_LIMIT)
     if persistent is None:
         persistent = persistent_schedule(4, hx.shape[1], input.dtype)
     output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
@@ -353,8 +359,11 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
     return output, hy, cy
 
 
-def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False):
+def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
+                     weight_hr=None):
     """None when the kernels serve this call, else the limit it hits."""
+    if weight_hr is not None:
+        return PROJECTION_LIMIT
     if input.shape[0] == 0:
         return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
     return rnn_limit(input[0], hx, weight_ih, weight_hh)

@@ -1,0 +1,158 @@
+// Torch binding of the CPU additive attention kernels: the operators s2s_fast::cpu_additive_attention_fwd/_bwd
+// (a fragment of the s2s_fast library, which csrc/ops.cpp defines for the CUDA kernels when that library is built),
+// their CPU implementations (input checks, allocation, the kernels of the chosen instruction set), and
+// cpu_kernel_capability, which names that set. Fake implementations and the autograd formula are registered from
+// Python (s2s_fast/cpu/additive_attention.py).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "additive_attention.h"
+#include "capability.h"
+
+namespace s2s_fast::cpu {
+namespace {
+
+using at::Tensor;
+
+void check_float(const Tensor& tensor, const char* name, const Tensor& like) {
+    TORCH_CHECK(tensor.device().is_cpu(), "cpu_additive_attention: ", name, " must be a CPU tensor, got ",
+                tensor.device());
+    TORCH_CHECK(tensor.scalar_type() == like.scalar_type(), "cpu_additive_attention: ", name, " has dtype ",
+                tensor.scalar_type(), " but query_proj has ", like.scalar_type());
+}
+
+// A [B, rows, width] tensor whose rows are contiguous (a copy only where they are not) and its strides.
+std::pair<Tensor, RowStrides> with_contiguous_rows(const Tensor& tensor) {
+    const Tensor rows = tensor.stride(2) == 1 || tensor.size(2) <= 1 ? tensor : tensor.contiguous();
+    return {rows, RowStrides{rows.stride(0), rows.stride(1)}};
+}
+
+void check_shape(const Tensor& tensor, const char* name, at::IntArrayRef expected) {
+    TORCH_CHECK(tensor.sizes() == expected, "cpu_additive_attention: ", name, " must have shape ", expected, ", got ",
+                tensor.sizes());
+}
+
+// The kernels of the instruction set capability() chose.
+template <typename T>
+void run_forward(const AttentionForwardParams<T>& params) {
+    switch (capability()) {
+#if defined(S2S_FAST_CPU_AVX512)
+        case Capability::kAvx512: return AVX512::additive_attention_fwd(params);
+#endif
+#if defined(S2S_FAST_CPU_AVX2)
+        case Capability::kAvx2: return AVX2::additive_attention_fwd(params);
+#endif
+        default: return DEFAULT::additive_attention_fwd(params);
+    }
+}
+
+template <typename T>
+void run_backward(const AttentionBackwardParams<T>& params) {
+    switch (capability()) {
+#if defined(S2S_FAST_CPU_AVX512)
+        case Capability::kAvx512: return AVX512::additive_attention_bwd(params);
+#endif
+#if defined(S2S_FAST_CPU_AVX2)
+        case Capability::kAvx2: return AVX2::additive_attention_bwd(params);
+#endif
+        default: return DEFAULT::additive_attention_bwd(params);
+    }
+}
+
+std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, const Tensor& key_proj,
+                                                      const Tensor& v, const Tensor& values,
+                                                      const std::optional<Tensor>& mask) {
+    TORCH_CHECK(query_proj.dim() == 3 && key_proj.dim() == 3 && values.dim() == 3,
+                "cpu_additive_attention_fwd: query_proj [B, Tq, A], key_proj [B, Tk, A] and values [B, Tk, Dv] "
+                "must be 3-d");
+    TORCH_CHECK(query_proj.scalar_type() == at::kFloat || query_proj.scalar_type() == at::kDouble,
+                "cpu_additive_attention_fwd: float32 or float64 only, got ", query_proj.scalar_type());
+    const int64_t batch = key_proj.size(0), keys = key_proj.size(1), attn = key_proj.size(2);
+    const int64_t queries = query_proj.size(1), value_size = values.size(2);
+    for (const auto& [tensor, name] : {std::pair{key_proj, "key_proj"}, {v, "v"}, {values, "values"}}) {
+        check_float(tensor, name, query_proj);
+    }
+    check_float(query_proj, "query_proj", query_proj);
+    check_shape(query_proj, "query_proj", {batch, queries, attn});
+    check_shape(v, "v", {attn});
+    check_shape(values, "values", {batch, keys, value_size});
+    if (mask) {
+        TORCH_CHECK(mask->scalar_type() == at::kBool && mask->device().is_cpu(),
+                    "cpu_additive_attention_fwd: mask must be a bool CPU tensor");
+        check_shape(*mask, "mask", {batch, keys});
+    }
+    const auto [query_c, query_strides] = with_contiguous_rows(query_proj);
+    const auto [key_c, key_strides] = with_contiguous_rows(key_proj);
+    const auto [values_c, value_strides] = with_contiguous_rows(values);
+    const Tensor v_c = v.contiguous();
+    const std::optional<Tensor> mask_c = mask ? std::optional<Tensor>(mask->contiguous()) : std::nullopt;
+    Tensor context = at::empty({batch, queries, value_size}, values.options());
+    Tensor weights = at::empty({batch, queries, keys}, values.options());
+    AT_DISPATCH_FLOATING_TYPES(query_proj.scalar_type(), "cpu_additive_attention_fwd", [&] {
+        const AttentionForwardParams<scalar_t> params{
+            batch, queries, keys, attn, value_size, query_c.data_ptr<scalar_t>(), key_c.data_ptr<scalar_t>(),
+            v_c.data_ptr<scalar_t>(), values_c.data_ptr<scalar_t>(),
+            mask_c ? mask_c->data_ptr<bool>() : nullptr, context.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(),
+            query_strides, key_strides, value_strides};
+        run_forward(params);
+    });
+    return {context, weights};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cpu(
+    const Tensor& grad_context, const Tensor& grad_weights, const Tensor& query_proj, const Tensor& key_proj,
+    const Tensor& v, const Tensor& values, const Tensor& weights) {
+    const int64_t batch = key_proj.size(0), keys = key_proj.size(1), attn = key_proj.size(2);
+    const int64_t queries = query_proj.size(1), value_size = values.size(2);
+    for (const auto& [tensor, name] : {std::pair{grad_context, "grad_context"}, {grad_weights, "grad_weights"},
+                                       {key_proj, "key_proj"}, {v, "v"}, {values, "values"}, {weights, "weights"}}) {
+        check_float(tensor, name, query_proj);
+    }
+    check_shape(grad_context, "grad_context", {batch, queries, value_size});
+    check_shape(grad_weights, "grad_weights", {batch, queries, keys});
+    check_shape(weights, "weights", {batch, queries, keys});
+    const Tensor grad_context_c = grad_context.contiguous(), grad_weights_c = grad_weights.contiguous();
+    const auto [query_c, query_strides] = with_contiguous_rows(query_proj);
+    const auto [key_c, key_strides] = with_contiguous_rows(key_proj);
+    const auto [values_c, value_strides] = with_contiguous_rows(values);
+    const Tensor v_c = v.contiguous(), weights_c = weights.contiguous();
+    Tensor grad_query = at::empty({batch, queries, attn}, query_proj.options());
+    Tensor grad_key = at::empty({batch, keys, attn}, key_proj.options());
+    Tensor grad_values = at::empty({batch, keys, value_size}, values.options());
+    Tensor grad_v_partial = at::empty({batch, attn}, v.options());
+    AT_DISPATCH_FLOATING_TYPES(query_proj.scalar_type(), "cpu_additive_attention_bwd", [&] {
+        const AttentionBackwardParams<scalar_t> params{
+            batch, queries, keys, attn, value_size, query_c.data_ptr<scalar_t>(), key_c.data_ptr<scalar_t>(),
+            v_c.data_ptr<scalar_t>(), values_c.data_ptr<scalar_t>(), weights_c.data_ptr<scalar_t>(),
+            grad_context_c.data_ptr<scalar_t>(), grad_weights_c.data_ptr<scalar_t>(),
+            grad_query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), grad_values.data_ptr<scalar_t>(),
+            grad_v_partial.data_ptr<scalar_t>(), query_strides, key_strides, value_strides};
+        run_backward(params);
+    });
+    // Batch rows' shares of grad_v, added in a fixed order: the same bits on every run.
+    return {grad_query, grad_key, grad_v_partial.sum(0), grad_values};
+}
+
+std::string kernel_capability() { return capability_name(capability()); }
+
+}  // namespace
+}  // namespace s2s_fast::cpu
+
+TORCH_LIBRARY_FRAGMENT(s2s_fast, m) {
+    m.def(
+        "cpu_additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask) "
+        "-> (Tensor context, Tensor weights)");
+    m.def(
+        "cpu_additive_attention_bwd(Tensor grad_context, Tensor grad_weights, Tensor query_proj, Tensor key_proj, "
+        "Tensor v, Tensor values, Tensor weights) -> (Tensor grad_query, Tensor grad_key, Tensor grad_v, "
+        "Tensor grad_values)");
+    m.def("cpu_kernel_capability() -> str", &s2s_fast::cpu::kernel_capability);
+}
+
+TORCH_LIBRARY_IMPL(s2s_fast, CPU, m) {
+    m.impl("cpu_additive_attention_fwd", &s2s_fast::cpu::additive_attention_fwd_cpu);
+    m.impl("cpu_additive_attention_bwd", &s2s_fast::cpu::additive_attention_bwd_cpu);
+}

@@ -1,0 +1,40 @@
+// The CPU instruction sets the kernels are built for, and the one to run them with.
+//
+// setup.py compiles the kernels (kernels.h) once per instruction set, each time in a namespace of that name
+// (CPU_CAPABILITY, as ATen compiles its own CPU kernels): kernels_default.cpp everywhere, kernels_avx2.cpp and
+// kernels_avx512.cpp on x86-64 with -mavx2/-mavx512* flags of their own, announced to the bindings by
+// S2S_FAST_CPU_AVX2 and S2S_FAST_CPU_AVX512. At run time the bindings take the best set both this library and torch
+// run with (at::get_cpu_capability(): the CPU's own, or the ATEN_CPU_CAPABILITY environment variable).
+#pragma once
+
+#include <ATen/Version.h>
+
+#include <string>
+
+namespace s2s_fast::cpu {
+
+enum class Capability { kDefault, kAvx2, kAvx512 };
+
+inline Capability capability() {
+    static const Capability chosen = [] {
+        const std::string torch_choice = at::get_cpu_capability();
+#if defined(S2S_FAST_CPU_AVX512)
+        if (torch_choice == "AVX512") return Capability::kAvx512;
+#endif
+#if defined(S2S_FAST_CPU_AVX2)
+        if (torch_choice == "AVX2" || torch_choice == "AVX512") return Capability::kAvx2;
+#endif
+        return Capability::kDefault;
+    }();
+    return chosen;
+}
+
+inline const char* capability_name(Capability chosen) {
+    switch (chosen) {
+        case Capability::kAvx512: return "AVX512";
+        case Capability::kAvx2: return "AVX2";
+        default: return "DEFAULT";
+    }
+}
+
+}  // namespace s2s_fast::cpu

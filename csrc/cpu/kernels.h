@@ -1,0 +1,9 @@
+// Every CPU kernel, for the instruction set this file is compiled for: kernels_<set>.cpp include it once each,
+// compiled with CPU_CAPABILITY naming the set (capability.h).
+#pragma once
+
+#if !defined(CPU_CAPABILITY)
+#error "compile the CPU kernels with -DCPU_CAPABILITY=DEFAULT, AVX2 or AVX512 (setup.py does)"
+#endif
+
+#include "additive_attention_kernels.h"

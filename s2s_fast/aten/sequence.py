@@ -1,0 +1,106 @@
+"""One direction of one RNN layer through torch's RNN ops (torch._VF.lstm / gru), shared by lstm_layer and
+gru_layer, always in the padded form torch.nn runs for full-length rows (oneDNN on a CPU, cuDNN on a GPU).
+
+Per-row lengths are not run as a packed sequence: torch's CPU kernel for those slices its precomputed input gates
+step by step, and the backward of each slice writes a zero tensor of all steps' size (O(T^2) memory traffic, measured
+at 15% of a g2p training step). Instead:
+
+- the reverse direction reads each row's valid steps in reverse order (a gather of time indices len - 1 - t, the
+  same gather putting the outputs back), so both directions run forward from step 0;
+- padded steps read zeros (so padding values, NaN included, never enter), their outputs are zeroed, and a row's final
+  hidden state is its output at step len - 1 (the initial state when len = 0);
+- an LSTM's final cell state is kept through the padded steps: an extra input feature, 1 on padded steps and 0 on
+  valid ones, enters the forget gate with weight +SATURATION and the input gate with -SATURATION, so on a padded
+  step f = 1 and i = 0 exactly and c' = 1 * c + 0 * g = c bit for bit, with zero gradient through both gates. On
+  valid steps the feature adds exactly 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Weight of the padding feature in an LSTM's forget (+) and input (-) gates: far past where float sigmoid rounds to
+# exactly 1 or 0, small enough that the (discarded) gradient of the feature stays finite.
+SATURATION = {torch.float16: 1e4}
+DEFAULT_SATURATION = 1e30
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd will record this call (cuDNN then keeps what its backward needs)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def rnn_params(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr=None) -> tuple[list, bool]:
+    """torch's flat weight list for one layer direction and whether it has biases (a missing one of the two is
+    zero)."""
+    params = [weight_ih, weight_hh]
+    has_biases = bias_ih is not None or bias_hh is not None
+    if has_biases:
+        params += [bias_ih if bias_ih is not None else torch.zeros_like(bias_hh),
+                   bias_hh if bias_hh is not None else torch.zeros_like(bias_ih)]
+    if weight_hr is not None:
+        params.append(weight_hr)
+    return params, has_biases
+
+
+def _state_arg(state: tuple):
+    """torch's RNN ops take an LSTM's state as a list (h, c), a GRU's as one tensor; each [1, B, *]."""
+    return list(state) if len(state) == 2 else state[0]
+
+
+def _run(rnn, input, state: tuple, params: list, has_biases: bool, train: bool):
+    output, *final = rnn(input, _state_arg(tuple(s.unsqueeze(0) for s in state)), params, has_biases, 1, 0.0, train,
+                         False, False)
+    return output, tuple(f.squeeze(0) for f in final)
+
+
+def _keep_cell_state_on_padding(input, valid, weight_ih):
+    """The LSTM's input with the padding feature appended, and weight_ih with its column (see the module docstring)."""
+    hidden = weight_ih.shape[0] // 4
+    saturation = SATURATION.get(input.dtype, DEFAULT_SATURATION)
+    column = weight_ih.new_zeros(4 * hidden, 1)
+    column[:hidden] = -saturation  # input gate
+    column[hidden:2 * hidden] = saturation  # forget gate
+    padding = (~valid).unsqueeze(2).to(input.dtype)
+    return torch.cat([input, padding], dim=2), torch.cat([weight_ih, column], dim=1)
+
+
+def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: bool, lengths,
+              reverse: bool) -> tuple[torch.Tensor, tuple]:
+    """Run ``rnn`` (torch._VF.lstm or gru) over input [T, B, I] from ``state`` ((hx, cx) or (hx,), [B, *] each).
+
+    Returns (output [T, B, D] zero past each row's end, final states [B, *] each).
+    """
+    steps, batch = input.shape[:2]
+    train = needs_grad(input, *state, *params)
+    if steps == 0 or batch == 0:
+        return input.new_zeros(steps, batch, state[0].shape[1]), state
+    if lengths is None or bool((lengths == steps).all()):
+        output, final = _run(rnn, input.flip(0) if reverse else input, state, params, has_biases, train)
+        return (output.flip(0) if reverse else output), final
+    step = torch.arange(steps, device=input.device).unsqueeze(1)  # [T, 1]
+    valid = step < lengths.unsqueeze(0)  # [T, B]
+    input = torch.where(valid.unsqueeze(2), input, input.new_zeros(()))
+    if reverse:
+        time = torch.where(valid, lengths.unsqueeze(0) - 1 - step, step)  # an involution: undoes itself
+        input = input.gather(0, time.unsqueeze(2).expand_as(input))
+    if len(state) == 2:
+        input, weight_ih = _keep_cell_state_on_padding(input, valid, params[0])
+        params = [weight_ih, *params[1:]]
+    output, final = _run(rnn, input, state, params, has_biases, train)
+    output = torch.where(valid.unsqueeze(2), output, output.new_zeros(()))
+    rows = torch.arange(batch, device=input.device)
+    last = output[(lengths - 1).clamp(min=0), rows]  # [B, D]: each row's output at its last valid step
+    hy = torch.where((lengths > 0).unsqueeze(1), last, state[0])
+    if reverse:
+        output = output.gather(0, time.unsqueeze(2).expand_as(output))
+    return output, (hy, *final[1:])
+
+
+def compile_limit() -> str | None:
+    """torch.compile does not trace torch's RNN ops (Dynamo leaves torch.nn.LSTM and GRU out of its graphs too, and
+    torch 2.13's AOT autograd fails on them when the input needs no gradient): the reference serves layers there."""
+    if torch.compiler.is_compiling():
+        return ("torch.compile does not trace torch's RNN ops (it leaves torch.nn.LSTM and GRU out of its graphs "
+                "too); under it the reference backend serves layers, traced into the graph")
+    return None

@@ -1,0 +1,33 @@
+"""The cpu backend: fused C++ kernels for CPU tensors (csrc/cpu/, built as s2s_fast._cpu) for what torch has no
+fused kernel for: additive attention, one query per row or many, forward and backward, float32 and float64.
+
+Available on CPU tensors when the library was built (every install with a C++ compiler builds it). Auto tries it
+first on a CPU; the layers and cells it does not implement go to the aten backend. See s2s_fast.backends for the
+protocol (``unavailable_reason``, ``OPS``, ``LIMITS``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import additive_attention
+from .compiled import MISSING_REASON, extension_module
+
+OPS = {
+    "additive_attention": additive_attention.additive_attention,
+}
+LIMITS = {
+    "additive_attention": additive_attention.additive_attention_limit,
+}
+
+if extension_module is not None:
+    additive_attention.register()
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None for CPU tensors when the library is built; otherwise why not (and how to build it)."""
+    if MISSING_REASON is not None:
+        return MISSING_REASON
+    if device.type != "cpu":
+        return f"the cpu backend runs on CPU tensors only, not {device.type}"
+    return None

@@ -1,0 +1,177 @@
+"""The aten backend (torch's own RNN kernels) against the reference: layers and cells, forward and every gradient,
+per-row lengths with zero-length rows, both directions, awkward shapes; and where auto routes calls to it."""
+
+import functools
+
+import pytest
+import torch
+
+import s2s_fast
+from s2s_fast import backends
+from s2s_fast import functional as F
+from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference
+
+
+def _cell_args(gates, batch, input_size, hidden, dtype=torch.float64, bias=(True, True), lstm=True):
+    t = functools.partial(torch.randn, dtype=dtype)
+    args = dict(input=t(batch, input_size), hx=t(batch, hidden))
+    if lstm:
+        args["cx"] = t(batch, hidden)
+    args.update(weight_ih=t(gates * hidden, input_size) / max(input_size, 1) ** 0.5,
+                weight_hh=t(gates * hidden, hidden) / hidden ** 0.5,
+                bias_ih=t(gates * hidden) if bias[0] else None, bias_hh=t(gates * hidden) if bias[1] else None)
+    return args
+
+
+def _layer_args(kind, steps, batch, input_size, hidden, lengths=None, reverse=False, dtype=torch.float64,
+                bias=(True, True)):
+    lstm = kind == "lstm"
+    args = _cell_args(4 if lstm else 3, batch, input_size, hidden, dtype, bias, lstm)
+    args["input"] = torch.randn(steps, batch, input_size, dtype=dtype)
+    args.update(lengths=None if lengths is None else torch.tensor(lengths), reverse=reverse)
+    return args
+
+
+def _both(op):
+    return (lambda **a: getattr(F, op)(**a, backend="aten"), lambda **a: getattr(F, op)(**a, backend="reference"))
+
+
+LAYER_SHAPES = [
+    # steps, batch, input, hidden, lengths
+    (6, 4, 3, 5, None),
+    (6, 4, 3, 5, [6, 0, 3, 1]),
+    (6, 4, 3, 5, [2, 5, 5, 1]),
+    (6, 3, 3, 5, [0, 0, 0]),
+    (6, 3, 3, 5, [6, 6, 6]),
+    (1, 1, 1, 1, None),
+    (7, 1, 4, 3, [4]),
+    (0, 2, 3, 4, None),
+    (3, 0, 3, 4, None),
+    (5, 17, 13, 11, [5, 4, 3, 2, 1, 0, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5]),
+]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("steps,batch,input_size,hidden,lengths", LAYER_SHAPES)
+def test_layer_matches_reference(kind, reverse, steps, batch, input_size, hidden, lengths):
+    args = _layer_args(kind, steps, batch, input_size, hidden, lengths, reverse)
+    compare_with_reference(*_both(f"{kind}_layer"), args)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("bias", [(False, False), (True, False), (False, True)])
+def test_layer_biases(kind, bias):
+    args = _layer_args(kind, 4, 3, 2, 5, [4, 2, 0], True, bias=bias)
+    compare_with_reference(*_both(f"{kind}_layer"), args)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_layer_float32_and_non_contiguous(kind):
+    args = _layer_args(kind, 9, 6, 8, 16, [9, 1, 4, 0, 9, 7], False, dtype=torch.float32)
+    args["input"] = torch.randn(6, 9, 8).transpose(0, 1)  # time-major view of a batch-first tensor
+    args["weight_ih"] = torch.randn(args["weight_ih"].shape[::-1]).t() / 8 ** 0.5
+    compare_with_reference(*_both(f"{kind}_layer"), args)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_layer_low_precision(kind, dtype):
+    args = _layer_args(kind, 5, 4, 8, 8, [5, 2, 0, 4], True, dtype=torch.float32)
+    compare_low_precision_with_reference(*_both(f"{kind}_layer"), args, dtype)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("batch,input_size,hidden", [(4, 3, 5), (1, 1, 1), (0, 3, 4), (9, 17, 33)])
+@pytest.mark.parametrize("bias", [(True, True), (False, False), (False, True)])
+def test_cell_matches_reference(kind, batch, input_size, hidden, bias):
+    lstm = kind == "lstm"
+    args = _cell_args(4 if lstm else 3, batch, input_size, hidden, bias=bias, lstm=lstm)
+    compare_with_reference(*_both(f"{kind}_cell"), args)
+
+
+def test_lengths_on_another_layout_and_dtype():
+    """lengths of any integer dtype, and the same lengths for many calls, give the reference's results."""
+    args = _layer_args("lstm", 5, 3, 2, 4, None, True)
+    for lengths in (torch.tensor([5, 0, 2], dtype=torch.int32), torch.tensor([1, 1, 1], dtype=torch.int16)):
+        compare_with_reference(*_both("lstm_layer"), {**args, "lengths": lengths})
+
+
+def _layer_call(op):
+    gates = 4 if op.startswith("lstm") else 3
+    state = (torch.randn(2, 4),) * (2 if gates == 4 else 1)
+    weights = (torch.randn(gates * 4, 3), torch.randn(gates * 4, 4), None, None)
+    if op.endswith("cell"):
+        return (torch.randn(2, 3), *state, *weights)
+    extra = (None, False, None) if gates == 4 else (None, False)
+    return (torch.randn(5, 2, 3), *state, *weights, *extra)
+
+
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "lstm_layer", "gru_layer"])
+def test_auto_prefers_aten_on_cpu(op):
+    assert backends.resolve(op, torch.device("cpu"), _layer_call(op))[0] == "aten"
+    assert "aten" in s2s_fast.available_backends("cpu")
+
+
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "lstm_layer", "gru_layer"])
+def test_auto_takes_aten_on_a_gpu_only_where_cudnn_was_measured_faster(op, monkeypatch):
+    """The measured table is empty: auto never picks aten for CUDA tensors; a row covering the call puts it
+    first, one that does not (dtype, batch or hidden size) leaves it out."""
+    import types
+
+    from s2s_fast import aten, reference
+
+    refusing = types.SimpleNamespace(OPS={}, LIMITS={}, unavailable_reason=lambda d: None)
+    modules = {"cuda": refusing, "triton": refusing, "aten": aten, "reference": reference}
+    monkeypatch.setattr(backends, "_load", lambda name: (modules[name], None))
+    cuda = torch.device("cuda")
+    args = _layer_call(op)
+    assert backends.CUDNN_FASTER == ()
+    assert backends.resolve(op, cuda, args)[0] == "reference"
+    for row, chosen in (((op, torch.float32, range(1, 9), range(1, 65)), "aten"),
+                        ((op, torch.bfloat16, range(1, 9), range(1, 65)), "reference"),
+                        ((op, torch.float32, range(3, 9), range(1, 65)), "reference"),
+                        ((op, torch.float32, range(1, 9), range(5, 65)), "reference")):
+        monkeypatch.setattr(backends, "CUDNN_FASTER", (row,))
+        assert backends.resolve(op, cuda, args)[0] == chosen, row
+
+
+def test_aten_refuses_other_devices():
+    from s2s_fast import aten
+
+    assert aten.unavailable_reason(torch.device("cpu")) is None
+    assert aten.unavailable_reason(torch.device("cuda")) is None
+    assert "CPU and CUDA" in aten.unavailable_reason(torch.device("meta"))
+
+
+def test_layers_are_left_to_the_reference_under_torch_compile(monkeypatch):
+    from s2s_fast import aten
+
+    args = _layer_call("lstm_layer")
+    assert aten.LIMITS["lstm_layer"](*args) is None
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert "torch.compile" in aten.LIMITS["lstm_layer"](*args)
+    assert "torch.compile" in aten.LIMITS["gru_layer"](*_layer_call("gru_layer"))
+    assert backends.resolve("lstm_layer", torch.device("cpu"), args)[0] == "reference"
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_padding_never_enters(kind, reverse):
+    """Whatever the padded positions hold (NaN here), the outputs and final states are those of zero padding."""
+    args = _layer_args(kind, 6, 4, 3, 5, [6, 0, 2, 4], reverse)
+    padded = args["input"].clone()
+    padded[torch.arange(6).unsqueeze(1) >= args["lengths"].unsqueeze(0)] = float("nan")
+    expected = getattr(F, f"{kind}_layer")(**args, backend="reference")
+    got = getattr(F, f"{kind}_layer")(**{**args, "input": padded}, backend="aten")
+    for actual, wanted in zip(got, expected):
+        torch.testing.assert_close(actual, wanted)
+
+
+def test_lstm_cell_state_is_kept_exactly_through_padding_with_large_gates():
+    """Gate pre-activations in the hundreds still leave the padding feature in charge: the final cell state is the
+    one after each row's last valid step, to float64 tolerance."""
+    args = _layer_args("lstm", 7, 5, 3, 4, [7, 1, 3, 0, 5], False)
+    args["weight_ih"] = args["weight_ih"] * 300
+    args["bias_hh"] = args["bias_hh"] * 300
+    compare_with_reference(*_both("lstm_layer"), args)

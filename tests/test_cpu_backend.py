@@ -1,0 +1,229 @@
+"""The cpu backend (csrc/cpu/ kernels bound as torch.ops.s2s_fast.cpu_*) against the reference.
+
+Fused additive attention, one query per row and many, forward and every gradient (float64 at its tolerances;
+float32 within twice the reference's own error against float64), masks with empty rows, awkward shapes,
+non-contiguous inputs, outputs poisoned (torch fills fresh tensors with NaN under deterministic algorithms),
+opcheck, torch.compile, each instruction set the library is built for, and the fallbacks.
+"""
+
+import functools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import s2s_fast
+from s2s_fast import backends
+from s2s_fast import functional as F
+from s2s_fast.cpu import compiled
+from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference
+
+built = pytest.mark.skipif(compiled.MISSING_REASON is not None, reason=f"{compiled.MISSING_REASON}")
+
+
+def _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float64, mask="random", seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    t = functools.partial(torch.randn, generator=generator, dtype=dtype)
+    query_shape = (batch, attn) if queries is None else (batch, queries, attn)
+    args = dict(query_proj=t(query_shape), key_proj=t(batch, keys, attn), v=t(attn) / max(attn, 1) ** 0.5,
+                values=t(batch, keys, value_size), mask=None)
+    if mask != "none":
+        mask_tensor = torch.rand(batch, keys, generator=generator) > 0.4
+        if keys:
+            mask_tensor[:, 0] = True
+        if mask == "empty_row" and batch:
+            mask_tensor[batch // 2] = False
+        args["mask"] = mask_tensor
+    return args
+
+
+def _both():
+    return (lambda **a: F.additive_attention(**a, backend="cpu"),
+            lambda **a: F.additive_attention(**a, backend="reference"))
+
+
+@pytest.fixture
+def poisoned():
+    """Fresh tensors (the kernels' outputs included) start as NaN, so an element a kernel leaves unwritten shows."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(previous)
+
+
+SHAPES = [
+    # B, Tq (None: one query per row), Tk, A, Dv
+    (3, 5, 7, 33, 9),
+    (2, None, 6, 16, 4),
+    (4, 3, 1, 1, 1),
+    (1, 1, 1, 17, 2),
+    (5, None, 13, 47, 31),
+    (2, 4, 64, 128, 3),
+    (2, 3, 0, 8, 5),
+    (0, 3, 4, 8, 5),
+    (2, 0, 4, 8, 5),
+]
+
+
+@built
+@pytest.mark.parametrize("mask", ["none", "random", "empty_row"])
+@pytest.mark.parametrize("batch,queries,keys,attn,value_size", SHAPES)
+def test_attention_matches_reference_float64(poisoned, batch, queries, keys, attn, value_size, mask):
+    args = _attention_args(batch, queries, keys, attn, value_size, mask=mask)
+    compare_with_reference(*_both(), args)
+
+
+@built
+@pytest.mark.parametrize("mask", ["none", "empty_row"])
+@pytest.mark.parametrize("batch,queries,keys,attn,value_size", [(3, 5, 7, 33, 9), (8, 32, 32, 128, 128),
+                                                               (16, None, 50, 256, 64)])
+def test_attention_float32_error_within_twice_the_references(poisoned, batch, queries, keys, attn, value_size, mask):
+    args = _attention_args(batch, queries, keys, attn, value_size, mask=mask)
+    compare_low_precision_with_reference(*_both(), args, torch.float32)
+
+
+@built
+def test_empty_rows_give_zero_weights_context_and_gradients():
+    args = _attention_args(4, 3, 5, 8, 6, mask="empty_row")
+    args["mask"][2] = False
+    leaves = {k: v.requires_grad_(True) for k, v in args.items() if k != "mask"}
+    context, weights = F.additive_attention(**args, backend="cpu")
+    assert torch.equal(weights[2], torch.zeros_like(weights[2])) and torch.equal(context[2], torch.zeros_like(context[2]))
+    (context.sum() + weights.sum()).backward()
+    assert torch.isfinite(leaves["query_proj"].grad).all() and not leaves["query_proj"].grad[2].any()
+
+
+@built
+def test_non_contiguous_inputs():
+    """Strided rows are read in place (time-major tensors read batch-first, a key set expanded over the batch);
+    rows that are not contiguous themselves are copied first."""
+    args = _attention_args(3, 4, 6, 10, 5)
+    args["query_proj"] = args["query_proj"].transpose(0, 1).contiguous().transpose(0, 1)
+    args["key_proj"] = torch.randn(6, 1, 10, dtype=torch.float64).transpose(0, 1).expand(3, 6, 10)
+    args["values"] = torch.randn(5, 6, 3, dtype=torch.float64).permute(2, 1, 0)
+    args["v"] = torch.randn(20, dtype=torch.float64)[::2]
+    compare_with_reference(*_both(), args)
+    args["key_proj"] = torch.randn(3, 10, 6, dtype=torch.float64).transpose(1, 2)
+    args["values"] = torch.randn(6, 3, 5, dtype=torch.float64).transpose(0, 1)
+    compare_with_reference(*_both(), args)
+
+
+@built
+def test_gradients_are_deterministic():
+    args = _attention_args(6, 9, 40, 64, 16, dtype=torch.float32)
+    results = []
+    for _ in range(2):
+        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in args.items() if k != "mask"}
+        context, weights = F.additive_attention(**leaves, mask=args["mask"], backend="cpu")
+        grads = torch.autograd.grad((context, weights), list(leaves.values()),
+                                    (torch.ones_like(context), torch.ones_like(weights)))
+        results.append(grads)
+    for first, second in zip(*results):
+        assert torch.equal(first, second)
+
+
+@built
+def test_saves_only_the_weights_beyond_its_inputs():
+    """No [B, Tq, Tk, A] tensor: what the forward keeps besides its inputs is the [B, Tq, Tk] weights."""
+    args = _attention_args(4, 8, 8, 32, 16, dtype=torch.float32)
+    leaves = {k: v.requires_grad_(True) for k, v in args.items() if k != "mask"}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        _, weights = F.additive_attention(**args, backend="cpu")
+    inputs = {t.data_ptr() for t in leaves.values()}
+    extra = [t for t in saved if t.data_ptr() not in inputs]
+    assert [tuple(t.shape) for t in extra] == [tuple(weights.shape)]
+
+
+@built
+@pytest.mark.parametrize("queries", [None, 3])
+def test_opcheck(queries):
+    args = _attention_args(3, queries or 1, 5, 7, 4, dtype=torch.float32)
+    args["query_proj"] = args["query_proj"].reshape(3, queries or 1, 7)
+    forward = (args["query_proj"], args["key_proj"], args["v"], args["values"], args["mask"])
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_additive_attention_fwd, forward)
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_additive_attention_fwd, forward[:4] + (None,))
+    grad_leaves = tuple(t.detach().requires_grad_(True) for t in forward[:4]) + (forward[4],)
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_additive_attention_fwd, grad_leaves)
+    context, weights = torch.ops.s2s_fast.cpu_additive_attention_fwd(*forward)
+    backward = (torch.randn_like(context), torch.randn_like(weights), *forward[:4], weights)
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_additive_attention_bwd, backward)
+
+
+@built
+def test_torch_compile_traces_the_op_in_one_graph():
+    args = _attention_args(2, 3, 5, 8, 4, dtype=torch.float32)
+
+    def attend(query_proj, key_proj, v, values, mask):
+        context, weights = F.additive_attention(query_proj, key_proj, v, values, mask, backend="cpu")
+        return context.sum() + (weights * weights).sum()
+
+    leaves = {k: v.requires_grad_(True) for k, v in args.items() if k != "mask"}
+    compiled_attend = torch.compile(attend, backend="aot_eager", fullgraph=True)
+    eager = torch.autograd.grad(attend(**args), list(leaves.values()))
+    traced = torch.autograd.grad(compiled_attend(**args), list(leaves.values()))
+    for got, expected in zip(traced, eager):
+        torch.testing.assert_close(got, expected)
+
+
+@built
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_each_instruction_set_matches_the_reference(capability):
+    """ATEN_CPU_CAPABILITY caps the instruction set torch (and so the library) runs with: every set the library is
+    built for runs the same checks."""
+    script = (
+        "import torch, s2s_fast\n"
+        "from s2s_fast import functional as F\n"
+        "from s2s_fast.testing import compare_low_precision_with_reference\n"
+        "print(torch.ops.s2s_fast.cpu_kernel_capability())\n"
+        "torch.manual_seed(0)\n"
+        "args = dict(query_proj=torch.randn(3, 5, 37), key_proj=torch.randn(3, 11, 37), v=torch.randn(37) / 6,\n"
+        "            values=torch.randn(3, 11, 7), mask=torch.rand(3, 11) > 0.3)\n"
+        "args['mask'][1] = False\n"
+        "compare_low_precision_with_reference(lambda **a: F.additive_attention(**a, backend='cpu'),\n"
+        "    lambda **a: F.additive_attention(**a, backend='reference'), args, torch.float32)\n")
+    environment = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    expected = {"default": "DEFAULT", "avx2": "AVX2"}[capability]
+    if capability == "avx2" and torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+        expected = "DEFAULT"
+    assert result.stdout.split()[0] == expected
+
+
+@built
+def test_auto_picks_cpu_for_attention_and_falls_back_for_other_dtypes():
+    args = tuple(_attention_args(2, 3, 4, 5, 6, dtype=torch.float32).values())
+    assert backends.resolve("additive_attention", torch.device("cpu"), args)[0] == "cpu"
+    assert "cpu" in s2s_fast.available_backends("cpu")
+    half = tuple(t.to(torch.bfloat16) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in args)
+    assert backends.resolve("additive_attention", torch.device("cpu"), half)[0] == "reference"
+    with pytest.raises(RuntimeError, match="backend 'cpu' cannot serve additive_attention.*bfloat16"):
+        F.additive_attention(*half, backend="cpu")
+    with pytest.raises(RuntimeError, match="does not implement lstm_cell"):
+        F.lstm_cell(torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4), torch.randn(16, 3), torch.randn(16, 4),
+                    backend="cpu")
+
+
+@built
+def test_kernel_errors_are_clear():
+    args = _attention_args(2, 3, 4, 5, 6, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="values has dtype Double but query_proj has Float"):
+        torch.ops.s2s_fast.cpu_additive_attention_fwd(args["query_proj"], args["key_proj"], args["v"],
+                                                      args["values"].double(), None)
+    with pytest.raises(RuntimeError, match=r"v must have shape \[5\]"):
+        torch.ops.s2s_fast.cpu_additive_attention_fwd(args["query_proj"], args["key_proj"], args["v"][:4],
+                                                      args["values"], None)
+
+
+def test_unavailable_reason_says_how_to_build():
+    from s2s_fast import cpu
+
+    if compiled.MISSING_REASON is None:
+        assert cpu.unavailable_reason(torch.device("cpu")) is None
+        assert "CPU tensors only" in cpu.unavailable_reason(torch.device("cuda"))
+    else:
+        assert "build_ext --inplace" in cpu.unavailable_reason(torch.device("cpu"))
