@@ -121,6 +121,15 @@ def unavailable_reason(name: str, device: torch.device | str | None = None) -> s
     return module.unavailable_reason(device)
 
 
+def implements(name: str, op: str) -> bool:
+    """Whether backend ``name`` implements ``op`` at all (itself, or a layer through its cell in the reference time
+    loop), whatever its limits say about a given call; False when the backend cannot be imported."""
+    module = _load(check_backend_name(name, "the name argument"))[0]
+    if module is None:
+        return False
+    return op in module.OPS or _LAYER_FROM_CELL.get(op) in module.OPS
+
+
 def available_backends(device: torch.device | str | None = None) -> list[str]:
     """Backends that can run on ``device`` (default: cuda if present, else cpu), in auto's order of preference."""
     return [name for name in BACKEND_NAMES if unavailable_reason(name, device) is None]

@@ -132,7 +132,7 @@ def _check_cell(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, b
         _require_dim(op, "weight_hr", weight_hr, (2,), "[P, H] (2-d)")
         output, hidden = weight_hr.shape
         if not 0 < output < hidden:
-            raise ValueError(f"{op}: weight_hr must be [P, H] with 0 < P < H, got {_shape(weight_hr)}")
+            raise InputError(f"{op}: weight_hr must be [P, H] with 0 < P < H, got {_format_shape(weight_hr.shape)}")
         hh_meaning, hx_meaning = f"[{gates}H, P] (H, P from weight_hr)", "[B, P] (B from input, P from weight_hr)"
     batch, input_size = input.shape
     _require_shape(op, "weight_hh", weight_hh, (gates * hidden, output), hh_meaning)

@@ -1,5 +1,6 @@
-"""The aten backend (torch's own RNN kernels) against the reference: layers and cells, forward and every gradient,
-per-row lengths with zero-length rows, both directions, awkward shapes; and where auto routes calls to it."""
+"""The aten backend (torch's own RNN kernels): what is its own beyond tests/ops (which run it against the reference
+on every op's shapes, lengths, directions and dtypes): bias layouts, strided inputs, lengths of any integer dtype,
+padding that never enters the state, and where auto routes calls to it."""
 
 import functools
 
@@ -9,7 +10,7 @@ import torch
 import s2s_fast
 from s2s_fast import backends
 from s2s_fast import functional as F
-from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference
+from s2s_fast.testing import compare_with_reference
 
 
 def _cell_args(gates, batch, input_size, hidden, dtype=torch.float64, bias=(True, True), lstm=True):
@@ -36,15 +37,12 @@ def _both(op):
     return (lambda **a: getattr(F, op)(**a, backend="aten"), lambda **a: getattr(F, op)(**a, backend="reference"))
 
 
+# Beyond tests/ops' shapes: every row empty, every row full, no steps, no rows, float64 (torch.nn's padded path
+# and the reference agree to float64 tolerance).
 LAYER_SHAPES = [
     # steps, batch, input, hidden, lengths
-    (6, 4, 3, 5, None),
-    (6, 4, 3, 5, [6, 0, 3, 1]),
-    (6, 4, 3, 5, [2, 5, 5, 1]),
     (6, 3, 3, 5, [0, 0, 0]),
     (6, 3, 3, 5, [6, 6, 6]),
-    (1, 1, 1, 1, None),
-    (7, 1, 4, 3, [4]),
     (0, 2, 3, 4, None),
     (3, 0, 3, 4, None),
     (5, 17, 13, 11, [5, 4, 3, 2, 1, 0, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5]),
@@ -54,7 +52,7 @@ LAYER_SHAPES = [
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("steps,batch,input_size,hidden,lengths", LAYER_SHAPES)
-def test_layer_matches_reference(kind, reverse, steps, batch, input_size, hidden, lengths):
+def test_layer_edge_cases_match_reference_in_float64(kind, reverse, steps, batch, input_size, hidden, lengths):
     args = _layer_args(kind, steps, batch, input_size, hidden, lengths, reverse)
     compare_with_reference(*_both(f"{kind}_layer"), args)
 
@@ -72,22 +70,6 @@ def test_layer_float32_and_non_contiguous(kind):
     args["input"] = torch.randn(6, 9, 8).transpose(0, 1)  # time-major view of a batch-first tensor
     args["weight_ih"] = torch.randn(args["weight_ih"].shape[::-1]).t() / 8 ** 0.5
     compare_with_reference(*_both(f"{kind}_layer"), args)
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_layer_low_precision(kind, dtype):
-    args = _layer_args(kind, 5, 4, 8, 8, [5, 2, 0, 4], True, dtype=torch.float32)
-    compare_low_precision_with_reference(*_both(f"{kind}_layer"), args, dtype)
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("batch,input_size,hidden", [(4, 3, 5), (1, 1, 1), (0, 3, 4), (9, 17, 33)])
-@pytest.mark.parametrize("bias", [(True, True), (False, False), (False, True)])
-def test_cell_matches_reference(kind, batch, input_size, hidden, bias):
-    lstm = kind == "lstm"
-    args = _cell_args(4 if lstm else 3, batch, input_size, hidden, bias=bias, lstm=lstm)
-    compare_with_reference(*_both(f"{kind}_cell"), args)
 
 
 def test_lengths_on_another_layout_and_dtype():

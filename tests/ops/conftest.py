@@ -1,5 +1,6 @@
-"""Every fused backend that can run here, for the per-op tests: triton on a GPU or through the Triton interpreter on
-the CPU, cuda on a GPU or through the CUDA emulation on the CPU (under two scheduling seeds there). The reference is
+"""Every backend besides the reference that can run here, for the per-op tests: triton on a GPU or through the Triton
+interpreter on the CPU, cuda on a GPU or through the CUDA emulation on the CPU (under two scheduling seeds there), and
+aten and cpu for the ops they implement (a test module test_<op>.py skips a backend without that op). The reference is
 the ground truth; the helpers compare forward and every gradient with it, in float32 and, where the backend runs
 low precision here, float16/bfloat16 with the twice-the-reference's-error rule."""
 
@@ -38,7 +39,9 @@ class Backend:
     def low_precision(self) -> tuple:
         """The half-precision dtypes the backend runs here: the interpreter's bfloat16 dot products are wrong and
         its float16 ones slow, so on a CPU only the emulated cuda backend runs them."""
-        if self.device.type == "cuda" or self.name == "cuda":
+        if self.name == "cpu":
+            return ()  # float32 and float64 only (its limit)
+        if self.device.type == "cuda" or self.name in ("cuda", "aten"):
             return (torch.float16, torch.bfloat16)
         return ()
 
@@ -70,16 +73,18 @@ def _on(args, device, dtype=None):
 def _device(name: str) -> torch.device:
     if name == "cuda":
         return torch.device(cuda_compiled.KERNEL_DEVICE_TYPE)
+    if name == "cpu":
+        return torch.device("cpu")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 SEEDS = ["0", "1"] if cuda_compiled.EMULATED_GPU else ["0"]
-PARAMS = [("triton", "0")] + [("cuda", seed) for seed in SEEDS]
+PARAMS = [("triton", "0")] + [("cuda", seed) for seed in SEEDS] + [("aten", "0"), ("cpu", "0")]
 
 
 @pytest.fixture(params=PARAMS, ids=lambda p: p[0] if len(SEEDS) == 1 or p[0] != "cuda" else f"cuda-seed{p[1]}")
 def backend(request, monkeypatch) -> Backend:
-    """A fused backend on the device its kernels run on here; skipped where it cannot run."""
+    """A backend on the device its kernels run on here; skipped where it cannot run or lacks the module's op."""
     name, seed = request.param
     device = _device(name)
     reason = backends.unavailable_reason(name, device)
@@ -87,6 +92,9 @@ def backend(request, monkeypatch) -> Backend:
         if torch.cuda.is_available():
             pytest.fail(f"{name} cannot run on this GPU machine: {reason}")
         pytest.skip(f"{name} unavailable: {reason}")
+    op = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    if op in backends.OP_NAMES and not backends.implements(name, op):
+        pytest.skip(f"{name} does not implement {op}")
     monkeypatch.setenv("S2S_FAST_CUDA_EMULATE_SEED", seed)
     return Backend(name, device, seed)
 
