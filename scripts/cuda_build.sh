@@ -5,7 +5,8 @@
 # Everything lands under build/cuda/ (ignored): the venv, a copy of the sources, and the built library
 # build/cuda/tree/s2s_fast/_C.abi3.so, which a GPU machine with the same torch can use instead of building
 # (copy it into s2s_fast/ there; README, "The CUDA extension and the GPU check"). Skipped, saying why, where there is
-# no Python 3.12 or no nvcc. The last line is check_cuda_build.py's "cuda-build: ..." line.
+# no Python 3.12 or no nvcc. Before it, scripts/check_symbolic_sizes.py traces the Triton ops with symbolic sizes
+# (which sizes a torch.compile'd model recompiles for). The last line is check_cuda_build.py's "cuda-build: ..." line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH_VERSION=${S2S_FAST_CUDA_TORCH:-2.11.0}
@@ -46,7 +47,7 @@ echo "cuda-build: venv ready ($("$WORK/venv/bin/python" -c 'import torch; print(
 # A copy of the sources, so that the library built against this torch never lands in the working tree.
 mkdir -p "$WORK/tree"
 rm -rf "$WORK/tree/csrc" "$WORK/tree/s2s_fast/"*.py "$WORK/tree/scripts"
-tar cf - setup.py pyproject.toml README.md csrc scripts/check_cuda_build.py \
+tar cf - setup.py pyproject.toml README.md csrc scripts/check_cuda_build.py scripts/check_symbolic_sizes.py \
   $(find s2s_fast -name '*.py') | tar xf - -C "$WORK/tree"
 start=$SECONDS
 (cd "$WORK/tree" && S2S_FAST_BUILD_CUDA=1 S2S_FAST_BUILD_EMULATION=0 S2S_FAST_BUILD_CPU=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
@@ -57,4 +58,6 @@ start=$SECONDS
 }
 echo "cuda-build: built $WORK/tree/s2s_fast/$(cd "$WORK/tree/s2s_fast" && ls _C*.so) in $((SECONDS - start)) s"
 cd "$WORK/tree"
+# Which sizes the Triton ops pin under torch.compile (fake CUDA tensors with symbolic sizes: this torch has CUDA).
+PYTHONPATH=$PWD S2S_FAST_CUDA_EMULATE= ../venv/bin/python scripts/check_symbolic_sizes.py
 PYTHONPATH=$PWD S2S_FAST_CUDA_EMULATE= exec ../venv/bin/python scripts/check_cuda_build.py

@@ -32,7 +32,7 @@ from torch.library import triton_op, wrap_triton
 
 from .gru_cell import gru_gates_matmul, gru_pointwise, gru_pointwise_backward, store_gru_gate_grads
 from .utils import (INDEX_LIMIT, device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit,
-                    step_at, step_order)
+                    step_at)
 
 
 @triton.jit
@@ -236,7 +236,8 @@ def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor
     hidden = hx.shape[1]
     input_gates = F.linear(input, weight_ih, bias_ih).contiguous()  # [T, B, 3H], one GEMM for all steps
     states_h = torch.empty(steps + 1, batch, hidden, device=input.device, dtype=input.dtype)
-    initial, final = (steps, 0) if reverse else (0, steps)
+    # Negative indices instead of T: indexing with a symbolic size would pin it under torch.compile.
+    initial, final = (-1, 0) if reverse else (0, -1)
     states_h[initial] = hx
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
     saved = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
@@ -267,12 +268,11 @@ def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch
             grad_hidden_gates, grad_h)
     sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
     flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
-    order = step_order(steps, reverse)
     with device_guard(input):
         launch_rnn_layer(wrap_triton(_gru_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
                          hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=True)
     # The first step's hidden gates took hx: its recurrent term (zero for rows of length 0) completes grad hx.
-    grad_hx = grad_h + (grad_hidden_gates[order[0]] @ weight_hh).to(torch.float32)
+    grad_hx = grad_h + (grad_hidden_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)
     flat_input_gates = grad_input_gates.reshape(steps * batch, 3 * hidden)
     flat_hidden_gates = grad_hidden_gates.reshape(steps * batch, 3 * hidden)
     states_before = states_h[1:] if reverse else states_h[:-1]
@@ -319,7 +319,7 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
         (output [T, B, H], hy [B, H]).
     """
     if persistent is None:
-        persistent = persistent_schedule(3, hx.shape[1], input.dtype)
+        persistent = persistent_schedule(3, hx.shape[1], input.dtype, input.shape[0])
     output, hy, *_ = gru_layer_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                                    bool(persistent))
     return output, hy

@@ -35,8 +35,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward
-from .utils import (device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit, step_at,
-                    step_order)
+from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit, step_at
 
 PROJECTION_LIMIT = ("the triton LSTM layer has no projection (weight_hr, proj_size > 0); the aten and reference "
                     "backends serve it")
@@ -264,7 +263,8 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
     input_gates = F.linear(input, weight_ih, bias_ih).contiguous()  # [T, B, 4H], one GEMM for all steps
     states_h = torch.empty(steps + 1, batch, hidden, device=input.device, dtype=input.dtype)
     states_c = torch.empty(steps + 1, batch, hidden, device=input.device, dtype=torch.float32)
-    initial, final = (steps, 0) if reverse else (0, steps)
+    # Negative indices instead of T: indexing with a symbolic size would pin it under torch.compile.
+    initial, final = (-1, 0) if reverse else (0, -1)
     states_h[initial] = hx
     states_c[initial] = cx
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
@@ -297,12 +297,11 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
             grad_h, grad_c)
     sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
     flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
-    order = step_order(steps, reverse)
     with device_guard(input):
         launch_rnn_layer(wrap_triton(_lstm_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
                          hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=True)
-    first = order[0]
-    recurrent = (grad_gates[first] @ weight_hh).to(torch.float32)
+    first = steps - 1 if reverse else 0  # the step the forward ran first (its gates took hx)
+    recurrent = (grad_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)
     if lengths is not None:
         recurrent = torch.where((lengths > first).unsqueeze(1), recurrent, grad_h)
     flat_grad_gates = grad_gates.reshape(steps * batch, 4 * hidden)
@@ -353,7 +352,7 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
     if weight_hr is not None:
         raise ValueError(PROJECTION_LIMIT)
     if persistent is None:
-        persistent = persistent_schedule(4, hx.shape[1], input.dtype)
+        persistent = persistent_schedule(4, hx.shape[1], input.dtype, input.shape[0])
     output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                                         bool(persistent))
     return output, hy, cy

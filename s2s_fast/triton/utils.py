@@ -60,9 +60,13 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
-def block_size(size: int, low: int, high: int) -> int:
-    """The power of two covering ``size``, clamped to [low, high]."""
-    return max(low, min(high, triton.next_power_of_2(max(int(size), 1))))
+def block_size(size, low: int, high: int) -> int:
+    """The power of two covering ``size``, clamped to [low, high] (``low`` a power of two). Comparisons only, no
+    int(): under torch.compile with a symbolic size this guards on the bucket (size <= 32), not the size."""
+    block = low
+    while block < high and size > block:
+        block *= 2
+    return min(block, high)
 
 
 # The RNN layers' persistent schedule runs every step of a batch tile in one program, so each program streams all
@@ -73,8 +77,14 @@ def block_size(size: int, low: int, high: int) -> int:
 PERSISTENT_MAX_WEIGHT_BYTES = 512 * 1024
 
 
-def persistent_schedule(gates: int, hidden: int, dtype: torch.dtype) -> bool:
-    """Whether an RNN layer runs as one persistent launch (True) or one launch per step (False) by default."""
+def persistent_schedule(gates: int, hidden: int, dtype: torch.dtype, steps=None) -> bool:
+    """Whether an RNN layer runs as one persistent launch (True) or one launch per step (False) by default.
+
+    A symbolic number of steps (torch.compile with dynamic shapes) always gets the persistent schedule: the per-step
+    one is a Python loop over T, which pins T, so a compiled model would recompile for every new sequence length
+    (scripts/check_symbolic_sizes.py shows which sizes each schedule pins)."""
+    if isinstance(steps, torch.SymInt):
+        return True
     return gates * hidden * hidden * dtype.itemsize <= PERSISTENT_MAX_WEIGHT_BYTES
 
 
