@@ -2,6 +2,7 @@
 // tanh-recomputing input gradients). See additive_attention.h for the contract.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "additive_attention.h"
 #include "common.h"
@@ -287,7 +288,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 //   g = grad_scores * (1 - tanh^2),  grad_key[k, a] = v[a] sum_q g,  grad_query[q, a] += v[a] sum_k g,
 //   grad_v[a] += sum_{q, k} grad_scores * tanh.
 // grad_query's per-tile sums go to one slab per tile of keys when the caller asks for a deterministic result.
-// grad_scores is the same for every thread of the block, so skipping its zeros (masked keys) never diverges.
+// The mask is tested per tile of keys (skip a tile without a valid key, no test per element in one without a masked
+// key); grad_scores is the same for every thread of the block, so skipping its zeros in a mixed tile never diverges.
 template <typename T>
 __global__ void __launch_bounds__(kBackwardThreads)
     additive_attention_bwd_inputs_kernel(const AdditiveAttentionBackwardParams params) {
@@ -314,21 +316,30 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const float* grad_scores = params.grad_scores + b * queries * keys + k0;
     float* grad_query = params.grad_query + int64_t(blockIdx.y) * params.grad_query_tile_stride + b * queries * attn;
     const bool per_tile = params.grad_query_tile_stride != 0;
-    for (int64_t q0 = 0; q0 < queries; q0 += kBackwardQueryChunk) {
-        __syncthreads();
-        for (int index = threadIdx.x; index < kBackwardQueryChunk * KT; index += kBackwardThreads) {
-            const int qi = index / KT, kj = index % KT;
-            grad_scores_s[index] = (q0 + qi < queries && kj < tile_keys) ? grad_scores[(q0 + qi) * keys + kj] : 0.0f;
-        }
-        __syncthreads();
-        const int chunk_queries = int(queries - q0 < kBackwardQueryChunk ? queries - q0 : kBackwardQueryChunk);
-        for (int qi = 0; qi < chunk_queries; ++qi) {
-            const float q_a = column ? to_float(query_proj[(q0 + qi) * attn + a]) : 0.0f;
-            float grad_q = 0.0f;
+    // The tile's mask, the same for every thread: masked keys have grad_scores 0 and add nothing, so a tile without
+    // a valid key skips the query loop, and a tile without a masked key runs it without a test per element.
+    int valid_keys = tile_keys;
+    if (params.mask != nullptr) {
+        valid_keys = 0;
+        for (int kj = 0; kj < tile_keys; ++kj) valid_keys += params.mask[b * keys + k0 + kj] ? 1 : 0;
+    }
+    const auto walk_queries = [&](auto skip_zero_scores) {
+        for (int64_t q0 = 0; q0 < queries; q0 += kBackwardQueryChunk) {
+            __syncthreads();
+            for (int index = threadIdx.x; index < kBackwardQueryChunk * KT; index += kBackwardThreads) {
+                const int qi = index / KT, kj = index % KT;
+                grad_scores_s[index] =
+                    (q0 + qi < queries && kj < tile_keys) ? grad_scores[(q0 + qi) * keys + kj] : 0.0f;
+            }
+            __syncthreads();
+            const int chunk_queries = int(queries - q0 < kBackwardQueryChunk ? queries - q0 : kBackwardQueryChunk);
+            for (int qi = 0; qi < chunk_queries; ++qi) {
+                const float q_a = column ? to_float(query_proj[(q0 + qi) * attn + a]) : 0.0f;
+                float grad_q = 0.0f;
 #pragma unroll
-            for (int kj = 0; kj < KT; ++kj) {
-                const float grad_score = grad_scores_s[qi * KT + kj];
-                if (grad_score != 0.0f) {
+                for (int kj = 0; kj < KT; ++kj) {
+                    const float grad_score = grad_scores_s[qi * KT + kj];
+                    if (decltype(skip_zero_scores)::value && grad_score == 0.0f) continue;
                     const float t = tanh_for<T>(q_a + b_key[kj]);
                     const float grad_t = grad_score * t;
                     grad_v += grad_t;
@@ -336,14 +347,21 @@ __global__ void __launch_bounds__(kBackwardThreads)
                     grad_q += g;
                     b_grad_key[kj] += g;
                 }
-            }
-            if (column) {
-                if (per_tile)
-                    grad_query[(q0 + qi) * attn + a] = v_a * grad_q;
-                else
-                    atomicAdd(grad_query + (q0 + qi) * attn + a, v_a * grad_q);
+                if (column) {
+                    if (per_tile)
+                        grad_query[(q0 + qi) * attn + a] = v_a * grad_q;
+                    else
+                        atomicAdd(grad_query + (q0 + qi) * attn + a, v_a * grad_q);
+                }
             }
         }
+    };
+    if (valid_keys == tile_keys) {
+        walk_queries(std::false_type{});
+    } else if (valid_keys > 0) {
+        walk_queries(std::true_type{});
+    } else if (per_tile && column) {
+        for (int64_t q = 0; q < queries; ++q) grad_query[q * attn + a] = 0.0f;
     }
     if (!column) return;
     T* grad_key = static_cast<T*>(params.grad_key) + (b * keys + k0) * attn;

@@ -309,6 +309,35 @@ def test_additive_attention_backward_is_deterministic_when_asked(extension, dtyp
     assert all(torch.equal(grads[0], grad) for grad in grads[1:])
 
 
+def _tiled_attention_mask(batch, keys):
+    """A mask over tiles of 32 keys (the backward's key tile): row 0 a partial first tile and two fully masked ones,
+    row 1 two fully valid tiles and a masked tail, row 2 a fully masked middle tile, row 3 nothing valid, row 4 a
+    fully masked first tile."""
+    mask = torch.ones(batch, keys, dtype=torch.bool)
+    mask[0, 20:] = False
+    mask[1, 64:] = False
+    mask[2, 32:64] = False
+    mask[3] = False
+    mask[4, :32] = False
+    return mask
+
+
+@kernels
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_masked_key_tiles(extension, dtype, deterministic):
+    """Tiles of keys that are fully masked (skipped whole), fully valid (no test per element) and mixed, in the
+    default and the deterministic backward, against the reference."""
+    args = _attention_args(5, 5, 70, 24, 8, dtype=torch.float64)
+    args["mask"] = _tiled_attention_mask(5, 70).to(DEVICE)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
 @kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_outputs_are_fully_written(extension, dtype):
