@@ -9,6 +9,7 @@ sizes and its kernels there, the deterministic attention backward, outputs in po
 torch.compile. Tests marked gpu need a real GPU.
 """
 
+import collections
 import functools
 import itertools
 
@@ -336,6 +337,30 @@ def test_additive_attention_masked_key_tiles(extension, dtype, deterministic):
         _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+@kernels
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_backward_launches_no_aten_work(extension, dtype, deterministic):
+    """The backward op is its two kernels: the only ATen ops it calls allocate its outputs and one fp32 workspace
+    (torch.empty; the emulation, and torch under use_deterministic_algorithms, fill fresh memory with NaN), so no
+    conversion, zeroing, sum or matmul came back into the glue, and every gradient leaves in the inputs' dtype."""
+    args = _on_gpu(_attention_args(2, 3, 40, 16, 8, mask="random"), dtype)  # two tiles of keys
+    context, weights, probs = torch.ops.s2s_fast.cuda_additive_attention_fwd(*args.values())
+    grad_context, grad_weights = torch.randn_like(context), torch.randn_like(weights)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            grads = torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, *args.values(), probs)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    calls = collections.Counter(event.name for event in profile.events() if event.name.startswith("aten::"))
+    fills = calls.pop("aten::fill_", 0)
+    assert calls == {"aten::empty": 5}, calls
+    assert fills == 5 * (bool(compiled.EMULATED_GPU) + deterministic)
+    assert [grad.dtype for grad in grads] == [dtype] * 4
 
 
 @kernels

@@ -348,6 +348,16 @@ inline float atomicAdd(float* address, float value) {
     return old;
 }
 
+inline unsigned atomicAdd(unsigned* address, unsigned value) {
+    const unsigned old = *address;
+    *address = old + value;
+    return old;
+}
+
+// Orders a thread's global writes before its later ones as every other thread sees them; here every load already
+// sees every earlier store.
+inline void __threadfence() {}
+
 // ld.global.cg: a load through L2 only; here every load sees every earlier store.
 template <typename T>
 T __ldcg(const T* address) {

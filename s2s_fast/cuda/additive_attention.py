@@ -1,10 +1,11 @@
 """Fused additive attention on the cuda backend (kernels in csrc/additive_attention.cu, bound in csrc/ops.cpp).
 
 The forward computes scores, masked softmax and context without forming the [B, Tq, Tk, A] tanh tensor, and keeps
-the fp32 probabilities [B, Tq, Tk] for the backward, which recomputes tanh. With more than 32 keys, the backward's
-tiles of keys add into grad_query atomically, so its last bits can vary from run to run; under
-``torch.use_deterministic_algorithms(True)`` each tile writes a slab of its own ([Tk / 32, B, Tq, A] float32 scratch)
-and one sum adds them in a fixed order. Every other gradient is deterministic either way.
+the fp32 probabilities [B, Tq, Tk] for the backward, which recomputes tanh. The backward is two kernels that write
+every gradient in the inputs' dtype (fp32 sums inside). With more than 32 keys, the backward's tiles of keys add into
+grad_query atomically, so its last bits can vary from run to run; under ``torch.use_deterministic_algorithms(True)``
+each tile writes a slab of its own ([Tk / 32, B, Tq, A] float32 scratch) and the last tile to finish adds them in a
+fixed order. Every other gradient is deterministic either way.
 """
 
 from __future__ import annotations
