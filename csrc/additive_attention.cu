@@ -69,9 +69,10 @@ __device__ void softmax_row(float* row, T* weight_row, const bool* mask_row, int
     }
 }
 
+// PACKED: tanh of two elements in one packed instruction (half and bfloat16, VEC even), else one scalar tanh each.
 // One block per (batch row b, tile of QT queries). Warps take keys in turn; within a warp, groups of lanes each
 // take one key and split A (16-byte loads of key_proj), the query tile and v sit in shared memory as fp32.
-template <typename T, int QT, int VEC>
+template <typename T, int QT, int VEC, bool PACKED>
 __global__ void __launch_bounds__(kThreads, 2)
     additive_attention_fwd_kernel(const AdditiveAttentionForwardParams params) {
     constexpr int CQ = kContextQueriesFor<QT>;
@@ -120,9 +121,18 @@ __global__ void __launch_bounds__(kThreads, 2)
                         if (qi < tile_queries) {
                             float b_q[VEC];
                             load_shared_floats<VEC>(q_s + qi * attn_pad + a, b_q);
+                            if constexpr (PACKED) {
 #pragma unroll
-                            for (int i = 0; i < VEC; ++i)
-                                acc[qi] = fmaf(b_v[i], tanh_for<T>(b_q[i] + b_key[i]), acc[qi]);
+                                for (int i = 0; i < VEC; i += 2) {
+                                    float t0 = b_q[i] + b_key[i], t1 = b_q[i + 1] + b_key[i + 1];
+                                    tanh_approx_packed<T>(t0, t1);
+                                    acc[qi] = fmaf(b_v[i + 1], t1, fmaf(b_v[i], t0, acc[qi]));
+                                }
+                            } else {
+#pragma unroll
+                                for (int i = 0; i < VEC; ++i)
+                                    acc[qi] = fmaf(b_v[i], tanh_for<T>(b_q[i] + b_key[i]), acc[qi]);
+                            }
                         }
                     }
                 }
@@ -349,7 +359,7 @@ __device__ __forceinline__ bool arrives_last(unsigned* counter, unsigned blocks,
 // grad_query: with one tile of keys written here; else each tile adds its sums into grad_query_sums (atomically, or
 // into a slab of its own when the caller asks for a deterministic result) and the row's last tile to arrive writes
 // the total. grad_v: each block writes its sums to grad_v_partial and the slice's last block adds them in order.
-template <typename T, int VEC>
+template <typename T, int VEC, bool PACKED>
 __device__ __forceinline__ void attention_input_gradients(const AdditiveAttentionBackwardParams& params,
                                                           float* grad_scores_s, int* flag_s) {
     constexpr int KT = kAttentionBackwardKeyTile;
@@ -399,16 +409,30 @@ __device__ __forceinline__ void attention_input_gradients(const AdditiveAttentio
                 for (int k4 = 0; k4 < KT; k4 += 4) {
                     float b_grad_score[4];
                     load_shared_floats<4>(grad_scores_s + qi * KT + k4, b_grad_score);
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        const float grad_score = b_grad_score[i];
-                        if (decltype(skip_zero_scores)::value && grad_score == 0.0f) continue;
-                        const float t = tanh_for<T>(q_a + b_key[k4 + i]);
+                    const auto add_key = [&](int kj, float grad_score, float t) {
                         const float grad_t = grad_score * t;
                         grad_v += grad_t;
                         const float g = fmaf(-grad_t, t, grad_score);
                         grad_q += g;
-                        b_grad_key[k4 + i] += g;
+                        b_grad_key[kj] += g;
+                    };
+                    if constexpr (PACKED) {
+#pragma unroll
+                        for (int i = 0; i < 4; i += 2) {
+                            if (decltype(skip_zero_scores)::value && b_grad_score[i] == 0.0f &&
+                                b_grad_score[i + 1] == 0.0f)
+                                continue;
+                            float t0 = q_a + b_key[k4 + i], t1 = q_a + b_key[k4 + i + 1];
+                            tanh_approx_packed<T>(t0, t1);
+                            add_key(k4 + i, b_grad_score[i], t0);
+                            add_key(k4 + i + 1, b_grad_score[i + 1], t1);
+                        }
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) {
+                            if (decltype(skip_zero_scores)::value && b_grad_score[i] == 0.0f) continue;
+                            add_key(k4 + i, b_grad_score[i], tanh_for<T>(q_a + b_key[k4 + i]));
+                        }
                     }
                 }
                 add_grad_query(q0 + qi, v_a * grad_q);
@@ -500,16 +524,17 @@ __device__ __forceinline__ void attention_value_gradients(const AdditiveAttentio
         if (kj < tile_keys) grad_values[kj * value_size + d] = from_float<T>(acc[kj]);
 }
 
-// The second half of the backward: blocks with blockIdx.x below ceil(A / kBackwardThreads) form the input
+// The second half of the backward (PACKED: two tanh per packed instruction, half and bfloat16): blocks with blockIdx.x
+// below ceil(A / kBackwardThreads) form the input
 // gradients, the others grad_values (a choice per block, so no warp diverges over it).
-template <typename T, int VEC>
+template <typename T, int VEC, bool PACKED>
 __global__ void __launch_bounds__(kBackwardThreads)
     additive_attention_bwd_inputs_kernel(const AdditiveAttentionBackwardParams params) {
     float* tile_s = dynamic_shared<float>();  // [kBackwardQueryChunk, KT], then one int
     int* flag_s = reinterpret_cast<int*>(tile_s + kBackwardQueryChunk * kAttentionBackwardKeyTile);
     const unsigned attn_slices = unsigned(ceil_div(params.attn, kBackwardThreads));
     if (blockIdx.x < attn_slices)
-        attention_input_gradients<T, VEC>(params, tile_s, flag_s);
+        attention_input_gradients<T, VEC, PACKED>(params, tile_s, flag_s);
     else
         attention_value_gradients<T, VEC>(params, blockIdx.x - attn_slices, tile_s);
 }
@@ -545,9 +570,14 @@ cudaError_t launch_forward(const AdditiveAttentionForwardParams& params, bool ve
     const int vec = vectorized ? V : 1;
     const int64_t shared_bytes = forward_shared_floats<QT>(params.attn, params.value_size, vec) * sizeof(float);
     const int64_t blocks = params.batch * ceil_div(params.queries, QT);
+    if constexpr (sizeof(T) == 2) {
+        if (vectorized && params.packed_tanh)
+            return launch_with_shared(additive_attention_fwd_kernel<T, QT, V, true>, blocks, shared_bytes, stream,
+                                      params);
+    }
     if (vectorized)
-        return launch_with_shared(additive_attention_fwd_kernel<T, QT, V>, blocks, shared_bytes, stream, params);
-    return launch_with_shared(additive_attention_fwd_kernel<T, QT, 1>, blocks, shared_bytes, stream, params);
+        return launch_with_shared(additive_attention_fwd_kernel<T, QT, V, false>, blocks, shared_bytes, stream, params);
+    return launch_with_shared(additive_attention_fwd_kernel<T, QT, 1, false>, blocks, shared_bytes, stream, params);
 }
 
 template <typename T, int QT>
@@ -616,8 +646,13 @@ cudaError_t additive_attention_bwd_inputs(const AdditiveAttentionBackwardParams&
     const size_t shared_bytes = sizeof(float) * kBackwardQueryChunk * kAttentionBackwardKeyTile + 16;
     const bool vectorized = params.keys % 4 == 0 && is_aligned(params.grad_scores, 16) && is_aligned(params.probs, 16);
     return S2S_FAST_VECTOR_SWITCH(vectorized, float, VEC, [&] {
-        return launch_kernel(additive_attention_bwd_inputs_kernel<T, VEC>, grid, dim3(kBackwardThreads), shared_bytes,
-                             stream, params);
+        if constexpr (sizeof(T) == 2) {
+            if (params.packed_tanh)
+                return launch_kernel(additive_attention_bwd_inputs_kernel<T, VEC, true>, grid, dim3(kBackwardThreads),
+                                     shared_bytes, stream, params);
+        }
+        return launch_kernel(additive_attention_bwd_inputs_kernel<T, VEC, false>, grid, dim3(kBackwardThreads),
+                             shared_bytes, stream, params);
     });
 }
 

@@ -38,6 +38,7 @@ struct AdditiveAttentionForwardParams {
     void* context;           // [B, Tq, Dv]
     void* weights;           // [B, Tq, Tk]
     float* probs;            // [B, Tq, Tk] fp32 weights, kept for the backward
+    bool packed_tanh;        // half and bfloat16: two tanh per packed tanh.approx (16-byte loads only), else one
 };
 
 struct AdditiveAttentionBackwardParams {
@@ -66,6 +67,7 @@ struct AdditiveAttentionBackwardParams {
     int64_t grad_query_tile_stride;  // 0 or B * Tq * A
     float* grad_v_partial;     // [B * ceil(Tk / kAttentionBackwardKeyTile), A]: per-block sums
     unsigned* arrivals;        // [B * ceil(A / 128) + ceil(A / 128)]: blocks done, per (row, slice of A) and slice
+    bool packed_tanh;          // half and bfloat16: two tanh per packed tanh.approx, else one
 };
 
 constexpr int kAttentionBackwardKeyTile = 32;

@@ -364,7 +364,7 @@ void check_attention(const char* op, const Tensor& query_proj, const Tensor& key
 
 std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& query_proj, const Tensor& key_proj,
                                                                const Tensor& v, const Tensor& values,
-                                                               const OptionalTensor& mask) {
+                                                               const OptionalTensor& mask, bool packed_tanh) {
     const char* op = "cuda_additive_attention_fwd";
     check_attention(op, query_proj, key_proj, v, values, mask);
     const DeviceGuard guard(query_proj.device());
@@ -390,6 +390,7 @@ std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& que
     params.context = context.data_ptr();
     params.weights = weights.data_ptr();
     params.probs = probs.data_ptr<float>();
+    params.packed_tanh = packed_tanh;
     dispatch_dtype(values.scalar_type(), op, [&](auto tag) {
         using T = typename decltype(tag)::type;
         check_launch(additive_attention_fwd<T>(params, current_stream()), op);
@@ -399,7 +400,7 @@ std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& que
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     const Tensor& grad_context, const Tensor& grad_weights, const Tensor& query_proj, const Tensor& key_proj,
-    const Tensor& v, const Tensor& values, const OptionalTensor& mask, const Tensor& probs) {
+    const Tensor& v, const Tensor& values, const OptionalTensor& mask, const Tensor& probs, bool packed_tanh) {
     const char* op = "cuda_additive_attention_bwd";
     check_attention(op, query_proj, key_proj, v, values, mask);
     check_inputs(op, {{"values", &values}, {"grad_context", &grad_context}, {"grad_weights", &grad_weights}});
@@ -446,6 +447,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     params.grad_key = grad_key.data_ptr();
     params.grad_v = grad_v.data_ptr();
     params.grad_values = grad_values.data_ptr();
+    params.packed_tanh = packed_tanh;
     additive_attention_bwd_layout(params, workspace.data_ptr<float>(), deterministic);
     // Two launches and no other work: the kernels write every gradient in the inputs' dtype.
     dispatch_dtype(values.scalar_type(), op, [&](auto tag) {
@@ -655,11 +657,12 @@ TORCH_LIBRARY(s2s_fast, m) {
         "cuda_gru_cell_bwd(Tensor grad_hy, Tensor hx, Tensor activations) "
         "-> (Tensor grad_input_gates, Tensor grad_hidden_gates, Tensor grad_hx_direct)");
     m.def(
-        "cuda_additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask) "
+        "cuda_additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask, "
+        "bool packed_tanh=True) "
         "-> (Tensor context, Tensor weights, Tensor probs)");
     m.def(
         "cuda_additive_attention_bwd(Tensor grad_context, Tensor grad_weights, Tensor query_proj, Tensor key_proj, "
-        "Tensor v, Tensor values, Tensor? mask, Tensor probs) "
+        "Tensor v, Tensor values, Tensor? mask, Tensor probs, bool packed_tanh=True) "
         "-> (Tensor grad_query, Tensor grad_key, Tensor grad_v, Tensor grad_values)");
     m.def(
         "cuda_lstm_layer_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "

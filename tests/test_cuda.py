@@ -364,6 +364,63 @@ def test_additive_attention_backward_launches_no_aten_work(extension, dtype, det
 
 
 @kernels
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "scalar"])
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("batch,queries,keys,attn,value_size", [(3, 9, 40, 64, 16), (2, None, 37, 24, 8)])
+def test_additive_attention_tanh_variants_within_twice_the_reference(extension, dtype, packed, batch, queries, keys,
+                                                                     attn, value_size):
+    """Packed (two per tanh.approx.f16x2 / bf16x2) and scalar tanh both keep the 2x-the-reference's-error rule, on
+    16-byte loads (A = 64) and on the scalar path of the forward (A = 24 with Dv = 8 in bf16: still 16-byte; Tk = 37
+    takes the backward's scalar score loads)."""
+    args = _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float64, mask="random")
+    fn = functools.partial(cuda_backend.additive_attention.additive_attention, packed_tanh=packed)
+    _check(fn, reference.additive_attention, args, dtype)
+
+
+@kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_packed_tanh_reaches_both_passes(extension, dtype):
+    """packed_tanh changes the float16/bfloat16 results of the forward and of the backward (the packed path runs), and
+    leaves float32 untouched."""
+    args = _on_gpu(_attention_args(2, 3, 8, 16, 8, mask="none"), dtype)
+    results = []
+    for packed in (True, False):
+        leaves = {k: v.detach().requires_grad_() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                  for k, v in args.items()}
+        context, _ = cuda_backend.additive_attention.additive_attention(**leaves, packed_tanh=packed)
+        (grad_key,) = torch.autograd.grad(context, leaves["key_proj"], torch.ones_like(context))
+        results.append((context, grad_key))
+    (context_packed, grad_packed), (context_scalar, grad_scalar) = results
+    differs = dtype != torch.float32
+    assert (not torch.equal(context_packed, context_scalar)) == differs
+    assert (not torch.equal(grad_packed, grad_scalar)) == differs
+
+
+@kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_backward_misaligned_probs_take_the_scalar_loads(extension, dtype):
+    """Four scores per load need Tk % 4 == 0 and 16-byte aligned fp32 scores: probabilities one float off alignment
+    take the scalar loads and give the same gradients, bit for bit (deterministic mode: a fixed order of sums)."""
+    args = _on_gpu(_attention_args(2, 5, 40, 16, 8, mask="random"), dtype)
+    context, weights, probs = torch.ops.s2s_fast.cuda_additive_attention_fwd(*args.values())
+    misaligned = torch.empty(probs.numel() + 1, dtype=probs.dtype, device=probs.device)[1:].view_as(probs)
+    misaligned.copy_(probs)
+    assert misaligned.data_ptr() % 16 != 0 and misaligned.is_contiguous()
+    grad_context, grad_weights = torch.randn_like(context), torch.randn_like(weights)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        aligned_grads = torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, *args.values(),
+                                                                       probs)
+        misaligned_grads = torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, *args.values(),
+                                                                          misaligned)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    for aligned, scalar in zip(aligned_grads, misaligned_grads):
+        assert torch.equal(aligned, scalar)
+
+
+@kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_outputs_are_fully_written(extension, dtype):
     """Outputs and gradients land in memory poisoned with NaN: any element a kernel skips shows up."""
