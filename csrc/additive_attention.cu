@@ -50,22 +50,59 @@ __device__ __forceinline__ bool key_is_valid(const bool* mask_row, int64_t k) {
     return mask_row == nullptr || mask_row[k];
 }
 
-// Masked softmax of one row in place (fp32), also written as T; a row with no valid key becomes zeros.
-template <typename T>
+// Masked softmax of one row in place (fp32), also written as T; a row with no valid key becomes zeros. SV = 4: each
+// lane takes four consecutive scores per access (keys % 4 == 0, the row 16-byte aligned, weight_row 4 * sizeof(T)).
+template <typename T, int SV>
 __device__ void softmax_row(float* row, T* weight_row, const bool* mask_row, int64_t keys, int lane) {
     float row_max = -INFINITY;
-    for (int64_t k = lane; k < keys; k += kWarpSize)
-        if (key_is_valid(mask_row, k)) row_max = fmaxf(row_max, row[k]);
+    for (int64_t k = int64_t(lane) * SV; k < keys; k += kWarpSize * SV) {
+        float b_score[SV];
+        load_floats<float, SV>(row + k, b_score);
+#pragma unroll
+        for (int i = 0; i < SV; ++i)
+            if (key_is_valid(mask_row, k + i)) row_max = fmaxf(row_max, b_score[i]);
+    }
     row_max = warp_max(row_max);
     float total = 0.0f;
-    for (int64_t k = lane; k < keys; k += kWarpSize)
-        if (key_is_valid(mask_row, k)) total += __expf(row[k] - row_max);
+    for (int64_t k = int64_t(lane) * SV; k < keys; k += kWarpSize * SV) {
+        float b_score[SV];
+        load_floats<float, SV>(row + k, b_score);
+#pragma unroll
+        for (int i = 0; i < SV; ++i)
+            if (key_is_valid(mask_row, k + i)) total += __expf(b_score[i] - row_max);
+    }
     total = warp_sum(total);
     const float scale = total > 0.0f ? 1.0f / total : 0.0f;
-    for (int64_t k = lane; k < keys; k += kWarpSize) {
-        const float prob = key_is_valid(mask_row, k) ? __expf(row[k] - row_max) * scale : 0.0f;
-        row[k] = prob;
-        weight_row[k] = from_float<T>(prob);
+    for (int64_t k = int64_t(lane) * SV; k < keys; k += kWarpSize * SV) {
+        float b_prob[SV];
+        load_floats<float, SV>(row + k, b_prob);
+#pragma unroll
+        for (int i = 0; i < SV; ++i)
+            b_prob[i] = key_is_valid(mask_row, k + i) ? __expf(b_prob[i] - row_max) * scale : 0.0f;
+        store_floats<float, SV>(row + k, b_prob);
+        store_floats<T, SV>(weight_row + k, b_prob);
+    }
+}
+
+// grad_row = prob_row * (grad_row - sum(prob_row * grad_row)) for one row, SV scores per access as softmax_row.
+template <int SV>
+__device__ void softmax_backward_row(float* grad_row, const float* prob_row, int64_t keys, int lane) {
+    float total = 0.0f;
+    for (int64_t k = int64_t(lane) * SV; k < keys; k += kWarpSize * SV) {
+        float b_prob[SV], b_grad[SV];
+        load_floats<float, SV>(prob_row + k, b_prob);
+        load_floats<float, SV>(grad_row + k, b_grad);
+#pragma unroll
+        for (int i = 0; i < SV; ++i) total = fmaf(b_prob[i], b_grad[i], total);
+    }
+    total = warp_sum(total);
+    for (int64_t k = int64_t(lane) * SV; k < keys; k += kWarpSize * SV) {
+        float b_prob[SV], b_grad[SV];
+        load_floats<float, SV>(prob_row + k, b_prob);
+        load_floats<float, SV>(grad_row + k, b_grad);
+#pragma unroll
+        for (int i = 0; i < SV; ++i) b_grad[i] = b_prob[i] * (b_grad[i] - total);
+        store_floats<float, SV>(grad_row + k, b_grad);
     }
 }
 
@@ -150,8 +187,14 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
 
     T* weights = static_cast<T*>(params.weights) + (b * queries + q0) * keys;
-    for (int qi = warp; qi < tile_queries; qi += kWarps)
-        softmax_row<T>(probs + qi * keys, weights + qi * keys, mask_row, keys, lane);
+    // Four scores per access where every row is aligned for it (the same choice for the whole block).
+    const bool vector_scores = keys % 4 == 0 && is_aligned(probs, 16) && is_aligned(weights, int(4 * sizeof(T)));
+    for (int qi = warp; qi < tile_queries; qi += kWarps) {
+        if (vector_scores)
+            softmax_row<T, 4>(probs + qi * keys, weights + qi * keys, mask_row, keys, lane);
+        else
+            softmax_row<T, 1>(probs + qi * keys, weights + qi * keys, mask_row, keys, lane);
+    }
     __syncthreads();
 
     const int lanes_per_row = lanes_for(ceil_div(value_size, VEC));
@@ -298,13 +341,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
 
     const float* probs = params.probs + (b * queries + q0) * keys;
+    const bool vector_scores = keys % 4 == 0 && is_aligned(probs, 16) && is_aligned(grad_scores, 16);
     for (int qi = warp; qi < tile_queries; qi += kWarps) {
-        float* grad_row = grad_scores + qi * keys;
-        const float* prob_row = probs + qi * keys;
-        float total = 0.0f;
-        for (int64_t k = lane; k < keys; k += kWarpSize) total = fmaf(prob_row[k], grad_row[k], total);
-        total = warp_sum(total);
-        for (int64_t k = lane; k < keys; k += kWarpSize) grad_row[k] = prob_row[k] * (grad_row[k] - total);
+        if (vector_scores)
+            softmax_backward_row<4>(grad_scores + qi * keys, probs + qi * keys, keys, lane);
+        else
+            softmax_backward_row<1>(grad_scores + qi * keys, probs + qi * keys, keys, lane);
     }
 }
 

@@ -399,8 +399,9 @@ def test_additive_attention_packed_tanh_reaches_both_passes(extension, dtype):
 @kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_additive_attention_backward_misaligned_probs_take_the_scalar_loads(extension, dtype):
-    """Four scores per load need Tk % 4 == 0 and 16-byte aligned fp32 scores: probabilities one float off alignment
-    take the scalar loads and give the same gradients, bit for bit (deterministic mode: a fixed order of sums)."""
+    """Four scores per access need Tk % 4 == 0 and 16-byte aligned fp32 scores: probabilities one float off alignment
+    take the scalar accesses (the emulation fails a misaligned vector access, as a GPU faults) and give the gradients
+    of the aligned call, up to the order of fp32 sums (deterministic mode: no atomics)."""
     args = _on_gpu(_attention_args(2, 5, 40, 16, 8, mask="random"), dtype)
     context, weights, probs = torch.ops.s2s_fast.cuda_additive_attention_fwd(*args.values())
     misaligned = torch.empty(probs.numel() + 1, dtype=probs.dtype, device=probs.device)[1:].view_as(probs)
@@ -417,7 +418,7 @@ def test_additive_attention_backward_misaligned_probs_take_the_scalar_loads(exte
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
     for aligned, scalar in zip(aligned_grads, misaligned_grads):
-        assert torch.equal(aligned, scalar)
+        torch.testing.assert_close(scalar, aligned, **tolerance(dtype, summed_terms=2 * 5 * 40))
 
 
 @kernels
