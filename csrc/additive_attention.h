@@ -5,10 +5,12 @@
 // keeps the fp32 probabilities [B, Tq, Tk] for the backward, which recomputes tanh.
 //
 // Forward: one kernel per (batch row, tile of queries): scores, masked softmax, context.
-// Backward: a kernel per (batch row, tile of queries) forms grad_scores = probs * (dp - sum(probs * dp)) with
-// dp = grad_weights + grad_context @ values^T; the binding forms grad_values = probs^T @ grad_context with cuBLAS;
-// a kernel per (batch row, tile of keys, slice of A) recomputes tanh and forms the query, key and v gradients.
-// All tensors are contiguous.
+// Backward, two kernels and nothing else: one per (batch row, tile of queries) forms grad_scores = probs * (dp -
+// sum(probs * dp)) with dp = grad_weights + grad_context @ values^T (and zeroes the second kernel's sums and
+// counters); one per (batch row, tile of keys, slice of A or of Dv) recomputes tanh and forms the query, key and v
+// gradients, or forms grad_values = probs^T @ grad_context. Sums over tiles of keys (grad_query) and over rows and
+// tiles (grad_v) are finished by the block that arrives last, so every gradient leaves the kernels in the inputs'
+// dtype, accumulated in fp32. All tensors are contiguous.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,6 +38,7 @@ struct AdditiveAttentionForwardParams {
     void* context;           // [B, Tq, Dv]
     void* weights;           // [B, Tq, Tk]
     float* probs;            // [B, Tq, Tk] fp32 weights, kept for the backward
+    bool packed_tanh;        // half and bfloat16: two tanh per packed tanh.approx (16-byte loads only), else one
 };
 
 struct AdditiveAttentionBackwardParams {
@@ -52,13 +55,19 @@ struct AdditiveAttentionBackwardParams {
     const float* probs;        // [B, Tq, Tk] from the forward
     const void* grad_context;  // [B, Tq, Dv]
     const void* grad_weights;  // [B, Tq, Tk]
-    float* grad_scores;        // [B, Tq, Tk] scratch
-    float* grad_query;         // fp32; grad_query_tile_stride 0: [B, Tq, A], zero on entry, tiles of keys add into
-                               // it atomically (in an order that varies); else [ceil(Tk / KeyTile), B, Tq, A], one
-                               // slab per tile of keys, each element written once, summed by the caller
-    int64_t grad_query_tile_stride;  // 0 or B * Tq * A
+    void* grad_query;          // [B, Tq, A]
     void* grad_key;            // [B, Tk, A]
-    float* grad_v_partial;     // [B * ceil(Tk / kAttentionBackwardKeyTile), A]: per-tile sums, added by the caller
+    void* grad_v;              // [A]
+    void* grad_values;         // [B, Tk, Dv]
+    // fp32 scratch, from additive_attention_bwd_workspace; its parts need no initialisation.
+    float* grad_scores;        // [B, Tq, Tk]
+    float* grad_query_sums;    // more than one tile of keys: grad_query_tile_stride 0: [B, Tq, A], tiles of keys add
+                               // into it atomically (in an order that varies); else [ceil(Tk / KeyTile), B, Tq, A],
+                               // one slab per tile of keys, summed in order. nullptr with one tile of keys.
+    int64_t grad_query_tile_stride;  // 0 or B * Tq * A
+    float* grad_v_partial;     // [B * ceil(Tk / kAttentionBackwardKeyTile), A]: per-block sums
+    unsigned* arrivals;        // [B * ceil(A / 128) + ceil(A / 128)]: blocks done, per (row, slice of A) and slice
+    bool packed_tanh;          // half and bfloat16: two tanh per packed tanh.approx, else one
 };
 
 constexpr int kAttentionBackwardKeyTile = 32;
@@ -66,10 +75,15 @@ constexpr int kAttentionBackwardKeyTile = 32;
 // T is float, __half or __nv_bfloat16 (instantiated in additive_attention.cu). Each returns the launch's status.
 template <typename T>
 cudaError_t additive_attention_fwd(const AdditiveAttentionForwardParams& params, cudaStream_t stream);
-// First half of the backward: grad_scores. The caller then forms grad_values and calls the second half.
+// The fp32 scratch of the backward, in floats; the caller lays out grad_scores, grad_query_sums, grad_v_partial and
+// arrivals in this order in one buffer (16-byte aligned) with additive_attention_bwd_layout.
+int64_t additive_attention_bwd_workspace(int64_t batch, int64_t queries, int64_t keys, int64_t attn,
+                                         bool deterministic);
+void additive_attention_bwd_layout(AdditiveAttentionBackwardParams& params, float* workspace, bool deterministic);
+// First half of the backward: grad_scores. The caller then calls the second half.
 template <typename T>
 cudaError_t additive_attention_bwd_scores(const AdditiveAttentionBackwardParams& params, cudaStream_t stream);
-// Second half: grad_query, grad_key and grad_v_partial from grad_scores, recomputing tanh.
+// Second half: grad_query, grad_key and grad_v from grad_scores, recomputing tanh; grad_values.
 template <typename T>
 cudaError_t additive_attention_bwd_inputs(const AdditiveAttentionBackwardParams& params, cudaStream_t stream);
 

@@ -21,6 +21,12 @@ namespace s2s_fast {
 inline float tanh_approx(float x) { return emulation::tanh_approx(x); }
 
 template <typename T>
+inline void tanh_approx_packed(float& x0, float& x1) {
+    x0 = emulation::tanh_approx_16<std::is_same_v<T, __nv_bfloat16>>(x0);
+    x1 = emulation::tanh_approx_16<std::is_same_v<T, __nv_bfloat16>>(x1);
+}
+
+template <typename T>
 inline void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     emulation::mma_m16n8k16<std::is_same_v<T, __nv_bfloat16>>(d, a, b);
 }
@@ -61,6 +67,32 @@ __device__ __forceinline__ float tanh_approx(float x) {
     float result;
     asm("tanh.approx.f32 %0, %1;" : "=f"(result) : "f"(x));
     return result;
+}
+
+// tanh.approx.f16x2 / tanh.approx.bf16x2 (T __half or __nv_bfloat16): both values rounded to T, two tanh in one
+// instruction (PTX ISA: relative error about 2^-11 for f16, 2^-8 for bf16, results in T). bf16x2 needs sm_90; older
+// targets take two tanh.approx.f32 of the rounded values, rounded back to bf16.
+template <typename T>
+__device__ __forceinline__ void tanh_approx_packed(float& x0, float& x1) {
+    float2 result;
+    if constexpr (std::is_same_v<T, __half>) {
+        const __half2 pair = __floats2half2_rn(x0, x1);
+        uint32_t out;
+        asm("tanh.approx.f16x2 %0, %1;" : "=r"(out) : "r"(reinterpret_cast<const uint32_t&>(pair)));
+        result = __half22float2(reinterpret_cast<const __half2&>(out));
+    } else {
+        const __nv_bfloat162 pair = __floats2bfloat162_rn(x0, x1);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        uint32_t out;
+        asm("tanh.approx.bf16x2 %0, %1;" : "=r"(out) : "r"(reinterpret_cast<const uint32_t&>(pair)));
+        result = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162&>(out));
+#else
+        const float2 rounded = __bfloat1622float2(pair);
+        result = __bfloat1622float2(__floats2bfloat162_rn(tanh_approx(rounded.x), tanh_approx(rounded.y)));
+#endif
+    }
+    x0 = result.x;
+    x1 = result.y;
 }
 
 // d += a (16 x 16, row-major) x b (16 x 8, column-major), fp32 accumulators, one warp (mma.sync.m16n8k16, T half or
@@ -204,8 +236,20 @@ struct alignas(sizeof(T) * N) Pack {
     T values[N];
 };
 
+// A GPU faults on a vector access that is not aligned to its size; the emulation (where x86 would not) says so.
+template <typename T, int N>
+__device__ __forceinline__ void check_pack_alignment(const void* ptr) {
+#if defined(S2S_FAST_CUDA_EMULATION)
+    if (reinterpret_cast<uintptr_t>(ptr) % alignof(Pack<T, N>) != 0)
+        emulation::fail("a vector load or store at an address not aligned to its size (a fault on a GPU)");
+#else
+    (void)ptr;
+#endif
+}
+
 template <typename T, int N>
 __device__ __forceinline__ void load_floats(const T* ptr, float (&out)[N]) {
+    check_pack_alignment<T, N>(ptr);
     const Pack<T, N> pack = *reinterpret_cast<const Pack<T, N>*>(ptr);
 #pragma unroll
     for (int i = 0; i < N; ++i) out[i] = to_float(pack.values[i]);
@@ -245,6 +289,7 @@ __device__ __forceinline__ void load_shared_floats(const float* ptr, float (&out
 
 template <typename T, int N>
 __device__ __forceinline__ void store_floats(T* ptr, const float (&in)[N]) {
+    check_pack_alignment<T, N>(ptr);
     Pack<T, N> pack;
 #pragma unroll
     for (int i = 0; i < N; ++i) pack.values[i] = from_float<T>(in[i]);
@@ -308,6 +353,8 @@ __device__ __forceinline__ float warp_transpose_sum(float (&values)[32]) {
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-inline bool is_aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+__host__ __device__ inline bool is_aligned(const void* ptr, int bytes) {
+    return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
+}
 
 }  // namespace s2s_fast

@@ -364,7 +364,7 @@ void check_attention(const char* op, const Tensor& query_proj, const Tensor& key
 
 std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& query_proj, const Tensor& key_proj,
                                                                const Tensor& v, const Tensor& values,
-                                                               const OptionalTensor& mask) {
+                                                               const OptionalTensor& mask, bool packed_tanh) {
     const char* op = "cuda_additive_attention_fwd";
     check_attention(op, query_proj, key_proj, v, values, mask);
     const DeviceGuard guard(query_proj.device());
@@ -390,6 +390,7 @@ std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& que
     params.context = context.data_ptr();
     params.weights = weights.data_ptr();
     params.probs = probs.data_ptr<float>();
+    params.packed_tanh = packed_tanh;
     dispatch_dtype(values.scalar_type(), op, [&](auto tag) {
         using T = typename decltype(tag)::type;
         check_launch(additive_attention_fwd<T>(params, current_stream()), op);
@@ -399,7 +400,7 @@ std::tuple<Tensor, Tensor, Tensor> additive_attention_fwd_cuda(const Tensor& que
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     const Tensor& grad_context, const Tensor& grad_weights, const Tensor& query_proj, const Tensor& key_proj,
-    const Tensor& v, const Tensor& values, const OptionalTensor& mask, const Tensor& probs) {
+    const Tensor& v, const Tensor& values, const OptionalTensor& mask, const Tensor& probs, bool packed_tanh) {
     const char* op = "cuda_additive_attention_bwd";
     check_attention(op, query_proj, key_proj, v, values, mask);
     check_inputs(op, {{"values", &values}, {"grad_context", &grad_context}, {"grad_weights", &grad_weights}});
@@ -410,7 +411,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     check_saved(op, "probs", probs);
     check_shape(op, "probs", probs, {batch, queries, keys});
     const DeviceGuard guard(query_proj.device());
-    const auto dtype = values.scalar_type();
     if (batch == 0 || queries == 0 || keys == 0) {
         return {at::zeros_like(query_proj, at::MemoryFormat::Contiguous),
                 at::zeros_like(key_proj, at::MemoryFormat::Contiguous), at::zeros_like(v, at::MemoryFormat::Contiguous),
@@ -420,15 +420,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     const Tensor values_c = values.contiguous(), probs_c = probs.contiguous();
     const Tensor grad_context_c = grad_context.contiguous(), grad_weights_c = grad_weights.contiguous();
     const OptionalTensor mask_c = contiguous_or_none(mask);
-    const int64_t key_tiles = (keys + kAttentionBackwardKeyTile - 1) / kAttentionBackwardKeyTile;
-    Tensor grad_scores = kernel_output({batch, queries, keys}, float_options(values));
     // Tiles of keys add their parts of grad_query atomically, in an order that varies from run to run; under
-    // torch.use_deterministic_algorithms(True) each tile writes a slab of its own and one sum adds them in order.
-    const bool per_tile = key_tiles > 1 && at::globalContext().deterministicAlgorithms();
-    Tensor grad_query = per_tile ? kernel_output({key_tiles, batch, queries, attn}, float_options(values))
-                                 : at::zeros({batch, queries, attn}, float_options(values));
+    // torch.use_deterministic_algorithms(True) each tile writes a slab of its own, added in a fixed order.
+    const bool deterministic = at::globalContext().deterministicAlgorithms();
+    Tensor workspace = kernel_output(
+        {additive_attention_bwd_workspace(batch, queries, keys, attn, deterministic)}, float_options(values));
+    Tensor grad_query = kernel_output({batch, queries, attn}, values.options());
     Tensor grad_key = kernel_output({batch, keys, attn}, values.options());
-    Tensor grad_v_partial = kernel_output({batch * key_tiles, attn}, float_options(values));
+    Tensor grad_v = kernel_output({attn}, values.options());
+    Tensor grad_values = kernel_output({batch, keys, value_size}, values.options());
     AdditiveAttentionBackwardParams params{};
     params.batch = batch;
     params.queries = queries;
@@ -443,23 +443,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cuda(
     params.probs = probs_c.data_ptr<float>();
     params.grad_context = grad_context_c.data_ptr();
     params.grad_weights = grad_weights_c.data_ptr();
-    params.grad_scores = grad_scores.data_ptr<float>();
-    params.grad_query = grad_query.data_ptr<float>();
-    params.grad_query_tile_stride = per_tile ? batch * queries * attn : 0;
+    params.grad_query = grad_query.data_ptr();
     params.grad_key = grad_key.data_ptr();
-    params.grad_v_partial = grad_v_partial.data_ptr<float>();
-    dispatch_dtype(dtype, op, [&](auto tag) {
+    params.grad_v = grad_v.data_ptr();
+    params.grad_values = grad_values.data_ptr();
+    params.packed_tanh = packed_tanh;
+    additive_attention_bwd_layout(params, workspace.data_ptr<float>(), deterministic);
+    // Two launches and no other work: the kernels write every gradient in the inputs' dtype.
+    dispatch_dtype(values.scalar_type(), op, [&](auto tag) {
         using T = typename decltype(tag)::type;
         check_launch(additive_attention_bwd_scores<T>(params, current_stream()), op);
-    });
-    // grad_values = probs^T @ grad_context in fp32 (cuBLAS), with the same fp32 probabilities the context used.
-    Tensor grad_values = at::bmm(probs_c.transpose(1, 2), grad_context_c.to(at::kFloat)).to(dtype);
-    dispatch_dtype(dtype, op, [&](auto tag) {
-        using T = typename decltype(tag)::type;
         check_launch(additive_attention_bwd_inputs<T>(params, current_stream()), op);
     });
-    return {(per_tile ? grad_query.sum(0) : grad_query).to(dtype), grad_key, grad_v_partial.sum(0).to(dtype),
-            grad_values};
+    return {grad_query, grad_key, grad_v, grad_values};
 }
 
 const char* dtype_name(at::ScalarType dtype) {
@@ -661,11 +657,12 @@ TORCH_LIBRARY(s2s_fast, m) {
         "cuda_gru_cell_bwd(Tensor grad_hy, Tensor hx, Tensor activations) "
         "-> (Tensor grad_input_gates, Tensor grad_hidden_gates, Tensor grad_hx_direct)");
     m.def(
-        "cuda_additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask) "
+        "cuda_additive_attention_fwd(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, Tensor? mask, "
+        "bool packed_tanh=True) "
         "-> (Tensor context, Tensor weights, Tensor probs)");
     m.def(
         "cuda_additive_attention_bwd(Tensor grad_context, Tensor grad_weights, Tensor query_proj, Tensor key_proj, "
-        "Tensor v, Tensor values, Tensor? mask, Tensor probs) "
+        "Tensor v, Tensor values, Tensor? mask, Tensor probs, bool packed_tanh=True) "
         "-> (Tensor grad_query, Tensor grad_key, Tensor grad_v, Tensor grad_values)");
     m.def(
         "cuda_lstm_layer_fwd(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "

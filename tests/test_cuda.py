@@ -9,6 +9,7 @@ sizes and its kernels there, the deterministic attention backward, outputs in po
 torch.compile. Tests marked gpu need a real GPU.
 """
 
+import collections
 import functools
 import itertools
 
@@ -307,6 +308,117 @@ def test_additive_attention_backward_is_deterministic_when_asked(extension, dtyp
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
     assert all(torch.equal(grads[0], grad) for grad in grads[1:])
+
+
+def _tiled_attention_mask(batch, keys):
+    """A mask over tiles of 32 keys (the backward's key tile): row 0 a partial first tile and two fully masked ones,
+    row 1 two fully valid tiles and a masked tail, row 2 a fully masked middle tile, row 3 nothing valid, row 4 a
+    fully masked first tile."""
+    mask = torch.ones(batch, keys, dtype=torch.bool)
+    mask[0, 20:] = False
+    mask[1, 64:] = False
+    mask[2, 32:64] = False
+    mask[3] = False
+    mask[4, :32] = False
+    return mask
+
+
+@kernels
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_masked_key_tiles(extension, dtype, deterministic):
+    """Tiles of keys that are fully masked (skipped whole), fully valid (no test per element) and mixed, in the
+    default and the deterministic backward, against the reference."""
+    args = _attention_args(5, 5, 70, 24, 8, dtype=torch.float64)
+    args["mask"] = _tiled_attention_mask(5, 70).to(DEVICE)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+@kernels
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_backward_launches_no_aten_work(extension, dtype, deterministic):
+    """The backward op is its two kernels: the only ATen ops it calls allocate its outputs and one fp32 workspace
+    (torch.empty; the emulation, and torch under use_deterministic_algorithms, fill fresh memory with NaN), so no
+    conversion, zeroing, sum or matmul came back into the glue, and every gradient leaves in the inputs' dtype."""
+    args = _on_gpu(_attention_args(2, 3, 40, 16, 8, mask="random"), dtype)  # two tiles of keys
+    context, weights, probs = torch.ops.s2s_fast.cuda_additive_attention_fwd(*args.values())
+    grad_context, grad_weights = torch.randn_like(context), torch.randn_like(weights)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            grads = torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, *args.values(), probs)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    calls = collections.Counter(event.name for event in profile.events() if event.name.startswith("aten::"))
+    fills = calls.pop("aten::fill_", 0)
+    assert calls == {"aten::empty": 5}, calls
+    assert fills == 5 * (bool(compiled.EMULATED_GPU) + deterministic)
+    assert [grad.dtype for grad in grads] == [dtype] * 4
+
+
+@kernels
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "scalar"])
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("batch,queries,keys,attn,value_size", [(3, 9, 40, 64, 16), (2, None, 37, 24, 8)])
+def test_additive_attention_tanh_variants_within_twice_the_reference(extension, dtype, packed, batch, queries, keys,
+                                                                     attn, value_size):
+    """Packed (two per tanh.approx.f16x2 / bf16x2) and scalar tanh both keep the 2x-the-reference's-error rule, on
+    16-byte loads (A = 64) and on the scalar path of the forward (A = 24 with Dv = 8 in bf16: still 16-byte; Tk = 37
+    takes the backward's scalar score loads)."""
+    args = _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float64, mask="random")
+    fn = functools.partial(cuda_backend.additive_attention.additive_attention, packed_tanh=packed)
+    _check(fn, reference.additive_attention, args, dtype)
+
+
+@kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_packed_tanh_reaches_both_passes(extension, dtype):
+    """packed_tanh changes the float16/bfloat16 results of the forward and of the backward (the packed path runs), and
+    leaves float32 untouched."""
+    args = _on_gpu(_attention_args(2, 3, 8, 16, 8, mask="none"), dtype)
+    results = []
+    for packed in (True, False):
+        leaves = {k: v.detach().requires_grad_() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                  for k, v in args.items()}
+        context, _ = cuda_backend.additive_attention.additive_attention(**leaves, packed_tanh=packed)
+        (grad_key,) = torch.autograd.grad(context, leaves["key_proj"], torch.ones_like(context))
+        results.append((context, grad_key))
+    (context_packed, grad_packed), (context_scalar, grad_scalar) = results
+    differs = dtype != torch.float32
+    assert (not torch.equal(context_packed, context_scalar)) == differs
+    assert (not torch.equal(grad_packed, grad_scalar)) == differs
+
+
+@kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_additive_attention_backward_misaligned_probs_take_the_scalar_loads(extension, dtype):
+    """Four scores per access need Tk % 4 == 0 and 16-byte aligned fp32 scores: probabilities one float off alignment
+    take the scalar accesses (the emulation fails a misaligned vector access, as a GPU faults) and give the gradients
+    of the aligned call, up to the order of fp32 sums (deterministic mode: no atomics)."""
+    args = _on_gpu(_attention_args(2, 5, 40, 16, 8, mask="random"), dtype)
+    context, weights, probs = torch.ops.s2s_fast.cuda_additive_attention_fwd(*args.values())
+    misaligned = torch.empty(probs.numel() + 1, dtype=probs.dtype, device=probs.device)[1:].view_as(probs)
+    misaligned.copy_(probs)
+    assert misaligned.data_ptr() % 16 != 0 and misaligned.is_contiguous()
+    grad_context, grad_weights = torch.randn_like(context), torch.randn_like(weights)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        aligned_grads = torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, *args.values(),
+                                                                       probs)
+        misaligned_grads = torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, *args.values(),
+                                                                          misaligned)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    for aligned, scalar in zip(aligned_grads, misaligned_grads):
+        torch.testing.assert_close(scalar, aligned, **tolerance(dtype, summed_terms=2 * 5 * 40))
 
 
 @kernels

@@ -268,6 +268,20 @@ inline float tanh_approx(float x) {
     return bits_float(float_bits(exact) & ~0xfffu);
 }
 
+// tanh.approx.{f16x2,bf16x2}: two tanh of 16-bit values in one instruction, the arguments and results in the packed
+// type (PTX ISA: sm_75+ for f16x2, sm_90+ for bf16x2). Emulated as the accurate tanh of the argument rounded to the
+// type, with an approximation error of the documented size (truncated to one bit more than the type keeps: a relative
+// error below 2^-11 for f16, 2^-8 for bf16), then rounded to the type: at most about one unit of the type's last
+// place, no better than the hardware's documented bound.
+template <bool kBfloat16>
+float tanh_approx_16(float x) {
+    const float argument = kBfloat16 ? bfloat16_to_float(float_to_bfloat16(x)) : half_to_float(float_to_half(x));
+    float result = std::tanh(argument);
+    if (std::isfinite(result) && result != 0.0f)
+        result = bits_float(float_bits(result) & (kBfloat16 ? ~0x7fffu : ~0xfffu));
+    return kBfloat16 ? bfloat16_to_float(float_to_bfloat16(result)) : half_to_float(float_to_half(result));
+}
+
 // mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: d (16 x 8, fp32) += a (16 x 16) b (16 x 8), one warp, each
 // lane holding the fragments of PTX's documented layout (see mma_m16n8k16 in common.h).
 template <bool kBfloat16>
@@ -347,6 +361,16 @@ inline float atomicAdd(float* address, float value) {
     *address = old + value;
     return old;
 }
+
+inline unsigned atomicAdd(unsigned* address, unsigned value) {
+    const unsigned old = *address;
+    *address = old + value;
+    return old;
+}
+
+// Orders a thread's global writes before its later ones as every other thread sees them; here every load already
+// sees every earlier store.
+inline void __threadfence() {}
 
 // ld.global.cg: a load through L2 only; here every load sees every earlier store.
 template <typename T>

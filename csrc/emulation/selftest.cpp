@@ -219,21 +219,25 @@ void run_attention(int64_t batch, int64_t queries, int64_t keys, int64_t attn, i
     std::vector<float> probs(batch * queries * keys);
     AdditiveAttentionForwardParams forward{batch, queries, keys, attn, value_size, query.data(), key.data(),
                                            v.data(), values.data(), mask, context.data(), weights.data(),
-                                           probs.data()};
+                                           probs.data(), true};
     expect_status(additive_attention_fwd<T>(forward, nullptr), "additive_attention_fwd");
 
-    const int64_t key_tiles = ceil_div(keys, kAttentionBackwardKeyTile);
     auto grad_context = random_buffer<T>(batch * queries * value_size);
     auto grad_weights = random_buffer<T>(batch * queries * keys);
-    std::vector<float> grad_scores(batch * queries * keys), grad_query(batch * queries * attn);
-    std::vector<float> grad_v_partial(batch * key_tiles * attn);
-    std::vector<T> grad_key(batch * keys * attn);
-    AdditiveAttentionBackwardParams backward{batch, queries, keys, attn, value_size, query.data(), key.data(),
-                                             v.data(), values.data(), mask, probs.data(), grad_context.data(),
-                                             grad_weights.data(), grad_scores.data(), grad_query.data(), 0,
-                                             grad_key.data(), grad_v_partial.data()};
-    expect_status(additive_attention_bwd_scores<T>(backward, nullptr), "additive_attention_bwd_scores");
-    expect_status(additive_attention_bwd_inputs<T>(backward, nullptr), "additive_attention_bwd_inputs");
+    std::vector<T> grad_query(batch * queries * attn), grad_key(batch * keys * attn), grad_v(attn);
+    std::vector<T> grad_values(batch * keys * value_size);
+    for (const bool deterministic : {false, true}) {
+        std::vector<float> workspace(additive_attention_bwd_workspace(batch, queries, keys, attn, deterministic));
+        // The workspace's parts are set by additive_attention_bwd_layout.
+        AdditiveAttentionBackwardParams backward{batch, queries, keys, attn, value_size, query.data(), key.data(),
+                                                 v.data(), values.data(), mask, probs.data(), grad_context.data(),
+                                                 grad_weights.data(), grad_query.data(), grad_key.data(),
+                                                 grad_v.data(), grad_values.data(), nullptr, nullptr, 0, nullptr,
+                                                 nullptr, true};
+        additive_attention_bwd_layout(backward, workspace.data(), deterministic);
+        expect_status(additive_attention_bwd_scores<T>(backward, nullptr), "additive_attention_bwd_scores");
+        expect_status(additive_attention_bwd_inputs<T>(backward, nullptr), "additive_attention_bwd_inputs");
+    }
 }
 
 template <typename T>
@@ -281,7 +285,7 @@ void overflow() {
     for (int i = 0; i < 3 * 5 - 1; ++i) values[i] = 1.0f;
     std::vector<float> context(5), weights(3), probs(3);
     AdditiveAttentionForwardParams forward{1, 1, 3, 4, 5, query.data(), key.data(), v.data(), values, nullptr,
-                                           context.data(), weights.data(), probs.data()};
+                                           context.data(), weights.data(), probs.data(), false};
     expect_status(additive_attention_fwd<float>(forward, nullptr), "additive_attention_fwd");
     std::free(values);
 }

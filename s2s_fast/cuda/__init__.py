@@ -23,10 +23,14 @@ OPS = {
     "lstm_layer": lstm_layer.lstm_layer,
     "additive_attention": additive_attention.additive_attention,
 }
-# The LSTM cell's two forward paths, each forced, for the benchmarks to time side by side (auto picks by batch).
+# The LSTM cell's two forward paths, each forced, for the benchmarks to time side by side (auto picks by batch); the
+# attention's packed (default) and scalar tanh for float16/bfloat16 (unmeasured: the first GPU run decides).
 VARIANTS = {"lstm_cell": {"fused gates": (functools.partial(lstm_cell.lstm_cell, fused=True),
                                           lstm_cell.fused_gates_limit),
-                          "cuBLAS gates": (functools.partial(lstm_cell.lstm_cell, fused=False), None)}}
+                          "cuBLAS gates": (functools.partial(lstm_cell.lstm_cell, fused=False), None)},
+            "additive_attention": {
+                "packed tanh": (functools.partial(additive_attention.additive_attention, packed_tanh=True), None),
+                "scalar tanh": (functools.partial(additive_attention.additive_attention, packed_tanh=False), None)}}
 LIMITS = {
     "lstm_cell": lstm_cell.lstm_cell_limit,
     "gru_cell": gru_cell.gru_cell_limit,

@@ -1,10 +1,16 @@
 """Fused additive attention on the cuda backend (kernels in csrc/additive_attention.cu, bound in csrc/ops.cpp).
 
 The forward computes scores, masked softmax and context without forming the [B, Tq, Tk, A] tanh tensor, and keeps
-the fp32 probabilities [B, Tq, Tk] for the backward, which recomputes tanh. With more than 32 keys, the backward's
-tiles of keys add into grad_query atomically, so its last bits can vary from run to run; under
-``torch.use_deterministic_algorithms(True)`` each tile writes a slab of its own ([Tk / 32, B, Tq, A] float32 scratch)
-and one sum adds them in a fixed order. Every other gradient is deterministic either way.
+the fp32 probabilities [B, Tq, Tk] for the backward, which recomputes tanh. The backward is two kernels that write
+every gradient in the inputs' dtype (fp32 sums inside). With more than 32 keys, the backward's tiles of keys add into
+grad_query atomically, so its last bits can vary from run to run; under ``torch.use_deterministic_algorithms(True)``
+each tile writes a slab of its own ([Tk / 32, B, Tq, A] float32 scratch) and the last tile to finish adds them in a
+fixed order. Every other gradient is deterministic either way.
+
+float16 and bfloat16 take two tanh per packed ``tanh.approx.f16x2`` / ``bf16x2`` instruction where the loads are
+16-byte ones (``packed_tanh=True``, the default; bf16x2 needs sm_90, older GPUs take two scalar ones); with
+``packed_tanh=False`` one scalar ``tanh.approx.f32`` each. Both keep the error within twice that of the reference
+run in the same precision (the tests' rule); which is faster is for a GPU run of the bench to say (VARIANTS).
 """
 
 from __future__ import annotations
@@ -15,41 +21,44 @@ from . import compiled
 from .compiled import dtype_limit
 
 
-def additive_attention_fwd(query_proj, key_proj, v, values, mask):
+def additive_attention_fwd(query_proj, key_proj, v, values, mask, packed_tanh=True):
     """query_proj [B, Tq, A] -> (context [B, Tq, Dv], weights [B, Tq, Tk], probs [B, Tq, Tk] fp32)."""
-    return torch.ops.s2s_fast.cuda_additive_attention_fwd(query_proj, key_proj, v, values, mask)
+    return torch.ops.s2s_fast.cuda_additive_attention_fwd(query_proj, key_proj, v, values, mask, packed_tanh)
 
 
-def additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs):
+def additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs,
+                           packed_tanh=True):
     """-> (grad_query_proj [B, Tq, A], grad_key_proj [B, Tk, A], grad_v [A], grad_values [B, Tk, Dv])."""
     return torch.ops.s2s_fast.cuda_additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values,
-                                                          mask, probs)
+                                                          mask, probs, packed_tanh)
 
 
-def _forward_fake(query_proj, key_proj, v, values, mask):
+def _forward_fake(query_proj, key_proj, v, values, mask, packed_tanh=True):
     batch, queries = query_proj.shape[:2]
     keys, value_size = values.shape[1:]
     return (values.new_empty(batch, queries, value_size), values.new_empty(batch, queries, keys),
             values.new_empty(batch, queries, keys, dtype=torch.float32))
 
 
-def _backward_fake(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs):
+def _backward_fake(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs, packed_tanh=True):
     return (query_proj.new_empty(query_proj.shape), key_proj.new_empty(key_proj.shape), v.new_empty(v.shape),
             values.new_empty(values.shape))
 
 
 def _setup_context(ctx, inputs, output):
-    query_proj, key_proj, v, values, mask = inputs
+    query_proj, key_proj, v, values, mask, packed_tanh = inputs
     probs = output[2]
     ctx.mark_non_differentiable(probs)
     ctx.save_for_backward(query_proj, key_proj, v, values, mask, probs)
+    ctx.packed_tanh = packed_tanh
 
 
 def _backward(ctx, grad_context, grad_weights, _grad_probs):
     query_proj, key_proj, v, values, mask, probs = ctx.saved_tensors
-    grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs)
+    grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs,
+                                   ctx.packed_tanh)
     needs = ctx.needs_input_grad
-    return tuple(grad if need else None for grad, need in zip(grads, needs[:4])) + (None,)
+    return tuple(grad if need else None for grad, need in zip(grads, needs[:4])) + (None, None)
 
 
 def register() -> None:
@@ -59,19 +68,20 @@ def register() -> None:
     torch.library.register_fake("s2s_fast::cuda_additive_attention_bwd", _backward_fake)
 
 
-def additive_attention(query_proj, key_proj, v, values, mask=None):
+def additive_attention(query_proj, key_proj, v, values, mask=None, packed_tanh=True):
     """Additive attention on CUDA tensors; see s2s_fast.functional.additive_attention.
 
     Args:
         query_proj: [B, A] or [B, Tq, A]. key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
         mask: bool [B, Tk], True = attend, or None.
+        packed_tanh: float16/bfloat16 only: two tanh per packed instruction (True) or one scalar each (False).
 
     Returns:
         (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
     """
     single = query_proj.dim() == 2
     query = query_proj.unsqueeze(1) if single else query_proj
-    context, weights, _ = additive_attention_fwd(query, key_proj, v, values, mask)
+    context, weights, _ = additive_attention_fwd(query, key_proj, v, values, mask, packed_tanh)
     return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
 
 

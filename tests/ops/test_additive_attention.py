@@ -23,6 +23,7 @@ SHAPES = [  # B, Tq (None: [B, A] queries), Tk, A, Dv
     (2, 3, 9, 600, 512),  # wide A and Dv: lanes loop over A, the context takes two chunks
     (1, 2, 7, 8, 300),  # Dv = 300 in chunks of 32 lanes
     (80, 20, 9, 16, 8),  # enough query tiles for 16 queries per cuda block
+    (3, 6, 44, 32, 16),  # Tk % 4 == 0: the cuda kernels take four scores per access
 ]
 
 
