@@ -4,7 +4,8 @@ Five backends implement the ops of :mod:`s2s_fast.functional`, each as a subpack
 
 - ``"reference"``: pure PyTorch, any device; the ground truth of every test.
 - ``"aten"``: torch's own RNN kernels (oneDNN/MKL on a CPU, cuDNN on a GPU) for the layers and cells.
-- ``"cpu"``: fused C++ kernels for CPU tensors (``s2s_fast._cpu``) where torch has none: additive attention.
+- ``"cpu"``: fused C++ kernels for CPU tensors (``s2s_fast._cpu``): additive attention (torch has none) and the LSTM
+  layer (its backward beats torch's CPU RNN backward).
 - ``"triton"``: fused Triton kernels; CUDA tensors, or CPU tensors when ``TRITON_INTERPRET=1``.
 - ``"cuda"``: the compiled extension ``s2s_fast._C``; CUDA tensors when the extension was built.
 
@@ -25,7 +26,8 @@ reference time loop around its own cell.
 
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
-first where ``CUDNN_FASTER`` says cuDNN was measured faster) and cpu, aten, reference for CPU tensors, skipping a
+first where ``CUDNN_FASTER`` says cuDNN was measured faster) and cpu, aten, reference for CPU tensors (aten first for
+the ops in ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded), skipping a
 backend that is unavailable or whose limit check refuses the call; for a layer op it tries the fused backends' own
 layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
 ``BackendError`` (a ``RuntimeError``) saying why.
@@ -65,6 +67,10 @@ _AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
 # GPU run of `s2s-fast bench --device cuda` measures it: until then auto never picks aten on a GPU.
 CUDNN_FASTER: tuple[tuple[str, torch.dtype, range, range], ...] = ()
 _GATES = {"lstm_cell": 4, "lstm_layer": 4, "gru_cell": 3, "gru_layer": 3}
+# Ops for which auto tries aten before cpu on a CPU call that records no gradient: torch's oneDNN forward was measured
+# faster than the cpu backend's (whose layer wins forward+backward: it keeps what its backward needs and takes the
+# weight gradients in one product over all steps). s2s-fast bench --device cpu, 2026-12-03 (README).
+CPU_INFERENCE_PREFERS_ATEN = frozenset({"lstm_layer"})
 
 _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
@@ -234,6 +240,11 @@ def cudnn_measured_faster(op: str, args: tuple) -> bool:
                for row_op, dtype, batches, hiddens in CUDNN_FASTER)
 
 
+def _records_gradient(args: tuple) -> bool:
+    """Whether autograd records a call with these arguments."""
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+
+
 def _auto_candidates(op: str, device: torch.device, args: tuple) -> list[tuple[str, bool]]:
     """(backend, whether a cell loop may serve) in auto's order: for a layer op, every fused backend's own layer
     before any fused backend's cell in the reference time loop (a fused layer does the whole sequence's work in
@@ -241,6 +252,10 @@ def _auto_candidates(op: str, device: torch.device, args: tuple) -> list[tuple[s
     fused = list(_AUTO_FUSED.get(device.type, ()))
     if device.type == "cuda" and cudnn_measured_faster(op, args):
         fused.insert(0, "aten")
+    if ("aten" in fused and "cpu" in fused and device.type == "cpu" and op in CPU_INFERENCE_PREFERS_ATEN
+            and not _records_gradient(args)):
+        fused.remove("aten")
+        fused.insert(fused.index("cpu"), "aten")
     if op not in _LAYER_FROM_CELL:
         return [(name, False) for name in fused] + [("reference", False)]
     return [(name, False) for name in fused] + [(name, True) for name in fused] + [("reference", False)]

@@ -103,13 +103,14 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
     _require_shape(op, "lengths", lengths, (batch,), "[B]")
     if lengths.is_meta:  # no values to check
         return lengths.to(device=device, dtype=torch.int64)
-    if batch and lengths.device.type == "cpu":
+    if batch and lengths.device.type == "cpu" and not torch.compiler.is_compiling():
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > steps:
             raise InputError(f"{op}: lengths must lie in [0, T] = [0, {steps}], got min {low} and max {high}")
     elif batch:
         # On a GPU the check runs there: no host sync, and it works inside CUDA-graph capture. A row out of
-        # range stops the next synchronising call with this message (a device-side assert).
+        # range stops the next synchronising call with this message (a device-side assert). Under torch.compile
+        # the same assert is an op of the graph (a host check would need the values while tracing).
         torch._assert_async(((lengths >= 0) & (lengths <= steps)).all(),
                             f"{op}: lengths must lie in [0, T] = [0, {steps}]")
     return lengths.to(device=device, dtype=torch.int64, non_blocking=True)

@@ -134,7 +134,8 @@ def test_layers_are_left_to_the_reference_under_torch_compile(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert "torch.compile" in aten.LIMITS["lstm_layer"](*args)
     assert "torch.compile" in aten.LIMITS["gru_layer"](*_layer_call("gru_layer"))
-    assert backends.resolve("lstm_layer", torch.device("cpu"), args)[0] == "reference"
+    # The cpu backend's layer (an opaque op with a fake) traces; without it, the reference.
+    assert backends.resolve("lstm_layer", torch.device("cpu"), args)[0] in ("cpu", "reference")
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

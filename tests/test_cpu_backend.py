@@ -1,6 +1,7 @@
 """The cpu backend (csrc/cpu/ kernels bound as torch.ops.s2s_fast.cpu_*) against the reference.
 
-Fused additive attention, one query per row and many, forward and every gradient (float64 at its tolerances;
+The LSTM layer (lengths, both directions, bias layouts, strides, routing) and fused additive attention, one query per
+row and many, forward and every gradient (float64 at its tolerances;
 float32 within twice the reference's own error against float64), masks with empty rows, awkward shapes,
 non-contiguous inputs, outputs poisoned (torch fills fresh tensors with NaN under deterministic algorithms),
 opcheck, torch.compile, each instruction set the library is built for, and the fallbacks.
@@ -183,7 +184,13 @@ def test_each_instruction_set_matches_the_reference(capability):
         "            values=torch.randn(3, 11, 7), mask=torch.rand(3, 11) > 0.3)\n"
         "args['mask'][1] = False\n"
         "compare_low_precision_with_reference(lambda **a: F.additive_attention(**a, backend='cpu'),\n"
-        "    lambda **a: F.additive_attention(**a, backend='reference'), args, torch.float32)\n")
+        "    lambda **a: F.additive_attention(**a, backend='reference'), args, torch.float32)\n"
+        "layer = dict(input=torch.randn(9, 5, 6), hx=torch.randn(5, 21), cx=torch.randn(5, 21),\n"
+        "             weight_ih=torch.randn(84, 6) / 4, weight_hh=torch.randn(84, 21) / 4, bias_ih=torch.randn(84),\n"
+        "             bias_hh=None, lengths=torch.tensor([9, 0, 3, 8, 1]))\n"
+        "for reverse in (False, True):\n"
+        "    compare_low_precision_with_reference(lambda **a: F.lstm_layer(**a, reverse=reverse, backend='cpu'),\n"
+        "        lambda **a: F.lstm_layer(**a, reverse=reverse, backend='reference'), layer, torch.float32)\n")
     environment = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
                             timeout=300)
@@ -227,3 +234,154 @@ def test_unavailable_reason_says_how_to_build():
         assert "CPU tensors only" in cpu.unavailable_reason(torch.device("cuda"))
     else:
         assert "build_ext --inplace" in cpu.unavailable_reason(torch.device("cpu"))
+
+
+# The LSTM layer.
+
+def _layer_args(steps, batch, input_size, hidden, dtype=torch.float64, lengths="random", bias=(True, True), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    t = functools.partial(torch.randn, generator=generator, dtype=dtype)
+    scale = hidden ** -0.5 if hidden else 1.0
+    args = dict(input=t(steps, batch, input_size), hx=t(batch, hidden), cx=t(batch, hidden),
+                weight_ih=t(4 * hidden, input_size) * scale, weight_hh=t(4 * hidden, hidden) * scale,
+                bias_ih=t(4 * hidden) if bias[0] else None, bias_hh=t(4 * hidden) if bias[1] else None, lengths=None)
+    if lengths == "random" and batch:
+        args["lengths"] = torch.randint(0, steps + 1, (batch,), generator=generator)
+        args["lengths"][0] = steps
+    elif lengths == "zero":
+        args["lengths"] = torch.zeros(batch, dtype=torch.int64)
+    return args
+
+
+def _layers(reverse):
+    return (lambda **a: F.lstm_layer(**a, reverse=reverse, backend="cpu"),
+            lambda **a: F.lstm_layer(**a, reverse=reverse, backend="reference"))
+
+
+LAYER_SHAPES = [
+    # T, B, I, H
+    (1, 1, 1, 1),
+    (7, 5, 4, 17),
+    (12, 9, 33, 20),
+    (5, 3, 2, 40),
+    (0, 3, 4, 5),
+    (4, 0, 3, 5),
+]
+
+
+@built
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", ["none", "random", "zero"])
+@pytest.mark.parametrize("steps,batch,input_size,hidden", LAYER_SHAPES)
+def test_lstm_layer_matches_reference_float64(poisoned, steps, batch, input_size, hidden, lengths, reverse):
+    """Forward and every gradient (input, states, weights, biases; upstream gradients on output, hy and cy), with
+    rows of every length, 0 included, in both directions."""
+    args = _layer_args(steps, batch, input_size, hidden, lengths=lengths)
+    compare_with_reference(*_layers(reverse), args)
+
+
+@built
+@pytest.mark.parametrize("bias", [(False, True), (True, False), (False, False)])
+def test_lstm_layer_bias_layouts(bias):
+    args = _layer_args(6, 4, 5, 7, bias=bias)
+    compare_with_reference(*_layers(True), args)
+
+
+@built
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_layer_float32_error_within_twice_the_references(reverse):
+    args = _layer_args(20, 6, 24, 48, dtype=torch.float32, seed=3)
+    compare_low_precision_with_reference(*_layers(reverse), args, torch.float32)
+
+
+@built
+def test_lstm_layer_non_contiguous_inputs():
+    """A batch-first input read time-major, transposed weights: the op takes any strides."""
+    args = _layer_args(6, 4, 5, 7)
+    args["input"] = args["input"].transpose(0, 1).contiguous().transpose(0, 1)
+    args["weight_ih"] = args["weight_ih"].t().contiguous().t()
+    args["hx"] = args["hx"].t().contiguous().t()
+    compare_with_reference(*_layers(False), args)
+
+
+@built
+def test_lstm_layer_saves_gates_and_cells_beyond_its_inputs_and_output():
+    args = _layer_args(5, 3, 4, 6, dtype=torch.float32)
+    leaves = {k: v.requires_grad_(True) for k, v in args.items() if k != "lengths" and v is not None}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        output, _, _ = F.lstm_layer(**args, backend="cpu")
+    known = {t.data_ptr() for t in leaves.values()} | {output.data_ptr(), args["lengths"].data_ptr()}
+    extra = sorted(tuple(t.shape) for t in saved if t.data_ptr() not in known)
+    assert extra == [(5, 3, 6), (5, 3, 24)]
+    with torch.no_grad():
+        F.lstm_layer(**args, backend="cpu")  # no gradient recorded: nothing kept (save=False path)
+
+
+@built
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_layer_opcheck(reverse):
+    args = _layer_args(4, 3, 5, 6, dtype=torch.float32)
+    values = list(args.values())
+    forward = (*values, reverse, True)
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_lstm_layer_fwd, forward)
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_lstm_layer_fwd, (*values[:5], None, None, None, reverse, False))
+    leaves = tuple(v.detach().requires_grad_(True) if v is not None and v.is_floating_point() else v for v in values)
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_lstm_layer_fwd, (*leaves, reverse, True))
+    output, hy, cy, gates, cells = torch.ops.s2s_fast.cpu_lstm_layer_fwd(*forward)
+    backward = (torch.randn_like(output), torch.randn_like(hy), torch.randn_like(cy), args["input"], args["hx"],
+                args["cx"], args["weight_ih"], args["weight_hh"], args["lengths"], reverse, output, gates, cells)
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_lstm_layer_bwd, backward)
+
+
+@built
+def test_lstm_layer_torch_compile_traces_the_op_in_one_graph():
+    args = _layer_args(5, 3, 4, 6, dtype=torch.float32)
+
+    def run(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths):
+        output, hy, cy = F.lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, backend="cpu")
+        return output.sum() + (hy * cy).sum()
+
+    leaves = {k: v.requires_grad_(True) for k, v in args.items() if k != "lengths"}
+    compiled_run = torch.compile(run, backend="aot_eager", fullgraph=True)
+    eager = torch.autograd.grad(run(**args), list(leaves.values()))
+    traced = torch.autograd.grad(compiled_run(**args), list(leaves.values()))
+    for got, expected in zip(traced, eager):
+        torch.testing.assert_close(got, expected)
+    # functional's range check on lengths is an op of the graph there (no host read while tracing).
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[0, T\] = \[0, 5\]"):
+        compiled_run(**{**args, "lengths": torch.tensor([5, 9, 1])})
+
+
+@built
+def test_lstm_layer_auto_routing_and_limits():
+    """Auto: the cpu layer when a gradient is recorded, aten's (oneDNN's faster forward) when none is; projections
+    and other dtypes go elsewhere, and naming cpu for them says why."""
+    args = _layer_args(3, 2, 4, 5, dtype=torch.float32)
+    values = tuple(args.values())
+    cpu_device = torch.device("cpu")
+    assert backends.resolve("lstm_layer", cpu_device, values)[0] == "aten"
+    trained = tuple(v.requires_grad_(True) if k == "weight_ih" else v for k, v in args.items())
+    assert backends.resolve("lstm_layer", cpu_device, trained)[0] == "cpu"
+    with torch.no_grad():
+        assert backends.resolve("lstm_layer", cpu_device, trained)[0] == "aten"
+    projection = torch.randn(3, 5)
+    with pytest.raises(RuntimeError, match="backend 'cpu' cannot serve lstm_layer.*projection"):
+        F.lstm_layer(args["input"], args["hx"][:, :3], args["cx"], args["weight_ih"], args["weight_hh"][:, :3],
+                     args["bias_ih"], args["bias_hh"], args["lengths"], weight_hr=projection, backend="cpu")
+    half = tuple(v.detach().to(torch.bfloat16) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                 for v in trained)
+    with pytest.raises(RuntimeError, match="backend 'cpu' cannot serve lstm_layer.*bfloat16"):
+        F.lstm_layer(*half, backend="cpu")
+
+
+@built
+def test_lstm_layer_kernel_errors_are_clear():
+    args = _layer_args(3, 2, 4, 5, dtype=torch.float32)
+    values = list(args.values())
+    with pytest.raises(RuntimeError, match=r"lengths\[1\] = 9 is outside \[0, T\] with T = 3"):
+        torch.ops.s2s_fast.cpu_lstm_layer_fwd(*values[:7], torch.tensor([1, 9]), False, False)
+    with pytest.raises(RuntimeError, match="weight_hh has dtype Double but input has Float"):
+        torch.ops.s2s_fast.cpu_lstm_layer_fwd(*values[:4], values[4].double(), *values[5:], False, False)
+    with pytest.raises(RuntimeError, match=r"cx must have shape \[2, 5\]"):
+        torch.ops.s2s_fast.cpu_lstm_layer_fwd(values[0], values[1], values[2][:, :4], *values[3:], False, False)

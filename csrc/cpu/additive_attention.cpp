@@ -38,28 +38,12 @@ void check_shape(const Tensor& tensor, const char* name, at::IntArrayRef expecte
 // The kernels of the instruction set capability() chose.
 template <typename T>
 void run_forward(const AttentionForwardParams<T>& params) {
-    switch (capability()) {
-#if defined(S2S_FAST_CPU_AVX512)
-        case Capability::kAvx512: return AVX512::additive_attention_fwd(params);
-#endif
-#if defined(S2S_FAST_CPU_AVX2)
-        case Capability::kAvx2: return AVX2::additive_attention_fwd(params);
-#endif
-        default: return DEFAULT::additive_attention_fwd(params);
-    }
+    S2S_FAST_CPU_CALL(additive_attention_fwd, params);
 }
 
 template <typename T>
 void run_backward(const AttentionBackwardParams<T>& params) {
-    switch (capability()) {
-#if defined(S2S_FAST_CPU_AVX512)
-        case Capability::kAvx512: return AVX512::additive_attention_bwd(params);
-#endif
-#if defined(S2S_FAST_CPU_AVX2)
-        case Capability::kAvx2: return AVX2::additive_attention_bwd(params);
-#endif
-        default: return DEFAULT::additive_attention_bwd(params);
-    }
+    S2S_FAST_CPU_CALL(additive_attention_bwd, params);
 }
 
 std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, const Tensor& key_proj,

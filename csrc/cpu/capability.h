@@ -37,4 +37,25 @@ inline const char* capability_name(Capability chosen) {
     }
 }
 
+// Inside a function returning what `function` returns: return NS::function(args...) for the instruction set
+// capability() chose (NS one of the namespaces kernels_<set>.cpp define).
+#if defined(S2S_FAST_CPU_AVX512)
+#define S2S_FAST_CPU_CASE_AVX512(function, ...) \
+    case ::s2s_fast::cpu::Capability::kAvx512: return AVX512::function(__VA_ARGS__);
+#else
+#define S2S_FAST_CPU_CASE_AVX512(function, ...)
+#endif
+#if defined(S2S_FAST_CPU_AVX2)
+#define S2S_FAST_CPU_CASE_AVX2(function, ...) \
+    case ::s2s_fast::cpu::Capability::kAvx2: return AVX2::function(__VA_ARGS__);
+#else
+#define S2S_FAST_CPU_CASE_AVX2(function, ...)
+#endif
+#define S2S_FAST_CPU_CALL(function, ...)                      \
+    switch (::s2s_fast::cpu::capability()) {                  \
+        S2S_FAST_CPU_CASE_AVX512(function, __VA_ARGS__)       \
+        S2S_FAST_CPU_CASE_AVX2(function, __VA_ARGS__)         \
+        default: return DEFAULT::function(__VA_ARGS__);       \
+    }
+
 }  // namespace s2s_fast::cpu

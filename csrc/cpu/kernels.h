@@ -7,3 +7,4 @@
 #endif
 
 #include "additive_attention_kernels.h"
+#include "lstm_layer_kernels.h"

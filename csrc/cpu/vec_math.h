@@ -59,6 +59,22 @@ inline Vec<float> tanh<float>(const Vec<float>& x) {
     return divide_positive(p, q);
 }
 
+// 1 / (1 + exp(-x)). float: Sleef's expf on x clamped to +-80 (where the result is within an ulp of 0 or 1 and
+// exp stays finite, so the reciprocal estimate never meets infinity) and divide_positive; double: a division.
+template <typename T>
+inline Vec<T> sigmoid(const Vec<T>& x) {
+    const Vec<T> one(T(1));
+    return one / (one + x.neg().exp());
+}
+
+template <>
+inline Vec<float> sigmoid<float>(const Vec<float>& x) {
+    const Vec<float> clamp(80.0f);
+    const Vec<float> clamped = at::vec::minimum(at::vec::maximum(x, -clamp), clamp);
+    const Vec<float> one(1.0f);
+    return divide_positive(one, one + clamped.neg().exp());
+}
+
 template <typename T>
 inline T sum(const Vec<T>& x) {
     return at::vec::vec_reduce_all<T>([](Vec<T>& a, Vec<T>& b) { return a + b; }, x);

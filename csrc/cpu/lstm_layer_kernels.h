@@ -1,0 +1,142 @@
+// Fused LSTM layer step kernels on the CPU (declared in lstm_layer.h), compiled once per instruction set.
+//
+// Forward step: per batch row, the gate pre-activations (the input part at the row's time plus the hidden part),
+// their activations, the new c and h, written to the state, the output and (for the backward) the saved gates and c.
+// Backward step: per batch row, the gradient of h (from the later step through weight_hh, or the final state's, plus
+// the output's), then of c and of the gate pre-activations, vectorised over H.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "lstm_layer.h"
+#include "vec_math.h"
+
+namespace s2s_fast::cpu::CPU_CAPABILITY {
+
+// Sleef's tanh (within an ulp): the layer's error compounds over its steps, where vec_math.h's faster rational tanh
+// left c past twice the float32 reference's error after 20 steps.
+template <typename T>
+inline Vec<T> accurate_tanh(const Vec<T>& x) {
+    return x.tanh();
+}
+
+// Elements a step task should have at least, so that small batches stay on one thread.
+constexpr int64_t kLstmStepGrainWork = 1 << 14;
+
+inline int64_t lstm_step_grain(int64_t hidden) {
+    return std::max<int64_t>(1, kLstmStepGrainWork / std::max<int64_t>(1, 4 * hidden));
+}
+
+template <typename T>
+void lstm_step_fwd(const LstmStepForwardParams<T>& p) {
+    constexpr int64_t kWidth = Vec<T>::size();
+    const int64_t H = p.hidden, G = 4 * p.hidden;
+    at::parallel_for(0, p.batch, lstm_step_grain(H), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+            const int64_t t = lstm_step_time(p.step, p.lengths != nullptr ? p.lengths[b] : p.steps, p.reverse);
+            if (t < 0) {
+                // A padded position: zero output, and zeros kept for it (never read; the same bits on every run).
+                const int64_t padded = p.step * p.batch + b;
+                std::fill(p.output + padded * H, p.output + (padded + 1) * H, T(0));
+                if (p.gates != nullptr) {
+                    std::fill(p.gates + padded * G, p.gates + (padded + 1) * G, T(0));
+                    std::fill(p.cells + padded * H, p.cells + (padded + 1) * H, T(0));
+                }
+                continue;
+            }
+            const int64_t pos = t * p.batch + b;
+            const T* x = p.input_gates + pos * G;
+            const T* r = p.hidden_gates + b * G;
+            T* h = p.h + b * H;
+            T* c = p.c + b * H;
+            T* out = p.output + pos * H;
+            T* gates = p.gates != nullptr ? p.gates + pos * G : nullptr;
+            T* cells = p.cells != nullptr ? p.cells + pos * H : nullptr;
+            for (int64_t j = 0; j < H; j += kWidth) {
+                const int64_t n = std::min(kWidth, H - j);
+                const Vec<T> i = sigmoid<T>(Vec<T>::loadu(x + j, n) + Vec<T>::loadu(r + j, n));
+                const Vec<T> f = sigmoid<T>(Vec<T>::loadu(x + H + j, n) + Vec<T>::loadu(r + H + j, n));
+                const Vec<T> g = accurate_tanh(Vec<T>::loadu(x + 2 * H + j, n) + Vec<T>::loadu(r + 2 * H + j, n));
+                const Vec<T> o = sigmoid<T>(Vec<T>::loadu(x + 3 * H + j, n) + Vec<T>::loadu(r + 3 * H + j, n));
+                const Vec<T> c_new = at::vec::fmadd(f, Vec<T>::loadu(c + j, n), i * g);
+                const Vec<T> h_new = o * accurate_tanh(c_new);
+                c_new.store(c + j, n);
+                h_new.store(h + j, n);
+                h_new.store(out + j, n);
+                if (gates != nullptr) {
+                    i.store(gates + j, n);
+                    f.store(gates + H + j, n);
+                    g.store(gates + 2 * H + j, n);
+                    o.store(gates + 3 * H + j, n);
+                    c_new.store(cells + j, n);
+                }
+            }
+        }
+    });
+}
+
+template <typename T>
+void lstm_step_bwd(const LstmStepBackwardParams<T>& p) {
+    constexpr int64_t kWidth = Vec<T>::size();
+    const int64_t H = p.hidden, G = 4 * p.hidden;
+    const Vec<T> one(T(1));
+    at::parallel_for(0, p.batch, lstm_step_grain(H), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+            const int64_t length = p.lengths != nullptr ? p.lengths[b] : p.steps;
+            const int64_t t = lstm_step_time(p.step, length, p.reverse);
+            T* step_grad = p.step_grad_gates != nullptr ? p.step_grad_gates + b * G : nullptr;
+            if (t < 0) {
+                // A padded position: no gradient through the gates; dh and dc pass unchanged.
+                T* padded = p.grad_gates + (p.step * p.batch + b) * G;
+                std::fill(padded, padded + G, T(0));
+                if (step_grad != nullptr) std::fill(step_grad, step_grad + G, T(0));
+                continue;
+            }
+            const int64_t pos = t * p.batch + b;
+            // The gradient of this step's h: through the later step when the row ran one, else the final state's.
+            const T* dh_in = p.recurrent != nullptr && p.step + 1 < length ? p.recurrent + b * H : p.dh + b * H;
+            const T* grad_out = p.grad_output + pos * H;
+            const T* gates = p.gates + pos * G;
+            const T* c_now = p.cells + pos * H;
+            // c before this step: the row's previous step's (time t - 1, or t + 1 in reverse), or the initial state.
+            const T* c_prev = p.step == 0 ? p.cx + b * H : p.cells + ((p.reverse ? t + 1 : t - 1) * p.batch + b) * H;
+            T* dc = p.dc + b * H;
+            T* grad = p.grad_gates + pos * G;
+            for (int64_t j = 0; j < H; j += kWidth) {
+                const int64_t n = std::min(kWidth, H - j);
+                const Vec<T> i = Vec<T>::loadu(gates + j, n);
+                const Vec<T> f = Vec<T>::loadu(gates + H + j, n);
+                const Vec<T> g = Vec<T>::loadu(gates + 2 * H + j, n);
+                const Vec<T> o = Vec<T>::loadu(gates + 3 * H + j, n);
+                const Vec<T> tc = accurate_tanh(Vec<T>::loadu(c_now + j, n));
+                const Vec<T> dh = Vec<T>::loadu(dh_in + j, n) + Vec<T>::loadu(grad_out + j, n);
+                const Vec<T> dc_total = at::vec::fmadd(dh * o, at::vec::fnmadd(tc, tc, one), Vec<T>::loadu(dc + j, n));
+                const Vec<T> di = dc_total * g * i * (one - i);
+                const Vec<T> df = dc_total * Vec<T>::loadu(c_prev + j, n) * f * (one - f);
+                const Vec<T> dg = dc_total * i * at::vec::fnmadd(g, g, one);
+                const Vec<T> d_o = dh * tc * o * (one - o);
+                (dc_total * f).store(dc + j, n);
+                di.store(grad + j, n);
+                df.store(grad + H + j, n);
+                dg.store(grad + 2 * H + j, n);
+                d_o.store(grad + 3 * H + j, n);
+                if (step_grad != nullptr) {
+                    di.store(step_grad + j, n);
+                    df.store(step_grad + H + j, n);
+                    dg.store(step_grad + 2 * H + j, n);
+                    d_o.store(step_grad + 3 * H + j, n);
+                }
+            }
+        }
+    });
+}
+
+template void lstm_step_fwd<float>(const LstmStepForwardParams<float>&);
+template void lstm_step_fwd<double>(const LstmStepForwardParams<double>&);
+template void lstm_step_bwd<float>(const LstmStepBackwardParams<float>&);
+template void lstm_step_bwd<double>(const LstmStepBackwardParams<double>&);
+
+}  // namespace s2s_fast::cpu::CPU_CAPABILITY
