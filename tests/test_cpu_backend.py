@@ -1,6 +1,6 @@
 """The cpu backend (csrc/cpu/ kernels bound as torch.ops.s2s_fast.cpu_*) against the reference.
 
-The LSTM layer (lengths, both directions, bias layouts, strides, routing) and fused additive attention, one query per
+The LSTM and GRU layers (lengths, both directions, bias layouts, strides, routing) and fused additive attention, one query per
 row and many, forward and every gradient (float64 at its tolerances;
 float32 within twice the reference's own error against float64), masks with empty rows, awkward shapes,
 non-contiguous inputs, outputs poisoned (torch fills fresh tensors with NaN under deterministic algorithms),
@@ -188,9 +188,13 @@ def test_each_instruction_set_matches_the_reference(capability):
         "layer = dict(input=torch.randn(9, 5, 6), hx=torch.randn(5, 21), cx=torch.randn(5, 21),\n"
         "             weight_ih=torch.randn(84, 6) / 4, weight_hh=torch.randn(84, 21) / 4, bias_ih=torch.randn(84),\n"
         "             bias_hh=None, lengths=torch.tensor([9, 0, 3, 8, 1]))\n"
+        "gru = dict(layer, weight_ih=layer['weight_ih'][:63], weight_hh=layer['weight_hh'][:63],\n"
+        "           bias_ih=layer['bias_ih'][:63])\n"
+        "del gru['cx']\n"
         "for reverse in (False, True):\n"
-        "    compare_low_precision_with_reference(lambda **a: F.lstm_layer(**a, reverse=reverse, backend='cpu'),\n"
-        "        lambda **a: F.lstm_layer(**a, reverse=reverse, backend='reference'), layer, torch.float32)\n")
+        "    for op, args in ((F.lstm_layer, layer), (F.gru_layer, gru)):\n"
+        "        compare_low_precision_with_reference(lambda **a: op(**a, reverse=reverse, backend='cpu'),\n"
+        "            lambda **a: op(**a, reverse=reverse, backend='reference'), args, torch.float32)\n")
     environment = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
                             timeout=300)
@@ -236,15 +240,23 @@ def test_unavailable_reason_says_how_to_build():
         assert "build_ext --inplace" in cpu.unavailable_reason(torch.device("cpu"))
 
 
-# The LSTM layer.
+# The LSTM and GRU layers.
 
-def _layer_args(steps, batch, input_size, hidden, dtype=torch.float64, lengths="random", bias=(True, True), seed=0):
+GATES = {"lstm": 4, "gru": 3}
+
+
+def _layer_args(kind, steps, batch, input_size, hidden, dtype=torch.float64, lengths="random", bias=(True, True),
+                seed=0):
     generator = torch.Generator().manual_seed(seed)
     t = functools.partial(torch.randn, generator=generator, dtype=dtype)
     scale = hidden ** -0.5 if hidden else 1.0
-    args = dict(input=t(steps, batch, input_size), hx=t(batch, hidden), cx=t(batch, hidden),
-                weight_ih=t(4 * hidden, input_size) * scale, weight_hh=t(4 * hidden, hidden) * scale,
-                bias_ih=t(4 * hidden) if bias[0] else None, bias_hh=t(4 * hidden) if bias[1] else None, lengths=None)
+    gates = GATES[kind]
+    args = dict(input=t(steps, batch, input_size), hx=t(batch, hidden))
+    if kind == "lstm":
+        args["cx"] = t(batch, hidden)
+    args.update(weight_ih=t(gates * hidden, input_size) * scale, weight_hh=t(gates * hidden, hidden) * scale,
+                bias_ih=t(gates * hidden) if bias[0] else None, bias_hh=t(gates * hidden) if bias[1] else None,
+                lengths=None)
     if lengths == "random" and batch:
         args["lengths"] = torch.randint(0, steps + 1, (batch,), generator=generator)
         args["lengths"][0] = steps
@@ -253,9 +265,10 @@ def _layer_args(steps, batch, input_size, hidden, dtype=torch.float64, lengths="
     return args
 
 
-def _layers(reverse):
-    return (lambda **a: F.lstm_layer(**a, reverse=reverse, backend="cpu"),
-            lambda **a: F.lstm_layer(**a, reverse=reverse, backend="reference"))
+def _layers(kind, reverse):
+    op = getattr(F, f"{kind}_layer")
+    return (lambda **a: op(**a, reverse=reverse, backend="cpu"),
+            lambda **a: op(**a, reverse=reverse, backend="reference"))
 
 
 LAYER_SHAPES = [
@@ -270,77 +283,89 @@ LAYER_SHAPES = [
 
 
 @built
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lengths", ["none", "random", "zero"])
 @pytest.mark.parametrize("steps,batch,input_size,hidden", LAYER_SHAPES)
-def test_lstm_layer_matches_reference_float64(poisoned, steps, batch, input_size, hidden, lengths, reverse):
-    """Forward and every gradient (input, states, weights, biases; upstream gradients on output, hy and cy), with
-    rows of every length, 0 included, in both directions."""
-    args = _layer_args(steps, batch, input_size, hidden, lengths=lengths)
-    compare_with_reference(*_layers(reverse), args)
+def test_layer_matches_reference_float64(poisoned, kind, steps, batch, input_size, hidden, lengths, reverse):
+    """Forward and every gradient (input, states, weights, biases; upstream gradients on every output), with rows
+    of every length, 0 included, in both directions."""
+    args = _layer_args(kind, steps, batch, input_size, hidden, lengths=lengths)
+    compare_with_reference(*_layers(kind, reverse), args)
 
 
 @built
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("bias", [(False, True), (True, False), (False, False)])
-def test_lstm_layer_bias_layouts(bias):
-    args = _layer_args(6, 4, 5, 7, bias=bias)
-    compare_with_reference(*_layers(True), args)
+def test_layer_bias_layouts(kind, bias):
+    args = _layer_args(kind, 6, 4, 5, 7, bias=bias)
+    compare_with_reference(*_layers(kind, True), args)
 
 
 @built
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_lstm_layer_float32_error_within_twice_the_references(reverse):
-    args = _layer_args(20, 6, 24, 48, dtype=torch.float32, seed=3)
-    compare_low_precision_with_reference(*_layers(reverse), args, torch.float32)
+def test_layer_float32_error_within_twice_the_references(kind, reverse):
+    args = _layer_args(kind, 20, 6, 24, 48, dtype=torch.float32, seed=3)
+    compare_low_precision_with_reference(*_layers(kind, reverse), args, torch.float32)
 
 
 @built
-def test_lstm_layer_non_contiguous_inputs():
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_layer_non_contiguous_inputs(kind):
     """A batch-first input read time-major, transposed weights: the op takes any strides."""
-    args = _layer_args(6, 4, 5, 7)
+    args = _layer_args(kind, 6, 4, 5, 7)
     args["input"] = args["input"].transpose(0, 1).contiguous().transpose(0, 1)
     args["weight_ih"] = args["weight_ih"].t().contiguous().t()
     args["hx"] = args["hx"].t().contiguous().t()
-    compare_with_reference(*_layers(False), args)
+    compare_with_reference(*_layers(kind, False), args)
 
 
 @built
-def test_lstm_layer_saves_gates_and_cells_beyond_its_inputs_and_output():
-    args = _layer_args(5, 3, 4, 6, dtype=torch.float32)
+@pytest.mark.parametrize("kind,kept", [("lstm", [(5, 3, 6), (5, 3, 24)]), ("gru", [(5, 3, 24)])])
+def test_layer_saves_gates_beyond_its_inputs_and_output(kind, kept):
+    """What the backward needs besides the inputs and the output: the LSTM's gates and c, the GRU's r, z, n, h_n."""
+    args = _layer_args(kind, 5, 3, 4, 6, dtype=torch.float32)
     leaves = {k: v.requires_grad_(True) for k, v in args.items() if k != "lengths" and v is not None}
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        output, _, _ = F.lstm_layer(**args, backend="cpu")
+        output = getattr(F, f"{kind}_layer")(**args, backend="cpu")[0]
     known = {t.data_ptr() for t in leaves.values()} | {output.data_ptr(), args["lengths"].data_ptr()}
-    extra = sorted(tuple(t.shape) for t in saved if t.data_ptr() not in known)
-    assert extra == [(5, 3, 6), (5, 3, 24)]
-    with torch.no_grad():
-        F.lstm_layer(**args, backend="cpu")  # no gradient recorded: nothing kept (save=False path)
+    assert sorted(tuple(t.shape) for t in saved if t.data_ptr() not in known) == kept
+
+
+def _layer_op(kind, direction):
+    return getattr(torch.ops.s2s_fast, f"cpu_{kind}_layer_{direction}")
 
 
 @built
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_lstm_layer_opcheck(reverse):
-    args = _layer_args(4, 3, 5, 6, dtype=torch.float32)
+def test_layer_opcheck(kind, reverse):
+    args = _layer_args(kind, 4, 3, 5, 6, dtype=torch.float32)
     values = list(args.values())
-    forward = (*values, reverse, True)
-    torch.library.opcheck(torch.ops.s2s_fast.cpu_lstm_layer_fwd, forward)
-    torch.library.opcheck(torch.ops.s2s_fast.cpu_lstm_layer_fwd, (*values[:5], None, None, None, reverse, False))
+    states = 2 if kind == "lstm" else 1
+    torch.library.opcheck(_layer_op(kind, "fwd"), (*values, reverse, True))
+    torch.library.opcheck(_layer_op(kind, "fwd"), (*values[:3 + states], None, None, None, reverse, False))
     leaves = tuple(v.detach().requires_grad_(True) if v is not None and v.is_floating_point() else v for v in values)
-    torch.library.opcheck(torch.ops.s2s_fast.cpu_lstm_layer_fwd, (*leaves, reverse, True))
-    output, hy, cy, gates, cells = torch.ops.s2s_fast.cpu_lstm_layer_fwd(*forward)
-    backward = (torch.randn_like(output), torch.randn_like(hy), torch.randn_like(cy), args["input"], args["hx"],
-                args["cx"], args["weight_ih"], args["weight_hh"], args["lengths"], reverse, output, gates, cells)
-    torch.library.opcheck(torch.ops.s2s_fast.cpu_lstm_layer_bwd, backward)
+    torch.library.opcheck(_layer_op(kind, "fwd"), (*leaves, reverse, True))
+    results = _layer_op(kind, "fwd")(*values, reverse, True)
+    output, finals, saved = results[0], results[1:1 + states], results[1 + states:]
+    upstream = (torch.randn_like(output), *(torch.randn_like(f) for f in finals))
+    inputs = (args["input"], args["hx"], *([args["cx"]] if kind == "lstm" else []), args["weight_ih"],
+              args["weight_hh"], args["lengths"], reverse, output, *saved)
+    torch.library.opcheck(_layer_op(kind, "bwd"), (*upstream, *inputs))
 
 
 @built
-def test_lstm_layer_torch_compile_traces_the_op_in_one_graph():
-    args = _layer_args(5, 3, 4, 6, dtype=torch.float32)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_layer_torch_compile_traces_the_op_in_one_graph(kind):
+    args = _layer_args(kind, 5, 3, 4, 6, dtype=torch.float32)
+    op = getattr(F, f"{kind}_layer")
 
-    def run(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths):
-        output, hy, cy = F.lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, backend="cpu")
-        return output.sum() + (hy * cy).sum()
+    def run(**a):
+        output, *finals = op(**a, backend="cpu")
+        return output.sum() + sum((f * f).sum() for f in finals)
 
     leaves = {k: v.requires_grad_(True) for k, v in args.items() if k != "lengths"}
     compiled_run = torch.compile(run, backend="aot_eager", fullgraph=True)
@@ -354,10 +379,10 @@ def test_lstm_layer_torch_compile_traces_the_op_in_one_graph():
 
 
 @built
-def test_lstm_layer_auto_routing_and_limits():
-    """Auto: the cpu layer when a gradient is recorded, aten's (oneDNN's faster forward) when none is; projections
+def test_layer_auto_routing_and_limits():
+    """Auto: the cpu LSTM layer when a gradient is recorded, aten's (oneDNN's faster forward) when none is; projections
     and other dtypes go elsewhere, and naming cpu for them says why."""
-    args = _layer_args(3, 2, 4, 5, dtype=torch.float32)
+    args = _layer_args("lstm", 3, 2, 4, 5, dtype=torch.float32)
     values = tuple(args.values())
     cpu_device = torch.device("cpu")
     assert backends.resolve("lstm_layer", cpu_device, values)[0] == "aten"
@@ -365,6 +390,8 @@ def test_lstm_layer_auto_routing_and_limits():
     assert backends.resolve("lstm_layer", cpu_device, trained)[0] == "cpu"
     with torch.no_grad():
         assert backends.resolve("lstm_layer", cpu_device, trained)[0] == "aten"
+    gru = tuple(_layer_args("gru", 3, 2, 4, 5, dtype=torch.float32).values())
+    assert backends.resolve("gru_layer", cpu_device, gru)[0] == "cpu"  # its forward is as fast as oneDNN's
     projection = torch.randn(3, 5)
     with pytest.raises(RuntimeError, match="backend 'cpu' cannot serve lstm_layer.*projection"):
         F.lstm_layer(args["input"], args["hx"][:, :3], args["cx"], args["weight_ih"], args["weight_hh"][:, :3],
@@ -377,7 +404,7 @@ def test_lstm_layer_auto_routing_and_limits():
 
 @built
 def test_lstm_layer_kernel_errors_are_clear():
-    args = _layer_args(3, 2, 4, 5, dtype=torch.float32)
+    args = _layer_args("lstm", 3, 2, 4, 5, dtype=torch.float32)
     values = list(args.values())
     with pytest.raises(RuntimeError, match=r"lengths\[1\] = 9 is outside \[0, T\] with T = 3"):
         torch.ops.s2s_fast.cpu_lstm_layer_fwd(*values[:7], torch.tensor([1, 9]), False, False)

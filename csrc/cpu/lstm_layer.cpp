@@ -5,20 +5,21 @@
 // work runs in the kernels of lstm_layer_kernels.h. Fake implementations and the autograd formula are registered
 // from Python (s2s_fast/cpu/lstm_layer.py).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cstring>
 #include <optional>
 #include <tuple>
 
 #include "capability.h"
 #include "lstm_layer.h"
+#include "rnn_layer_binding.h"
 
 namespace s2s_fast::cpu {
 namespace {
 
 using at::Tensor;
+
+constexpr const char* kOp = "cpu_lstm_layer";
 
 template <typename T>
 void run_step_forward(const LstmStepForwardParams<T>& params) {
@@ -30,30 +31,6 @@ void run_step_backward(const LstmStepBackwardParams<T>& params) {
     S2S_FAST_CPU_CALL(lstm_step_bwd, params);
 }
 
-void check_tensor(const Tensor& tensor, const char* name, at::IntArrayRef shape, const Tensor& like) {
-    TORCH_CHECK(tensor.device().is_cpu(), "cpu_lstm_layer: ", name, " must be a CPU tensor, got ", tensor.device());
-    TORCH_CHECK(tensor.scalar_type() == like.scalar_type(), "cpu_lstm_layer: ", name, " has dtype ",
-                tensor.scalar_type(), " but input has ", like.scalar_type());
-    TORCH_CHECK(tensor.sizes() == shape, "cpu_lstm_layer: ", name, " must have shape ", shape, ", got ",
-                tensor.sizes());
-}
-
-// Lengths as a contiguous int64 CPU tensor with every value in [0, steps], or nullopt.
-std::optional<Tensor> checked_lengths(const std::optional<Tensor>& lengths, int64_t batch, int64_t steps) {
-    if (!lengths) return std::nullopt;
-    TORCH_CHECK(lengths->device().is_cpu() && lengths->scalar_type() == at::kLong && lengths->dim() == 1 &&
-                    lengths->size(0) == batch,
-                "cpu_lstm_layer: lengths must be an int64 CPU tensor of shape [", batch, "], got ",
-                lengths->scalar_type(), " ", lengths->sizes(), " on ", lengths->device());
-    Tensor values = lengths->contiguous();
-    const int64_t* data = values.data_ptr<int64_t>();
-    for (int64_t b = 0; b < batch; ++b) {
-        TORCH_CHECK(data[b] >= 0 && data[b] <= steps, "cpu_lstm_layer: lengths[", b, "] = ", data[b],
-                    " is outside [0, T] with T = ", steps);
-    }
-    return values;
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
     const std::optional<Tensor>& bias_ih, const std::optional<Tensor>& bias_hh, const std::optional<Tensor>& lengths,
@@ -63,23 +40,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
                 "cpu_lstm_layer_fwd: float32 or float64 only, got ", input.scalar_type());
     const int64_t steps = input.size(0), batch = input.size(1), input_size = input.size(2);
     const int64_t hidden = hx.dim() == 2 ? hx.size(1) : -1;
-    check_tensor(input, "input", input.sizes(), input);
-    check_tensor(hx, "hx", {batch, hidden}, input);
-    check_tensor(cx, "cx", {batch, hidden}, input);
-    check_tensor(weight_ih, "weight_ih", {4 * hidden, input_size}, input);
-    check_tensor(weight_hh, "weight_hh", {4 * hidden, hidden}, input);
+    check_tensor(kOp, input, "input", input.sizes(), input);
+    check_tensor(kOp, hx, "hx", {batch, hidden}, input);
+    check_tensor(kOp, cx, "cx", {batch, hidden}, input);
+    check_tensor(kOp, weight_ih, "weight_ih", {4 * hidden, input_size}, input);
+    check_tensor(kOp, weight_hh, "weight_hh", {4 * hidden, hidden}, input);
     Tensor bias;
     for (const auto& [value, name] : {std::pair{bias_ih, "bias_ih"}, {bias_hh, "bias_hh"}}) {
         if (!value) continue;
-        check_tensor(*value, name, {4 * hidden}, input);
+        check_tensor(kOp, *value, name, {4 * hidden}, input);
         bias = bias.defined() ? bias + *value : *value;
     }
-    const std::optional<Tensor> lengths_c = checked_lengths(lengths, batch, steps);
+    const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const Tensor flat = input.reshape({steps * batch, input_size});
     // The weights transposed once (MKL's products with a transposed operand ran up to 15% slower here).
     const Tensor weight_ih_t = weight_ih.t().contiguous(), weight_hh_t = weight_hh.t().contiguous();
     const Tensor input_gates =
-        (bias.defined() ? at::addmm(bias, flat, weight_ih_t) : at::mm(flat, weight_ih_t)).view({steps, batch, 4 * hidden});
+        (bias.defined() ? at::addmm(bias, flat, weight_ih_t) : at::mm(flat, weight_ih_t))
+            .view({steps, batch, 4 * hidden});
     Tensor h = hx.contiguous().clone(), c = cx.contiguous().clone();
     Tensor output = at::empty({steps, batch, hidden}, input.options());
     Tensor gates = at::empty({save ? steps : 0, batch, 4 * hidden}, input.options());
@@ -100,42 +78,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     return {output, h, c, gates, cells};
 }
 
-// h before each (time, row) the layer ran: the row's previous output, or hx at its first step. Padded positions
-// (no gradient reaches them) get hx too, so every value is finite.
-template <typename T>
-void previous_hidden(const Tensor& output, const Tensor& hx, const int64_t* lengths, bool reverse, Tensor& into) {
-    const int64_t steps = output.size(0), batch = output.size(1), hidden = output.size(2);
-    const T* out = output.data_ptr<T>();
-    const T* initial = hx.data_ptr<T>();
-    T* prev = into.data_ptr<T>();
-    at::parallel_for(0, steps * batch, 64, [&](int64_t begin, int64_t end) {
-        for (int64_t pos = begin; pos < end; ++pos) {
-            const int64_t t = pos / batch, b = pos - t * batch;
-            const int64_t length = lengths != nullptr ? lengths[b] : steps;
-            const int64_t before = reverse ? t + 1 : t - 1;
-            const bool ran_before = t < length && before >= 0 && before < length;
-            const T* source = ran_before ? out + (before * batch + b) * hidden : initial + b * hidden;
-            std::memcpy(prev + pos * hidden, source, sizeof(T) * hidden);
-        }
-    });
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
     const Tensor& grad_output, const Tensor& grad_hy, const Tensor& grad_cy, const Tensor& input, const Tensor& hx,
     const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh, const std::optional<Tensor>& lengths,
     bool reverse, const Tensor& output, const Tensor& gates, const Tensor& cells) {
     TORCH_CHECK(input.dim() == 3 && hx.dim() == 2, "cpu_lstm_layer_bwd: input must be [T, B, I] and hx [B, H]");
     const int64_t steps = input.size(0), batch = input.size(1), input_size = input.size(2), hidden = hx.size(1);
-    check_tensor(grad_output, "grad_output", {steps, batch, hidden}, input);
-    check_tensor(output, "output", {steps, batch, hidden}, input);
+    check_tensor(kOp, grad_output, "grad_output", {steps, batch, hidden}, input);
+    check_tensor(kOp, output, "output", {steps, batch, hidden}, input);
     for (const auto& [value, name] : {std::pair{grad_hy, "grad_hy"}, {grad_cy, "grad_cy"}, {hx, "hx"}, {cx, "cx"}}) {
-        check_tensor(value, name, {batch, hidden}, input);
+        check_tensor(kOp, value, name, {batch, hidden}, input);
     }
-    check_tensor(weight_ih, "weight_ih", {4 * hidden, input_size}, input);
-    check_tensor(weight_hh, "weight_hh", {4 * hidden, hidden}, input);
-    check_tensor(gates, "gates", {steps, batch, 4 * hidden}, input);
-    check_tensor(cells, "cells", {steps, batch, hidden}, input);
-    const std::optional<Tensor> lengths_c = checked_lengths(lengths, batch, steps);
+    check_tensor(kOp, weight_ih, "weight_ih", {4 * hidden, input_size}, input);
+    check_tensor(kOp, weight_hh, "weight_hh", {4 * hidden, hidden}, input);
+    check_tensor(kOp, gates, "gates", {steps, batch, 4 * hidden}, input);
+    check_tensor(kOp, cells, "cells", {steps, batch, hidden}, input);
+    const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const int64_t* lengths_ptr = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
     const Tensor grad_output_c = grad_output.contiguous(), gates_c = gates.contiguous(), cells_c = cells.contiguous();
     const Tensor output_c = output.contiguous(), hx_c = hx.contiguous(), cx_c = cx.contiguous();

@@ -1,21 +1,15 @@
 // Fused LSTM layer on the CPU: parameters and declarations of the per-step kernels (lstm_layer_kernels.h defines
 // them once per instruction set); lstm_layer.cpp runs the matrix products through ATen around them.
 //
-// One direction of one layer over a padded time-major sequence: row b runs steps 0..lengths[b]-1, forward from time
-// 0 or (reverse) backward from time lengths[b]-1; its output is zero past its end and its state stays as it was
-// after its last valid step. Gate order i, f, g, o (torch's). Every tensor is contiguous; T is float or double.
+// One direction of one layer (see rnn_layer.h for lengths and directions). Gate order i, f, g, o (torch's). Every
+// tensor is contiguous; T is float or double.
 #pragma once
 
 #include <cstdint>
 
-namespace s2s_fast::cpu {
+#include "rnn_layer.h"
 
-// The time row b (of length `length`) runs at step `step`, or -1 once the row has ended: then `step` is a padded
-// position of that row (step >= length), in either direction.
-inline int64_t lstm_step_time(int64_t step, int64_t length, bool reverse) {
-    if (step >= length) return -1;
-    return reverse ? length - 1 - step : step;
-}
+namespace s2s_fast::cpu {
 
 template <typename T>
 struct LstmStepForwardParams {

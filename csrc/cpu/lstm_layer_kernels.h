@@ -16,27 +16,13 @@
 
 namespace s2s_fast::cpu::CPU_CAPABILITY {
 
-// Sleef's tanh (within an ulp): the layer's error compounds over its steps, where vec_math.h's faster rational tanh
-// left c past twice the float32 reference's error after 20 steps.
-template <typename T>
-inline Vec<T> accurate_tanh(const Vec<T>& x) {
-    return x.tanh();
-}
-
-// Elements a step task should have at least, so that small batches stay on one thread.
-constexpr int64_t kLstmStepGrainWork = 1 << 14;
-
-inline int64_t lstm_step_grain(int64_t hidden) {
-    return std::max<int64_t>(1, kLstmStepGrainWork / std::max<int64_t>(1, 4 * hidden));
-}
-
 template <typename T>
 void lstm_step_fwd(const LstmStepForwardParams<T>& p) {
     constexpr int64_t kWidth = Vec<T>::size();
     const int64_t H = p.hidden, G = 4 * p.hidden;
-    at::parallel_for(0, p.batch, lstm_step_grain(H), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, p.batch, rnn_step_grain(4 * H), [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
-            const int64_t t = lstm_step_time(p.step, p.lengths != nullptr ? p.lengths[b] : p.steps, p.reverse);
+            const int64_t t = rnn_step_time(p.step, p.lengths != nullptr ? p.lengths[b] : p.steps, p.reverse);
             if (t < 0) {
                 // A padded position: zero output, and zeros kept for it (never read; the same bits on every run).
                 const int64_t padded = p.step * p.batch + b;
@@ -83,10 +69,10 @@ void lstm_step_bwd(const LstmStepBackwardParams<T>& p) {
     constexpr int64_t kWidth = Vec<T>::size();
     const int64_t H = p.hidden, G = 4 * p.hidden;
     const Vec<T> one(T(1));
-    at::parallel_for(0, p.batch, lstm_step_grain(H), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, p.batch, rnn_step_grain(4 * H), [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
             const int64_t length = p.lengths != nullptr ? p.lengths[b] : p.steps;
-            const int64_t t = lstm_step_time(p.step, length, p.reverse);
+            const int64_t t = rnn_step_time(p.step, length, p.reverse);
             T* step_grad = p.step_grad_gates != nullptr ? p.step_grad_gates + b * G : nullptr;
             if (t < 0) {
                 // A padded position: no gradient through the gates; dh and dc pass unchanged.

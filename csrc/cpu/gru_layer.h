@@ -1,0 +1,64 @@
+// Fused GRU layer on the CPU: parameters and declarations of the per-step kernels (gru_layer_kernels.h defines them
+// once per instruction set); gru_layer.cpp runs the matrix products through ATen around them.
+//
+// One direction of one layer (see rnn_layer.h for lengths and directions), torch's gate order r, z, n:
+// r = sigmoid(x_r + h_r), z = sigmoid(x_z + h_z), n = tanh(x_n + r * (h_n + b_hn)), h' = (1 - z) * n + z * h, where
+// x_* is the input part with bias_ih (and bias_hh's r and z parts) and h_* = h @ weight_hh^T. Every tensor is
+// contiguous; T is float or double.
+#pragma once
+
+#include <cstdint>
+
+#include "rnn_layer.h"
+
+namespace s2s_fast::cpu {
+
+template <typename T>
+struct GruStepForwardParams {
+    int64_t step;             // s
+    int64_t steps;            // T
+    int64_t batch;            // B
+    int64_t hidden;           // H
+    const int64_t* lengths;   // [B] in [0, T], or nullptr: every row runs T steps
+    bool reverse;
+    const T* input_gates;     // [T, B, 3H]: input @ weight_ih^T + bias_ih + (bias_hh's r and z parts)
+    const T* hidden_gates;    // [B, 3H]: h @ weight_hh^T for the state before this step
+    const T* bias_hn;         // [H]: bias_hh's n part, or nullptr
+    T* h;                     // [B, H] state, advanced in place for the rows that run this step
+    T* output;                // [T, B, H]: h at each row's time, zero at its padded positions
+    T* gates;                 // [T, B, 4H]: r, z, n and h_n + b_hn at each row's time (for the backward), or nullptr
+};
+
+template <typename T>
+struct GruStepBackwardParams {
+    int64_t step;
+    int64_t steps;
+    int64_t batch;
+    int64_t hidden;
+    const int64_t* lengths;   // as in the forward
+    bool reverse;
+    const T* grad_output;     // [T, B, H]
+    const T* recurrent;       // [B, H]: the later step's grad_hidden_gates @ weight_hh, or nullptr at the last step
+    const T* gates;           // [T, B, 4H] from the forward
+    const T* output;          // [T, B, H] from the forward (h before a step is the row's previous output)
+    const T* hx;              // [B, H] initial state
+    T* dh;                    // [B, H]: the gradient of h after this step that does not flow through weight_hh (the
+                              // final state's while a row has not started, then z * dh), updated in place
+    T* grad_input_gates;      // [T, B, 3H]: gradients of x_r, x_z, x_n at each row's time, zero at padded positions
+    T* grad_hidden_gates;     // [T, B, 3H]: gradients of h_r, h_z, h_n + b_hn, likewise
+    T* step_grad_hidden;      // [B, 3H]: this step's rows of grad_hidden_gates (zero for ended rows), or nullptr
+};
+
+#define S2S_FAST_DECLARE_GRU_LAYER_KERNELS(NS)                         \
+    namespace NS {                                                     \
+    template <typename T>                                              \
+    void gru_step_fwd(const GruStepForwardParams<T>& params);         \
+    template <typename T>                                              \
+    void gru_step_bwd(const GruStepBackwardParams<T>& params);        \
+    }
+S2S_FAST_DECLARE_GRU_LAYER_KERNELS(DEFAULT)
+S2S_FAST_DECLARE_GRU_LAYER_KERNELS(AVX2)
+S2S_FAST_DECLARE_GRU_LAYER_KERNELS(AVX512)
+#undef S2S_FAST_DECLARE_GRU_LAYER_KERNELS
+
+}  // namespace s2s_fast::cpu
