@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "capability.h"
+
 namespace s2s_fast::cpu {
 
 // Batch and row strides (in elements) of a [B, rows, width] tensor whose rows are contiguous.
@@ -61,16 +63,8 @@ struct AttentionBackwardParams {
 };
 
 // One definition per instruction set the library is built with (capability.h), in kernels_*.cpp.
-#define S2S_FAST_DECLARE_ATTENTION_KERNELS(NS)                                \
-    namespace NS {                                                            \
-    template <typename T>                                                     \
-    void additive_attention_fwd(const AttentionForwardParams<T>& params);     \
-    template <typename T>                                                     \
-    void additive_attention_bwd(const AttentionBackwardParams<T>& params);    \
-    }
-S2S_FAST_DECLARE_ATTENTION_KERNELS(DEFAULT)
-S2S_FAST_DECLARE_ATTENTION_KERNELS(AVX2)
-S2S_FAST_DECLARE_ATTENTION_KERNELS(AVX512)
-#undef S2S_FAST_DECLARE_ATTENTION_KERNELS
+S2S_FAST_CPU_DECLARE_KERNELS(
+    template <typename T> void additive_attention_fwd(const AttentionForwardParams<T>& params);
+    template <typename T> void additive_attention_bwd(const AttentionBackwardParams<T>& params);)
 
 }  // namespace s2s_fast::cpu

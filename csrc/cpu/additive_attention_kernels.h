@@ -145,9 +145,7 @@ void additive_attention_bwd(const AttentionBackwardParams<T>& p) {
     });
 }
 
-template void additive_attention_fwd<float>(const AttentionForwardParams<float>&);
-template void additive_attention_fwd<double>(const AttentionForwardParams<double>&);
-template void additive_attention_bwd<float>(const AttentionBackwardParams<float>&);
-template void additive_attention_bwd<double>(const AttentionBackwardParams<double>&);
+S2S_FAST_CPU_INSTANTIATE(additive_attention_fwd, AttentionForwardParams)
+S2S_FAST_CPU_INSTANTIATE(additive_attention_bwd, AttentionBackwardParams)
 
 }  // namespace s2s_fast::cpu::CPU_CAPABILITY

@@ -37,6 +37,19 @@ inline const char* capability_name(Capability chosen) {
     }
 }
 
+// Declares the kernels named in the arguments in the namespace of every instruction set (kernels_<set>.cpp define
+// them, compiled once per set).
+#define S2S_FAST_CPU_DECLARE_KERNELS(...) \
+    namespace DEFAULT {                   \
+    __VA_ARGS__                           \
+    }                                     \
+    namespace AVX2 {                      \
+    __VA_ARGS__                           \
+    }                                     \
+    namespace AVX512 {                    \
+    __VA_ARGS__                           \
+    }
+
 // Inside a function returning what `function` returns: return NS::function(args...) for the instruction set
 // capability() chose (NS one of the namespaces kernels_<set>.cpp define).
 #if defined(S2S_FAST_CPU_AVX512)

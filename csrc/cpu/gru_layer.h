@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "capability.h"
+
 #include "rnn_layer.h"
 
 namespace s2s_fast::cpu {
@@ -49,16 +51,9 @@ struct GruStepBackwardParams {
     T* step_grad_hidden;      // [B, 3H]: this step's rows of grad_hidden_gates (zero for ended rows), or nullptr
 };
 
-#define S2S_FAST_DECLARE_GRU_LAYER_KERNELS(NS)                         \
-    namespace NS {                                                     \
-    template <typename T>                                              \
-    void gru_step_fwd(const GruStepForwardParams<T>& params);         \
-    template <typename T>                                              \
-    void gru_step_bwd(const GruStepBackwardParams<T>& params);        \
-    }
-S2S_FAST_DECLARE_GRU_LAYER_KERNELS(DEFAULT)
-S2S_FAST_DECLARE_GRU_LAYER_KERNELS(AVX2)
-S2S_FAST_DECLARE_GRU_LAYER_KERNELS(AVX512)
-#undef S2S_FAST_DECLARE_GRU_LAYER_KERNELS
+// One definition per instruction set the library is built with (capability.h), in kernels_*.cpp.
+S2S_FAST_CPU_DECLARE_KERNELS(
+    template <typename T> void gru_step_fwd(const GruStepForwardParams<T>& params);
+    template <typename T> void gru_step_bwd(const GruStepBackwardParams<T>& params);)
 
 }  // namespace s2s_fast::cpu

@@ -46,12 +46,7 @@ void gru_step_fwd(const GruStepForwardParams<T>& p) {
                 const Vec<T> h_new = at::vec::fmadd(z, Vec<T>::loadu(h + j, n) - candidate, candidate);
                 h_new.store(h + j, n);
                 h_new.store(out + j, n);
-                if (gates != nullptr) {
-                    r.store(gates + j, n);
-                    z.store(gates + H + j, n);
-                    candidate.store(gates + 2 * H + j, n);
-                    hn.store(gates + 3 * H + j, n);
-                }
+                if (gates != nullptr) store_strided(gates, H, j, n, r, z, candidate, hn);
             }
         }
     });
@@ -98,25 +93,15 @@ void gru_step_bwd(const GruStepBackwardParams<T>& p) {
                 const Vec<T> dr = d_candidate * hn * r * (one - r);
                 const Vec<T> dhn = d_candidate * r;
                 (dh * z).store(dh_carry + j, n);
-                dr.store(grad_x + j, n);
-                dz.store(grad_x + H + j, n);
-                d_candidate.store(grad_x + 2 * H + j, n);
-                dr.store(grad_h + j, n);
-                dz.store(grad_h + H + j, n);
-                dhn.store(grad_h + 2 * H + j, n);
-                if (step_grad != nullptr) {
-                    dr.store(step_grad + j, n);
-                    dz.store(step_grad + H + j, n);
-                    dhn.store(step_grad + 2 * H + j, n);
-                }
+                store_strided(grad_x, H, j, n, dr, dz, d_candidate);
+                store_strided(grad_h, H, j, n, dr, dz, dhn);
+                if (step_grad != nullptr) store_strided(step_grad, H, j, n, dr, dz, dhn);
             }
         }
     });
 }
 
-template void gru_step_fwd<float>(const GruStepForwardParams<float>&);
-template void gru_step_fwd<double>(const GruStepForwardParams<double>&);
-template void gru_step_bwd<float>(const GruStepBackwardParams<float>&);
-template void gru_step_bwd<double>(const GruStepBackwardParams<double>&);
+S2S_FAST_CPU_INSTANTIATE(gru_step_fwd, GruStepForwardParams)
+S2S_FAST_CPU_INSTANTIATE(gru_step_bwd, GruStepBackwardParams)
 
 }  // namespace s2s_fast::cpu::CPU_CAPABILITY

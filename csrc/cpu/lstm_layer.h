@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "capability.h"
+
 #include "rnn_layer.h"
 
 namespace s2s_fast::cpu {
@@ -48,16 +50,9 @@ struct LstmStepBackwardParams {
     T* step_grad_gates;       // [B, 4H]: this step's rows of grad_gates (zero for ended rows), or nullptr
 };
 
-#define S2S_FAST_DECLARE_LSTM_LAYER_KERNELS(NS)                        \
-    namespace NS {                                                     \
-    template <typename T>                                              \
-    void lstm_step_fwd(const LstmStepForwardParams<T>& params);       \
-    template <typename T>                                              \
-    void lstm_step_bwd(const LstmStepBackwardParams<T>& params);      \
-    }
-S2S_FAST_DECLARE_LSTM_LAYER_KERNELS(DEFAULT)
-S2S_FAST_DECLARE_LSTM_LAYER_KERNELS(AVX2)
-S2S_FAST_DECLARE_LSTM_LAYER_KERNELS(AVX512)
-#undef S2S_FAST_DECLARE_LSTM_LAYER_KERNELS
+// One definition per instruction set the library is built with (capability.h), in kernels_*.cpp.
+S2S_FAST_CPU_DECLARE_KERNELS(
+    template <typename T> void lstm_step_fwd(const LstmStepForwardParams<T>& params);
+    template <typename T> void lstm_step_bwd(const LstmStepBackwardParams<T>& params);)
 
 }  // namespace s2s_fast::cpu

@@ -53,10 +53,7 @@ void lstm_step_fwd(const LstmStepForwardParams<T>& p) {
                 h_new.store(h + j, n);
                 h_new.store(out + j, n);
                 if (gates != nullptr) {
-                    i.store(gates + j, n);
-                    f.store(gates + H + j, n);
-                    g.store(gates + 2 * H + j, n);
-                    o.store(gates + 3 * H + j, n);
+                    store_strided(gates, H, j, n, i, f, g, o);
                     c_new.store(cells + j, n);
                 }
             }
@@ -105,24 +102,14 @@ void lstm_step_bwd(const LstmStepBackwardParams<T>& p) {
                 const Vec<T> dg = dc_total * i * at::vec::fnmadd(g, g, one);
                 const Vec<T> d_o = dh * tc * o * (one - o);
                 (dc_total * f).store(dc + j, n);
-                di.store(grad + j, n);
-                df.store(grad + H + j, n);
-                dg.store(grad + 2 * H + j, n);
-                d_o.store(grad + 3 * H + j, n);
-                if (step_grad != nullptr) {
-                    di.store(step_grad + j, n);
-                    df.store(step_grad + H + j, n);
-                    dg.store(step_grad + 2 * H + j, n);
-                    d_o.store(step_grad + 3 * H + j, n);
-                }
+                store_strided(grad, H, j, n, di, df, dg, d_o);
+                if (step_grad != nullptr) store_strided(step_grad, H, j, n, di, df, dg, d_o);
             }
         }
     });
 }
 
-template void lstm_step_fwd<float>(const LstmStepForwardParams<float>&);
-template void lstm_step_fwd<double>(const LstmStepForwardParams<double>&);
-template void lstm_step_bwd<float>(const LstmStepBackwardParams<float>&);
-template void lstm_step_bwd<double>(const LstmStepBackwardParams<double>&);
+S2S_FAST_CPU_INSTANTIATE(lstm_step_fwd, LstmStepForwardParams)
+S2S_FAST_CPU_INSTANTIATE(lstm_step_bwd, LstmStepBackwardParams)
 
 }  // namespace s2s_fast::cpu::CPU_CAPABILITY

@@ -7,6 +7,11 @@
 #include <algorithm>
 #include <cstdint>
 
+// Explicit float and double instantiations of a kernel taking Params<T>.
+#define S2S_FAST_CPU_INSTANTIATE(function, Params)                           \
+    template void function<float>(const Params<float>&);                     \
+    template void function<double>(const Params<double>&);
+
 namespace s2s_fast::cpu::CPU_CAPABILITY {
 
 template <typename T>
@@ -109,6 +114,13 @@ inline void axpy(T* y, T alpha, const T* x, int64_t size) {
         at::vec::fmadd(scale, Vec<T>::loadu(x + i), Vec<T>::loadu(y + i)).store(y + i);
     }
     for (; i < size; ++i) y[i] += alpha * x[i];
+}
+
+// Stores `count` lanes of each vector, the k-th at base + k * stride + offset (an RNN row's gates, H apart).
+template <typename T, typename... Vectors>
+inline void store_strided(T* base, int64_t stride, int64_t offset, int64_t count, const Vectors&... vectors) {
+    int64_t k = 0;
+    (vectors.store(base + (k++) * stride + offset, count), ...);
 }
 
 }  // namespace s2s_fast::cpu::CPU_CAPABILITY
