@@ -21,6 +21,7 @@ from ops.inputs import on
 import s2s_fast
 from s2s_fast import backends, reference
 from s2s_fast import functional as F
+from s2s_fast.reference.additive_attention import one_query_per_row
 from s2s_fast.testing import (compare_low_precision_with_reference, compare_with_reference, forward_backward,
                               tolerance)
 
@@ -364,8 +365,10 @@ def test_additive_attention_tanh_variants_within_twice_the_reference(extension, 
     16-byte loads (A = 64) and on the scalar path of the forward (A = 24 with Dv = 8 in bf16: still 16-byte; Tk = 37
     takes the backward's scalar score loads)."""
     args = _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float64, mask="random")
-    fn = functools.partial(cuda_backend.additive_attention.additive_attention, packed_tanh=packed)
-    _check(fn, reference.additive_attention, args, dtype)
+    variant = functools.partial(cuda_backend.additive_attention.additive_attention, packed_tanh=packed)
+    # The backend takes [B, Tq, A] queries; functional (and the bench, for these variants) hands it [B, A] as [B, 1, A].
+    _check(lambda query_proj, **rest: one_query_per_row(variant, query_proj, **rest), reference.additive_attention,
+           args, dtype)
 
 
 @kernels
