@@ -14,7 +14,8 @@ A backend subpackage exposes three names:
 - ``unavailable_reason(device) -> str | None``: ``None`` when the backend can run on tensors of ``device``,
   else a sentence saying why not and what to do about it.
 - ``OPS``: ``dict[str, callable]`` from op name (see ``OP_NAMES``) to an implementation taking exactly the
-  arguments of the functional entry point, minus ``backend``, already validated.
+  arguments of the functional entry point, minus ``backend``, already validated; an attention's query always
+  [B, Tq, D] (the entry point hands a [B, D] query over as [B, 1, D] and squeezes the results).
 - ``LIMITS``: ``dict[str, callable]`` from op name to a check taking the same arguments and returning ``None``
   when the implementation can serve the call, else the limit it hits (dtype, size, ...). Optional per op.
 

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from . import backends
+from .reference.additive_attention import one_query_per_row
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -149,6 +150,11 @@ def _dispatch(op: str, device: torch.device, args: tuple, backend: str | None):
     return impl(*args)
 
 
+def _dispatch_attention(op: str, args: tuple, backend: str | None):
+    """_dispatch for an attention op (args[0] the query): the backend gets a [B, D] query as [B, 1, D]."""
+    return one_query_per_row(lambda *call: _dispatch(op, args[0].device, call, backend), *args)
+
+
 def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, backend=None):
     """One LSTM step with torch.nn.LSTMCell's gate order (i, f, g, o).
 
@@ -275,8 +281,7 @@ def additive_attention(query_proj, key_proj, v, values, mask=None, *, backend=No
     query_proj, key_proj, v, values = _autocast((query_proj, key_proj, v, values))
     _check_attention(op, query_proj, key_proj, values, mask, "query_proj", "key_proj", {"v": v})
     _require_shape(op, "v", v, (key_proj.shape[-1],), "[A] (A from key_proj)")
-    args = (query_proj, key_proj, v, values, mask)
-    return _dispatch(op, query_proj.device, args, backend)
+    return _dispatch_attention(op, (query_proj, key_proj, v, values, mask), backend)
 
 
 def dot_attention(query, keys, values, mask=None, *, backend=None):
@@ -295,5 +300,4 @@ def dot_attention(query, keys, values, mask=None, *, backend=None):
     op = "dot_attention"
     query, keys, values = _autocast((query, keys, values))
     _check_attention(op, query, keys, values, mask, "query", "keys", {})
-    args = (query, keys, values, mask)
-    return _dispatch(op, query.device, args, backend)
+    return _dispatch_attention(op, (query, keys, values, mask), backend)

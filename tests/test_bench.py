@@ -184,6 +184,26 @@ def test_forced_variants_of_a_backend_are_timed_side_by_side():
             assert record["status"] == "unavailable" and "Triton" in record["reason"]
 
 
+@pytest.mark.cuda_kernels
+@pytest.mark.parametrize("family,sizes", [("attention_one_query", {"B": 3, "Tk": 7, "A": 16, "Dv": 8}),
+                                          ("attention_many", {"B": 2, "Tq": 3, "Tk": 7, "A": 16, "Dv": 8})])
+def test_forced_attention_variants_get_the_reference_results(monkeypatch, family, sizes):
+    """The cuda attention's forced tanh variants take [B, Tq, A] queries, as every backend does: the bench hands them
+    one query per row as [B, 1, A] and squeezes the results, as functional does (the emulation is let through here;
+    the suite itself refuses to time it)."""
+    from s2s_fast.bench import ops
+
+    monkeypatch.setattr(ops, "backend_unavailable", lambda *args, **kwargs: None)
+    case = OpCase(family, "fwd_bwd", sizes, torch.float32, CPU if cuda_compiled.EMULATED_GPU else torch.device("cuda"))
+    inputs = case.make_inputs(0)
+    expected = case.prepare("reference", inputs).results()
+    for provider in ("cuda: packed tanh", "cuda: scalar tanh"):
+        results = case.prepare(provider, inputs).results()
+        assert results.keys() == expected.keys()
+        for name, value in expected.items():
+            torch.testing.assert_close(results[name], value, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
     # Tiny sizes: under tests/conftest.py the triton backend runs on the CPU through the (slow) interpreter.
     case = OpCase("lstm_cell", "fwd_bwd", {"B": 2, "H": 16}, torch.float32, CPU)

@@ -15,10 +15,13 @@ import itertools
 
 import pytest
 import torch
+# pytest puts tests/ on sys.path for this file (tests/ has no __init__.py): tests/ops/inputs.py is ops.inputs.
+from ops.inputs import on
 
 import s2s_fast
 from s2s_fast import backends, reference
 from s2s_fast import functional as F
+from s2s_fast.reference.additive_attention import one_query_per_row
 from s2s_fast.testing import (compare_low_precision_with_reference, compare_with_reference, forward_backward,
                               tolerance)
 
@@ -143,22 +146,11 @@ def extension(request, monkeypatch):
     return compiled.extension_module
 
 
-def _on_gpu(args, dtype=None):
-    moved = {}
-    for name, value in args.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(DEVICE)
-            if dtype is not None and value.is_floating_point():
-                value = value.to(dtype)
-        moved[name] = value
-    return moved
-
-
 def _check(fn, reference_fn, args, dtype):
     if dtype == torch.float32:
-        compare_with_reference(fn, reference_fn, _on_gpu(args, dtype))
+        compare_with_reference(fn, reference_fn, on(args, DEVICE, dtype))
     else:
-        compare_low_precision_with_reference(fn, reference_fn, _on_gpu(args), dtype)
+        compare_low_precision_with_reference(fn, reference_fn, on(args, DEVICE), dtype)
 
 
 def _poison_allocator_cache():
@@ -191,14 +183,14 @@ def _misaligned_leaves(args):
 @pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "additive_attention", "lstm_layer"])
 def test_misaligned_inputs_take_the_scalar_path(extension, op):
     if op == "additive_attention":
-        args = _on_gpu(_attention_args(3, 5, 12, 16, 8, mask="empty_row"))
+        args = on(_attention_args(3, 5, 12, 16, 8, mask="empty_row"), DEVICE)
         ours, theirs = F.additive_attention, reference.additive_attention
     elif op == "lstm_layer":
         cell = _cell_args(4, 4, 8, 16)
-        args = _on_gpu(dict(input=torch.randn(3, 4, 8), **{k: v for k, v in cell.items() if k != "input"}))
+        args = on(dict(input=torch.randn(3, 4, 8), **{k: v for k, v in cell.items() if k != "input"}), DEVICE)
         ours, theirs = F.lstm_layer, reference.lstm_layer
     else:
-        args = _on_gpu(_cell_args(4 if op == "lstm_cell" else 3, 4, 8, 16, lstm=op == "lstm_cell"))
+        args = on(_cell_args(4 if op == "lstm_cell" else 3, 4, 8, 16, lstm=op == "lstm_cell"), DEVICE)
         ours, theirs = getattr(F, op), getattr(reference, op)
     views, leaves = _misaligned_leaves(args)
     outputs = ours(**views, backend="cuda")
@@ -217,7 +209,7 @@ def test_misaligned_inputs_take_the_scalar_path(extension, op):
 @kernels
 @pytest.mark.parametrize("batch", [1, 5, 8])
 def test_lstm_cell_fused_and_cublas_paths_agree(extension, batch):
-    args = _on_gpu(_cell_args(4, batch, 40, 48))
+    args = on(_cell_args(4, batch, 40, 48), DEVICE)
     fused = torch.ops.s2s_fast.cuda_lstm_cell_fused_fwd(*args.values(), True)
     cublas = torch.ops.s2s_fast.cuda_lstm_cell_fwd(*args.values(), True)
     for ours, theirs in zip(fused, cublas):
@@ -227,7 +219,7 @@ def test_lstm_cell_fused_and_cublas_paths_agree(extension, batch):
 @kernels
 def test_lstm_layer_limit_refuses_what_the_planner_does_not_serve(extension):
     """H = 2048 in float16: 16 units per block need 4 * 16 rows of W_hh, over a block's shared memory."""
-    cell = _on_gpu(_cell_args(4, 2, 8, 2048), torch.float16)
+    cell = on(_cell_args(4, 2, 8, 2048), DEVICE, torch.float16)
     input = torch.randn(2, 2, 8, device=DEVICE, dtype=torch.float16)
     args = (input, *list(cell.values())[1:], None, False)
     assert cuda_backend.lstm_layer.persistent_plan(torch.float16, 2, 2048, False, 0)[1] == 0
@@ -258,7 +250,7 @@ def test_planner_serves_forward_and_backward_at_the_target_sizes(extension, monk
         assert units * batch <= compiled.KERNEL_LIMITS["lstm_layer_max_pairs"] and chunk % 16 == 0
     # LIMITS says what the planner says, for training calls too.
     for hidden, batch in ((512, 64), (1024, 128), (2048, 2), (768, 171)):
-        cell = _on_gpu(_cell_args(4, batch, 8, hidden), torch.bfloat16)
+        cell = on(_cell_args(4, batch, 8, hidden), DEVICE, torch.bfloat16)
         trained = [t.requires_grad_() if t is not None else t for t in cell.values()]
         input = torch.randn(2, batch, 8, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
         served = all(cuda_backend.lstm_layer.persistent_plan(torch.bfloat16, batch, hidden, backward, 0)[1] > 0
@@ -297,7 +289,7 @@ def test_additive_attention_backward_is_deterministic_when_asked(extension, dtyp
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         _check(functools.partial(F.additive_attention, backend="cuda"), reference.additive_attention, args, dtype)
-        leaves = _on_gpu(args, dtype)
+        leaves = on(args, DEVICE, dtype)
         upstream = torch.randn(leaves["query_proj"].shape[:2] + (32,), device=DEVICE, dtype=dtype)
         grads = []
         for _ in range(3):
@@ -346,7 +338,7 @@ def test_additive_attention_backward_launches_no_aten_work(extension, dtype, det
     """The backward op is its two kernels: the only ATen ops it calls allocate its outputs and one fp32 workspace
     (torch.empty; the emulation, and torch under use_deterministic_algorithms, fill fresh memory with NaN), so no
     conversion, zeroing, sum or matmul came back into the glue, and every gradient leaves in the inputs' dtype."""
-    args = _on_gpu(_attention_args(2, 3, 40, 16, 8, mask="random"), dtype)  # two tiles of keys
+    args = on(_attention_args(2, 3, 40, 16, 8, mask="random"), DEVICE, dtype)  # two tiles of keys
     context, weights, probs = torch.ops.s2s_fast.cuda_additive_attention_fwd(*args.values())
     grad_context, grad_weights = torch.randn_like(context), torch.randn_like(weights)
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
@@ -373,8 +365,10 @@ def test_additive_attention_tanh_variants_within_twice_the_reference(extension, 
     16-byte loads (A = 64) and on the scalar path of the forward (A = 24 with Dv = 8 in bf16: still 16-byte; Tk = 37
     takes the backward's scalar score loads)."""
     args = _attention_args(batch, queries, keys, attn, value_size, dtype=torch.float64, mask="random")
-    fn = functools.partial(cuda_backend.additive_attention.additive_attention, packed_tanh=packed)
-    _check(fn, reference.additive_attention, args, dtype)
+    variant = functools.partial(cuda_backend.additive_attention.additive_attention, packed_tanh=packed)
+    # The backend takes [B, Tq, A] queries; functional (and the bench, for these variants) hands it [B, A] as [B, 1, A].
+    _check(lambda query_proj, **rest: one_query_per_row(variant, query_proj, **rest), reference.additive_attention,
+           args, dtype)
 
 
 @kernels
@@ -382,7 +376,7 @@ def test_additive_attention_tanh_variants_within_twice_the_reference(extension, 
 def test_additive_attention_packed_tanh_reaches_both_passes(extension, dtype):
     """packed_tanh changes the float16/bfloat16 results of the forward and of the backward (the packed path runs), and
     leaves float32 untouched."""
-    args = _on_gpu(_attention_args(2, 3, 8, 16, 8, mask="none"), dtype)
+    args = on(_attention_args(2, 3, 8, 16, 8, mask="none"), DEVICE, dtype)
     results = []
     for packed in (True, False):
         leaves = {k: v.detach().requires_grad_() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
@@ -402,7 +396,7 @@ def test_additive_attention_backward_misaligned_probs_take_the_scalar_loads(exte
     """Four scores per access need Tk % 4 == 0 and 16-byte aligned fp32 scores: probabilities one float off alignment
     take the scalar accesses (the emulation fails a misaligned vector access, as a GPU faults) and give the gradients
     of the aligned call, up to the order of fp32 sums (deterministic mode: no atomics)."""
-    args = _on_gpu(_attention_args(2, 5, 40, 16, 8, mask="random"), dtype)
+    args = on(_attention_args(2, 5, 40, 16, 8, mask="random"), DEVICE, dtype)
     context, weights, probs = torch.ops.s2s_fast.cuda_additive_attention_fwd(*args.values())
     misaligned = torch.empty(probs.numel() + 1, dtype=probs.dtype, device=probs.device)[1:].view_as(probs)
     misaligned.copy_(probs)
@@ -435,7 +429,7 @@ def test_outputs_are_fully_written(extension, dtype):
     ]
     for fn, args in cases:
         leaves = {k: v.requires_grad_() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-                  for k, v in _on_gpu(args, dtype).items()}
+                  for k, v in on(args, DEVICE, dtype).items()}
         _poison_allocator_cache()
         outputs = fn(**leaves)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
@@ -449,9 +443,9 @@ def test_outputs_are_fully_written(extension, dtype):
 
 
 def _opcheck_cases():
-    cell = _on_gpu(_cell_args(4, 3, 5, 8))
-    gru = _on_gpu(_cell_args(3, 3, 5, 8, lstm=False))
-    attention = _on_gpu(_attention_args(2, 3, 7, 8, 6, mask="random"))
+    cell = on(_cell_args(4, 3, 5, 8), DEVICE)
+    gru = on(_cell_args(3, 3, 5, 8, lstm=False), DEVICE)
+    attention = on(_attention_args(2, 3, 7, 8, 6, mask="random"), DEVICE)
     layer_input = torch.randn(4, 3, 5, device=DEVICE)
     lengths = torch.tensor([4, 2, 0], device=DEVICE)
     layer_args = (layer_input, *list(cell.values())[1:], lengths, True, True)
@@ -473,8 +467,8 @@ def test_opcheck(extension):
 
 @kernels
 def test_torch_compile_matches_eager(extension):
-    attention = _on_gpu(_attention_args(4, 6, 9, 16, 8, mask="random"))
-    cell = _on_gpu(_cell_args(4, 5, 12, 16))
+    attention = on(_attention_args(4, 6, 9, 16, 8, mask="random"), DEVICE)
+    cell = on(_cell_args(4, 5, 12, 16), DEVICE)
 
     def step(query_proj, key_proj, v, values, mask, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh):
         context, _ = F.additive_attention(query_proj, key_proj, v, values, mask, backend="cuda")
@@ -498,7 +492,7 @@ def test_torch_compile_matches_eager(extension):
 
 @gpu
 def test_auto_picks_cuda_for_served_gpu_calls(extension):
-    cell = _on_gpu(_cell_args(4, 3, 5, 8))
+    cell = on(_cell_args(4, 3, 5, 8), DEVICE)
     name, _ = backends.resolve("lstm_cell", DEVICE, tuple(cell.values()), backend="auto")
     assert name == "cuda"
     double = {k: v.double() if v is not None else v for k, v in cell.items()}

@@ -17,6 +17,7 @@ import torch
 
 from .. import functional as F
 from .. import reference
+from ..reference.additive_attention import one_query_per_row
 from .base import (COMPILE, TORCH_NN, Case, Runner, Unavailable, backend_implements, backend_providers,
                    backend_unavailable, compile_failed, generator, randn, tensor_bytes, tensors_in, uniform, variant,
                    variant_providers)
@@ -181,6 +182,9 @@ class OpCase(Case):
             backend, implementation = variant(provider, op)
             backend_unavailable(backend, self.device, op, args)
             implementation, limit = implementation
+            if op == "additive_attention":
+                # Like functional, hand the backend [B, Tq, A] queries (attention_one_query cases have [B, A] ones).
+                implementation = functools.partial(one_query_per_row, implementation)
             reason = limit(*args) if limit is not None else None
             if reason is not None:
                 raise Unavailable(reason)

@@ -58,16 +58,13 @@ def additive_attention(query_proj, key_proj, v, values, mask=None):
     """Additive attention on CPU tensors; see s2s_fast.functional.additive_attention.
 
     Args:
-        query_proj: [B, A] or [B, Tq, A]. key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
+        query_proj: [B, Tq, A]. key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
         mask: bool [B, Tk], True = attend, or None.
 
     Returns:
-        (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
+        (context [B, Tq, Dv], weights [B, Tq, Tk]).
     """
-    single = query_proj.dim() == 2
-    query = query_proj.unsqueeze(1) if single else query_proj
-    context, weights = additive_attention_fwd(query, key_proj, v, values, mask)
-    return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
+    return additive_attention_fwd(query_proj, key_proj, v, values, mask)
 
 
 def additive_attention_limit(query_proj, key_proj, v, values, mask=None) -> str | None:

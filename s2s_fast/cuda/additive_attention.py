@@ -72,17 +72,15 @@ def additive_attention(query_proj, key_proj, v, values, mask=None, packed_tanh=T
     """Additive attention on CUDA tensors; see s2s_fast.functional.additive_attention.
 
     Args:
-        query_proj: [B, A] or [B, Tq, A]. key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
+        query_proj: [B, Tq, A]. key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
         mask: bool [B, Tk], True = attend, or None.
         packed_tanh: float16/bfloat16 only: two tanh per packed instruction (True) or one scalar each (False).
 
     Returns:
-        (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
+        (context [B, Tq, Dv], weights [B, Tq, Tk]).
     """
-    single = query_proj.dim() == 2
-    query = query_proj.unsqueeze(1) if single else query_proj
-    context, weights, _ = additive_attention_fwd(query, key_proj, v, values, mask, packed_tanh)
-    return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
+    context, weights, _ = additive_attention_fwd(query_proj, key_proj, v, values, mask, packed_tanh)
+    return context, weights
 
 
 def additive_attention_limit(query_proj, key_proj, v, values, mask=None) -> str | None:

@@ -278,16 +278,13 @@ def additive_attention(query_proj, key_proj, v, values, mask=None):
     """Fused additive attention; arguments and results as s2s_fast.functional.additive_attention.
 
     Args:
-        query_proj: [B, A] or [B, Tq, A]. key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
+        query_proj: [B, Tq, A]. key_proj: [B, Tk, A]. v: [A]. values: [B, Tk, Dv].
         mask: bool [B, Tk] (True = attend) or None.
 
     Returns:
-        (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
+        (context [B, Tq, Dv], weights [B, Tq, Tk]).
     """
-    single = query_proj.dim() == 2
-    query = query_proj.unsqueeze(1) if single else query_proj
-    context, weights = additive_attention_fwd(query, key_proj, v, values, mask)
-    return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
+    return additive_attention_fwd(query_proj, key_proj, v, values, mask)
 
 
 def additive_attention_limit(query_proj, key_proj, v, values, mask=None):
@@ -297,8 +294,7 @@ def additive_attention_limit(query_proj, key_proj, v, values, mask=None):
     if 0 in query_proj.shape or 0 in key_proj.shape or 0 in values.shape:
         return "empty tensors (a zero-size dimension) are not served; the reference backend serves them"
     batch = key_proj.shape[0]
-    queries = query_proj.shape[1] if query_proj.dim() == 3 else 1
-    row_numels = (query_proj.numel() // batch, key_proj.numel() // batch, queries * key_proj.shape[1])
+    row_numels = (query_proj.numel() // batch, key_proj.numel() // batch, query_proj.shape[1] * key_proj.shape[1])
     if max(row_numels) >= INDEX_LIMIT:
         return "one batch row of 2**31 elements or more is not served (32-bit offsets inside a row)"
     return None

@@ -1,8 +1,9 @@
 """Every backend besides the reference that can run here, for the per-op tests: triton on a GPU or through the Triton
 interpreter on the CPU, cuda on a GPU or through the CUDA emulation on the CPU (under two scheduling seeds there), and
-aten and cpu for the ops they implement (a test module test_<op>.py skips a backend without that op). The reference is
-the ground truth; the helpers compare forward and every gradient with it, in float32 and, where the backend runs
-low precision here, float16/bfloat16 with the twice-the-reference's-error rule."""
+aten and cpu for the ops they implement (a test skips a backend without its op: the op of its module test_<op>.py,
+or the test's own ``op`` parameter). The reference is the ground truth; the helpers compare forward and every gradient
+with it, in float32 and, where the backend runs low precision here, float16/bfloat16 with the
+twice-the-reference's-error rule."""
 
 from __future__ import annotations
 
@@ -82,9 +83,15 @@ SEEDS = ["0", "1"] if cuda_compiled.EMULATED_GPU else ["0"]
 PARAMS = [("triton", "0")] + [("cuda", seed) for seed in SEEDS] + [("aten", "0"), ("cpu", "0")]
 
 
+@pytest.fixture
+def op(request) -> str:
+    """The op under test: <op> of the module test_<op>.py; a module over several ops parametrises ``op`` itself."""
+    return request.module.__name__.rpartition(".")[2].removeprefix("test_")
+
+
 @pytest.fixture(params=PARAMS, ids=lambda p: p[0] if len(SEEDS) == 1 or p[0] != "cuda" else f"cuda-seed{p[1]}")
-def backend(request, monkeypatch) -> Backend:
-    """A backend on the device its kernels run on here; skipped where it cannot run or lacks the module's op."""
+def backend(request, monkeypatch, op) -> Backend:
+    """A backend on the device its kernels run on here; skipped where it cannot run or lacks the test's op."""
     name, seed = request.param
     device = _device(name)
     reason = backends.unavailable_reason(name, device)
@@ -92,7 +99,6 @@ def backend(request, monkeypatch) -> Backend:
         if torch.cuda.is_available():
             pytest.fail(f"{name} cannot run on this GPU machine: {reason}")
         pytest.skip(f"{name} unavailable: {reason}")
-    op = request.module.__name__.rpartition(".")[2].removeprefix("test_")
     if op in backends.OP_NAMES and not backends.implements(name, op):
         pytest.skip(f"{name} does not implement {op}")
     monkeypatch.setenv("S2S_FAST_CUDA_EMULATE_SEED", seed)

@@ -20,6 +20,12 @@ def cell_inputs(gates: int, batch: int, input_size: int, hidden: int, *, lstm: b
     return args
 
 
+def rnn_inputs(op: str, batch: int, input_size: int, hidden: int, **options) -> dict:
+    """cell_inputs for ``op`` (lstm_cell, gru_cell, lstm_layer or gru_layer): its gate count and states."""
+    lstm = op.startswith("lstm")
+    return cell_inputs(4 if lstm else 3, batch, input_size, hidden, lstm=lstm, **options)
+
+
 def attention_inputs(batch: int, queries: int | None, keys: int, attn: int, value_size: int, *, mask: str = "random",
                      device="cpu", dtype=torch.float32) -> dict:
     """queries None: one query per row ([B, A]). mask: "none", "random" (key 0 always valid) or "empty_row" (row

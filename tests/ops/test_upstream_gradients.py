@@ -3,7 +3,7 @@ zero strides on that output and none on the others, as a loss on the context or 
 
 import pytest
 import torch
-from inputs import attention_inputs, cell_inputs, on
+from inputs import attention_inputs, on, rnn_inputs
 
 from s2s_fast import functional as F
 
@@ -13,8 +13,7 @@ OPS = ["additive_attention", "lstm_cell", "gru_cell", "lstm_layer", "gru_layer"]
 def _inputs(op):
     if op == "additive_attention":
         return attention_inputs(2, 3, 5, 4, 3)
-    gru = op.startswith("gru")
-    return cell_inputs(3 if gru else 4, 3, 5, 6, steps=4 if op.endswith("layer") else None, lstm=not gru)
+    return rnn_inputs(op, 3, 5, 6, steps=4 if op.endswith("layer") else None)
 
 
 @pytest.mark.parametrize("op", OPS)

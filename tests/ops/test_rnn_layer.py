@@ -1,0 +1,74 @@
+"""lstm_layer and gru_layer on every fused backend against the reference: forward and every gradient on awkward
+sizes, both directions, per-row lengths (zero-length rows included), strided inputs, float16/bfloat16 where the
+backend runs them here. The Triton layers' two schedules are each tested in test_triton.py; here auto picks."""
+
+import functools
+
+import pytest
+import torch
+from inputs import rnn_inputs, strided
+
+from s2s_fast import functional as F
+from s2s_fast import reference
+
+OPS = ["lstm_layer", "gru_layer"]
+# T, B, I, H: B = 17, H = 33 two Triton batch and hidden tiles. LSTM: H = 256, 600 and 1024 give the cuda persistent
+# kernel 2, 5 and 8 units per block on 132 multiprocessors (several blocks; full and partial tensor-core tiles).
+# (The cuda backend runs its GRU cell in the reference time loop.)
+LSTM_SHAPES = [(1, 1, 1, 1), (5, 4, 3, 6), (7, 3, 5, 13), (4, 17, 9, 33), (6, 8, 64, 256), (4, 5, 32, 600),
+               (3, 16, 16, 1024)]
+GRU_SHAPES = [(1, 1, 1, 1), (5, 4, 3, 6), (7, 3, 5, 13), (4, 17, 9, 33), (6, 8, 64, 128)]
+CASES = [("lstm_layer", *shape) for shape in LSTM_SHAPES] + [("gru_layer", *shape) for shape in GRU_SHAPES]
+
+
+def _lengths(steps, batch, with_lengths):
+    if not with_lengths:
+        return None
+    lengths = torch.randint(0, steps + 1, (batch,))
+    lengths[0] = steps
+    lengths[-1] = 0 if batch > 1 else steps
+    return lengths
+
+
+def _run(backend, op, args, lengths, reverse, dtype=torch.float32):
+    lengths = None if lengths is None else lengths.to(backend.device)
+    backend.skip_unless_served(op, args, dtype, lengths=lengths, reverse=reverse)
+    backend.check(functools.partial(getattr(F, op), lengths=lengths, reverse=reverse, backend=backend.name),
+                  functools.partial(getattr(reference, op), lengths=lengths, reverse=reverse), args, dtype)
+
+
+@pytest.mark.parametrize("op,steps,batch,input_size,hidden", CASES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_matches_reference(backend, poisoned_allocations, op, steps, batch, input_size, hidden, reverse,
+                           with_lengths):
+    backend.skip_if_too_big_to_run_here(hidden)
+    args = rnn_inputs(op, batch, input_size, hidden, steps=steps)
+    _run(backend, op, args, _lengths(steps, batch, with_lengths), reverse)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("steps,batch,input_size,hidden", [(5, 4, 3, 6), (4, 17, 9, 33), (6, 8, 64, 256)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_low_precision_error_within_twice_the_reference(backend, op, dtype, steps, batch, input_size, hidden,
+                                                         reverse):
+    if dtype not in backend.low_precision:
+        pytest.skip(f"{backend.name} does not run {dtype} on {backend.device.type} here")
+    args = rnn_inputs(op, batch, input_size, hidden, steps=steps, dtype=torch.float64)
+    _run(backend, op, args, _lengths(steps, batch, True), reverse, dtype)
+
+
+@pytest.mark.parametrize("op", ["gru_layer"])
+@pytest.mark.parametrize("missing", ["bias_ih", "bias_hh"])
+def test_one_bias_gets_its_own_gradient(backend, op, missing):
+    """The two GRU biases get different gradients (r scales only the hidden part of the new gate)."""
+    args = rnn_inputs(op, 3, 5, 7, steps=4)
+    _run(backend, op, {**args, missing: None}, None, reverse=False)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_strided_inputs_without_bias(backend, op):
+    args = {name: strided(value) for name, value in rnn_inputs(op, 6, 10, 32, steps=9, bias=False).items()}
+    assert not args["input"].is_contiguous()
+    _run(backend, op, args, torch.tensor([9, 2, 0, 5, 1, 9]), reverse=True)
