@@ -54,8 +54,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const Tensor flat = input.reshape({steps * batch, input_size});
     // The weights transposed once (MKL's products with a transposed operand ran up to 15% slower here).
-    const Tensor weight_ih_t = weight_ih.t().contiguous();
-    const StepProduct hidden_product(weight_hh, batch);
+    const Tensor weight_ih_t = weight_ih.t().contiguous(), weight_hh_t = weight_hh.t().contiguous();
     const Tensor input_gates =
         (bias.defined() ? at::addmm(bias, flat, weight_ih_t) : at::mm(flat, weight_ih_t))
             .view({steps, batch, 4 * hidden});
@@ -63,15 +62,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     Tensor output = at::empty({steps, batch, hidden}, input.options());
     Tensor gates = at::empty({save ? steps : 0, batch, 4 * hidden}, input.options());
     Tensor cells = at::empty({save ? steps : 0, batch, hidden}, input.options());
+    Tensor hidden_gates = at::empty({batch, 4 * hidden}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_layer_fwd", [&] {
         LstmStepForwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr, reverse,
-            input_gates.data_ptr<scalar_t>(), nullptr, h.data_ptr<scalar_t>(),
+            input_gates.data_ptr<scalar_t>(), hidden_gates.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
             c.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr,
             save ? cells.data_ptr<scalar_t>() : nullptr};
         for (int64_t step = 0; step < steps; ++step) {
-            const Tensor hidden_gates = hidden_product(h);
-            params.hidden_gates = hidden_gates.data_ptr<scalar_t>();
+            at::mm_out(hidden_gates, h, weight_hh_t);
             params.step = step;
             run_step_forward(params);
         }
@@ -104,9 +103,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
     // at their padded position, the step's own index); otherwise the kernel gathers them into a buffer of their own.
     const bool gathered = reverse && lengths_c.has_value();
     Tensor step_grad_gates = at::empty({gathered ? batch : 0, 4 * hidden}, input.options());
-    // The gradient of the state before each step through weight_hh: grad_gates(step) @ weight_hh.
-    const StepProduct recurrent_product(weight_hh.t(), batch);
-    Tensor recurrent;
+    Tensor recurrent = at::empty({batch, hidden}, input.options());
     Tensor previous = at::empty({steps, batch, hidden}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_layer_bwd", [&] {
         LstmStepBackwardParams<scalar_t> params{
@@ -118,7 +115,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
             params.step = step;
             params.recurrent = step == steps - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_step_backward(params);
-            recurrent = recurrent_product(gathered ? step_grad_gates : grad_gates[reverse ? steps - 1 - step : step]);
+            at::mm_out(recurrent, gathered ? step_grad_gates : grad_gates[reverse ? steps - 1 - step : step],
+                       weight_hh);
         }
         previous_hidden<scalar_t>(output_c, hx_c, lengths_ptr, reverse, previous);
     });

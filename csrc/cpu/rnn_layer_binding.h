@@ -4,7 +4,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <cstring>
 #include <optional>
@@ -59,41 +58,5 @@ inline void previous_hidden(const Tensor& output, const Tensor& hx, const int64_
         }
     });
 }
-
-// input @ weight^T for one step's [B, K] input, the same weight every step: in float32 through MKL's packed product
-// with the weight packed once for B rows (torch's mkl::_mkl_linear, what its CPU inference freezing uses; the
-// per-step product ran 15-30 % faster than at::mm here), else at::mm with the weight transposed once.
-class StepProduct {
-  public:
-    StepProduct(const Tensor& weight, int64_t batch) : weight_(weight.contiguous()), batch_(batch) {
-        static const auto reorder = c10::Dispatcher::singleton().findOp({"mkl::_mkl_reorder_linear_weight", ""});
-        if (weight_.scalar_type() == at::kFloat && batch > 0 && reorder && linear_op()) {
-            packed_ = reorder->typed<Tensor(const Tensor&, int64_t)>().call(weight_, batch);
-        } else {
-            transposed_ = weight_.t().contiguous();
-        }
-    }
-
-    // A fresh [B, N] tensor.
-    Tensor operator()(const Tensor& input) const {
-        if (packed_.defined()) {
-            return linear_op()
-                ->typed<Tensor(const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&, int64_t)>()
-                .call(input, packed_, weight_, std::nullopt, batch_);
-        }
-        return at::mm(input, transposed_);
-    }
-
-  private:
-    static const std::optional<c10::OperatorHandle>& linear_op() {
-        static const auto op = c10::Dispatcher::singleton().findOp({"mkl::_mkl_linear", ""});
-        return op;
-    }
-
-    Tensor weight_;  // [N, K]
-    int64_t batch_;
-    Tensor packed_;
-    Tensor transposed_;
-};
 
 }  // namespace s2s_fast::cpu
