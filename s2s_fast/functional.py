@@ -111,9 +111,10 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
     elif batch:
         # On a GPU the check runs there: no host sync, and it works inside CUDA-graph capture. A row out of
         # range stops the next synchronising call with this message (a device-side assert). Under torch.compile
-        # the same assert is an op of the graph (a host check would need the values while tracing).
-        torch._assert_async(((lengths >= 0) & (lengths <= steps)).all(),
-                            f"{op}: lengths must lie in [0, T] = [0, {steps}]")
+        # the same assert is an op of the graph (a host check would need the values while tracing), and its message
+        # leaves T out: formatting a traced size would pin it (a recompile for every new length).
+        bound = "T" if torch.compiler.is_compiling() else f"T = {steps}"
+        torch._assert_async(((lengths >= 0) & (lengths <= steps)).all(), f"{op}: lengths must lie in [0, {bound}]")
     return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
 
 

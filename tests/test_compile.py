@@ -86,3 +86,36 @@ def test_a_subclass_of_torch_nn_lstm_would_not_compile_so_the_drop_ins_build_on_
     assert isinstance(drop_in, torch.nn.RNNBase) and not isinstance(drop_in, torch.nn.LSTM)
     assert not isinstance(snn.GRU(4, 6), torch.nn.GRU)
     assert isinstance(snn.LSTMCell(4, 6), torch.nn.LSTMCell) and isinstance(snn.GRUCell(4, 6), torch.nn.GRUCell)
+
+
+def test_compiled_encoder_and_decoder_step_keep_sizes_symbolic():
+    """Issue 17.6: a Seq2Seq compiled with dynamic shapes and fed 20 batches of random source lengths 5-100
+    recompiles a handful of times at most. The encoder and the decoder step are what gets compiled (a whole model's
+    decoder is a Python loop over target steps, which Dynamo unrolls). Neither the model's input checks nor
+    functional's lengths check read values on the host or format a size while tracing."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(src_vocab_size=20, tgt_vocab_size=20, embed_dim=8, hidden_size=12,
+                                  encoder_layers=2, dropout=0.0)).eval()
+    encode_counter, step_counter = CompileCounter(), CompileCounter()
+    encode = torch.compile(model.encode, backend=encode_counter, dynamic=True)
+    decode_step = torch.compile(model.decode_step, backend=step_counter, dynamic=True)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(20):
+            source_len, batch = int(torch.randint(5, 101, (1,), generator=generator)), 3
+            lengths = torch.randint(1, source_len + 1, (batch,), generator=generator)
+            lengths[0] = source_len
+            src = torch.randint(3, 20, (batch, source_len), generator=generator)
+            src[torch.arange(source_len) >= lengths.unsqueeze(1)] = PAD_ID
+            encoded, expected = encode(src, lengths), model.encode(src, lengths)
+            torch.testing.assert_close(encoded.memory, expected.memory)
+            state, tokens = model.init_state(encoded), torch.full((batch,), BOS_ID)
+            for _ in range(3):
+                logits, state, _ = decode_step(tokens, state, encoded)
+                tokens = logits.argmax(-1)
+    assert encode_counter.frame_count <= 2
+    assert step_counter.frame_count <= 2  # the first step's state (init_state's) has other strides than later ones
+    with pytest.raises(RuntimeError, match="lengths must lie in"):
+        encode(src, lengths + 200)

@@ -374,7 +374,7 @@ def test_layer_torch_compile_traces_the_op_in_one_graph(kind):
     for got, expected in zip(traced, eager):
         torch.testing.assert_close(got, expected)
     # functional's range check on lengths is an op of the graph there (no host read while tracing).
-    with pytest.raises(RuntimeError, match=r"lengths must lie in \[0, T\] = \[0, 5\]"):
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[0, T\]"):
         compiled_run(**{**args, "lengths": torch.tensor([5, 9, 1])})
 
 

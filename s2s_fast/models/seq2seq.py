@@ -83,7 +83,11 @@ class Seq2Seq(nn.Module):
                             f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
         if tokens.dim() != 2:
             raise ValueError(f"Seq2Seq: {name} must be [B, T], got shape {list(tokens.shape)}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+        if torch.compiler.is_compiling():
+            # An op of the graph: reading the values on the host while tracing would break the graph and pin sizes.
+            torch._assert_async(((tokens >= 0) & (tokens < vocab)).all(),
+                                f"Seq2Seq: {name} holds ids outside the vocabulary [0, {vocab})")
+        elif tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
             raise ValueError(f"Seq2Seq: {name} holds ids outside the vocabulary [0, {vocab}): "
                              f"min {int(tokens.min())}, max {int(tokens.max())}")
 
@@ -95,7 +99,10 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"Seq2Seq: src_lengths must be integer [B] = [{src.shape[0]}], got "
                              f"{src_lengths.dtype} of shape {list(src_lengths.shape)}")
         host = src_lengths.cpu()
-        if src.shape[0] and (int(host.min()) < 1 or int(host.max()) > src.shape[1]):
+        if torch.compiler.is_compiling():
+            torch._assert_async(((host >= 1) & (host <= src.shape[1])).all(),
+                                "Seq2Seq: src_lengths must lie in [1, S]")
+        elif src.shape[0] and (int(host.min()) < 1 or int(host.max()) > src.shape[1]):
             raise ValueError(f"Seq2Seq: src_lengths must lie in [1, S] = [1, {src.shape[1]}], got min "
                              f"{int(host.min())} and max {int(host.max())}")
         return host
