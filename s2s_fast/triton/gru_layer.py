@@ -22,6 +22,7 @@ backward: the h states and the gate values [T, B, 4H] (input dtype), O(T*B*H); t
 gate gradients [T, B, 3H].
 """
 
+import functools
 from typing import Optional
 
 import torch
@@ -31,6 +32,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .gru_cell import gru_gates_matmul, gru_pointwise, gru_pointwise_backward, store_gru_gate_grads
+from .step_graphs import replay_by_default, run_steps
 from .utils import (INDEX_LIMIT, device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit,
                     step_at)
 
@@ -226,10 +228,40 @@ def _gru_layer_bwd_kernel(
                             BLOCK_K)
 
 
+def _launch_forward(tensors, reverse: bool, persistent: bool, precision: str) -> None:
+    """The forward's kernel launches on ``tensors`` (gru_layer_fwd's buffers by name; bias_hh and lengths may be
+    None), strides read from them: the caller's tensors or a step graph's static copies."""
+    input_gates, weight_hh, bias_hh, lengths, states_h = (tensors[name] for name in (
+        "input_gates", "weight_hh", "bias_hh", "lengths", "states_h"))
+    steps, batch, hidden = tensors["output"].shape
+    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
+            lengths if lengths is not None else states_h, states_h, tensors["output"], tensors["saved"])
+    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
+    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
+                 DOT_PRECISION=precision)
+    launch_rnn_layer(wrap_triton(_gru_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
+                     hidden=hidden, dtype=states_h.dtype, reverse=reverse, persistent=persistent, backward=False)
+
+
+def _launch_backward(tensors, reverse: bool, persistent: bool, precision: str) -> None:
+    """The backward's kernel launches on ``tensors`` (gru_layer_bwd's buffers by name; lengths may be None)."""
+    grad_output, weight_hh, lengths, grad_h = (tensors[name] for name in ("grad_output", "weight_hh", "lengths",
+                                                                           "grad_h"))
+    steps, batch, hidden = grad_output.shape
+    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, tensors["states_h"],
+            tensors["saved"], tensors["grad_input_gates"], tensors["grad_hidden_gates"], grad_h)
+    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
+    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=precision)
+    launch_rnn_layer(wrap_triton(_gru_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
+                     hidden=hidden, dtype=tensors["saved"].dtype, reverse=reverse, persistent=persistent,
+                     backward=True)
+
+
 @triton_op("s2s_fast::triton_gru_layer_fwd", mutates_args={})
 def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
                   bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor], lengths: Optional[torch.Tensor],
-                  reverse: bool, persistent: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  reverse: bool, persistent: bool,
+                  graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shapes as gru_layer; returns (output [T, B, H], hy [B, H], and for backward: states_h [T+1, B, H],
     saved gate values [T, B, 4H])."""
     steps, batch, _ = input.shape
@@ -241,22 +273,23 @@ def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor
     states_h[initial] = hx
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
     saved = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
-    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
-            lengths if lengths is not None else hx, states_h, output, saved)
-    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
-    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
-                 DOT_PRECISION=dot_precision(input.dtype))
+    tensors = dict(input_gates=input_gates, weight_hh=weight_hh, bias_hh=bias_hh, lengths=lengths, states_h=states_h,
+                   output=output, saved=saved)
+    precision = dot_precision(input.dtype)
     with device_guard(input):
-        launch_rnn_layer(wrap_triton(_gru_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=False)
+        run_steps(("gru_layer_fwd", reverse, persistent, precision),
+                  functools.partial(_launch_forward, reverse=reverse, persistent=persistent, precision=precision),
+                  tensors, graph=graph and not persistent, written=("states_h", "output", "saved"),
+                  fresh=("output", "saved"))
     return output, states_h[final].clone(), states_h, saved
 
 
 @triton_op("s2s_fast::triton_gru_layer_bwd", mutates_args={})
 def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch.Tensor, weight_ih: torch.Tensor,
                   weight_hh: torch.Tensor, lengths: Optional[torch.Tensor], reverse: bool, persistent: bool,
-                  states_h: torch.Tensor, saved: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                        torch.Tensor, torch.Tensor, torch.Tensor]:
+                  states_h: torch.Tensor, saved: torch.Tensor,
+                  graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                torch.Tensor]:
     """Gradients (input, hx, weight_ih, weight_hh, bias_ih, bias_hh) from those of (output, hy)."""
     steps, batch, input_size = input.shape
     hidden = grad_hy.shape[1]
@@ -264,13 +297,14 @@ def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch
     grad_hidden_gates = torch.empty_like(grad_input_gates)
     # The kernels update it in place: a fresh contiguous float32 copy, never the incoming gradient.
     grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, states_h, saved, grad_input_gates,
-            grad_hidden_gates, grad_h)
-    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
-    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
+    tensors = dict(grad_output=grad_output, weight_hh=weight_hh, lengths=lengths, states_h=states_h, saved=saved,
+                   grad_input_gates=grad_input_gates, grad_hidden_gates=grad_hidden_gates, grad_h=grad_h)
+    precision = dot_precision(input.dtype)
     with device_guard(input):
-        launch_rnn_layer(wrap_triton(_gru_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=True)
+        run_steps(("gru_layer_bwd", reverse, persistent, precision),
+                  functools.partial(_launch_backward, reverse=reverse, persistent=persistent, precision=precision),
+                  tensors, graph=graph and not persistent, written=("grad_input_gates", "grad_hidden_gates", "grad_h"),
+                  fresh=("grad_input_gates", "grad_hidden_gates"))
     # The first step's hidden gates took hx: its recurrent term (zero for rows of length 0) completes grad hx.
     grad_hx = grad_h + (grad_hidden_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)
     flat_input_gates = grad_input_gates.reshape(steps * batch, 3 * hidden)
@@ -284,29 +318,31 @@ def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent = inputs
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent, graph = inputs
     states_h, saved = output[2:]
     ctx.mark_non_differentiable(states_h, saved)
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.reverse = reverse
     ctx.persistent = persistent
+    ctx.graph = graph
     ctx.save_for_backward(input, weight_ih, weight_hh, lengths, states_h, saved)
 
 
 def _backward(ctx, grad_output, grad_hy, *_):
     input, weight_ih, weight_hh, lengths, states_h, saved = ctx.saved_tensors
     grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = gru_layer_bwd(
-        grad_output, grad_hy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h, saved)
+        grad_output, grad_hy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h, saved,
+        ctx.graph)
     has_bias_ih, has_bias_hh = ctx.has_bias
     return (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih if has_bias_ih else None,
-            grad_b_hh if has_bias_hh else None, None, None, None)
+            grad_b_hh if has_bias_hh else None, None, None, None, None)
 
 
 gru_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
-              persistent=None):
+              persistent=None, graph=None):
     """One fused GRU layer, one direction; arguments and results as s2s_fast.functional.gru_layer.
 
     Args:
@@ -314,14 +350,19 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
         lengths: int64 [B] in [0, T] on the input's device, or None. reverse: run each row backwards.
         persistent: one launch for all steps (True), one launch per step (False), or None for
             ``utils.persistent_schedule``'s choice; both compute the same results.
+        graph: in the per-step schedule, replay the steps' launches, forward and backward, from a graph captured
+            per shape (True; see step_graphs), launch them one by one (False), or None for
+            ``step_graphs.replay_by_default``'s choice; the same results.
 
     Returns:
         (output [T, B, H], hy [B, H]).
     """
     if persistent is None:
         persistent = persistent_schedule(3, hx.shape[1], input.dtype, input.shape[0])
+    if graph is None:
+        graph = not persistent and replay_by_default(input, input.shape[0])
     output, hy, *_ = gru_layer_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-                                   bool(persistent))
+                                   bool(persistent), bool(graph))
     return output, hy
 
 

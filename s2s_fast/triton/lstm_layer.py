@@ -26,6 +26,7 @@ step kernels, a few library GEMMs (input projections, weight gradients). Saved f
 dtype), the c states (float32) and the activated gates, O(T*B*H).
 """
 
+import functools
 from typing import Optional
 
 import torch
@@ -35,6 +36,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward
+from .step_graphs import replay_by_default, run_steps
 from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit, step_at
 
 PROJECTION_LIMIT = ("the triton LSTM layer has no projection (weight_hr, proj_size > 0); the aten and reference "
@@ -250,12 +252,42 @@ def _lstm_layer_bwd_kernel(
                              BLOCK_K)
 
 
+def _launch_forward(tensors, reverse: bool, persistent: bool, precision: str) -> None:
+    """The forward's kernel launches on ``tensors`` (lstm_layer_fwd's buffers by name; bias_hh and lengths may be
+    None), strides read from them: the caller's tensors or a step graph's static copies."""
+    input_gates, weight_hh, bias_hh, lengths, states_h = (tensors[name] for name in (
+        "input_gates", "weight_hh", "bias_hh", "lengths", "states_h"))
+    steps, batch, hidden = tensors["output"].shape
+    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
+            lengths if lengths is not None else states_h, states_h, tensors["states_c"], tensors["output"],
+            tensors["gates"])
+    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
+    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
+                 DOT_PRECISION=precision)
+    launch_rnn_layer(wrap_triton(_lstm_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
+                     hidden=hidden, dtype=states_h.dtype, reverse=reverse, persistent=persistent, backward=False)
+
+
+def _launch_backward(tensors, reverse: bool, persistent: bool, precision: str) -> None:
+    """The backward's kernel launches on ``tensors`` (lstm_layer_bwd's buffers by name; lengths may be None)."""
+    grad_output, weight_hh, lengths, grad_h = (tensors[name] for name in ("grad_output", "weight_hh", "lengths",
+                                                                           "grad_h"))
+    steps, batch, hidden = grad_output.shape
+    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, tensors["states_c"],
+            tensors["gates"], tensors["grad_gates"], grad_h, tensors["grad_c"])
+    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
+    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=precision)
+    launch_rnn_layer(wrap_triton(_lstm_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
+                     hidden=hidden, dtype=tensors["gates"].dtype, reverse=reverse, persistent=persistent,
+                     backward=True)
+
+
 @triton_op("s2s_fast::triton_lstm_layer_fwd", mutates_args={})
 def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
                    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
-                   lengths: Optional[torch.Tensor], reverse: bool,
-                   persistent: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                              torch.Tensor]:
+                   lengths: Optional[torch.Tensor], reverse: bool, persistent: bool,
+                   graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                 torch.Tensor]:
     """Shapes as lstm_layer; returns (output [T, B, H], hy, cy [B, H], and for backward: states_h [T+1, B, H],
     states_c [T+1, B, H] float32, gates [T, B, 4H])."""
     steps, batch, _ = input.shape
@@ -269,22 +301,22 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
     states_c[initial] = cx
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
     gates = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
-    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
-            lengths if lengths is not None else hx, states_h, states_c, output, gates)
-    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
-    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
-                 DOT_PRECISION=dot_precision(input.dtype))
+    tensors = dict(input_gates=input_gates, weight_hh=weight_hh, bias_hh=bias_hh, lengths=lengths, states_h=states_h,
+                   states_c=states_c, output=output, gates=gates)
+    precision = dot_precision(input.dtype)
     with device_guard(input):
-        launch_rnn_layer(wrap_triton(_lstm_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=False)
+        run_steps(("lstm_layer_fwd", reverse, persistent, precision),
+                  functools.partial(_launch_forward, reverse=reverse, persistent=persistent, precision=precision),
+                  tensors, graph=graph and not persistent, written=("states_h", "states_c", "output", "gates"),
+                  fresh=("output", "gates"))
     return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
 
 
 @triton_op("s2s_fast::triton_lstm_layer_bwd", mutates_args={})
 def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: torch.Tensor, input: torch.Tensor,
                    weight_ih: torch.Tensor, weight_hh: torch.Tensor, lengths: Optional[torch.Tensor], reverse: bool,
-                   persistent: bool, states_h: torch.Tensor, states_c: torch.Tensor,
-                   gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                   persistent: bool, states_h: torch.Tensor, states_c: torch.Tensor, gates: torch.Tensor,
+                   graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                  torch.Tensor, torch.Tensor]:
     """Gradients (input, hx, cx, weight_ih, weight_hh, bias) from those of (output, hy, cy); bias is either's."""
     steps, batch, input_size = input.shape
@@ -293,13 +325,14 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
     # The kernels update these in place: fresh contiguous float32 copies, never the incoming gradients.
     grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     grad_c = grad_cy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, states_c, gates, grad_gates,
-            grad_h, grad_c)
-    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
-    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
+    tensors = dict(grad_output=grad_output, weight_hh=weight_hh, lengths=lengths, states_c=states_c, gates=gates,
+                   grad_gates=grad_gates, grad_h=grad_h, grad_c=grad_c)
+    precision = dot_precision(input.dtype)
     with device_guard(input):
-        launch_rnn_layer(wrap_triton(_lstm_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=True)
+        run_steps(("lstm_layer_bwd", reverse, persistent, precision),
+                  functools.partial(_launch_backward, reverse=reverse, persistent=persistent, precision=precision),
+                  tensors, graph=graph and not persistent, written=("grad_gates", "grad_h", "grad_c"),
+                  fresh=("grad_gates",))
     first = steps - 1 if reverse else 0  # the step the forward ran first (its gates took hx)
     recurrent = (grad_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)
     if lengths is not None:
@@ -314,12 +347,13 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent = inputs
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent, graph = inputs
     states_h, states_c, gates = output[3:]
     ctx.mark_non_differentiable(states_h, states_c, gates)
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.reverse = reverse
     ctx.persistent = persistent
+    ctx.graph = graph
     ctx.save_for_backward(input, weight_ih, weight_hh, lengths, states_h, states_c, gates)
 
 
@@ -327,16 +361,16 @@ def _backward(ctx, grad_output, grad_hy, grad_cy, *_):
     input, weight_ih, weight_hh, lengths, states_h, states_c, gates = ctx.saved_tensors
     grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_layer_bwd(
         grad_output, grad_hy, grad_cy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h,
-        states_c, gates)
+        states_c, gates, ctx.graph)
     return ((grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh) + bias_grads(grad_bias, *ctx.has_bias)
-            + (None, None, None))
+            + (None, None, None, None))
 
 
 lstm_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
-               weight_hr=None, persistent=None):
+               weight_hr=None, persistent=None, graph=None):
     """One fused LSTM layer, one direction; arguments and results as s2s_fast.functional.lstm_layer.
 
     Args:
@@ -345,6 +379,9 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
         weight_hr: must be None (the kernels have no projection; see limit).
         persistent: one launch for all steps (True), one launch per step (False), or None for
             ``utils.persistent_schedule``'s choice; both compute the same results.
+        graph: in the per-step schedule, replay the steps' launches, forward and backward, from a graph captured
+            per shape (True; see step_graphs), launch them one by one (False), or None for
+            ``step_graphs.replay_by_default``'s choice; the same results.
 
     Returns:
         (output [T, B, H], hy [B, H], cy [B, H]).
@@ -353,8 +390,10 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
         raise ValueError(PROJECTION_LIMIT)
     if persistent is None:
         persistent = persistent_schedule(4, hx.shape[1], input.dtype, input.shape[0])
+    if graph is None:
+        graph = not persistent and replay_by_default(input, input.shape[0])
     output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-                                        bool(persistent))
+                                        bool(persistent), bool(graph))
     return output, hy, cy
 
 

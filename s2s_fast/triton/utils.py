@@ -4,10 +4,13 @@ limit check every RNN op shares (rnn_limit)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import triton
 import triton.language as tl
+
+from .step_graphs import launch
 
 # Programs per launch that keep an H100's 132 multiprocessors busy.
 ENOUGH_PROGRAMS = 128
@@ -117,20 +120,21 @@ def launch_rnn_layer(kernel, args: tuple, sizes: tuple, flags: dict, *, steps: i
                      dtype: torch.dtype, reverse: bool, persistent: bool, backward: bool) -> None:
     """Launch an RNN layer kernel (``wrap_triton``-wrapped, arguments ``*args, step, steps, *sizes``, constexprs
     ``PERSISTENT``, ``**flags``, ``HAS_NEXT`` for backward kernels and the blocks) in either schedule: once over
-    the batch tiles, or once per step over (batch tiles x hidden tiles), the backward in reverse step order."""
+    the batch tiles, or once per step over (batch tiles x hidden tiles), the backward in reverse step order. Each
+    launch goes through step_graphs.launch, so a stand-in step graph can record it."""
     if persistent:
         block_b, block_h, block_k = persistent_blocks(batch, hidden, dtype)
         has_next = dict(HAS_NEXT=True) if backward else {}
-        kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags, **has_next,
-                                              BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        launch(functools.partial(kernel[(triton.cdiv(batch, block_b),)], *args, 0, steps, *sizes, PERSISTENT=True,
+                                 **flags, **has_next, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k))
         return
     block_b, block_h, block_k = gemm_blocks(batch, hidden, dtype)
     grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
     order = step_order(steps, reverse)
     for index, step in enumerate(reversed(order) if backward else order):
         has_next = dict(HAS_NEXT=index > 0) if backward else {}
-        kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, **has_next, BLOCK_B=block_b,
-                     BLOCK_H=block_h, BLOCK_K=block_k)
+        launch(functools.partial(kernel[grid], *args, step, steps, *sizes, PERSISTENT=False, **flags, **has_next,
+                                 BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k))
 
 
 def device_guard(tensor: torch.Tensor):
