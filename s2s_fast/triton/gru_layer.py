@@ -14,7 +14,8 @@ are then one GEMM (or sum) each over all steps.
 
 Two schedules of the same tiles, with the same results, as the LSTM layer (see s2s_fast.triton.lstm_layer):
 persistent (one launch; program p runs every step of batch rows [16p, 16p+16), a barrier between steps) and per
-step (T launches over batch tiles x hidden tiles); ``utils.persistent_schedule`` picks one.
+step (T launches over batch tiles x hidden tiles, optionally replayed from a graph captured per shape);
+``utils.persistent_schedule`` picks one, ``step_graphs.replay_by_default`` whether the per-step one replays.
 
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
 with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in both schedules. Saved for

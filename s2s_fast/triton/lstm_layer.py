@@ -17,8 +17,10 @@ Two schedules of the same tiles, with the same results:
   sync is needed). No per-step launches; each program streams all of W_hh per step, and there are only
   ceil(B / 16) programs.
 - per step: T launches per forward and T per backward, each over (batch tiles x hidden tiles) programs, W_hh
-  spread over them.
-``utils.persistent_schedule`` picks one (persistent while W_hh has at most PERSISTENT_MAX_WEIGHT_BYTES).
+  spread over them; optionally replayed from a graph captured per shape (step_graphs), from a shape's third call
+  a few copies and one replay per pass.
+``utils.persistent_schedule`` picks one (persistent while W_hh has at most PERSISTENT_MAX_WEIGHT_BYTES), and
+``step_graphs.replay_by_default`` whether the per-step one replays.
 
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
 with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in both schedules. Besides the
