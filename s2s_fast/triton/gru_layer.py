@@ -229,35 +229,6 @@ def _gru_layer_bwd_kernel(
                             BLOCK_K)
 
 
-def _launch_forward(tensors, reverse: bool, persistent: bool, precision: str) -> None:
-    """The forward's kernel launches on ``tensors`` (gru_layer_fwd's buffers by name; bias_hh and lengths may be
-    None), strides read from them: the caller's tensors or a step graph's static copies."""
-    input_gates, weight_hh, bias_hh, lengths, states_h = (tensors[name] for name in (
-        "input_gates", "weight_hh", "bias_hh", "lengths", "states_h"))
-    steps, batch, hidden = tensors["output"].shape
-    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
-            lengths if lengths is not None else states_h, states_h, tensors["output"], tensors["saved"])
-    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
-    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
-                 DOT_PRECISION=precision)
-    launch_rnn_layer(wrap_triton(_gru_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                     hidden=hidden, dtype=states_h.dtype, reverse=reverse, persistent=persistent, backward=False)
-
-
-def _launch_backward(tensors, reverse: bool, persistent: bool, precision: str) -> None:
-    """The backward's kernel launches on ``tensors`` (gru_layer_bwd's buffers by name; lengths may be None)."""
-    grad_output, weight_hh, lengths, grad_h = (tensors[name] for name in ("grad_output", "weight_hh", "lengths",
-                                                                           "grad_h"))
-    steps, batch, hidden = grad_output.shape
-    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, tensors["states_h"],
-            tensors["saved"], tensors["grad_input_gates"], tensors["grad_hidden_gates"], grad_h)
-    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
-    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=precision)
-    launch_rnn_layer(wrap_triton(_gru_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                     hidden=hidden, dtype=tensors["saved"].dtype, reverse=reverse, persistent=persistent,
-                     backward=True)
-
-
 @triton_op("s2s_fast::triton_gru_layer_fwd", mutates_args={})
 def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
                   bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor], lengths: Optional[torch.Tensor],
@@ -277,10 +248,12 @@ def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor
     tensors = dict(input_gates=input_gates, weight_hh=weight_hh, bias_hh=bias_hh, lengths=lengths, states_h=states_h,
                    output=output, saved=saved)
     precision = dot_precision(input.dtype)
+    launch_steps = functools.partial(launch_rnn_layer, wrap_triton(_gru_layer_fwd_kernel),
+                                     buffers=("output", "saved"),
+                                     reverse=reverse, persistent=persistent, precision=precision, backward=False)
     with device_guard(input):
-        run_steps(("gru_layer_fwd", reverse, persistent, precision),
-                  functools.partial(_launch_forward, reverse=reverse, persistent=persistent, precision=precision),
-                  tensors, graph=graph and not persistent, written=("states_h", "output", "saved"),
+        run_steps(("gru_layer_fwd", reverse, persistent, precision), launch_steps, tensors,
+                  graph=graph and not persistent, written=("states_h", "output", "saved"),
                   fresh=("output", "saved"))
     return output, states_h[final].clone(), states_h, saved
 
@@ -301,10 +274,12 @@ def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch
     tensors = dict(grad_output=grad_output, weight_hh=weight_hh, lengths=lengths, states_h=states_h, saved=saved,
                    grad_input_gates=grad_input_gates, grad_hidden_gates=grad_hidden_gates, grad_h=grad_h)
     precision = dot_precision(input.dtype)
+    launch_steps = functools.partial(launch_rnn_layer, wrap_triton(_gru_layer_bwd_kernel),
+                                     buffers=("states_h", "saved", "grad_input_gates", "grad_hidden_gates", "grad_h"),
+                                     reverse=reverse, persistent=persistent, precision=precision, backward=True)
     with device_guard(input):
-        run_steps(("gru_layer_bwd", reverse, persistent, precision),
-                  functools.partial(_launch_backward, reverse=reverse, persistent=persistent, precision=precision),
-                  tensors, graph=graph and not persistent, written=("grad_input_gates", "grad_hidden_gates", "grad_h"),
+        run_steps(("gru_layer_bwd", reverse, persistent, precision), launch_steps, tensors,
+                  graph=graph and not persistent, written=("grad_input_gates", "grad_hidden_gates", "grad_h"),
                   fresh=("grad_input_gates", "grad_hidden_gates"))
     # The first step's hidden gates took hx: its recurrent term (zero for rows of length 0) completes grad hx.
     grad_hx = grad_h + (grad_hidden_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)

@@ -254,36 +254,6 @@ def _lstm_layer_bwd_kernel(
                              BLOCK_K)
 
 
-def _launch_forward(tensors, reverse: bool, persistent: bool, precision: str) -> None:
-    """The forward's kernel launches on ``tensors`` (lstm_layer_fwd's buffers by name; bias_hh and lengths may be
-    None), strides read from them: the caller's tensors or a step graph's static copies."""
-    input_gates, weight_hh, bias_hh, lengths, states_h = (tensors[name] for name in (
-        "input_gates", "weight_hh", "bias_hh", "lengths", "states_h"))
-    steps, batch, hidden = tensors["output"].shape
-    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
-            lengths if lengths is not None else states_h, states_h, tensors["states_c"], tensors["output"],
-            tensors["gates"])
-    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
-    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
-                 DOT_PRECISION=precision)
-    launch_rnn_layer(wrap_triton(_lstm_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                     hidden=hidden, dtype=states_h.dtype, reverse=reverse, persistent=persistent, backward=False)
-
-
-def _launch_backward(tensors, reverse: bool, persistent: bool, precision: str) -> None:
-    """The backward's kernel launches on ``tensors`` (lstm_layer_bwd's buffers by name; lengths may be None)."""
-    grad_output, weight_hh, lengths, grad_h = (tensors[name] for name in ("grad_output", "weight_hh", "lengths",
-                                                                           "grad_h"))
-    steps, batch, hidden = grad_output.shape
-    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, tensors["states_c"],
-            tensors["gates"], tensors["grad_gates"], grad_h, tensors["grad_c"])
-    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
-    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=precision)
-    launch_rnn_layer(wrap_triton(_lstm_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                     hidden=hidden, dtype=tensors["gates"].dtype, reverse=reverse, persistent=persistent,
-                     backward=True)
-
-
 @triton_op("s2s_fast::triton_lstm_layer_fwd", mutates_args={})
 def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
                    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
@@ -306,10 +276,12 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
     tensors = dict(input_gates=input_gates, weight_hh=weight_hh, bias_hh=bias_hh, lengths=lengths, states_h=states_h,
                    states_c=states_c, output=output, gates=gates)
     precision = dot_precision(input.dtype)
+    launch_steps = functools.partial(launch_rnn_layer, wrap_triton(_lstm_layer_fwd_kernel),
+                                     buffers=("states_c", "output", "gates"),
+                                     reverse=reverse, persistent=persistent, precision=precision, backward=False)
     with device_guard(input):
-        run_steps(("lstm_layer_fwd", reverse, persistent, precision),
-                  functools.partial(_launch_forward, reverse=reverse, persistent=persistent, precision=precision),
-                  tensors, graph=graph and not persistent, written=("states_h", "states_c", "output", "gates"),
+        run_steps(("lstm_layer_fwd", reverse, persistent, precision), launch_steps, tensors,
+                  graph=graph and not persistent, written=("states_h", "states_c", "output", "gates"),
                   fresh=("output", "gates"))
     return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
 
@@ -330,10 +302,12 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
     tensors = dict(grad_output=grad_output, weight_hh=weight_hh, lengths=lengths, states_c=states_c, gates=gates,
                    grad_gates=grad_gates, grad_h=grad_h, grad_c=grad_c)
     precision = dot_precision(input.dtype)
+    launch_steps = functools.partial(launch_rnn_layer, wrap_triton(_lstm_layer_bwd_kernel),
+                                     buffers=("states_c", "gates", "grad_gates", "grad_h", "grad_c"),
+                                     reverse=reverse, persistent=persistent, precision=precision, backward=True)
     with device_guard(input):
-        run_steps(("lstm_layer_bwd", reverse, persistent, precision),
-                  functools.partial(_launch_backward, reverse=reverse, persistent=persistent, precision=precision),
-                  tensors, graph=graph and not persistent, written=("grad_gates", "grad_h", "grad_c"),
+        run_steps(("lstm_layer_bwd", reverse, persistent, precision), launch_steps, tensors,
+                  graph=graph and not persistent, written=("grad_gates", "grad_h", "grad_c"),
                   fresh=("grad_gates",))
     first = steps - 1 if reverse else 0  # the step the forward ran first (its gates took hx)
     recurrent = (grad_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)

@@ -116,19 +116,42 @@ def step_order(steps: int, reverse: bool) -> range:
     return range(steps - 1, -1, -1) if reverse else range(steps)
 
 
-def launch_rnn_layer(kernel, args: tuple, sizes: tuple, flags: dict, *, steps: int, batch: int, hidden: int,
-                     dtype: torch.dtype, reverse: bool, persistent: bool, backward: bool) -> None:
-    """Launch an RNN layer kernel (``wrap_triton``-wrapped, arguments ``*args, step, steps, *sizes``, constexprs
-    ``PERSISTENT``, ``**flags``, ``HAS_NEXT`` for backward kernels and the blocks) in either schedule: once over
-    the batch tiles, or once per step over (batch tiles x hidden tiles), the backward in reverse step order. Each
-    launch goes through step_graphs.launch, so a stand-in step graph can record it."""
+def launch_rnn_layer(kernel, tensors: dict, buffers: tuple, *, reverse: bool, persistent: bool, precision: str,
+                     backward: bool) -> None:
+    """Launch an RNN layer kernel (``wrap_triton``-wrapped) in either schedule on ``tensors`` (by name; sizes and
+    strides read from them, so a step graph's static copies serve as the caller's tensors do): once over the batch
+    tiles, or once per step over (batch tiles x hidden tiles), the backward in reverse step order. Each launch goes
+    through step_graphs.launch, so a stand-in step graph can record it.
+
+    The kernel's arguments: forward ``input_gates, weight_hh, bias_hh, lengths, states_h, *buffers, step, steps,
+    batch, hidden, W_hh's strides, b_hh's stride``; backward ``grad_output, weight_hh, lengths, *buffers, step,
+    steps, batch, hidden, grad_output's strides (b, t, h), W_hh's strides``; an absent bias or lengths (None) passes
+    another pointer, never read. Constexprs ``PERSISTENT``, ``REVERSE``, ``HAS_BIAS_HH`` (forward), ``HAS_NEXT``
+    (backward), ``HAS_LENGTHS``, ``DOT_PRECISION`` and the blocks.
+    """
+    weight_hh, lengths = tensors["weight_hh"], tensors["lengths"]
+    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=precision)
+    if backward:
+        grad_output = tensors["grad_output"]
+        steps, batch, hidden = grad_output.shape
+        head = (grad_output, weight_hh, lengths if lengths is not None else tensors["grad_h"])
+        sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2),
+                 *weight_hh.stride())
+    else:
+        bias_hh, states_h = tensors["bias_hh"], tensors["states_h"]
+        steps, batch, hidden = tensors["output"].shape
+        head = (tensors["input_gates"], weight_hh, bias_hh if bias_hh is not None else weight_hh,
+                lengths if lengths is not None else states_h, states_h)
+        sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
+        flags["HAS_BIAS_HH"] = bias_hh is not None
+    args = head + tuple(tensors[name] for name in buffers)
     if persistent:
-        block_b, block_h, block_k = persistent_blocks(batch, hidden, dtype)
+        block_b, block_h, block_k = persistent_blocks(batch, hidden, weight_hh.dtype)
         has_next = dict(HAS_NEXT=True) if backward else {}
         launch(functools.partial(kernel[(triton.cdiv(batch, block_b),)], *args, 0, steps, *sizes, PERSISTENT=True,
                                  **flags, **has_next, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k))
         return
-    block_b, block_h, block_k = gemm_blocks(batch, hidden, dtype)
+    block_b, block_h, block_k = gemm_blocks(batch, hidden, weight_hh.dtype)
     grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
     order = step_order(steps, reverse)
     for index, step in enumerate(reversed(order) if backward else order):
