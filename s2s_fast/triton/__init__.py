@@ -14,6 +14,7 @@ import functools
 import torch
 
 from . import additive_attention, gru_cell, gru_layer, lstm_cell, lstm_layer
+from . import utils
 from .utils import interpreting
 
 OPS = {
@@ -28,7 +29,8 @@ OPS = {
 VARIANTS = {
     op: {"persistent": (functools.partial(layer, persistent=True), None),
          "per step": (functools.partial(layer, persistent=False, graph=False), None),
-         "per step + graph": (functools.partial(layer, persistent=False, graph=True), None)}
+         "per step + graph": (functools.partial(layer, persistent=False, graph=True), None),
+         "persistent spread": (functools.partial(layer, spread=True), utils.spread_limit)}
     for op, layer in (("lstm_layer", lstm_layer.lstm_layer), ("gru_layer", gru_layer.gru_layer))
 }
 LIMITS = {
