@@ -6,16 +6,21 @@ torch.compile and autocast; they skip without a GPU.
 """
 
 import collections
+import contextlib
 import functools
 
 import pytest
 import torch
 
-import s2s_fast
-from s2s_fast import backends, reference
-from s2s_fast import functional as F
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+
+import s2s_fast  # noqa: E402
+from s2s_fast import backends, reference  # noqa: E402
+from s2s_fast import functional as F  # noqa: E402
 from s2s_fast.testing import LOW_PRECISION_ERROR_RATIO, compare_with_reference, forward_backward, poison_, \
-    relative_error
+    relative_error  # noqa: E402
+from s2s_fast.triton.utils import wait_for_batch_tile  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 _reason = backends.unavailable_reason("triton", DEVICE)
@@ -226,16 +231,18 @@ def _kernels(kind):
     return f"_{kind}_layer_fwd_kernel", f"_{kind}_layer_bwd_kernel"
 
 
-@pytest.mark.parametrize("variant", ["persistent", "per step"])
+@pytest.mark.parametrize("variant", ["persistent", "persistent spread", "per step"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_rnn_layer_launches_per_call(launches, step_graph_cache, kind, variant):
-    """Triton launches of one layer call of T steps, forward and backward: persistent 1 + 1, per step T + T (each
-    step's gate GEMM and cell in one kernel)."""
+    """Triton launches of one layer call of T steps, forward and backward: persistent (either) 1 + 1, per step
+    T + T (each step's gate GEMM and cell in one kernel)."""
     steps = 5
     forward, backward = _kernels(kind)
     for _ in range(2):
-        compare_with_reference(*_layer_call(kind, variant, steps=steps))
-        expected = {forward: 1, backward: 1} if variant == "persistent" else {forward: steps, backward: steps}
+        with _programs_at_once() if variant == "persistent spread" else contextlib.nullcontext():
+            compare_with_reference(*_layer_call(kind, variant, steps=steps))
+        one = variant.startswith("persistent")
+        expected = {forward: 1, backward: 1} if one else {forward: steps, backward: steps}
         assert launches.take() == (expected, 0, {})
     assert len(step_graph_cache) == 0
 
@@ -298,6 +305,94 @@ def test_auto_never_replays_on_the_interpreter(launches, step_graph_cache, layer
         count = 1 if layer_schedule == "persistent" else 9
         assert launches.take() == ({"_lstm_layer_fwd_kernel": count, "_lstm_layer_bwd_kernel": count}, 0, {})
     assert len(step_graph_cache) == 0
+
+
+@contextlib.contextmanager
+def _programs_at_once():
+    """The spread schedule's programs wait for each other: on the CPU, run the interpreter's programs of a launch
+    at once, one thread each (on a GPU they are)."""
+    if DEVICE.type == "cuda":
+        yield
+        return
+    from s2s_fast.triton.interpreter_threads import concurrent_programs
+
+    with concurrent_programs(timeout_s=120):
+        yield
+
+
+@pytest.mark.parametrize("steps,batch,input_size,hidden,lengths", [
+    (1, 1, 3, 5, None),
+    (4, 17, 9, 33, [4, 0, 2, 1, 3, 4, 4, 0, 1, 2, 3, 4, 1, 1, 0, 2, 3]),  # 2 batch tiles x 3 hidden tiles
+])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_spread_matches_reference(poisoned_allocations, kind, steps, batch, input_size, hidden, lengths,
+                                            reverse):
+    """The spread persistent schedule (one program per batch tile x hidden tile for all steps, a barrier across a
+    batch tile's programs between steps), forward and every gradient; the programs run at once, each at a pace of
+    its own, so a missing or miscounted barrier shows."""
+    with _programs_at_once():
+        compare_with_reference(*_layer_call(kind, "persistent spread", steps=steps, batch=batch,
+                                            input_size=input_size, hidden=hidden, lengths=lengths, reverse=reverse))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_spread_strided_inputs_without_bias(kind):
+    fused, unfused, inputs = _layer_call(kind, "persistent spread", steps=3, batch=3, input_size=5, hidden=20,
+                                         lengths=(2, 3, 1), bias=False)
+    with _programs_at_once():
+        compare_with_reference(_with_strided_inputs(fused, tuple(inputs)), unfused, inputs)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the interpreter's limit")
+def test_spread_schedule_is_refused_where_programs_run_one_after_another():
+    """Under the plain interpreter a program waiting at the barrier would wait forever: the call is refused, and the
+    benchmarks list the variant unavailable, saying why."""
+    import s2s_fast.triton
+
+    fused, _, inputs = _layer_call("lstm", "persistent spread")
+    _, limit = s2s_fast.triton.VARIANTS["lstm_layer"]["persistent spread"]
+    assert "one after another" in limit(*inputs.values())
+    with pytest.raises(ValueError, match="one after another"):
+        fused(**inputs)
+
+
+def test_spread_blocks_keep_one_program_per_multiprocessor():
+    from s2s_fast.triton.utils import spread_blocks
+
+    assert spread_blocks(64, 512, torch.float16, 132) == (16, 16, 64)  # 4 x 32 programs
+    assert spread_blocks(128, 512, torch.float32, 132) == (32, 16, 32)  # 4 x 32
+    assert spread_blocks(256, 1024, torch.bfloat16, 132) == (64, 32, 64)  # 4 x 32
+    assert spread_blocks(1024, 4096, torch.float16, 132) is None
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the interpreter's threads")
+@pytest.mark.parametrize("arrivals_needed,finishes", [(3, True), (4, False)])
+def test_concurrent_programs_end_a_barrier_not_every_program_reaches(arrivals_needed, finishes):
+    """Three programs meet at utils.wait_for_batch_tile: all pass when it waits for three arrivals; when it waits
+    for a fourth, the launch fails after the timeout instead of hanging, and its programs end."""
+    import threading
+
+    from s2s_fast.triton.interpreter_threads import ProgramsStillWaiting, concurrent_programs
+
+    arrivals = torch.zeros(1, dtype=torch.int32)
+    passed = torch.zeros(3, dtype=torch.int32)
+    threads_before = threading.active_count()
+    with concurrent_programs(timeout_s=5):
+        if finishes:
+            _meet[(3,)](arrivals, passed, arrivals_needed)
+        else:
+            with pytest.raises(Exception) as raised:
+                _meet[(3,)](arrivals, passed, arrivals_needed)
+            assert isinstance(raised.value.__cause__ or raised.value, ProgramsStillWaiting)
+    assert passed.tolist() == ([1, 1, 1] if finishes else [0, 0, 0])
+    assert threading.active_count() == threads_before
+
+
+@triton.jit
+def _meet(arrivals_ptr, passed_ptr, arrivals_needed):
+    wait_for_batch_tile(arrivals_ptr, arrivals_needed)
+    tl.store(passed_ptr + tl.program_id(0), 1)
 
 
 def _cumulative_sums(tensors):
@@ -591,6 +686,28 @@ def test_rnn_layer_schedules_on_the_gpu(layer_schedule, kind, dtype, reverse):
                                            functools.partial(fn, backend="reference"), inputs, dtype)
     for index, (ours, theirs) in enumerate(zip(fused, unfused)):
         assert ours <= LOW_PRECISION_ERROR_RATIO * theirs, f"result {index}: error {ours:.3g}, reference {theirs:.3g}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_spread_on_the_gpu(kind, dtype, reverse):
+    """The spread schedule where its barrier meets the GPU's memory model (the interpreter's threads see every store
+    at once): 3 batch tiles x 10 hidden tiles of programs waiting for each other every step, and a grid of 128
+    programs (B = 64, H = 512), each against the reference."""
+    for steps, batch, input_size, hidden in ((24, 40, 48, 160), (6, 64, 32, 512)):
+        lengths = torch.randint(0, steps + 1, (batch,)).tolist()
+        lengths[0] = steps
+        fused, unfused, inputs = _layer_call(kind, "persistent spread", steps=steps, batch=batch,
+                                             input_size=input_size, hidden=hidden, lengths=lengths, reverse=reverse)
+        if dtype == torch.float32:
+            compare_with_reference(fused, unfused, inputs)
+            continue
+        ours, theirs = _low_precision_errors(fused, unfused, inputs, dtype)
+        for index, (error, reference_error) in enumerate(zip(ours, theirs)):
+            assert error <= LOW_PRECISION_ERROR_RATIO * reference_error, (
+                f"result {index}: error {error:.3g}, reference {reference_error:.3g}")
 
 
 @pytest.mark.gpu
