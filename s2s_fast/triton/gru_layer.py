@@ -24,7 +24,6 @@ to one program per multiprocessor). Saved for backward: the h states and the gat
 O(T*B*H); the backward's scratch is the two gate gradients [T, B, 3H].
 """
 
-import functools
 from typing import Optional
 
 import torch
@@ -34,9 +33,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .gru_cell import gru_gates_matmul, gru_pointwise, gru_pointwise_backward, store_gru_gate_grads
-from .step_graphs import replay_by_default, run_steps
-from .utils import (INDEX_LIMIT, device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit,
-                    spread_arrivals, spread_limit, step_at, wait_for_batch_tile)
+from .utils import INDEX_LIMIT, layer_schedule, rnn_limit, run_rnn_layer, step_at, wait_for_batch_tile
 
 
 @triton.jit
@@ -273,17 +270,10 @@ def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
     saved = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
     tensors = dict(input_gates=input_gates, weight_hh=weight_hh, bias_hh=bias_hh, lengths=lengths, states_h=states_h,
-                   output=output, saved=saved,
-                   barrier=spread_arrivals(weight_hh, batch, hidden) if persistent and spread else None)
-    precision = dot_precision(input.dtype)
-    launch_steps = functools.partial(launch_rnn_layer, wrap_triton(_gru_layer_fwd_kernel),
-                                     buffers=("output", "saved"),
-                                     reverse=reverse, persistent=persistent, spread=persistent and spread,
-                                     precision=precision, backward=False)
-    with device_guard(input):
-        run_steps(("gru_layer_fwd", reverse, persistent, precision), launch_steps, tensors,
-                  graph=graph and not persistent, written=("states_h", "output", "saved"),
-                  fresh=("output", "saved"))
+                   output=output, saved=saved)
+    run_rnn_layer("gru_layer_fwd", wrap_triton(_gru_layer_fwd_kernel), tensors, ("output", "saved"),
+                  reverse=reverse, persistent=persistent, spread=spread, graph=graph, backward=False,
+                  written=("states_h", "output", "saved"), fresh=("output", "saved"))
     return output, states_h[final].clone(), states_h, saved
 
 
@@ -301,16 +291,11 @@ def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch
     # The kernels update it in place: a fresh contiguous float32 copy, never the incoming gradient.
     grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     tensors = dict(grad_output=grad_output, weight_hh=weight_hh, lengths=lengths, states_h=states_h, saved=saved,
-                   grad_input_gates=grad_input_gates, grad_hidden_gates=grad_hidden_gates, grad_h=grad_h,
-                   barrier=spread_arrivals(weight_hh, batch, hidden) if persistent and spread else None)
-    precision = dot_precision(input.dtype)
-    launch_steps = functools.partial(launch_rnn_layer, wrap_triton(_gru_layer_bwd_kernel),
-                                     buffers=("states_h", "saved", "grad_input_gates", "grad_hidden_gates", "grad_h"),
-                                     reverse=reverse, persistent=persistent, spread=persistent and spread,
-                                     precision=precision, backward=True)
-    with device_guard(input):
-        run_steps(("gru_layer_bwd", reverse, persistent, precision), launch_steps, tensors,
-                  graph=graph and not persistent, written=("grad_input_gates", "grad_hidden_gates", "grad_h"),
+                   grad_input_gates=grad_input_gates, grad_hidden_gates=grad_hidden_gates, grad_h=grad_h)
+    run_rnn_layer("gru_layer_bwd", wrap_triton(_gru_layer_bwd_kernel), tensors,
+                  ("states_h", "saved", "grad_input_gates", "grad_hidden_gates", "grad_h"), reverse=reverse,
+                  persistent=persistent, spread=spread, graph=graph, backward=True,
+                  written=("grad_input_gates", "grad_hidden_gates", "grad_h"),
                   fresh=("grad_input_gates", "grad_hidden_gates"))
     # The first step's hidden gates took hx: its recurrent term (zero for rows of length 0) completes grad hx.
     grad_hx = grad_h + (grad_hidden_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)
@@ -368,17 +353,9 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
     Returns:
         (output [T, B, H], hy [B, H]).
     """
-    if spread:
-        reason = spread_limit(input, hx)
-        if reason is not None:
-            raise ValueError(reason)
-        persistent = True
-    if persistent is None:
-        persistent = persistent_schedule(3, hx.shape[1], input.dtype, input.shape[0])
-    if graph is None:
-        graph = not persistent and replay_by_default(input, input.shape[0])
+    persistent, graph, spread = layer_schedule(3, input, hx, persistent, graph, spread)
     output, hy, *_ = gru_layer_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-                                   bool(persistent), bool(graph), bool(spread))
+                                   persistent, graph, spread)
     return output, hy
 
 

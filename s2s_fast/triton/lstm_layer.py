@@ -32,7 +32,6 @@ to one program per multiprocessor). Besides the step kernels, a few library GEMM
 gradients). Saved for backward: the h states (input dtype), the c states (float32) and the activated gates, O(T*B*H).
 """
 
-import functools
 from typing import Optional
 
 import torch
@@ -42,9 +41,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward
-from .step_graphs import replay_by_default, run_steps
-from .utils import (device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit, spread_arrivals,
-                    spread_limit, step_at, wait_for_batch_tile)
+from .utils import layer_schedule, rnn_limit, run_rnn_layer, step_at, wait_for_batch_tile
 
 PROJECTION_LIMIT = ("the triton LSTM layer has no projection (weight_hr, proj_size > 0); the aten and reference "
                     "backends serve it")
@@ -305,17 +302,10 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
     gates = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
     tensors = dict(input_gates=input_gates, weight_hh=weight_hh, bias_hh=bias_hh, lengths=lengths, states_h=states_h,
-                   states_c=states_c, output=output, gates=gates,
-                   barrier=spread_arrivals(weight_hh, batch, hidden) if persistent and spread else None)
-    precision = dot_precision(input.dtype)
-    launch_steps = functools.partial(launch_rnn_layer, wrap_triton(_lstm_layer_fwd_kernel),
-                                     buffers=("states_c", "output", "gates"),
-                                     reverse=reverse, persistent=persistent, spread=persistent and spread,
-                                     precision=precision, backward=False)
-    with device_guard(input):
-        run_steps(("lstm_layer_fwd", reverse, persistent, precision), launch_steps, tensors,
-                  graph=graph and not persistent, written=("states_h", "states_c", "output", "gates"),
-                  fresh=("output", "gates"))
+                   states_c=states_c, output=output, gates=gates)
+    run_rnn_layer("lstm_layer_fwd", wrap_triton(_lstm_layer_fwd_kernel), tensors, ("states_c", "output", "gates"),
+                  reverse=reverse, persistent=persistent, spread=spread, graph=graph, backward=False,
+                  written=("states_h", "states_c", "output", "gates"), fresh=("output", "gates"))
     return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
 
 
@@ -333,17 +323,11 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
     grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     grad_c = grad_cy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     tensors = dict(grad_output=grad_output, weight_hh=weight_hh, lengths=lengths, states_c=states_c, gates=gates,
-                   grad_gates=grad_gates, grad_h=grad_h, grad_c=grad_c,
-                   barrier=spread_arrivals(weight_hh, batch, hidden) if persistent and spread else None)
-    precision = dot_precision(input.dtype)
-    launch_steps = functools.partial(launch_rnn_layer, wrap_triton(_lstm_layer_bwd_kernel),
-                                     buffers=("states_c", "gates", "grad_gates", "grad_h", "grad_c"),
-                                     reverse=reverse, persistent=persistent, spread=persistent and spread,
-                                     precision=precision, backward=True)
-    with device_guard(input):
-        run_steps(("lstm_layer_bwd", reverse, persistent, precision), launch_steps, tensors,
-                  graph=graph and not persistent, written=("grad_gates", "grad_h", "grad_c"),
-                  fresh=("grad_gates",))
+                   grad_gates=grad_gates, grad_h=grad_h, grad_c=grad_c)
+    run_rnn_layer("lstm_layer_bwd", wrap_triton(_lstm_layer_bwd_kernel), tensors,
+                  ("states_c", "gates", "grad_gates", "grad_h", "grad_c"), reverse=reverse, persistent=persistent,
+                  spread=spread, graph=graph, backward=True,
+                  written=("grad_gates", "grad_h", "grad_c"), fresh=("grad_gates",))
     first = steps - 1 if reverse else 0  # the step the forward ran first (its gates took hx)
     recurrent = (grad_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)
     if lengths is not None:
@@ -403,17 +387,9 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
     """
     if weight_hr is not None:
         raise ValueError(PROJECTION_LIMIT)
-    if spread:
-        reason = spread_limit(input, hx)
-        if reason is not None:
-            raise ValueError(reason)
-        persistent = True
-    if persistent is None:
-        persistent = persistent_schedule(4, hx.shape[1], input.dtype, input.shape[0])
-    if graph is None:
-        graph = not persistent and replay_by_default(input, input.shape[0])
+    persistent, graph, spread = layer_schedule(4, input, hx, persistent, graph, spread)
     output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-                                        bool(persistent), bool(graph), bool(spread))
+                                        persistent, graph, spread)
     return output, hy, cy
 
 

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from . import interpreter_threads
-from .step_graphs import launch
+from .step_graphs import launch, replay_by_default, run_steps
 
 # Programs per launch that keep an H100's 132 multiprocessors busy.
 ENOUGH_PROGRAMS = 128
@@ -105,6 +105,22 @@ def persistent_schedule(gates: int, hidden: int, dtype: torch.dtype, steps=None)
     if isinstance(steps, torch.SymInt):
         return True
     return gates * hidden * hidden * dtype.itemsize <= PERSISTENT_MAX_WEIGHT_BYTES
+
+
+def layer_schedule(gates: int, input: torch.Tensor, hx: torch.Tensor, persistent, graph, spread) -> tuple:
+    """(persistent, graph, spread) of an RNN layer call, each forced or None for the default's choice: persistent by
+    persistent_schedule, graph by step_graphs.replay_by_default; spread only when asked for, where spread_limit
+    allows (else a ValueError saying why)."""
+    if spread:
+        reason = spread_limit(input, hx)
+        if reason is not None:
+            raise ValueError(reason)
+        persistent = True
+    if persistent is None:
+        persistent = persistent_schedule(gates, hx.shape[1], input.dtype, input.shape[0])
+    if graph is None:
+        graph = not persistent and replay_by_default(input, input.shape[0])
+    return bool(persistent), bool(graph), bool(spread)
 
 
 def persistent_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
@@ -223,6 +239,23 @@ def launch_rnn_layer(kernel, tensors: dict, buffers: tuple, *, reverse: bool, pe
         has_next = dict(HAS_NEXT=index > 0) if backward else {}
         launch(functools.partial(kernel[grid], *args, step, steps, *sizes, PERSISTENT=False, SPREAD=False, **flags,
                                  **has_next, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k))
+
+
+def run_rnn_layer(name: str, kernel, tensors: dict, buffers: tuple, *, reverse: bool, persistent: bool, spread: bool,
+                  graph: bool, backward: bool, written: tuple, fresh: tuple) -> None:
+    """One pass of an RNN layer (``name``: op and pass) on ``tensors`` in its schedule: launch_rnn_layer's launches
+    (arguments as there), on the tensors' GPU, with the spread schedule's arrival counters, and replayed through
+    step_graphs when ``graph`` asks for it in the per-step schedule (``written``, ``fresh``: as StepGraphs.run)."""
+    weight_hh = tensors["weight_hh"]
+    _, batch, hidden = tensors["grad_output" if backward else "output"].shape
+    spread = persistent and spread
+    tensors = dict(tensors, barrier=spread_arrivals(weight_hh, batch, hidden) if spread else None)
+    precision = dot_precision(weight_hh.dtype)
+    launch_steps = functools.partial(launch_rnn_layer, kernel, buffers=buffers, reverse=reverse, persistent=persistent,
+                                     spread=spread, precision=precision, backward=backward)
+    with device_guard(weight_hh):
+        run_steps((name, reverse, persistent, precision), launch_steps, tensors, graph=graph and not persistent,
+                  written=written, fresh=fresh)
 
 
 def device_guard(tensor: torch.Tensor):
