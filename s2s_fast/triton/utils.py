@@ -191,7 +191,7 @@ def step_order(steps: int, reverse: bool) -> range:
 
 def launch_rnn_layer(kernel, tensors: dict, buffers: tuple, *, reverse: bool, persistent: bool, precision: str,
                      backward: bool, spread: bool = False) -> None:
-    """Launch an RNN layer kernel (``wrap_triton``-wrapped) in either schedule on ``tensors`` (by name; sizes and
+    """Launch an RNN layer kernel (``wrap_triton``-wrapped) in its schedule on ``tensors`` (by name; sizes and
     strides read from them, so a step graph's static copies serve as the caller's tensors do): once over the batch
     tiles (persistent), once over (batch tiles x hidden tiles) (persistent and spread: ``tensors["barrier"]`` holds
     zeroed int32 arrival counters, one per batch tile), or once per step over (batch tiles x hidden tiles), the
