@@ -40,7 +40,8 @@ MAX_BARRIERS_PER_TANH = 0.125
 # Pointer arguments whose element type is fixed whatever the input dtype.
 FIXED_POINTERS = {"mask_ptr": "i1", "scores_ptr": "fp32", "grad_scores_ptr": "fp32", "grad_key_partial_ptr": "fp32",
                   "grad_v_ptr": "fp32",
-                  "lengths_ptr": "i64", "states_c_ptr": "fp32", "grad_h_ptr": "fp32", "grad_c_ptr": "fp32"}
+                  "lengths_ptr": "i64", "states_c_ptr": "fp32", "grad_h_ptr": "fp32", "grad_c_ptr": "fp32",
+                  "barrier_ptr": "i32"}
 
 
 def cases():
@@ -67,20 +68,28 @@ def cases():
             HAS_BIAS_IH=True, HAS_BIAS_HH=True, **gemm)
         yield "gru cell bwd", gru_cell._gru_cell_bwd_kernel, dtype, pointwise
         block_b, block_h, block_k = utils.persistent_blocks(64, 256, dtype)
-        persistent = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        persistent = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, SPREAD=False)
+        block_b, block_h, block_k = utils.spread_blocks(64, 512, dtype, utils.SPREAD_PROGRAMS_WITHOUT_GPU)
+        spread = dict(DOT_PRECISION="ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, SPREAD=True)
+        step = dict(gemm, SPREAD=False)
         for reverse in (0, 1):
             yield (f"lstm layer fwd step B=64 H=512 reverse={reverse}", lstm_layer._lstm_layer_fwd_kernel, dtype,
-                   dict(PERSISTENT=False, REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True, **gemm))
+                   dict(PERSISTENT=False, REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True, **step))
             yield (f"lstm layer fwd persistent B=64 H=256 reverse={reverse}", lstm_layer._lstm_layer_fwd_kernel,
                    dtype, dict(PERSISTENT=True, REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True, **persistent))
             yield (f"lstm layer bwd persistent B=64 H=256 reverse={reverse}", lstm_layer._lstm_layer_bwd_kernel,
                    dtype, dict(PERSISTENT=True, REVERSE=reverse, HAS_NEXT=True, HAS_LENGTHS=True, **persistent))
+            yield (f"lstm layer fwd spread B=64 H=512 reverse={reverse}", lstm_layer._lstm_layer_fwd_kernel,
+                   dtype, dict(PERSISTENT=True, REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True, **spread))
+            yield (f"lstm layer bwd spread B=64 H=512 reverse={reverse}", lstm_layer._lstm_layer_bwd_kernel,
+                   dtype, dict(PERSISTENT=True, REVERSE=reverse, HAS_NEXT=True, HAS_LENGTHS=True, **spread))
             for has_next in (False, True):
                 yield (f"lstm layer bwd step B=64 H=512 reverse={reverse} next={has_next}",
                        lstm_layer._lstm_layer_bwd_kernel, dtype,
-                       dict(PERSISTENT=False, REVERSE=reverse, HAS_NEXT=has_next, HAS_LENGTHS=True, **gemm))
-            for kernel_persistent, blocks in ((False, gemm), (True, persistent)):
-                label = "persistent B=64 H=256" if kernel_persistent else "step B=64 H=512"
+                       dict(PERSISTENT=False, REVERSE=reverse, HAS_NEXT=has_next, HAS_LENGTHS=True, **step))
+            for label, kernel_persistent, blocks in (("step B=64 H=512", False, step),
+                                                     ("persistent B=64 H=256", True, persistent),
+                                                     ("spread B=64 H=512", True, spread)):
                 yield (f"gru layer fwd {label} reverse={reverse}", gru_layer._gru_layer_fwd_kernel, dtype,
                        dict(PERSISTENT=kernel_persistent, REVERSE=reverse, HAS_BIAS_HH=True, HAS_LENGTHS=True,
                             **blocks))

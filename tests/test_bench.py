@@ -170,13 +170,14 @@ def test_records_have_the_schema_and_unavailable_providers_are_listed_with_a_rea
 
 
 def test_forced_variants_of_a_backend_are_timed_side_by_side():
-    """The Triton layer in both schedules (through the interpreter here), each checked against the reference."""
+    """The Triton layer in its three schedules (through the interpreter here, the graph replay's stand-in), each
+    checked against the reference."""
     case = OpCase("lstm_layer", "fwd_bwd", {"T": 3, "B": 2, "H": 8}, torch.float32, CPU)
     case.max_rotations = 1
-    records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None,
-                                             providers=["triton: persistent", "triton: per step"]))
+    schedules = {"triton: persistent", "triton: per step", "triton: per step + graph"}
+    records = run_suite([case], SuiteOptions(policy=TINY, log=lambda line: None, providers=sorted(schedules)))
     variants = {r["provider"]: r for r in records if r["provider"].startswith("triton: ")}
-    assert set(variants) == {"triton: persistent", "triton: per step"}
+    assert set(variants) == schedules
     for record in variants.values():
         if backends.unavailable_reason("triton", CPU) is None:
             assert record["status"] == "ok" and record["max_relative_error"] < 1e-4, record

@@ -5,16 +5,22 @@ TRITON_INTERPRET=1 before they are defined), so shapes stay small. Tests marked 
 torch.compile and autocast; they skip without a GPU.
 """
 
+import collections
+import contextlib
 import functools
 
 import pytest
 import torch
 
-import s2s_fast
-from s2s_fast import backends, reference
-from s2s_fast import functional as F
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+
+import s2s_fast  # noqa: E402
+from s2s_fast import backends, reference  # noqa: E402
+from s2s_fast import functional as F  # noqa: E402
 from s2s_fast.testing import LOW_PRECISION_ERROR_RATIO, compare_with_reference, forward_backward, poison_, \
-    relative_error
+    relative_error  # noqa: E402
+from s2s_fast.triton.utils import wait_for_batch_tile  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 _reason = backends.unavailable_reason("triton", DEVICE)
@@ -147,6 +153,346 @@ def test_rnn_layer_strided_inputs_without_bias(poisoned_allocations, layer_sched
     fused = functools.partial(getattr(F, op), lengths=lengths, reverse=True, backend="triton")
     compare_with_reference(_with_strided_inputs(fused, tuple(inputs)),
                            functools.partial(getattr(reference, op), lengths=lengths, reverse=True), inputs)
+
+
+class _Launches:
+    """Triton kernel launches by kernel name: ``ran`` those run from the host, ``replayed`` those a stand-in graph's
+    replay re-ran (a CUDA graph's replay runs its kernels without Python), and ``replays`` the graph replays."""
+
+    def __init__(self):
+        self.ran, self.replayed, self.replays, self.replaying = collections.Counter(), collections.Counter(), 0, False
+
+    def take(self) -> tuple[dict, int, dict]:
+        """(ran, replays, replayed) since the last take."""
+        taken = dict(self.ran), self.replays, dict(self.replayed)
+        self.ran, self.replayed, self.replays = collections.Counter(), collections.Counter(), 0
+        return taken
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Count the Triton kernel launches (at the launch path of triton's JIT, or of its interpreter here) and the step
+    graphs' replays."""
+    from s2s_fast.triton import lstm_layer, step_graphs
+
+    counts = _Launches()
+    kernel_type = type(lstm_layer._lstm_layer_fwd_kernel)
+    run = kernel_type.run
+
+    def counted_run(self, *args, **kwargs):
+        if not kwargs.get("warmup", False):
+            (counts.replayed if counts.replaying else counts.ran)[self.fn.__name__] += 1
+        return run(self, *args, **kwargs)
+
+    def counted(replay):
+        def counted_replay(self):
+            counts.replays += 1
+            counts.replaying = True
+            try:
+                replay(self)
+            finally:
+                counts.replaying = False
+
+        return counted_replay
+
+    monkeypatch.setattr(kernel_type, "run", counted_run)
+    for graph_type in (step_graphs.RecordedGraph, step_graphs.CudaGraph):
+        monkeypatch.setattr(graph_type, "replay", counted(graph_type.replay))
+    return counts
+
+
+@pytest.fixture
+def step_graph_cache(monkeypatch):
+    """An empty step-graph cache for the test."""
+    from s2s_fast.triton import step_graphs
+
+    cache = step_graphs.StepGraphs()
+    monkeypatch.setattr(step_graphs, "STEP_GRAPHS", cache)
+    return cache
+
+
+def _layer_variant(kind: str, variant: str):
+    """The Triton layer forced into one schedule, as the benchmarks time it."""
+    import s2s_fast.triton
+
+    return s2s_fast.triton.VARIANTS[f"{kind}_layer"][variant][0]
+
+
+def _layer_call(kind, variant, steps=5, batch=3, input_size=4, hidden=5, lengths=(5, 0, 2), reverse=True, **options):
+    """(the variant bound to lengths and direction, the reference likewise, fresh random inputs)."""
+    inputs = _rnn_inputs(4 if kind == "lstm" else 3, batch, input_size, hidden, steps=steps,
+                         cell_state=kind == "lstm", **options)
+    lengths = None if lengths is None else torch.tensor(lengths, device=DEVICE)
+    return (functools.partial(_layer_variant(kind, variant), lengths=lengths, reverse=reverse),
+            functools.partial(getattr(reference, f"{kind}_layer"), lengths=lengths, reverse=reverse), inputs)
+
+
+def _kernels(kind):
+    return f"_{kind}_layer_fwd_kernel", f"_{kind}_layer_bwd_kernel"
+
+
+@pytest.mark.parametrize("variant", ["persistent", "persistent spread", "per step"])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_launches_per_call(launches, step_graph_cache, kind, variant):
+    """Triton launches of one layer call of T steps, forward and backward: persistent (either) 1 + 1, per step
+    T + T (each step's gate GEMM and cell in one kernel)."""
+    steps = 5
+    forward, backward = _kernels(kind)
+    for _ in range(2):
+        with _programs_at_once() if variant == "persistent spread" else contextlib.nullcontext():
+            compare_with_reference(*_layer_call(kind, variant, steps=steps))
+        one = variant.startswith("persistent")
+        expected = {forward: 1, backward: 1} if one else {forward: steps, backward: steps}
+        assert launches.take() == (expected, 0, {})
+    assert len(step_graph_cache) == 0
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="counts the stand-in graph's replayed launches (the interpreter)")
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_graph_replay_launches_and_results(poisoned_allocations, launches, step_graph_cache, kind,
+                                                     reverse):
+    """Per step + graph, forward and backward, each call on new data of one shape against the reference (stale
+    static buffers would show): the first call launches T + T; the second runs T + T on the static buffers and
+    captures T + T; every later call launches nothing and replays two graphs (the stand-in re-runs T + T)."""
+    steps = 5
+    forward, backward = _kernels(kind)
+    both = {forward: steps, backward: steps}
+    for call in range(4):
+        compare_with_reference(*_layer_call(kind, "per step + graph", steps=steps, reverse=reverse))
+        ran, replays, replayed = launches.take()
+        captured = [len(graph.launches) for graph in step_graph_cache.graphs()]
+        if call < 2:
+            assert (ran, replays, replayed) == (both, 0, {}), call
+            assert captured == ([] if call == 0 else [steps, steps])
+        else:
+            assert (ran, replays, replayed) == ({}, 2, both), call
+            assert captured == [steps, steps]
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the stand-in graph (the interpreter)")
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_graphs_are_keyed_by_shape_layout_and_flags(launches, step_graph_cache, kind):
+    """After one shape's graphs are captured, a call that differs in the batch, the steps, the direction, lengths,
+    biases or the layout of W_hh runs its own launches (a first call), and every result matches the reference."""
+    forward, backward = _kernels(kind)
+    for _ in range(2):
+        compare_with_reference(*_layer_call(kind, "per step + graph"))
+    launches.take()
+    others = [dict(batch=2, lengths=(1, 5)), dict(steps=4, lengths=(4, 0, 2)), dict(reverse=False),
+              dict(lengths=None)]
+    for options in others:
+        steps = options.get("steps", 5)
+        compare_with_reference(*_layer_call(kind, "per step + graph", **options))
+        assert launches.take() == ({forward: steps, backward: steps}, 0, {}), options
+    # Without biases the forward's launches differ; the backward's (which read no bias) replay.
+    compare_with_reference(*_layer_call(kind, "per step + graph", bias=False))
+    assert launches.take() == ({forward: 5}, 1, {backward: 5})
+    fused, unfused, inputs = _layer_call(kind, "per step + graph")
+    compare_with_reference(_with_strided_inputs(fused, ("weight_hh",)), unfused, inputs)
+    assert launches.take() == ({forward: 5, backward: 5}, 0, {})
+    compare_with_reference(*_layer_call(kind, "per step + graph"))
+    assert launches.take()[:2] == ({}, 2)
+    assert len(step_graph_cache) == 2
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the stand-in graph (the interpreter)")
+def test_auto_never_replays_on_the_interpreter(launches, step_graph_cache, layer_schedule):
+    """The cost model replays graphs on CUDA tensors only: auto's per-step schedule here launches T + T per call."""
+    for _ in range(3):
+        fused, unfused, inputs = _layer_call("lstm", "per step", steps=9, lengths=None)
+        compare_with_reference(functools.partial(F.lstm_layer, reverse=True, backend="triton"), unfused, inputs)
+        count = 1 if layer_schedule == "persistent" else 9
+        assert launches.take() == ({"_lstm_layer_fwd_kernel": count, "_lstm_layer_bwd_kernel": count}, 0, {})
+    assert len(step_graph_cache) == 0
+
+
+@contextlib.contextmanager
+def _programs_at_once():
+    """The spread schedule's programs wait for each other: on the CPU, run the interpreter's programs of a launch
+    at once, one thread each (on a GPU they are)."""
+    if DEVICE.type == "cuda":
+        yield
+        return
+    from s2s_fast.triton.interpreter_threads import concurrent_programs
+
+    with concurrent_programs(timeout_s=120):
+        yield
+
+
+@pytest.mark.parametrize("steps,batch,input_size,hidden,lengths", [
+    (1, 1, 3, 5, None),
+    (4, 17, 9, 33, [4, 0, 2, 1, 3, 4, 4, 0, 1, 2, 3, 4, 1, 1, 0, 2, 3]),  # 2 batch tiles x 3 hidden tiles
+])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_spread_matches_reference(poisoned_allocations, kind, steps, batch, input_size, hidden, lengths,
+                                            reverse):
+    """The spread persistent schedule (one program per batch tile x hidden tile for all steps, a barrier across a
+    batch tile's programs between steps), forward and every gradient; the programs run at once, each at a pace of
+    its own, so a missing or miscounted barrier shows."""
+    with _programs_at_once():
+        compare_with_reference(*_layer_call(kind, "persistent spread", steps=steps, batch=batch,
+                                            input_size=input_size, hidden=hidden, lengths=lengths, reverse=reverse))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_spread_strided_inputs_without_bias(kind):
+    fused, unfused, inputs = _layer_call(kind, "persistent spread", steps=3, batch=3, input_size=5, hidden=20,
+                                         lengths=(2, 3, 1), bias=False)
+    with _programs_at_once():
+        compare_with_reference(_with_strided_inputs(fused, tuple(inputs)), unfused, inputs)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the interpreter's limit")
+def test_spread_schedule_is_refused_where_programs_run_one_after_another():
+    """Under the plain interpreter a program waiting at the barrier would wait forever: the call is refused, and the
+    benchmarks list the variant unavailable, saying why."""
+    import s2s_fast.triton
+
+    fused, _, inputs = _layer_call("lstm", "persistent spread")
+    _, limit = s2s_fast.triton.VARIANTS["lstm_layer"]["persistent spread"]
+    assert "one after another" in limit(*inputs.values())
+    with pytest.raises(ValueError, match="one after another"):
+        fused(**inputs)
+
+
+def test_spread_blocks_keep_one_program_per_multiprocessor():
+    from s2s_fast.triton.utils import spread_blocks
+
+    assert spread_blocks(64, 512, torch.float16, 132) == (16, 16, 64)  # 4 x 32 programs
+    assert spread_blocks(128, 512, torch.float32, 132) == (32, 16, 32)  # 4 x 32
+    assert spread_blocks(256, 1024, torch.bfloat16, 132) == (64, 32, 64)  # 4 x 32
+    assert spread_blocks(1024, 4096, torch.float16, 132) is None
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the interpreter's threads")
+@pytest.mark.parametrize("arrivals_needed,finishes", [(3, True), (4, False)])
+def test_concurrent_programs_end_a_barrier_not_every_program_reaches(arrivals_needed, finishes):
+    """Three programs meet at utils.wait_for_batch_tile: all pass when it waits for three arrivals; when it waits
+    for a fourth, the launch fails after the timeout instead of hanging, and its programs end."""
+    import threading
+
+    from s2s_fast.triton.interpreter_threads import ProgramsStillWaiting, concurrent_programs
+
+    arrivals = torch.zeros(1, dtype=torch.int32)
+    passed = torch.zeros(3, dtype=torch.int32)
+    threads_before = threading.active_count()
+    with concurrent_programs(timeout_s=5):
+        if finishes:
+            _meet[(3,)](arrivals, passed, arrivals_needed)
+        else:
+            with pytest.raises(Exception) as raised:
+                _meet[(3,)](arrivals, passed, arrivals_needed)
+            assert isinstance(raised.value.__cause__ or raised.value, ProgramsStillWaiting)
+    assert passed.tolist() == ([1, 1, 1] if finishes else [0, 0, 0])
+    assert threading.active_count() == threads_before
+
+
+@triton.jit
+def _meet(arrivals_ptr, passed_ptr, arrivals_needed):
+    wait_for_batch_tile(arrivals_ptr, arrivals_needed)
+    tl.store(passed_ptr + tl.program_id(0), 1)
+
+
+def _cumulative_sums(tensors):
+    """A toy per-step schedule: step t launches sums[t] = sums[t - 1] + values[t] (sums[-1] = start)."""
+    from s2s_fast.triton.step_graphs import launch
+
+    values, sums, start = tensors["values"], tensors["sums"], tensors["start"]
+    for t in range(values.shape[0]):
+        launch(lambda t=t: torch.add(sums[t - 1] if t else start, values[t], out=sums[t]))
+
+
+def _run_cumulative_sums(cache, steps, width=3, key=("sums",)):
+    values, start = torch.randn(steps, width), torch.randn(width)
+    sums = torch.full((steps, width), float("nan"))
+    cache.run(key, _cumulative_sums, dict(values=values, start=start, sums=sums), written=("sums",),
+              fresh=("sums",))
+    torch.testing.assert_close(sums, start + values.cumsum(0))
+
+
+def test_step_graph_cache_is_bounded_and_captures_on_a_second_call(launches):
+    from s2s_fast.triton.step_graphs import RecordedGraph, StepGraphs
+
+    cache = StepGraphs(max_graphs=2, max_seen=2)
+    for steps in (1, 2, 3):
+        for _ in range(3):
+            _run_cumulative_sums(cache, steps)
+    assert len(cache) == 2 and [len(graph.launches) for graph in cache.graphs()] == [2, 3]
+    assert all(isinstance(graph, RecordedGraph) for graph in cache.graphs())
+    assert launches.replays == 3
+    # Shape 1's graph went first; seen once more, it captures anew on the second call and replays on the third.
+    _run_cumulative_sums(cache, 1)
+    assert launches.replays == 3 and [len(graph.launches) for graph in cache.graphs()] == [2, 3]
+    _run_cumulative_sums(cache, 1)
+    assert launches.replays == 3 and [len(graph.launches) for graph in cache.graphs()] == [3, 1]
+    _run_cumulative_sums(cache, 1)
+    assert launches.replays == 4
+    # Keys seen once and not captured are bounded too.
+    for steps in (4, 5):
+        _run_cumulative_sums(cache, steps)
+    assert len(cache._seen) == 2
+    cache.clear()
+    assert len(cache) == 0 and len(cache._seen) == 0
+
+
+def test_step_graph_capture_refuses_work_besides_launches():
+    """A stand-in graph replays the launches alone: other tensor work during its capture would be lost, so it fails
+    (a CUDA graph would have captured it)."""
+    from s2s_fast.triton.step_graphs import StepGraphs
+
+    def launches_and_a_copy(tensors):
+        _cumulative_sums(tensors)
+        tensors["sums"][0].zero_()
+
+    cache = StepGraphs()
+    tensors = dict(values=torch.randn(2, 3), start=torch.randn(3), sums=torch.empty(2, 3))
+    cache.run(("sums",), launches_and_a_copy, tensors, written=("sums",))
+    with pytest.raises(RuntimeError, match="only kernel launches"):
+        cache.run(("sums",), launches_and_a_copy, tensors, written=("sums",))
+
+
+def test_step_graphs_are_not_used_while_torch_traces():
+    from torch._library.triton import set_wrap_triton_enabled
+
+    from s2s_fast.triton.step_graphs import replay_available
+
+    tensor = torch.zeros(1, device=DEVICE)
+    with set_wrap_triton_enabled(False):
+        assert replay_available(tensor)
+    with set_wrap_triton_enabled(True):
+        assert not replay_available(tensor)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_cuda_graph_replay_on_the_gpu(launches, step_graph_cache, kind):
+    """The real torch.cuda.CUDAGraph path against the reference, at sizes with several batch and hidden tiles: new
+    data each call; from the third call no kernel launch from Python, two replays. Inside a capture of the caller's
+    own the layer launches directly (its launches become part of that graph) and the cache is left alone."""
+    from s2s_fast.triton.step_graphs import CudaGraph
+
+    shape = dict(steps=24, batch=40, input_size=48, hidden=160, lengths=None)
+    for call in range(4):
+        compare_with_reference(*_layer_call(kind, "per step + graph", **shape))
+        ran, replays, _ = launches.take()
+        assert (ran == {}, replays) == ((True, 2) if call >= 2 else (False, 0)), call
+    assert len(step_graph_cache) == 2 and all(isinstance(g, CudaGraph) for g in step_graph_cache.graphs())
+    fused, unfused, inputs = _layer_call(kind, "per step + graph", **shape)
+    with torch.no_grad():
+        fused(**inputs)  # compiles the no-grad call's kernels before the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = fused(**inputs)
+        for static in inputs.values():
+            if static is not None:
+                static.copy_(torch.randn_like(static) * 0.1)
+        graph.replay()
+        expected = unfused(**inputs)
+    for ours, theirs in zip(outputs, expected):
+        torch.testing.assert_close(ours, theirs, rtol=2e-4, atol=2e-5)
+    assert len(step_graph_cache) == 2
 
 
 def _op_cases():
@@ -340,6 +686,28 @@ def test_rnn_layer_schedules_on_the_gpu(layer_schedule, kind, dtype, reverse):
                                            functools.partial(fn, backend="reference"), inputs, dtype)
     for index, (ours, theirs) in enumerate(zip(fused, unfused)):
         assert ours <= LOW_PRECISION_ERROR_RATIO * theirs, f"result {index}: error {ours:.3g}, reference {theirs:.3g}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_rnn_layer_spread_on_the_gpu(kind, dtype, reverse):
+    """The spread schedule where its barrier meets the GPU's memory model (the interpreter's threads see every store
+    at once): 3 batch tiles x 10 hidden tiles of programs waiting for each other every step, and a grid of 128
+    programs (B = 64, H = 512), each against the reference."""
+    for steps, batch, input_size, hidden in ((24, 40, 48, 160), (6, 64, 32, 512)):
+        lengths = torch.randint(0, steps + 1, (batch,)).tolist()
+        lengths[0] = steps
+        fused, unfused, inputs = _layer_call(kind, "persistent spread", steps=steps, batch=batch,
+                                             input_size=input_size, hidden=hidden, lengths=lengths, reverse=reverse)
+        if dtype == torch.float32:
+            compare_with_reference(fused, unfused, inputs)
+            continue
+        ours, theirs = _low_precision_errors(fused, unfused, inputs, dtype)
+        for index, (error, reference_error) in enumerate(zip(ours, theirs)):
+            assert error <= LOW_PRECISION_ERROR_RATIO * reference_error, (
+                f"result {index}: error {error:.3g}, reference {reference_error:.3g}")
 
 
 @pytest.mark.gpu

@@ -14,6 +14,7 @@ import functools
 import torch
 
 from . import additive_attention, gru_cell, gru_layer, lstm_cell, lstm_layer
+from . import utils
 from .utils import interpreting
 
 OPS = {
@@ -23,11 +24,13 @@ OPS = {
     "lstm_layer": lstm_layer.lstm_layer,
     "gru_layer": gru_layer.gru_layer,
 }
-# The layers' two schedules, each forced, for the benchmarks to time side by side (auto picks one per size with
-# utils.persistent_schedule).
+# The layers' schedules, each forced, for the benchmarks to time side by side (auto picks one per size with
+# utils.persistent_schedule, and whether the per-step one replays a graph with step_graphs.replay_by_default).
 VARIANTS = {
     op: {"persistent": (functools.partial(layer, persistent=True), None),
-         "per step": (functools.partial(layer, persistent=False), None)}
+         "per step": (functools.partial(layer, persistent=False, graph=False), None),
+         "per step + graph": (functools.partial(layer, persistent=False, graph=True), None),
+         "persistent spread": (functools.partial(layer, spread=True), utils.spread_limit)}
     for op, layer in (("lstm_layer", lstm_layer.lstm_layer), ("gru_layer", gru_layer.gru_layer))
 }
 LIMITS = {

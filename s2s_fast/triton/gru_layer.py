@@ -12,14 +12,16 @@ and writes this step's gradients of both gate pre-activations (input side and hi
 and the direct part z * dh of the gradient of h before the step. d input, d W_ih, d W_hh and both biases' gradients
 are then one GEMM (or sum) each over all steps.
 
-Two schedules of the same tiles, with the same results, as the LSTM layer (see s2s_fast.triton.lstm_layer):
-persistent (one launch; program p runs every step of batch rows [16p, 16p+16), a barrier between steps) and per
-step (T launches over batch tiles x hidden tiles); ``utils.persistent_schedule`` picks one.
+Three schedules of the same tiles, with the same results, as the LSTM layer (see s2s_fast.triton.lstm_layer):
+persistent (one launch; program p runs every step of batch rows [16p, 16p+16), a barrier between steps), persistent
+spread (one launch over batch tiles x hidden tiles, a barrier across a batch tile's programs between steps) and per
+step (T launches over batch tiles x hidden tiles, optionally replayed from a graph captured per shape);
+``utils.persistent_schedule`` picks one, ``step_graphs.replay_by_default`` whether the per-step one replays.
 
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
-with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in both schedules. Saved for
-backward: the h states and the gate values [T, B, 4H] (input dtype), O(T*B*H); the backward's scratch is the two
-gate gradients [T, B, 3H].
+with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in every schedule (the spread one up
+to one program per multiprocessor). Saved for backward: the h states and the gate values [T, B, 4H] (input dtype),
+O(T*B*H); the backward's scratch is the two gate gradients [T, B, 3H].
 """
 
 from typing import Optional
@@ -31,8 +33,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .gru_cell import gru_gates_matmul, gru_pointwise, gru_pointwise_backward, store_gru_gate_grads
-from .utils import (INDEX_LIMIT, device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit,
-                    step_at)
+from .utils import INDEX_LIMIT, layer_schedule, rnn_limit, run_rnn_layer, step_at, wait_for_batch_tile
 
 
 @triton.jit
@@ -91,6 +92,7 @@ def _gru_layer_fwd_kernel(
     states_h_ptr,  # [T+1, B, H] contiguous, input dtype: h before/after each step
     output_ptr,  # [T, B, H] contiguous output
     saved_ptr,  # [T, B, 4H] contiguous output: r, z, n and h W_hn + b_hn of each step, for backward
+    barrier_ptr,  # [batch tiles] int32, zeroed: arrivals of each batch tile's programs, used when SPREAD
     step,  # the one step this launch computes, unless PERSISTENT
     steps,
     batch,
@@ -98,6 +100,7 @@ def _gru_layer_fwd_kernel(
     stride_whn, stride_whk,
     stride_bhh,
     PERSISTENT: tl.constexpr,  # every step, all hidden tiles of this program's rows; else one step, one tile
+    SPREAD: tl.constexpr,  # with PERSISTENT: every step of one tile, the batch tile's programs in step
     REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
     HAS_BIAS_HH: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
@@ -108,7 +111,18 @@ def _gru_layer_fwd_kernel(
 ):
     o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     m_b = o_b < batch
-    if PERSISTENT:
+    if PERSISTENT and SPREAD:
+        # Program (p, q) runs tile (p, q) of every step, so it reads only its hidden units' slice of W_hh;
+        # the programs of batch tile p wait for each other after each step, whose results they all read.
+        o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+        for index in range(0, steps):
+            step_now = step_at(index, steps, REVERSE)
+            _gru_layer_fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, output_ptr,
+                                saved_ptr, step_now, batch, hidden, stride_whn, stride_whk, stride_bhh, o_b, m_b,
+                                o_h, REVERSE, HAS_BIAS_HH, HAS_LENGTHS, DOT_PRECISION,
+                                BLOCK_K)
+            wait_for_batch_tile(barrier_ptr + tl.program_id(0), (index + 1) * tl.num_programs(1))
+    elif PERSISTENT:
         # The h a step writes is read back by the same program after the barrier; no other program waits on it.
         for index in range(0, steps):
             step_now = step_at(index, steps, REVERSE)
@@ -190,6 +204,7 @@ def _gru_layer_bwd_kernel(
     grad_hidden_gates_ptr,  # [T, B, 3H] contiguous output: gradient of h W_hh^T + b_hh (0 past a row's end)
     grad_h_ptr,  # [B, H] contiguous float32, in/out: gradient of h after the step processed last, less the
                  # recurrent term of that step (added here from its hidden-side dgates)
+    barrier_ptr,  # [batch tiles] int32, zeroed: arrivals of each batch tile's programs, used when SPREAD
     step,  # the one step this launch computes, unless PERSISTENT
     steps,
     batch,
@@ -197,6 +212,7 @@ def _gru_layer_bwd_kernel(
     stride_gob, stride_got, stride_goh,
     stride_whn, stride_whk,
     PERSISTENT: tl.constexpr,  # every step, all hidden tiles of this program's rows; else one step, one tile
+    SPREAD: tl.constexpr,  # with PERSISTENT: every step of one tile, the batch tile's programs in step
     REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
     HAS_NEXT: tl.constexpr,  # unless PERSISTENT: whether the step after this one (forward order) has its dgates
     HAS_LENGTHS: tl.constexpr,
@@ -207,7 +223,18 @@ def _gru_layer_bwd_kernel(
 ):
     o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     m_b = o_b < batch
-    if PERSISTENT:
+    if PERSISTENT and SPREAD:
+        # Program (p, q) runs tile (p, q) of every step, so it reads only its hidden units' slice of W_hh;
+        # the programs of batch tile p wait for each other after each step, whose results they all read.
+        o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+        for index in range(0, steps):
+            step_now = step_at(index, steps, 1 - REVERSE)
+            _gru_layer_bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_h_ptr, saved_ptr,
+                                grad_input_gates_ptr, grad_hidden_gates_ptr, grad_h_ptr, step_now, index > 0, batch,
+                                hidden, stride_gob, stride_got, stride_goh, stride_whn, stride_whk, o_b, m_b,
+                                o_h, REVERSE, HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+            wait_for_batch_tile(barrier_ptr + tl.program_id(0), (index + 1) * tl.num_programs(1))
+    elif PERSISTENT:
         # In reverse order; the dgates a step writes are read back (all 3H of them) by the same program after the
         # barrier.
         for index in range(0, steps):
@@ -229,7 +256,8 @@ def _gru_layer_bwd_kernel(
 @triton_op("s2s_fast::triton_gru_layer_fwd", mutates_args={})
 def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
                   bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor], lengths: Optional[torch.Tensor],
-                  reverse: bool, persistent: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  reverse: bool, persistent: bool, graph: bool = False,
+                  spread: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shapes as gru_layer; returns (output [T, B, H], hy [B, H], and for backward: states_h [T+1, B, H],
     saved gate values [T, B, 4H])."""
     steps, batch, _ = input.shape
@@ -241,22 +269,20 @@ def gru_layer_fwd(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor
     states_h[initial] = hx
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
     saved = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
-    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
-            lengths if lengths is not None else hx, states_h, output, saved)
-    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
-    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
-                 DOT_PRECISION=dot_precision(input.dtype))
-    with device_guard(input):
-        launch_rnn_layer(wrap_triton(_gru_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=False)
+    tensors = dict(input_gates=input_gates, weight_hh=weight_hh, bias_hh=bias_hh, lengths=lengths, states_h=states_h,
+                   output=output, saved=saved)
+    run_rnn_layer("gru_layer_fwd", wrap_triton(_gru_layer_fwd_kernel), tensors, ("output", "saved"),
+                  reverse=reverse, persistent=persistent, spread=spread, graph=graph, backward=False,
+                  written=("states_h", "output", "saved"), fresh=("output", "saved"))
     return output, states_h[final].clone(), states_h, saved
 
 
 @triton_op("s2s_fast::triton_gru_layer_bwd", mutates_args={})
 def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch.Tensor, weight_ih: torch.Tensor,
                   weight_hh: torch.Tensor, lengths: Optional[torch.Tensor], reverse: bool, persistent: bool,
-                  states_h: torch.Tensor, saved: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                        torch.Tensor, torch.Tensor, torch.Tensor]:
+                  states_h: torch.Tensor, saved: torch.Tensor, graph: bool = False,
+                  spread: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                 torch.Tensor]:
     """Gradients (input, hx, weight_ih, weight_hh, bias_ih, bias_hh) from those of (output, hy)."""
     steps, batch, input_size = input.shape
     hidden = grad_hy.shape[1]
@@ -264,13 +290,13 @@ def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch
     grad_hidden_gates = torch.empty_like(grad_input_gates)
     # The kernels update it in place: a fresh contiguous float32 copy, never the incoming gradient.
     grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, states_h, saved, grad_input_gates,
-            grad_hidden_gates, grad_h)
-    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
-    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
-    with device_guard(input):
-        launch_rnn_layer(wrap_triton(_gru_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=True)
+    tensors = dict(grad_output=grad_output, weight_hh=weight_hh, lengths=lengths, states_h=states_h, saved=saved,
+                   grad_input_gates=grad_input_gates, grad_hidden_gates=grad_hidden_gates, grad_h=grad_h)
+    run_rnn_layer("gru_layer_bwd", wrap_triton(_gru_layer_bwd_kernel), tensors,
+                  ("states_h", "saved", "grad_input_gates", "grad_hidden_gates", "grad_h"), reverse=reverse,
+                  persistent=persistent, spread=spread, graph=graph, backward=True,
+                  written=("grad_input_gates", "grad_hidden_gates", "grad_h"),
+                  fresh=("grad_input_gates", "grad_hidden_gates"))
     # The first step's hidden gates took hx: its recurrent term (zero for rows of length 0) completes grad hx.
     grad_hx = grad_h + (grad_hidden_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)
     flat_input_gates = grad_input_gates.reshape(steps * batch, 3 * hidden)
@@ -284,29 +310,32 @@ def gru_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, input: torch
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent = inputs
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent, graph, spread = inputs
     states_h, saved = output[2:]
     ctx.mark_non_differentiable(states_h, saved)
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.reverse = reverse
     ctx.persistent = persistent
+    ctx.graph = graph
+    ctx.spread = spread
     ctx.save_for_backward(input, weight_ih, weight_hh, lengths, states_h, saved)
 
 
 def _backward(ctx, grad_output, grad_hy, *_):
     input, weight_ih, weight_hh, lengths, states_h, saved = ctx.saved_tensors
     grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = gru_layer_bwd(
-        grad_output, grad_hy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h, saved)
+        grad_output, grad_hy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h, saved,
+        ctx.graph, ctx.spread)
     has_bias_ih, has_bias_hh = ctx.has_bias
     return (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih if has_bias_ih else None,
-            grad_b_hh if has_bias_hh else None, None, None, None)
+            grad_b_hh if has_bias_hh else None, None, None, None, None, None)
 
 
 gru_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
-              persistent=None):
+              persistent=None, graph=None, spread=False):
     """One fused GRU layer, one direction; arguments and results as s2s_fast.functional.gru_layer.
 
     Args:
@@ -314,14 +343,19 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
         lengths: int64 [B] in [0, T] on the input's device, or None. reverse: run each row backwards.
         persistent: one launch for all steps (True), one launch per step (False), or None for
             ``utils.persistent_schedule``'s choice; both compute the same results.
+        graph: in the per-step schedule, replay the steps' launches, forward and backward, from a graph captured
+            per shape (True; see step_graphs), launch them one by one (False), or None for
+            ``step_graphs.replay_by_default``'s choice; the same results.
+        spread: with persistent, one program per (batch tile, hidden tile) for all steps, W_hh spread over them,
+            the programs of a batch tile waiting for each other between steps (``utils.spread_limit`` says where it
+            runs); never the default.
 
     Returns:
         (output [T, B, H], hy [B, H]).
     """
-    if persistent is None:
-        persistent = persistent_schedule(3, hx.shape[1], input.dtype, input.shape[0])
+    persistent, graph, spread = layer_schedule(3, input, hx, persistent, graph, spread)
     output, hy, *_ = gru_layer_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-                                   bool(persistent))
+                                   persistent, graph, spread)
     return output, hy
 
 

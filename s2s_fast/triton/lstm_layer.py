@@ -11,19 +11,25 @@ and the pointwise backward, writing this step's dgates; d input, d W_ih, d W_hh 
 one GEMM (or sum) each over all steps. States live in [T+1, B, H] buffers indexed so that the state before step t is
 at t (forward direction) or t+1 (reverse), so no step overwrites what another program still reads.
 
-Two schedules of the same tiles, with the same results:
+Three schedules of the same tiles, with the same results:
 - persistent: one launch per direction and pass; program p owns batch rows [16p, 16p+16) and runs all their steps,
   every hidden tile of a step in turn, a barrier between steps (rows never depend on other rows, so no grid-wide
   sync is needed). No per-step launches; each program streams all of W_hh per step, and there are only
   ceil(B / 16) programs.
+- persistent spread: one launch per direction and pass over (batch tiles x hidden tiles) programs, at most one per
+  multiprocessor; program (p, q) runs tile (p, q) of every step, reading only its hidden units' slice of W_hh, and
+  the programs of batch tile p meet at a barrier (utils.wait_for_batch_tile) after each step. Only when asked for
+  (a bench variant), until a GPU has run it.
 - per step: T launches per forward and T per backward, each over (batch tiles x hidden tiles) programs, W_hh
-  spread over them.
-``utils.persistent_schedule`` picks one (persistent while W_hh has at most PERSISTENT_MAX_WEIGHT_BYTES).
+  spread over them; optionally replayed from a graph captured per shape (step_graphs), from a shape's third call
+  a few copies and one replay per pass.
+``utils.persistent_schedule`` picks one (persistent while W_hh has at most PERSISTENT_MAX_WEIGHT_BYTES), and
+``step_graphs.replay_by_default`` whether the per-step one replays.
 
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
-with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in both schedules. Besides the
-step kernels, a few library GEMMs (input projections, weight gradients). Saved for backward: the h states (input
-dtype), the c states (float32) and the activated gates, O(T*B*H).
+with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in every schedule (the spread one up
+to one program per multiprocessor). Besides the step kernels, a few library GEMMs (input projections, weight
+gradients). Saved for backward: the h states (input dtype), the c states (float32) and the activated gates, O(T*B*H).
 """
 
 from typing import Optional
@@ -35,7 +41,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward
-from .utils import device_guard, dot_precision, launch_rnn_layer, persistent_schedule, rnn_limit, step_at
+from .utils import layer_schedule, rnn_limit, run_rnn_layer, step_at, wait_for_batch_tile
 
 PROJECTION_LIMIT = ("the triton LSTM layer has no projection (weight_hr, proj_size > 0); the aten and reference "
                     "backends serve it")
@@ -104,6 +110,7 @@ def _lstm_layer_fwd_kernel(
     states_c_ptr,  # [T+1, B, H] contiguous, float32: c before/after each step
     output_ptr,  # [T, B, H] contiguous output
     gates_ptr,  # [T, B, 4H] contiguous output: activated i, f, g, o for backward
+    barrier_ptr,  # [batch tiles] int32, zeroed: arrivals of each batch tile's programs, used when SPREAD
     step,  # the one step this launch computes, unless PERSISTENT
     steps,
     batch,
@@ -111,6 +118,7 @@ def _lstm_layer_fwd_kernel(
     stride_whn, stride_whk,
     stride_bhh,
     PERSISTENT: tl.constexpr,  # every step, all hidden tiles of this program's rows; else one step, one tile
+    SPREAD: tl.constexpr,  # with PERSISTENT: every step of one tile, the batch tile's programs in step
     REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
     HAS_BIAS_HH: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
@@ -121,7 +129,18 @@ def _lstm_layer_fwd_kernel(
 ):
     o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     m_b = o_b < batch
-    if PERSISTENT:
+    if PERSISTENT and SPREAD:
+        # Program (p, q) runs tile (p, q) of every step, so it reads only its hidden units' slice of W_hh;
+        # the programs of batch tile p wait for each other after each step, whose results they all read.
+        o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+        for index in range(0, steps):
+            step_now = step_at(index, steps, REVERSE)
+            _lstm_layer_fwd_tile(input_gates_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, states_h_ptr, states_c_ptr,
+                                 output_ptr, gates_ptr, step_now, batch, hidden, stride_whn, stride_whk, stride_bhh,
+                                 o_b, m_b, o_h, REVERSE, HAS_BIAS_HH, HAS_LENGTHS,
+                                 DOT_PRECISION, BLOCK_K)
+            wait_for_batch_tile(barrier_ptr + tl.program_id(0), (index + 1) * tl.num_programs(1))
+    elif PERSISTENT:
         # Rows of a batch tile depend only on each other, so one program runs all their steps: the h a step writes
         # is read back by the same program after the barrier, and no other program ever waits on it.
         for index in range(0, steps):
@@ -214,6 +233,7 @@ def _lstm_layer_bwd_kernel(
     grad_h_ptr,  # [B, H] contiguous float32, in/out: gradient of h after the step processed last, not yet
                  # including the recurrent term of that step (added here from its dgates)
     grad_c_ptr,  # [B, H] contiguous float32, in/out: gradient of c after the step, then before it
+    barrier_ptr,  # [batch tiles] int32, zeroed: arrivals of each batch tile's programs, used when SPREAD
     step,  # the one step this launch computes, unless PERSISTENT
     steps,
     batch,
@@ -221,6 +241,7 @@ def _lstm_layer_bwd_kernel(
     stride_gob, stride_got, stride_goh,
     stride_whn, stride_whk,
     PERSISTENT: tl.constexpr,  # every step, all hidden tiles of this program's rows; else one step, one tile
+    SPREAD: tl.constexpr,  # with PERSISTENT: every step of one tile, the batch tile's programs in step
     REVERSE: tl.constexpr,  # 1 when the layer runs backwards in time, else 0
     HAS_NEXT: tl.constexpr,  # unless PERSISTENT: whether the step after this one (forward order) has its dgates
     HAS_LENGTHS: tl.constexpr,
@@ -231,7 +252,18 @@ def _lstm_layer_bwd_kernel(
 ):
     o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # int64: row offsets times strides
     m_b = o_b < batch
-    if PERSISTENT:
+    if PERSISTENT and SPREAD:
+        # Program (p, q) runs tile (p, q) of every step, so it reads only its hidden units' slice of W_hh;
+        # the programs of batch tile p wait for each other after each step, whose results they all read.
+        o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+        for index in range(0, steps):
+            step_now = step_at(index, steps, 1 - REVERSE)
+            _lstm_layer_bwd_tile(grad_output_ptr, w_hh_ptr, lengths_ptr, states_c_ptr, gates_ptr, grad_gates_ptr,
+                                 grad_h_ptr, grad_c_ptr, step_now, index > 0, batch, hidden, stride_gob, stride_got,
+                                 stride_goh, stride_whn, stride_whk, o_b, m_b, o_h, REVERSE,
+                                 HAS_LENGTHS, DOT_PRECISION, BLOCK_K)
+            wait_for_batch_tile(barrier_ptr + tl.program_id(0), (index + 1) * tl.num_programs(1))
+    elif PERSISTENT:
         # As the forward, in reverse order: the dgates a step writes are read back (all 4H of them) by the same
         # program after the barrier.
         for index in range(0, steps):
@@ -253,9 +285,9 @@ def _lstm_layer_bwd_kernel(
 @triton_op("s2s_fast::triton_lstm_layer_fwd", mutates_args={})
 def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
                    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
-                   lengths: Optional[torch.Tensor], reverse: bool,
-                   persistent: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                              torch.Tensor]:
+                   lengths: Optional[torch.Tensor], reverse: bool, persistent: bool, graph: bool = False,
+                   spread: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                  torch.Tensor]:
     """Shapes as lstm_layer; returns (output [T, B, H], hy, cy [B, H], and for backward: states_h [T+1, B, H],
     states_c [T+1, B, H] float32, gates [T, B, 4H])."""
     steps, batch, _ = input.shape
@@ -269,23 +301,20 @@ def lstm_layer_fwd(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weig
     states_c[initial] = cx
     output = torch.empty(steps, batch, hidden, device=input.device, dtype=input.dtype)
     gates = torch.empty(steps, batch, 4 * hidden, device=input.device, dtype=input.dtype)
-    args = (input_gates, weight_hh, bias_hh if bias_hh is not None else weight_hh,
-            lengths if lengths is not None else hx, states_h, states_c, output, gates)
-    sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
-    flags = dict(REVERSE=int(reverse), HAS_BIAS_HH=bias_hh is not None, HAS_LENGTHS=lengths is not None,
-                 DOT_PRECISION=dot_precision(input.dtype))
-    with device_guard(input):
-        launch_rnn_layer(wrap_triton(_lstm_layer_fwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=False)
+    tensors = dict(input_gates=input_gates, weight_hh=weight_hh, bias_hh=bias_hh, lengths=lengths, states_h=states_h,
+                   states_c=states_c, output=output, gates=gates)
+    run_rnn_layer("lstm_layer_fwd", wrap_triton(_lstm_layer_fwd_kernel), tensors, ("states_c", "output", "gates"),
+                  reverse=reverse, persistent=persistent, spread=spread, graph=graph, backward=False,
+                  written=("states_h", "states_c", "output", "gates"), fresh=("output", "gates"))
     return output, states_h[final].clone(), states_c[final].to(input.dtype, copy=True), states_h, states_c, gates
 
 
 @triton_op("s2s_fast::triton_lstm_layer_bwd", mutates_args={})
 def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: torch.Tensor, input: torch.Tensor,
                    weight_ih: torch.Tensor, weight_hh: torch.Tensor, lengths: Optional[torch.Tensor], reverse: bool,
-                   persistent: bool, states_h: torch.Tensor, states_c: torch.Tensor,
-                   gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                 torch.Tensor, torch.Tensor]:
+                   persistent: bool, states_h: torch.Tensor, states_c: torch.Tensor, gates: torch.Tensor,
+                   graph: bool = False, spread: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                       torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (input, hx, cx, weight_ih, weight_hh, bias) from those of (output, hy, cy); bias is either's."""
     steps, batch, input_size = input.shape
     hidden = grad_hy.shape[1]
@@ -293,13 +322,12 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
     # The kernels update these in place: fresh contiguous float32 copies, never the incoming gradients.
     grad_h = grad_hy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     grad_c = grad_cy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    args = (grad_output, weight_hh, lengths if lengths is not None else grad_h, states_c, gates, grad_gates,
-            grad_h, grad_c)
-    sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2), *weight_hh.stride())
-    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=dot_precision(input.dtype))
-    with device_guard(input):
-        launch_rnn_layer(wrap_triton(_lstm_layer_bwd_kernel), args, sizes, flags, steps=steps, batch=batch,
-                         hidden=hidden, dtype=input.dtype, reverse=reverse, persistent=persistent, backward=True)
+    tensors = dict(grad_output=grad_output, weight_hh=weight_hh, lengths=lengths, states_c=states_c, gates=gates,
+                   grad_gates=grad_gates, grad_h=grad_h, grad_c=grad_c)
+    run_rnn_layer("lstm_layer_bwd", wrap_triton(_lstm_layer_bwd_kernel), tensors,
+                  ("states_c", "gates", "grad_gates", "grad_h", "grad_c"), reverse=reverse, persistent=persistent,
+                  spread=spread, graph=graph, backward=True,
+                  written=("grad_gates", "grad_h", "grad_c"), fresh=("grad_gates",))
     first = steps - 1 if reverse else 0  # the step the forward ran first (its gates took hx)
     recurrent = (grad_gates[-1 if reverse else 0] @ weight_hh).to(torch.float32)
     if lengths is not None:
@@ -314,12 +342,14 @@ def lstm_layer_bwd(grad_output: torch.Tensor, grad_hy: torch.Tensor, grad_cy: to
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent = inputs
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, persistent, graph, spread = inputs
     states_h, states_c, gates = output[3:]
     ctx.mark_non_differentiable(states_h, states_c, gates)
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.reverse = reverse
     ctx.persistent = persistent
+    ctx.graph = graph
+    ctx.spread = spread
     ctx.save_for_backward(input, weight_ih, weight_hh, lengths, states_h, states_c, gates)
 
 
@@ -327,16 +357,16 @@ def _backward(ctx, grad_output, grad_hy, grad_cy, *_):
     input, weight_ih, weight_hh, lengths, states_h, states_c, gates = ctx.saved_tensors
     grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_layer_bwd(
         grad_output, grad_hy, grad_cy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h,
-        states_c, gates)
+        states_c, gates, ctx.graph, ctx.spread)
     return ((grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh) + bias_grads(grad_bias, *ctx.has_bias)
-            + (None, None, None))
+            + (None, None, None, None, None))
 
 
 lstm_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
-               weight_hr=None, persistent=None):
+               weight_hr=None, persistent=None, graph=None, spread=False):
     """One fused LSTM layer, one direction; arguments and results as s2s_fast.functional.lstm_layer.
 
     Args:
@@ -345,16 +375,21 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
         weight_hr: must be None (the kernels have no projection; see limit).
         persistent: one launch for all steps (True), one launch per step (False), or None for
             ``utils.persistent_schedule``'s choice; both compute the same results.
+        graph: in the per-step schedule, replay the steps' launches, forward and backward, from a graph captured
+            per shape (True; see step_graphs), launch them one by one (False), or None for
+            ``step_graphs.replay_by_default``'s choice; the same results.
+        spread: with persistent, one program per (batch tile, hidden tile) for all steps, W_hh spread over them,
+            the programs of a batch tile waiting for each other between steps (``utils.spread_limit`` says where it
+            runs); never the default.
 
     Returns:
         (output [T, B, H], hy [B, H], cy [B, H]).
     """
     if weight_hr is not None:
         raise ValueError(PROJECTION_LIMIT)
-    if persistent is None:
-        persistent = persistent_schedule(4, hx.shape[1], input.dtype, input.shape[0])
+    persistent, graph, spread = layer_schedule(4, input, hx, persistent, graph, spread)
     output, hy, cy, *_ = lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-                                        bool(persistent))
+                                        persistent, graph, spread)
     return output, hy, cy
 
 

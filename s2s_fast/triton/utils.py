@@ -4,10 +4,15 @@ limit check every RNN op shares (rnn_limit)."""
 from __future__ import annotations
 
 import contextlib
+import functools
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+
+from . import interpreter_threads
+from .step_graphs import launch, replay_by_default, run_steps
 
 # Programs per launch that keep an H100's 132 multiprocessors busy.
 ENOUGH_PROGRAMS = 128
@@ -39,6 +44,20 @@ def step_at(index, steps, BACKWARDS_IN_TIME: tl.constexpr):
     else:
         step = tl.cast(index, tl.int64)
     return step
+
+
+@triton.jit
+def wait_for_batch_tile(arrivals_ptr, target):
+    """A barrier across the programs of one batch tile (the spread persistent RNN kernels): count this program's
+    arrival at ``arrivals_ptr`` (int32, zeroed before the launch) and wait until ``target`` have arrived. Every
+    program of the launch must be resident at once (the launcher keeps the grid within the multiprocessors)."""
+    # Every thread of the program has stored its part of the step before the program arrives (release), and none
+    # reads what the others stored before all have arrived (acquire).
+    tl.debug_barrier()
+    tl.atomic_add(arrivals_ptr, 1, sem="release", scope="gpu")
+    while tl.atomic_add(arrivals_ptr, 0, sem="acquire", scope="gpu") < target:
+        pass
+    tl.debug_barrier()
 
 
 @triton.jit
@@ -88,11 +107,68 @@ def persistent_schedule(gates: int, hidden: int, dtype: torch.dtype, steps=None)
     return gates * hidden * hidden * dtype.itemsize <= PERSISTENT_MAX_WEIGHT_BYTES
 
 
+def layer_schedule(gates: int, input: torch.Tensor, hx: torch.Tensor, persistent, graph, spread) -> tuple:
+    """(persistent, graph, spread) of an RNN layer call, each forced or None for the default's choice: persistent by
+    persistent_schedule, graph by step_graphs.replay_by_default; spread only when asked for, where spread_limit
+    allows (else a ValueError saying why)."""
+    if spread:
+        reason = spread_limit(input, hx)
+        if reason is not None:
+            raise ValueError(reason)
+        persistent = True
+    if persistent is None:
+        persistent = persistent_schedule(gates, hx.shape[1], input.dtype, input.shape[0])
+    if graph is None:
+        graph = not persistent and replay_by_default(input, input.shape[0])
+    return bool(persistent), bool(graph), bool(spread)
+
+
 def persistent_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
     """(BLOCK_B, BLOCK_H, BLOCK_K) of the persistent RNN kernels: the smallest batch tile tl.dot takes (16), for
     the most programs, and the hidden and K tiles of the per-step gate-GEMM kernels."""
     _, block_h, block_k = gemm_blocks(batch, hidden, dtype)
     return 16, block_h, block_k
+
+
+# Programs the spread schedule may launch where no GPU answers (the Triton interpreter): an H100's multiprocessors.
+SPREAD_PROGRAMS_WITHOUT_GPU = 132
+
+
+def spread_programs(device: torch.device) -> int:
+    """How many programs of the spread schedule are sure to be resident at once: one per multiprocessor."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return SPREAD_PROGRAMS_WITHOUT_GPU
+
+
+def spread_blocks(batch: int, hidden: int, dtype: torch.dtype, programs: int) -> Optional[tuple[int, int, int]]:
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the spread persistent RNN kernels: the narrowest hidden tiles, then the
+    smallest batch tiles, whose grid fits ``programs`` (W_hh spread over the most programs), or None when even
+    64 x 64 tiles need more programs than that."""
+    for block_h in (16, 32, 64):
+        for block_b in (16, 32, 64):
+            if triton.cdiv(batch, block_b) * triton.cdiv(hidden, block_h) <= programs:
+                return block_b, block_h, 64 if dtype.itemsize == 2 else 32
+    return None
+
+
+def spread_limit(input: torch.Tensor, hx: torch.Tensor, *_, **__) -> Optional[str]:
+    """None when the spread persistent schedule serves a layer call (arguments as the layer's), else why not."""
+    if input.device.type == "cpu" and not interpreter_threads.active():
+        return ("the spread schedule's programs wait for each other between steps, so it needs them all running at "
+                "once (a GPU); the Triton interpreter runs them one after another (tests run it under "
+                "s2s_fast.triton.interpreter_threads.concurrent_programs)")
+    programs = spread_programs(input.device)
+    if spread_blocks(hx.shape[0], hx.shape[1], input.dtype, programs) is None:
+        return (f"the spread schedule runs one program per multiprocessor at most ({programs}); B x H needs more "
+                "even in 64 x 64 tiles")
+    return None
+
+
+def spread_arrivals(weight_hh: torch.Tensor, batch: int, hidden: int) -> torch.Tensor:
+    """The spread schedule's zeroed int32 arrival counters, one per batch tile (a new set per launch)."""
+    block_b, _, _ = spread_blocks(batch, hidden, weight_hh.dtype, spread_programs(weight_hh.device))
+    return torch.zeros(triton.cdiv(batch, block_b), dtype=torch.int32, device=weight_hh.device)
 
 
 def gemm_blocks(batch: int, hidden: int, dtype: torch.dtype) -> tuple[int, int, int]:
@@ -113,24 +189,73 @@ def step_order(steps: int, reverse: bool) -> range:
     return range(steps - 1, -1, -1) if reverse else range(steps)
 
 
-def launch_rnn_layer(kernel, args: tuple, sizes: tuple, flags: dict, *, steps: int, batch: int, hidden: int,
-                     dtype: torch.dtype, reverse: bool, persistent: bool, backward: bool) -> None:
-    """Launch an RNN layer kernel (``wrap_triton``-wrapped, arguments ``*args, step, steps, *sizes``, constexprs
-    ``PERSISTENT``, ``**flags``, ``HAS_NEXT`` for backward kernels and the blocks) in either schedule: once over
-    the batch tiles, or once per step over (batch tiles x hidden tiles), the backward in reverse step order."""
+def launch_rnn_layer(kernel, tensors: dict, buffers: tuple, *, reverse: bool, persistent: bool, precision: str,
+                     backward: bool, spread: bool = False) -> None:
+    """Launch an RNN layer kernel (``wrap_triton``-wrapped) in its schedule on ``tensors`` (by name; sizes and
+    strides read from them, so a step graph's static copies serve as the caller's tensors do): once over the batch
+    tiles (persistent), once over (batch tiles x hidden tiles) (persistent and spread: ``tensors["barrier"]`` holds
+    zeroed int32 arrival counters, one per batch tile), or once per step over (batch tiles x hidden tiles), the
+    backward in reverse step order. Each launch goes through step_graphs.launch, so a stand-in step graph can
+    record it.
+
+    The kernel's arguments: forward ``input_gates, weight_hh, bias_hh, lengths, states_h, *buffers, barrier, step,
+    steps, batch, hidden, W_hh's strides, b_hh's stride``; backward ``grad_output, weight_hh, lengths, *buffers,
+    barrier, step, steps, batch, hidden, grad_output's strides (b, t, h), W_hh's strides``; an absent bias, lengths
+    or barrier (None) passes another pointer, never read. Constexprs ``PERSISTENT``, ``SPREAD``, ``REVERSE``,
+    ``HAS_BIAS_HH`` (forward), ``HAS_NEXT`` (backward), ``HAS_LENGTHS``, ``DOT_PRECISION`` and the blocks.
+    """
+    weight_hh, lengths = tensors["weight_hh"], tensors["lengths"]
+    flags = dict(REVERSE=int(reverse), HAS_LENGTHS=lengths is not None, DOT_PRECISION=precision)
+    if backward:
+        grad_output = tensors["grad_output"]
+        steps, batch, hidden = grad_output.shape
+        head = (grad_output, weight_hh, lengths if lengths is not None else tensors["grad_h"])
+        sizes = (batch, hidden, grad_output.stride(1), grad_output.stride(0), grad_output.stride(2),
+                 *weight_hh.stride())
+    else:
+        bias_hh, states_h = tensors["bias_hh"], tensors["states_h"]
+        steps, batch, hidden = tensors["output"].shape
+        head = (tensors["input_gates"], weight_hh, bias_hh if bias_hh is not None else weight_hh,
+                lengths if lengths is not None else states_h, states_h)
+        sizes = (batch, hidden, *weight_hh.stride(), bias_hh.stride(0) if bias_hh is not None else 0)
+        flags["HAS_BIAS_HH"] = bias_hh is not None
+    barrier = tensors.get("barrier")
+    args = head + tuple(tensors[name] for name in buffers) + (barrier if barrier is not None else weight_hh,)
     if persistent:
-        block_b, block_h, block_k = persistent_blocks(batch, hidden, dtype)
         has_next = dict(HAS_NEXT=True) if backward else {}
-        kernel[(triton.cdiv(batch, block_b),)](*args, 0, steps, *sizes, PERSISTENT=True, **flags, **has_next,
-                                              BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+        if spread:
+            block_b, block_h, block_k = spread_blocks(batch, hidden, weight_hh.dtype, spread_programs(weight_hh.device))
+            grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
+        else:
+            block_b, block_h, block_k = persistent_blocks(batch, hidden, weight_hh.dtype)
+            grid = (triton.cdiv(batch, block_b),)
+        launch(functools.partial(kernel[grid], *args, 0, steps, *sizes, PERSISTENT=True, SPREAD=spread, **flags,
+                                 **has_next, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k))
         return
-    block_b, block_h, block_k = gemm_blocks(batch, hidden, dtype)
+    block_b, block_h, block_k = gemm_blocks(batch, hidden, weight_hh.dtype)
     grid = (triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h))
     order = step_order(steps, reverse)
     for index, step in enumerate(reversed(order) if backward else order):
         has_next = dict(HAS_NEXT=index > 0) if backward else {}
-        kernel[grid](*args, step, steps, *sizes, PERSISTENT=False, **flags, **has_next, BLOCK_B=block_b,
-                     BLOCK_H=block_h, BLOCK_K=block_k)
+        launch(functools.partial(kernel[grid], *args, step, steps, *sizes, PERSISTENT=False, SPREAD=False, **flags,
+                                 **has_next, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k))
+
+
+def run_rnn_layer(name: str, kernel, tensors: dict, buffers: tuple, *, reverse: bool, persistent: bool, spread: bool,
+                  graph: bool, backward: bool, written: tuple, fresh: tuple) -> None:
+    """One pass of an RNN layer (``name``: op and pass) on ``tensors`` in its schedule: launch_rnn_layer's launches
+    (arguments as there), on the tensors' GPU, with the spread schedule's arrival counters, and replayed through
+    step_graphs when ``graph`` asks for it in the per-step schedule (``written``, ``fresh``: as StepGraphs.run)."""
+    weight_hh = tensors["weight_hh"]
+    _, batch, hidden = tensors["grad_output" if backward else "output"].shape
+    spread = persistent and spread
+    tensors = dict(tensors, barrier=spread_arrivals(weight_hh, batch, hidden) if spread else None)
+    precision = dot_precision(weight_hh.dtype)
+    launch_steps = functools.partial(launch_rnn_layer, kernel, buffers=buffers, reverse=reverse, persistent=persistent,
+                                     spread=spread, precision=precision, backward=backward)
+    with device_guard(weight_hh):
+        run_steps((name, reverse, persistent, precision), launch_steps, tensors, graph=graph and not persistent,
+                  written=written, fresh=fresh)
 
 
 def device_guard(tensor: torch.Tensor):
