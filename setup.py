@@ -169,6 +169,13 @@ X86_CPU_KERNEL_SETS = {
 }
 
 
+def torch_parallel_backend_is_openmp():
+    """Whether the installed torch runs ATen's parallel_for on OpenMP (its CPU builds on Linux do)."""
+    import torch
+
+    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 def _cpu_extension():
     if _mode("S2S_FAST_BUILD_CPU") in DISABLED:
         _say("s2s_fast: S2S_FAST_BUILD_CPU=0, building without the cpu backend's kernels")
@@ -183,14 +190,19 @@ def _cpu_extension():
     sets = dict(CPU_KERNEL_SETS)
     if platform.machine().lower() in ("x86_64", "amd64"):
         sets.update(X86_CPU_KERNEL_SETS)
-    _say(f"s2s_fast: building the cpu backend's kernels s2s_fast._cpu (instruction sets: {', '.join(sets)})")
+    # ATen's parallel_for is inline: compiled without OpenMP it runs every kernel on one thread. torch's CPU builds use
+    # OpenMP on Linux (libgomp, which the loader shares with torch's); elsewhere the kernels stay on one thread.
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") and torch_parallel_backend_is_openmp() else []
+    _say(f"s2s_fast: building the cpu backend's kernels s2s_fast._cpu (instruction sets: {', '.join(sets)}; "
+         f"{'OpenMP threads' if openmp else 'one thread: torch does not use OpenMP here'})")
     extension = CppExtension(
         "s2s_fast._cpu",
         # The bindings; the kernels_<set>.cpp files are compiled by Build below.
         sorted(source for source in glob.glob("csrc/cpu/*.cpp") if not os.path.basename(source).startswith("kernels_"))
         + ["csrc/module.cpp"],
         include_dirs=[os.path.abspath("csrc/cpu")],
-        extra_compile_args=["-O3"] + [f"-DS2S_FAST_CPU_{name.upper()}" for name in sets if name != "default"],
+        extra_compile_args=["-O3"] + openmp + [f"-DS2S_FAST_CPU_{name.upper()}" for name in sets if name != "default"],
+        extra_link_args=openmp,
         py_limited_api=True,
     )
     extension.kernel_sets = [(f"csrc/cpu/kernels_{name}.cpp", flags) for name, flags in sets.items()]

@@ -230,6 +230,21 @@ def test_kernel_errors_are_clear():
                                                       args["values"], None)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info(),
+                    reason="the kernels use OpenMP threads where torch does: Linux builds of torch")
+def test_kernels_run_on_torchs_threads():
+    # ATen's parallel_for is inline: a library compiled without OpenMP ran every kernel on one thread.
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            assert torch.ops.s2s_fast.cpu_kernel_threads(8) == count
+            assert torch.ops.s2s_fast.cpu_kernel_threads(1) == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_unavailable_reason_says_how_to_build():
     from s2s_fast import cpu
 

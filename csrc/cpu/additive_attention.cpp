@@ -4,10 +4,13 @@
 // cpu_kernel_capability, which names that set. Fake implementations and the autograd formula are registered from
 // Python (s2s_fast/cpu/additive_attention.py).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "additive_attention.h"
 #include "capability.h"
@@ -122,6 +125,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cpu(
 
 std::string kernel_capability() { return capability_name(capability()); }
 
+// How many of torch's threads at::parallel_for hands `tasks` one-item tasks to, from this library: 1 when the
+// library was compiled without OpenMP (then ATen's parallel_for runs inline and every kernel here on one thread).
+int64_t kernel_threads(int64_t tasks) {
+    TORCH_CHECK(tasks >= 0, "cpu_kernel_threads: tasks must be >= 0, got ", tasks);
+    std::vector<char> used(static_cast<size_t>(std::max(1, at::get_num_threads())), 0);
+    at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) { used.at(static_cast<size_t>(at::get_thread_num())) = 1; });
+    return std::count(used.begin(), used.end(), 1);
+}
+
 }  // namespace
 }  // namespace s2s_fast::cpu
 
@@ -134,6 +146,7 @@ TORCH_LIBRARY_FRAGMENT(s2s_fast, m) {
         "Tensor v, Tensor values, Tensor weights) -> (Tensor grad_query, Tensor grad_key, Tensor grad_v, "
         "Tensor grad_values)");
     m.def("cpu_kernel_capability() -> str", &s2s_fast::cpu::kernel_capability);
+    m.def("cpu_kernel_threads(int tasks) -> int", &s2s_fast::cpu::kernel_threads);
 }
 
 TORCH_LIBRARY_IMPL(s2s_fast, CPU, m) {

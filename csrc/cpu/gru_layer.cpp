@@ -56,10 +56,10 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const 
     }
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const Tensor flat = input.reshape({steps * batch, input_size});
-    // The weights transposed once (MKL's products with a transposed operand ran up to 15% slower here).
-    const Tensor weight_ih_t = weight_ih.t().contiguous(), weight_hh_t = weight_hh.t().contiguous();
+    // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
+    const Tensor weight_hh_t = step_weight(weight_hh, batch);
     const Tensor input_gates =
-        (bias.defined() ? at::addmm(bias, flat, weight_ih_t) : at::mm(flat, weight_ih_t))
+        (bias.defined() ? at::addmm(bias, flat, weight_ih.t()) : at::mm(flat, weight_ih.t()))
             .view({steps, batch, 3 * hidden});
     Tensor h = hx.contiguous().clone();
     Tensor output = at::empty({steps, batch, hidden}, input.options());
