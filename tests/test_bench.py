@@ -101,7 +101,27 @@ def test_compare_applies_dtype_tolerances_and_the_low_precision_rule():
     reference_f32 = {"out": (exact["out"] + 0.3).float()}
     as_close = {"out": (exact["out"] - 0.4).float()}
     assert compare(as_close, reference_f32, None, torch.float32)[1] is not None
-    assert compare(as_close, reference_f32, lambda: exact, torch.float32)[1] is None
+    assert compare(as_close, reference_f32, lambda: exact, torch.float32)[1:] == (None, None)
+
+
+def test_compare_times_a_less_accurate_float32_result_with_a_note_and_fails_a_wrong_one():
+    # Past twice the reference's error against float64, but within float32's rtol of it: less accurate, not wrong
+    # (torch's CPU LSTM bias gradients at long sums); a result past rtol is wrong.
+    exact = {"grad": torch.linspace(-1000.0, 1000.0, 64, dtype=torch.float64)}
+    reference = {"grad": (exact["grad"] + 1e-4).float()}
+    less_accurate = {"grad": (exact["grad"] + 0.05).float()}
+    wrong = {"grad": (exact["grad"] + 0.5).float()}
+    worst, mismatch, note = compare(less_accurate, reference, lambda: exact, torch.float32)
+    assert mismatch is None and worst > 0
+    assert note.startswith("grad less accurate than the reference: its error against the torch.float64 result is")
+    worst, mismatch, note = compare(wrong, reference, lambda: exact, torch.float32)
+    assert note is None and "disagrees with the reference" in mismatch and "allowed: 2x" in mismatch
+    # Low precision keeps the strict rule: a bf16 result past twice the reference's error fails.
+    # (off by 1 at an element of magnitude 1: 1% of the largest magnitude, within bf16's rtol of 5%)
+    exact = {"grad": torch.tensor([100.0, 1.0], dtype=torch.float64)}
+    beyond = {"grad": torch.tensor([100.0, 2.0])}
+    assert compare(beyond, {"grad": exact["grad"].bfloat16()}, lambda: exact, torch.bfloat16)[1] is not None
+    assert compare(beyond, {"grad": exact["grad"].float()}, lambda: exact, torch.float32)[1] is not None
 
 
 def test_every_target_has_its_case_at_the_stated_sizes_and_dtype():

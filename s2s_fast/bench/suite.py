@@ -44,42 +44,55 @@ def _first_line(error: BaseException) -> str:
 
 
 def compare(actual: dict, expected: dict, gold: Callable[[], dict] | None,
-            dtype: torch.dtype) -> tuple[float, str | None]:
-    """Compare a provider's results with the reference's; returns (largest relative error, mismatch or None).
+            dtype: torch.dtype) -> tuple[float, str | None, str | None]:
+    """Compare a provider's results with the reference's; returns (largest relative error, mismatch or None,
+    accuracy note or None).
 
     A value passes within the dtype's tolerance of the reference; else it also passes when its error against the
     reference computed in a wider dtype (``gold()``, asked for only then) is at most LOW_PRECISION_ERROR_RATIO times the
     reference's own plus one unit of the dtype's rounding (the rule of
     s2s_fast.testing.compare_low_precision_with_reference): a gradient summed over millions of float32 terms differs
-    from the reference's by more than the elementwise tolerance even when it is as accurate.
+    from the reference's by more than the elementwise tolerance even when it is as accurate. A float32 or float64 value
+    past that rule but within the dtype's relative tolerance of the wide result (largest difference over largest
+    magnitude) is less accurate, not wrong (torch's own CPU LSTM sums its bias gradients over T*B terms in order: 25 times the
+    reference's float32 error at T*B = 32768): it passes with a note that says by how much.
     """
     tol = tolerance(dtype)
     worst = 0.0
+    notes = []
     for name, want in expected.items():
         got = actual.get(name)
         if got is None:
-            return worst, f"{name} is missing from its results"
+            return worst, f"{name} is missing from its results", None
         if tuple(got.shape) != tuple(want.shape):
-            return worst, f"{name} has shape {list(got.shape)}, the reference {list(want.shape)}"
+            return worst, f"{name} has shape {list(got.shape)}, the reference {list(want.shape)}", None
         if not want.is_floating_point():
             if not torch.equal(got, want):
-                return worst, f"{name} differs from the reference"
+                return worst, f"{name} differs from the reference", None
             continue
         got, want = got.detach().float(), want.detach().float()
         error = relative_error(got, want)
         error = math.inf if math.isnan(error) else error
         worst = max(worst, error)
         if bool((torch.isfinite(got) != torch.isfinite(want)).any()):
-            return worst, f"{name} has non-finite values where the reference has none (or the reverse)"
-        close = bool(torch.isclose(got, want, rtol=tol["rtol"], atol=tol["atol"], equal_nan=True).all())
-        if not close and gold is not None and name in gold():
-            wide = gold()[name]
-            close = relative_error(got, wide) <= (LOW_PRECISION_ERROR_RATIO * relative_error(want, wide)
-                                                  + torch.finfo(dtype).eps)
-        if not close:
-            return worst, (f"{name} disagrees with the reference: max relative error {error:.2e} "
-                           f"(rtol {tol['rtol']:g}, atol {tol['atol']:g})")
-    return worst, None
+            return worst, f"{name} has non-finite values where the reference has none (or the reverse)", None
+        if bool(torch.isclose(got, want, rtol=tol["rtol"], atol=tol["atol"], equal_nan=True).all()):
+            continue
+        if gold is None or name not in gold():
+            return worst, (f"{name} disagrees with the reference: largest difference {error:.2e} of its largest "
+                           f"magnitude, elementwise tolerance rtol {tol['rtol']:g}, atol {tol['atol']:g}"), None
+        wide = gold()[name]
+        own, reference = relative_error(got, wide), relative_error(want, wide)
+        if own <= LOW_PRECISION_ERROR_RATIO * reference + torch.finfo(dtype).eps:
+            continue
+        against = (f"its error against the {wide.dtype} result is {own:.2e} of its largest magnitude, the "
+                   f"reference's {reference:.2e}")
+        if dtype not in LOW_PRECISION and own <= tol["rtol"]:
+            notes.append(f"{name} less accurate than the reference: {against}")
+            continue
+        return worst, (f"{name} disagrees with the reference: {against} (allowed: "
+                       f"{LOW_PRECISION_ERROR_RATIO:g}x the reference's, or up to rtol {tol['rtol']:g})"), None
+    return worst, None, "; ".join(notes) or None
 
 
 def _free_memory(device: torch.device) -> int | None:
@@ -159,10 +172,13 @@ def run_case(case: Case, options: SuiteOptions) -> list[dict]:
             runner = reference if provider == "reference" else case.prepare(provider, input_sets[0])
             record.update(note=runner.note, compile_s=runner.first_call_s)
             if provider != "reference":
-                record["max_relative_error"], mismatch = compare(runner.results(), expected, gold, case.dtype)
+                record["max_relative_error"], mismatch, accuracy = compare(runner.results(), expected, gold,
+                                                                           case.dtype)
                 if mismatch is not None:
                     record.update(status="failed", reason=mismatch)
                     continue
+                if accuracy is not None:
+                    record["note"] = "; ".join(filter(None, (record["note"], accuracy)))
             runners = [runner] + [case.prepare(provider, inputs) for inputs in input_sets[1:]]
             timing = measure(lambda i: runners[i].run(), device, rotation_count, options.policy)
             peak = peak_memory_bytes(runner.run, device)
