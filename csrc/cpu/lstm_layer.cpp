@@ -55,12 +55,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     const Tensor flat = input.reshape({steps * batch, input_size});
     // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
     const Tensor weight_hh_t = step_weight(weight_hh, batch);
-    const Tensor input_gates =
-        (bias.defined() ? at::addmm(bias, flat, weight_ih.t()) : at::mm(flat, weight_ih.t()))
-            .view({steps, batch, 4 * hidden});
+    // The input part of every step's gates in one product; when the gates are kept for the backward, straight into
+    // their buffer, where each step's kernel overwrites its rows' pre-activations with the activations once it has
+    // read them (a padded position it zeroes is a time its row never runs).
+    Tensor gates = at::empty({save ? steps : 0, batch, 4 * hidden}, input.options());
+    Tensor input_gates = save ? gates : at::empty({steps, batch, 4 * hidden}, input.options());
+    {
+        Tensor flat_gates = input_gates.view({steps * batch, 4 * hidden});
+        if (bias.defined()) {
+            at::addmm_out(flat_gates, bias, flat, weight_ih.t());
+        } else {
+            at::mm_out(flat_gates, flat, weight_ih.t());
+        }
+    }
     Tensor h = hx.contiguous().clone(), c = cx.contiguous().clone();
     Tensor output = at::empty({steps, batch, hidden}, input.options());
-    Tensor gates = at::empty({save ? steps : 0, batch, 4 * hidden}, input.options());
     Tensor cells = at::empty({save ? steps : 0, batch, hidden}, input.options());
     Tensor hidden_gates = at::empty({batch, 4 * hidden}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_layer_fwd", [&] {

@@ -21,7 +21,8 @@ struct LstmStepForwardParams {
     int64_t hidden;           // H
     const int64_t* lengths;   // [B] in [0, T], or nullptr: every row runs T steps
     bool reverse;
-    const T* input_gates;     // [T, B, 4H]: input @ weight_ih^T + bias_ih + bias_hh
+    const T* input_gates;     // [T, B, 4H]: input @ weight_ih^T + bias_ih + bias_hh; may be `gates` itself: a
+                              // position's pre-activations are read before its activations are written
     const T* hidden_gates;    // [B, 4H]: h @ weight_hh^T for the state before this step
     T* h;                     // [B, H] state, advanced in place for the rows that run this step
     T* c;                     // [B, H]
