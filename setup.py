@@ -169,11 +169,24 @@ X86_CPU_KERNEL_SETS = {
 }
 
 
-def torch_parallel_backend_is_openmp():
-    """Whether the installed torch runs ATen's parallel_for on OpenMP (its CPU builds on Linux do)."""
+def _openmp_flags():
+    """["-fopenmp"] where the installed torch runs ATen's parallel_for on OpenMP (its Linux builds do) and the C++
+    compiler compiles and links an OpenMP program; else [] and why not."""
     import torch
 
-    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
+    if not sys.platform.startswith("linux"):
+        return [], f"OpenMP is used on Linux only, this is {sys.platform}"
+    if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return [], "this torch does not run its parallel_for on OpenMP"
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = os.path.join(scratch, "probe.cpp")
+        with open(probe, "w") as source:
+            source.write("#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        result = subprocess.run([os.environ.get("CXX", "c++"), "-fopenmp", probe, "-o", os.path.join(scratch, "probe")],
+                                capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return [], "the C++ compiler does not build with -fopenmp"
+    return ["-fopenmp"], None
 
 
 def _cpu_extension():
@@ -190,11 +203,11 @@ def _cpu_extension():
     sets = dict(CPU_KERNEL_SETS)
     if platform.machine().lower() in ("x86_64", "amd64"):
         sets.update(X86_CPU_KERNEL_SETS)
-    # ATen's parallel_for is inline: compiled without OpenMP it runs every kernel on one thread. torch's CPU builds use
-    # OpenMP on Linux (libgomp, which the loader shares with torch's); elsewhere the kernels stay on one thread.
-    openmp = ["-fopenmp"] if sys.platform.startswith("linux") and torch_parallel_backend_is_openmp() else []
-    _say(f"s2s_fast: building the cpu backend's kernels s2s_fast._cpu (instruction sets: {', '.join(sets)}; "
-         f"{'OpenMP threads' if openmp else 'one thread: torch does not use OpenMP here'})")
+    # ATen's parallel_for is inline: compiled without OpenMP it runs every kernel on one thread. torch's Linux builds
+    # use OpenMP (libgomp, which the loader shares with torch's own copy).
+    openmp, why_not = _openmp_flags()
+    threads = "on torch's OpenMP threads" if openmp else f"on one thread: {why_not}"
+    _say(f"s2s_fast: building the cpu backend's kernels s2s_fast._cpu (instruction sets: {', '.join(sets)}; {threads})")
     extension = CppExtension(
         "s2s_fast._cpu",
         # The bindings; the kernels_<set>.cpp files are compiled by Build below.

@@ -28,7 +28,8 @@ reference time loop around its own cell.
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
 first where ``CUDNN_FASTER`` says cuDNN was measured faster) and cpu, aten, reference for CPU tensors (aten first for
-the ops in ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded), skipping a
+the ops in ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says
+oneDNN was measured faster when one is), skipping a
 backend that is unavailable or whose limit check refuses the call; for a layer op it tries the fused backends' own
 layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
 ``BackendError`` (a ``RuntimeError``) saying why.
@@ -68,10 +69,17 @@ _AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
 # GPU run of `s2s-fast bench --device cuda` measures it: until then auto never picks aten on a GPU.
 CUDNN_FASTER: tuple[tuple[str, torch.dtype, range, range], ...] = ()
 _GATES = {"lstm_cell": 4, "lstm_layer": 4, "gru_cell": 3, "gru_layer": 3}
-# Ops for which auto tries aten before cpu on a CPU call that records no gradient: torch's oneDNN forward was measured
-# faster than the cpu backend's (whose layer wins forward+backward: it keeps what its backward needs and takes the
-# weight gradients in one product over all steps). s2s-fast bench --device cpu, 2026-12-03 (README).
+# Ops for which auto tries aten before cpu on a CPU call that records no gradient: torch's oneDNN LSTM forward was
+# measured faster than the cpu backend's at two threads at every size, and at one thread at B=64 (the cpu layer wins
+# forward+backward: it keeps what its backward needs and takes the weight gradients in one product over all steps).
+# s2s-fast bench --device cpu, 2026-12-04 (README).
 CPU_INFERENCE_PREFERS_ATEN = frozenset({"lstm_layer"})
+# Where oneDNN's LSTM forward+backward was measured faster than the cpu layer's on a CPU: rows of (op, fewest torch
+# threads, batch sizes, hidden sizes); auto tries aten first on a CPU call that records a gradient and matches a row.
+# A sweep at T=64 on the 2-core Xeon, 2026-12-04: at two threads and H=256, B=8-32 ran 0.83-0.89x of aten's speed on
+# the cpu layer (MKL's small per-step products scale worse than oneDNN's), B<=4 and B>=64 1.1-1.3x; at H>=384 and at
+# one thread the cpu layer was as fast or faster at every size.
+CPU_ATEN_FASTER_TRAINING: tuple[tuple[str, int, range, range], ...] = (("lstm_layer", 2, range(5, 33), range(1, 257)),)
 
 _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
@@ -241,6 +249,19 @@ def cudnn_measured_faster(op: str, args: tuple) -> bool:
                for row_op, dtype, batches, hiddens in CUDNN_FASTER)
 
 
+def _cpu_prefers_aten(op: str, args: tuple) -> bool:
+    """Whether auto tries aten before cpu for this CPU call: no gradient recorded and op in
+    CPU_INFERENCE_PREFERS_ATEN, or a gradient recorded and a row of CPU_ATEN_FASTER_TRAINING covering it."""
+    if not _records_gradient(args):
+        return op in CPU_INFERENCE_PREFERS_ATEN
+    if op not in _GATES:
+        return False
+    hx, weight_hh = args[1], args[4 if op.startswith("lstm") else 3]
+    batch, hidden, threads = hx.shape[0], weight_hh.shape[0] // _GATES[op], torch.get_num_threads()
+    return any(op == row_op and threads >= fewest and batch in batches and hidden in hiddens
+               for row_op, fewest, batches, hiddens in CPU_ATEN_FASTER_TRAINING)
+
+
 def _records_gradient(args: tuple) -> bool:
     """Whether autograd records a call with these arguments."""
     return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
@@ -253,8 +274,7 @@ def _auto_candidates(op: str, device: torch.device, args: tuple) -> list[tuple[s
     fused = list(_AUTO_FUSED.get(device.type, ()))
     if device.type == "cuda" and cudnn_measured_faster(op, args):
         fused.insert(0, "aten")
-    if ("aten" in fused and "cpu" in fused and device.type == "cpu" and op in CPU_INFERENCE_PREFERS_ATEN
-            and not _records_gradient(args)):
+    if "aten" in fused and "cpu" in fused and device.type == "cpu" and _cpu_prefers_aten(op, args):
         fused.remove("aten")
         fused.insert(fused.index("cpu"), "aten")
     if op not in _LAYER_FROM_CELL:

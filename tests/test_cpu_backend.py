@@ -418,6 +418,33 @@ def test_layer_auto_routing_and_limits():
 
 
 @built
+def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch):
+    """Training calls go to aten where CPU_ATEN_FASTER_TRAINING's measured rows say oneDNN was faster (enough threads,
+    batch and hidden size in range), to the cpu layer elsewhere; GRU has no row."""
+    threads = torch.get_num_threads()
+    cpu_device = torch.device("cpu")
+
+    def backend_for(kind, batch, hidden, thread_count):
+        torch.set_num_threads(thread_count)
+        args = _layer_args(kind, 3, batch, 4, hidden, dtype=torch.float32)
+        trained = tuple(v.requires_grad_(True) if k == "weight_ih" else v for k, v in args.items())
+        return backends.resolve(f"{kind}_layer", cpu_device, trained)[0]
+
+    try:
+        monkeypatch.setattr(backends, "CPU_ATEN_FASTER_TRAINING", (("lstm_layer", 2, range(5, 33), range(1, 257)),))
+        assert backend_for("lstm", 8, 16, 2) == "aten"
+        assert backend_for("lstm", 32, 256, 3) == "aten"
+        assert backend_for("lstm", 8, 16, 1) == "cpu"  # too few threads
+        assert backend_for("lstm", 4, 16, 2) == "cpu"  # batch below the row
+        assert backend_for("lstm", 8, 257, 2) == "cpu"  # hidden above it
+        assert backend_for("gru", 8, 16, 2) == "cpu"
+        monkeypatch.setattr(backends, "CPU_ATEN_FASTER_TRAINING", ())
+        assert backend_for("lstm", 8, 16, 2) == "cpu"
+    finally:
+        torch.set_num_threads(threads)
+
+
+@built
 def test_lstm_layer_kernel_errors_are_clear():
     args = _layer_args("lstm", 3, 2, 4, 5, dtype=torch.float32)
     values = list(args.values())
