@@ -254,7 +254,9 @@ def _cpu_prefers_aten(op: str, args: tuple) -> bool:
     CPU_INFERENCE_PREFERS_ATEN, or a gradient recorded and a row of CPU_ATEN_FASTER_TRAINING covering it."""
     if not _records_gradient(args):
         return op in CPU_INFERENCE_PREFERS_ATEN
-    if op not in _GATES:
+    if op not in _GATES or torch.compiler.is_compiling():
+        # aten steps aside under torch.compile anyway, and reading the thread count or testing a traced size against
+        # the table's ranges would break the graph or guard on the size.
         return False
     hx, weight_hh = args[1], args[4 if op.startswith("lstm") else 3]
     batch, hidden, threads = hx.shape[0], weight_hh.shape[0] // _GATES[op], torch.get_num_threads()
