@@ -252,12 +252,18 @@ def test_a_stop_request_is_recorded_once_then_signals_act_as_before():
 
     from s2s_fast.train import StopRequests
 
-    with StopRequests() as requests:
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert requests.signal == signal.SIGTERM
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own SIGINT handler first: a process started in the background by a shell without job control inherits
+    # SIGINT ignored, and Python then leaves it so.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with StopRequests() as requests:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert requests.signal == signal.SIGTERM
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
