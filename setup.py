@@ -97,12 +97,17 @@ def _why_no_cuda_extension():
     return None
 
 
+def _cxx():
+    """The host C++ compiler the extensions build with: $CXX, else c++."""
+    return os.environ.get("CXX", "c++")
+
+
 def _why_no_emulation():
     try:
         import torch  # noqa: F401
     except ImportError:
         return "torch is not installed"
-    compiler = os.environ.get("CXX", "c++")
+    compiler = _cxx()
     if shutil.which(compiler) is None:
         return f"no C++ compiler ({compiler}; set CXX)"
     return None
@@ -182,7 +187,7 @@ def _openmp_flags():
         probe = os.path.join(scratch, "probe.cpp")
         with open(probe, "w") as source:
             source.write("#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
-        result = subprocess.run([os.environ.get("CXX", "c++"), "-fopenmp", probe, "-o", os.path.join(scratch, "probe")],
+        result = subprocess.run([_cxx(), "-fopenmp", probe, "-o", os.path.join(scratch, "probe")],
                                 capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return [], "the C++ compiler does not build with -fopenmp"

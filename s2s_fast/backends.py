@@ -239,13 +239,18 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     raise BackendError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
 
 
+def _batch_and_hidden(op: str, args: tuple) -> tuple[int, int]:
+    """(B, H) of a call of a layer or cell op (args as in resolve), for the measured tables' rows."""
+    hx, weight_hh = args[1], args[4 if op.startswith("lstm") else 3]
+    return hx.shape[0], weight_hh.shape[0] // _GATES[op]
+
+
 def cudnn_measured_faster(op: str, args: tuple) -> bool:
     """Whether a row of CUDNN_FASTER covers this call of a layer or cell op (args as in resolve)."""
     if op not in _GATES:
         return False
-    hx, weight_hh = args[1], args[4 if op.startswith("lstm") else 3]
-    batch, hidden = hx.shape[0], weight_hh.shape[0] // _GATES[op]
-    return any(op == row_op and hx.dtype == dtype and batch in batches and hidden in hiddens
+    batch, hidden = _batch_and_hidden(op, args)
+    return any(op == row_op and args[1].dtype == dtype and batch in batches and hidden in hiddens
                for row_op, dtype, batches, hiddens in CUDNN_FASTER)
 
 
@@ -258,8 +263,8 @@ def _cpu_prefers_aten(op: str, args: tuple) -> bool:
         # aten steps aside under torch.compile anyway, and reading the thread count or testing a traced size against
         # the table's ranges would break the graph or guard on the size.
         return False
-    hx, weight_hh = args[1], args[4 if op.startswith("lstm") else 3]
-    batch, hidden, threads = hx.shape[0], weight_hh.shape[0] // _GATES[op], torch.get_num_threads()
+    batch, hidden = _batch_and_hidden(op, args)
+    threads = torch.get_num_threads()
     return any(op == row_op and threads >= fewest and batch in batches and hidden in hiddens
                for row_op, fewest, batches, hiddens in CPU_ATEN_FASTER_TRAINING)
 

@@ -54,8 +54,8 @@ def compare(actual: dict, expected: dict, gold: Callable[[], dict] | None,
     s2s_fast.testing.compare_low_precision_with_reference): a gradient summed over millions of float32 terms differs
     from the reference's by more than the elementwise tolerance even when it is as accurate. A float32 or float64 value
     past that rule but within the dtype's relative tolerance of the wide result (largest difference over largest
-    magnitude) is less accurate, not wrong (torch's own CPU LSTM sums its bias gradients over T*B terms in order: 25 times the
-    reference's float32 error at T*B = 32768): it passes with a note that says by how much.
+    magnitude) is less accurate, not wrong (torch's own CPU LSTM sums its bias gradients over T*B terms in order: 25
+    times the reference's float32 error at T*B = 32768): it passes with a note that says by how much.
     """
     tol = tolerance(dtype)
     worst = 0.0
