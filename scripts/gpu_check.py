@@ -4,7 +4,7 @@ it is right, and how fast it is against cuDNN, the reference and torch.compile.
 Usage (from the repository root; scripts/gpu_check.sh is the same):
     python3 scripts/gpu_check.py [--out DIR] [--budget SECONDS] [--commit HASH] [--dry-run]
 
-Stages, in order; each gets its cap or what is left of the budget (default 540 s, inside one 600 s device call),
+Stages, in order; each gets its cap or what is left of the budget (default 570 s, inside one 600 s device call),
 whichever is smaller, and a stage with under 10 s left is skipped:
     environment    nvidia-smi, torch / triton / CUDA versions
     deps           carried wheels in .whl/ (packages the machine lacks) installed to a temporary folder
@@ -14,6 +14,9 @@ whichever is smaller, and a stage with under 10 s left is skipped:
                    opcheck, torch.compile, CUDA graphs
     memcheck       compute-sanitizer memcheck, then racecheck, on one small call of each CUDA kernel
     racecheck      (scripts/cuda_sanitizer_driver.py)
+    op_tests       pytest tests/ops: every backend of every op against the reference at every size, where the
+                   Triton interpreter and the CUDA emulation skip the large ones (triton and cuda on the GPU, aten
+                   through cuDNN)
     bench_suite    s2s-fast bench --device cuda with the time that is left (target cases first): every backend and
                    each of its forced variants (Triton layer schedules, the cuda cell's two paths) against the
                    reference, torch.compile and cuDNN
@@ -45,7 +48,7 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUDGET_S = 540
+DEFAULT_BUDGET_S = 570
 RESERVE_S = 15  # kept back for the summary and the archive
 MIN_STAGE_S = 10
 CARRIED_LIBRARY = Path("build/cuda/tree/s2s_fast")
@@ -119,10 +122,21 @@ def _extension_command(check: Check) -> str:
             f"{_python()} setup.py -q build_ext --inplace && {loads}; }}")
 
 
-def _tests_command(check: Check) -> str:
-    xml = check.logs / "gpu_tests.xml"
-    return (f"{_python()} -m pytest -m 'gpu or cuda_kernels' -q -p no:cacheprovider -rfE --timeout 120 "
-            f"--junitxml {xml} tests; code=$?; [ $code -eq 5 ] && exit 0; exit $code")
+TEST_STAGES = ("gpu_tests", "op_tests")
+
+
+def _pytest_command(name: str, selection: str) -> Callable[[Check], str]:
+    """pytest on ``selection``, one line per test as it ends (a stage cut short still says which passed), spread
+    over 8 workers where pytest-xdist is there (compiling the Triton kernels is most of the time); a test that
+    hangs (a kernel that never returns) is ended after 90 s, its worker replaced."""
+
+    def command(check: Check) -> str:
+        xml = check.logs / f"{name}.xml"
+        workers = f"$({_python()} -c 'import xdist' 2>/dev/null && echo '-n 8')"
+        return (f"{_python()} -m pytest {selection} -v -p no:cacheprovider -rfE --timeout 90 --timeout-method thread "
+                f"{workers} --junitxml {xml}; code=$?; [ $code -eq 5 ] && exit 0; exit $code")
+
+    return command
 
 
 def _sanitizer_command(tool: str) -> Callable[[Check], str]:
@@ -144,12 +158,28 @@ def _bench_command(check: Check) -> str:
 STAGES = [
     Stage("environment", 20, _environment_command),
     Stage("deps", 20, _deps_command),
-    Stage("extension", 120, _extension_command),
-    Stage("gpu_tests", 150, _tests_command),
+    Stage("extension", 60, _extension_command),
+    Stage("gpu_tests", 150, _pytest_command("gpu_tests", "-m 'gpu or cuda_kernels' tests")),
     Stage("memcheck", 45, _sanitizer_command("memcheck")),
     Stage("racecheck", 45, _sanitizer_command("racecheck")),
+    Stage("op_tests", 120, _pytest_command("op_tests", "tests/ops")),
     Stage("bench_suite", None, _bench_command),
 ]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End a stage's process group: SIGINT first (pytest then writes its report of the tests run so far), then
+    SIGTERM, then SIGKILL, a few seconds apart."""
+    for signal_number, grace_s in ((2, 8), (15, 5), (9, None)):
+        try:
+            os.killpg(process.pid, signal_number)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_stage(check: Check, stage: Stage) -> StageResult:
@@ -175,12 +205,7 @@ def run_stage(check: Check, stage: Stage) -> StageResult:
         try:
             code = process.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
+            _stop(process)
             code = None
     seconds = time.monotonic() - begin
     text = log.read_text(errors="replace")
@@ -224,7 +249,7 @@ def _gpu_name() -> str:
 
 def write_outputs(check: Check, gpu: str) -> None:
     """summary.md, results.json, logs.tar.gz and the bench tables, in check.out (replaced each time)."""
-    tests = test_counts(check.logs / "gpu_tests.xml")
+    tests = {name: counts for name in TEST_STAGES if (counts := test_counts(check.logs / f"{name}.xml"))}
     sanitizers = {}
     for tool in ("memcheck", "racecheck"):
         log = check.logs / f"{tool}.log"
@@ -242,10 +267,10 @@ def write_outputs(check: Check, gpu: str) -> None:
              "| stage | status | seconds | limit s | note |", "| --- | --- | ---: | ---: | --- |"]
     lines += [f"| {r.name} | {r.status} | {r.seconds:.0f} | {r.limit_s} | {r.note.splitlines()[0][:100] if r.note else ''} |"
               for r in check.results]
-    if tests:
-        lines += ["", f"GPU tests: {tests['tests']} run, {tests['failures']} failed, {tests['errors']} errors, "
-                      f"{tests['skipped']} skipped."]
-        lines += [f"- {failure}" for failure in tests["failed"][:40]]
+    for name, counts in tests.items():
+        lines += ["", f"{name}: {counts['tests']} run, {counts['failures']} failed, {counts['errors']} errors, "
+                      f"{counts['skipped']} skipped."]
+        lines += [f"- {failure}" for failure in counts["failed"][:40]]
     if sanitizers:
         lines += ["", "compute-sanitizer: " + "; ".join(f"{tool}: {text}" for tool, text in sanitizers.items())]
     check.out.mkdir(parents=True, exist_ok=True)

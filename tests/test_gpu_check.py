@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["environment", "deps", "extension", "gpu_tests", "memcheck", "racecheck", "bench_suite"]
+STAGES = ["environment", "deps", "extension", "gpu_tests", "memcheck", "racecheck", "op_tests", "bench_suite"]
 
 
 def _dry_run(out, *arguments):
@@ -22,10 +22,11 @@ def test_dry_run_plans_every_stage_inside_one_device_call(tmp_path):
     assert [stage["name"] for stage in record["stages"]] == STAGES
     assert all(stage["status"] == "PLANNED" for stage in record["stages"])
     # Even if every stage used its whole limit, the check ends inside its budget, itself inside a 600 s call.
-    assert record["budget_s"] <= 540
+    assert record["budget_s"] <= 570
     assert sum(stage["limit_s"] for stage in record["stages"]) <= record["budget_s"]
     assert all(stage["limit_s"] >= 10 for stage in record["stages"])
     assert "gpu or cuda_kernels" in record["stages"][3]["note"]
+    assert "tests/ops" in record["stages"][6]["note"] and "--junitxml" in record["stages"][6]["note"]
     assert "compute-sanitizer" in record["stages"][4]["note"] and "--tool memcheck" in record["stages"][4]["note"]
 
 
