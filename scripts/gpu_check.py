@@ -38,6 +38,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -170,7 +171,7 @@ STAGES = [
 def _stop(process: subprocess.Popen) -> None:
     """End a stage's process group: SIGINT first (pytest then writes its report of the tests run so far), then
     SIGTERM, then SIGKILL, a few seconds apart."""
-    for signal_number, grace_s in ((2, 8), (15, 5), (9, None)):
+    for signal_number, grace_s in ((signal.SIGINT, 8), (signal.SIGTERM, 5), (signal.SIGKILL, None)):
         try:
             os.killpg(process.pid, signal_number)
         except ProcessLookupError:
@@ -200,8 +201,11 @@ def run_stage(check: Check, stage: Stage) -> StageResult:
     with log.open("w") as handle:
         handle.write(f"$ {command}\n")
         handle.flush()
+        # SIGINT back to its default in the stage (a shell without job control starts background jobs with it
+        # ignored), so that _stop's SIGINT reaches pytest.
         process = subprocess.Popen(["bash", "-c", command], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                   env=environment, start_new_session=True)
+                                   env=environment, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             code = process.wait(timeout=limit)
         except subprocess.TimeoutExpired:

@@ -1,8 +1,12 @@
 """scripts/gpu_check.sh's plumbing, without a GPU (--dry-run): stage order, the budget, what lands in its folder."""
 
+import importlib.util
 import json
 import re
+import shlex
+import signal
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -49,3 +53,24 @@ def test_a_short_budget_skips_the_late_stages_instead_of_overrunning(tmp_path):
     stages = json.loads((tmp_path / "out" / "results.json").read_text())["stages"]
     assert sum(stage["limit_s"] for stage in stages) <= 200
     assert stages[-1]["status"] == "SKIP" and stages[-1]["note"] == "out of time"
+
+
+def test_a_stage_past_its_limit_is_interrupted_first_so_that_pytest_writes_its_report(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # its dataclasses look their module up there
+    spec.loader.exec_module(gpu_check)
+    marker = tmp_path / "interrupted"
+    # A stage that reports only when interrupted, as pytest does; started here with SIGINT ignored, as a background
+    # job of a shell without job control would be, which the stage must undo.
+    script = (f"import pathlib, time\ntry:\n    time.sleep(60)\n"
+              f"except KeyboardInterrupt:\n    pathlib.Path({str(marker)!r}).write_text('report')\n")
+    stage = gpu_check.Stage("slow", gpu_check.MIN_STAGE_S, lambda check: f"{sys.executable} -c {shlex.quote(script)}")
+    check = gpu_check.Check(tmp_path / "out", gpu_check.RESERVE_S + gpu_check.MIN_STAGE_S + 1, "test", dry_run=False)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = gpu_check.run_stage(check, stage)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.status == "FAIL" and result.note.startswith("timed out")
+    assert marker.read_text() == "report"
