@@ -80,6 +80,13 @@ CPU_INFERENCE_PREFERS_ATEN = frozenset({"lstm_layer"})
 # the cpu layer (MKL's small per-step products scale worse than oneDNN's), B<=4 and B>=64 1.1-1.3x; at H>=384 and at
 # one thread the cpu layer was as fast or faster at every size.
 CPU_ATEN_FASTER_TRAINING: tuple[tuple[str, int, range, range], ...] = (("lstm_layer", 2, range(5, 33), range(1, 257)),)
+# The table above holds on Intel's CPUs. The cpu layers' products go through MKL, whose float32 GEMM on other
+# vendors' CPUs runs far below oneDNN's: on a 2-core AMD EPYC with AVX-512, 2026-12-04, a [64, 512] x [512, 2048]
+# product ran at 105 GFLOP/s through MKL and 226 through oneDNN, and the cpu LSTM layer's forward+backward at 1.5-2.2x
+# the time of aten's (oneDNN's fused RNN) at every size swept (B=8-256, H=128-512, T=16 and 64, one and two threads,
+# with and without lengths). So on a CPU whose vendor is not Intel, auto tries aten first for these ops' training calls
+# at every size. The cpu GRU layer is not among them: it ran 0.76-1.08x of aten's time there.
+CPU_ATEN_FASTER_TRAINING_OFF_INTEL = frozenset({"lstm_layer"})
 
 _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
@@ -254,15 +261,32 @@ def cudnn_measured_faster(op: str, args: tuple) -> bool:
                for row_op, dtype, batches, hiddens in CUDNN_FASTER)
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_vendor() -> str:
+    """The CPU's vendor as the kernel names it (``GenuineIntel``, ``AuthenticAMD``, ...), "" where unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _cpu_prefers_aten(op: str, args: tuple) -> bool:
     """Whether auto tries aten before cpu for this CPU call: no gradient recorded and op in
-    CPU_INFERENCE_PREFERS_ATEN, or a gradient recorded and a row of CPU_ATEN_FASTER_TRAINING covering it."""
+    CPU_INFERENCE_PREFERS_ATEN, or a gradient recorded and either op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL on a CPU
+    that is not Intel's or a row of CPU_ATEN_FASTER_TRAINING covering it."""
     if not _records_gradient(args):
         return op in CPU_INFERENCE_PREFERS_ATEN
     if op not in _GATES or torch.compiler.is_compiling():
         # aten steps aside under torch.compile anyway, and reading the thread count or testing a traced size against
         # the table's ranges would break the graph or guard on the size.
         return False
+    if op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL and cpu_vendor() != "GenuineIntel":
+        return True
     batch, hidden = _batch_and_hidden(op, args)
     threads = torch.get_num_threads()
     return any(op == row_op and threads >= fewest and batch in batches and hidden in hiddens

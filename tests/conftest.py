@@ -25,9 +25,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_reset_backend():
+def _seed_and_reset_backend(monkeypatch):
     import s2s_fast
+    from s2s_fast import backends
 
     torch.manual_seed(0)
+    # Auto's CPU routing depends on the CPU's vendor (backends.CPU_ATEN_FASTER_TRAINING_OFF_INTEL); the suite routes
+    # as on an Intel CPU wherever it runs, and tests/test_cpu_backend.py checks both.
+    monkeypatch.setattr(backends, "cpu_vendor", lambda: "GenuineIntel")
     yield
     s2s_fast.set_backend(None)

@@ -9,6 +9,7 @@ opcheck, torch.compile, each instruction set the library is built for, and the f
 
 import functools
 import os
+import platform
 import subprocess
 import sys
 
@@ -20,6 +21,8 @@ from s2s_fast import backends
 from s2s_fast import functional as F
 from s2s_fast.cpu import compiled
 from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference
+
+_CPU_VENDOR = backends.cpu_vendor  # taken at import, before conftest pins it for each test
 
 built = pytest.mark.skipif(compiled.MISSING_REASON is not None, reason=f"{compiled.MISSING_REASON}")
 
@@ -440,8 +443,22 @@ def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch)
         assert backend_for("gru", 8, 16, 2) == "cpu"
         monkeypatch.setattr(backends, "CPU_ATEN_FASTER_TRAINING", ())
         assert backend_for("lstm", 8, 16, 2) == "cpu"
+        # Off Intel's CPUs (MKL's GEMM far below oneDNN's there), LSTM training goes to aten at every size; GRU not.
+        monkeypatch.setattr(backends, "cpu_vendor", lambda: "AuthenticAMD")
+        assert backend_for("lstm", 8, 16, 1) == "aten"
+        assert backend_for("lstm", 64, 512, 2) == "aten"
+        assert backend_for("gru", 64, 512, 1) == "cpu"
+        monkeypatch.setattr(backends, "CPU_ATEN_FASTER_TRAINING_OFF_INTEL", frozenset())
+        assert backend_for("lstm", 8, 16, 1) == "cpu"
     finally:
         torch.set_num_threads(threads)
+
+
+def test_cpu_vendor_is_read_from_the_kernel():
+    vendor = _CPU_VENDOR()  # the suite pins backends.cpu_vendor (conftest); this is the function that reads the CPU
+    assert isinstance(vendor, str)
+    if os.path.exists("/proc/cpuinfo") and platform.machine() in ("x86_64", "AMD64"):
+        assert vendor and vendor == vendor.strip() and " " not in vendor  # GenuineIntel, AuthenticAMD, ...
 
 
 @built
