@@ -30,8 +30,8 @@ environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton,
 first where ``CUDNN_FASTER`` says cuDNN was measured faster) and cpu, aten, reference for CPU tensors (aten first for
 the ops in ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says
 oneDNN was measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is
-not Intel's), skipping a backend that is unavailable or whose limit check refuses the call; for a layer op it tries the fused backends' own
-layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
+not Intel's), skipping a backend that is unavailable or whose limit check refuses the call; for a layer op it tries
+the fused backends' own layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
 ``BackendError`` (a ``RuntimeError``) saying why.
 """
 
