@@ -69,6 +69,13 @@ def _float_tensors(op: str, named: dict) -> tuple[torch.dtype, torch.device]:
     return first.dtype, first.device
 
 
+# Device types with autocast, asked once here: torch 2.11's Dynamo cannot trace torch.amp.is_autocast_available (a
+# graph break inside every op under torch.compile), and the answer depends on the device type alone.
+_AUTOCAST_DEVICE_TYPES = frozenset(
+    t for t in ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "maia", "xla", torch._C._get_privateuse1_backend_name())
+    if torch.amp.is_autocast_available(t))
+
+
 def _autocast(tensors: tuple) -> tuple:
     """Cast floating tensors to the autocast dtype when autocast is on for their device, as torch's autocast casts
     them: float64 stays float64, and a device without autocast (meta) is left alone."""
@@ -76,7 +83,7 @@ def _autocast(tensors: tuple) -> tuple:
     if first is None:
         return tensors
     device_type = first.device.type
-    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+    if not (device_type in _AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device_type)):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)
     return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64

@@ -60,4 +60,6 @@ echo "cuda-build: built $WORK/tree/s2s_fast/$(cd "$WORK/tree/s2s_fast" && ls _C*
 cd "$WORK/tree"
 # Which sizes the Triton ops pin under torch.compile (fake CUDA tensors with symbolic sizes: this torch has CUDA).
 PYTHONPATH=$PWD S2S_FAST_CUDA_EMULATE= ../venv/bin/python scripts/check_symbolic_sizes.py
+# Whether Dynamo traces every public op whole under this torch (CPU tensors, reference backend).
+PYTHONPATH=$PWD S2S_FAST_CUDA_EMULATE= ../venv/bin/python scripts/check_dynamo_trace.py
 PYTHONPATH=$PWD S2S_FAST_CUDA_EMULATE= exec ../venv/bin/python scripts/check_cuda_build.py
