@@ -6,6 +6,9 @@ lengths in torch.nn's padded form (see sequence.py); lstm_cell and gru_cell run 
 Every floating dtype torch serves, LSTM projections (weight_hr) included, on CPU and CUDA tensors; under
 torch.compile the layers are left to the reference, which traces (see sequence.compile_limit). Auto prefers it to the
 reference for CPU tensors; for CUDA tensors only where s2s_fast.backends.CUDNN_FASTER says cuDNN was measured faster.
+Torch's kernels run under torch's own switches: in float32 on a GPU the layers take cuDNN's TF32 setting
+(``torch.backends.cudnn.allow_tf32``, on by default), as torch.nn.LSTM does, where the other backends follow torch's
+matmul setting (off by default); turn cuDNN's off for IEEE float32 (the test suite does).
 See s2s_fast.backends for the protocol (``unavailable_reason``, ``OPS``, ``LIMITS``).
 """
 
