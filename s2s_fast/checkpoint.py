@@ -65,6 +65,23 @@ def _is_disk_full(error: BaseException) -> bool:
     return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
 
 
+class _WeightsOnCpu:
+    """A model's state on the CPU, one new storage per tensor, tied tensors (the same view twice) still one: what
+    safetensors' save_model is given. On a GPU torch.nn.RNNBase (and so s2s_fast.nn.LSTM and GRU) flattens its weights
+    into one cuDNN buffer, and safetensors refuses to save views that do not cover their storage."""
+
+    def __init__(self, model: torch.nn.Module):
+        copies, self._state = {}, {}
+        for name, tensor in model.state_dict().items():
+            tied = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+            if tensor.numel() == 0 or tied not in copies:
+                copies[tied] = tensor.detach().to("cpu", copy=True)
+            self._state[name] = copies[tied]
+
+    def state_dict(self) -> dict:
+        return self._state
+
+
 def _write_checkpoint_dir(root: Path, name: str, model: Seq2Seq, task: Task, train_config: dict,
                           trainer_state: dict) -> Path:
     """Write checkpoint ``name`` in a temporary directory, flush it and rename it into place (replacing one of the
@@ -73,7 +90,7 @@ def _write_checkpoint_dir(root: Path, name: str, model: Seq2Seq, task: Task, tra
     try:
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
-        save_model(model, str(temporary / MODEL_WEIGHTS))
+        save_model(_WeightsOnCpu(model), str(temporary / MODEL_WEIGHTS))
         (temporary / MODEL_CONFIG).write_text(json.dumps(model.config.to_dict(), indent=1) + "\n")
         task.save(temporary)
         (temporary / TRAIN_CONFIG).write_text(json.dumps(train_config, indent=1) + "\n")
