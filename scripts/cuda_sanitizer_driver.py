@@ -30,8 +30,12 @@ def run(dtype: torch.dtype) -> list[str]:
     bad = []
 
     def case(name, outputs):
+        # Named before its backward runs and synchronised after it: a fault (asynchronous on a GPU) is reported at
+        # the case whose kernels raised it (the first GPU run's racecheck surfaced one a case later, unnamed).
+        print(f"case {name} ({dtype})", flush=True)
         if not _backward(outputs):
             bad.append(f"{name} ({dtype})")
+        torch.cuda.synchronize()
 
     for batch, input_size, hidden in ((3, 5, 7), (4, 16, 24), (12, 16, 24)):
         lstm = (_leaf(batch, input_size, dtype=dtype), _leaf(batch, hidden, dtype=dtype),

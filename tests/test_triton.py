@@ -37,9 +37,11 @@ def poisoned_allocations(monkeypatch):
 
 @pytest.fixture(params=["persistent", "per_step"])
 def layer_schedule(request, monkeypatch):
-    """Run the Triton RNN layers, through auto's own choice, in each of their two schedules."""
+    """Run the Triton RNN layers, through auto's own choice, in each of their two unspread schedules (on a GPU the
+    default would be the spread one: test_rnn_layer_spread_* run that)."""
     from s2s_fast.triton import utils
 
+    monkeypatch.setattr(utils, "spread_by_default", lambda input, hx: False)
     monkeypatch.setattr(utils, "PERSISTENT_MAX_WEIGHT_BYTES", 2**62 if request.param == "persistent" else -1)
     return request.param
 
@@ -355,6 +357,22 @@ def test_spread_schedule_is_refused_where_programs_run_one_after_another():
     assert "one after another" in limit(*inputs.values())
     with pytest.raises(ValueError, match="one after another"):
         fused(**inputs)
+
+
+def test_the_default_schedule_is_spread_where_it_runs_and_a_forced_one_wins(monkeypatch):
+    """Where utils.spread_by_default says so (a GPU where spread runs), the default is the spread schedule; forcing
+    persistent, per step or a graph replay overrides it, and a CPU tensor never takes it by default."""
+    from s2s_fast.triton import utils
+
+    input, hx = torch.zeros(5, 3, 4), torch.zeros(3, 384)  # W_hh past PERSISTENT_MAX_WEIGHT_BYTES: per step
+    assert not utils.spread_by_default(input, hx)
+    assert utils.layer_schedule(4, input, hx, None, None, None)[::2] == (False, False)
+    monkeypatch.setattr(utils, "spread_by_default", lambda input, hx: True)
+    assert utils.layer_schedule(4, input, hx, None, None, None) == (True, False, True)
+    assert utils.layer_schedule(4, input, hx, True, None, None) == (True, False, False)
+    assert utils.layer_schedule(4, input, hx, False, None, None)[::2] == (False, False)
+    assert utils.layer_schedule(4, input, hx, None, True, None)[2] is False
+    assert utils.layer_schedule(4, input, hx, None, None, False)[2] is False
 
 
 def test_spread_blocks_keep_one_program_per_multiprocessor():

@@ -25,7 +25,8 @@ OPS = {
     "gru_layer": gru_layer.gru_layer,
 }
 # The layers' schedules, each forced, for the benchmarks to time side by side (auto picks one per size with
-# utils.persistent_schedule, and whether the per-step one replays a graph with step_graphs.replay_by_default).
+# utils.spread_by_default on a GPU, else utils.persistent_schedule, and whether the per-step one replays a graph with
+# step_graphs.replay_by_default).
 VARIANTS = {
     op: {"persistent": (functools.partial(layer, persistent=True), None),
          "per step": (functools.partial(layer, persistent=False, graph=False), None),

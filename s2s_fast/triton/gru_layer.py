@@ -16,7 +16,8 @@ Three schedules of the same tiles, with the same results, as the LSTM layer (see
 persistent (one launch; program p runs every step of batch rows [16p, 16p+16), a barrier between steps), persistent
 spread (one launch over batch tiles x hidden tiles, a barrier across a batch tile's programs between steps) and per
 step (T launches over batch tiles x hidden tiles, optionally replayed from a graph captured per shape);
-``utils.persistent_schedule`` picks one, ``step_graphs.replay_by_default`` whether the per-step one replays.
+on a GPU the spread one wherever it runs (``utils.spread_by_default``), else ``utils.persistent_schedule`` picks,
+and ``step_graphs.replay_by_default`` says whether the per-step one replays.
 
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
 with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in every schedule (the spread one up
@@ -335,7 +336,7 @@ gru_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
-              persistent=None, graph=None, spread=False):
+              persistent=None, graph=None, spread=None):
     """One fused GRU layer, one direction; arguments and results as s2s_fast.functional.gru_layer.
 
     Args:
@@ -347,8 +348,9 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
             per shape (True; see step_graphs), launch them one by one (False), or None for
             ``step_graphs.replay_by_default``'s choice; the same results.
         spread: with persistent, one program per (batch tile, hidden tile) for all steps, W_hh spread over them,
-            the programs of a batch tile waiting for each other between steps (``utils.spread_limit`` says where it
-            runs); never the default.
+            the programs of a batch tile waiting for each other between steps (True; ``utils.spread_limit`` says
+            where it runs), not (False), or None: the default's choice (``utils.spread_by_default``: on a GPU
+            wherever it runs, unless persistent or graph is given).
 
     Returns:
         (output [T, B, H], hy [B, H]).

@@ -18,13 +18,13 @@ Three schedules of the same tiles, with the same results:
   ceil(B / 16) programs.
 - persistent spread: one launch per direction and pass over (batch tiles x hidden tiles) programs, at most one per
   multiprocessor; program (p, q) runs tile (p, q) of every step, reading only its hidden units' slice of W_hh, and
-  the programs of batch tile p meet at a barrier (utils.wait_for_batch_tile) after each step. Only when asked for
-  (a bench variant), until a GPU has run it.
+  the programs of batch tile p meet at a barrier (utils.wait_for_batch_tile) after each step. The default on a GPU
+  wherever it runs (utils.spread_by_default: the fastest at every size the first GPU run timed but B=1).
 - per step: T launches per forward and T per backward, each over (batch tiles x hidden tiles) programs, W_hh
   spread over them; optionally replayed from a graph captured per shape (step_graphs), from a shape's third call
   a few copies and one replay per pass.
-``utils.persistent_schedule`` picks one (persistent while W_hh has at most PERSISTENT_MAX_WEIGHT_BYTES), and
-``step_graphs.replay_by_default`` whether the per-step one replays.
+Elsewhere (and where spread cannot run) ``utils.persistent_schedule`` picks one (persistent while W_hh has at most
+PERSISTENT_MAX_WEIGHT_BYTES), and ``step_graphs.replay_by_default`` whether the per-step one replays.
 
 Serves float16, bfloat16 (on the GPU only, as lstm_cell) and float32, every T >= 1, B, I and H (tiled with masks)
 with one step's [B, 4H] below 2**31 elements (offsets across steps are 64-bit), in every schedule (the spread one up
@@ -366,7 +366,7 @@ lstm_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
-               weight_hr=None, persistent=None, graph=None, spread=False):
+               weight_hr=None, persistent=None, graph=None, spread=None):
     """One fused LSTM layer, one direction; arguments and results as s2s_fast.functional.lstm_layer.
 
     Args:
@@ -379,8 +379,9 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
             per shape (True; see step_graphs), launch them one by one (False), or None for
             ``step_graphs.replay_by_default``'s choice; the same results.
         spread: with persistent, one program per (batch tile, hidden tile) for all steps, W_hh spread over them,
-            the programs of a batch tile waiting for each other between steps (``utils.spread_limit`` says where it
-            runs); never the default.
+            the programs of a batch tile waiting for each other between steps (True; ``utils.spread_limit`` says
+            where it runs), not (False), or None: the default's choice (``utils.spread_by_default``: on a GPU
+            wherever it runs, unless persistent or graph is given).
 
     Returns:
         (output [T, B, H], hy [B, H], cy [B, H]).

@@ -107,14 +107,29 @@ def persistent_schedule(gates: int, hidden: int, dtype: torch.dtype, steps=None)
     return gates * hidden * hidden * dtype.itemsize <= PERSISTENT_MAX_WEIGHT_BYTES
 
 
+def spread_by_default(input: torch.Tensor, hx: torch.Tensor) -> bool:
+    """Whether a layer call's default schedule is the spread one: on a GPU, wherever it serves (spread_limit).
+
+    The first GPU run (H200, bfloat16, T=64, 2026-12-04; benchmarks/results/gpu-check-h200-2026-12-04) timed it
+    ahead of the previous default at every size but the smallest: LSTM forward B=8 H=256 0.62 ms against the
+    persistent schedule's 4.81 (its ceil(B/16) programs stream all of W_hh every step), B=64 H=512 0.44 against the
+    per-step one's 0.60, B=256 H=1024 2.23 against 3.68, B=1 H=512 0.49 against 0.46; forward+backward likewise
+    (2.03 against 8.54, 1.74 against 1.93, 6.36 against 8.30); the GRU layer too (B=8 H=256 0.53 against 3.74)."""
+    return input.device.type == "cuda" and torch.cuda.is_available() and spread_limit(input, hx) is None
+
+
 def layer_schedule(gates: int, input: torch.Tensor, hx: torch.Tensor, persistent, graph, spread) -> tuple:
-    """(persistent, graph, spread) of an RNN layer call, each forced or None for the default's choice: persistent by
-    persistent_schedule, graph by step_graphs.replay_by_default; spread only when asked for, where spread_limit
-    allows (else a ValueError saying why)."""
-    if spread:
+    """(persistent, graph, spread) of an RNN layer call, each forced or None for the default's choice: spread by
+    spread_by_default unless a schedule is forced, else persistent by persistent_schedule, graph by
+    step_graphs.replay_by_default (a schedule is forced when persistent or graph is given). A forced spread needs
+    spread_limit's leave (else a ValueError saying why)."""
+    if spread is None:
+        spread = persistent is None and graph is None and spread_by_default(input, hx)
+    elif spread:
         reason = spread_limit(input, hx)
         if reason is not None:
             raise ValueError(reason)
+    if spread:
         persistent = True
     if persistent is None:
         persistent = persistent_schedule(gates, hx.shape[1], input.dtype, input.shape[0])
