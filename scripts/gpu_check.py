@@ -3,6 +3,12 @@ it is right, and how fast it is against cuDNN, the reference and torch.compile.
 
 Usage (from the repository root; scripts/gpu_check.sh is the same):
     python3 scripts/gpu_check.py [--out DIR] [--budget SECONDS] [--commit HASH] [--dry-run]
+                                 [--only STAGE,...] [-k EXPRESSION] [--bench-args ARGS]
+
+A second call in a session (after fixes to what the first found) need not repeat all of it: --only runs the named
+stages (environment, deps and extension always run), -k passes a pytest -k expression to both test stages, and
+--bench-args more options to s2s-fast bench (--filter REGEX, --providers ...); summary.md and results.json record
+the selection.
 
 Stages, in order; each gets its cap or what is left of the budget (default 570 s, inside one 600 s device call),
 whichever is smaller, and a stage with under 10 s left is skipped:
@@ -76,8 +82,10 @@ class StageResult:
 class Check:
     """The run: its budget, its folders, and what each stage left behind."""
 
-    def __init__(self, out: Path, budget_s: int, commit: str, dry_run: bool):
+    def __init__(self, out: Path, budget_s: int, commit: str, dry_run: bool, only: frozenset | None = None,
+                 tests_k: str | None = None, bench_args: str | None = None):
         self.out = out
+        self.only, self.tests_k, self.bench_args = only, tests_k, bench_args
         self.budget_s = budget_s
         self.commit = commit
         self.dry_run = dry_run
@@ -134,8 +142,9 @@ def _pytest_command(name: str, selection: str) -> Callable[[Check], str]:
     def command(check: Check) -> str:
         xml = check.logs / f"{name}.xml"
         workers = f"$({_python()} -c 'import xdist' 2>/dev/null && echo '-n 8')"
-        return (f"{_python()} -m pytest {selection} -v -p no:cacheprovider -rfE --timeout 90 --timeout-method thread "
-                f"{workers} --junitxml {xml}; code=$?; [ $code -eq 5 ] && exit 0; exit $code")
+        k = f" -k {shlex.quote(check.tests_k)}" if check.tests_k else ""
+        return (f"{_python()} -m pytest {selection}{k} -v -p no:cacheprovider -rfE --timeout 90 "
+                f"--timeout-method thread {workers} --junitxml {xml}; code=$?; [ $code -eq 5 ] && exit 0; exit $code")
 
     return command
 
@@ -151,8 +160,9 @@ def _sanitizer_command(tool: str) -> Callable[[Check], str]:
 
 def _bench_command(check: Check) -> str:
     time_limit = max(check.left_s() - 45, 30)
+    selection = "".join(f" {shlex.quote(arg)}" for arg in shlex.split(check.bench_args or ""))
     return (f"{_python()} -m s2s_fast bench --device cuda --output-dir {check.work / 'bench'} "
-            f"--time-limit {time_limit}")
+            f"--time-limit {time_limit}{selection}")
 
 
 # Caps chosen so that even when every stage uses all of its cap the benchmark suite keeps a minute.
@@ -183,7 +193,14 @@ def _stop(process: subprocess.Popen) -> None:
             continue
 
 
+# The stages every other one needs: --only never leaves them out.
+SETUP_STAGES = ("environment", "deps", "extension")
+
+
 def run_stage(check: Check, stage: Stage) -> StageResult:
+    if check.only is not None and stage.name not in check.only and stage.name not in SETUP_STAGES:
+        (check.logs / f"{stage.name}.log").write_text("skipped: not asked for (--only)\n")
+        return StageResult(stage.name, "SKIP", 0.0, 0, "not asked for (--only)")
     left = check.left_s()
     limit = left if stage.cap_s is None else min(stage.cap_s, left)
     log = check.logs / f"{stage.name}.log"
@@ -251,6 +268,14 @@ def _gpu_name() -> str:
     return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else "unknown GPU"
 
 
+def _selection(check: Check) -> str:
+    """The options that narrowed this run, as given ('' for the whole check)."""
+    parts = [f"--only {','.join(sorted(check.only))}" if check.only is not None else "",
+             f"-k {shlex.quote(check.tests_k)}" if check.tests_k else "",
+             f"--bench-args {shlex.quote(check.bench_args)}" if check.bench_args else ""]
+    return " ".join(part for part in parts if part)
+
+
 def write_outputs(check: Check, gpu: str) -> None:
     """summary.md, results.json, logs.tar.gz and the bench tables, in check.out (replaced each time)."""
     tests = {name: counts for name in TEST_STAGES if (counts := test_counts(check.logs / f"{name}.xml"))}
@@ -263,11 +288,12 @@ def write_outputs(check: Check, gpu: str) -> None:
     bench = check.work / "bench"
     record = {"gpu": gpu, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "commit": check.commit, "environment": _environment_line(check), "budget_s": check.budget_s,
-              "dry_run": check.dry_run, "stages": [dataclasses.asdict(r) for r in check.results], "tests": tests,
-              "sanitizers": sanitizers}
+              "dry_run": check.dry_run, "selection": _selection(check),
+              "stages": [dataclasses.asdict(r) for r in check.results], "tests": tests, "sanitizers": sanitizers}
     lines = [f"# GPU check: {gpu}, {record['date']}", "",
              f"Commit {check.commit}; {record['environment']}; budget {check.budget_s} s"
-             f"{' (dry run: commands planned, not run)' if check.dry_run else ''}.", "",
+             f"{' (dry run: commands planned, not run)' if check.dry_run else ''}"
+             f"{'; selection: ' + _selection(check) if _selection(check) else ''}.", "",
              "| stage | status | seconds | limit s | note |", "| --- | --- | ---: | ---: | --- |"]
     lines += [f"| {r.name} | {r.status} | {r.seconds:.0f} | {r.limit_s} | {r.note.splitlines()[0][:100] if r.note else ''} |"
               for r in check.results]
@@ -297,13 +323,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET_S, help="seconds for the whole check")
     parser.add_argument("--commit", default=os.environ.get("S2S_FAST_COMMIT", ""), help="commit being checked")
     parser.add_argument("--dry-run", action="store_true", help="plan and write outputs without running anything")
+    parser.add_argument("--only", help="comma-separated stages to run besides " + ", ".join(SETUP_STAGES))
+    parser.add_argument("-k", dest="tests_k", help="pytest -k expression for both test stages")
+    parser.add_argument("--bench-args", help="more options for s2s-fast bench, as one string (--filter, --providers)")
     args = parser.parse_args(argv)
+    only = None
+    if args.only is not None:
+        only = frozenset(name.strip() for name in args.only.split(",") if name.strip())
+        unknown = sorted(only - {stage.name for stage in STAGES})
+        if unknown:
+            parser.error(f"--only: unknown stage(s) {', '.join(unknown)}; the stages: "
+                         + ", ".join(stage.name for stage in STAGES))
     out = args.out or (Path(tempfile.mkdtemp(prefix="s2s_gpu_check_out_")) if args.dry_run else None)
     if out is None:
         parser.error("give --out DIR (or set OUT)")
     commit = args.commit or subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                            capture_output=True, text=True, check=False).stdout.strip() or "unknown"
-    check = Check(out, args.budget, commit, args.dry_run)
+    check = Check(out, args.budget, commit, args.dry_run, only, args.tests_k, args.bench_args)
     gpu = "dry run" if args.dry_run else _gpu_name()
     for stage in STAGES:
         result = run_stage(check, stage)

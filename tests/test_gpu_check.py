@@ -34,6 +34,25 @@ def test_dry_run_plans_every_stage_inside_one_device_call(tmp_path):
     assert "compute-sanitizer" in record["stages"][4]["note"] and "--tool memcheck" in record["stages"][4]["note"]
 
 
+def test_a_second_call_runs_only_what_it_names(tmp_path):
+    """--only keeps the setup stages and the named ones, -k narrows both test stages, --bench-args reaches the
+    bench; the selection is recorded; an unknown stage is refused by name."""
+    result = _dry_run(tmp_path / "out", "--only", "op_tests,bench_suite", "-k", "aten or rnn_layer",
+                      "--bench-args", "--filter '_layer\\.fwd' --providers triton,cuda")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    status = {stage["name"]: stage["status"] for stage in record["stages"]}
+    assert status == {"environment": "PLANNED", "deps": "PLANNED", "extension": "PLANNED", "gpu_tests": "SKIP",
+                      "memcheck": "SKIP", "racecheck": "SKIP", "op_tests": "PLANNED", "bench_suite": "PLANNED"}
+    notes = {stage["name"]: stage["note"] for stage in record["stages"]}
+    assert "tests/ops -k 'aten or rnn_layer' " in notes["op_tests"]
+    assert shlex.split(notes["bench_suite"])[-4:] == ["--filter", "_layer\\.fwd", "--providers", "triton,cuda"]
+    assert "--only bench_suite,op_tests" in record["selection"] and "aten or rnn_layer" in record["selection"]
+    assert "selection: --only" in (tmp_path / "out" / "summary.md").read_text()
+    refused = _dry_run(tmp_path / "refused", "--only", "op_test")
+    assert refused.returncode == 2 and "unknown stage(s) op_test" in refused.stderr
+
+
 def test_outputs_fit_what_a_device_call_brings_back(tmp_path):
     out = tmp_path / "out"
     assert _dry_run(out).returncode == 0
