@@ -148,3 +148,18 @@ def test_layer_gradcheck():
         assert torch.autograd.gradcheck(lambda *a: reference.lstm_layer(*a, lengths=lengths, reverse=reverse), args)
     gru_args = (args[0], args[1], t(3 * hidden, input_size), t(3 * hidden, hidden), t(3 * hidden), t(3 * hidden))
     assert torch.autograd.gradcheck(lambda *a: reference.gru_layer(*a, lengths=lengths, reverse=True), gru_args)
+
+
+def test_compare_with_reference_can_take_atol_of_the_largest_magnitude():
+    """The tolerance the per-op tests give cuDNN's weight gradients: an error of 1e-4 beside values of 15 fails the
+    element-wise tolerance and passes once atol is taken of the largest magnitude; an error of 1e-2 fails both."""
+    x = torch.tensor([15.0, 1e-3, -4.0])
+
+    def off_by(error):
+        return lambda x: x + torch.tensor([0.0, error, 0.0])
+
+    with pytest.raises(AssertionError):
+        compare_with_reference(off_by(1e-4), lambda x: x, {"x": x})
+    compare_with_reference(off_by(1e-4), lambda x: x, {"x": x}, atol_of_largest=True)
+    with pytest.raises(AssertionError):
+        compare_with_reference(off_by(1e-2), lambda x: x, {"x": x}, atol_of_largest=True)

@@ -49,8 +49,9 @@ def _state_arg(state: tuple):
 
 
 def _run(rnn, input, state: tuple, params: list, has_biases: bool, train: bool):
-    output, *final = rnn(input, _state_arg(tuple(s.unsqueeze(0) for s in state)), params, has_biases, 1, 0.0, train,
-                         False, False)
+    # cuDNN refuses strided states ("rnn: hx is not contiguous", found on the first GPU run); oneDNN takes them.
+    states = tuple(s.unsqueeze(0).contiguous() for s in state)
+    output, *final = rnn(input, _state_arg(states), params, has_biases, 1, 0.0, train, False, False)
     return output, tuple(f.squeeze(0) for f in final)
 
 

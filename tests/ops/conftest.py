@@ -37,6 +37,13 @@ class Backend:
             pytest.skip("the largest sizes run under one emulation schedule (CI time)")
 
     @property
+    def sums_in_its_own_order(self) -> bool:
+        """cuDNN (aten on a GPU): its float32 layer weight gradients were 30x the reference's own error off float64 on
+        the first GPU run (1.2e-4 where the gradients reach 15; IEEE math, TF32 off), so the absolute tolerance is
+        taken of each tensor's largest magnitude (s2s_fast.testing.compare_with_reference)."""
+        return self.name == "aten" and self.device.type == "cuda"
+
+    @property
     def low_precision(self) -> tuple:
         """The half-precision dtypes the backend runs here: the interpreter's bfloat16 dot products are wrong and
         its float16 ones slow, so on a CPU only the emulated cuda backend runs them."""
@@ -60,7 +67,8 @@ class Backend:
         """fn (already bound to this backend) against reference_fn on ``args`` moved here, in ``dtype``
         (``summed_terms``: see s2s_fast.testing.tolerance)."""
         if dtype == torch.float32:
-            compare_with_reference(fn, reference_fn, _on(args, self.device, dtype), summed_terms=summed_terms)
+            compare_with_reference(fn, reference_fn, _on(args, self.device, dtype), summed_terms=summed_terms,
+                                   atol_of_largest=self.sums_in_its_own_order)
         else:
             compare_low_precision_with_reference(fn, reference_fn, _on(args, self.device), dtype)
 
