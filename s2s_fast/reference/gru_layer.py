@@ -12,7 +12,7 @@ from typing import Callable
 import torch.nn.functional as F
 
 from .gru_cell import gru_pointwise
-from .time_loop import stack_outputs, time_loop
+from .time_loop import per_step_weights, stack_outputs, time_loop
 
 
 def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
@@ -26,9 +26,10 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
             return h, (h,)
     else:
         inputs = input.unbind(0)
+        weights = per_step_weights(input.shape[0], weight_ih, weight_hh, bias_ih, bias_hh)
 
         def step(t, state):
-            h = cell(inputs[t], state[0], weight_ih, weight_hh, bias_ih, bias_hh)
+            h = cell(inputs[t], state[0], *weights[t])
             return h, (h,)
 
     outputs, (hy,) = time_loop(step, input.shape[0], (hx,), lengths, reverse)

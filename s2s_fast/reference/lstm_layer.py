@@ -12,7 +12,7 @@ from typing import Callable
 import torch.nn.functional as F
 
 from .lstm_cell import lstm_pointwise
-from .time_loop import stack_outputs, time_loop
+from .time_loop import per_step_weights, stack_outputs, time_loop
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
@@ -26,9 +26,10 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
             return lstm_pointwise(input_gates[t] + F.linear(h, weight_hh, bias_hh), c)
     else:
         inputs = input.unbind(0)
+        weights = per_step_weights(input.shape[0], weight_ih, weight_hh, bias_ih, bias_hh)
 
         def cell_step(t, h, c):
-            return cell(inputs[t], h, c, weight_ih, weight_hh, bias_ih, bias_hh)
+            return cell(inputs[t], h, c, *weights[t])
 
     def step(t, state):
         h, c = cell_step(t, *state)

@@ -30,6 +30,40 @@ def time_loop(step: Callable, steps: int, state: tuple, lengths, reverse: bool):
     return outputs, state
 
 
+class _PerStepAliases(torch.autograd.Function):
+    """The same tensors once per step, their gradients summed over all steps at once, in float32."""
+
+    @staticmethod
+    def forward(ctx, steps: int, *tensors):
+        ctx.count, ctx.dtypes = len(tensors), [t.dtype for t in tensors]
+        return tuple(t.view_as(t) for _ in range(steps) for t in tensors)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        sums = []
+        for index, dtype in enumerate(ctx.dtypes):
+            total = None
+            for grad in grads[index::ctx.count]:
+                if grad is not None:
+                    total = grad.float() if total is None else total.add_(grad)
+            sums.append(None if total is None else total.to(dtype))
+        return (None, *sums)
+
+
+def per_step_weights(steps: int, *weights) -> list[tuple]:
+    """``weights`` (tensors or None) for each of ``steps`` steps of a backend's cell in the time loop: in float16 and
+    bfloat16 their gradients are summed over the steps in float32, where autograd would add the steps' gradients one
+    by one in the weights' dtype. A layer's own input projection is one product over all steps, so its input weight
+    and bias gradients round once; added step by step in bfloat16 they came out 2-4x the reference's error (the
+    first GPU run's cuda GRU layer; at T=64 on a CPU with the reference's cells too)."""
+    present = [w for w in weights if w is not None]
+    if steps == 0 or not present or present[0].dtype.itemsize >= 4 or not torch.is_grad_enabled() or \
+            not any(w.requires_grad for w in present):
+        return [weights] * steps
+    aliases = iter(_PerStepAliases.apply(steps, *present))
+    return [tuple(None if w is None else next(aliases) for w in weights) for _ in range(steps)]
+
+
 def stack_outputs(outputs: list, like: torch.Tensor, hidden_size: int) -> torch.Tensor:
     """T x [B, H] -> [T, B, H]; for T = 0, an empty [0, B, H] like ``like`` [0, B, I]."""
     if not outputs:
