@@ -19,7 +19,7 @@ Three schedules of the same tiles, with the same results:
 - persistent spread: one launch per direction and pass over (batch tiles x hidden tiles) programs, at most one per
   multiprocessor; program (p, q) runs tile (p, q) of every step, reading only its hidden units' slice of W_hh, and
   the programs of batch tile p meet at a barrier (utils.wait_for_batch_tile) after each step. The default on a GPU
-  wherever it runs (utils.spread_by_default: the fastest at every size the first GPU run timed but B=1).
+  wherever it runs (utils.spread_by_default, from the first GPU run's timings).
 - per step: T launches per forward and T per backward, each over (batch tiles x hidden tiles) programs, W_hh
   spread over them; optionally replayed from a graph captured per shape (step_graphs), from a shape's third call
   a few copies and one replay per pass.

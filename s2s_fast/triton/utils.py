@@ -114,7 +114,9 @@ def spread_by_default(input: torch.Tensor, hx: torch.Tensor) -> bool:
     ahead of the previous default at every size but the smallest: LSTM forward B=8 H=256 0.62 ms against the
     persistent schedule's 4.81 (its ceil(B/16) programs stream all of W_hh every step), B=64 H=512 0.44 against the
     per-step one's 0.60, B=256 H=1024 2.23 against 3.68, B=1 H=512 0.49 against 0.46; forward+backward likewise
-    (2.03 against 8.54, 1.74 against 1.93, 6.36 against 8.30); the GRU layer too (B=8 H=256 0.53 against 3.74)."""
+    (2.03 against 8.54, 1.74 against 1.93, 6.36 against 8.30); the GRU layer too (B=8 H=256 0.53 against 3.74).
+    Per step + graph was faster at B=8 (0.55 against 0.62; the GRU 0.27 against 0.53), but it replays only from a
+    shape's third call, which training with varying lengths seldom makes."""
     return input.device.type == "cuda" and torch.cuda.is_available() and spread_limit(input, hx) is None
 
 
