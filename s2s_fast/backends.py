@@ -65,10 +65,18 @@ _CELL_ARG_COUNT = {"lstm_cell": 7, "gru_cell": 6}
 # The fused backends auto tries, in order, on tensors of each device type (then the reference).
 _AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
 # Where cuDNN (the aten backend) was measured faster than the fused backends on a GPU: rows of (op, dtype, batch
-# sizes, hidden sizes), the sizes as ranges; auto tries aten first on a CUDA call that a row matches. Empty: the first
-# GPU run (H200, bfloat16, 2026-12-04, README) timed cuDNN behind the best fused backend for every cell (B=1-256) and
-# layer (B=1-256, H=256-1024) it measured, forward and forward+backward.
-CUDNN_FASTER: tuple[tuple[str, torch.dtype, range, range], ...] = ()
+# sizes, hidden sizes), the sizes as ranges; auto tries aten first on a CUDA call that a row matches. From the first
+# GPU run (H200, bfloat16, 2026-12-04, benchmarks/results/gpu-check-h200-2026-12-04), each backend through
+# s2s_fast.functional side by side: torch's cells (one cuBLAS product and a fused pointwise kernel, dispatched in C++)
+# ran ahead of the cuda cells where these host-bound steps are timed: LSTM forward at B=16, 64 and 256 (0.113, 0.070,
+# 0.094 ms against 0.133, 0.092, 0.105; forward+backward at B=64 0.58 against 1.03), behind at B=1 and 8 (0.113 and
+# 0.072 against 0.080 and 0.054, the fused-gates kernel); GRU at B=1, 64 and 256 (0.093, 0.072, 0.095 against 0.156,
+# 0.129, 0.131; forward+backward at B=64 0.56 against 0.91). Its layers were behind the fused ones at every size
+# (B=1-256, H=256-1024, T=64 and 128). Other dtypes were not measured.
+CUDNN_FASTER: tuple[tuple[str, torch.dtype, range, range], ...] = (
+    ("lstm_cell", torch.bfloat16, range(16, 257), range(512, 1025)),
+    ("gru_cell", torch.bfloat16, range(1, 257), range(512, 1025)),
+)
 _GATES = {"lstm_cell": 4, "lstm_layer": 4, "gru_cell": 3, "gru_layer": 3}
 # Ops for which auto tries aten before cpu on a CPU call that records no gradient: torch's oneDNN LSTM forward was
 # measured faster than the cpu backend's at two threads at every size, and at one thread at B=64 (the cpu layer wins

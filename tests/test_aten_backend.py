@@ -100,7 +100,7 @@ def test_auto_prefers_aten_to_the_reference_on_cpu(op, monkeypatch):
 
 @pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "lstm_layer", "gru_layer"])
 def test_auto_takes_aten_on_a_gpu_only_where_cudnn_was_measured_faster(op, monkeypatch):
-    """The measured table is empty: auto never picks aten for CUDA tensors; a row covering the call puts it
+    """With the measured table empty auto never picks aten for CUDA tensors; a row covering the call puts it
     first, one that does not (dtype, batch or hidden size) leaves it out."""
     import types
 
@@ -111,7 +111,7 @@ def test_auto_takes_aten_on_a_gpu_only_where_cudnn_was_measured_faster(op, monke
     monkeypatch.setattr(backends, "_load", lambda name: (modules[name], None))
     cuda = torch.device("cuda")
     args = _layer_call(op)
-    assert backends.CUDNN_FASTER == ()
+    monkeypatch.setattr(backends, "CUDNN_FASTER", ())
     assert backends.resolve(op, cuda, args)[0] == "reference"
     for row, chosen in (((op, torch.float32, range(1, 9), range(1, 65)), "aten"),
                         ((op, torch.bfloat16, range(1, 9), range(1, 65)), "reference"),
@@ -119,6 +119,15 @@ def test_auto_takes_aten_on_a_gpu_only_where_cudnn_was_measured_faster(op, monke
                         ((op, torch.float32, range(1, 9), range(5, 65)), "reference")):
         monkeypatch.setattr(backends, "CUDNN_FASTER", (row,))
         assert backends.resolve(op, cuda, args)[0] == chosen, row
+
+
+def test_the_measured_table_names_the_cells_cudnn_ran_ahead_of_the_cuda_ones():
+    """The rows the H200 run measured (bfloat16): torch's LSTM cell from B=16, its GRU cell from B=1, H=512-1024;
+    no layer (the fused layers ran ahead everywhere) and no other dtype."""
+    rows = {(op, dtype): (batches, hiddens) for op, dtype, batches, hiddens in backends.CUDNN_FASTER}
+    assert set(rows) == {("lstm_cell", torch.bfloat16), ("gru_cell", torch.bfloat16)}
+    assert 8 not in rows["lstm_cell", torch.bfloat16][0] and 16 in rows["lstm_cell", torch.bfloat16][0]
+    assert 1 in rows["gru_cell", torch.bfloat16][0] and 1024 in rows["gru_cell", torch.bfloat16][1]
 
 
 def test_aten_refuses_other_devices():
