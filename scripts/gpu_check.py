@@ -23,6 +23,8 @@ whichever is smaller, and a stage with under 10 s left is skipped:
     op_tests       pytest tests/ops: every backend of every op against the reference at every size, where the
                    Triton interpreter and the CUDA emulation skip the large ones (triton and cuda on the GPU, aten
                    through cuDNN)
+    profile        scripts/gpu_profile.py: host time, GPU kernel time and launches per call of host-bound cases, each
+                   backend through s2s_fast.functional and called directly
     bench_suite    s2s-fast bench --device cuda with the time that is left (target cases first): every backend and
                    each of its forced variants (Triton layer schedules, the cuda cell's two paths) against the
                    reference, torch.compile and cuDNN
@@ -170,12 +172,13 @@ STAGES = [
     Stage("environment", 20, _environment_command),
     Stage("deps", 20, _deps_command),
     Stage("extension", 60, _extension_command),
-    Stage("gpu_tests", 150, _pytest_command("gpu_tests", "-m 'gpu or cuda_kernels' tests")),
+    Stage("gpu_tests", 120, _pytest_command("gpu_tests", "-m 'gpu or cuda_kernels' tests")),
     # Launches synchronous under the sanitizers, so that a fault is raised at the launch that made it (the first GPU
     # run's racecheck fault surfaced at a later call, in the bfloat16 lstm_cell case B=4 H=24).
     Stage("memcheck", 45, _sanitizer_command("memcheck"), {"CUDA_LAUNCH_BLOCKING": "1"}),
     Stage("racecheck", 45, _sanitizer_command("racecheck"), {"CUDA_LAUNCH_BLOCKING": "1"}),
-    Stage("op_tests", 120, _pytest_command("op_tests", "tests/ops")),
+    Stage("op_tests", 100, _pytest_command("op_tests", "tests/ops")),
+    Stage("profile", 40, lambda check: f"{_python()} scripts/gpu_profile.py --device cuda"),
     Stage("bench_suite", None, _bench_command),
 ]
 

@@ -11,7 +11,8 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["environment", "deps", "extension", "gpu_tests", "memcheck", "racecheck", "op_tests", "bench_suite"]
+STAGES = ["environment", "deps", "extension", "gpu_tests", "memcheck", "racecheck", "op_tests", "profile",
+          "bench_suite"]
 
 
 def _dry_run(out, *arguments):
@@ -43,7 +44,8 @@ def test_a_second_call_runs_only_what_it_names(tmp_path):
     record = json.loads((tmp_path / "out" / "results.json").read_text())
     status = {stage["name"]: stage["status"] for stage in record["stages"]}
     assert status == {"environment": "PLANNED", "deps": "PLANNED", "extension": "PLANNED", "gpu_tests": "SKIP",
-                      "memcheck": "SKIP", "racecheck": "SKIP", "op_tests": "PLANNED", "bench_suite": "PLANNED"}
+                      "memcheck": "SKIP", "racecheck": "SKIP", "op_tests": "PLANNED", "profile": "SKIP",
+                      "bench_suite": "PLANNED"}
     notes = {stage["name"]: stage["note"] for stage in record["stages"]}
     assert "tests/ops -k 'aten or rnn_layer' " in notes["op_tests"]
     assert shlex.split(notes["bench_suite"])[-4:] == ["--filter", "_layer\\.fwd", "--providers", "triton,cuda"]
@@ -93,3 +95,13 @@ def test_a_stage_past_its_limit_is_interrupted_first_so_that_pytest_writes_its_r
         signal.signal(signal.SIGINT, previous)
     assert result.status == "FAIL" and result.note.startswith("timed out")
     assert marker.read_text() == "report"
+
+
+def test_the_profile_script_runs_on_a_cpu():
+    """scripts/gpu_profile.py (the check's profile stage) on CPU tensors at small sizes: a row per provider, through
+    functional and direct."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_profile.py"), "--device", "cpu", "--quick"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "F reference" in result.stdout and "direct reference" in result.stdout
+    assert re.search(r"gpu-profile: \d+ provider rows on cpu", result.stdout)
