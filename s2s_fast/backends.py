@@ -27,12 +27,13 @@ reference time loop around its own cell.
 
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
-first where ``CUDNN_FASTER`` says cuDNN was measured faster) and cpu, aten, reference for CPU tensors (aten first for
-the ops in ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says
-oneDNN was measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is
-not Intel's), skipping a backend that is unavailable or whose limit check refuses the call; for a layer op it tries
-the fused backends' own layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
-``BackendError`` (a ``RuntimeError``) saying why.
+first where ``CUDNN_FASTER`` says cuDNN was measured faster; triton before cuda for additive attention from
+``TRITON_ATTENTION_FROM_WORK``) and cpu, aten, reference for CPU tensors (aten first for the ops in
+``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says oneDNN was
+measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not
+Intel's), skipping a backend that is unavailable or whose limit check refuses the call; for a layer op it tries the
+fused backends' own layers before their cells in the reference time loop. An explicit choice that cannot serve the
+call raises ``BackendError`` (a ``RuntimeError``) saying why.
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ CUDNN_FASTER: tuple[tuple[str, torch.dtype, range, range], ...] = (
     ("lstm_cell", torch.bfloat16, range(16, 257), range(512, 1025)),
     ("gru_cell", torch.bfloat16, range(1, 257), range(512, 1025)),
 )
+# From how much work (B * Tq * Tk * A) auto tries triton before cuda for additive attention on a GPU, without and with
+# a gradient recorded. The first GPU run (H200, bfloat16, 2026-12-04) timed the Triton kernels well ahead of the cuda
+# ones where the GPU's time shows (B=128, Tq=Tk=128, A=512, i.e. 1.07e9: forward 0.38 ms against 0.87,
+# forward+backward 1.41 against 2.22) and behind where host time dominates (B=64, Tq=Tk=64, A=512, 1.3e8: 0.21
+# against 0.14, 1.42 against 0.52; the Triton path costs 0.2 ms forward and 1.4 ms forward+backward of host time
+# however small the call); the crossings of straight lines through those points.
+TRITON_ATTENTION_FROM_WORK = {False: 2.5e8, True: 6.5e8}
 _GATES = {"lstm_cell": 4, "lstm_layer": 4, "gru_cell": 3, "gru_layer": 3}
 # Ops for which auto tries aten before cpu on a CPU call that records no gradient: torch's oneDNN LSTM forward was
 # measured faster than the cpu backend's at two threads at every size, and at one thread at B=64 (the cpu layer wins
@@ -307,11 +315,24 @@ def _records_gradient(args: tuple) -> bool:
     return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
 
 
+def _triton_attention_first(op: str, device: torch.device, args: tuple) -> bool:
+    """Whether auto tries triton before cuda for this call (args as in resolve): an additive attention call on a GPU
+    with at least TRITON_ATTENTION_FROM_WORK's work for its pass."""
+    if op != "additive_attention" or device.type != "cuda":
+        return False
+    query_proj, key_proj = args[0], args[1]  # [B, Tq, A], [B, Tk, A]
+    work = query_proj.shape[0] * query_proj.shape[1] * key_proj.shape[1] * key_proj.shape[2]
+    return work >= TRITON_ATTENTION_FROM_WORK[_records_gradient(args)]
+
+
 def _auto_candidates(op: str, device: torch.device, args: tuple) -> list[tuple[str, bool]]:
     """(backend, whether a cell loop may serve) in auto's order: for a layer op, every fused backend's own layer
     before any fused backend's cell in the reference time loop (a fused layer does the whole sequence's work in
     its kernels; a cell loop only each step's), then the reference."""
     fused = list(_AUTO_FUSED.get(device.type, ()))
+    if _triton_attention_first(op, device, args) and fused.index("triton") > fused.index("cuda"):
+        fused.remove("triton")
+        fused.insert(fused.index("cuda"), "triton")
     if device.type == "cuda" and cudnn_measured_faster(op, args):
         fused.insert(0, "aten")
     if "aten" in fused and "cpu" in fused and device.type == "cpu" and _cpu_prefers_aten(op, args):

@@ -126,3 +126,32 @@ def test_limit_check_makes_auto_fall_back(monkeypatch):
     assert name == "reference"
     with pytest.raises(RuntimeError, match="float32 only"):
         backends.resolve("lstm_cell", torch.device("cuda"), _cell_args(), backend="triton")
+
+
+def test_auto_tries_triton_before_cuda_for_large_attention_on_a_gpu(monkeypatch):
+    """Additive attention on CUDA tensors: cuda first below TRITON_ATTENTION_FROM_WORK (B * Tq * Tk * A), triton first
+    from it, the bound for a call that records a gradient the higher one; other ops and devices keep their order."""
+    import types
+
+    from s2s_fast import reference
+
+    serving = types.SimpleNamespace(OPS={"additive_attention": None}, LIMITS={}, unavailable_reason=lambda d: None)
+    monkeypatch.setattr(backends, "_load", lambda name: ({"cuda": serving, "triton": serving,
+                                                          "reference": reference}.get(name, serving), None))
+    cuda = torch.device("cuda")
+
+    def call(batch, queries, keys, attn, grad=False):
+        q, k = torch.empty(batch, queries, attn, device="meta"), torch.empty(batch, keys, attn, device="meta")
+        return (q.requires_grad_(grad), k, torch.empty(attn, device="meta"), torch.empty(batch, keys, 8, device="meta"),
+                None)
+
+    def first(args, op="additive_attention", device=cuda):
+        return backends._auto_candidates(op, device, args)[0][0]
+
+    assert first(call(64, 64, 64, 512)) == "cuda"  # 1.3e8
+    assert first(call(128, 128, 128, 512)) == "triton"  # 1.07e9
+    assert first(call(64, 64, 128, 512)) == "triton"  # 2.7e8, no gradient
+    assert first(call(64, 64, 128, 512, grad=True)) == "cuda"  # under the training bound
+    assert first(call(128, 128, 128, 512, grad=True)) == "triton"
+    assert first(call(128, 128, 128, 512), device=torch.device("cpu")) == "cpu"
+    assert first(call(128, 128, 128, 512), op="dot_attention") == "cuda"
