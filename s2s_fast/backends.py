@@ -84,7 +84,7 @@ CUDNN_FASTER: tuple[tuple[str, torch.dtype, range, range], ...] = (
 # forward+backward 1.41 against 2.22) and behind where host time dominates (B=64, Tq=Tk=64, A=512, 1.3e8: 0.21
 # against 0.14, 1.42 against 0.52; the Triton path costs 0.2 ms forward and 1.4 ms forward+backward of host time
 # however small the call); the crossings of straight lines through those points.
-TRITON_ATTENTION_FROM_WORK = {False: 2.5e8, True: 6.5e8}
+TRITON_ATTENTION_FROM_WORK = {False: 250_000_000, True: 650_000_000}
 _GATES = {"lstm_cell": 4, "lstm_layer": 4, "gru_cell": 3, "gru_layer": 3}
 # Ops for which auto tries aten before cpu on a CPU call that records no gradient: torch's oneDNN LSTM forward was
 # measured faster than the cpu backend's at two threads at every size, and at one thread at B=64 (the cpu layer wins
@@ -270,8 +270,9 @@ def _batch_and_hidden(op: str, args: tuple) -> tuple[int, int]:
 
 
 def cudnn_measured_faster(op: str, args: tuple) -> bool:
-    """Whether a row of CUDNN_FASTER covers this call of a layer or cell op (args as in resolve)."""
-    if op not in _GATES:
+    """Whether a row of CUDNN_FASTER covers this call of a layer or cell op (args as in resolve). Never under
+    torch.compile: testing a traced size against the rows' ranges fails Dynamo, and aten's layers step aside there."""
+    if op not in _GATES or torch.compiler.is_compiling():
         return False
     batch, hidden = _batch_and_hidden(op, args)
     return any(op == row_op and args[1].dtype == dtype and batch in batches and hidden in hiddens

@@ -65,17 +65,23 @@ def _is_disk_full(error: BaseException) -> bool:
     return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
 
 
+def _covers_its_storage(tensor: torch.Tensor) -> bool:
+    return tensor.storage_offset() == 0 and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+
+
 class _WeightsOnCpu:
-    """A model's state on the CPU, one new storage per tensor, tied tensors (the same view twice) still one: what
-    safetensors' save_model is given. On a GPU torch.nn.RNNBase (and so s2s_fast.nn.LSTM and GRU) flattens its weights
-    into one cuDNN buffer, and safetensors refuses to save views that do not cover their storage."""
+    """A model's state on the CPU, each tensor covering a storage of its own, tied tensors (the same view twice) still
+    one: what safetensors' save_model is given. On a GPU torch.nn.RNNBase (and so s2s_fast.nn.LSTM and GRU) flattens
+    its weights into one cuDNN buffer, and safetensors refuses to save views that do not cover their storage. A CPU
+    tensor that covers its own is passed as it is (no copy)."""
 
     def __init__(self, model: torch.nn.Module):
         copies, self._state = {}, {}
         for name, tensor in model.state_dict().items():
             tied = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
             if tensor.numel() == 0 or tied not in copies:
-                copies[tied] = tensor.detach().to("cpu", copy=True)
+                keep = tensor.device.type == "cpu" and _covers_its_storage(tensor)
+                copies[tied] = tensor.detach() if keep else tensor.detach().to("cpu", copy=True)
             self._state[name] = copies[tied]
 
     def state_dict(self) -> dict:

@@ -69,11 +69,19 @@ def _float_tensors(op: str, named: dict) -> tuple[torch.dtype, torch.device]:
     return first.dtype, first.device
 
 
+def _has_autocast(device_type: str) -> bool:
+    try:
+        return torch.amp.is_autocast_available(device_type)
+    except RuntimeError:  # a device type this torch does not know
+        return False
+
+
 # Device types with autocast, asked once here: torch 2.11's Dynamo cannot trace torch.amp.is_autocast_available (a
-# graph break inside every op under torch.compile), and the answer depends on the device type alone.
+# graph break inside every op under torch.compile), and the answer depends on the device type alone. Eager calls on
+# another device type (a privateuse1 backend named after import) ask torch.
 _AUTOCAST_DEVICE_TYPES = frozenset(
     t for t in ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "maia", "xla", torch._C._get_privateuse1_backend_name())
-    if torch.amp.is_autocast_available(t))
+    if _has_autocast(t))
 
 
 def _autocast(tensors: tuple) -> tuple:
@@ -83,7 +91,8 @@ def _autocast(tensors: tuple) -> tuple:
     if first is None:
         return tensors
     device_type = first.device.type
-    if not (device_type in _AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device_type)):
+    known = device_type in _AUTOCAST_DEVICE_TYPES or (not torch.compiler.is_compiling() and _has_autocast(device_type))
+    if not (known and torch.is_autocast_enabled(device_type)):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)
     return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64

@@ -6,7 +6,7 @@ gradient of every differentiable input, driven by random upstream gradients on e
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import torch
 
@@ -73,12 +73,12 @@ def forward_backward(fn: Callable, inputs: Mapping[str, object], upstream: Seque
 
 def compare_with_reference(fn: Callable, reference_fn: Callable, inputs: Mapping[str, object], seed: int = 0,
                            rtol: float | None = None, atol: float | None = None, summed_terms: int = 1,
-                           atol_of_largest: bool = False) -> None:
+                           atol_of_largest: Collection[str] = ()) -> None:
     """Assert ``fn`` matches ``reference_fn`` on every output and on every input gradient.
 
     Both run on the same inputs with the same random upstream gradients; tolerances default to the dtype's (with
-    ``summed_terms`` as in ``tolerance``). ``atol_of_largest``: atol is taken times each compared tensor's largest
-    magnitude, for a backend whose sums run in an order whose error grows with that, not with each element's.
+    ``summed_terms`` as in ``tolerance``). ``atol_of_largest``: inputs whose gradients take atol times the gradient's
+    largest magnitude, for a backend whose sums run in an order whose error grows with that, not with each element's.
     """
     ref_out, ref_grads, upstream = forward_backward(reference_fn, inputs, seed=seed)
     out, grads, _ = forward_backward(fn, inputs, upstream=upstream)
@@ -86,13 +86,13 @@ def compare_with_reference(fn: Callable, reference_fn: Callable, inputs: Mapping
     default = tolerance(dtype, summed_terms)
     tol = {"rtol": default["rtol"] if rtol is None else rtol, "atol": default["atol"] if atol is None else atol}
     assert len(out) == len(ref_out), f"{len(out)} outputs, reference has {len(ref_out)}"
-    def scaled(expected: torch.Tensor) -> dict:
-        if not atol_of_largest or expected.numel() == 0:
+    def scaled(name: str, expected: torch.Tensor) -> dict:
+        if name not in atol_of_largest or expected.numel() == 0:
             return tol
         return {**tol, "atol": tol["atol"] * max(1.0, float(expected.abs().max()))}
 
     for index, (actual, expected) in enumerate(zip(out, ref_out)):
-        torch.testing.assert_close(actual, expected, **scaled(expected), msg=lambda m, i=index: f"output {i}: {m}")
+        torch.testing.assert_close(actual, expected, **tol, msg=lambda m, i=index: f"output {i}: {m}")
     for name, expected in ref_grads.items():
         actual = grads[name]
         if expected is None:
@@ -102,7 +102,8 @@ def compare_with_reference(fn: Callable, reference_fn: Callable, inputs: Mapping
         assert actual is not None or torch.count_nonzero(expected) == 0, f"no gradient reached {name}"
         if actual is None:
             continue
-        torch.testing.assert_close(actual, expected, **scaled(expected), msg=lambda m, n=name: f"gradient of {n}: {m}")
+        torch.testing.assert_close(actual, expected, **scaled(name, expected),
+                                   msg=lambda m, n=name: f"gradient of {n}: {m}")
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -30,7 +30,9 @@ def _float32_without_tf32_in_cudnn():
     torch's matmul TF32 switch (off by default); cuDNN's RNNs follow cuDNN's own (on by default), which the aten
     backend keeps, as torch.nn.LSTM does: the first GPU run (2026-12-04) found aten's float32 layers 5e-4 off with it
     on. So the suite turns cuDNN's off."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, benchmark_limit=cudnn.benchmark_limit,
+                     deterministic=cudnn.deterministic, allow_tf32=False):
         yield
 
 

@@ -155,3 +155,20 @@ def test_auto_tries_triton_before_cuda_for_large_attention_on_a_gpu(monkeypatch)
     assert first(call(128, 128, 128, 512, grad=True)) == "triton"
     assert first(call(128, 128, 128, 512), device=torch.device("cpu")) == "cpu"
     assert first(call(128, 128, 128, 512), op="dot_attention") == "cuda"
+
+
+def test_auto_routing_on_a_gpu_traces_with_symbolic_sizes():
+    """Auto's measured tables (CUDNN_FASTER's ranges, TRITON_ATTENTION_FROM_WORK) under torch.compile with dynamic
+    shapes: a traced batch size tested against a range failed Dynamo outright; routing must trace whole."""
+    cuda = torch.device("cuda")
+
+    def route(query, keys, x, h, c, w_ih, w_hh):
+        attention = backends._auto_candidates("additive_attention", cuda, (query, keys, keys[0, 0], keys, None))
+        cell = backends._auto_candidates("lstm_cell", cuda, (x, h, c, w_ih, w_hh, None, None))
+        return query.sum() + len(attention) + len(cell)
+
+    compiled = torch.compile(route, fullgraph=True, dynamic=True, backend="eager")
+    for batch in (32, 33):
+        hidden = torch.randn(batch, 512, dtype=torch.bfloat16)
+        compiled(torch.randn(batch, 4, 8), torch.randn(batch, 5, 8), hidden, hidden, hidden,
+                 torch.randn(2048, 512, dtype=torch.bfloat16), torch.randn(2048, 512, dtype=torch.bfloat16))

@@ -150,19 +150,40 @@ def test_layer_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: reference.gru_layer(*a, lengths=lengths, reverse=True), gru_args)
 
 
+class _GradientOffBy(torch.autograd.Function):
+    """The identity, whose gradient is off by ``error`` in its second element (upstream gradients are random)."""
+
+    @staticmethod
+    def forward(ctx, x, error):
+        ctx.error = error
+        return x * 1.0
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad + torch.tensor([0.0, ctx.error, 0.0]), None
+
+
 def test_compare_with_reference_can_take_atol_of_the_largest_magnitude():
-    """The tolerance the per-op tests give cuDNN's weight gradients: an error of 1e-4 beside values of 15 fails the
-    element-wise tolerance and passes once atol is taken of the largest magnitude; an error of 1e-2 fails both."""
+    """The tolerance the per-op tests give cuDNN's weight gradients: a gradient error of 1e-4 on an element of about
+    1e-3 beside ones of thousands fails the element-wise tolerance and passes once atol is taken of the largest
+    magnitude; an error of 10 fails both; an output keeps the element-wise one."""
     x = torch.tensor([15.0, 1e-3, -4.0])
 
     def off_by(error):
         return lambda x: x + torch.tensor([0.0, error, 0.0])
 
+    scale = torch.tensor([1e4, 1e-3, 1.0])  # the gradient's elements: thousands, thousandths, ones
+
+    def gradient_off_by(error):
+        return lambda x: _GradientOffBy.apply(x, error) * scale
+
     with pytest.raises(AssertionError):
-        compare_with_reference(off_by(1e-4), lambda x: x, {"x": x})
-    compare_with_reference(off_by(1e-4), lambda x: x, {"x": x}, atol_of_largest=True)
+        compare_with_reference(gradient_off_by(1e-4), lambda x: x * scale, {"x": x})
+    compare_with_reference(gradient_off_by(1e-4), lambda x: x * scale, {"x": x}, atol_of_largest=("x",))
     with pytest.raises(AssertionError):
-        compare_with_reference(off_by(1e-2), lambda x: x, {"x": x}, atol_of_largest=True)
+        compare_with_reference(gradient_off_by(10.0), lambda x: x * scale, {"x": x}, atol_of_largest=("x",))
+    with pytest.raises(AssertionError):  # outputs keep the element-wise tolerance
+        compare_with_reference(off_by(1e-4), lambda x: x, {"x": x}, atol_of_largest=("x",))
 
 
 @pytest.mark.parametrize("op", ["lstm_layer", "gru_layer"])

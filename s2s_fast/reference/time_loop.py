@@ -30,24 +30,42 @@ def time_loop(step: Callable, steps: int, state: tuple, lengths, reverse: bool):
     return outputs, state
 
 
-class _PerStepAliases(torch.autograd.Function):
-    """The same tensors once per step, their gradients summed over all steps at once, in float32."""
+class _Float32GradientRoot(torch.autograd.Function):
+    """weight -> a float32 carrier of its shape (an expanded zero: no memory); the carrier's gradient, summed in
+    float32 along the chain of _StepAlias nodes, becomes the weight's, cast once."""
 
     @staticmethod
-    def forward(ctx, steps: int, *tensors):
-        ctx.count, ctx.dtypes = len(tensors), [t.dtype for t in tensors]
-        return tuple(t.view_as(t) for _ in range(steps) for t in tensors)
+    def forward(weight):
+        return weight.new_zeros((), dtype=torch.float32).expand(weight.shape)
 
     @staticmethod
-    def backward(ctx, *grads):
-        sums = []
-        for index, dtype in enumerate(ctx.dtypes):
-            total = None
-            for grad in grads[index::ctx.count]:
-                if grad is not None:
-                    total = grad.float() if total is None else total.add_(grad)
-            sums.append(None if total is None else total.to(dtype))
-        return (None, *sums)
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        ctx.dtype = inputs[0].dtype
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None if grad is None else grad.to(ctx.dtype)
+
+
+class _StepAlias(torch.autograd.Function):
+    """(weight, carrier) -> (the weight for one step, the next carrier): the step's gradient of the weight goes into the
+    carrier's float32 sum, not to the weight, so that one step at a time is held (autograd keeps every output's
+    gradient of a node until the last arrives)."""
+
+    @staticmethod
+    def forward(weight, carrier):
+        return weight.view_as(weight), carrier.view_as(carrier)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_alias, grad_carrier):
+        if grad_alias is None:
+            return None, grad_carrier
+        return None, grad_alias.float() if grad_carrier is None else grad_carrier + grad_alias
 
 
 def per_step_weights(steps: int, *weights) -> list[tuple]:
@@ -55,13 +73,24 @@ def per_step_weights(steps: int, *weights) -> list[tuple]:
     bfloat16 their gradients are summed over the steps in float32, where autograd would add the steps' gradients one
     by one in the weights' dtype. A layer's own input projection is one product over all steps, so its input weight
     and bias gradients round once; added step by step in bfloat16 they came out 2-4x the reference's error (the
-    first GPU run's cuda GRU layer; at T=64 on a CPU with the reference's cells too)."""
+    first GPU run's cuda GRU layer; at T=64 on a CPU with the reference's cells too). Each step's alias passes its
+    gradient down a chain of float32 sums, one step held at a time."""
     present = [w for w in weights if w is not None]
     if steps == 0 or not present or present[0].dtype.itemsize >= 4 or not torch.is_grad_enabled() or \
             not any(w.requires_grad for w in present):
         return [weights] * steps
-    aliases = iter(_PerStepAliases.apply(steps, *present))
-    return [tuple(None if w is None else next(aliases) for w in weights) for _ in range(steps)]
+    carriers = {id(w): _Float32GradientRoot.apply(w) for w in present if w.requires_grad}
+    per_step = []
+    for _ in range(steps):
+        aliases = []
+        for w in weights:
+            if w is None or id(w) not in carriers:
+                aliases.append(w)
+                continue
+            alias, carriers[id(w)] = _StepAlias.apply(w, carriers[id(w)])
+            aliases.append(alias)
+        per_step.append(tuple(aliases))
+    return per_step
 
 
 def stack_outputs(outputs: list, like: torch.Tensor, hidden_size: int) -> torch.Tensor:
