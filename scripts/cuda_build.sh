@@ -48,6 +48,7 @@ echo "cuda-build: venv ready ($("$WORK/venv/bin/python" -c 'import torch; print(
 mkdir -p "$WORK/tree"
 rm -rf "$WORK/tree/csrc" "$WORK/tree/s2s_fast/"*.py "$WORK/tree/scripts"
 tar cf - setup.py pyproject.toml README.md csrc scripts/check_cuda_build.py scripts/check_symbolic_sizes.py \
+  scripts/check_dynamo_trace.py \
   $(find s2s_fast -name '*.py') | tar xf - -C "$WORK/tree"
 start=$SECONDS
 (cd "$WORK/tree" && S2S_FAST_BUILD_CUDA=1 S2S_FAST_BUILD_EMULATION=0 S2S_FAST_BUILD_CPU=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
