@@ -1,8 +1,11 @@
 """The ptxas report parser of scripts/check_cuda.py (CI's compile check of csrc/) on reports in ptxas' format."""
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _spec = importlib.util.spec_from_file_location("check_cuda", Path(__file__).parent.parent / "scripts" / "check_cuda.py")
 check_cuda = importlib.util.module_from_spec(_spec)
@@ -39,3 +42,13 @@ def test_parser_keeps_one_entry_per_kernel_and_architecture():
     twice = REPORT + REPORT.replace("'sm_90'", "'sm_80'")
     kernels = check_cuda.parse_ptxas_report(twice)
     assert len({(k.name, k.arch) for k in kernels}) == len(kernels) == 5
+
+
+def test_cuda_build_copies_every_script_it_runs_into_its_tree():
+    """scripts/cuda_build.sh runs its checks from a copy of the sources: each scripts/*.py it runs must be in the
+    copy (a clean-clone CI run failed on one that was not)."""
+    text = (ROOT / "scripts" / "cuda_build.sh").read_text()
+    copy = text[text.index("tar cf -"):text.index("| tar xf -")]
+    run = set(re.findall(r"python\S* (scripts/\w+\.py)", text))
+    assert run, "no script runs found: the pattern no longer matches cuda_build.sh"
+    assert {script for script in run if script not in copy} == set()
