@@ -1,16 +1,13 @@
 """The ptxas report parser of scripts/check_cuda.py (CI's compile check of csrc/) on reports in ptxas' format."""
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
+
+from scripts_module import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_spec = importlib.util.spec_from_file_location("check_cuda", Path(__file__).parent.parent / "scripts" / "check_cuda.py")
-check_cuda = importlib.util.module_from_spec(_spec)
-sys.modules["check_cuda"] = check_cuda  # dataclasses look their module up there
-_spec.loader.exec_module(check_cuda)
+check_cuda = load_script("check_cuda")
 
 REPORT = """\
 ptxas info    : 0 bytes gmem

@@ -1,6 +1,5 @@
 """scripts/gpu_check.sh's plumbing, without a GPU (--dry-run): stage order, the budget, what lands in its folder."""
 
-import importlib.util
 import json
 import re
 import shlex
@@ -9,6 +8,8 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+from scripts_module import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ["environment", "deps", "extension", "gpu_tests", "memcheck", "racecheck", "op_tests", "profile",
@@ -76,11 +77,8 @@ def test_a_short_budget_skips_the_late_stages_instead_of_overrunning(tmp_path):
     assert stages[-1]["status"] == "SKIP" and stages[-1]["note"] == "out of time"
 
 
-def test_a_stage_past_its_limit_is_interrupted_first_so_that_pytest_writes_its_report(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # its dataclasses look their module up there
-    spec.loader.exec_module(gpu_check)
+def test_a_stage_past_its_limit_is_interrupted_first_so_that_pytest_writes_its_report(tmp_path):
+    gpu_check = load_script("gpu_check")
     marker = tmp_path / "interrupted"
     # A stage that reports only when interrupted, as pytest does; started here with SIGINT ignored, as a background
     # job of a shell without job control would be, which the stage must undo.

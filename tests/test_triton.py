@@ -563,13 +563,9 @@ def test_kernels_compile_for_the_gpu():
 
 def test_hot_loop_costs_are_read_from_the_innermost_tanh_loop():
     """scripts/check_triton_kernels.py's reading of the PTX that bounds shuffles and barriers per tanh."""
-    import importlib.util
-    import os
+    from scripts_module import load_script
 
-    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "check_triton_kernels.py")
-    spec = importlib.util.spec_from_file_location("check_triton_kernels", path)
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = load_script("check_triton_kernels")
     ptx = "\n".join([
         "$L__BB0_1:", "tanh.approx.f32 %r1, %r2;", "shfl.sync.bfly.b32 %r3, %r4, 1, 31, -1;",
         "$L__BB0_2:", "tanh.approx.f32 %r5, %r6;", "tanh.approx.f32 %r7, %r8;", "bar.sync 0;",
