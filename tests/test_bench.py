@@ -72,6 +72,20 @@ def test_measured_rates_are_positive_and_work_is_counted():
     assert bound == "special functions" and seconds == pytest.approx(3.0)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_the_cpu_matmul_rate_is_the_faster_of_torch_mm_and_onednn(monkeypatch):
+    """On a CPU torch.mm goes through MKL, slower than oneDNN off Intel's CPUs: the ceiling is the faster of the two
+    (timings replaced here: tests never assert speed)."""
+    from s2s_fast.bench import floors
+
+    for mm_s, onednn_s, through in ((2.0, 1.0, True), (1.0, 2.0, False)):
+        times = iter((mm_s, onednn_s))
+        monkeypatch.setattr(floors, "_seconds", lambda run, device: (run(0), next(times))[1])
+        rate, method = floors.measure_matmul_rate(CPU, torch.float32, quick=True)
+        assert rate == pytest.approx(2 * 768**3 / min(mm_s, onednn_s))
+        assert ("oneDNN" in method) == through
+
+
 def test_saved_for_backward_counts_each_storage_once_and_leaves_out_owned_tensors():
     x = torch.randn(8, 16, requires_grad=True)
     w = torch.randn(8, 16, requires_grad=True)
