@@ -471,3 +471,52 @@ def test_lstm_layer_kernel_errors_are_clear():
         torch.ops.s2s_fast.cpu_lstm_layer_fwd(*values[:4], values[4].double(), *values[5:], False, False)
     with pytest.raises(RuntimeError, match=r"cx must have shape \[2, 5\]"):
         torch.ops.s2s_fast.cpu_lstm_layer_fwd(values[0], values[1], values[2][:, :4], *values[3:], False, False)
+
+
+@pytest.fixture(params=["aten", "onednn"])
+def products(request):
+    """The cpu layers' matrix products through each library (csrc/cpu/products.h), restored afterwards."""
+    if request.param == "onednn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    before = torch.ops.s2s_fast.cpu_products()
+    assert torch.ops.s2s_fast.cpu_products(request.param) == request.param
+    yield request.param
+    torch.ops.s2s_fast.cpu_products(before)
+
+
+@built
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("op", ["lstm_layer", "gru_layer"])
+def test_layers_match_the_reference_with_either_products_library(products, op, reverse, dtype):
+    """Forward and every gradient of both layers with their products through ATen (MKL) and through oneDNN (the
+    default on an x86 CPU that is not Intel's, float32 only), lengths included, one row and several."""
+    gates = 4 if op == "lstm_layer" else 3
+    for batch in (1, 5):
+        args = {"input": torch.randn(7, batch, 6, dtype=dtype), "hx": torch.randn(batch, 19, dtype=dtype)}
+        if op == "lstm_layer":
+            args["cx"] = torch.randn(batch, 19, dtype=dtype)
+        args.update(weight_ih=torch.randn(gates * 19, 6, dtype=dtype) / 4,
+                    weight_hh=torch.randn(gates * 19, 19, dtype=dtype) / 4,
+                    bias_ih=torch.randn(gates * 19, dtype=dtype), bias_hh=None)
+        lengths = torch.tensor([7, 0, 3, 6, 1][:batch])
+        for length in (None, lengths):
+            compare_with_reference(functools.partial(getattr(F, op), lengths=length, reverse=reverse, backend="cpu"),
+                                   functools.partial(getattr(F, op), lengths=length, reverse=reverse,
+                                                     backend="reference"), args)
+
+
+@built
+def test_products_choice_is_checked_and_defaults_by_cpu_vendor():
+    """s2s_fast::cpu_products names its library, refuses another name, and defaults to oneDNN exactly on x86 CPUs
+    that are not Intel's (where MKL's float32 GEMM is slow) when torch has oneDNN."""
+    with pytest.raises(RuntimeError, match="choose"):
+        torch.ops.s2s_fast.cpu_products("mkl")
+    script = "import torch, s2s_fast\nprint(torch.ops.s2s_fast.cpu_products())"
+    default = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                             timeout=120).stdout.strip()
+    with open("/proc/cpuinfo") as cpuinfo:
+        vendor = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("vendor_id")), "")
+    x86 = platform.machine() in ("x86_64", "AMD64", "i386", "i686")
+    expected = "onednn" if x86 and vendor != "GenuineIntel" and torch.backends.mkldnn.is_available() else "aten"
+    assert default == expected

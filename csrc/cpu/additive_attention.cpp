@@ -14,6 +14,7 @@
 
 #include "additive_attention.h"
 #include "capability.h"
+#include "products.h"
 
 namespace s2s_fast::cpu {
 namespace {
@@ -147,6 +148,7 @@ TORCH_LIBRARY_FRAGMENT(s2s_fast, m) {
         "Tensor grad_values)");
     m.def("cpu_kernel_capability() -> str", &s2s_fast::cpu::kernel_capability);
     m.def("cpu_kernel_threads(int tasks) -> int", &s2s_fast::cpu::kernel_threads);
+    m.def("cpu_products(str? choose=None) -> str", &s2s_fast::cpu::products_op);
 }
 
 TORCH_LIBRARY_IMPL(s2s_fast, CPU, m) {

@@ -11,6 +11,7 @@
 
 #include "capability.h"
 #include "gru_layer.h"
+#include "products.h"
 #include "rnn_layer_binding.h"
 
 namespace s2s_fast::cpu {
@@ -57,9 +58,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const 
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const Tensor flat = input.reshape({steps * batch, input_size});
     // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
-    const Tensor weight_hh_t = step_weight(weight_hh, batch);
+    const Product per_step = step_product(weight_hh, batch);
     const Tensor input_gates =
-        (bias.defined() ? at::addmm(bias, flat, weight_ih.t()) : at::mm(flat, weight_ih.t()))
+        Product(weight_ih.t())(flat, bias.defined() ? std::optional<Tensor>(bias) : std::nullopt)
             .view({steps, batch, 3 * hidden});
     Tensor h = hx.contiguous().clone();
     Tensor output = at::empty({steps, batch, hidden}, input.options());
@@ -72,7 +73,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const 
             bias_hn.defined() ? bias_hn.data_ptr<scalar_t>() : nullptr, h.data_ptr<scalar_t>(),
             output.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr};
         for (int64_t step = 0; step < steps; ++step) {
-            at::mm_out(hidden_gates, h, weight_hh_t);
+            per_step.out(hidden_gates, h);
             params.step = step;
             run_step_forward(params);
         }
@@ -105,6 +106,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
     Tensor step_grad_hidden = at::empty({gathered ? batch : 0, 3 * hidden}, input.options());
     Tensor recurrent = at::zeros({batch, hidden}, input.options());
     Tensor previous = at::empty({steps, batch, hidden}, input.options());
+    const Product recurrent_product(weight_hh);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_gru_layer_bwd", [&] {
         GruStepBackwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_ptr, reverse, grad_output_c.data_ptr<scalar_t>(), nullptr,
@@ -115,8 +117,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
             params.step = step;
             params.recurrent = step == steps - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_step_backward(params);
-            at::mm_out(recurrent, gathered ? step_grad_hidden : grad_hidden_gates[reverse ? steps - 1 - step : step],
-                       weight_hh);
+            recurrent_product.out(
+                recurrent, gathered ? step_grad_hidden : grad_hidden_gates[reverse ? steps - 1 - step : step]);
         }
         previous_hidden<scalar_t>(output_c, hx_c, lengths_ptr, reverse, previous);
     });
@@ -126,9 +128,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
                                        : dh + recurrent;
     const Tensor flat_input_grad = grad_input_gates.view({steps * batch, 3 * hidden});
     const Tensor flat_hidden_grad = grad_hidden_gates.view({steps * batch, 3 * hidden});
-    const Tensor grad_input = at::mm(flat_input_grad, weight_ih).view({steps, batch, input_size});
-    const Tensor grad_weight_ih = at::mm(flat_input_grad.t(), input.reshape({steps * batch, input_size}));
-    const Tensor grad_weight_hh = at::mm(flat_hidden_grad.t(), previous.view({steps * batch, hidden}));
+    const Tensor grad_input = Product(weight_ih)(flat_input_grad).view({steps, batch, input_size});
+    const Tensor grad_weight_ih = Product(input.reshape({steps * batch, input_size}))(flat_input_grad.t());
+    const Tensor grad_weight_hh = Product(previous.view({steps * batch, hidden}))(flat_hidden_grad.t());
     return {grad_input, grad_hx, grad_weight_ih, grad_weight_hh, flat_input_grad.sum(0), flat_hidden_grad.sum(0)};
 }
 

@@ -1,7 +1,7 @@
 // Torch binding of the CPU LSTM layer: the operators s2s_fast::cpu_lstm_layer_fwd/_bwd (a fragment of the s2s_fast
-// library). The matrix products run through ATen (MKL/oneDNN, on torch's CPU threads): the input part of every
-// step's gates in one product before the loop, h @ weight_hh^T per step, and in the backward the gradient through
-// weight_hh per step and the input and weight gradients in three products after the loop. The per-step pointwise
+// library). The matrix products run through ATen or oneDNN (products.h, on torch's CPU threads): the input part of
+// every step's gates in one product before the loop, h @ weight_hh^T per step, and in the backward the gradient
+// through weight_hh per step and the input and weight gradients in three products after the loop. The per-step pointwise
 // work runs in the kernels of lstm_layer_kernels.h. Fake implementations and the autograd formula are registered
 // from Python (s2s_fast/cpu/lstm_layer.py).
 #include <ATen/ATen.h>
@@ -12,6 +12,7 @@
 
 #include "capability.h"
 #include "lstm_layer.h"
+#include "products.h"
 #include "rnn_layer_binding.h"
 
 namespace s2s_fast::cpu {
@@ -45,16 +46,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     check_tensor(kOp, cx, "cx", {batch, hidden}, input);
     check_tensor(kOp, weight_ih, "weight_ih", {4 * hidden, input_size}, input);
     check_tensor(kOp, weight_hh, "weight_hh", {4 * hidden, hidden}, input);
-    Tensor bias;
+    std::optional<Tensor> bias;
     for (const auto& [value, name] : {std::pair{bias_ih, "bias_ih"}, {bias_hh, "bias_hh"}}) {
         if (!value) continue;
         check_tensor(kOp, *value, name, {4 * hidden}, input);
-        bias = bias.defined() ? bias + *value : *value;
+        bias = bias ? *bias + *value : *value;
     }
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const Tensor flat = input.reshape({steps * batch, input_size});
     // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
-    const Tensor weight_hh_t = step_weight(weight_hh, batch);
+    const Product per_step = step_product(weight_hh, batch);
     // The input part of every step's gates in one product; when the gates are kept for the backward, straight into
     // their buffer, where each step's kernel overwrites its rows' pre-activations with the activations once it has
     // read them (a padded position it zeroes is a time its row never runs).
@@ -62,11 +63,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     Tensor input_gates = save ? gates : at::empty({steps, batch, 4 * hidden}, input.options());
     {
         Tensor flat_gates = input_gates.view({steps * batch, 4 * hidden});
-        if (bias.defined()) {
-            at::addmm_out(flat_gates, bias, flat, weight_ih.t());
-        } else {
-            at::mm_out(flat_gates, flat, weight_ih.t());
-        }
+        Product(weight_ih.t()).out(flat_gates, flat, bias);
     }
     Tensor h = hx.contiguous().clone(), c = cx.contiguous().clone();
     Tensor output = at::empty({steps, batch, hidden}, input.options());
@@ -79,7 +76,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
             c.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr,
             save ? cells.data_ptr<scalar_t>() : nullptr};
         for (int64_t step = 0; step < steps; ++step) {
-            at::mm_out(hidden_gates, h, weight_hh_t);
+            per_step.out(hidden_gates, h);
             params.step = step;
             run_step_forward(params);
         }
@@ -114,6 +111,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
     Tensor step_grad_gates = at::empty({gathered ? batch : 0, 4 * hidden}, input.options());
     Tensor recurrent = at::empty({batch, hidden}, input.options());
     Tensor previous = at::empty({steps, batch, hidden}, input.options());
+    const Product recurrent_product(weight_hh);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_layer_bwd", [&] {
         LstmStepBackwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_ptr, reverse, grad_output_c.data_ptr<scalar_t>(), nullptr,
@@ -124,8 +122,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
             params.step = step;
             params.recurrent = step == steps - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_step_backward(params);
-            at::mm_out(recurrent, gathered ? step_grad_gates : grad_gates[reverse ? steps - 1 - step : step],
-                       weight_hh);
+            recurrent_product.out(recurrent,
+                                  gathered ? step_grad_gates : grad_gates[reverse ? steps - 1 - step : step]);
         }
         previous_hidden<scalar_t>(output_c, hx_c, lengths_ptr, reverse, previous);
     });
@@ -133,9 +131,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
     Tensor grad_hx = dh;
     if (steps > 0) grad_hx = lengths_c ? at::where((*lengths_c > 0).unsqueeze(1), recurrent, dh) : recurrent;
     const Tensor flat_grad = grad_gates.view({steps * batch, 4 * hidden});
-    const Tensor grad_input = at::mm(flat_grad, weight_ih).view({steps, batch, input_size});
-    const Tensor grad_weight_ih = at::mm(flat_grad.t(), input.reshape({steps * batch, input_size}));
-    const Tensor grad_weight_hh = at::mm(flat_grad.t(), previous.view({steps * batch, hidden}));
+    const Tensor grad_input = Product(weight_ih)(flat_grad).view({steps, batch, input_size});
+    const Tensor grad_weight_ih = Product(input.reshape({steps * batch, input_size}))(flat_grad.t());
+    const Tensor grad_weight_hh = Product(previous.view({steps * batch, hidden}))(flat_grad.t());
     const Tensor grad_bias = flat_grad.sum(0);
     return {grad_input, grad_hx, dc, grad_weight_ih, grad_weight_hh, grad_bias};
 }

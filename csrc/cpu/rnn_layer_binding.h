@@ -8,6 +8,8 @@
 #include <cstring>
 #include <optional>
 
+#include "products.h"
+
 namespace s2s_fast::cpu {
 
 using at::Tensor;
@@ -43,6 +45,13 @@ inline std::optional<Tensor> checked_lengths(const char* op, const std::optional
 // matrix-vector product ran as fast either way, and copying cost up to a fifth of the layer's forward at H=512).
 inline Tensor step_weight(const Tensor& weight_hh, int64_t batch) {
     return batch > 1 ? weight_hh.t().contiguous() : weight_hh.t();
+}
+
+// The per-step products h @ weight_hh^T: through ATen with step_weight's operand, through oneDNN with weight_hh itself
+// (its linear weight, no copy).
+inline Product step_product(const Tensor& weight_hh, int64_t batch) {
+    if (weight_hh.scalar_type() == at::kFloat && onednn_products().load()) return Product(weight_hh.t());
+    return Product(step_weight(weight_hh, batch));
 }
 
 // h before each (time, row) the layer ran: the row's previous output, or hx at its first step. Padded positions
