@@ -490,16 +490,17 @@ def products(request):
 @pytest.mark.parametrize("op", ["lstm_layer", "gru_layer"])
 def test_layers_match_the_reference_with_either_products_library(products, op, reverse, dtype):
     """Forward and every gradient of both layers with their products through ATen (MKL) and through oneDNN (the
-    default on an x86 CPU that is not Intel's, float32 only), lengths included, one row and several."""
+    default on an x86 CPU that is not Intel's, float32 only), lengths included, one row and several, and empty
+    sequences, batches and inputs (oneDNN's linear refuses empty operands: they go to ATen)."""
     gates = 4 if op == "lstm_layer" else 3
-    for batch in (1, 5):
-        args = {"input": torch.randn(7, batch, 6, dtype=dtype), "hx": torch.randn(batch, 19, dtype=dtype)}
+    for steps, batch, input_size in ((7, 1, 6), (7, 5, 6), (0, 3, 6), (7, 0, 6), (7, 3, 0)):
+        args = {"input": torch.randn(steps, batch, input_size, dtype=dtype), "hx": torch.randn(batch, 19, dtype=dtype)}
         if op == "lstm_layer":
             args["cx"] = torch.randn(batch, 19, dtype=dtype)
-        args.update(weight_ih=torch.randn(gates * 19, 6, dtype=dtype) / 4,
+        args.update(weight_ih=torch.randn(gates * 19, input_size, dtype=dtype) / 4,
                     weight_hh=torch.randn(gates * 19, 19, dtype=dtype) / 4,
                     bias_ih=torch.randn(gates * 19, dtype=dtype), bias_hh=None)
-        lengths = torch.tensor([7, 0, 3, 6, 1][:batch])
+        lengths = torch.tensor([7, 0, 3, 6, 1][:batch], dtype=torch.long).clamp(max=steps)
         for length in (None, lengths):
             compare_with_reference(functools.partial(getattr(F, op), lengths=length, reverse=reverse, backend="cpu"),
                                    functools.partial(getattr(F, op), lengths=length, reverse=reverse,

@@ -61,21 +61,23 @@ inline Tensor onednn_linear(const Tensor& x, const Tensor& weight, const std::op
 }
 
 // Repeated products x @ right (+ bias) with one right operand: for oneDNN its transpose is made contiguous once, the
-// linear weight every product then reads.
+// linear weight every product then reads. Empty operands go to ATen (oneDNN's linear refuses them).
 class Product {
    public:
     explicit Product(const Tensor& right)
-        : onednn_(right.scalar_type() == at::kFloat && onednn_products().load()),
-          right_(onednn_ ? right.t().contiguous() : right) {}
+        : right_(right),
+          onednn_weight_(right.scalar_type() == at::kFloat && onednn_products().load() && right.numel() > 0
+                             ? right.t().contiguous()
+                             : Tensor()) {}
 
     Tensor operator()(const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
-        if (onednn_) return onednn_linear(x, right_, bias);
+        if (onednn(x)) return onednn_linear(x, onednn_weight_, bias);
         return bias ? at::addmm(*bias, x, right_) : at::mm(x, right_);
     }
 
     void out(Tensor& result, const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
-        if (onednn_) {
-            result.copy_(onednn_linear(x, right_, bias));
+        if (onednn(x)) {
+            result.copy_(onednn_linear(x, onednn_weight_, bias));
         } else if (bias) {
             at::addmm_out(result, *bias, x, right_);
         } else {
@@ -84,8 +86,10 @@ class Product {
     }
 
    private:
-    bool onednn_;
+    bool onednn(const Tensor& x) const { return onednn_weight_.defined() && x.numel() > 0; }
+
     Tensor right_;
+    Tensor onednn_weight_;
 };
 
 // s2s_fast::cpu_products(str? choose) -> str: the products' library ("onednn" or "aten"), after setting it when given.

@@ -50,7 +50,7 @@ inline Tensor step_weight(const Tensor& weight_hh, int64_t batch) {
 // The per-step products h @ weight_hh^T: through ATen with step_weight's operand, through oneDNN with weight_hh itself
 // (its linear weight, no copy).
 inline Product step_product(const Tensor& weight_hh, int64_t batch) {
-    if (weight_hh.scalar_type() == at::kFloat && onednn_products().load()) return Product(weight_hh.t());
+    if (weight_hh.scalar_type() == at::kFloat && onednn_products().load() && batch > 0) return Product(weight_hh.t());
     return Product(step_weight(weight_hh, batch));
 }
 
