@@ -497,14 +497,32 @@ def test_layers_match_the_reference_with_either_products_library(products, op, r
         args = {"input": torch.randn(steps, batch, input_size, dtype=dtype), "hx": torch.randn(batch, 19, dtype=dtype)}
         if op == "lstm_layer":
             args["cx"] = torch.randn(batch, 19, dtype=dtype)
+        # Both biases (the LSTM adds them, the GRU joins their r and z parts), weight_hh a transposed view.
         args.update(weight_ih=torch.randn(gates * 19, input_size, dtype=dtype) / 4,
-                    weight_hh=torch.randn(gates * 19, 19, dtype=dtype) / 4,
-                    bias_ih=torch.randn(gates * 19, dtype=dtype), bias_hh=None)
+                    weight_hh=(torch.randn(19, gates * 19, dtype=dtype) / 4).t(),
+                    bias_ih=torch.randn(gates * 19, dtype=dtype), bias_hh=torch.randn(gates * 19, dtype=dtype))
         lengths = torch.tensor([7, 0, 3, 6, 1][:batch], dtype=torch.long).clamp(max=steps)
         for length in (None, lengths):
             compare_with_reference(functools.partial(getattr(F, op), lengths=length, reverse=reverse, backend="cpu"),
                                    functools.partial(getattr(F, op), lengths=length, reverse=reverse,
                                                      backend="reference"), args)
+        if batch == 5:
+            several_rows = args
+
+    def ran_onednn() -> bool:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+            getattr(F, op)(**several_rows, backend="cpu")
+        return any("_linear_pointwise" in event.key for event in trace.key_averages())
+
+    # Which library ran: oneDNN's linear shows in the profile exactly when it was chosen, the dtype is float32 and
+    # torch.backends.mkldnn is on.
+    assert ran_onednn() == (products == "onednn" and dtype == torch.float32)
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        assert not ran_onednn()
+    finally:
+        torch.backends.mkldnn.enabled = enabled
 
 
 @built
@@ -516,6 +534,8 @@ def test_products_choice_is_checked_and_defaults_by_cpu_vendor():
     script = "import torch, s2s_fast\nprint(torch.ops.s2s_fast.cpu_products())"
     default = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                              timeout=120).stdout.strip()
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo to read the vendor from")
     with open("/proc/cpuinfo") as cpuinfo:
         vendor = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("vendor_id")), "")
     x86 = platform.machine() in ("x86_64", "AMD64", "i386", "i686")

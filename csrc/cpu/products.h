@@ -6,7 +6,9 @@
 // per-step products h @ W_hh^T 1.2x (B=8, H=256) to 2.2x (B=64-256, H=512) faster through oneDNN, and the layers'
 // forward+backward (T=64, B=8-128, H=256-512, one and two threads) 1.4-1.9x faster. So the default is oneDNN for
 // float32 on an x86 CPU that is not Intel's, where torch has oneDNN, and ATen elsewhere (float64 always: oneDNN's
-// linear takes float32). s2s_fast::cpu_products reads the choice and sets it (for the tests).
+// linear takes float32), and never while torch.backends.mkldnn.enabled is off. The vendor is read with GCC's and
+// Clang's __builtin_cpu_is, so other compilers (MSVC) default to ATen. s2s_fast::cpu_products reads the choice and
+// sets it (for the tests).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -86,7 +88,9 @@ class Product {
     }
 
    private:
-    bool onednn(const Tensor& x) const { return onednn_weight_.defined() && x.numel() > 0; }
+    bool onednn(const Tensor& x) const {
+        return onednn_weight_.defined() && x.numel() > 0 && at::globalContext().userEnabledMkldnn();
+    }
 
     Tensor right_;
     Tensor onednn_weight_;
