@@ -298,7 +298,7 @@ def write_outputs(check: Check, gpu: str) -> None:
     lines = [f"# GPU check: {gpu}, {record['date']}", "",
              f"Commit {check.commit}; {record['environment']}; budget {check.budget_s} s"
              f"{' (dry run: commands planned, not run)' if check.dry_run else ''}"
-             f"{'; selection: ' + _selection(check) if _selection(check) else ''}.", "",
+             f"{'; selection: ' + record['selection'] if record['selection'] else ''}.", "",
              "| stage | status | seconds | limit s | note |", "| --- | --- | ---: | ---: | --- |"]
     lines += [f"| {r.name} | {r.status} | {r.seconds:.0f} | {r.limit_s} | {r.note.splitlines()[0][:100] if r.note else ''} |"
               for r in check.results]

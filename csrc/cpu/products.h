@@ -29,18 +29,10 @@ inline bool onednn_linear_registered() {
     return registered;
 }
 
-inline bool intel_cpu() {
+inline bool x86_not_intel() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_is("intel");
-#else
-    return false;
-#endif
-}
-
-inline bool x86_cpu() {
-#if defined(__x86_64__) || defined(__i386__)
-    return true;
+    return !__builtin_cpu_is("intel");
 #else
     return false;
 #endif
@@ -48,7 +40,7 @@ inline bool x86_cpu() {
 
 // true: float32 products through oneDNN.
 inline std::atomic<bool>& onednn_products() {
-    static std::atomic<bool> choice{onednn_linear_registered() && x86_cpu() && !intel_cpu()};
+    static std::atomic<bool> choice{onednn_linear_registered() && x86_not_intel()};
     return choice;
 }
 
