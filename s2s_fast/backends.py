@@ -4,8 +4,9 @@ Five backends implement the ops of :mod:`s2s_fast.functional`, each as a subpack
 
 - ``"reference"``: pure PyTorch, any device; the ground truth of every test.
 - ``"aten"``: torch's own RNN kernels (oneDNN/MKL on a CPU, cuDNN on a GPU) for the layers and cells.
-- ``"cpu"``: fused C++ kernels for CPU tensors (``s2s_fast._cpu``): additive attention (torch has none) and the LSTM
-  layer (its backward beats torch's CPU RNN backward).
+- ``"cpu"``: fused C++ kernels for CPU tensors (``s2s_fast._cpu``): additive attention (torch has none), the LSTM
+  and GRU layers (their backward beats torch's CPU RNN backward), and the cells and linear with their products
+  through oneDNN where torch's (MKL's) are slow.
 - ``"triton"``: fused Triton kernels; CUDA tensors, or CPU tensors when ``TRITON_INTERPRET=1``.
 - ``"cuda"``: the compiled extension ``s2s_fast._C``; CUDA tensors when the extension was built.
 
@@ -23,7 +24,9 @@ A backend subpackage exposes three names:
   forced (a schedule, a code path) for the benchmarks to time side by side; auto never uses them.
 
 A backend that implements ``lstm_cell`` but not ``lstm_layer`` (likewise GRU) serves the layer by running the
-reference time loop around its own cell.
+reference time loop around its own cell. Every backend serves ``linear``: one that does not implement it (the fused
+GPU backends: cuBLAS is the product there) with torch's own, the reference's, so that a model on any backend has its
+projections.
 
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
@@ -31,7 +34,8 @@ first where ``CUDNN_FASTER`` says cuDNN was measured faster; triton before cuda 
 ``TRITON_ATTENTION_FROM_WORK``) and cpu, aten, reference for CPU tensors (aten first for the ops in
 ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says oneDNN was
 measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not
-Intel's), skipping a backend that is unavailable or whose limit check refuses the call; for a layer op it tries the
+Intel's; cpu for the ops in ``CPU_ONEDNN_FROM_WORK`` only where its products go through oneDNN and the call is
+large enough), skipping a backend that is unavailable or whose limit check refuses the call; for a layer op it tries the
 fused backends' own layers before their cells in the reference time loop. An explicit choice that cannot serve the
 call raises ``BackendError`` (a ``RuntimeError``) saying why.
 """
@@ -56,6 +60,7 @@ OP_NAMES = (
     "gru_layer",
     "additive_attention",
     "dot_attention",
+    "linear",
 )
 ENV_VAR = "S2S_FAST_BACKEND"
 
@@ -63,6 +68,8 @@ ENV_VAR = "S2S_FAST_BACKEND"
 # the layer shares with that cell: (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh) for the LSTM, no cx for GRU.
 _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
 _CELL_ARG_COUNT = {"lstm_cell": 7, "gru_cell": 6}
+# Ops torch's own function (the reference's) serves on a backend that does not implement them.
+_TORCH_SERVES = frozenset({"linear"})
 # The fused backends auto tries, in order, on tensors of each device type (then the reference).
 _AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
 # Where cuDNN (the aten backend) was measured faster than the fused backends on a GPU: rows of (op, dtype, batch
@@ -106,6 +113,17 @@ CPU_ATEN_FASTER_TRAINING: tuple[tuple[str, int, range, range], ...] = (("lstm_la
 # products through oneDNN on such CPUs (csrc/cpu/products.h) the sweep again, same machine: the LSTM layer 1.5-1.9x
 # faster than through MKL and still 0.55-1.02x of aten's speed (so the rule stays), the GRU layer 1.4-2.5x aten's.
 CPU_ATEN_FASTER_TRAINING_OFF_INTEL = frozenset({"lstm_layer"})
+# Ops the cpu backend serves with torch's own work done through another product library: its cells (a layer's single
+# step) and linear, and the fewest multiply-adds a call needs for auto to try cpu (rows x K x N for linear, B x (I + H)
+# x gates*H for a cell). Auto tries cpu for them only in float32 where the cpu backend's products go through oneDNN
+# (s2s_fast.cpu.products_library: x86 CPUs that are not Intel's; with the library torch's own cells and linear use,
+# MKL, they are the same work) and the call is large enough to pay oneDNN's cost per call. Measured on a 2-core AMD
+# EPYC, 2026-12-04, one thread, through s2s_fast.functional against aten: linear 0.56-0.87x from 16K to 1M
+# multiply-adds, 1.0-1.2x forward (1.2-1.9x forward+backward) at 2M, 1.3-2.1x from 4M ([M, 512] x [512, 512],
+# [M, 1024] x [1024, 512], [M, 512] x [512, 8000], [M, 384] x [384, 43], M = 1-64); the cells 0.86-1.0x forward
+# (0.7-1.3x forward+backward) under 4M (B=1-2, H=384-512), 1.0-1.35x (1.0-1.5x) at 4-6M, 1.3-1.7x (1.4-1.7x) at
+# B=8-16; B=64-128: 2.0x. The Seq2Seq model's greedy decoding and training step: README.
+CPU_ONEDNN_FROM_WORK = {"linear": 2_000_000, "lstm_cell": 4_000_000, "gru_cell": 4_000_000}
 
 _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
@@ -215,6 +233,8 @@ def _implementation(module, op: str, args: tuple, cell_loop: bool = True) -> tup
     if impl is not None:
         limit = getattr(module, "LIMITS", {}).get(op)
         return impl, (limit(*args) if limit is not None else None)
+    if op in _TORCH_SERVES:
+        return _load("reference")[0].OPS[op], None
     if not cell_loop and op in _LAYER_FROM_CELL:
         return None, f"it does not implement {op} itself (only its cell)"
     cell_op = _LAYER_FROM_CELL.get(op)
@@ -313,6 +333,24 @@ def _cpu_prefers_aten(op: str, args: tuple) -> bool:
                for row_op, fewest, batches, hiddens in CPU_ATEN_FASTER_TRAINING)
 
 
+def _cpu_onednn_pays(op: str, args: tuple) -> bool:
+    """Whether auto tries cpu for this call of an op of CPU_ONEDNN_FROM_WORK: float32, the cpu backend's products
+    through oneDNN, and (except under torch.compile, where testing a traced size would guard on it) the work."""
+    module = _load("cpu")[0]
+    if (module is None or module.extension_module is None or args[0].dtype != torch.float32
+            or module.products_library() != "onednn"):
+        return False
+    if torch.compiler.is_compiling():
+        return True
+    if op == "linear":
+        input, weight = args[0], args[1]
+        work = input.numel() * weight.shape[0]
+    else:
+        input, hx, weight_ih = args[0], args[1], args[3 if op == "lstm_cell" else 2]
+        work = input.shape[0] * (input.shape[1] + hx.shape[1]) * weight_ih.shape[0]
+    return work >= CPU_ONEDNN_FROM_WORK[op]
+
+
 def _records_gradient(args: tuple) -> bool:
     """Whether autograd records a call with these arguments."""
     return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
@@ -338,6 +376,8 @@ def _auto_candidates(op: str, device: torch.device, args: tuple) -> list[tuple[s
         fused.insert(fused.index("cuda"), "triton")
     if device.type == "cuda" and cudnn_measured_faster(op, args):
         fused.insert(0, "aten")
+    if "cpu" in fused and op in CPU_ONEDNN_FROM_WORK and not _cpu_onednn_pays(op, args):
+        fused.remove("cpu")
     if "aten" in fused and "cpu" in fused and device.type == "cpu" and _cpu_prefers_aten(op, args):
         fused.remove("aten")
         fused.insert(fused.index("cpu"), "aten")

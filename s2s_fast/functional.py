@@ -318,3 +318,31 @@ def dot_attention(query, keys, values, mask=None, *, backend=None):
     query, keys, values = _autocast((query, keys, values))
     _check_attention(op, query, keys, values, mask, "query", "keys", {})
     return _dispatch_attention(op, (query, keys, values, mask), backend)
+
+
+def linear(input, weight, bias=None, *, backend=None):
+    """input @ weight^T + bias, as torch.nn.functional.linear: the projections of the Seq2Seq model (the output layer
+    over the vocabulary, the input-feeding combination, the attention's query and key projections).
+
+    Torch's own linear serves it (the reference backend) except on the cpu backend, which runs the products, forward
+    and backward, through oneDNN where torch's float32 GEMM (MKL) is slow: x86 CPUs that are not Intel's.
+
+    Args:
+        input: [..., K] (at least 1-d). weight: [N, K]. bias: [N] or None.
+        backend: backend name; None follows the current selection.
+
+    Returns:
+        [..., N].
+    """
+    op = "linear"
+    input, weight, bias = _autocast((input, weight, bias))
+    _require_tensor(op, "input", input)
+    _require_tensor(op, "weight", weight)
+    _require_tensor(op, "bias", bias, optional=True)
+    _float_tensors(op, {"input": input, "weight": weight, "bias": bias})
+    _require_dim(op, "weight", weight, (2,), "[N, K] (2-d)")
+    if input.dim() == 0 or input.shape[-1] != weight.shape[1]:
+        raise InputError(f"{op}: input must be [..., K] with K = {weight.shape[1]} (from weight [N, K]), got "
+                         f"shape {_format_shape(input.shape)}")
+    _require_shape(op, "bias", bias, (weight.shape[0],), "[N] (N from weight)")
+    return _dispatch(op, input.device, (input, weight, bias), backend)

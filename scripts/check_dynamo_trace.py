@@ -41,6 +41,7 @@ def _cases() -> dict:
         "additive_attention one query": (F.additive_attention, (leaf(B, A), leaf(B, TK, A), leaf(A), leaf(B, TK, DV)),
                                          {"mask": mask}),
         "dot_attention": (F.dot_attention, (leaf(B, TQ, DV), leaf(B, TK, DV), leaf(B, TK, DV)), {"mask": mask}),
+        "linear": (F.linear, (leaf(B, T, I), leaf(H, I), leaf(H)), {}),
     }
 
 

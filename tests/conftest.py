@@ -42,8 +42,11 @@ def _seed_and_reset_backend(monkeypatch):
     from s2s_fast import backends
 
     torch.manual_seed(0)
-    # Auto's CPU routing depends on the CPU's vendor (backends.CPU_ATEN_FASTER_TRAINING_OFF_INTEL); the suite routes
-    # as on an Intel CPU wherever it runs, and tests/test_cpu_backend.py checks both.
+    # Auto's CPU routing depends on the CPU's vendor (backends.CPU_ATEN_FASTER_TRAINING_OFF_INTEL) and on the cpu
+    # backend's product library, chosen by vendor (backends.CPU_ONEDNN_FROM_WORK); the suite routes as on an Intel CPU
+    # wherever it runs, and tests/test_cpu_backend.py checks both. (The cpu kernels themselves keep the library the
+    # machine chose; tests/test_cpu_backend.py runs them through each.)
     monkeypatch.setattr(backends, "cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(s2s_fast.cpu, "products_library", lambda: "aten")
     yield
     s2s_fast.set_backend(None)

@@ -87,6 +87,20 @@ def test_layer_served_by_a_backend_cell(monkeypatch):
         F.gru_layer(x, h, torch.randn(12, 5), torch.randn(12, 4), backend="triton")
 
 
+def test_every_backend_serves_linear_with_torchs_own_where_it_has_none():
+    """A model on any backend has its projections: a backend without its own linear (all but cpu) gets torch's."""
+    from s2s_fast import reference
+
+    args = (torch.randn(3, 5), torch.randn(4, 5), torch.randn(4))
+    for name in s2s_fast.available_backends("cpu"):
+        if name == "cpu":
+            continue
+        assert not backends.implements(name, "linear") or name == "reference"
+        chosen, impl = backends.resolve("linear", torch.device("cpu"), args, backend=name)
+        assert chosen == name and impl is reference.OPS["linear"]
+        torch.testing.assert_close(F.linear(*args, backend=name), torch.nn.functional.linear(*args))
+
+
 def test_auto_prefers_a_fused_layer_to_a_cell_loop(monkeypatch):
     """On CUDA tensors auto takes a later backend's own layer before an earlier one's cell in the time loop, and a
     cell loop before the reference."""

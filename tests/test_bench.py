@@ -250,9 +250,7 @@ def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
         backend = record["provider"].split(": ")[0]
         if backend == "cuda" and cuda_compiled.EMULATED_GPU is not None:
             assert record["status"] == "unavailable" and "emulation" in record["reason"]
-        elif backend == "cpu":
-            assert record["status"] == "unavailable" and "does not implement lstm_cell" in record["reason"]
-        elif backend in ("aten", "triton", "cuda"):
+        elif backend in ("aten", "cpu", "triton", "cuda"):
             reason = backends.unavailable_reason(backend, CPU)
             assert record["status"] == ("ok" if reason is None else "unavailable"), record
             assert record["reason"] == reason

@@ -18,6 +18,7 @@ import torch
 
 import s2s_fast
 from s2s_fast import backends
+from s2s_fast import cpu as cpu_backend
 from s2s_fast import functional as F
 from s2s_fast.cpu import compiled
 from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference
@@ -217,9 +218,8 @@ def test_auto_picks_cpu_for_attention_and_falls_back_for_other_dtypes():
     assert backends.resolve("additive_attention", torch.device("cpu"), half)[0] == "reference"
     with pytest.raises(RuntimeError, match="backend 'cpu' cannot serve additive_attention.*bfloat16"):
         F.additive_attention(*half, backend="cpu")
-    with pytest.raises(RuntimeError, match="does not implement lstm_cell"):
-        F.lstm_cell(torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4), torch.randn(16, 3), torch.randn(16, 4),
-                    backend="cpu")
+    with pytest.raises(RuntimeError, match="does not implement dot_attention"):
+        F.dot_attention(torch.randn(2, 4), torch.randn(2, 3, 4), torch.randn(2, 3, 5), backend="cpu")
 
 
 @built
@@ -454,6 +454,112 @@ def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch)
         torch.set_num_threads(threads)
 
 
+@built
+def test_cells_and_linear_go_to_cpu_in_auto_exactly_where_its_products_go_through_onednn(monkeypatch):
+    """CPU_ONEDNN_FROM_WORK: auto sends float32 cells and linear to the cpu backend when its products library is
+    oneDNN (the default off Intel's CPUs) and the call has the work its row asks, with and without a gradient; to
+    aten (torch's own) otherwise, and for float64. Named explicitly, the cpu backend serves them either way."""
+    cpu_device = torch.device("cpu")
+
+    def args_of(op, dtype, rows):  # multiply-adds per row: linear 64 * 64, LSTM cell 64 * 128, GRU cell 96 * 192
+        r = functools.partial(torch.randn, dtype=dtype)
+        if op == "linear":
+            return r(rows, 64), r(64, 64), None
+        if op == "lstm_cell":
+            return r(rows, 32), r(rows, 32), r(rows, 32), r(128, 32), r(128, 32), None, None
+        return r(rows, 32), r(rows, 64), r(192, 32), r(192, 64), None, None
+
+    def backend_for(op, dtype, grad, rows, backend=None):
+        args = args_of(op, dtype, rows)
+        if grad:
+            args = (args[0].requires_grad_(),) + args[1:]
+        return backends.resolve(op, cpu_device, args, backend)[0]
+
+    for library in ("onednn", "aten"):
+        monkeypatch.setattr(cpu_backend, "products_library", lambda: library)
+        for op, per_row in (("linear", 64 * 64), ("lstm_cell", 64 * 128), ("gru_cell", 96 * 192)):
+            enough = -(-backends.CPU_ONEDNN_FROM_WORK[op] // per_row)  # the fewest rows with the work asked
+            for grad in (False, True):
+                assert backend_for(op, torch.float32, grad, enough) == ("cpu" if library == "onednn" else "aten")
+                assert backend_for(op, torch.float32, grad, enough - 1) == "aten"
+                assert backend_for(op, torch.float64, grad, enough) == "aten"
+                assert backend_for(op, torch.float64, grad, 1, backend="cpu") == "cpu"
+
+
+@built
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "linear"])
+def test_cells_and_linear_match_the_reference_with_either_products_library(products, op, dtype):
+    """The cpu cells (the layers' single step) and linear, forward and every gradient, with their products through
+    ATen (MKL) and through oneDNN, one row and several, and empty batches and inputs; oneDNN's linear in a profile
+    exactly when chosen for float32."""
+    for batch, input_size in ((1, 6), (5, 6), (0, 6), (3, 0)):
+        if op == "linear":
+            args = {"input": torch.randn(batch, input_size, dtype=dtype),
+                    "weight": torch.randn(7, input_size, dtype=dtype), "bias": torch.randn(7, dtype=dtype)}
+        else:
+            gates = 4 if op == "lstm_cell" else 3
+            args = {"input": torch.randn(batch, input_size, dtype=dtype), "hx": torch.randn(batch, 19, dtype=dtype)}
+            if op == "lstm_cell":
+                args["cx"] = torch.randn(batch, 19, dtype=dtype)
+            args.update(weight_ih=torch.randn(gates * 19, input_size, dtype=dtype) / 4,
+                        weight_hh=(torch.randn(19, gates * 19, dtype=dtype) / 4).t(),
+                        bias_ih=torch.randn(gates * 19, dtype=dtype), bias_hh=torch.randn(gates * 19, dtype=dtype))
+        compare_with_reference(functools.partial(getattr(F, op), backend="cpu"),
+                               functools.partial(getattr(F, op), backend="reference"), args)
+        if batch == 5:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+                getattr(F, op)(**args, backend="cpu")
+            ran_onednn = any("_linear_pointwise" in event.key for event in trace.key_averages())
+            assert ran_onednn == (products == "onednn" and dtype == torch.float32)
+
+
+@built
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_opcheck_and_errors(bias):
+    x, weight = torch.randn(5, 7, dtype=torch.float64), torch.randn(3, 7, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64) if bias else None
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_linear_fwd, (x, weight, b))
+    leaves = tuple(t.clone().requires_grad_() if t is not None else None for t in (x, weight, b))
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_linear_fwd, leaves)
+    torch.library.opcheck(torch.ops.s2s_fast.cpu_linear_bwd, (torch.randn(5, 3, dtype=torch.float64), x, weight, bias))
+    with pytest.raises(RuntimeError, match=r"input must be \[M, K\] and weight \[N, K\]"):
+        torch.ops.s2s_fast.cpu_linear_fwd(x, weight[:, :6], b)
+    with pytest.raises(RuntimeError, match="float32 or float64 only"):
+        torch.ops.s2s_fast.cpu_linear_fwd(x.half(), weight.half(), None)
+    with pytest.raises(RuntimeError, match=r"bias must be a CPU tensor of shape \[3\]"):
+        torch.ops.s2s_fast.cpu_linear_fwd(x, weight, torch.randn(4, dtype=torch.float64))
+
+
+@built
+def test_model_on_the_cpu_backend_compiles_in_one_graph_per_step_and_matches_eager():
+    """The Seq2Seq decoder step and a training loss with every op on the cpu backend (its cells and linear
+    included) trace without a graph break and give the eager results."""
+    from s2s_fast.models import Seq2Seq, Seq2SeqConfig
+
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(src_vocab_size=20, tgt_vocab_size=20, embed_dim=8, hidden_size=12, dropout=0.0,
+                                  backend="cpu"))
+    src, lengths = torch.randint(3, 20, (3, 6)), torch.tensor([6, 4, 2])
+    tgt = torch.randint(3, 20, (3, 5))
+    with torch.no_grad():
+        encoded = model.encode(src, lengths)
+        state = model.init_state(encoded)
+    step = torch.compile(model.decode_step, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        for got, expected in zip(step(tgt[:, 0], state, encoded)[::2], model.decode_step(tgt[:, 0], state,
+                                                                                          encoded)[::2]):
+            torch.testing.assert_close(got, expected)
+
+    def loss(model_):
+        return model_(src, lengths, tgt).float().square().mean()
+
+    expected = torch.autograd.grad(loss(model), list(model.parameters()))
+    got = torch.autograd.grad(torch.compile(loss, backend="aot_eager")(model), list(model.parameters()))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
 def test_cpu_vendor_is_read_from_the_kernel():
     vendor = _CPU_VENDOR()  # the suite pins backends.cpu_vendor (conftest); this is the function that reads the CPU
     assert isinstance(vendor, str)
@@ -478,10 +584,14 @@ def products(request):
     """The cpu layers' matrix products through each library (csrc/cpu/products.h), restored afterwards."""
     if request.param == "onednn" and not torch.backends.mkldnn.is_available():
         pytest.skip("torch built without oneDNN")
-    before = torch.ops.s2s_fast.cpu_products()
-    assert torch.ops.s2s_fast.cpu_products(request.param) == request.param
+    before = cpu_backend.use_products(request.param)
+    assert torch.ops.s2s_fast.cpu_products() == request.param
+    # Every product through the library chosen, however small (the tests' shapes are far under the default work).
+    work = torch.ops.s2s_fast.cpu_onednn_from_work()
+    torch.ops.s2s_fast.cpu_onednn_from_work(0)
     yield request.param
-    torch.ops.s2s_fast.cpu_products(before)
+    cpu_backend.use_products(before)
+    torch.ops.s2s_fast.cpu_onednn_from_work(work)
 
 
 @built
@@ -523,6 +633,33 @@ def test_layers_match_the_reference_with_either_products_library(products, op, r
         assert not ran_onednn()
     finally:
         torch.backends.mkldnn.enabled = enabled
+
+
+@built
+def test_products_under_the_work_threshold_stay_with_aten():
+    """oneDNN's linear costs more per call than MKL's GEMM: products under cpu_onednn_from_work multiply-adds go to
+    ATen even where oneDNN is chosen, larger ones to oneDNN; the threshold is checked."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    before = cpu_backend.use_products("onednn")
+    work = torch.ops.s2s_fast.cpu_onednn_from_work()
+    try:
+        assert work == 2_000_000
+        with pytest.raises(RuntimeError, match="work must be >= 0"):
+            torch.ops.s2s_fast.cpu_onednn_from_work(-1)
+        weight = torch.randn(64, 64)
+
+        def ran_onednn(rows) -> bool:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+                F.linear(torch.randn(rows, 64), weight, backend="cpu")
+            return any("_linear_pointwise" in event.key for event in trace.key_averages())
+
+        assert ran_onednn(489) and not ran_onednn(488)  # 489 * 64 * 64 >= 2M > 488 * 64 * 64
+        torch.ops.s2s_fast.cpu_onednn_from_work(0)
+        assert ran_onednn(1)
+    finally:
+        cpu_backend.use_products(before)
+        torch.ops.s2s_fast.cpu_onednn_from_work(work)
 
 
 @built

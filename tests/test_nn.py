@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence
 
+import s2s_fast
 import s2s_fast.nn as snn
 from s2s_fast.testing import tolerance
 
@@ -258,6 +259,31 @@ def test_cells_match_torch(kind, bias):
     out = theirs(x)
     (out[0] if kind == "lstm" else out).sum().backward()
     torch.testing.assert_close(x.grad, expected_grad)
+
+
+@pytest.mark.parametrize("backend", [None, "cpu", "reference"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_torch(backend, bias):
+    """snn.Linear: torch.nn.Linear's arguments, parameters, state_dict keys, outputs and gradients, on any backend;
+    input validation from functional (the class torch.nn raises)."""
+    if backend is not None and s2s_fast.backends.unavailable_reason(backend, "cpu") is not None:
+        pytest.skip(f"{backend} unavailable here")
+    theirs = torch.nn.Linear(5, 7, bias=bias).double()
+    ours = snn.Linear(5, 7, bias=bias, backend=backend, dtype=torch.float64)
+    assert isinstance(ours, torch.nn.Linear) and ours.backend == backend
+    ours.load_state_dict(theirs.state_dict())
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for shape in ((3, 5), (5,), (2, 4, 5)):
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        torch.testing.assert_close(ours(x), theirs(x))
+        grads = torch.autograd.grad(ours(x).square().sum(), [x, *ours.parameters()])
+        expected = torch.autograd.grad(theirs(x).square().sum(), [x, *theirs.parameters()])
+        for got, want in zip(grads, expected):
+            torch.testing.assert_close(got, want)
+    with pytest.raises(RuntimeError, match="input must be"):
+        ours(torch.randn(3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="unknown backend"):
+        snn.Linear(5, 7, backend="nope")
 
 
 def test_additive_attention_module():

@@ -58,7 +58,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const 
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const Tensor flat = input.reshape({steps * batch, input_size});
     // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
-    const Product per_step = step_product(weight_hh, batch);
+    const Product per_step = step_product(weight_hh, batch, steps);
     const Tensor input_gates =
         Product(weight_ih.t())(flat, bias.defined() ? std::optional<Tensor>(bias) : std::nullopt)
             .view({steps, batch, 3 * hidden});
@@ -106,7 +106,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
     Tensor step_grad_hidden = at::empty({gathered ? batch : 0, 3 * hidden}, input.options());
     Tensor recurrent = at::zeros({batch, hidden}, input.options());
     Tensor previous = at::empty({steps, batch, hidden}, input.options());
-    const Product recurrent_product(weight_hh);
+    const Product recurrent_product(weight_hh, /*repeated=*/steps > 1);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_gru_layer_bwd", [&] {
         GruStepBackwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_ptr, reverse, grad_output_c.data_ptr<scalar_t>(), nullptr,

@@ -55,7 +55,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const Tensor flat = input.reshape({steps * batch, input_size});
     // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
-    const Product per_step = step_product(weight_hh, batch);
+    const Product per_step = step_product(weight_hh, batch, steps);
     // The input part of every step's gates in one product; when the gates are kept for the backward, straight into
     // their buffer, where each step's kernel overwrites its rows' pre-activations with the activations once it has
     // read them (a padded position it zeroes is a time its row never runs).
@@ -111,7 +111,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
     Tensor step_grad_gates = at::empty({gathered ? batch : 0, 4 * hidden}, input.options());
     Tensor recurrent = at::empty({batch, hidden}, input.options());
     Tensor previous = at::empty({steps, batch, hidden}, input.options());
-    const Product recurrent_product(weight_hh);
+    const Product recurrent_product(weight_hh, /*repeated=*/steps > 1);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_layer_bwd", [&] {
         LstmStepBackwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_ptr, reverse, grad_output_c.data_ptr<scalar_t>(), nullptr,

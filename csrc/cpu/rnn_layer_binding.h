@@ -40,18 +40,22 @@ inline std::optional<Tensor> checked_lengths(const char* op, const std::optional
     return values;
 }
 
-// weight_hh^T for the per-step products h @ weight_hh^T: a contiguous copy when a step has several rows (MKL's small
-// products with a transposed operand ran up to 2.5x slower here), the transposed view for one row (its
-// matrix-vector product ran as fast either way, and copying cost up to a fifth of the layer's forward at H=512).
-inline Tensor step_weight(const Tensor& weight_hh, int64_t batch) {
-    return batch > 1 ? weight_hh.t().contiguous() : weight_hh.t();
+// weight_hh^T for the per-step products h @ weight_hh^T through ATen: a contiguous copy when the layer runs several
+// steps of several rows (MKL's small products with a transposed operand ran up to 2.5x slower here), the transposed
+// view for one row (its matrix-vector product ran as fast either way, and copying cost up to a fifth of the layer's
+// forward at H=512) or one step (a cell: the copy would be read once).
+inline Tensor step_weight(const Tensor& weight_hh, int64_t batch, int64_t steps) {
+    return batch > 1 && steps > 1 ? weight_hh.t().contiguous() : weight_hh.t();
 }
 
-// The per-step products h @ weight_hh^T: through ATen with step_weight's operand, through oneDNN with weight_hh itself
-// (its linear weight, no copy).
-inline Product step_product(const Tensor& weight_hh, int64_t batch) {
-    if (weight_hh.scalar_type() == at::kFloat && onednn_products().load() && batch > 0) return Product(weight_hh.t());
-    return Product(step_weight(weight_hh, batch));
+// The per-step products h @ weight_hh^T: through oneDNN with weight_hh itself (its linear weight, no copy) where they
+// go there (Product's rule: float32, oneDNN chosen, enough work), else through ATen with step_weight's operand.
+inline Product step_product(const Tensor& weight_hh, int64_t batch, int64_t steps) {
+    if (weight_hh.scalar_type() == at::kFloat && onednn_products().load() && batch > 0 &&
+        batch * weight_hh.size(1) * weight_hh.size(0) >= onednn_from_work().load()) {
+        return Product(weight_hh.t(), /*repeated=*/true);
+    }
+    return Product(step_weight(weight_hh, batch, steps));
 }
 
 // h before each (time, row) the layer ran: the row's previous output, or hx at its first step. Padded positions

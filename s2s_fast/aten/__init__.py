@@ -2,7 +2,8 @@
 GPU), so that a drop-in module is never slower than torch.nn.
 
 lstm_layer and gru_layer run one direction of one layer through torch's RNN op (torch._VF.lstm / gru), per-row
-lengths in torch.nn's padded form (see sequence.py); lstm_cell and gru_cell run torch.lstm_cell / torch.gru_cell.
+lengths in torch.nn's padded form (see sequence.py); lstm_cell and gru_cell run torch.lstm_cell / torch.gru_cell
+(linear, as on every backend without its own, is torch's: s2s_fast.backends).
 Every floating dtype torch serves, LSTM projections (weight_hr) included, on CPU and CUDA tensors; under
 torch.compile the layers are left to the reference, which traces (see sequence.compile_limit). Auto prefers it to the
 reference for CPU tensors; for CUDA tensors only where s2s_fast.backends.CUDNN_FASTER says cuDNN was measured faster.

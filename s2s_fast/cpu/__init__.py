@@ -1,35 +1,65 @@
 """The cpu backend: fused C++ kernels for CPU tensors (csrc/cpu/, built as s2s_fast._cpu), forward and backward,
-float32 and float64: additive attention (one query per row or many), for which torch has no fused kernel, and the
+float32 and float64: additive attention (one query per row or many), for which torch has no fused kernel; the
 LSTM and GRU layers, whose backward is faster than torch's CPU RNN backward (one matrix product each for the input
-and weight gradients over all steps).
+and weight gradients over all steps); and the cells (a layer's single step) and linear, whose products go through
+oneDNN on x86 CPUs that are not Intel's, where torch's own (MKL's) float32 GEMM runs at under half its rate
+(``products_library``, csrc/cpu/products.h).
 
 Available on CPU tensors when the library was built (every install with a C++ compiler builds it). Auto tries it
-first on a CPU; the ops it does not implement (the cells) and LSTM projections go to the aten backend. See s2s_fast.backends for the
-protocol (``unavailable_reason``, ``OPS``, ``LIMITS``).
+first on a CPU (the cells and linear only where its products go through oneDNN and the call is large enough:
+s2s_fast.backends.CPU_ONEDNN_FROM_WORK); dot attention and LSTM projections go to the aten or reference backend. See s2s_fast.backends for the protocol
+(``unavailable_reason``, ``OPS``, ``LIMITS``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import additive_attention, gru_layer, lstm_layer
+from . import additive_attention, gru_cell, gru_layer, linear, lstm_cell, lstm_layer
 from .compiled import MISSING_REASON, extension_module
 
 OPS = {
     "additive_attention": additive_attention.additive_attention,
     "lstm_layer": lstm_layer.lstm_layer,
     "gru_layer": gru_layer.gru_layer,
+    "lstm_cell": lstm_cell.lstm_cell,
+    "gru_cell": gru_cell.gru_cell,
+    "linear": linear.linear,
 }
 LIMITS = {
     "additive_attention": additive_attention.additive_attention_limit,
     "lstm_layer": lstm_layer.lstm_layer_limit,
     "gru_layer": gru_layer.gru_layer_limit,
+    "lstm_cell": lstm_cell.lstm_cell_limit,
+    "gru_cell": gru_cell.gru_cell_limit,
+    "linear": linear.linear_limit,
 }
 
 if extension_module is not None:
     additive_attention.register()
     lstm_layer.register()
     gru_layer.register()
+    linear.register()
+
+# The library of the kernels' float32 products, "onednn" or "aten", as csrc/cpu/products.h chose it at load time;
+# kept here so that auto can read it under torch.compile (use_products changes both).
+_products = torch.ops.s2s_fast.cpu_products() if extension_module is not None else "aten"
+
+
+def products_library() -> str:
+    """"onednn" or "aten": the library through which the cpu kernels run their float32 matrix products."""
+    return _products
+
+
+def use_products(library: str) -> str:
+    """Run the cpu kernels' float32 products through ``library`` ("onednn" or "aten") from now on, in the whole
+    process; returns the library chosen before. Raises RuntimeError for another name, or "onednn" without it."""
+    global _products
+    if extension_module is None:
+        raise RuntimeError(MISSING_REASON)
+    before = _products
+    _products = torch.ops.s2s_fast.cpu_products(library)
+    return before
 
 
 def unavailable_reason(device: torch.device) -> str | None:

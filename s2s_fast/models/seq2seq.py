@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
-from ..nn import GRU, LSTM, AdditiveAttention, LuongAttention
+from ..nn import GRU, LSTM, AdditiveAttention, Linear, LuongAttention
 from ..nn.rnn import layer_weights
 from .config import Seq2SeqConfig
 
@@ -58,8 +58,8 @@ class Seq2Seq(nn.Module):
                                 bidirectional=c.bidirectional, batch_first=True,
                                 dropout=c.dropout if c.encoder_layers > 1 else 0.0, backend=c.backend)
         bridged = c.decoder_layers * c.hidden_size
-        self.bridge_h = nn.Linear(c.hidden_size, bridged)
-        self.bridge_c = nn.Linear(c.hidden_size, bridged) if self.is_lstm else None
+        self.bridge_h = Linear(c.hidden_size, bridged, backend=c.backend)
+        self.bridge_c = Linear(c.hidden_size, bridged, backend=c.backend) if self.is_lstm else None
         decoder_input = c.embed_dim + (c.hidden_size if c.input_feeding else 0)
         self.decoder = rnn_type(decoder_input, c.hidden_size, num_layers=c.decoder_layers,
                                 dropout=c.dropout if c.decoder_layers > 1 else 0.0, backend=c.backend)
@@ -71,8 +71,8 @@ class Seq2Seq(nn.Module):
                                             backend=c.backend)
         else:
             self.attention = None
-        self.combine = nn.Linear(2 * c.hidden_size, c.hidden_size, bias=False)
-        self.output = nn.Linear(c.hidden_size, c.tgt_vocab_size)
+        self.combine = Linear(2 * c.hidden_size, c.hidden_size, bias=False, backend=c.backend)
+        self.output = Linear(c.hidden_size, c.tgt_vocab_size, backend=c.backend)
         if c.tie_embeddings:
             self.output.weight = self.tgt_embed.weight
         self.dropout = nn.Dropout(c.dropout)
@@ -129,7 +129,7 @@ class Seq2Seq(nn.Module):
         c = self.config
         batch = encoded.summary.shape[0]
 
-        def bridge(layer: nn.Linear, summary: torch.Tensor, squash: bool) -> torch.Tensor:
+        def bridge(layer: Linear, summary: torch.Tensor, squash: bool) -> torch.Tensor:
             state = layer(summary)
             state = torch.tanh(state) if squash else state
             return state.view(batch, c.decoder_layers, c.hidden_size).transpose(0, 1).contiguous()

@@ -2,6 +2,7 @@
 
 from .attention import AdditiveAttention, LuongAttention
 from .cell import GRUCell, LSTMCell
+from .linear import Linear
 from .rnn import GRU, LSTM
 
-__all__ = ["AdditiveAttention", "GRU", "GRUCell", "LSTM", "LSTMCell", "LuongAttention"]
+__all__ = ["AdditiveAttention", "GRU", "GRUCell", "LSTM", "LSTMCell", "Linear", "LuongAttention"]

@@ -8,6 +8,7 @@ import torch
 
 from .. import functional as F
 from ..backends import check_backend_name
+from .linear import Linear
 
 
 def _resolve_keys(kind: str, keys, values, key_proj, project):
@@ -36,10 +37,10 @@ class AdditiveAttention(torch.nn.Module):
     def __init__(self, query_size: int, key_size: int, attn_size: int, bias: bool = True,
                  backend: str | None = None, device=None, dtype=None):
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.query_layer = torch.nn.Linear(query_size, attn_size, bias=False, **factory)
-        self.key_layer = torch.nn.Linear(key_size, attn_size, bias=bias, **factory)
-        self.v = torch.nn.Parameter(torch.empty(attn_size, **factory))
+        factory = {"device": device, "dtype": dtype, "backend": backend}
+        self.query_layer = Linear(query_size, attn_size, bias=False, **factory)
+        self.key_layer = Linear(key_size, attn_size, bias=bias, **factory)
+        self.v = torch.nn.Parameter(torch.empty(attn_size, device=device, dtype=dtype))
         self.backend = None if backend is None else check_backend_name(backend)
         self.reset_parameters()
 
@@ -75,7 +76,7 @@ class LuongAttention(torch.nn.Module):
             raise ValueError(f"LuongAttention: method 'dot' needs query_size == key_size, got {query_size} "
                              f"and {key_size}")
         self.method = method
-        self.key_layer = (torch.nn.Linear(key_size, query_size, bias=False, device=device, dtype=dtype)
+        self.key_layer = (Linear(key_size, query_size, bias=False, device=device, dtype=dtype, backend=backend)
                           if method == "general" else None)
         self.backend = None if backend is None else check_backend_name(backend)
 

@@ -8,6 +8,7 @@ from .additive_attention import additive_attention
 from .dot_attention import dot_attention
 from .gru_cell import gru_cell
 from .gru_layer import gru_layer
+from .linear import linear
 from .lstm_cell import lstm_cell
 from .lstm_layer import lstm_layer
 
@@ -18,6 +19,7 @@ OPS = {
     "gru_layer": gru_layer,
     "additive_attention": additive_attention,
     "dot_attention": dot_attention,
+    "linear": linear,
 }
 LIMITS: dict = {}
 
