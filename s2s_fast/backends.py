@@ -335,19 +335,23 @@ def _cpu_prefers_aten(op: str, args: tuple) -> bool:
 
 def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     """Whether auto tries cpu for this call of an op of CPU_ONEDNN_FROM_WORK: float32, the cpu backend's products
-    through oneDNN, and (except under torch.compile, where testing a traced size would guard on it) the work."""
+    through oneDNN (torch.backends.mkldnn on), and the work. Under torch.compile a size that is symbolic is not
+    tested (that would guard on it): such a call goes to cpu."""
     module = _load("cpu")[0]
     if (module is None or module.extension_module is None or args[0].dtype != torch.float32
             or module.products_library() != "onednn"):
         return False
-    if torch.compiler.is_compiling():
-        return True
+    compiling = torch.compiler.is_compiling()
+    if not compiling and not torch.backends.mkldnn.enabled:
+        return False
     if op == "linear":
         input, weight = args[0], args[1]
         work = input.numel() * weight.shape[0]
     else:
         input, hx, weight_ih = args[0], args[1], args[3 if op == "lstm_cell" else 2]
         work = input.shape[0] * (input.shape[1] + hx.shape[1]) * weight_ih.shape[0]
+    if compiling and not isinstance(work, int):
+        return True
     return work >= CPU_ONEDNN_FROM_WORK[op]
 
 

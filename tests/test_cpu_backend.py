@@ -522,13 +522,44 @@ def test_linear_opcheck_and_errors(bias):
     torch.library.opcheck(torch.ops.s2s_fast.cpu_linear_fwd, (x, weight, b))
     leaves = tuple(t.clone().requires_grad_() if t is not None else None for t in (x, weight, b))
     torch.library.opcheck(torch.ops.s2s_fast.cpu_linear_fwd, leaves)
-    torch.library.opcheck(torch.ops.s2s_fast.cpu_linear_bwd, (torch.randn(5, 3, dtype=torch.float64), x, weight, bias))
+    for needs in ((True, True, bias), (False, True, False), (True, False, bias)):
+        torch.library.opcheck(torch.ops.s2s_fast.cpu_linear_bwd, (torch.randn(5, 3, dtype=torch.float64), x, weight,
+                                                                  *needs))
     with pytest.raises(RuntimeError, match=r"input must be \[M, K\] and weight \[N, K\]"):
         torch.ops.s2s_fast.cpu_linear_fwd(x, weight[:, :6], b)
     with pytest.raises(RuntimeError, match="float32 or float64 only"):
         torch.ops.s2s_fast.cpu_linear_fwd(x.half(), weight.half(), None)
     with pytest.raises(RuntimeError, match=r"bias must be a CPU tensor of shape \[3\]"):
         torch.ops.s2s_fast.cpu_linear_fwd(x, weight, torch.randn(4, dtype=torch.float64))
+
+
+@built
+def test_double_backward_is_torchs_for_linear_and_refused_for_the_kernels(products):
+    """create_graph=True: linear's backward then runs torch's products, so second-order gradients are right (also
+    through oneDNN's forward); the RNN and attention kernels' backward is not differentiable and says so rather than
+    drop the second-order terms."""
+    x = torch.randn(6, 5, requires_grad=True)
+    weight, bias = torch.randn(4, 5, requires_grad=True), torch.randn(4, requires_grad=True)
+
+    def penalty(backend):
+        out = F.linear(x, weight, bias, backend=backend)
+        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        return torch.autograd.grad(grad_x.square().sum(), (x, weight, bias), allow_unused=True)
+
+    for got, expected in zip(penalty("cpu"), penalty("reference")):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            torch.testing.assert_close(got, expected)
+    hx = torch.randn(6, 3, requires_grad=True)
+    calls = {
+        "lstm_cell": lambda: F.lstm_cell(x, hx, hx, torch.randn(12, 5), torch.randn(12, 3), backend="cpu")[0],
+        "gru_layer": lambda: F.gru_layer(x.unsqueeze(0), hx, torch.randn(9, 5), torch.randn(9, 3), backend="cpu")[0],
+        "additive_attention": lambda: F.additive_attention(x[:, :4].unsqueeze(0), x[:, :4].unsqueeze(0),
+                                                           torch.randn(4), x.unsqueeze(0), backend="cpu")[0],
+    }
+    for name, call in calls.items():
+        with pytest.raises(RuntimeError, match="no double backward"):
+            torch.autograd.grad(call().square().sum(), x, create_graph=True)
 
 
 @built

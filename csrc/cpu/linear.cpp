@@ -35,18 +35,18 @@ Tensor linear_fwd_cpu(const Tensor& input, const Tensor& weight, const std::opti
     return Product(weight.t())(input, bias);
 }
 
-// -> (grad_input [M, K], grad_weight [N, K], grad_bias [N], empty unless `bias`).
+// -> (grad_input [M, K], grad_weight [N, K], grad_bias [N]), each empty unless asked for.
 std::tuple<Tensor, Tensor, Tensor> linear_bwd_cpu(const Tensor& grad_output, const Tensor& input,
-                                                  const Tensor& weight, bool bias) {
+                                                  const Tensor& weight, bool input_grad, bool weight_grad,
+                                                  bool bias_grad) {
     check_operands("cpu_linear_bwd", input, weight);
     TORCH_CHECK(grad_output.dim() == 2 && grad_output.size(0) == input.size(0) &&
                     grad_output.size(1) == weight.size(0) && grad_output.scalar_type() == input.scalar_type(),
                 "cpu_linear_bwd: grad_output must be [", input.size(0), ", ", weight.size(0), "] of dtype ",
                 input.scalar_type(), ", got ", grad_output.scalar_type(), " ", grad_output.sizes());
-    const Tensor grad_input = Product(weight)(grad_output);
-    const Tensor grad_weight = Product(input)(grad_output.t());
-    const Tensor grad_bias = bias ? grad_output.sum(0) : at::empty({0}, grad_output.options());
-    return {grad_input, grad_weight, grad_bias};
+    const auto none = [&] { return at::empty({0}, grad_output.options()); };  // one each: outputs do not alias
+    return {input_grad ? Product(weight)(grad_output) : none(),
+            weight_grad ? Product(input)(grad_output.t()) : none(), bias_grad ? grad_output.sum(0) : none()};
 }
 
 }  // namespace
@@ -55,8 +55,8 @@ std::tuple<Tensor, Tensor, Tensor> linear_bwd_cpu(const Tensor& grad_output, con
 TORCH_LIBRARY_FRAGMENT(s2s_fast, m) {
     m.def("cpu_linear_fwd(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
     m.def(
-        "cpu_linear_bwd(Tensor grad_output, Tensor input, Tensor weight, bool bias) -> (Tensor grad_input, "
-        "Tensor grad_weight, Tensor grad_bias)");
+        "cpu_linear_bwd(Tensor grad_output, Tensor input, Tensor weight, bool input_grad, bool weight_grad, "
+        "bool bias_grad) -> (Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
 }
 
 TORCH_LIBRARY_IMPL(s2s_fast, CPU, m) {

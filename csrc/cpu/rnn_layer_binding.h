@@ -53,7 +53,7 @@ inline Tensor step_weight(const Tensor& weight_hh, int64_t batch, int64_t steps)
 inline Product step_product(const Tensor& weight_hh, int64_t batch, int64_t steps) {
     if (weight_hh.scalar_type() == at::kFloat && onednn_products().load() && batch > 0 &&
         batch * weight_hh.size(1) * weight_hh.size(0) >= onednn_from_work().load()) {
-        return Product(weight_hh.t(), /*repeated=*/true);
+        return Product(weight_hh.t(), /*repeated=*/steps > 1);
     }
     return Product(step_weight(weight_hh, batch, steps));
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit
+from .compiled import dtype_limit, refuse_double_backward
 
 
 def additive_attention_fwd(query_proj, key_proj, v, values, mask):
@@ -42,6 +42,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_context, grad_weights):
+    refuse_double_backward("additive_attention")
     query_proj, key_proj, v, values, weights = ctx.saved_tensors
     grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, weights)
     return tuple(grad if need else None for grad, need in zip(grads, ctx.needs_input_grad[:4])) + (None,)

@@ -35,3 +35,12 @@ def dtype_limit(tensor: torch.Tensor) -> str | None:
         return (f"{tensor.dtype} is not served by the cpu backend (its kernels take float32 and float64); the "
                 "reference backend serves it")
     return None
+
+
+def refuse_double_backward(op: str) -> None:
+    """Raise when a backward of ``op``'s kernels is asked to build a graph (``create_graph=True``, under which autograd
+    runs a backward with grad mode on): the C++ backward is not itself differentiable, and torch would silently drop
+    the second-order terms through it."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{op} on the cpu backend has no double backward (create_graph=True); run it on the "
+                           "reference backend (or aten, for the RNN ops)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit
+from .compiled import dtype_limit, refuse_double_backward
 
 
 def gru_layer_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save):
@@ -50,6 +50,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_output, grad_hy, _grad_gates):
+    refuse_double_backward("gru_layer (and gru_cell)")
     input, hx, weight_ih, weight_hh, lengths, output, gates = ctx.saved_tensors
     grad_output = grad_output if grad_output is not None else torch.zeros_like(output)
     grad_hy = grad_hy if grad_hy is not None else torch.zeros_like(hx)

@@ -15,21 +15,26 @@ def _forward_fake(input, weight, bias):
     return input.new_empty(input.shape[0], weight.shape[0])
 
 
-def _backward_fake(grad_output, input, weight, bias):
-    return (input.new_empty(input.shape), weight.new_empty(weight.shape),
-            weight.new_empty(weight.shape[0] if bias else 0))
+def _backward_fake(grad_output, input, weight, input_grad, weight_grad, bias_grad):
+    return (input.new_empty(input.shape if input_grad else (0,)),
+            weight.new_empty(weight.shape if weight_grad else (0,)),
+            weight.new_empty(weight.shape[0] if bias_grad else 0))
 
 
 def _setup_context(ctx, inputs, output):
-    input, weight, bias = inputs
-    ctx.has_bias = bias is not None
+    input, weight, _bias = inputs
     ctx.save_for_backward(input, weight)
 
 
 def _backward(ctx, grad_output):
     input, weight = ctx.saved_tensors
-    grad_input, grad_weight, grad_bias = torch.ops.s2s_fast.cpu_linear_bwd(grad_output, input, weight, ctx.has_bias)
-    return grad_input, grad_weight, grad_bias if ctx.has_bias else None
+    need_input, need_weight, need_bias = ctx.needs_input_grad
+    if torch.is_grad_enabled():
+        # A backward that builds a graph (create_graph=True): torch's own products, which autograd differentiates.
+        return (grad_output @ weight if need_input else None, grad_output.t() @ input if need_weight else None,
+                grad_output.sum(0) if need_bias else None)
+    grads = torch.ops.s2s_fast.cpu_linear_bwd(grad_output, input, weight, need_input, need_weight, need_bias)
+    return tuple(grad if need else None for grad, need in zip(grads, ctx.needs_input_grad))
 
 
 def register() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit
+from .compiled import dtype_limit, refuse_double_backward
 
 
 def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save):
@@ -55,6 +55,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, _grad_gates, _grad_cells):
+    refuse_double_backward("lstm_layer (and lstm_cell)")
     input, hx, cx, weight_ih, weight_hh, lengths, output, gates, cells = ctx.saved_tensors
     grad_output, grad_hy, grad_cy = (grad if grad is not None else torch.zeros_like(like)
                                      for grad, like in ((grad_output, output), (grad_hy, hx), (grad_cy, cx)))
