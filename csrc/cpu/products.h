@@ -61,6 +61,13 @@ inline std::atomic<int64_t>& onednn_from_work() {
     return work;
 }
 
+// Whether a product of `work` multiply-adds (M * K * N) in `dtype` goes through oneDNN: float32, oneDNN chosen and
+// enabled in torch, not empty, and at least onednn_from_work. Product and the layers' step products ask this alone.
+inline bool onednn_serves(at::ScalarType dtype, int64_t work) {
+    return dtype == at::kFloat && onednn_products().load() && work > 0 &&
+           at::globalContext().userEnabledMkldnn() && work >= onednn_from_work().load();
+}
+
 // x [M, K] @ weight^T (+ bias) through oneDNN's linear: x and weight [N, K] each row- or column-major.
 inline Tensor onednn_linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias) {
     static const c10::OperatorHandle op =
@@ -102,8 +109,7 @@ class Product {
 
    private:
     bool onednn(const Tensor& x) const {
-        return onednn_weight_.defined() && x.numel() > 0 && at::globalContext().userEnabledMkldnn() &&
-               x.numel() * onednn_weight_.size(0) >= onednn_from_work().load();
+        return onednn_weight_.defined() && onednn_serves(x.scalar_type(), x.numel() * onednn_weight_.size(0));
     }
 
     Tensor right_;

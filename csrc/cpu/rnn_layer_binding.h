@@ -49,10 +49,9 @@ inline Tensor step_weight(const Tensor& weight_hh, int64_t batch, int64_t steps)
 }
 
 // The per-step products h @ weight_hh^T: through oneDNN with weight_hh itself (its linear weight, no copy) where they
-// go there (Product's rule: float32, oneDNN chosen, enough work), else through ATen with step_weight's operand.
+// go there (onednn_serves, Product's rule), else through ATen with step_weight's operand.
 inline Product step_product(const Tensor& weight_hh, int64_t batch, int64_t steps) {
-    if (weight_hh.scalar_type() == at::kFloat && onednn_products().load() && batch > 0 &&
-        batch * weight_hh.size(1) * weight_hh.size(0) >= onednn_from_work().load()) {
+    if (onednn_serves(weight_hh.scalar_type(), batch * weight_hh.size(1) * weight_hh.size(0))) {
         return Product(weight_hh.t(), /*repeated=*/steps > 1);
     }
     return Product(step_weight(weight_hh, batch, steps));
