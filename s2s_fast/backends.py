@@ -173,7 +173,12 @@ def unavailable_reason(name: str, device: torch.device | str | None = None) -> s
     name = check_backend_name(name, "the name argument")
     if name == "auto":
         return None
-    device = resolve_device("auto") if device is None else torch.device(device)
+    return _unavailable(name, resolve_device("auto") if device is None else torch.device(device))
+
+
+def _unavailable(name: str, device: torch.device) -> str | None:
+    """unavailable_reason for a checked backend name (not "auto") and a torch.device: what resolve asks on every
+    call, without the argument checks."""
     module, import_error = _load(name)
     if module is None:
         return import_error
@@ -263,7 +268,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     """
     name = get_backend() if backend is None else check_backend_name(backend, "the backend argument")
     if name != "auto":
-        reason = unavailable_reason(name, device)
+        reason = _unavailable(name, device)
         if reason is None:
             impl, limit = _implementation(_load(name)[0], op, args)
             if limit is None:
@@ -272,7 +277,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
         raise BackendError(f"backend {name!r} cannot serve {op} on {device.type}: {reason}")
     reasons = []
     for candidate, cell_loop in _auto_candidates(op, device, args):
-        reason = unavailable_reason(candidate, device)
+        reason = _unavailable(candidate, device)
         if reason is None:
             module = _load(candidate)[0]
             if cell_loop and op in module.OPS:
@@ -337,12 +342,7 @@ def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     """Whether auto tries cpu for this call of an op of CPU_ONEDNN_FROM_WORK: float32, the cpu backend's products
     through oneDNN (torch.backends.mkldnn on), and the work. Under torch.compile a size that is symbolic is not
     tested (that would guard on it): such a call goes to cpu."""
-    module = _load("cpu")[0]
-    if (module is None or module.extension_module is None or args[0].dtype != torch.float32
-            or module.products_library() != "onednn"):
-        return False
-    compiling = torch.compiler.is_compiling()
-    if not compiling and not torch.backends.mkldnn.enabled:
+    if args[0].dtype != torch.float32:
         return False
     if op == "linear":
         input, weight = args[0], args[1]
@@ -350,14 +350,23 @@ def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     else:
         input, hx, weight_ih = args[0], args[1], args[3 if op == "lstm_cell" else 2]
         work = input.shape[0] * (input.shape[1] + hx.shape[1]) * weight_ih.shape[0]
-    if compiling and not isinstance(work, int):
-        return True
-    return work >= CPU_ONEDNN_FROM_WORK[op]
+    compiling = torch.compiler.is_compiling()
+    if (isinstance(work, int) or not compiling) and work < CPU_ONEDNN_FROM_WORK[op]:
+        return False
+    module = _load("cpu")[0]
+    if module is None or module.extension_module is None or module.products_library() != "onednn":
+        return False
+    return compiling or torch.backends.mkldnn.enabled
 
 
 def _records_gradient(args: tuple) -> bool:
     """Whether autograd records a call with these arguments."""
-    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    if not torch.is_grad_enabled():
+        return False
+    for a in args:  # a loop, not any() over a generator: this runs on every call under auto
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            return True
+    return False
 
 
 def _triton_attention_first(op: str, device: torch.device, args: tuple) -> bool:

@@ -55,18 +55,24 @@ def _require_dim(op: str, name: str, t: torch.Tensor, dims: Sequence[int], meani
 
 def _float_tensors(op: str, named: dict) -> tuple[torch.dtype, torch.device]:
     """Check floating tensors (None skipped) share one supported dtype and one device; return them."""
-    present = {name: t for name, t in named.items() if t is not None}
-    first_name, first = next(iter(present.items()))
-    for name, t in present.items():
-        if t.dtype not in FLOAT_DTYPES:
-            raise InputTypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
-        if t.dtype != first.dtype:
-            raise InputTypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {first.dtype}; "
-                            "all floating inputs must share one dtype")
-        if t.device != first.device:
-            raise InputError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; "
+    first_name = first = dtype = device = None
+    for name, t in named.items():
+        if t is None:
+            continue
+        if first is None:
+            first_name, first, dtype, device = name, t, t.dtype, t.device
+            if dtype not in FLOAT_DTYPES:
+                raise InputTypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {dtype}")
+            continue
+        if t.dtype != dtype:
+            if t.dtype not in FLOAT_DTYPES:
+                raise InputTypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+            raise InputTypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {dtype}; "
+                                 "all floating inputs must share one dtype")
+        if t.device != device:
+            raise InputError(f"{op}: {name} is on {t.device} but {first_name} is on {device}; "
                              "all inputs must be on one device")
-    return first.dtype, first.device
+    return dtype, device
 
 
 def _has_autocast(device_type: str) -> bool:
@@ -87,12 +93,16 @@ _AUTOCAST_DEVICE_TYPES = frozenset(
 def _autocast(tensors: tuple) -> tuple:
     """Cast floating tensors to the autocast dtype when autocast is on for their device, as torch's autocast casts
     them: float64 stays float64, and a device without autocast (meta) is left alone."""
-    first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
-    if first is None:
+    for first in tensors:
+        if isinstance(first, torch.Tensor):
+            break
+    else:
         return tensors
     device_type = first.device.type
-    known = device_type in _AUTOCAST_DEVICE_TYPES or (not torch.compiler.is_compiling() and _has_autocast(device_type))
-    if not (known and torch.is_autocast_enabled(device_type)):
+    if device_type in _AUTOCAST_DEVICE_TYPES:
+        if not torch.is_autocast_enabled(device_type):
+            return tensors
+    elif torch.compiler.is_compiling() or not _has_autocast(device_type) or not torch.is_autocast_enabled(device_type):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)
     return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
@@ -135,29 +145,38 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
 
 
 def _check_cell(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=None, weight_hr=None) -> None:
-    """Cell shapes; with a projection weight_hr [P, H] (LSTM), hx and weight_hh's columns have P, cx has H."""
+    """Cell shapes; with a projection weight_hr [P, H] (LSTM), hx and weight_hh's columns have P, cx has H. The
+    messages' meanings are formatted only when a check fails (these checks run on every decoder step)."""
     names = dict(input=input, hx=hx, cx=cx, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
                  bias_hh=bias_hh, weight_hr=weight_hr)
     for name, value in names.items():
-        _require_tensor(op, name, value, optional=name in ("bias_ih", "bias_hh", "weight_hr")
-                        or (name == "cx" and gates == 3))
+        if not isinstance(value, torch.Tensor):
+            _require_tensor(op, name, value, optional=name in ("bias_ih", "bias_hh", "weight_hr")
+                            or (name == "cx" and gates == 3))
     _float_tensors(op, names)
     _require_dim(op, "input", input, (2,), "[B, I] (2-d)")
     if weight_hr is None:
         _require_dim(op, "weight_hh", weight_hh, (2,), f"[{gates}H, H] (2-d)")
         hidden = output = weight_hh.shape[1]
-        hh_meaning, hx_meaning = f"[{gates}H, H] with H = {hidden}", "[B, H] (B from input, H from weight_hh)"
     else:
         _require_dim(op, "weight_hr", weight_hr, (2,), "[P, H] (2-d)")
         output, hidden = weight_hr.shape
         if not 0 < output < hidden:
             raise InputError(f"{op}: weight_hr must be [P, H] with 0 < P < H, got {_format_shape(weight_hr.shape)}")
-        hh_meaning, hx_meaning = f"[{gates}H, P] (H, P from weight_hr)", "[B, P] (B from input, P from weight_hr)"
     batch, input_size = input.shape
-    _require_shape(op, "weight_hh", weight_hh, (gates * hidden, output), hh_meaning)
-    _require_shape(op, "weight_ih", weight_ih, (gates * hidden, input_size), f"[{gates}H, I] (I from input)")
-    _require_shape(op, "bias_ih", bias_ih, (gates * hidden,), f"[{gates}H]")
-    _require_shape(op, "bias_hh", bias_hh, (gates * hidden,), f"[{gates}H]")
+    rows = gates * hidden
+    if (weight_hh.shape == (rows, output) and weight_ih.shape == (rows, input_size) and hx.shape == (batch, output)
+            and (bias_ih is None or bias_ih.shape == (rows,)) and (bias_hh is None or bias_hh.shape == (rows,))
+            and (cx is None or cx.shape == (batch, hidden))):
+        return
+    if weight_hr is None:
+        hh_meaning, hx_meaning = f"[{gates}H, H] with H = {hidden}", "[B, H] (B from input, H from weight_hh)"
+    else:
+        hh_meaning, hx_meaning = f"[{gates}H, P] (H, P from weight_hr)", "[B, P] (B from input, P from weight_hr)"
+    _require_shape(op, "weight_hh", weight_hh, (rows, output), hh_meaning)
+    _require_shape(op, "weight_ih", weight_ih, (rows, input_size), f"[{gates}H, I] (I from input)")
+    _require_shape(op, "bias_ih", bias_ih, (rows,), f"[{gates}H]")
+    _require_shape(op, "bias_hh", bias_hh, (rows,), f"[{gates}H]")
     _require_shape(op, "hx", hx, (batch, output), hx_meaning)
     _require_shape(op, "cx", cx, (batch, hidden), "[B, H] (B from input, H from weight_hh)")
 

@@ -93,7 +93,7 @@ def test_every_backend_serves_linear_with_torchs_own_where_it_has_none(monkeypat
 
     args = (torch.randn(3, 5), torch.randn(4, 5), torch.randn(4))
     # Every backend as if it could run here (the fused GPU backends are the ones this is for).
-    monkeypatch.setattr(backends, "unavailable_reason", lambda name, device=None: None)
+    monkeypatch.setattr(backends, "_unavailable", lambda name, device: None)
     for name in backends.BACKEND_NAMES:
         if name == "cpu":
             continue

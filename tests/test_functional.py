@@ -50,6 +50,38 @@ def test_lstm_cell_bad_input(change, error, pattern):
         F.lstm_cell(**args)
 
 
+def _cell_args(op, projected=False):
+    """Valid arguments of a cell call: B=2, I=3, H=4 (P=3 with a projection)."""
+    gates, batch, input_size, hidden = (4 if op == "lstm_cell" else 3), 2, 3, 4
+    output = 3 if projected else hidden
+    args = dict(input=torch.randn(batch, input_size), hx=torch.randn(batch, output),
+                cx=torch.randn(batch, hidden), weight_ih=torch.randn(gates * hidden, input_size),
+                weight_hh=torch.randn(gates * hidden, output), bias_ih=torch.randn(gates * hidden),
+                bias_hh=torch.randn(gates * hidden))
+    if op == "gru_cell":
+        del args["cx"]
+    if projected:
+        args["weight_hr"] = torch.randn(output, hidden)
+    return args
+
+
+@pytest.mark.parametrize("op,projected", [("lstm_cell", False), ("gru_cell", False), ("lstm_cell", True)])
+def test_every_wrong_size_of_a_cell_names_its_argument(op, projected):
+    """Each size of each argument one too large, alone: the call raises naming that argument (the check's quick
+    accept must not let any of them through)."""
+    check = (lambda **a: F._check_cell(op, 4 if op == "lstm_cell" else 3, **a)) if projected else getattr(F, op)
+    valid = _cell_args(op, projected)
+    check(**valid)
+    for name, tensor in valid.items():
+        if name in ("input", "weight_hr"):
+            continue  # their sizes define B, I, H and P
+        for dim in range(tensor.dim()):
+            shape = list(tensor.shape)
+            shape[dim] += 1
+            with pytest.raises(ValueError, match=f"{name} must have shape"):
+                check(**{**valid, name: torch.randn(shape)})
+
+
 def test_gru_cell_bad_input():
     x, h = torch.randn(2, 3), torch.randn(2, 4)
     with pytest.raises(ValueError, match=r"weight_hh must have shape \[3H, H\]"):

@@ -58,7 +58,7 @@ def test_fused_layers_refuse_projection_and_auto_falls_back(name, monkeypatch):
     with pytest.raises(ValueError, match="projection"):
         module.OPS["lstm_layer"](*args)
     monkeypatch.setattr(backends, "_AUTO_FUSED", {"cpu": (name,)})
-    monkeypatch.setattr(backends, "unavailable_reason", lambda *a: None)
+    monkeypatch.setattr(backends, "_unavailable", lambda *a: None)
     assert backends.resolve("lstm_layer", torch.device("cpu"), args)[0] == "reference"
     with pytest.raises(RuntimeError, match=f"backend '{name}' cannot serve lstm_layer.*projection"):
         backends.resolve("lstm_layer", torch.device("cpu"), args, backend=name)
