@@ -31,7 +31,7 @@ from safetensors.torch import load_model, save_model
 
 from .data import Task, load_task
 from .files import fsync_path, read_json, temporary_path, write_json_atomic
-from .models import Seq2Seq, Seq2SeqConfig
+from .models import Ensemble, Seq2Seq, Seq2SeqConfig
 
 CHECKPOINTS = "checkpoints"
 LATEST, BEST = "latest.json", "best.json"
@@ -242,6 +242,28 @@ def open_checkpoint(path: str | Path, which: str = "best",
             if moved == checkpoint or attempt == MAX_RELOADS - 1:
                 raise
             checkpoint = moved
+
+
+def open_models(paths, which: str = "best", device: torch.device | str = "cpu",
+                same_data: bool = False) -> tuple[list[Path], Seq2Seq | Ensemble, Task]:
+    """(checkpoint directories, model, task) for one run or several: several become an Ensemble, decoding with the
+    first one's task, and must share its vocabularies (and sentencepiece models); with ``same_data`` (scoring on a
+    split) also its data settings. A difference raises ValueError naming both runs."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ValueError("no run given")
+    checkpoints, models, task = [], [], None
+    for path in paths:
+        checkpoint, model, member_task, _ = open_checkpoint(path, which, device)
+        if task is not None:
+            reason = task.differs_from(member_task, data=same_data)
+            if reason is not None:
+                raise ValueError(f"{path} cannot join an ensemble with {paths[0]}: {reason}")
+        else:
+            task = member_task
+        checkpoints.append(checkpoint)
+        models.append(model)
+    return checkpoints, (models[0] if len(models) == 1 else Ensemble(models)), task
 
 
 def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[Seq2Seq, Task, dict]:

@@ -143,10 +143,10 @@ def _decode(args) -> int:
 
     from .attention_plot import plot_attention
     from .backends import resolve_device
-    from .checkpoint import open_checkpoint
+    from .checkpoint import open_models
     from .inference import translate
 
-    checkpoint, model, task, _ = open_checkpoint(args.run, args.checkpoint, resolve_device(args.device))
+    checkpoints, model, task = open_models(args.run, args.checkpoint, resolve_device(args.device))
     lines = _read_inputs(args.input)
     sources = []
     for number, line in enumerate(lines, 1):
@@ -170,7 +170,10 @@ def _decode(args) -> int:
     text = "".join(line + "\n" for line in out_lines)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
-        settings = {"checkpoint": str(checkpoint), **{k: v for k, v in vars(args).items() if k != "handler"}}
+        # The checkpoint(s) decoded, after the flags: --checkpoint's "best" or "last" must not hide which one it was.
+        names = [str(c) for c in checkpoints]
+        settings = {**{k: v for k, v in vars(args).items() if k != "handler"},
+                    "checkpoint": names[0] if len(names) == 1 else names, "which_checkpoint": args.checkpoint}
         Path(f"{args.output}.config.json").write_text(json.dumps(settings, indent=1) + "\n")
     else:
         sys.stdout.write(text)
@@ -192,14 +195,21 @@ def _evaluate(args) -> int:
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,
                           batch_tokens=args.batch_tokens, device=resolve_device(args.device))
+    checkpoints = report["checkpoint"] if isinstance(report["checkpoint"], list) else [report["checkpoint"]]
+    model = ", ".join(f"{Path(c).parent.parent.name}/{Path(c).name}" if len(checkpoints) > 1 else Path(c).name
+                      for c in checkpoints)
+    if len(checkpoints) > 1:
+        model = f"ensemble of {len(checkpoints)}: {model}"
     print(f"{report['task']} {report['split']}: {report['summary']}  ({report['examples']} examples, beam "
-          f"{report['beam_size']}, {Path(report['checkpoint']).name}, {report['seconds']:.0f} s)")
+          f"{report['beam_size']}, {model}, {report['seconds']:.0f} s)")
     print(f"details: {report['files']}", file=sys.stderr)
     return 0
 
 
 def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="DIR", help="a training output directory (or a checkpoint directory)")
+    parser.add_argument("run", metavar="DIR", nargs="+",
+                        help="a training output directory (or a checkpoint directory); several runs of one task "
+                             "decode as one ensemble (their log-probabilities averaged at every step)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="which checkpoint of DIR (default: best on dev, else last)")
     parser.add_argument("--beam-size", type=int, default=5, help="1 is greedy search (default 5)")

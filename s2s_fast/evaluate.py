@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Sequence
 
-from .checkpoint import open_checkpoint
+from .checkpoint import open_models
 from .data import EvalItem, Task
 from .inference import translate
-from .models import Seq2Seq
+from .models import Ensemble, Seq2Seq
 
 EVALUATIONS = "evaluations"
 
@@ -23,7 +25,7 @@ def evenly_spaced(items: Sequence, limit: int | None) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def score_items(model: Seq2Seq, task: Task, items: Sequence[EvalItem], beam_size: int = 1,
+def score_items(model: Seq2Seq | Ensemble, task: Task, items: Sequence[EvalItem], beam_size: int = 1,
                 length_penalty: float = 0.0, batch_tokens: int = 6000) -> tuple[dict, list]:
     """(the task's metrics, best hypotheses' ids) for evaluation items."""
     hypotheses, _ = translate(model, [item.src_ids for item in items], beam_size=beam_size,
@@ -31,22 +33,35 @@ def score_items(model: Seq2Seq, task: Task, items: Sequence[EvalItem], beam_size
     return task.score(hypotheses, items), hypotheses
 
 
-def evaluate_run(path: str, split: str, checkpoint: str = "best", beam_size: int = 5, length_penalty: float = 0.0,
+def _run_dir(checkpoint_dir: Path) -> Path:
+    return checkpoint_dir.parent.parent if checkpoint_dir.parent.name == "checkpoints" else checkpoint_dir
+
+
+def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5, length_penalty: float = 0.0,
                  max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu") -> dict:
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under
-    ``<run>/evaluations/`` (next to the checkpoints) and returns the report."""
+    ``<run>/evaluations/`` (next to the checkpoints) and returns the report. ``path`` may name several runs of the
+    same task and data: they are scored as one ensemble (s2s_fast.models.Ensemble), the files written under the
+    first run and named after every member."""
     started = time.perf_counter()
-    checkpoint_dir, model, task, _ = open_checkpoint(path, checkpoint, device)
+    checkpoint_dirs, model, task = open_models(path, checkpoint, device, same_data=True)
     items = evenly_spaced(task.evaluation_items(split), max_examples)
     metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
-    report = {"checkpoint": str(checkpoint_dir), "task": task.name, "split": split, "examples": len(items),
+    ensemble = len(checkpoint_dirs) > 1
+    report = {"checkpoint": [str(c) for c in checkpoint_dirs] if ensemble else str(checkpoint_dirs[0]),
+              "task": task.name, "split": split, "examples": len(items),
               "beam_size": beam_size, "length_penalty": length_penalty, "max_examples": max_examples,
               "device": str(device), "seconds": round(time.perf_counter() - started, 2), "metrics": metrics,
               "summary": task.format_metrics(metrics)}
-    run_dir = checkpoint_dir.parent.parent if checkpoint_dir.parent.name == "checkpoints" else checkpoint_dir
-    out_dir = run_dir / EVALUATIONS
+    out_dir = _run_dir(checkpoint_dirs[0]) / EVALUATIONS
     out_dir.mkdir(exist_ok=True)
-    stem = f"{split}-{checkpoint_dir.name}-beam{beam_size}"
+    if ensemble:
+        members = "+".join(f"{_run_dir(c).name}.{c.name}" for c in checkpoint_dirs)
+        if len(members) > 160:  # a file name stays under the file systems' 255 bytes
+            members = f"{len(checkpoint_dirs)}-{hashlib.sha1(members.encode()).hexdigest()[:12]}"
+        stem = f"{split}-ensemble-{members}-beam{beam_size}"
+    else:
+        stem = f"{split}-{checkpoint_dirs[0].name}-beam{beam_size}"
     (out_dir / f"{stem}.hyp").write_text("".join(f"{item.source}\t{task.target_text(h)}\n"
                                                  for item, h in zip(items, hypotheses)))
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from .data import collate, token_batches
-from .models import Seq2Seq
+from .models import Ensemble, Seq2Seq
 
 
-def translate(model: Seq2Seq, sources: Sequence[Sequence[int]], *, beam_size: int = 1, length_penalty: float = 0.0,
-              n_best: int = 1, batch_tokens: int = 6000, return_attention: bool = False,
+def translate(model: Seq2Seq | Ensemble, sources: Sequence[Sequence[int]], *, beam_size: int = 1,
+              length_penalty: float = 0.0, n_best: int = 1, batch_tokens: int = 6000, return_attention: bool = False,
               max_len_ratio: float | None = None) -> tuple[list, list | None]:
     """Decode source id lists in length-sorted batches of about ``batch_tokens`` source tokens.
 

@@ -3,7 +3,7 @@
 import pytest
 
 from s2s_fast.bench import cases
-from s2s_fast.data import Vocabulary, build_task, token_batches
+from s2s_fast.data import Vocabulary, build_task, load_task, token_batches
 from s2s_fast.data import g2p
 from s2s_fast.data.metrics import (bleu_and_chrf, closest_reference, exact_match_and_token_error,
                                    word_and_phoneme_error_rates)
@@ -131,20 +131,42 @@ def test_parallel_files_bad_input_messages(tmp_path):
         read_parallel(src, str(tmp_path / "missing.tgt"))
 
 
-def test_parallel_task_sentencepiece_round_trip(tmp_path):
+def _parallel_files(tmp_path):
+    """(sources, targets, options) of a small parallel task."""
     sources = [f"the cat number {i} sat on the mat" for i in range(40)]
     targets = [f"le chat numero {i} est sur le tapis" for i in range(40)]
     options = dict(train_src=_write(tmp_path / "t.src", sources), train_tgt=_write(tmp_path / "t.tgt", targets),
                    spm_vocab_size=60, spm_model_type="unigram", max_length=100)
+    return sources, targets, options
+
+
+def test_parallel_task_sentencepiece_round_trip(tmp_path):
+    sources, targets, options = _parallel_files(tmp_path)
     task = build_task("parallel", options, tmp_path / "vocab")
     pairs = task.training_pairs("train")
     assert len(pairs) == 40
     assert task.target_text(pairs[3][1]) == targets[3]
     assert task.source_tokens(sources[0]) and task.encode_source(sources[0]) == pairs[0][0]
     task.save(tmp_path / "saved")
-    from s2s_fast.data import load_task
-
     loaded = load_task(tmp_path / "saved")
     assert loaded.src_vocab == task.src_vocab and loaded.target_text(pairs[5][1]) == targets[5]
     with pytest.raises(ValueError, match="no test files"):
         task.evaluation_items("test")
+
+
+def test_tasks_that_cannot_decode_as_one_ensemble_say_what_differs(tmp_path):
+    _, _, options = _parallel_files(tmp_path)
+    task = build_task("parallel", options, tmp_path / "a")
+    task.save(tmp_path / "saved")
+    assert task.differs_from(load_task(tmp_path / "saved"), data=True) is None
+    other_model = build_task("parallel", {**options, "spm_model_type": "bpe"}, tmp_path / "b")
+    # The same vocabularies with another sentencepiece model would split the source differently.
+    same_pieces = type(task)(task.src_vocab, task.tgt_vocab, task.options, other_model.processors)
+    assert task.differs_from(same_pieces) == "the src sentencepiece models differ"
+    other_data = type(task)(task.src_vocab, task.tgt_vocab, {**task.options, "max_length": 50}, task.processors)
+    assert task.differs_from(other_data) is None
+    assert task.differs_from(other_data, data=True) == "the task's data settings differ (max_length)"
+    g2p = build_task("g2p", {}, tmp_path / "g")
+    assert task.differs_from(g2p) == "task g2p against parallel"
+    assert g2p.differs_from(type(g2p)(g2p.src_vocab, Vocabulary(g2p.tgt_vocab.tokens[:-1]), {})) == \
+        "the target vocabularies differ"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from s2s_fast.checkpoint import find_checkpoint
 from s2s_fast.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,9 @@ def test_toy_train_resume_decode_evaluate_plot(tmp_path, capsys, monkeypatch):
     output = tmp_path / "out.txt"
     code, out, _ = _run(capsys, "decode", run, "--beam-size", 1, "--output", output, "--device", "cpu")
     assert code == 0 and out == "" and len(output.read_text().splitlines()) == 1
-    assert json.loads(Path(f"{output}.config.json").read_text())["beam_size"] == 1
+    written = json.loads(Path(f"{output}.config.json").read_text())
+    assert written["beam_size"] == 1 and written["which_checkpoint"] == "best"
+    assert Path(written["checkpoint"]) == find_checkpoint(run, "best")
 
     code, out, _ = _run(capsys, "evaluate", run, "--split", "test", "--beam-size", 2, "--device", "cpu")
     assert code == 0 and re.search(r"reverse test: accuracy \d+\.\d\d%  token error \d+\.\d\d%", out)

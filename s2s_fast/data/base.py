@@ -70,6 +70,22 @@ class Task:
     def format_metrics(self, metrics: dict) -> str:
         raise NotImplementedError
 
+    def differs_from(self, other: "Task", data: bool = False) -> str | None:
+        """None when ``other`` reads sources and writes targets as this task does (what the members of an ensemble
+        must share), and with ``data`` also reads the same examples (what scoring an ensemble on a split needs: a
+        member trained on other data may have seen that split); else what differs."""
+        if other.name != self.name:
+            return f"task {other.name} against {self.name}"
+        if other.src_vocab != self.src_vocab:
+            return "the source vocabularies differ"
+        if other.tgt_vocab != self.tgt_vocab:
+            return "the target vocabularies differ"
+        if data and other.options != self.options:
+            changed = sorted(key for key in set(self.options) | set(other.options)
+                             if self.options.get(key) != other.options.get(key))
+            return f"the task's data settings differ ({', '.join(changed)})"
+        return None
+
     def save(self, directory: Path) -> None:
         state = {"task": self.name, "src_vocab": self.src_vocab.to_json(), "tgt_vocab": self.tgt_vocab.to_json(),
                  "options": self.options}

@@ -119,6 +119,15 @@ class ParallelTextTask(Task):
         return cls(src_vocab, tgt_vocab, options,
                    {side: _processor(directory / f"{side}.spm.model") for side in SIDES})
 
+    def differs_from(self, other: Task, data: bool = False) -> str | None:
+        reason = super().differs_from(other, data)
+        if reason is None:
+            for side in SIDES:
+                if (other.processors[side].serialized_model_proto()
+                        != self.processors[side].serialized_model_proto()):
+                    return f"the {side} sentencepiece models differ"
+        return reason
+
     def save(self, directory: Path) -> None:
         super().save(directory)
         for side in SIDES:
