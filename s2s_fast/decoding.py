@@ -47,7 +47,8 @@ def _log_probs(logits: torch.Tensor) -> torch.Tensor:
     """log-softmax in at least float32 (low-precision logits are upcast, float64 stays float64); a NaN (from a
     model whose weights are not finite) becomes -inf: a token no hypothesis takes."""
     log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    return log_probs.nan_to_num(nan=float("-inf"), posinf=float("-inf"))
+    # neginf too: nan_to_num's default would make -inf the dtype's lowest finite value, a token one could take.
+    return log_probs.nan_to_num(nan=float("-inf"), posinf=float("-inf"), neginf=float("-inf"))
 
 
 def _source_attention(weights: list, length: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from s2s_fast.data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
-from s2s_fast.decoding import beam_search, greedy_search
+from s2s_fast.decoding import _log_probs, beam_search, greedy_search
 from s2s_fast.models import Seq2Seq, Seq2SeqConfig
 
 SYMBOLS = 3
@@ -183,3 +183,25 @@ def test_a_model_with_nan_weights_decodes_to_empty_hypotheses():
     assert model.generate(batch.src, batch.src_lengths) == [[], [], []]
     assert model.generate(batch.src, batch.src_lengths, beam_size=3) == [[], [], []]
     assert model.generate(batch.src, batch.src_lengths, beam_size=3, n_best=3) == [[([], -math.inf)]] * 3
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_a_token_or_row_without_a_finite_score_stays_minus_infinity(dtype):
+    """Log-probabilities as both searches take them: a row holding NaN or +inf is -inf throughout, and a token whose
+    logit is -inf keeps log-probability -inf (not the lowest finite float, which a search would take)."""
+    torch.manual_seed(0)
+    logits = (torch.randn(5, 11, dtype=torch.float64) * 4).to(dtype)
+    logits[1, 3] = float("nan")
+    logits[2, 5] = float("inf")
+    logits[3] = float("-inf")
+    logits[4] = float("-inf")
+    logits[4, EOS_ID] = 0.0
+    log_probs = _log_probs(logits)
+    assert log_probs.dtype == torch.promote_types(dtype, torch.float32)
+    assert torch.isfinite(log_probs[0]).all() and not torch.isnan(log_probs).any()
+    assert (log_probs[1:4] == float("-inf")).all()
+    assert log_probs[4, EOS_ID] == 0.0 and (log_probs[4, torch.arange(11) != EOS_ID] == float("-inf")).all()
+    # A row whose only possible token is held off (min_len) ends: its best is -inf, not a finite number.
+    log_probs[:, EOS_ID] = float("-inf")
+    assert log_probs[4].max() == float("-inf")
