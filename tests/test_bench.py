@@ -17,7 +17,7 @@ from s2s_fast.bench.base import GRAPH_SUFFIX
 from s2s_fast.bench.cases import TARGETS, build_cases
 from s2s_fast.bench.floors import MachineRates, Work, count_work, floor_seconds, measure_rates
 from s2s_fast.bench.ops import OpCase
-from s2s_fast.bench.report import evaluate_targets
+from s2s_fast.bench.report import evaluate_targets, metadata
 from s2s_fast.bench.suite import SuiteOptions, apply_floors, compare, run_suite, select
 from s2s_fast.bench.timing import TimingPolicy, saved_for_backward_bytes
 from s2s_fast.cli import main
@@ -335,3 +335,8 @@ def test_cli_rejects_unknown_providers_and_empty_selections(capsys):
     assert "unknown provider(s) trition" in err and len(err.strip().splitlines()) == 1
     assert main(["bench", "--quick", "--device", "cpu", "--filter", "no-such-benchmark"]) == 1
     assert "no benchmark name matches" in capsys.readouterr().err
+
+
+def test_a_cpu_run_names_the_instruction_set_its_kernels_use():
+    device = metadata(torch.device("cpu"), torch.float32, quick=True)["device"]
+    assert device.endswith(f" cores, {torch.backends.cpu.get_cpu_capability()})"), device
