@@ -319,3 +319,25 @@ def test_luong_attention_module(method):
         snn.LuongAttention(4, 5, method="dot")
     with pytest.raises(ValueError, match="method"):
         snn.LuongAttention(4, 4, method="concat")
+
+
+def test_dropout_is_torch_nn_dropout_with_a_backend():
+    x = torch.randn(64, 50)
+    ours, theirs = snn.Dropout(0.4), torch.nn.Dropout(0.4)
+    assert isinstance(ours, torch.nn.Dropout) and repr(ours) == repr(theirs) and not ours.state_dict()
+    ours.eval()
+    assert ours(x) is x
+    ours.train()
+    y = ours(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.6)
+    assert 0.4 < float(kept.float().mean()) < 0.8
+    # The reference backend is torch's own dropout: its mask under the same seed.
+    torch.manual_seed(5)
+    expected = theirs(x)
+    torch.manual_seed(5)
+    assert torch.equal(snn.Dropout(0.4, backend="reference")(x), expected)
+    with pytest.raises(ValueError, match="inplace=True is not supported"):
+        snn.Dropout(0.4, inplace=True)
+    with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1"):
+        snn.Dropout(1.5)

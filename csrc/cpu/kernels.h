@@ -9,3 +9,4 @@
 #include "additive_attention_kernels.h"
 #include "lstm_layer_kernels.h"
 #include "gru_layer_kernels.h"
+#include "dropout_kernels.h"

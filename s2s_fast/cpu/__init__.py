@@ -3,7 +3,8 @@ float32 and float64: additive attention (one query per row or many), for which t
 LSTM and GRU layers, whose backward is faster than torch's CPU RNN backward (one matrix product each for the input
 and weight gradients over all steps); and the cells (a layer's single step) and linear, whose products go through
 oneDNN on x86 CPUs that are not Intel's, where torch's own (MKL's) float32 GEMM runs at under half its rate
-(``products_library``, csrc/cpu/products.h).
+(``products_library``, csrc/cpu/products.h); and dropout, whose mask it makes from a hash of each element's index
+and a per-call seed instead of torch's per-element draws (csrc/cpu/dropout.h).
 
 Available on CPU tensors when the library was built (every install with a C++ compiler builds it). Auto tries it
 first on a CPU (the cells and linear only where its products go through oneDNN and the call is large enough:
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from . import additive_attention, gru_cell, gru_layer, linear, lstm_cell, lstm_layer
+from . import additive_attention, dropout, gru_cell, gru_layer, linear, lstm_cell, lstm_layer
 from .compiled import MISSING_REASON, extension_module
 
 OPS = {
@@ -25,6 +26,7 @@ OPS = {
     "lstm_cell": lstm_cell.lstm_cell,
     "gru_cell": gru_cell.gru_cell,
     "linear": linear.linear,
+    "dropout": dropout.dropout,
 }
 LIMITS = {
     "additive_attention": additive_attention.additive_attention_limit,
@@ -33,6 +35,7 @@ LIMITS = {
     "lstm_cell": lstm_cell.lstm_cell_limit,
     "gru_cell": gru_cell.gru_cell_limit,
     "linear": linear.linear_limit,
+    "dropout": dropout.dropout_limit,
 }
 
 if extension_module is not None:
@@ -40,6 +43,7 @@ if extension_module is not None:
     lstm_layer.register()
     gru_layer.register()
     linear.register()
+    dropout.register()
 
 # The library of the kernels' float32 products, "onednn" or "aten", as csrc/cpu/products.h chose it at load time;
 # kept here so that auto can read it under torch.compile (use_products changes both).

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
-from ..nn import GRU, LSTM, AdditiveAttention, Linear, LuongAttention
+from ..nn import GRU, LSTM, AdditiveAttention, Dropout, Linear, LuongAttention
 from ..nn.rnn import layer_weights
 from .config import Seq2SeqConfig
 
@@ -75,7 +75,7 @@ class Seq2Seq(nn.Module):
         self.output = Linear(c.hidden_size, c.tgt_vocab_size, backend=c.backend)
         if c.tie_embeddings:
             self.output.weight = self.tgt_embed.weight
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout, backend=c.backend)
 
     def _check_tokens(self, name: str, tokens: torch.Tensor, vocab: int) -> None:
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
@@ -156,7 +156,7 @@ class Seq2Seq(nn.Module):
             new_h.append(h)
             layer_input = h
             if self.decoder.dropout and self.training and layer < layers - 1:
-                layer_input = nn.functional.dropout(h, self.decoder.dropout, training=True)
+                layer_input = F.dropout(h, self.decoder.dropout, training=True, backend=self.config.backend)
         stacked = torch.stack(new_h)
         return layer_input, ((stacked, torch.stack(new_c)) if self.is_lstm else stacked)
 

@@ -2,7 +2,8 @@
 
 from .attention import AdditiveAttention, LuongAttention
 from .cell import GRUCell, LSTMCell
+from .dropout import Dropout
 from .linear import Linear
 from .rnn import GRU, LSTM
 
-__all__ = ["AdditiveAttention", "GRU", "GRUCell", "LSTM", "LSTMCell", "Linear", "LuongAttention"]
+__all__ = ["AdditiveAttention", "Dropout", "GRU", "GRUCell", "LSTM", "LSTMCell", "Linear", "LuongAttention"]

@@ -76,7 +76,7 @@ def _run_layers(module, input: torch.Tensor, lengths, state, is_lstm: bool):
             outputs.append(output)
         layer_input = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
         if module.dropout and module.training and layer < module.num_layers - 1:
-            layer_input = torch.nn.functional.dropout(layer_input, module.dropout, training=True)
+            layer_input = F.dropout(layer_input, module.dropout, training=True, backend=module.backend)
     final = torch.stack(final_h)
     return layer_input, ((final, torch.stack(final_c)) if is_lstm else final)
 

@@ -6,6 +6,7 @@ import torch
 
 from .additive_attention import additive_attention
 from .dot_attention import dot_attention
+from .dropout import dropout
 from .gru_cell import gru_cell
 from .gru_layer import gru_layer
 from .linear import linear
@@ -20,6 +21,7 @@ OPS = {
     "additive_attention": additive_attention,
     "dot_attention": dot_attention,
     "linear": linear,
+    "dropout": dropout,
 }
 LIMITS: dict = {}
 
