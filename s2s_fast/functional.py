@@ -8,6 +8,7 @@ or InputTypeError (a TypeError), both also RuntimeErrors as torch's own errors f
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -380,12 +381,14 @@ def dropout(input, p=0.5, training=True, *, backend=None):
         backend: backend name; None follows the current selection.
 
     Returns:
-        A tensor like input.
+        A tensor of input's shape and dtype (on the cpu backend contiguous, whatever input's strides).
     """
     op = "dropout"
     _require_tensor(op, "input", input)
     _float_tensors(op, {"input": input})
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+    if isinstance(p, torch.Tensor) and p.dim() == 0 and not p.dtype.is_complex and p.dtype != torch.bool:
+        p = p.item()
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise ValueError(f"{op}: p must be a number in [0, 1], got {p!r}")
     if not isinstance(training, bool):
         raise TypeError(f"{op}: training must be a bool, got {type(training).__name__}")

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests and the benchmarks: tolerances per dtype, and forward+backward comparisons.
+"""Helpers shared by the tests and the benchmarks: tolerances per dtype, forward+backward comparisons, and the cpu
+backend's dropout mask computed independently of its kernel (numpy).
 
 Tolerances live here and nowhere else. A backend is compared with the reference on every output and on the
 gradient of every differentiable input, driven by random upstream gradients on every output.
@@ -6,8 +7,10 @@ gradient of every differentiable input, driven by random upstream gradients on e
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Collection, Mapping, Sequence
 
+import numpy as np
 import torch
 
 # (rtol, atol) for comparing a backend with the reference computed in the same dtype.
@@ -143,3 +146,32 @@ def compare_low_precision_with_reference(fn: Callable, reference_fn: Callable, i
         assert error <= ratio * reference_error + floor, (
             f"{what}: error {error:.3g} against float64, over {ratio} x the {dtype} reference's {reference_error:.3g} "
             f"+ {floor:.3g}")
+
+
+def dropout_hash(indices: np.ndarray, seed: int) -> np.ndarray:
+    """csrc/cpu/dropout.h's dropout_hash of each index under seed, in numpy's wrapping unsigned arithmetic."""
+    with np.errstate(over="ignore"):
+        mask64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+        z = (np.uint64(seed) + np.uint64(0x9E3779B97F4A7C15)) & mask64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & mask64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & mask64
+        mixed = z ^ (z >> np.uint64(31))
+
+        def mix32(x):
+            x = x ^ (x >> np.uint32(16))
+            x = x * np.uint32(0x7FEB352D)
+            x = x ^ (x >> np.uint32(15))
+            x = x * np.uint32(0x846CA68B)
+            return x ^ (x >> np.uint32(16))
+
+        indices = indices.astype(np.uint64)
+        low = (indices & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        high = (indices >> np.uint64(32)).astype(np.uint32)
+        inner = np.uint32(int(mixed) & 0xFFFFFFFF)
+        outer = np.uint32(int(mixed) >> 32) ^ mix32(high + np.uint32(0x9E3779B9))
+        return mix32(mix32(low ^ inner) + outer)
+
+
+def dropout_kept(size: int, seed: int, p: float) -> torch.Tensor:
+    """Which of ``size`` elements the cpu backend's dropout keeps under ``seed`` at ``p``."""
+    return torch.from_numpy(dropout_hash(np.arange(size), seed) >= np.uint32(math.floor(p * 2 ** 32)))

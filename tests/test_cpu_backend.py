@@ -21,7 +21,7 @@ from s2s_fast import backends
 from s2s_fast import cpu as cpu_backend
 from s2s_fast import functional as F
 from s2s_fast.cpu import compiled
-from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference
+from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference, dropout_kept
 
 _CPU_VENDOR = backends.cpu_vendor  # taken at import, before conftest pins it for each test
 
@@ -198,7 +198,9 @@ def test_each_instruction_set_matches_the_reference(capability):
         "for reverse in (False, True):\n"
         "    for op, args in ((F.lstm_layer, layer), (F.gru_layer, gru)):\n"
         "        compare_low_precision_with_reference(lambda **a: op(**a, reverse=reverse, backend='cpu'),\n"
-        "            lambda **a: op(**a, reverse=reverse, backend='reference'), args, torch.float32)\n")
+        "            lambda **a: op(**a, reverse=reverse, backend='reference'), args, torch.float32)\n"
+        "kept = torch.ops.s2s_fast.cpu_dropout(torch.ones(70001), 0.3, torch.tensor(987654321987)) != 0\n"
+        "print(''.join('1' if k else '0' for k in kept.tolist()))\n")
     environment = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
                             timeout=300)
@@ -207,6 +209,9 @@ def test_each_instruction_set_matches_the_reference(capability):
     if capability == "avx2" and torch.backends.cpu.get_cpu_capability() == "DEFAULT":
         expected = "DEFAULT"
     assert result.stdout.split()[0] == expected
+    # Dropout's mask is the documented hash on every instruction set.
+    kept = dropout_kept(70001, 987654321987, 0.3).tolist()
+    assert result.stdout.split()[1] == "".join("1" if k else "0" for k in kept)
 
 
 @built

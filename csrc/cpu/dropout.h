@@ -2,7 +2,7 @@
 //
 // Element i of a call is kept when hash(i, seed) >= threshold (threshold = p * 2^32), and then scaled by
 // 1 / (1 - p); else it is zero. The hash (two rounds of a 32-bit integer mixer, Wellons' lowbias32, keyed by the
-// call's 64-bit seed) depends only on the element's index and the seed, so the mask is the same on any number of
+// call's 64-bit seed; dropout_hash below) depends only on the element's index and the seed, so the mask is the same on any number of
 // threads, costs a few vector instructions an element (torch's bernoulli_ on a CPU draws its mask at about 12 ns an
 // element, on one thread), and the backward makes it again from the seed instead of keeping it. T is float or double.
 #pragma once
@@ -33,15 +33,26 @@ inline uint32_t mix32(uint32_t x) {
     return x;
 }
 
-// The mask's hash of element `index` under `seed`; the kernels compute the same in their loops (the index's high
-// half and the seed folded into two keys once per block of 2^32 elements).
-inline uint32_t dropout_keys_low(uint64_t seed, uint32_t index_high) {
-    return static_cast<uint32_t>(seed) ^ mix32(index_high + 0x9e3779b9U);
+// The call's seed spread over 64 bits (splitmix64's finaliser), so that both keys depend on every bit of it.
+inline uint64_t dropout_seed_mix(uint64_t seed) {
+    seed += 0x9e3779b97f4a7c15ULL;
+    seed = (seed ^ (seed >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    seed = (seed ^ (seed >> 27)) * 0x94d049bb133111ebULL;
+    return seed ^ (seed >> 31);
 }
-inline uint32_t dropout_key_high(uint64_t seed) { return static_cast<uint32_t>(seed >> 32); }
+
+// The mask's hash of element `index` under `seed`: mix32(mix32(low ^ inner) + outer), where low is the index's low
+// half, inner the mixed seed's low half, and outer its high half xor a mix of the index's high half (so that the
+// blocks of 2^32 elements of a large tensor are not one another's permutations). The kernels compute the keys once
+// per call and per block.
+inline uint32_t dropout_inner_key(uint64_t mixed_seed) { return static_cast<uint32_t>(mixed_seed); }
+inline uint32_t dropout_outer_key(uint64_t mixed_seed, uint32_t index_high) {
+    return static_cast<uint32_t>(mixed_seed >> 32) ^ mix32(index_high + 0x9e3779b9U);
+}
 inline uint32_t dropout_hash(uint64_t index, uint64_t seed) {
-    const uint32_t low = dropout_keys_low(seed, static_cast<uint32_t>(index >> 32));
-    return mix32(mix32(static_cast<uint32_t>(index) ^ low) + dropout_key_high(seed));
+    const uint64_t mixed = dropout_seed_mix(seed);
+    return mix32(mix32(static_cast<uint32_t>(index) ^ dropout_inner_key(mixed)) +
+                 dropout_outer_key(mixed, static_cast<uint32_t>(index >> 32)));
 }
 
 S2S_FAST_CPU_DECLARE_KERNELS(template <typename T> void dropout(const DropoutParams<T>& params);)

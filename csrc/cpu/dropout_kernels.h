@@ -17,7 +17,8 @@ constexpr int64_t kDropoutGrain = 1 << 16;
 
 template <typename T>
 void dropout(const DropoutParams<T>& p) {
-    const uint32_t high_key = dropout_key_high(p.seed);
+    const uint64_t mixed = dropout_seed_mix(p.seed);
+    const uint32_t inner_key = dropout_inner_key(mixed);
     const uint32_t threshold = p.threshold;
     const T scale = p.scale;
     // Captured by value: a reference to scale would become a masked load in the loop, which GCC does not vectorise.
@@ -26,7 +27,7 @@ void dropout(const DropoutParams<T>& p) {
         for (int64_t block = begin; block < end;) {
             const uint64_t high = static_cast<uint64_t>(block) >> 32;
             const int64_t block_end = std::min<int64_t>(end, static_cast<int64_t>((high + 1) << 32));
-            const uint32_t low_key = dropout_keys_low(p.seed, static_cast<uint32_t>(high));
+            const uint32_t outer_key = dropout_outer_key(mixed, static_cast<uint32_t>(high));
             const T* __restrict input = p.input + block;
             T* __restrict output = p.output + block;
             const uint32_t base = static_cast<uint32_t>(block);
@@ -34,7 +35,8 @@ void dropout(const DropoutParams<T>& p) {
             // A multiply by 0 or scale, not a branch: the compiler vectorises it (and, as torch's dropout, an
             // infinite input dropped gives NaN).
             for (int64_t j = 0; j < count; ++j) {
-                const uint32_t hash = mix32(mix32((base + static_cast<uint32_t>(j)) ^ low_key) + high_key);
+                // dropout_hash(block + j, seed), its keys hoisted.
+                const uint32_t hash = mix32(mix32((base + static_cast<uint32_t>(j)) ^ inner_key) + outer_key);
                 const T keep = hash >= threshold ? scale : T(0);
                 output[j] = input[j] * keep;
             }

@@ -42,7 +42,7 @@ def register() -> None:
 
 def draw_seed() -> torch.Tensor:
     """A call's seed from torch's default CPU generator."""
-    return torch.randint(_SEED_BOUND, (), dtype=torch.int64)
+    return torch.randint(_SEED_BOUND, (), dtype=torch.int64, device="cpu")  # not torch's default device
 
 
 def dropout(input, p=0.5, training=True):

@@ -7,12 +7,14 @@ itself through torch.library.opcheck."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from s2s_fast import backends
 from s2s_fast import functional as F
 from s2s_fast.functional import InputError, InputTypeError
+from s2s_fast.testing import dropout_hash, dropout_kept
 
 # Binomial bounds: a count off its mean by more than this many standard deviations fails (about 1e-9 by chance).
 SIGMAS = 6.0
@@ -119,6 +121,9 @@ def test_bad_arguments_are_refused_naming_them():
     with pytest.raises(InputTypeError, match="dropout: input must be float16, bfloat16, float32 or float64"):
         F.dropout(torch.ones(3, dtype=torch.int64), 0.5)
     assert issubclass(InputError, ValueError)
+    # p as torch takes it: any real number, a numpy scalar or a 0-d tensor.
+    for p in (np.float32(0.25), torch.tensor(0.25), 0):
+        assert F.dropout(torch.ones(10), p).shape == (10,)
 
 
 def test_bfloat16_on_a_cpu_goes_to_torchs_dropout_under_auto():
@@ -140,3 +145,36 @@ def test_a_compiled_call_draws_a_new_mask_each_time_and_repeats_under_manual_see
     again = compiled(x)
     torch.manual_seed(1)
     assert torch.equal(compiled(x), again)
+
+
+# Seeds that differ only in their low or only in their high 32 bits, and the largest a call draws.
+SEEDS = [0, 1, 1 << 32, (1 << 32) + 1, 12345678901234, (1 << 62) - 1]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_mask_is_the_documented_hash_of_index_and_seed(backend, seed):
+    """Every kept element is the one csrc/cpu/dropout.h's hash keeps, so a mask is the same on every instruction
+    set, thread count and machine (a resumed run repeats its masks wherever it resumes)."""
+    if backend.name != "cpu":
+        pytest.skip("the hash is the cpu backend's")
+    size = 70_001
+    for p in (0.5, 0.1):
+        kept = torch.ops.s2s_fast.cpu_dropout(torch.ones(size), p, torch.tensor(seed)) != 0
+        assert torch.equal(kept, dropout_kept(size, seed, p))
+    # Indices past 2^32 (a tensor that large is not made here: the hash itself) are not a permutation of the first.
+    first = dropout_hash(np.arange(4096), seed)
+    assert not np.array_equal(np.sort(first), np.sort(dropout_hash(np.arange(4096) + (1 << 32), seed)))
+
+
+def test_a_compiled_forward_and_backward_use_one_mask():
+    reason = backends.unavailable_reason("cpu", "cpu")
+    if reason is not None:
+        pytest.skip(reason)
+
+    def step(x):
+        y = F.dropout(x, 0.5, backend="cpu")
+        return y, torch.autograd.grad((y * y).sum(), x)[0]
+
+    x = (torch.rand(3000) + 0.5).requires_grad_()
+    y, grad = torch.compile(step)(x)
+    torch.testing.assert_close(grad, 2 * y * (y / x).detach())
