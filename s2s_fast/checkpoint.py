@@ -244,6 +244,13 @@ def open_checkpoint(path: str | Path, which: str = "best",
             checkpoint = moved
 
 
+def run_directory(checkpoint: Path) -> Path:
+    """The training output directory a checkpoint directory lies in (``<run>/checkpoints/step-N``), or the checkpoint
+    directory itself when it lies elsewhere."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else checkpoint
+
+
 def open_models(paths, which: str = "best", device: torch.device | str = "cpu",
                 same_data: bool = False) -> tuple[list[Path], Seq2Seq | Ensemble, Task]:
     """(checkpoint directories, model, task) for one run or several: several become an Ensemble, decoding with the

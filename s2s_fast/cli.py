@@ -190,16 +190,17 @@ def _decode(args) -> int:
 
 def _evaluate(args) -> int:
     from .backends import resolve_device
+    from .checkpoint import run_directory
     from .evaluate import evaluate_run
 
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,
                           batch_tokens=args.batch_tokens, device=resolve_device(args.device))
-    checkpoints = report["checkpoint"] if isinstance(report["checkpoint"], list) else [report["checkpoint"]]
-    model = ", ".join(f"{Path(c).parent.parent.name}/{Path(c).name}" if len(checkpoints) > 1 else Path(c).name
-                      for c in checkpoints)
-    if len(checkpoints) > 1:
-        model = f"ensemble of {len(checkpoints)}: {model}"
+    if isinstance(report["checkpoint"], list):
+        members = ", ".join(f"{run_directory(Path(c)).name}/{Path(c).name}" for c in report["checkpoint"])
+        model = f"ensemble of {len(report['checkpoint'])}: {members}"
+    else:
+        model = Path(report["checkpoint"]).name
     print(f"{report['task']} {report['split']}: {report['summary']}  ({report['examples']} examples, beam "
           f"{report['beam_size']}, {model}, {report['seconds']:.0f} s)")
     print(f"details: {report['files']}", file=sys.stderr)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 from typing import Sequence
 
-from .checkpoint import open_models
+from .checkpoint import open_models, run_directory
 from .data import EvalItem, Task
 from .inference import translate
 from .models import Ensemble, Seq2Seq
@@ -33,10 +32,6 @@ def score_items(model: Seq2Seq | Ensemble, task: Task, items: Sequence[EvalItem]
     return task.score(hypotheses, items), hypotheses
 
 
-def _run_dir(checkpoint_dir: Path) -> Path:
-    return checkpoint_dir.parent.parent if checkpoint_dir.parent.name == "checkpoints" else checkpoint_dir
-
-
 def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5, length_penalty: float = 0.0,
                  max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu") -> dict:
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under
@@ -53,10 +48,10 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
               "beam_size": beam_size, "length_penalty": length_penalty, "max_examples": max_examples,
               "device": str(device), "seconds": round(time.perf_counter() - started, 2), "metrics": metrics,
               "summary": task.format_metrics(metrics)}
-    out_dir = _run_dir(checkpoint_dirs[0]) / EVALUATIONS
+    out_dir = run_directory(checkpoint_dirs[0]) / EVALUATIONS
     out_dir.mkdir(exist_ok=True)
     if ensemble:
-        members = "+".join(f"{_run_dir(c).name}.{c.name}" for c in checkpoint_dirs)
+        members = "+".join(f"{run_directory(c).name}.{c.name}" for c in checkpoint_dirs)
         if len(members) > 160:  # a file name stays under the file systems' 255 bytes
             members = f"{len(checkpoint_dirs)}-{hashlib.sha1(members.encode()).hexdigest()[:12]}"
         stem = f"{split}-ensemble-{members}-beam{beam_size}"

@@ -149,7 +149,7 @@ def compare_low_precision_with_reference(fn: Callable, reference_fn: Callable, i
 
 
 def dropout_hash(indices: np.ndarray, seed: int) -> np.ndarray:
-    """csrc/cpu/dropout.h's dropout_hash of each index under seed, in numpy's wrapping unsigned arithmetic."""
+    """csrc/cpu/dropout.h's mask hash of each index under seed, in numpy's wrapping unsigned arithmetic."""
     with np.errstate(over="ignore"):
         mask64 = np.uint64(0xFFFFFFFFFFFFFFFF)
         z = (np.uint64(seed) + np.uint64(0x9E3779B97F4A7C15)) & mask64

@@ -2,9 +2,10 @@
 //
 // Element i of a call is kept when hash(i, seed) >= threshold (threshold = p * 2^32), and then scaled by
 // 1 / (1 - p); else it is zero. The hash (two rounds of a 32-bit integer mixer, Wellons' lowbias32, keyed by the
-// call's 64-bit seed; dropout_hash below) depends only on the element's index and the seed, so the mask is the same on any number of
-// threads, costs a few vector instructions an element (torch's bernoulli_ on a CPU draws its mask at about 12 ns an
-// element, on one thread), and the backward makes it again from the seed instead of keeping it. T is float or double.
+// call's 64-bit seed; below) depends only on the element's index and the seed, so the mask is the same on any number
+// of threads, costs a few vector instructions an element (torch's bernoulli_ on a CPU draws its mask at about 12 ns
+// an element, on one thread), and the backward makes it again from the seed instead of keeping it. T is float or
+// double.
 #pragma once
 
 #include <cstdint>
@@ -43,16 +44,11 @@ inline uint64_t dropout_seed_mix(uint64_t seed) {
 
 // The mask's hash of element `index` under `seed`: mix32(mix32(low ^ inner) + outer), where low is the index's low
 // half, inner the mixed seed's low half, and outer its high half xor a mix of the index's high half (so that the
-// blocks of 2^32 elements of a large tensor are not one another's permutations). The kernels compute the keys once
-// per call and per block.
+// blocks of 2^32 elements of a large tensor are not one another's permutations). The kernel computes the keys once
+// per call and per block; s2s_fast.testing.dropout_hash computes the same in numpy, for the tests.
 inline uint32_t dropout_inner_key(uint64_t mixed_seed) { return static_cast<uint32_t>(mixed_seed); }
 inline uint32_t dropout_outer_key(uint64_t mixed_seed, uint32_t index_high) {
     return static_cast<uint32_t>(mixed_seed >> 32) ^ mix32(index_high + 0x9e3779b9U);
-}
-inline uint32_t dropout_hash(uint64_t index, uint64_t seed) {
-    const uint64_t mixed = dropout_seed_mix(seed);
-    return mix32(mix32(static_cast<uint32_t>(index) ^ dropout_inner_key(mixed)) +
-                 dropout_outer_key(mixed, static_cast<uint32_t>(index >> 32)));
 }
 
 S2S_FAST_CPU_DECLARE_KERNELS(template <typename T> void dropout(const DropoutParams<T>& params);)

@@ -35,7 +35,7 @@ void dropout(const DropoutParams<T>& p) {
             // A multiply by 0 or scale, not a branch: the compiler vectorises it (and, as torch's dropout, an
             // infinite input dropped gives NaN).
             for (int64_t j = 0; j < count; ++j) {
-                // dropout_hash(block + j, seed), its keys hoisted.
+                // The hash of dropout.h for index block + j, its keys hoisted.
                 const uint32_t hash = mix32(mix32((base + static_cast<uint32_t>(j)) ^ inner_key) + outer_key);
                 const T keep = hash >= threshold ? scale : T(0);
                 output[j] = input[j] * keep;
