@@ -1,5 +1,6 @@
 """Greedy and beam search: equivalences, exactness on a tiny search space, limits, n-best scores, errors."""
 
+import functools
 import itertools
 import math
 
@@ -74,12 +75,9 @@ def test_batch_equals_one_by_one(beam_size, n_best, alpha):
                 assert math.isclose(a, b, rel_tol=1e-9)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_wide_beam_is_exhaustive_search(alpha):
-    """With a beam wider than every prefix set, beam search returns the best of all sequences up to max_len."""
-    model = _model(eos_bias=1.0)
-    batch = _batch(count=3, seed=5)
-    max_len = 3
+def assert_wide_beam_is_exhaustive(model, sequence_log_prob, batch, alpha, max_len=3):
+    """``model`` (a Seq2Seq or an ensemble) with a beam wider than every prefix set returns, per input, the best 3 of
+    all sequences up to max_len, scored by ``sequence_log_prob(src, length, tokens, ended)``."""
     found = model.generate(batch.src, batch.src_lengths, beam_size=VOCAB ** max_len, n_best=3, max_len=max_len,
                            length_penalty=alpha)
     for row in range(len(batch.src)):
@@ -88,12 +86,20 @@ def test_wide_beam_is_exhaustive_search(alpha):
         for size in range(max_len + 1):
             for tokens in itertools.product([t for t in range(VOCAB) if t != EOS_ID], repeat=size):
                 ended = size < max_len
-                log_prob = _sequence_log_prob(model, src, length, list(tokens), ended)
+                log_prob = sequence_log_prob(src, length, list(tokens), ended)
                 scored.append((log_prob / _penalty(size + int(ended), alpha), list(tokens)))
         scored.sort(key=lambda item: -item[0])
         assert [t for t, _ in found[row]] == [t for _, t in scored[:3]]
         for (_, score), (expected, _) in zip(found[row], scored):
             assert math.isclose(score, expected, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_wide_beam_is_exhaustive_search(alpha):
+    """With a beam wider than every prefix set, beam search returns the best of all sequences up to max_len."""
+    model = _model(eos_bias=1.0)
+    assert_wide_beam_is_exhaustive(model, functools.partial(_sequence_log_prob, model), _batch(count=3, seed=5),
+                                   alpha)
 
 
 def test_n_best_scores_are_rescored_log_probs_and_sorted():

@@ -3,7 +3,7 @@ teacher-forced scores; ensembles of one model and of copies decode as the model;
 refused; decode and evaluate take several runs."""
 
 import copy
-import itertools
+import functools
 import json
 import math
 import re
@@ -11,28 +11,17 @@ import re
 import pytest
 import torch
 
-from s2s_fast.cli import main
-from s2s_fast.data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
-from s2s_fast.models import Ensemble, Seq2Seq, Seq2SeqConfig
+from test_decoding import VOCAB, _batch, assert_wide_beam_is_exhaustive
+from test_decoding import _model as decoding_model
+from test_toolkit_cli import TINY_TOY, _run
 
-SYMBOLS = 3
-VOCAB = toy_vocab_size(SYMBOLS)
+from s2s_fast.data import BOS_ID, EOS_ID
+from s2s_fast.models import Ensemble
 
 
 def _model(attention="bahdanau", seed=0, eos_bias=0.0, **overrides):
-    torch.manual_seed(seed)
-    options = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_dim=6, hidden_size=8, encoder_layers=1,
-                   decoder_layers=1, dropout=0.0, attention=attention)
-    options.update(overrides)
-    model = Seq2Seq(Seq2SeqConfig(**options)).double().eval()
-    with torch.no_grad():
-        model.output.bias[EOS_ID] += eos_bias  # hypotheses end at varied lengths
-        model.output.weight.mul_(3.0)
-    return model
-
-
-def _batch(count=5, seed=0):
-    return collate(make_pairs("copy", count, num_symbols=SYMBOLS, max_len=5, seed=seed), PAD_ID, BOS_ID, EOS_ID)
+    """test_decoding's tiny float64 model, one decoder layer, no EOS bias unless asked."""
+    return decoding_model(attention, eos_bias=eos_bias, seed=seed, **{"decoder_layers": 1, **overrides})
 
 
 def _mean_log_probs(models, src, length, prefix):
@@ -89,23 +78,8 @@ def test_greedy_takes_the_best_token_of_the_members_mean_at_every_step():
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_a_wide_beam_finds_the_best_sequence_under_the_ensemble(alpha):
     models = [_model(seed=5, eos_bias=0.5), _model(seed=6, attention="none", eos_bias=0.5)]
-    ensemble = Ensemble(models)
-    batch = _batch(count=3, seed=7)
-    max_len = 3
-    found = ensemble.generate(batch.src, batch.src_lengths, beam_size=VOCAB ** max_len, n_best=3, max_len=max_len,
-                              length_penalty=alpha)
-    for row in range(len(batch.src)):
-        src, length = batch.src[row], int(batch.src_lengths[row])
-        scored = []
-        for size in range(max_len + 1):
-            for tokens in itertools.product([t for t in range(VOCAB) if t != EOS_ID], repeat=size):
-                ended = size < max_len
-                score = _ensemble_score(models, src, length, list(tokens), ended)
-                scored.append((score / ((5.0 + size + int(ended)) / 6.0) ** alpha, list(tokens)))
-        scored.sort(key=lambda item: -item[0])
-        assert [t for t, _ in found[row]] == [t for _, t in scored[:3]]
-        for (_, score), (expected, _) in zip(found[row], scored):
-            assert math.isclose(score, expected, rel_tol=1e-9)
+    assert_wide_beam_is_exhaustive(Ensemble(models), functools.partial(_ensemble_score, models),
+                                   _batch(count=3, seed=7), alpha)
 
 
 def test_an_ensemble_with_a_member_without_attention_returns_no_attention():
@@ -134,15 +108,7 @@ def test_what_cannot_form_an_ensemble_is_refused():
         Ensemble([_model()]).generate(torch.full((1, 2), VOCAB), torch.tensor([2]))
 
 
-TINY = ["--toy-train-size", "200", "--toy-eval-size", "20", "--toy-max-len", "6", "--batch-tokens", "120",
-        "--device", "cpu", "--threads", "1", "--progress", "off", "--max-steps", "4", "--eval-every", "0",
-        "--model", "hidden_size=16", "--model", "embed_dim=8"]
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+TINY = [*TINY_TOY, "--max-steps", "4", "--eval-every", "0"]
 
 
 def test_decode_and_evaluate_take_several_runs_as_one_ensemble(tmp_path, capsys):
