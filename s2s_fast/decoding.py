@@ -14,6 +14,9 @@ from typing import NamedTuple
 
 import torch
 
+from . import functional as F
+from .reference.log_softmax_max import finite_log_softmax
+
 
 class Hypothesis(NamedTuple):
     tokens: list
@@ -43,14 +46,6 @@ def _length_limits(src_lengths: torch.Tensor, max_len, max_len_ratio) -> list[in
     return limits
 
 
-def _log_probs(logits: torch.Tensor) -> torch.Tensor:
-    """log-softmax in at least float32 (low-precision logits are upcast, float64 stays float64); a NaN (from a
-    model whose weights are not finite) becomes -inf: a token no hypothesis takes."""
-    log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    # neginf too: nan_to_num's default would make -inf the dtype's lowest finite value, a token one could take.
-    return log_probs.nan_to_num(nan=float("-inf"), posinf=float("-inf"), neginf=float("-inf"))
-
-
 def _source_attention(weights: list, length: int) -> torch.Tensor:
     """Per-step attention rows [S] -> [steps, length] on the CPU, cut to the real source positions."""
     if not weights:
@@ -72,10 +67,7 @@ def greedy_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], 
     steps, scores, attention = [], torch.zeros(batch, device=device, dtype=torch.float64), []
     for step in range(max(limits)):
         logits, state, weights = model.decode_step(tokens, state, encoded)
-        log_probs = _log_probs(logits)
-        if step < min_len:
-            log_probs[:, config.eos_id] = float("-inf")
-        best, tokens = log_probs.max(dim=-1)
+        best, tokens = F.log_softmax_max(logits, config.eos_id if step < min_len else None, backend=config.backend)
         # A row with no finite score left ends here, with score -inf.
         tokens = torch.where(torch.isfinite(best), tokens, config.eos_id)
         scores += torch.where(finished, 0.0, best.double())
@@ -127,7 +119,7 @@ def beam_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], be
 
     for step in range(max(limits)):
         logits, state, weights = model.decode_step(tokens, state, encoded)
-        log_probs = _log_probs(logits).double()  # [B*K, V]
+        log_probs = finite_log_softmax(logits).double()  # [B*K, V]
         if step < min_len:
             log_probs[:, config.eos_id] = float("-inf")
         vocab = log_probs.shape[1]

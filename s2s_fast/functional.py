@@ -393,3 +393,39 @@ def dropout(input, p=0.5, training=True, *, backend=None):
     if not isinstance(training, bool):
         raise TypeError(f"{op}: training must be a bool, got {type(training).__name__}")
     return _dispatch(op, input.device, (input, float(p), training), backend)
+
+
+def log_softmax_max(logits, banned=None, *, backend=None):
+    """Each row's most probable token and its log-probability: torch.log_softmax(logits, -1).max(-1), with a
+    non-finite log-probability made -inf (a row holding NaN or +inf, or only -inf, gives -inf), the token ``banned``
+    counting as -inf (its probability stays in the normalisation, as when log_softmax's output is masked), and the
+    first index among equal maxima (so a row whose best is -inf gives token 0). Greedy decoding's choice of each next
+    token. Computed in at least float32 (low-precision logits are upcast). Not differentiable: logits that record a
+    gradient are refused.
+
+    The cpu backend reads each row twice (its maximum, then its sum of exponentials) without writing the [B, V]
+    log-probabilities; elsewhere torch's log_softmax and max serve it.
+
+    Args:
+        logits: [B, V] with V >= 1. banned: a token id in [0, V) never chosen, or None.
+        backend: backend name; None follows the current selection.
+
+    Returns:
+        (log_prob [B] in float32, or float64 for float64 logits; token [B] int64).
+    """
+    op = "log_softmax_max"
+    _require_tensor(op, "logits", logits)
+    _float_tensors(op, {"logits": logits})
+    _require_dim(op, "logits", logits, (2,), "[B, V] (2-d)")
+    vocab = logits.shape[1]
+    if vocab == 0:
+        raise InputError(f"{op}: logits must have at least one column (V >= 1), got shape "
+                         f"{_format_shape(logits.shape)}")
+    if banned is not None and (isinstance(banned, bool) or not isinstance(banned, numbers.Integral)
+                               or not 0 <= banned < vocab):
+        raise ValueError(f"{op}: banned must be None or a token id in [0, {vocab}), got {banned!r}")
+    if logits.requires_grad and torch.is_grad_enabled():
+        raise InputError(f"{op}: not differentiable (a decoding op); call it under torch.no_grad() or on "
+                         "logits.detach()")
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return _dispatch(op, logits.device, (logits, None if banned is None else int(banned)), backend)

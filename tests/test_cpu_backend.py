@@ -199,6 +199,13 @@ def test_each_instruction_set_matches_the_reference(capability):
         "    for op, args in ((F.lstm_layer, layer), (F.gru_layer, gru)):\n"
         "        compare_low_precision_with_reference(lambda **a: op(**a, reverse=reverse, backend='cpu'),\n"
         "            lambda **a: op(**a, reverse=reverse, backend='reference'), args, torch.float32)\n"
+        "logits = torch.randn(9, 1001) * 4\n"
+        "logits[3, 17] = float('nan')\n"
+        "for banned in (None, 0, 500, 1000, int(logits[0].argmax())):\n"
+        "    best, token = F.log_softmax_max(logits, banned, backend='cpu')\n"
+        "    expected_best, expected_token = F.log_softmax_max(logits, banned, backend='reference')\n"
+        "    assert torch.equal(token, expected_token)\n"
+        "    torch.testing.assert_close(best, expected_best, rtol=1e-5, atol=1e-5)\n"
         "kept = torch.ops.s2s_fast.cpu_dropout(torch.ones(70001), 0.3, torch.tensor(987654321987)) != 0\n"
         "print(''.join('1' if k else '0' for k in kept.tolist()))\n")
     environment = {**os.environ, "ATEN_CPU_CAPABILITY": capability}

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from s2s_fast.data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
-from s2s_fast.decoding import _log_probs, beam_search, greedy_search
+from s2s_fast.decoding import beam_search, greedy_search
 from s2s_fast.models import Seq2Seq, Seq2SeqConfig
+from s2s_fast.reference.log_softmax_max import finite_log_softmax
 
 SYMBOLS = 3
 VOCAB = toy_vocab_size(SYMBOLS)
@@ -203,7 +204,7 @@ def test_a_token_or_row_without_a_finite_score_stays_minus_infinity(dtype):
     logits[3] = float("-inf")
     logits[4] = float("-inf")
     logits[4, EOS_ID] = 0.0
-    log_probs = _log_probs(logits)
+    log_probs = finite_log_softmax(logits)
     assert log_probs.dtype == torch.promote_types(dtype, torch.float32)
     assert torch.isfinite(log_probs[0]).all() and not torch.isnan(log_probs).any()
     assert (log_probs[1:4] == float("-inf")).all()

@@ -10,3 +10,4 @@
 #include "lstm_layer_kernels.h"
 #include "gru_layer_kernels.h"
 #include "dropout_kernels.h"
+#include "log_softmax_max_kernels.h"

@@ -10,6 +10,7 @@ from .dropout import dropout
 from .gru_cell import gru_cell
 from .gru_layer import gru_layer
 from .linear import linear
+from .log_softmax_max import log_softmax_max
 from .lstm_cell import lstm_cell
 from .lstm_layer import lstm_layer
 
@@ -22,6 +23,7 @@ OPS = {
     "dot_attention": dot_attention,
     "linear": linear,
     "dropout": dropout,
+    "log_softmax_max": log_softmax_max,
 }
 LIMITS: dict = {}
 
