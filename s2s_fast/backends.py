@@ -63,6 +63,7 @@ OP_NAMES = (
     "linear",
     "dropout",
     "log_softmax_max",
+    "beam_candidates",
 )
 ENV_VAR = "S2S_FAST_BACKEND"
 
@@ -71,7 +72,7 @@ ENV_VAR = "S2S_FAST_BACKEND"
 _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
 _CELL_ARG_COUNT = {"lstm_cell": 7, "gru_cell": 6}
 # Ops torch's own function (the reference's) serves on a backend that does not implement them.
-_TORCH_SERVES = frozenset({"linear", "dropout", "log_softmax_max"})
+_TORCH_SERVES = frozenset({"linear", "dropout", "log_softmax_max", "beam_candidates"})
 # The fused backends auto tries, in order, on tensors of each device type (then the reference).
 _AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
 # Where cuDNN (the aten backend) was measured faster than the fused backends on a GPU: rows of (op, dtype, batch

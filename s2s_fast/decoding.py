@@ -15,7 +15,6 @@ from typing import NamedTuple
 import torch
 
 from . import functional as F
-from .reference.log_softmax_max import finite_log_softmax
 
 
 class Hypothesis(NamedTuple):
@@ -119,12 +118,10 @@ def beam_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], be
 
     for step in range(max(limits)):
         logits, state, weights = model.decode_step(tokens, state, encoded)
-        log_probs = finite_log_softmax(logits).double()  # [B*K, V]
-        if step < min_len:
-            log_probs[:, config.eos_id] = float("-inf")
-        vocab = log_probs.shape[1]
-        totals = (scores.view(-1, 1) + log_probs).view(batch, beams * vocab)
-        top_scores, top_index = totals.topk(candidates_per_input, dim=1)  # [B, 2K], best first
+        vocab = logits.shape[1]
+        top_scores, top_index = F.beam_candidates(logits, scores, candidates_per_input,
+                                                  config.eos_id if step < min_len else None,
+                                                  backend=config.backend)  # [B, 2K], best first
         origin, token = top_index // vocab, top_index % vocab
         is_eos = token == config.eos_id
         rank = torch.arange(candidates_per_input, device=device)

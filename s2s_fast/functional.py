@@ -414,6 +414,49 @@ def log_softmax_max(logits, banned=None, *, backend=None):
         (log_prob [B] in float32, or float64 for float64 logits; token [B] int64).
     """
     op = "log_softmax_max"
+    logits, banned = _decoding_logits(op, logits, banned)
+    return _dispatch(op, logits.device, (logits, banned), backend)
+
+
+def beam_candidates(logits, scores, count, banned=None, *, backend=None):
+    """Beam search's ranking of one-token extensions: with K beams per input, beam k of input b extended by token v
+    scores ``scores[b, k] + log_softmax(logits[b*K + k])[v]`` in float64 (log-probabilities as
+    :func:`log_softmax_max` takes them: non-finite ones -inf, the token ``banned`` -inf), and each input gets its
+    ``count`` best, as ``totals.view(B, K*V).topk(count)`` does (NaN above every number; equal totals in no
+    guaranteed order on the reference, by index on the cpu backend). Computed in at least float32. Not
+    differentiable: logits that record a gradient are refused.
+
+    The cpu backend normalises each row in two reads and scans each input's totals once, keeping the best in a heap,
+    without writing the log-probabilities or the totals; elsewhere torch's log_softmax, addition and topk serve it.
+
+    Args:
+        logits: [B*K, V] with V >= 1, rows grouped by input. scores: float64 [B, K], the beams' scores so far.
+        count: extensions kept per input, in [1, K*V]. banned: a token id in [0, V) no extension takes, or None.
+        backend: backend name; None follows the current selection.
+
+    Returns:
+        (totals float64 [B, count], best first; index int64 [B, count], the flat k * V + v of each).
+    """
+    op = "beam_candidates"
+    logits, banned = _decoding_logits(op, logits, banned)
+    if not isinstance(scores, torch.Tensor) or scores.dtype != torch.float64 or scores.dim() != 2:
+        raise InputTypeError(f"{op}: scores must be a float64 [B, K] tensor, got "
+                             f"{getattr(scores, 'dtype', type(scores).__name__)} of shape "
+                             f"{_format_shape(getattr(scores, 'shape', ()))}")
+    if scores.device != logits.device:
+        raise InputError(f"{op}: scores is on {scores.device} but logits on {logits.device}")
+    rows = scores.shape[0] * scores.shape[1]
+    if logits.shape[0] != rows:
+        raise InputError(f"{op}: logits must have shape [B * K, V] = [{rows}, V] (B, K from scores "
+                         f"{_format_shape(scores.shape)}), got {_format_shape(logits.shape)}")
+    candidates = scores.shape[1] * logits.shape[1]
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 1 <= count <= candidates:
+        raise ValueError(f"{op}: count must be an integer in [1, K * V] = [1, {candidates}], got {count!r}")
+    return _dispatch(op, logits.device, (logits, scores, int(count), banned), backend)
+
+
+def _decoding_logits(op: str, logits, banned):
+    """Check the logits [B, V] and banned token of a decoding op; returns (logits in at least float32, banned)."""
     _require_tensor(op, "logits", logits)
     _float_tensors(op, {"logits": logits})
     _require_dim(op, "logits", logits, (2,), "[B, V] (2-d)")
@@ -427,5 +470,4 @@ def log_softmax_max(logits, banned=None, *, backend=None):
     if logits.requires_grad and torch.is_grad_enabled():
         raise InputError(f"{op}: not differentiable (a decoding op); call it under torch.no_grad() or on "
                          "logits.detach()")
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    return _dispatch(op, logits.device, (logits, None if banned is None else int(banned)), backend)
+    return logits.to(torch.promote_types(logits.dtype, torch.float32)), None if banned is None else int(banned)

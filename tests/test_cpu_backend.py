@@ -206,6 +206,12 @@ def test_each_instruction_set_matches_the_reference(capability):
         "    expected_best, expected_token = F.log_softmax_max(logits, banned, backend='reference')\n"
         "    assert torch.equal(token, expected_token)\n"
         "    torch.testing.assert_close(best, expected_best, rtol=1e-5, atol=1e-5)\n"
+        "scores = torch.randn(3, 3, dtype=torch.float64)\n"
+        "for banned in (None, 500):\n"
+        "    top, index = F.beam_candidates(logits, scores, 6, banned, backend='cpu')\n"
+        "    expected_top, expected_index = F.beam_candidates(logits, scores, 6, banned, backend='reference')\n"
+        "    assert torch.equal(index, expected_index)\n"
+        "    torch.testing.assert_close(top, expected_top, rtol=1e-5, atol=1e-5)\n"
         "kept = torch.ops.s2s_fast.cpu_dropout(torch.ones(70001), 0.3, torch.tensor(987654321987)) != 0\n"
         "print(''.join('1' if k else '0' for k in kept.tolist()))\n")
     environment = {**os.environ, "ATEN_CPU_CAPABILITY": capability}

@@ -212,3 +212,25 @@ def test_a_token_or_row_without_a_finite_score_stays_minus_infinity(dtype):
     # A row whose only possible token is held off (min_len) ends: its best is -inf, not a finite number.
     log_probs[:, EOS_ID] = float("-inf")
     assert log_probs[4].max() == float("-inf")
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_the_cpu_backends_token_choices_decode_as_the_references(beam_size):
+    """Greedy (log_softmax_max) and beam search (beam_candidates) on the cpu backend pick what torch's log_softmax,
+    max and topk pick on the reference backend, in float32, with min_len holding EOS off for the first steps."""
+    from s2s_fast import backends
+
+    reason = backends.unavailable_reason("cpu", "cpu")
+    if reason is not None:
+        pytest.skip(reason)
+    batch = _batch(count=8, seed=7)
+    options = dict(beam_size=beam_size, n_best=beam_size, max_len=7, min_len=2, length_penalty=0.6)
+    results = {}
+    for backend in ("reference", "cpu"):
+        model = _model(eos_bias=1.0, seed=2, backend=backend).float()
+        results[backend] = model.generate(batch.src, batch.src_lengths, **options)
+    for cpu, reference in zip(results["cpu"], results["reference"]):
+        cpu, reference = (cpu, reference) if beam_size > 1 else ([cpu], [reference])
+        assert [tokens for tokens, _ in cpu] == [tokens for tokens, _ in reference]
+        for (_, a), (_, b) in zip(cpu, reference):
+            assert math.isclose(a, b, rel_tol=1e-5)

@@ -11,3 +11,4 @@
 #include "gru_layer_kernels.h"
 #include "dropout_kernels.h"
 #include "log_softmax_max_kernels.h"
+#include "beam_candidates_kernels.h"

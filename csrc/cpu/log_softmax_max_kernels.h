@@ -74,42 +74,59 @@ T exp_sum(const T* x, int64_t vocab, T shift) {
     return sum;
 }
 
+// What the log-softmax of one row needs: the largest logit other than the banned one and the first chunk holding it
+// (earlier chunks win ties), the shift (the largest logit of all) and the sum of exp(x - shift). `finite` is false
+// when the row has no finite log-probability (a NaN or +inf logit, or all -inf); the sum is then not computed.
+template <typename T>
+struct RowSoftmax {
+    T pick;
+    int64_t pick_chunk;
+    T shift;
+    T log_sum;
+    bool finite;
+};
+
+template <typename T>
+RowSoftmax<T> row_softmax(const T* x, int64_t vocab, int64_t banned) {
+    constexpr int64_t chunk = kChunkVectors * Vec<T>::size();
+    RowSoftmax<T> row{-std::numeric_limits<T>::infinity(), -1, T(0), T(0), false};
+    bool has_nan = false;
+    for (int64_t start = 0; start < vocab; start += chunk) {
+        const int64_t stop = std::min(start + chunk, vocab);
+        const bool scalar = stop - start < chunk || (banned >= start && banned < stop);
+        const T largest = scalar ? scalar_max(x, start, stop, banned) : chunk_max(x + start);
+        has_nan |= largest != largest;
+        if (largest > row.pick) {
+            row.pick = largest;
+            row.pick_chunk = start;
+        }
+    }
+    const T banned_logit = banned >= 0 ? x[banned] : -std::numeric_limits<T>::infinity();
+    has_nan |= banned_logit != banned_logit;
+    row.shift = std::max(row.pick, banned_logit);
+    row.finite = !has_nan && std::isfinite(row.shift);
+    if (row.finite) row.log_sum = std::log(exp_sum(x, vocab, row.shift));
+    return row;
+}
+
 template <typename T>
 void log_softmax_max(const LogSoftmaxMaxParams<T>& p) {
-    constexpr int64_t chunk = kChunkVectors * Vec<T>::size();
     const int64_t vocab = p.vocab;
     const int64_t banned = p.banned;
     const int64_t grain = std::max<int64_t>(1, kLogSoftmaxMaxGrain / vocab);
     at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
             const T* x = p.logits + row * vocab;
-            // The largest allowed logit and the first chunk holding it (strictly larger: earlier chunks win ties).
-            T pick = -std::numeric_limits<T>::infinity();
-            int64_t pick_chunk = -1;
-            bool has_nan = false;
-            for (int64_t start = 0; start < vocab; start += chunk) {
-                const int64_t stop = std::min(start + chunk, vocab);
-                const bool scalar = stop - start < chunk || (banned >= start && banned < stop);
-                const T largest = scalar ? scalar_max(x, start, stop, banned) : chunk_max(x + start);
-                has_nan |= largest != largest;
-                if (largest > pick) {
-                    pick = largest;
-                    pick_chunk = start;
-                }
-            }
-            const T banned_logit = banned >= 0 ? x[banned] : -std::numeric_limits<T>::infinity();
-            has_nan |= banned_logit != banned_logit;
-            const T shift = std::max(pick, banned_logit);
-            // No finite log-probability (a NaN or +inf logit, or all -inf), or none allowed.
-            if (has_nan || !std::isfinite(shift) || pick == -std::numeric_limits<T>::infinity()) {
+            const RowSoftmax<T> stats = row_softmax(x, vocab, banned);
+            // No finite log-probability, or none allowed.
+            if (!stats.finite || stats.pick == -std::numeric_limits<T>::infinity()) {
                 p.best[row] = -std::numeric_limits<T>::infinity();
                 p.token[row] = 0;
                 continue;
             }
-            const T sum = exp_sum(x, vocab, shift);
-            int64_t token = pick_chunk;
-            while (token == banned || x[token] != pick) ++token;
-            p.best[row] = (pick - shift) - std::log(sum);
+            int64_t token = stats.pick_chunk;
+            while (token == banned || x[token] != stats.pick) ++token;
+            p.best[row] = (stats.pick - stats.shift) - stats.log_sum;
             p.token[row] = token;
         }
     });

@@ -4,8 +4,8 @@ LSTM and GRU layers, whose backward is faster than torch's CPU RNN backward (one
 and weight gradients over all steps); and the cells (a layer's single step) and linear, whose products go through
 oneDNN on x86 CPUs that are not Intel's, where torch's own (MKL's) float32 GEMM runs at under half its rate
 (``products_library``, csrc/cpu/products.h); and dropout, whose mask it makes from a hash of each element's index
-and a per-call seed instead of torch's per-element draws (csrc/cpu/dropout.h); and greedy decoding's choice of
-each next token, log_softmax_max, in two reads of the logits without writing the log-probabilities.
+and a per-call seed instead of torch's per-element draws (csrc/cpu/dropout.h); and the decoders' choices of the
+next tokens without writing the log-probabilities: greedy's (log_softmax_max) and beam search's (beam_candidates).
 
 Available on CPU tensors when the library was built (every install with a C++ compiler builds it). Auto tries it
 first on a CPU (the cells and linear only where its products go through oneDNN and the call is large enough:
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from . import additive_attention, dropout, gru_cell, gru_layer, linear, log_softmax_max, lstm_cell, lstm_layer
+from . import additive_attention, beam_candidates, dropout, gru_cell, gru_layer, linear, log_softmax_max, lstm_cell, lstm_layer
 from .compiled import MISSING_REASON, extension_module
 
 OPS = {
@@ -29,6 +29,7 @@ OPS = {
     "linear": linear.linear,
     "dropout": dropout.dropout,
     "log_softmax_max": log_softmax_max.log_softmax_max,
+    "beam_candidates": beam_candidates.beam_candidates,
 }
 LIMITS = {
     "additive_attention": additive_attention.additive_attention_limit,
@@ -39,6 +40,7 @@ LIMITS = {
     "linear": linear.linear_limit,
     "dropout": dropout.dropout_limit,
     "log_softmax_max": log_softmax_max.log_softmax_max_limit,
+    "beam_candidates": beam_candidates.beam_candidates_limit,
 }
 
 if extension_module is not None:
@@ -48,6 +50,7 @@ if extension_module is not None:
     linear.register()
     dropout.register()
     log_softmax_max.register()
+    beam_candidates.register()
 
 # The library of the kernels' float32 products, "onednn" or "aten", as csrc/cpu/products.h chose it at load time;
 # kept here so that auto can read it under torch.compile (use_products changes both).

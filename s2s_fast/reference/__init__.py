@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .additive_attention import additive_attention
+from .beam_candidates import beam_candidates
 from .dot_attention import dot_attention
 from .dropout import dropout
 from .gru_cell import gru_cell
@@ -24,6 +25,7 @@ OPS = {
     "linear": linear,
     "dropout": dropout,
     "log_softmax_max": log_softmax_max,
+    "beam_candidates": beam_candidates,
 }
 LIMITS: dict = {}
 
