@@ -95,6 +95,7 @@ def test_resume_uses_a_changed_lr_betas_and_weight_decay_as_config_json_records_
     groups = ckpt.load_trainer_state(ckpt.find_checkpoint(run, "last"))["optimizer"]["param_groups"]
     assert [(g["lr"], tuple(g["betas"]), g["weight_decay"]) for g in groups] == [(5e-4, (0.8, 0.95), 0.1),
                                                                                (5e-4, (0.8, 0.95), 0.0)]
+    assert all(group["fused"] for group in groups)  # torch's fused AdamW, which serves CPU parameters
     assert [event["lr"] for event in _events(run, "train") if event["step"] > 4] == [5e-4]
 
 
