@@ -392,6 +392,11 @@ def dropout(input, p=0.5, training=True, *, backend=None):
         raise ValueError(f"{op}: p must be a number in [0, 1], got {p!r}")
     if not isinstance(training, bool):
         raise TypeError(f"{op}: training must be a bool, got {type(training).__name__}")
+    # The edge cases, once for every backend, as torch's dropout takes them.
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * 0.0  # zero, with NaN for NaN and infinite inputs
     return _dispatch(op, input.device, (input, float(p), training), backend)
 
 

@@ -46,11 +46,8 @@ def draw_seed() -> torch.Tensor:
 
 
 def dropout(input, p=0.5, training=True):
-    """Zero each element with probability p and scale the rest by 1 / (1 - p); see s2s_fast.functional.dropout."""
-    if not training or p == 0.0:
-        return input
-    if p == 1.0:
-        return input * 0.0
+    """Zero each element with probability p and scale the rest by 1 / (1 - p); see s2s_fast.functional.dropout, which
+    answers the calls outside training and with p = 0 or 1 itself (0 < p < 1 here)."""
     return torch.ops.s2s_fast.cpu_dropout(input, float(p), draw_seed())
 
 
