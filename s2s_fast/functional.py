@@ -404,8 +404,9 @@ def log_softmax_max(logits, banned=None, *, backend=None):
     """Each row's most probable token and its log-probability: torch.log_softmax(logits, -1).max(-1), with a
     non-finite log-probability made -inf (a row holding NaN or +inf, or only -inf, gives -inf), the token ``banned``
     counting as -inf (its probability stays in the normalisation, as when log_softmax's output is masked), and the
-    first index among equal maxima (so a row whose best is -inf gives token 0). Greedy decoding's choice of each next
-    token. Computed in at least float32 (low-precision logits are upcast). Not differentiable: logits that record a
+    first index among equal maxima (so a row whose best is -inf gives token 0; the cpu backend compares the logits,
+    so where rounding makes two log-probabilities equal it takes the larger logit). Greedy decoding's choice of each
+    next token. Computed in at least float32 (low-precision logits are upcast). Not differentiable: logits that record a
     gradient are refused.
 
     The cpu backend reads each row twice (its maximum, then its sum of exponentials) without writing the [B, V]
@@ -448,6 +449,9 @@ def beam_candidates(logits, scores, count, banned=None, *, backend=None):
         raise InputTypeError(f"{op}: scores must be a float64 [B, K] tensor, got "
                              f"{getattr(scores, 'dtype', type(scores).__name__)} of shape "
                              f"{_format_shape(getattr(scores, 'shape', ()))}")
+    if scores.requires_grad and torch.is_grad_enabled():
+        raise InputError(f"{op}: not differentiable (a decoding op); call it under torch.no_grad() or on "
+                         "scores.detach()")
     if scores.device != logits.device:
         raise InputError(f"{op}: scores is on {scores.device} but logits on {logits.device}")
     rows = scores.shape[0] * scores.shape[1]

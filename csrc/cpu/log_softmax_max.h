@@ -5,7 +5,9 @@
 // Per row x: m = max(x), s = sum(exp(x - m)); best = (x[token] - m) - log(s) for token the first index of the
 // largest x other than `banned` (a token held off, whose log-probability counts as -inf but whose probability stays
 // in the sum, as when log_softmax's output is masked). A row holding NaN or +inf, or only -inf, has no finite
-// log-probability: best is -inf and token 0, as is every row whose best would be -inf.
+// log-probability: best is -inf and token 0, as is every row whose best would be -inf. The token is the first index
+// of the largest logit: where rounding makes the log-probabilities of two logits equal, torch's log_softmax and max
+// take the first of them, this the larger logit.
 #pragma once
 
 #include <cstdint>

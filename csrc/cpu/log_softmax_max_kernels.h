@@ -126,8 +126,10 @@ void log_softmax_max(const LogSoftmaxMaxParams<T>& p) {
             }
             int64_t token = stats.pick_chunk;
             while (token == banned || x[token] != stats.pick) ++token;
-            p.best[row] = (stats.pick - stats.shift) - stats.log_sum;
-            p.token[row] = token;
+            const T best = (stats.pick - stats.shift) - stats.log_sum;
+            p.best[row] = best;
+            // A best that underflows to -inf (a banned shift far above it) is no choice either.
+            p.token[row] = best == -std::numeric_limits<T>::infinity() ? 0 : token;
         }
     });
 }

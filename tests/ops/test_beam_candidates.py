@@ -84,6 +84,44 @@ def test_rows_without_a_finite_log_probability_rank_minus_infinity(backend):
     assert torch.isfinite(top[1]).all() and (index[1] != 4 * 70 + 7).all()
 
 
+def test_non_finite_logits_inside_vector_chunks_and_non_finite_scores(backend):
+    torch.manual_seed(4)
+    logits = torch.randn(9, 300)
+    logits[0, 40] = float("nan")
+    logits[1, 100] = INF
+    logits[2, [40, 100]] = -INF
+    logits[3, 130] = float("nan")
+    scores = torch.tensor([[0.0, -1.0, -2.0], [INF, 0.0, -INF], [float("nan"), 0.0, -1.0]], dtype=torch.float64)
+    _check(backend, logits, scores, 6)
+    _check(backend, logits, scores, 6, banned=40)
+
+
+def test_no_candidate_is_skipped_near_the_bar(backend):
+    """Large float32 logits (1e4, where the chunk test's margin is widest in logit units) a few ulps apart, spread over
+    many chunks in random order: every extension of the true best 40 is found."""
+    torch.manual_seed(5)
+    ulp = float(torch.nextafter(torch.tensor(1e4), torch.tensor(INF)) - 1e4)
+    logits = 1e4 + torch.stack([torch.randperm(2000) for _ in range(4)]).float() * (8 * ulp)
+    scores = torch.tensor([[0.0, -0.05], [-5.0, -5.01]], dtype=torch.float64)  # no equal totals
+    _, index = F.beam_candidates(logits, scores, 40, backend=backend.name)
+    expected = _totals(logits, scores, None).topk(40, dim=1).indices
+    assert torch.equal(index, expected)
+
+
+def test_any_thread_count(backend):
+    torch.manual_seed(6)
+    logits, scores = torch.randn(60, 900), torch.randn(20, 3, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = F.beam_candidates(logits, scores, 6, 5, backend=backend.name)
+        torch.set_num_threads(max(2, threads))
+        many = F.beam_candidates(logits, scores, 6, 5, backend=backend.name)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+
+
 def test_strided_half_precision_and_empty(backend):
     torch.manual_seed(2)
     base = torch.randn(90, 12) * 2
@@ -118,5 +156,7 @@ def test_bad_arguments_are_refused_naming_them():
         F.beam_candidates(logits[:4], scores, 2)
     with pytest.raises(ValueError, match=r"banned must be None or a token id in \[0, 5\), got -2"):
         F.beam_candidates(logits, scores, 2, -2)
+    with pytest.raises(InputError, match="not differentiable"):
+        F.beam_candidates(logits, scores.clone().requires_grad_(), 2)
     with pytest.raises(InputError, match="not differentiable"):
         F.beam_candidates(logits.requires_grad_(), scores, 2)

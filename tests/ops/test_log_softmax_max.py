@@ -69,6 +69,27 @@ def test_rows_without_a_finite_log_probability_give_minus_infinity_and_token_zer
     assert torch.isfinite(best[4])
 
 
+def test_non_finite_logits_inside_vector_chunks(backend):
+    """NaN, +inf and -inf where the kernel reads whole vectors (no banned token, far from the tail), in float32."""
+    torch.manual_seed(3)
+    logits = torch.randn(5, 300)
+    logits[0, 40] = float("nan")
+    logits[1, 100] = INF
+    logits[2, 100] = -INF
+    logits[3, [40, 100]] = -INF
+    logits[4, 130] = float("nan")
+    logits[4, 40] = INF
+    best, token = _check(backend, logits)
+    assert (best[[0, 1, 4]] == -INF).all() and (token[[0, 1, 4]] == 0).all()
+    assert torch.isfinite(best[[2, 3]]).all()
+
+
+def test_a_best_that_underflows_to_minus_infinity_gives_token_zero(backend):
+    logits = torch.tensor([[-INF, -3e38, 3e38]])  # the banned shift far above the best allowed logit (index 1)
+    best, token = _check(backend, logits, banned=2)
+    assert best.tolist() == [-INF] and token.tolist() == [0]
+
+
 def test_half_precision_logits_are_upcast_and_strided_ones_read_as_they_are(backend):
     torch.manual_seed(1)
     base = torch.randn(300, 40) * 3
