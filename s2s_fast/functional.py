@@ -449,9 +449,7 @@ def beam_candidates(logits, scores, count, banned=None, *, backend=None):
         raise InputTypeError(f"{op}: scores must be a float64 [B, K] tensor, got "
                              f"{getattr(scores, 'dtype', type(scores).__name__)} of shape "
                              f"{_format_shape(getattr(scores, 'shape', ()))}")
-    if scores.requires_grad and torch.is_grad_enabled():
-        raise InputError(f"{op}: not differentiable (a decoding op); call it under torch.no_grad() or on "
-                         "scores.detach()")
+    _refuse_gradient(op, "scores", scores)
     if scores.device != logits.device:
         raise InputError(f"{op}: scores is on {scores.device} but logits on {logits.device}")
     rows = scores.shape[0] * scores.shape[1]
@@ -462,6 +460,13 @@ def beam_candidates(logits, scores, count, banned=None, *, backend=None):
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 1 <= count <= candidates:
         raise ValueError(f"{op}: count must be an integer in [1, K * V] = [1, {candidates}], got {count!r}")
     return _dispatch(op, logits.device, (logits, scores, int(count), banned), backend)
+
+
+def _refuse_gradient(op: str, name: str, tensor: torch.Tensor) -> None:
+    """Raise for an argument of a decoding op that records a gradient: those ops are not differentiable."""
+    if tensor.requires_grad and torch.is_grad_enabled():
+        raise InputError(f"{op}: not differentiable (a decoding op); call it under torch.no_grad() or on "
+                         f"{name}.detach()")
 
 
 def _decoding_logits(op: str, logits, banned):
@@ -476,7 +481,5 @@ def _decoding_logits(op: str, logits, banned):
     if banned is not None and (isinstance(banned, bool) or not isinstance(banned, numbers.Integral)
                                or not 0 <= banned < vocab):
         raise ValueError(f"{op}: banned must be None or a token id in [0, {vocab}), got {banned!r}")
-    if logits.requires_grad and torch.is_grad_enabled():
-        raise InputError(f"{op}: not differentiable (a decoding op); call it under torch.no_grad() or on "
-                         "logits.detach()")
+    _refuse_gradient(op, "logits", logits)
     return logits.to(torch.promote_types(logits.dtype, torch.float32)), None if banned is None else int(banned)
