@@ -5,7 +5,7 @@ averaged (a normalised geometric mean of their distributions, as fairseq and Mar
 search (s2s_fast.decoding) run on an Ensemble exactly as on one model: it provides the same decoding interface
 (check_source, encode, init_state, decode_step, select_encoded, select_state, generate). The members must share the
 target and source vocabularies (sizes and special ids here; the tasks' vocabularies are compared where they are
-loaded, s2s_fast.checkpoint.open_ensemble); their architectures may differ. An Ensemble decodes; it does not train.
+loaded, s2s_fast.checkpoint.open_models); their architectures may differ. An Ensemble decodes; it does not train.
 """
 
 from __future__ import annotations
