@@ -26,7 +26,10 @@ A backend subpackage exposes three names:
 A backend that implements ``lstm_cell`` but not ``lstm_layer`` (likewise GRU) serves the layer by running the
 reference time loop around its own cell. Every backend serves ``linear``: one that does not implement it (the fused
 GPU backends: cuBLAS is the product there) with torch's own, the reference's, so that a model on any backend has its
-projections.
+projections. An op built of other ops (``lstm_attention_decoder``: lstm_cell, linear and additive_attention step by
+step) is served by a backend without its own implementation as the reference's composition of that backend's ops
+(where it serves them all), and by auto, where no fused backend serves the call itself, as the composition of each
+op's auto choice.
 
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
@@ -64,6 +67,7 @@ OP_NAMES = (
     "dropout",
     "log_softmax_max",
     "beam_candidates",
+    "lstm_attention_decoder",
 )
 ENV_VAR = "S2S_FAST_BACKEND"
 
@@ -73,6 +77,10 @@ _LAYER_FROM_CELL = {"lstm_layer": "lstm_cell", "gru_layer": "gru_cell"}
 _CELL_ARG_COUNT = {"lstm_cell": 7, "gru_cell": 6}
 # Ops torch's own function (the reference's) serves on a backend that does not implement them.
 _TORCH_SERVES = frozenset({"linear", "dropout", "log_softmax_max", "beam_candidates"})
+# Ops built of other ops, and those ops: a backend that does not implement one runs the reference's composition of it
+# on its own ops (where it serves them all); auto, when no fused backend serves the call itself, runs the composition
+# on each op's auto choice.
+_COMPOSED = {"lstm_attention_decoder": ("lstm_cell", "linear", "additive_attention")}
 # The fused backends auto tries, in order, on tensors of each device type (then the reference).
 _AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
 # Where cuDNN (the aten backend) was measured faster than the fused backends on a GPU: rows of (op, dtype, batch
@@ -243,6 +251,11 @@ def _implementation(module, op: str, args: tuple, cell_loop: bool = True) -> tup
         return impl, (limit(*args) if limit is not None else None)
     if op in _TORCH_SERVES:
         return _load("reference")[0].OPS[op], None
+    if op in _COMPOSED:
+        missing = [part for part in _COMPOSED[op] if part not in module.OPS and part not in _TORCH_SERVES]
+        if missing:
+            return None, f"it does not implement {', '.join(missing)}, which {op} is built of"
+        return functools.partial(_load("reference")[0].OPS[op], backend=module.__name__.rpartition(".")[2]), None
     if not cell_loop and op in _LAYER_FROM_CELL:
         return None, f"it does not implement {op} itself (only its cell)"
     cell_op = _LAYER_FROM_CELL.get(op)
@@ -285,11 +298,15 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
             module = _load(candidate)[0]
             if cell_loop and op in module.OPS:
                 continue  # its own layer was tried (and refused) already
+            if op in _COMPOSED and (op not in module.OPS or candidate == "reference"):
+                continue  # composed on each op's auto choice below, not on this backend's (or the reference's) ops
             impl, limit = _implementation(module, op, args, cell_loop)
             if limit is None:
                 return candidate, impl
             reason = limit
         reasons.append(f"{candidate}{' (cell loop)' if cell_loop else ''}: {reason}")
+    if op in _COMPOSED:
+        return "auto", functools.partial(_load("reference")[0].OPS[op], backend="auto")
     raise BackendError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
 
 

@@ -340,6 +340,70 @@ def dot_attention(query, keys, values, mask=None, *, backend=None):
     return _dispatch_attention(op, (query, keys, values, mask), backend)
 
 
+def lstm_attention_decoder(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v,
+                           values, mask, combine_weight, dropout_mask=None, *, backend=None):
+    """A teacher-forced attentional LSTM decoder over a whole target sequence: one LSTM layer with input feeding
+    (Luong et al. 2015) and additive attention (Bahdanau et al.), the training forward of s2s_fast.models.Seq2Seq.
+
+    For t = 0 .. T-1, from h_{-1} = hx, c_{-1} = cx, feed_{-1} = feed:
+        h_t, c_t = lstm_cell([input_t; feed_{t-1}], h_{t-1}, c_{t-1}, weight_ih, weight_hh, bias_ih, bias_hh)
+        context_t, weights_t = additive_attention(h_t @ query_weight^T, key_proj, v, values, mask)
+        feed_t = output_t = tanh([h_t; context_t] @ combine_weight^T) * dropout_mask_t (1 without a mask)
+    Backends without a fused implementation (all but cpu) run these ops step by step, each on that backend (auto:
+    each op's auto choice).
+
+    Args:
+        input: [T, B, E] (time-major; the embedded previous tokens). hx, cx: [B, H] initial state. feed: [B, H]
+        initial attentional state. weight_ih: [4H, E + H]. weight_hh: [4H, H]. bias_ih, bias_hh: [4H] or None.
+        query_weight: [A, H]. key_proj: [B, S, A] (the keys projected once). v: [A]. values: [B, S, Dv].
+        mask: bool [B, S], True = attend, or None. combine_weight: [H, H + Dv].
+        dropout_mask: [T, B, H] multiplying each step's attentional state (0 or 1 / (1 - p) for dropout), or None.
+        backend: backend name; None follows the current selection.
+
+    Returns:
+        (output [T, B, H], hy [B, H], cy [B, H], weights [T, B, S]).
+    """
+    op = "lstm_attention_decoder"
+    floats = _autocast((input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v,
+                        values, combine_weight, dropout_mask))
+    (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, combine_weight,
+     dropout_mask) = floats
+    named = dict(input=input, hx=hx, cx=cx, feed=feed, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
+                 bias_hh=bias_hh, query_weight=query_weight, key_proj=key_proj, v=v, values=values,
+                 combine_weight=combine_weight, dropout_mask=dropout_mask)
+    for name, value in named.items():
+        _require_tensor(op, name, value, optional=name in ("bias_ih", "bias_hh", "dropout_mask"))
+    _, device = _float_tensors(op, named)
+    _require_dim(op, "input", input, (3,), "[T, B, E] (3-d, time-major)")
+    _require_dim(op, "hx", hx, (2,), "[B, H] (2-d)")
+    _require_dim(op, "key_proj", key_proj, (3,), "[B, S, A] (3-d)")
+    _require_dim(op, "values", values, (3,), "[B, S, Dv] (3-d)")
+    steps, batch, embed = input.shape
+    hidden = hx.shape[1]
+    keys, attn = key_proj.shape[1:]
+    value_size = values.shape[2]
+    rows = 4 * hidden
+    for name, tensor, shape, meaning in (
+            ("hx", hx, (batch, hidden), "[B, H] (B from input)"),
+            ("cx", cx, (batch, hidden), "[B, H] (B from input, H from hx)"),
+            ("feed", feed, (batch, hidden), "[B, H] (B from input, H from hx)"),
+            ("weight_ih", weight_ih, (rows, embed + hidden), "[4H, E + H] (E from input, H from hx)"),
+            ("weight_hh", weight_hh, (rows, hidden), "[4H, H] (H from hx)"),
+            ("bias_ih", bias_ih, (rows,), "[4H]"), ("bias_hh", bias_hh, (rows,), "[4H]"),
+            ("query_weight", query_weight, (attn, hidden), "[A, H] (A from key_proj, H from hx)"),
+            ("key_proj", key_proj, (batch, keys, attn), "[B, S, A] (B from input)"),
+            ("v", v, (attn,), "[A] (A from key_proj)"),
+            ("values", values, (batch, keys, value_size), "[B, S, Dv] (B from input, S from key_proj)"),
+            ("combine_weight", combine_weight, (hidden, hidden + value_size),
+             "[H, H + Dv] (H from hx, Dv from values)"),
+            ("dropout_mask", dropout_mask, (steps, batch, hidden), "[T, B, H] (T, B from input, H from hx)")):
+        _require_shape(op, name, tensor, shape, meaning)
+    _check_mask(op, mask, batch, keys, device)
+    args = (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, mask,
+            combine_weight, dropout_mask)
+    return _dispatch(op, device, args, backend)
+
+
 def linear(input, weight, bias=None, *, backend=None):
     """input @ weight^T + bias, as torch.nn.functional.linear: the projections of the Seq2Seq model (the output layer
     over the vocabulary, the input-feeding combination, the attention's query and key projections).

@@ -52,7 +52,7 @@ struct AttentionBackwardParams {
     const T* values;        // [B, Tk, Dv], strides value_strides
     const T* weights;       // [B, Tq, Tk] from the forward (zero at masked keys)
     const T* grad_context;  // [B, Tq, Dv]
-    const T* grad_weights;  // [B, Tq, Tk]
+    const T* grad_weights;  // [B, Tq, Tk], or nullptr: zero
     T* grad_query;          // [B, Tq, A]
     T* grad_key;            // [B, Tk, A]
     T* grad_values;         // [B, Tk, Dv]
@@ -60,6 +60,9 @@ struct AttentionBackwardParams {
     RowStrides query_strides;
     RowStrides key_strides;
     RowStrides value_strides;
+    // Add to grad_key, grad_values and grad_v_partial instead of overwriting them (a decoder's steps, one query each,
+    // summing into one buffer); grad_query is overwritten either way.
+    bool accumulate = false;
 };
 
 // One definition per instruction set the library is built with (capability.h), in kernels_*.cpp.

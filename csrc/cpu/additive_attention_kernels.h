@@ -6,6 +6,7 @@
 // dW = grad_weights + grad_context . values (w = 0 at masked keys, which are skipped), grad_values += w grad_context,
 // then for each key with a nonzero grad_score, tanh again and
 // g = grad_score * v * (1 - tanh^2) into grad_query and grad_key, grad_score * tanh into the row's share of grad_v.
+// With `accumulate` the key, value and v gradients add to what their buffers hold (a decoder's steps).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -114,22 +115,24 @@ void additive_attention_bwd(const AttentionBackwardParams<T>& p) {
             T* grad_key = p.grad_key + b * p.keys * p.attn;
             T* grad_values = p.grad_values + b * p.keys * p.value_size;
             T* grad_v = p.grad_v_partial + b * p.attn;
-            std::fill(grad_key, grad_key + p.keys * p.attn, T(0));
-            std::fill(grad_values, grad_values + p.keys * p.value_size, T(0));
-            std::fill(grad_v, grad_v + p.attn, T(0));
+            if (!p.accumulate) {
+                std::fill(grad_key, grad_key + p.keys * p.attn, T(0));
+                std::fill(grad_values, grad_values + p.keys * p.value_size, T(0));
+                std::fill(grad_v, grad_v + p.attn, T(0));
+            }
             for (int64_t q = 0; q < p.queries; ++q) {
                 const int64_t row = b * p.queries + q;
                 const T* weights = p.weights + row * p.keys;
                 const T* grad_context = p.grad_context + row * p.value_size;
-                const T* grad_weights = p.grad_weights + row * p.keys;
+                const T* grad_weights = p.grad_weights != nullptr ? p.grad_weights + row * p.keys : nullptr;
                 const T* query = p.query_proj + b * p.query_strides.batch + q * p.query_strides.row;
                 T* grad_query = p.grad_query + row * p.attn;
                 std::fill(grad_query, grad_query + p.attn, T(0));
                 T weighted = T(0);
                 for (int64_t k = 0; k < p.keys; ++k) {
                     if (weights[k] == T(0)) continue;
-                    grad_scores[k] =
-                        grad_weights[k] + dot(grad_context, values + k * p.value_strides.row, p.value_size);
+                    grad_scores[k] = (grad_weights != nullptr ? grad_weights[k] : T(0)) +
+                                     dot(grad_context, values + k * p.value_strides.row, p.value_size);
                     weighted += weights[k] * grad_scores[k];
                 }
                 for (int64_t k = 0; k < p.keys; ++k) {

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from . import additive_attention, beam_candidates, dropout, gru_cell, gru_layer, linear, log_softmax_max, lstm_cell, lstm_layer
+from . import (additive_attention, beam_candidates, dropout, gru_cell, gru_layer, linear, log_softmax_max,
+               lstm_attention_decoder, lstm_cell, lstm_layer)
 from .compiled import MISSING_REASON, extension_module
 
 OPS = {
@@ -30,6 +31,7 @@ OPS = {
     "dropout": dropout.dropout,
     "log_softmax_max": log_softmax_max.log_softmax_max,
     "beam_candidates": beam_candidates.beam_candidates,
+    "lstm_attention_decoder": lstm_attention_decoder.lstm_attention_decoder,
 }
 LIMITS = {
     "additive_attention": additive_attention.additive_attention_limit,
@@ -41,6 +43,7 @@ LIMITS = {
     "dropout": dropout.dropout_limit,
     "log_softmax_max": log_softmax_max.log_softmax_max_limit,
     "beam_candidates": beam_candidates.beam_candidates_limit,
+    "lstm_attention_decoder": lstm_attention_decoder.lstm_attention_decoder_limit,
 }
 
 if extension_module is not None:
@@ -51,6 +54,7 @@ if extension_module is not None:
     dropout.register()
     log_softmax_max.register()
     beam_candidates.register()
+    lstm_attention_decoder.register()
 
 # The library of the kernels' float32 products, "onednn" or "aten", as csrc/cpu/products.h chose it at load time;
 # kept here so that auto can read it under torch.compile (use_products changes both).

@@ -5,7 +5,8 @@ Decoder step t (Luong et al. 2015, with Bahdanau's additive score as one choice 
     h_t = RNN stack(x_t, state)
     c_t, weights_t = attention(h_t, encoder outputs)      (c_t = encoder summary for attention "none")
     a_t = tanh(W_c [h_t; c_t]);  logits_t = W_y a_t + b_y
-Without input feeding the decoder RNN runs over the whole target in one call and attention takes all queries at once.
+Without input feeding the decoder RNN runs over the whole target in one call and attention takes all queries at once;
+with it, a one-layer LSTM decoder with Bahdanau attention is one call of F.lstm_attention_decoder in training.
 """
 
 from __future__ import annotations
@@ -210,6 +211,8 @@ class Seq2Seq(nn.Module):
             outputs = outputs.transpose(0, 1)  # [B, T, H]
             context, _ = self._attend(outputs, encoded)
             return self.output(self._attentional(outputs, context))
+        if self._one_op_decoder:
+            return self.output(self._attentional_sequence(embedded, state, encoded))
         attentional = []
         hidden, feed = state
         for embedded_t in embedded.unbind(1):  # unbind: one stack in backward, not a zero tensor per step
@@ -218,6 +221,28 @@ class Seq2Seq(nn.Module):
             feed = self._attentional(top, context)
             attentional.append(feed)
         return self.output(torch.stack(attentional, dim=1))
+
+    @property
+    def _one_op_decoder(self) -> bool:
+        """Whether the teacher-forced decoder is one call of F.lstm_attention_decoder: an LSTM of one layer with
+        input feeding and Bahdanau attention (the op is that decoder)."""
+        c = self.config
+        return self.is_lstm and c.decoder_layers == 1 and c.input_feeding and c.attention == "bahdanau"
+
+    def _attentional_sequence(self, embedded: torch.Tensor, state: DecoderState,
+                              encoded: EncoderOutput) -> torch.Tensor:
+        """embedded [B, T, E] -> the attentional states [B, T, H] of every step, in one op; the same equations
+        as decode_step's loop, the dropout of the attentional states drawn for all steps at once."""
+        (h, c), feed = state
+        batch, steps = embedded.shape[:2]
+        dropout_mask = None
+        if self.training and self.dropout.p > 0:
+            dropout_mask = self.dropout(embedded.new_ones(steps, batch, self.config.hidden_size))
+        output, _, _, _ = F.lstm_attention_decoder(
+            embedded.transpose(0, 1), h[0], c[0], feed, *layer_weights(self.decoder, 0, 0),
+            self.attention.query_layer.weight, encoded.key_proj, self.attention.v, encoded.memory, encoded.mask,
+            self.combine.weight, dropout_mask, backend=self.config.backend)
+        return output.transpose(0, 1)
 
     def _scheduled_sampling(self, tgt_in: torch.Tensor, state: DecoderState, encoded: EncoderOutput, rate: float,
                             generator: torch.Generator | None) -> torch.Tensor:

@@ -12,6 +12,7 @@ from .gru_cell import gru_cell
 from .gru_layer import gru_layer
 from .linear import linear
 from .log_softmax_max import log_softmax_max
+from .lstm_attention_decoder import lstm_attention_decoder
 from .lstm_cell import lstm_cell
 from .lstm_layer import lstm_layer
 
@@ -26,6 +27,7 @@ OPS = {
     "dropout": dropout,
     "log_softmax_max": log_softmax_max,
     "beam_candidates": beam_candidates,
+    "lstm_attention_decoder": lstm_attention_decoder,
 }
 LIMITS: dict = {}
 

@@ -1,0 +1,101 @@
+"""Teacher-forced attentional LSTM decoder on the cpu backend (operators in csrc/cpu/lstm_attention_decoder.cpp).
+
+The whole target sequence in one operator: per step one product for the gates of [feed_{t-1} | h_{t-1}] (the input
+part of every step's gates is one product before the loop), the LSTM layer's step kernel, the query product, the
+attention kernel for one query, the combining product and tanh. It keeps each step's gates, c, h, query, [h | context]
+and attention weights for the backward, which runs the steps in reverse with the same kernels, adds the attention's
+key, value and v gradients up in place, and computes the input gradient and each weight gradient in one product over
+all steps. What it saves against the same ops called step by step: autograd's per-step nodes, its sums of every
+step's weight and memory gradients, and the per-step products of the weight gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .compiled import dtype_limit, refuse_double_backward
+
+_FLOATS = ("input", "hx", "cx", "feed", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "query_weight", "key_proj",
+           "v", "values", "combine_weight", "dropout_mask")
+
+
+def _forward_fake(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values,
+                  mask, combine_weight, dropout_mask, save):
+    steps, batch = input.shape[:2]
+    hidden, keys, attn, value_size = hx.shape[1], key_proj.shape[1], key_proj.shape[2], values.shape[2]
+    kept = steps if save else 0
+    return (input.new_empty(steps, batch, hidden), hx.new_empty(hx.shape), cx.new_empty(cx.shape),
+            input.new_empty(steps, batch, keys), input.new_empty(kept, batch, 4 * hidden),
+            input.new_empty(kept, batch, hidden), input.new_empty(kept, batch, hidden),
+            input.new_empty(kept, batch, attn), input.new_empty(kept, batch, hidden + value_size),
+            input.new_empty(kept if dropout_mask is not None else 0, batch, hidden))
+
+
+def _backward_fake(grad_output, grad_hy, grad_cy, grad_weights, input, hx, cx, feed, weight_ih, weight_hh,
+                   query_weight, key_proj, v, values, combine_weight, dropout_mask, output, weights, gates, cells,
+                   hidden, query_proj, joined, activated):
+    return (input.new_empty(input.shape), hx.new_empty(hx.shape), cx.new_empty(cx.shape), feed.new_empty(feed.shape),
+            weight_ih.new_empty(weight_ih.shape), weight_hh.new_empty(weight_hh.shape),
+            weight_hh.new_empty(weight_hh.shape[0]), query_weight.new_empty(query_weight.shape),
+            key_proj.new_empty(key_proj.shape), v.new_empty(v.shape), values.new_empty(values.shape),
+            combine_weight.new_empty(combine_weight.shape),
+            input.new_empty(input.shape[0] if dropout_mask is not None else 0, *hx.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, _mask,
+     combine_weight, dropout_mask, _save) = inputs
+    # Nobody differentiates the saved tensors (nor, often, hy, cy and the weights): no zero tensors for them.
+    ctx.set_materialize_grads(False)
+    ctx.has_bias = (bias_ih is not None, bias_hh is not None)
+    ctx.has_dropout_mask = dropout_mask is not None
+    ctx.save_for_backward(input, hx, cx, feed, weight_ih, weight_hh, query_weight, key_proj, v, values,
+                          combine_weight, dropout_mask, output[0], *output[3:])
+
+
+def _backward(ctx, grad_output, grad_hy, grad_cy, grad_weights, *_saved_grads):
+    refuse_double_backward("lstm_attention_decoder")
+    (input, hx, cx, feed, weight_ih, weight_hh, query_weight, key_proj, v, values, combine_weight, dropout_mask,
+     output, weights, gates, cells, hidden, query_proj, joined, activated) = ctx.saved_tensors
+    grad_output, grad_hy, grad_cy = (grad if grad is not None else torch.zeros_like(like)
+                                     for grad, like in ((grad_output, output), (grad_hy, hx), (grad_cy, cx)))
+    grads = torch.ops.s2s_fast.cpu_lstm_attention_decoder_bwd(
+        grad_output, grad_hy, grad_cy, grad_weights, input, hx, cx, feed, weight_ih, weight_hh, query_weight,
+        key_proj, v, values, combine_weight, dropout_mask if ctx.has_dropout_mask else None, output, weights, gates,
+        cells, hidden, query_proj, joined, activated)
+    (grad_input, grad_hx, grad_cx, grad_feed, grad_weight_ih, grad_weight_hh, grad_bias, grad_query_weight,
+     grad_key_proj, grad_v, grad_values, grad_combine_weight, grad_dropout_mask) = grads
+    return (grad_input, grad_hx, grad_cx, grad_feed, grad_weight_ih, grad_weight_hh,
+            grad_bias if ctx.has_bias[0] else None, grad_bias if ctx.has_bias[1] else None, grad_query_weight,
+            grad_key_proj, grad_v, grad_values, None, grad_combine_weight,
+            grad_dropout_mask if ctx.has_dropout_mask else None, None)
+
+
+def register() -> None:
+    """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
+    torch.library.register_fake("s2s_fast::cpu_lstm_attention_decoder_fwd", _forward_fake)
+    torch.library.register_autograd("s2s_fast::cpu_lstm_attention_decoder_fwd", _backward,
+                                    setup_context=_setup_context)
+    torch.library.register_fake("s2s_fast::cpu_lstm_attention_decoder_bwd", _backward_fake)
+
+
+def lstm_attention_decoder(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v,
+                           values, mask, combine_weight, dropout_mask=None):
+    """The decoder on CPU tensors; see s2s_fast.functional.lstm_attention_decoder.
+
+    Returns:
+        (output [T, B, H], hy [B, H], cy [B, H], weights [T, B, S]).
+    """
+    floats = (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values,
+              combine_weight)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in floats)
+    output, hy, cy, weights, *_saved = torch.ops.s2s_fast.cpu_lstm_attention_decoder_fwd(
+        input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, mask,
+        combine_weight, dropout_mask, save)
+    return output, hy, cy, weights
+
+
+def lstm_attention_decoder_limit(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj,
+                                 v, values, mask, combine_weight, dropout_mask=None) -> str | None:
+    """None when the cpu backend serves the call: float32 and float64."""
+    return dtype_limit(input)
