@@ -5,10 +5,12 @@ Per-row lengths are not run as a packed sequence: torch's CPU kernel for those s
 step by step, and the backward of each slice writes a zero tensor of all steps' size (O(T^2) memory traffic, measured
 at 15% of a g2p training step). Instead:
 
-- the reverse direction reads each row's valid steps in reverse order (a gather of time indices len - 1 - t, the
-  same gather putting the outputs back), so both directions run forward from step 0;
+- the reverse direction reads each row's valid steps in reverse order (time len - 1 - t at step t, the same index
+  putting the outputs back), so both directions run forward from step 0;
 - padded steps read zeros (so padding values, NaN included, never enter), their outputs are zeroed, and a row's final
-  hidden state is its output at step len - 1 (the initial state when len = 0);
+  hidden state is its output at step len - 1 (the initial state when len = 0); reading the input in run order with
+  the padding is one row copy (index_select of a padding row for padded steps), and so is putting the output back
+  (a gather and masks had cost about 8% of a g2p training step, 2026-12-05);
 - an LSTM's final cell state is kept through the padded steps: an extra input feature, 1 on padded steps and 0 on
   valid ones, enters the forget gate with weight +SATURATION and the input gate with -SATURATION, so on a padded
   step f = 1 and i = 0 exactly and c' = 1 * c + 0 * g = c bit for bit, with zero gradient through both gates. On
@@ -55,15 +57,24 @@ def _run(rnn, input, state: tuple, params: list, has_biases: bool, train: bool):
     return output, tuple(f.squeeze(0) for f in final)
 
 
-def _keep_cell_state_on_padding(input, valid, weight_ih):
-    """The LSTM's input with the padding feature appended, and weight_ih with its column (see the module docstring)."""
+def _padding_row_input(input, lstm: bool):
+    """input [T, B, I] as rows [T * B + 1, I'] whose last row is what a padded step reads: zeros, and for an LSTM the
+    padding feature (see the module docstring) appended as a last column, 0 on every row but that one."""
+    steps, batch, width = input.shape
+    rows = torch.nn.functional.pad(input.reshape(steps * batch, width), (0, 1 if lstm else 0, 0, 1))
+    if lstm:
+        rows[-1, -1] = 1  # pad's backward does not read its output: writing it keeps the graph intact
+    return rows
+
+
+def _with_padding_column(weight_ih, dtype):
+    """weight_ih with the padding feature's column: -SATURATION into the input gate, +SATURATION into the forget."""
     hidden = weight_ih.shape[0] // 4
-    saturation = SATURATION.get(input.dtype, DEFAULT_SATURATION)
+    saturation = SATURATION.get(dtype, DEFAULT_SATURATION)
     column = weight_ih.new_zeros(4 * hidden, 1)
     column[:hidden] = -saturation  # input gate
     column[hidden:2 * hidden] = saturation  # forget gate
-    padding = (~valid).unsqueeze(2).to(input.dtype)
-    return torch.cat([input, padding], dim=2), torch.cat([weight_ih, column], dim=1)
+    return torch.cat([weight_ih, column], dim=1)
 
 
 def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: bool, lengths,
@@ -79,23 +90,24 @@ def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: 
     if lengths is None or bool((lengths == steps).all()):
         output, final = _run(rnn, input.flip(0) if reverse else input, state, params, has_biases, train)
         return (output.flip(0) if reverse else output), final
+    lstm = len(state) == 2
     step = torch.arange(steps, device=input.device).unsqueeze(1)  # [T, 1]
     valid = step < lengths.unsqueeze(0)  # [T, B]
-    input = torch.where(valid.unsqueeze(2), input, input.new_zeros(()))
-    if reverse:
-        time = torch.where(valid, lengths.unsqueeze(0) - 1 - step, step)  # an involution: undoes itself
-        input = input.gather(0, time.unsqueeze(2).expand_as(input))
-    if len(state) == 2:
-        input, weight_ih = _keep_cell_state_on_padding(input, valid, params[0])
-        params = [weight_ih, *params[1:]]
-    output, final = _run(rnn, input, state, params, has_biases, train)
-    output = torch.where(valid.unsqueeze(2), output, output.new_zeros(()))
+    # Row index of each (step, row) into [T * B + 1] rows: the row's time at that step (reversed for the reverse
+    # direction, an involution that also puts the outputs back), the padding row on padded steps. One index_select
+    # (a row copy, index_add in the backward) reads the input in run order with the padding, and one puts the outputs
+    # back in time order with zeros past each row's end.
+    time = torch.where(valid, lengths.unsqueeze(0) - 1 - step, step) if reverse else step.expand(steps, batch)
     rows = torch.arange(batch, device=input.device)
+    index = torch.where(valid, time * batch + rows, steps * batch).reshape(-1)
+    run_input = _padding_row_input(input, lstm).index_select(0, index).view(steps, batch, -1)
+    if lstm:
+        params = [_with_padding_column(params[0], input.dtype), *params[1:]]
+    output, final = _run(rnn, run_input, state, params, has_biases, train)
     last = output[(lengths - 1).clamp(min=0), rows]  # [B, D]: each row's output at its last valid step
     hy = torch.where((lengths > 0).unsqueeze(1), last, state[0])
-    if reverse:
-        output = output.gather(0, time.unsqueeze(2).expand_as(output))
-    return output, (hy, *final[1:])
+    flat = torch.nn.functional.pad(output.reshape(steps * batch, -1), (0, 0, 0, 1))
+    return flat.index_select(0, index).view(steps, batch, -1), (hy, *final[1:])
 
 
 def compile_limit() -> str | None:
