@@ -87,7 +87,7 @@ def lstm_attention_decoder(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, b
         (output [T, B, H], hy [B, H], cy [B, H], weights [T, B, S]).
     """
     floats = (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values,
-              combine_weight)
+              combine_weight, dropout_mask)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in floats)
     output, hy, cy, weights, *_saved = torch.ops.s2s_fast.cpu_lstm_attention_decoder_fwd(
         input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, mask,

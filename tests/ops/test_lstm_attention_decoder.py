@@ -81,6 +81,31 @@ def test_gradients_of_any_subset_of_the_outputs(backend, used):
     compare_with_reference(picked(backend.name), picked("reference"), _on(backend, args))
 
 
+@pytest.mark.parametrize("differentiated", ["dropout_mask", "values", "combine_weight"])
+def test_one_input_recording_a_gradient(backend, differentiated):
+    args = _on(backend, decoder_inputs())
+
+    def only(name):
+        def run(**inputs):
+            inputs = {key: value.detach() if key != differentiated and isinstance(value, torch.Tensor) else value
+                      for key, value in inputs.items()}
+            return F.lstm_attention_decoder(**inputs, backend=name)
+        return run
+
+    compare_with_reference(only(backend.name), only("reference"), args)
+
+
+@pytest.mark.parametrize("op", ["additive_attention"])  # the fixture's backends with the attention, the cells too
+def test_a_backend_without_its_own_composes_it_from_its_ops(backend, op):
+    if backends.implements(backend.name, "lstm_attention_decoder"):
+        pytest.skip(f"{backend.name} has its own lstm_attention_decoder")
+    if backend.name == "aten":
+        pytest.skip("aten has no additive_attention (test_a_backend_composes_it_only_from_ops_it_serves)")
+    args = decoder_inputs(steps=3, batch=2, embed=4, hidden=8, keys=5, attn=8, value_size=8, dtype=torch.float32)
+    compare_low_precision_with_reference(_bound(backend.name), _bound("reference"), _on(backend, args),
+                                         torch.float32, ratio=FLOAT32_ERROR_RATIO)
+
+
 def test_no_steps_passes_the_state_through(backend):
     args = _on(backend, decoder_inputs(steps=0))
     outputs, grads, _ = forward_backward(_bound(backend.name), args)
