@@ -39,17 +39,6 @@ void check_shape(const Tensor& tensor, const char* name, at::IntArrayRef expecte
                 tensor.sizes());
 }
 
-// The kernels of the instruction set capability() chose.
-template <typename T>
-void run_forward(const AttentionForwardParams<T>& params) {
-    S2S_FAST_CPU_CALL(additive_attention_fwd, params);
-}
-
-template <typename T>
-void run_backward(const AttentionBackwardParams<T>& params) {
-    S2S_FAST_CPU_CALL(additive_attention_bwd, params);
-}
-
 std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, const Tensor& key_proj,
                                                       const Tensor& v, const Tensor& values,
                                                       const std::optional<Tensor>& mask) {
@@ -85,7 +74,7 @@ std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, 
             v_c.data_ptr<scalar_t>(), values_c.data_ptr<scalar_t>(),
             mask_c ? mask_c->data_ptr<bool>() : nullptr, context.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(),
             query_strides, key_strides, value_strides};
-        run_forward(params);
+        run_additive_attention_fwd(params);
     });
     return {context, weights};
 }
@@ -118,7 +107,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cpu(
             grad_context_c.data_ptr<scalar_t>(), grad_weights_c.data_ptr<scalar_t>(),
             grad_query.data_ptr<scalar_t>(), grad_key.data_ptr<scalar_t>(), grad_values.data_ptr<scalar_t>(),
             grad_v_partial.data_ptr<scalar_t>(), query_strides, key_strides, value_strides};
-        run_backward(params);
+        run_additive_attention_bwd(params);
     });
     // Batch rows' shares of grad_v, added in a fixed order: the same bits on every run.
     return {grad_query, grad_key, grad_v_partial.sum(0), grad_values};

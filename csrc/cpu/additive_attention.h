@@ -70,4 +70,15 @@ S2S_FAST_CPU_DECLARE_KERNELS(
     template <typename T> void additive_attention_fwd(const AttentionForwardParams<T>& params);
     template <typename T> void additive_attention_bwd(const AttentionBackwardParams<T>& params);)
 
+// The kernels of the instruction set capability() chose (for the bindings).
+template <typename T>
+inline void run_additive_attention_fwd(const AttentionForwardParams<T>& params) {
+    S2S_FAST_CPU_CALL(additive_attention_fwd, params);
+}
+
+template <typename T>
+inline void run_additive_attention_bwd(const AttentionBackwardParams<T>& params) {
+    S2S_FAST_CPU_CALL(additive_attention_bwd, params);
+}
+
 }  // namespace s2s_fast::cpu

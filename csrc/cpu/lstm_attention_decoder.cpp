@@ -31,26 +31,6 @@ using at::Tensor;
 
 constexpr const char* kOp = "cpu_lstm_attention_decoder";
 
-template <typename T>
-void step_forward(const LstmStepForwardParams<T>& params) {
-    S2S_FAST_CPU_CALL(lstm_step_fwd, params);
-}
-
-template <typename T>
-void step_backward(const LstmStepBackwardParams<T>& params) {
-    S2S_FAST_CPU_CALL(lstm_step_bwd, params);
-}
-
-template <typename T>
-void attend(const AttentionForwardParams<T>& params) {
-    S2S_FAST_CPU_CALL(additive_attention_fwd, params);
-}
-
-template <typename T>
-void attend_backward(const AttentionBackwardParams<T>& params) {
-    S2S_FAST_CPU_CALL(additive_attention_bwd, params);
-}
-
 struct Sizes {
     int64_t steps, batch, embed, hidden, keys, attn, value_size;
 };
@@ -146,13 +126,13 @@ lstm_attention_decoder_fwd_cpu(const Tensor& input, const Tensor& hx, const Tens
             const Tensor hidden_gates = recurrent_product(state);
             cell.step = t;
             cell.hidden_gates = hidden_gates.data_ptr<scalar_t>();
-            step_forward(cell);
+            run_lstm_step_fwd(cell);
             const Tensor h_t = hidden[t];
             Tensor q_t = query_proj[t];
             q_t.copy_(query_product(h_t));
             attention.query_proj = q_t.data_ptr<scalar_t>();
             attention.weights = weights[t].data_ptr<scalar_t>();
-            attend(attention);
+            run_additive_attention_fwd(attention);
             Tensor joined_t = joined[t];
             joined_t.narrow(1, 0, H).copy_(h_t);
             joined_t.narrow(1, H, s.value_size).copy_(context);
@@ -258,12 +238,12 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             attention.weights = weights_c[t].data_ptr<scalar_t>();
             attention.grad_weights = grad_weights_c ? (*grad_weights_c)[t].data_ptr<scalar_t>() : nullptr;
             attention.grad_query = grad_query_t.data_ptr<scalar_t>();
-            attend_backward(attention);
+            run_additive_attention_bwd(attention);
             Tensor grad_hidden_t = grad_hidden[t];
             at::add_out(grad_hidden_t, grad_joined.narrow(1, 0, H), query_back(grad_query_t));
             grad_hidden_t.add_(t == T - 1 ? grad_hy_c : carried.narrow(1, H, H));
             cell.step = t;
-            step_backward(cell);
+            run_lstm_step_bwd(cell);
             carried = recurrent_back(grad_gates[t]);
         }
     });

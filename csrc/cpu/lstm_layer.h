@@ -56,4 +56,15 @@ S2S_FAST_CPU_DECLARE_KERNELS(
     template <typename T> void lstm_step_fwd(const LstmStepForwardParams<T>& params);
     template <typename T> void lstm_step_bwd(const LstmStepBackwardParams<T>& params);)
 
+// The step kernels of the instruction set capability() chose (for the bindings).
+template <typename T>
+inline void run_lstm_step_fwd(const LstmStepForwardParams<T>& params) {
+    S2S_FAST_CPU_CALL(lstm_step_fwd, params);
+}
+
+template <typename T>
+inline void run_lstm_step_bwd(const LstmStepBackwardParams<T>& params) {
+    S2S_FAST_CPU_CALL(lstm_step_bwd, params);
+}
+
 }  // namespace s2s_fast::cpu
