@@ -27,9 +27,9 @@ A backend that implements ``lstm_cell`` but not ``lstm_layer`` (likewise GRU) se
 reference time loop around its own cell. Every backend serves ``linear``: one that does not implement it (the fused
 GPU backends: cuBLAS is the product there) with torch's own, the reference's, so that a model on any backend has its
 projections. An op built of other ops (``lstm_attention_decoder``: lstm_cell, linear and additive_attention step by
-step) is served by a backend without its own implementation as the reference's composition of that backend's ops
-(where it serves them all), and by auto, where no fused backend serves the call itself, as the composition of each
-op's auto choice.
+step; ``gru_attention_decoder`` likewise with gru_cell) is served by a backend without its own implementation as the
+reference's composition of that backend's ops (where it serves them all), and by auto, where no fused backend serves
+the call itself, as the composition of each op's auto choice.
 
 Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
@@ -68,6 +68,7 @@ OP_NAMES = (
     "log_softmax_max",
     "beam_candidates",
     "lstm_attention_decoder",
+    "gru_attention_decoder",
 )
 ENV_VAR = "S2S_FAST_BACKEND"
 
@@ -80,7 +81,8 @@ _TORCH_SERVES = frozenset({"linear", "dropout", "log_softmax_max", "beam_candida
 # Ops built of other ops, and those ops: a backend that does not implement one runs the reference's composition of it
 # on its own ops (where it serves them all); auto, when no fused backend serves the call itself, runs the composition
 # on each op's auto choice.
-_COMPOSED = {"lstm_attention_decoder": ("lstm_cell", "linear", "additive_attention")}
+_COMPOSED = {"lstm_attention_decoder": ("lstm_cell", "linear", "additive_attention"),
+             "gru_attention_decoder": ("gru_cell", "linear", "additive_attention")}
 # The fused backends auto tries, in order, on tensors of each device type (then the reference).
 _AUTO_FUSED = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "aten")}
 # Where cuDNN (the aten backend) was measured faster than the fused backends on a GPU: rows of (op, dtype, batch

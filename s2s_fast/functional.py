@@ -364,16 +364,48 @@ def lstm_attention_decoder(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, b
         (output [T, B, H], hy [B, H], cy [B, H], weights [T, B, S]).
     """
     op = "lstm_attention_decoder"
-    floats = _autocast((input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v,
-                        values, combine_weight, dropout_mask))
     (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, combine_weight,
-     dropout_mask) = floats
-    named = dict(input=input, hx=hx, cx=cx, feed=feed, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
-                 bias_hh=bias_hh, query_weight=query_weight, key_proj=key_proj, v=v, values=values,
-                 combine_weight=combine_weight, dropout_mask=dropout_mask)
+     dropout_mask) = _autocast((input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj,
+                                v, values, combine_weight, dropout_mask))
+    device = _check_attention_decoder(
+        op, 4, dict(input=input, hx=hx, cx=cx, feed=feed, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
+                    bias_hh=bias_hh, query_weight=query_weight, key_proj=key_proj, v=v, values=values,
+                    combine_weight=combine_weight, dropout_mask=dropout_mask), mask)
+    args = (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, mask,
+            combine_weight, dropout_mask)
+    return _dispatch(op, device, args, backend)
+
+
+def gru_attention_decoder(input, hx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values,
+                          mask, combine_weight, dropout_mask=None, *, backend=None):
+    """lstm_attention_decoder with a GRU cell (torch.nn.GRUCell's gate order r, z, n): for t = 0 .. T-1,
+        h_t = gru_cell([input_t; feed_{t-1}], h_{t-1}, weight_ih, weight_hh, bias_ih, bias_hh)
+    then the same attention, combination and dropout mask. weight_ih: [3H, E + H]. weight_hh: [3H, H]. bias_ih,
+    bias_hh: [3H] or None. The other arguments as lstm_attention_decoder's.
+
+    Returns:
+        (output [T, B, H], hy [B, H], weights [T, B, S]).
+    """
+    op = "gru_attention_decoder"
+    (input, hx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, combine_weight,
+     dropout_mask) = _autocast((input, hx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v,
+                                values, combine_weight, dropout_mask))
+    device = _check_attention_decoder(
+        op, 3, dict(input=input, hx=hx, feed=feed, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
+                    bias_hh=bias_hh, query_weight=query_weight, key_proj=key_proj, v=v, values=values,
+                    combine_weight=combine_weight, dropout_mask=dropout_mask), mask)
+    args = (input, hx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, mask,
+            combine_weight, dropout_mask)
+    return _dispatch(op, device, args, backend)
+
+
+def _check_attention_decoder(op: str, gates: int, named: dict, mask) -> torch.device:
+    """The attentional decoders' argument checks (``gates``: 4 for the LSTM, 3 for the GRU; ``named``: every
+    floating argument by name, cx only for the LSTM); returns the device."""
     for name, value in named.items():
         _require_tensor(op, name, value, optional=name in ("bias_ih", "bias_hh", "dropout_mask"))
     _, device = _float_tensors(op, named)
+    input, hx, key_proj, values = named["input"], named["hx"], named["key_proj"], named["values"]
     _require_dim(op, "input", input, (3,), "[T, B, E] (3-d, time-major)")
     _require_dim(op, "hx", hx, (2,), "[B, H] (2-d)")
     _require_dim(op, "key_proj", key_proj, (3,), "[B, S, A] (3-d)")
@@ -382,26 +414,26 @@ def lstm_attention_decoder(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, b
     hidden = hx.shape[1]
     keys, attn = key_proj.shape[1:]
     value_size = values.shape[2]
-    rows = 4 * hidden
-    for name, tensor, shape, meaning in (
-            ("hx", hx, (batch, hidden), "[B, H] (B from input)"),
-            ("cx", cx, (batch, hidden), "[B, H] (B from input, H from hx)"),
-            ("feed", feed, (batch, hidden), "[B, H] (B from input, H from hx)"),
-            ("weight_ih", weight_ih, (rows, embed + hidden), "[4H, E + H] (E from input, H from hx)"),
-            ("weight_hh", weight_hh, (rows, hidden), "[4H, H] (H from hx)"),
-            ("bias_ih", bias_ih, (rows,), "[4H]"), ("bias_hh", bias_hh, (rows,), "[4H]"),
-            ("query_weight", query_weight, (attn, hidden), "[A, H] (A from key_proj, H from hx)"),
-            ("key_proj", key_proj, (batch, keys, attn), "[B, S, A] (B from input)"),
-            ("v", v, (attn,), "[A] (A from key_proj)"),
-            ("values", values, (batch, keys, value_size), "[B, S, Dv] (B from input, S from key_proj)"),
-            ("combine_weight", combine_weight, (hidden, hidden + value_size),
-             "[H, H + Dv] (H from hx, Dv from values)"),
-            ("dropout_mask", dropout_mask, (steps, batch, hidden), "[T, B, H] (T, B from input, H from hx)")):
-        _require_shape(op, name, tensor, shape, meaning)
+    rows, g = gates * hidden, f"{gates}H"
+    expected = {
+        "hx": ((batch, hidden), "[B, H] (B from input)"),
+        "cx": ((batch, hidden), "[B, H] (B from input, H from hx)"),
+        "feed": ((batch, hidden), "[B, H] (B from input, H from hx)"),
+        "weight_ih": ((rows, embed + hidden), f"[{g}, E + H] (E from input, H from hx)"),
+        "weight_hh": ((rows, hidden), f"[{g}, H] (H from hx)"),
+        "bias_ih": ((rows,), f"[{g}]"), "bias_hh": ((rows,), f"[{g}]"),
+        "query_weight": ((attn, hidden), "[A, H] (A from key_proj, H from hx)"),
+        "key_proj": ((batch, keys, attn), "[B, S, A] (B from input)"),
+        "v": ((attn,), "[A] (A from key_proj)"),
+        "values": ((batch, keys, value_size), "[B, S, Dv] (B from input, S from key_proj)"),
+        "combine_weight": ((hidden, hidden + value_size), "[H, H + Dv] (H from hx, Dv from values)"),
+        "dropout_mask": ((steps, batch, hidden), "[T, B, H] (T, B from input, H from hx)"),
+    }
+    for name, tensor in named.items():
+        if name in expected:
+            _require_shape(op, name, tensor, *expected[name])
     _check_mask(op, mask, batch, keys, device)
-    args = (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, mask,
-            combine_weight, dropout_mask)
-    return _dispatch(op, device, args, backend)
+    return device
 
 
 def linear(input, weight, bias=None, *, backend=None):

@@ -21,16 +21,6 @@ using at::Tensor;
 
 constexpr const char* kOp = "cpu_gru_layer";
 
-template <typename T>
-void run_step_forward(const GruStepForwardParams<T>& params) {
-    S2S_FAST_CPU_CALL(gru_step_fwd, params);
-}
-
-template <typename T>
-void run_step_backward(const GruStepBackwardParams<T>& params) {
-    S2S_FAST_CPU_CALL(gru_step_bwd, params);
-}
-
 std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const Tensor& hx, const Tensor& weight_ih,
                                                      const Tensor& weight_hh, const std::optional<Tensor>& bias_ih,
                                                      const std::optional<Tensor>& bias_hh,
@@ -75,7 +65,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const 
         for (int64_t step = 0; step < steps; ++step) {
             per_step.out(hidden_gates, h);
             params.step = step;
-            run_step_forward(params);
+            run_gru_step_fwd(params);
         }
     });
     return {output, h, gates};
@@ -116,7 +106,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
         for (int64_t step = steps - 1; step >= 0; --step) {
             params.step = step;
             params.recurrent = step == steps - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
-            run_step_backward(params);
+            run_gru_step_bwd(params);
             recurrent_product.out(
                 recurrent, gathered ? step_grad_hidden : grad_hidden_gates[reverse ? steps - 1 - step : step]);
         }

@@ -56,4 +56,15 @@ S2S_FAST_CPU_DECLARE_KERNELS(
     template <typename T> void gru_step_fwd(const GruStepForwardParams<T>& params);
     template <typename T> void gru_step_bwd(const GruStepBackwardParams<T>& params);)
 
+// The step kernels of the instruction set capability() chose (for the bindings).
+template <typename T>
+inline void run_gru_step_fwd(const GruStepForwardParams<T>& params) {
+    S2S_FAST_CPU_CALL(gru_step_fwd, params);
+}
+
+template <typename T>
+inline void run_gru_step_bwd(const GruStepBackwardParams<T>& params) {
+    S2S_FAST_CPU_CALL(gru_step_bwd, params);
+}
+
 }  // namespace s2s_fast::cpu

@@ -5,7 +5,9 @@ and weight gradients over all steps); and the cells (a layer's single step) and 
 oneDNN on x86 CPUs that are not Intel's, where torch's own (MKL's) float32 GEMM runs at under half its rate
 (``products_library``, csrc/cpu/products.h); and dropout, whose mask it makes from a hash of each element's index
 and a per-call seed instead of torch's per-element draws (csrc/cpu/dropout.h); and the decoders' choices of the
-next tokens without writing the log-probabilities: greedy's (log_softmax_max) and beam search's (beam_candidates).
+next tokens without writing the log-probabilities: greedy's (log_softmax_max) and beam search's (beam_candidates);
+and the teacher-forced attentional LSTM and GRU decoders (lstm_attention_decoder, gru_attention_decoder), one op
+each, whose backward sums the steps' weight and attention gradients without autograd's per-step sums.
 
 Available on CPU tensors when the library was built (every install with a C++ compiler builds it). Auto tries it
 first on a CPU (the cells and linear only where its products go through oneDNN and the call is large enough:
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from . import (additive_attention, beam_candidates, dropout, gru_cell, gru_layer, linear, log_softmax_max,
-               lstm_attention_decoder, lstm_cell, lstm_layer)
+from . import (additive_attention, beam_candidates, dropout, gru_attention_decoder, gru_cell, gru_layer, linear,
+               log_softmax_max, lstm_attention_decoder, lstm_cell, lstm_layer)
 from .compiled import MISSING_REASON, extension_module
 
 OPS = {
@@ -32,6 +34,7 @@ OPS = {
     "log_softmax_max": log_softmax_max.log_softmax_max,
     "beam_candidates": beam_candidates.beam_candidates,
     "lstm_attention_decoder": lstm_attention_decoder.lstm_attention_decoder,
+    "gru_attention_decoder": gru_attention_decoder.gru_attention_decoder,
 }
 LIMITS = {
     "additive_attention": additive_attention.additive_attention_limit,
@@ -44,6 +47,7 @@ LIMITS = {
     "log_softmax_max": log_softmax_max.log_softmax_max_limit,
     "beam_candidates": beam_candidates.beam_candidates_limit,
     "lstm_attention_decoder": lstm_attention_decoder.lstm_attention_decoder_limit,
+    "gru_attention_decoder": gru_attention_decoder.gru_attention_decoder_limit,
 }
 
 if extension_module is not None:
@@ -55,6 +59,7 @@ if extension_module is not None:
     log_softmax_max.register()
     beam_candidates.register()
     lstm_attention_decoder.register()
+    gru_attention_decoder.register()
 
 # The library of the kernels' float32 products, "onednn" or "aten", as csrc/cpu/products.h chose it at load time;
 # kept here so that auto can read it under torch.compile (use_products changes both).

@@ -6,7 +6,8 @@ Decoder step t (Luong et al. 2015, with Bahdanau's additive score as one choice 
     c_t, weights_t = attention(h_t, encoder outputs)      (c_t = encoder summary for attention "none")
     a_t = tanh(W_c [h_t; c_t]);  logits_t = W_y a_t + b_y
 Without input feeding the decoder RNN runs over the whole target in one call and attention takes all queries at once;
-with it, a one-layer LSTM decoder with Bahdanau attention is one call of F.lstm_attention_decoder in training.
+with it, a one-layer decoder with Bahdanau attention is one call of F.lstm_attention_decoder (or its GRU twin) in
+training.
 """
 
 from __future__ import annotations
@@ -224,24 +225,29 @@ class Seq2Seq(nn.Module):
 
     @property
     def _one_op_decoder(self) -> bool:
-        """Whether the teacher-forced decoder is one call of F.lstm_attention_decoder: an LSTM of one layer with
-        input feeding and Bahdanau attention (the op is that decoder)."""
+        """Whether the teacher-forced decoder is one call of F.lstm_attention_decoder or F.gru_attention_decoder: an
+        RNN of one layer with input feeding and Bahdanau attention (the ops are that decoder)."""
         c = self.config
-        return self.is_lstm and c.decoder_layers == 1 and c.input_feeding and c.attention == "bahdanau"
+        return c.decoder_layers == 1 and c.input_feeding and c.attention == "bahdanau"
 
     def _attentional_sequence(self, embedded: torch.Tensor, state: DecoderState,
                               encoded: EncoderOutput) -> torch.Tensor:
         """embedded [B, T, E] -> the attentional states [B, T, H] of every step, in one op; the same equations
         as decode_step's loop, the dropout of the attentional states drawn for all steps at once."""
-        (h, c), feed = state
+        hidden, feed = state
         batch, steps = embedded.shape[:2]
         dropout_mask = None
         if self.training and self.dropout.p > 0:
             dropout_mask = self.dropout(embedded.new_ones(steps, batch, self.config.hidden_size))
-        output, _, _, _ = F.lstm_attention_decoder(
-            embedded.transpose(0, 1), h[0], c[0], feed, *layer_weights(self.decoder, 0, 0),
-            self.attention.query_layer.weight, encoded.key_proj, self.attention.v, encoded.memory, encoded.mask,
-            self.combine.weight, dropout_mask, backend=self.config.backend)
+        attention = (self.attention.query_layer.weight, encoded.key_proj, self.attention.v, encoded.memory,
+                     encoded.mask, self.combine.weight, dropout_mask)
+        weights = layer_weights(self.decoder, 0, 0)
+        if self.is_lstm:
+            output = F.lstm_attention_decoder(embedded.transpose(0, 1), hidden[0][0], hidden[1][0], feed, *weights,
+                                              *attention, backend=self.config.backend)[0]
+        else:
+            output = F.gru_attention_decoder(embedded.transpose(0, 1), hidden[0], feed, *weights, *attention,
+                                             backend=self.config.backend)[0]
         return output.transpose(0, 1)
 
     def _scheduled_sampling(self, tgt_in: torch.Tensor, state: DecoderState, encoded: EncoderOutput, rate: float,

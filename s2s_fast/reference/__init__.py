@@ -8,6 +8,7 @@ from .additive_attention import additive_attention
 from .beam_candidates import beam_candidates
 from .dot_attention import dot_attention
 from .dropout import dropout
+from .gru_attention_decoder import gru_attention_decoder
 from .gru_cell import gru_cell
 from .gru_layer import gru_layer
 from .linear import linear
@@ -28,6 +29,7 @@ OPS = {
     "log_softmax_max": log_softmax_max,
     "beam_candidates": beam_candidates,
     "lstm_attention_decoder": lstm_attention_decoder,
+    "gru_attention_decoder": gru_attention_decoder,
 }
 LIMITS: dict = {}
 
