@@ -24,6 +24,11 @@ struct DecoderSizes {
     int64_t steps, batch, embed, hidden, keys, attn, value_size;
 };
 
+// The gradients of the readout's own inputs, in the operators' order.
+struct ReadoutGradients {
+    Tensor query_weight, key_proj, v, values, combine_weight, dropout_mask;
+};
+
 inline std::optional<Tensor> contiguous_or_none(const std::optional<Tensor>& tensor) {
     return tensor ? std::optional<Tensor>(tensor->contiguous()) : std::nullopt;
 }
@@ -186,18 +191,18 @@ class ReadoutBackward {
         at::add_out(grad_hidden, grad_joined.narrow(1, 0, s_.hidden), query_back_(grad_query_t));
     }
 
-    // After every step: the weights' gradients, each one product over all steps (through ATen: MKL reads the
-    // transposed gradients as they are, where oneDNN's linear copied them first), given every step's h_t.
-    Tensor grad_query_weight(const Tensor& hidden) const {
-        return at::mm(grad_query_.view({s_.steps * s_.batch, s_.attn}).t(),
-                      hidden.reshape({s_.steps * s_.batch, s_.hidden}));
+    // After every step, given every step's h_t: the weights' gradients, each one product over all steps (through
+    // ATen: MKL reads the transposed gradients as they are, where oneDNN's linear copied them first), and grad_v from
+    // the batch rows' shares added in a fixed order (the same bits on every run).
+    ReadoutGradients gradients(const Tensor& hidden) const {
+        const int64_t rows = s_.steps * s_.batch;
+        return {at::mm(grad_query_.view({rows, s_.attn}).t(), hidden.reshape({rows, s_.hidden})),
+                grad_key,
+                grad_v_partial_.sum(0),
+                grad_values,
+                at::mm(grad_combined_.view({rows, s_.hidden}).t(), joined_.reshape({rows, s_.hidden + s_.value_size})),
+                grad_dropout_mask};
     }
-    Tensor grad_combine_weight() const {
-        return at::mm(grad_combined_.view({s_.steps * s_.batch, s_.hidden}).t(),
-                      joined_.reshape({s_.steps * s_.batch, s_.hidden + s_.value_size}));
-    }
-    // Batch rows' shares of grad_v, added in a fixed order: the same bits on every run.
-    Tensor grad_v() const { return grad_v_partial_.sum(0); }
 
     Tensor grad_key, grad_values, grad_dropout_mask;
 

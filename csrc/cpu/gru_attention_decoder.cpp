@@ -124,7 +124,7 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     const Product hidden_back(weight_hh, /*repeated=*/T > 1);
     Tensor recurrent;  // [B, H]: grad_hidden_gates of step t + 1 @ weight_hh
     Tensor carried;    // [B, H]: the gradient of feed_t through step t + 1's input gates
-    Tensor grad_query_weight, grad_key, grad_v, grad_values, grad_combine_weight, grad_dropout_mask;
+    ReadoutGradients readout_grads;
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_gru_attention_decoder_bwd", [&] {
         ReadoutBackward<scalar_t> readout(kOp, s, grad_output, grad_weights, query_weight, key_proj, v, values,
                                           combine_weight, dropout_mask, output, weights, query_proj, joined,
@@ -142,17 +142,13 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             recurrent = hidden_back(grad_hidden_gates[t]);
             carried = feed_back(grad_input_gates[t]);
         }
-        grad_query_weight = readout.grad_query_weight(hidden);
-        grad_combine_weight = readout.grad_combine_weight();
-        grad_key = readout.grad_key;
-        grad_v = readout.grad_v();
-        grad_values = readout.grad_values;
-        grad_dropout_mask = readout.grad_dropout_mask;
+        readout_grads = readout.gradients(hidden);
     });
     if (T == 0) {
         return {at::zeros_like(input), grad_hy.clone(), at::zeros_like(feed), at::zeros_like(weight_ih),
-                at::zeros_like(weight_hh), at::zeros({G}, options), at::zeros({G}, options), grad_query_weight,
-                grad_key, grad_v, grad_values, grad_combine_weight, grad_dropout_mask};
+                at::zeros_like(weight_hh), at::zeros({G}, options), at::zeros({G}, options),
+                readout_grads.query_weight, readout_grads.key_proj, readout_grads.v, readout_grads.values,
+                readout_grads.combine_weight, readout_grads.dropout_mask};
     }
     // Every weight's gradient in one product over all steps: x_t = [input_t | feed_{t-1}], and h_{t-1}.
     const Tensor previous_feed = at::cat({feed.unsqueeze(0), output.narrow(0, 0, T - 1)}, 0);
@@ -168,12 +164,12 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             at::mm(flat_hidden_grad.t(), previous_hidden.view({T * B, H})),
             flat_input_grad.sum(0),
             flat_hidden_grad.sum(0),
-            grad_query_weight,
-            grad_key,
-            grad_v,
-            grad_values,
-            grad_combine_weight,
-            grad_dropout_mask};
+            readout_grads.query_weight,
+            readout_grads.key_proj,
+            readout_grads.v,
+            readout_grads.values,
+            readout_grads.combine_weight,
+            readout_grads.dropout_mask};
 }
 
 }  // namespace

@@ -128,7 +128,7 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     Tensor dc = grad_cy.contiguous().clone();
     const Product recurrent_back(recurrent_weight(weight_ih, weight_hh, s), /*repeated=*/T > 1);
     Tensor carried;  // [B, 2H]: the gradient of [feed_t | h_t] through step t + 1's gates (grad_gates @ weight)
-    Tensor grad_query_weight, grad_key, grad_v, grad_values, grad_combine_weight, grad_dropout_mask;
+    ReadoutGradients readout_grads;
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_attention_decoder_bwd", [&] {
         ReadoutBackward<scalar_t> readout(kOp, s, grad_output, grad_weights, query_weight, key_proj, v, values,
                                           combine_weight, dropout_mask, output, weights, query_proj, joined,
@@ -145,17 +145,13 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             run_lstm_step_bwd(cell);
             carried = recurrent_back(grad_gates[t]);
         }
-        grad_query_weight = readout.grad_query_weight(hidden);
-        grad_combine_weight = readout.grad_combine_weight();
-        grad_key = readout.grad_key;
-        grad_v = readout.grad_v();
-        grad_values = readout.grad_values;
-        grad_dropout_mask = readout.grad_dropout_mask;
+        readout_grads = readout.gradients(hidden);
     });
     if (T == 0) {
         return {at::zeros_like(input), grad_hy.clone(), grad_cy.clone(), at::zeros_like(feed),
-                at::zeros_like(weight_ih), at::zeros_like(weight_hh), at::zeros({G}, options), grad_query_weight,
-                grad_key, grad_v, grad_values, grad_combine_weight, grad_dropout_mask};
+                at::zeros_like(weight_ih), at::zeros_like(weight_hh), at::zeros({G}, options),
+                readout_grads.query_weight, readout_grads.key_proj, readout_grads.v, readout_grads.values,
+                readout_grads.combine_weight, readout_grads.dropout_mask};
     }
     // Every weight's gradient in one product over all steps: [x_t | h_{t-1}] = [input_t | feed_{t-1} | h_{t-1}].
     const Tensor previous_feed = at::cat({feed.unsqueeze(0), output.narrow(0, 0, T - 1)}, 0);
@@ -171,12 +167,12 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             grad_weight_all.narrow(1, 0, s.embed + H).contiguous(),
             grad_weight_all.narrow(1, s.embed + H, H).contiguous(),
             flat_gates.sum(0),
-            grad_query_weight,
-            grad_key,
-            grad_v,
-            grad_values,
-            grad_combine_weight,
-            grad_dropout_mask};
+            readout_grads.query_weight,
+            readout_grads.key_proj,
+            readout_grads.v,
+            readout_grads.values,
+            readout_grads.combine_weight,
+            readout_grads.dropout_mask};
 }
 
 }  // namespace

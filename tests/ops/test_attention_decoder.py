@@ -71,7 +71,8 @@ def _bound(op, name):
                          ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 @each_op
 def test_matches_the_reference_in_float64(backend, op, options):
-    compare_with_reference(_bound(op, backend.name), _bound(op, "reference"), _on(backend, decoder_inputs(op, **options)))
+    compare_with_reference(_bound(op, backend.name), _bound(op, "reference"),
+                           _on(backend, decoder_inputs(op, **options)))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
