@@ -125,6 +125,8 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     Tensor recurrent;  // [B, H]: grad_hidden_gates of step t + 1 @ weight_hh
     Tensor carried;    // [B, H]: the gradient of feed_t through step t + 1's input gates
     ReadoutGradients readout_grads;
+    // The state before each step (the initial one, then the previous step's), for the weight gradients.
+    Tensor feed_before = at::empty({T, B, H}, options), hidden_before = at::empty({T, B, H}, options);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_gru_attention_decoder_bwd", [&] {
         ReadoutBackward<scalar_t> readout(kOp, s, grad_output, grad_weights, query_weight, key_proj, v, values,
                                           combine_weight, dropout_mask, output, weights, query_proj, joined,
@@ -143,6 +145,8 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             carried = feed_back(grad_input_gates[t]);
         }
         readout_grads = readout.gradients(hidden);
+        previous_hidden<scalar_t>(output.contiguous(), feed.contiguous(), nullptr, false, feed_before);
+        previous_hidden<scalar_t>(hidden_c, hx_c, nullptr, false, hidden_before);
     });
     if (T == 0) {
         return {at::zeros_like(input), grad_hy.clone(), at::zeros_like(feed), at::zeros_like(weight_ih),
@@ -151,9 +155,7 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
                 readout_grads.combine_weight, readout_grads.dropout_mask};
     }
     // Every weight's gradient in one product over all steps: x_t = [input_t | feed_{t-1}], and h_{t-1}.
-    const Tensor previous_feed = at::cat({feed.unsqueeze(0), output.narrow(0, 0, T - 1)}, 0);
-    const Tensor previous_hidden = at::cat({hx.unsqueeze(0), hidden.narrow(0, 0, T - 1)}, 0);
-    const Tensor step_inputs = at::cat({input, previous_feed}, 2).view({T * B, s.embed + H});
+    const Tensor step_inputs = at::cat({input, feed_before}, 2).view({T * B, s.embed + H});
     const Tensor flat_input_grad = grad_input_gates.view({T * B, G});
     const Tensor flat_hidden_grad = grad_hidden_gates.view({T * B, G});
     const Tensor grad_input = Product(weight_ih.narrow(1, 0, s.embed))(flat_input_grad).view({T, B, s.embed});
@@ -161,7 +163,7 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             dh + recurrent,
             carried,
             at::mm(flat_input_grad.t(), step_inputs),
-            at::mm(flat_hidden_grad.t(), previous_hidden.view({T * B, H})),
+            at::mm(flat_hidden_grad.t(), hidden_before.view({T * B, H})),
             flat_input_grad.sum(0),
             flat_hidden_grad.sum(0),
             readout_grads.query_weight,

@@ -129,6 +129,8 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     const Product recurrent_back(recurrent_weight(weight_ih, weight_hh, s), /*repeated=*/T > 1);
     Tensor carried;  // [B, 2H]: the gradient of [feed_t | h_t] through step t + 1's gates (grad_gates @ weight)
     ReadoutGradients readout_grads;
+    // The state before each step (the initial one, then the previous step's), for the weight gradients.
+    Tensor feed_before = at::empty({T, B, H}, options), hidden_before = at::empty({T, B, H}, options);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_attention_decoder_bwd", [&] {
         ReadoutBackward<scalar_t> readout(kOp, s, grad_output, grad_weights, query_weight, key_proj, v, values,
                                           combine_weight, dropout_mask, output, weights, query_proj, joined,
@@ -146,6 +148,8 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             carried = recurrent_back(grad_gates[t]);
         }
         readout_grads = readout.gradients(hidden);
+        previous_hidden<scalar_t>(output.contiguous(), feed.contiguous(), nullptr, false, feed_before);
+        previous_hidden<scalar_t>(hidden.contiguous(), hx.contiguous(), nullptr, false, hidden_before);
     });
     if (T == 0) {
         return {at::zeros_like(input), grad_hy.clone(), grad_cy.clone(), at::zeros_like(feed),
@@ -154,9 +158,7 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
                 readout_grads.combine_weight, readout_grads.dropout_mask};
     }
     // Every weight's gradient in one product over all steps: [x_t | h_{t-1}] = [input_t | feed_{t-1} | h_{t-1}].
-    const Tensor previous_feed = at::cat({feed.unsqueeze(0), output.narrow(0, 0, T - 1)}, 0);
-    const Tensor previous_hidden = at::cat({hx.unsqueeze(0), hidden.narrow(0, 0, T - 1)}, 0);
-    const Tensor step_inputs = at::cat({input, previous_feed, previous_hidden}, 2).view({T * B, s.embed + 2 * H});
+    const Tensor step_inputs = at::cat({input, feed_before, hidden_before}, 2).view({T * B, s.embed + 2 * H});
     const Tensor flat_gates = grad_gates.view({T * B, G});
     const Tensor grad_weight_all = at::mm(flat_gates.t(), step_inputs);  // [4H, E + 2H]
     const Tensor grad_input = Product(weight_ih.narrow(1, 0, s.embed))(flat_gates).view({T, B, s.embed});
