@@ -233,15 +233,85 @@ def open_checkpoint(path: str | Path, which: str = "best",
                     device: torch.device | str = "cpu") -> tuple[Path, Seq2Seq, Task, dict]:
     """(checkpoint directory, model, task, training configuration) of the checkpoint ``find_checkpoint`` names.
     When a run training in ``path`` meanwhile prunes that checkpoint, this follows the pointer to its successor."""
-    checkpoint = find_checkpoint(path, which)
+    checkpoints, model, task, train_config = open_averaged(path, which, 1, device)
+    return checkpoints[0], model, task, train_config
+
+
+def _step_of(checkpoint: Path) -> int | None:
+    """The step in a checkpoint directory's name (``step-00001000``: 1000), None for another name."""
+    digits = checkpoint.name[len(PREFIX):]
+    return int(digits) if checkpoint.name.startswith(PREFIX) and digits.isdigit() else None
+
+
+def select_checkpoints(path: str | Path, which: str = "best", average: int = 1) -> list[Path]:
+    """The checkpoints whose weights ``open_averaged`` averages, oldest first: the one ``find_checkpoint(path,
+    which)`` names and the ``average - 1`` newest of its run before it (those on disk: a run keeps the best and
+    ``--keep-checkpoints`` recent ones). Fewer than ``average`` on disk raise ValueError saying how many there are."""
+    if isinstance(average, bool) or not isinstance(average, int) or average < 1:
+        raise ValueError(f"the number of checkpoints to average must be a positive integer, got {average!r}")
+    last = find_checkpoint(path, which)
+    if average == 1:
+        return [last]
+    root, end = last.parent, _step_of(last)
+    if root.name != CHECKPOINTS or end is None:
+        raise ValueError(f"{last}: averaging {average} checkpoints takes them from a training run's {CHECKPOINTS}/ "
+                         f"directory, and this checkpoint is not in one; give the run's directory")
+    steps = sorted((step, candidate) for candidate in root.iterdir()
+                   if (step := _step_of(candidate)) is not None and step <= end
+                   and (candidate / MODEL_WEIGHTS).is_file())
+    chosen = [candidate for _, candidate in steps[-average:]]
+    if len(chosen) < average:
+        raise ValueError(f"{run_directory(last)}: averaging {average} checkpoints up to {last.name} ({which}) needs "
+                         f"{average}, and {len(chosen)} are on disk ({', '.join(c.name for c in chosen)}); a run "
+                         f"keeps the best and --keep-checkpoints recent ones (train with --keep-checkpoints "
+                         f"{average}), or average up to the last one (--checkpoint last)")
+    return chosen
+
+
+def average_models(models: list[Seq2Seq], checkpoints: list[Path]) -> Seq2Seq:
+    """The first model with every floating-point weight replaced by the mean over ``models`` (accumulated in
+    float64), the usual averaging of a run's last checkpoints: one model, decoded at one model's cost. The models
+    must share their configuration; integer buffers must be equal. ``checkpoints`` name them in errors."""
+    first = models[0]
+    for model, checkpoint in zip(models[1:], checkpoints[1:]):
+        if model.config != first.config:
+            raise ValueError(f"{checkpoint} cannot be averaged with {checkpoints[0]}: their model configurations "
+                             "differ")
+    states = [model.state_dict() for model in models]
+    averaged = {}
+    with torch.no_grad():
+        for name, tensor in states[0].items():
+            values = [state[name] for state in states]
+            if tensor.is_floating_point():
+                averaged[name] = torch.stack([value.double() for value in values]).mean(0).to(tensor.dtype)
+            elif not all(torch.equal(value, tensor) for value in values[1:]):
+                raise ValueError(f"{checkpoints[0]}: {name} is not a weight and differs between the checkpoints "
+                                 "averaged")
+            else:
+                averaged[name] = tensor
+    first.load_state_dict(averaged)
+    return first
+
+
+def open_averaged(path: str | Path, which: str = "best", average: int = 1,
+                  device: torch.device | str = "cpu") -> tuple[list[Path], Seq2Seq, Task, dict]:
+    """(checkpoints, model, task, training configuration): with ``average`` 1 the checkpoint ``find_checkpoint``
+    names; with more, the mean of the weights of the checkpoints ``select_checkpoints`` names (the task and
+    training configuration are the last one's). When a run training in ``path`` meanwhile prunes one of them, this
+    follows the pointers again."""
+    checkpoints = select_checkpoints(path, which, average)
     for attempt in range(MAX_RELOADS):
         try:
-            return (checkpoint, *load_checkpoint(checkpoint, device))
+            loaded = [load_checkpoint(checkpoint, "cpu") for checkpoint in checkpoints]
+            break
         except FileNotFoundError:
-            moved = find_checkpoint(path, which)
-            if moved == checkpoint or attempt == MAX_RELOADS - 1:
+            moved = select_checkpoints(path, which, average)
+            if moved == checkpoints or attempt == MAX_RELOADS - 1:
                 raise
-            checkpoint = moved
+            checkpoints = moved
+    model = average_models([model for model, _, _ in loaded], checkpoints) if average > 1 else loaded[0][0]
+    _, task, train_config = loaded[-1]
+    return checkpoints, model.to(device), task, train_config
 
 
 def run_directory(checkpoint: Path) -> Path:
@@ -251,24 +321,26 @@ def run_directory(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else checkpoint
 
 
-def open_models(paths, which: str = "best", device: torch.device | str = "cpu",
-                same_data: bool = False) -> tuple[list[Path], Seq2Seq | Ensemble, Task]:
-    """(checkpoint directories, model, task) for one run or several: several become an Ensemble, decoding with the
-    first one's task, and must share its vocabularies (and sentencepiece models); with ``same_data`` (scoring on a
-    split) also its data settings. A difference raises ValueError naming both runs."""
+def open_models(paths, which: str = "best", device: torch.device | str = "cpu", same_data: bool = False,
+                average: int = 1) -> tuple[list[list[Path]], Seq2Seq | Ensemble, Task]:
+    """(checkpoint directories per run, model, task) for one run or several: several become an Ensemble, decoding
+    with the first one's task, and must share its vocabularies (and sentencepiece models); with ``same_data``
+    (scoring on a split) also its data settings. A difference raises ValueError naming both runs. With ``average``
+    above 1 each run's model is the mean of its last ``average`` checkpoints up to the one ``which`` names
+    (``open_averaged``); each run's list holds them oldest first, the one ``which`` names last."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise ValueError("no run given")
     checkpoints, models, task = [], [], None
     for path in paths:
-        checkpoint, model, member_task, _ = open_checkpoint(path, which, device)
+        members, model, member_task, _ = open_averaged(path, which, average, device)
         if task is not None:
             reason = task.differs_from(member_task, data=same_data)
             if reason is not None:
                 raise ValueError(f"{path} cannot join an ensemble with {paths[0]}: {reason}")
         else:
             task = member_task
-        checkpoints.append(checkpoint)
+        checkpoints.append(members)
         models.append(model)
     return checkpoints, (models[0] if len(models) == 1 else Ensemble(models)), task
 

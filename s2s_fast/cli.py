@@ -146,7 +146,7 @@ def _decode(args) -> int:
     from .checkpoint import open_models
     from .inference import translate
 
-    checkpoints, model, task = open_models(args.run, args.checkpoint, resolve_device(args.device))
+    members, model, task = open_models(args.run, args.checkpoint, resolve_device(args.device), average=args.average)
     lines = _read_inputs(args.input)
     sources = []
     for number, line in enumerate(lines, 1):
@@ -171,9 +171,12 @@ def _decode(args) -> int:
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         # The checkpoint(s) decoded, after the flags: --checkpoint's "best" or "last" must not hide which one it was.
-        names = [str(c) for c in checkpoints]
+        names = [str(run[-1]) for run in members]
         settings = {**{k: v for k, v in vars(args).items() if k != "handler"},
                     "checkpoint": names[0] if len(names) == 1 else names, "which_checkpoint": args.checkpoint}
+        if args.average > 1:
+            averaged = [[str(c) for c in run] for run in members]
+            settings["averaged"] = averaged[0] if len(averaged) == 1 else averaged
         Path(f"{args.output}.config.json").write_text(json.dumps(settings, indent=1) + "\n")
     else:
         sys.stdout.write(text)
@@ -195,12 +198,16 @@ def _evaluate(args) -> int:
 
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,
-                          batch_tokens=args.batch_tokens, device=resolve_device(args.device))
+                          batch_tokens=args.batch_tokens, device=resolve_device(args.device), average=args.average)
     if isinstance(report["checkpoint"], list):
         members = ", ".join(f"{run_directory(Path(c)).name}/{Path(c).name}" for c in report["checkpoint"])
         model = f"ensemble of {len(report['checkpoint'])}: {members}"
     else:
         model = Path(report["checkpoint"]).name
+    if args.average > 1:
+        averaged = report["averaged"] if isinstance(report["checkpoint"], list) else [report["averaged"]]
+        model += ", " + "; ".join(f"the average of {len(run)} checkpoints {Path(run[0]).name}..{Path(run[-1]).name}"
+                                  for run in averaged)
     print(f"{report['task']} {report['split']}: {report['summary']}  ({report['examples']} examples, beam "
           f"{report['beam_size']}, {model}, {report['seconds']:.0f} s)")
     print(f"details: {report['files']}", file=sys.stderr)
@@ -213,6 +220,9 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                              "decode as one ensemble (their log-probabilities averaged at every step)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="which checkpoint of DIR (default: best on dev, else last)")
+    parser.add_argument("--average", type=int, default=1, metavar="N",
+                        help="average the weights of N checkpoints of DIR: the one --checkpoint names and the N-1 "
+                             "before it on disk (train with --keep-checkpoints N to keep them) (default 1)")
     parser.add_argument("--beam-size", type=int, default=5, help="1 is greedy search (default 5)")
     parser.add_argument("--length-penalty", type=float, default=0.0, help="GNMT length penalty alpha (default 0)")
     parser.add_argument("--batch-tokens", type=int, default=6000, help="source tokens per decoding batch")

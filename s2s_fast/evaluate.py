@@ -33,13 +33,17 @@ def score_items(model: Seq2Seq | Ensemble, task: Task, items: Sequence[EvalItem]
 
 
 def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5, length_penalty: float = 0.0,
-                 max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu") -> dict:
+                 max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu",
+                 average: int = 1) -> dict:
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under
     ``<run>/evaluations/`` (next to the checkpoints) and returns the report. ``path`` may name several runs of the
     same task and data: they are scored as one ensemble (s2s_fast.models.Ensemble), the files written under the
-    first run and named after every member."""
+    first run and named after every member. With ``average`` above 1 each run's model is the mean of its last
+    ``average`` checkpoints up to the one ``checkpoint`` names (s2s_fast.checkpoint.open_averaged); the report lists
+    them under "averaged" and the files' names end in ``-avgN``."""
     started = time.perf_counter()
-    checkpoint_dirs, model, task = open_models(path, checkpoint, device, same_data=True)
+    members, model, task = open_models(path, checkpoint, device, same_data=True, average=average)
+    checkpoint_dirs = [run[-1] for run in members]
     items = evenly_spaced(task.evaluation_items(split), max_examples)
     metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
     ensemble = len(checkpoint_dirs) > 1
@@ -47,16 +51,20 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
               "task": task.name, "split": split, "examples": len(items),
               "beam_size": beam_size, "length_penalty": length_penalty, "max_examples": max_examples,
               "device": str(device), "seconds": round(time.perf_counter() - started, 2), "metrics": metrics,
-              "summary": task.format_metrics(metrics)}
+              "summary": task.format_metrics(metrics), "average": average}
+    if average > 1:
+        averaged = [[str(c) for c in run] for run in members]
+        report["averaged"] = averaged if ensemble else averaged[0]
     out_dir = run_directory(checkpoint_dirs[0]) / EVALUATIONS
     out_dir.mkdir(exist_ok=True)
     if ensemble:
-        members = "+".join(f"{run_directory(c).name}.{c.name}" for c in checkpoint_dirs)
-        if len(members) > 160:  # a file name stays under the file systems' 255 bytes
-            members = f"{len(checkpoint_dirs)}-{hashlib.sha1(members.encode()).hexdigest()[:12]}"
-        stem = f"{split}-ensemble-{members}-beam{beam_size}"
+        names = "+".join(f"{run_directory(c).name}.{c.name}" for c in checkpoint_dirs)
+        if len(names) > 160:  # a file name stays under the file systems' 255 bytes
+            names = f"{len(checkpoint_dirs)}-{hashlib.sha1(names.encode()).hexdigest()[:12]}"
+        stem = f"{split}-ensemble-{names}"
     else:
-        stem = f"{split}-{checkpoint_dirs[0].name}-beam{beam_size}"
+        stem = f"{split}-{checkpoint_dirs[0].name}"
+    stem += f"-avg{average}-beam{beam_size}" if average > 1 else f"-beam{beam_size}"
     (out_dir / f"{stem}.hyp").write_text("".join(f"{item.source}\t{task.target_text(h)}\n"
                                                  for item, h in zip(items, hypotheses)))
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -1,0 +1,146 @@
+"""Averaging a run's last checkpoints (decode / evaluate --average N, s2s_fast.checkpoint.open_averaged): the mean of
+their weights, taken from the checkpoints on disk up to the one --checkpoint names, refused with a message saying
+what is there when they are not; tied weights averaged once; a reader racing the run that prunes follows it."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_run_directory import QUIET, TINY, _run
+
+from s2s_fast import checkpoint as ckpt
+from s2s_fast.models import Seq2Seq, Seq2SeqConfig
+from s2s_fast.train import train
+from s2s_fast.train_config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A toy run of 6 steps saving every 2 and keeping all three checkpoints (no dev evaluation: no best)."""
+    run = tmp_path_factory.mktemp("averaging") / "run"
+    train(TrainConfig(output_dir=str(run), max_steps=6, eval_every=0, save_every=2, keep_checkpoints=3, **TINY),
+          **QUIET)
+    return run
+
+
+def _names(checkpoints):
+    return [checkpoint.name for checkpoint in checkpoints]
+
+
+def _mean_of_files(checkpoints):
+    states = [load_file(str(checkpoint / ckpt.MODEL_WEIGHTS)) for checkpoint in checkpoints]
+    return {name: torch.stack([state[name].double() for state in states]).mean(0).float() for name in states[0]}
+
+
+def test_the_model_is_the_mean_of_the_weights_of_the_last_n_checkpoints(run):
+    assert _names(ckpt.select_checkpoints(run, "last", 3)) == ["step-00000002", "step-00000004", "step-00000006"]
+    assert _names(ckpt.select_checkpoints(run, "last", 2)) == ["step-00000004", "step-00000006"]
+    assert _names(ckpt.select_checkpoints(run, "best", 1)) == ["step-00000006"]  # no dev evaluation: the last
+    # A checkpoint directory given itself ends the selection.
+    assert _names(ckpt.select_checkpoints(run / "checkpoints" / "step-00000004", "best", 2)) == [
+        "step-00000002", "step-00000004"]
+
+    checkpoints, model, task, train_config = ckpt.open_averaged(run, "last", 3)
+    assert _names(checkpoints) == ["step-00000002", "step-00000004", "step-00000006"]
+    assert not model.training and task.name == "reverse" and train_config["max_steps"] == 6
+    expected = _mean_of_files(checkpoints)
+    last = load_file(str(checkpoints[-1] / ckpt.MODEL_WEIGHTS))
+    state = model.state_dict()
+    assert state.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=1e-7, msg=name)
+    # The checkpoints differ, so the mean is not any one of them.
+    assert any(not torch.equal(state[name], last[name]) for name in last)
+
+    one, model_one, _, _ = ckpt.open_averaged(run, "last", 1)
+    assert _names(one) == ["step-00000006"]
+    assert all(torch.equal(model_one.state_dict()[name], last[name]) for name in last)
+
+
+def test_tied_weights_are_averaged_once():
+    """The target embedding and the output projection are one tensor: averaging must not fold it in twice."""
+    config = Seq2SeqConfig(src_vocab_size=11, tgt_vocab_size=13, embed_dim=16, hidden_size=16, tie_embeddings=True)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(Seq2Seq(config))
+    expected = {name: torch.stack([dict(m.named_parameters())[name].detach().double() for m in models]).mean(0)
+                for name, _ in models[0].named_parameters()}
+    averaged = ckpt.average_models(models, [Path(f"m{i}") for i in range(3)])
+    for name, parameter in averaged.named_parameters():
+        torch.testing.assert_close(parameter.detach().double(), expected[name], rtol=0, atol=1e-7, msg=name)
+
+
+def test_what_cannot_be_averaged_is_refused_with_what_is_there(run, tmp_path):
+    with pytest.raises(ValueError, match=r"averaging 4 checkpoints up to step-00000006 \(last\) needs 4, and 3 are "
+                                         r"on disk \(step-00000002, step-00000004, step-00000006\).*"
+                                         r"--keep-checkpoints 4"):
+        ckpt.select_checkpoints(run, "last", 4)
+    with pytest.raises(ValueError, match="needs 3, and 2 are on disk"):
+        ckpt.select_checkpoints(run / "checkpoints" / "step-00000004", "best", 3)
+    for bad in (0, -1, True, 2.0, "2"):
+        with pytest.raises(ValueError, match="must be a positive integer"):
+            ckpt.select_checkpoints(run, "last", bad)
+    # A checkpoint directory outside a run has no neighbours to average with; by itself it is fine.
+    alone = tmp_path / "alone"
+    shutil.copytree(run / "checkpoints" / "step-00000004", alone)
+    assert _names(ckpt.select_checkpoints(alone, "best", 1)) == ["alone"]
+    with pytest.raises(ValueError, match="not in one; give the run's directory"):
+        ckpt.select_checkpoints(alone, "best", 2)
+    # Models of different architectures have no mean.
+    small = Seq2SeqConfig(src_vocab_size=11, tgt_vocab_size=13, embed_dim=8, hidden_size=16)
+    with pytest.raises(ValueError, match="b cannot be averaged with a: their model configurations differ"):
+        ckpt.average_models([Seq2Seq(small), Seq2Seq(Seq2SeqConfig(**{**small.to_dict(), "cell": "gru"}))],
+                            [Path("a"), Path("b")])
+
+
+def test_a_reader_averaging_follows_checkpoints_the_training_run_prunes_while_it_loads(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    result = train(TrainConfig(output_dir=str(run), max_steps=2, eval_every=0, save_every=1, keep_checkpoints=2,
+                               **TINY), **QUIET)
+    real_load_task = ckpt.load_task
+
+    def training_saves_and_prunes_meanwhile(directory):
+        if Path(directory).name == "step-00000001":  # the run saves step 3 and prunes step 1, keeping two
+            state = ckpt.load_trainer_state(directory)
+            ckpt.save_checkpoint(run, 3, result.model, real_load_task(directory), {}, {**state, "step": 3}, 2)
+        return real_load_task(directory)
+
+    monkeypatch.setattr(ckpt, "load_task", training_saves_and_prunes_meanwhile)
+    checkpoints, _, _, _ = ckpt.open_averaged(run, "last", 2)
+    assert _names(checkpoints) == ["step-00000002", "step-00000003"]  # not [1, 2]: step 1 went while it loaded
+    assert not (run / "checkpoints" / "step-00000001").exists()
+
+
+def test_evaluate_and_decode_average_and_say_which_checkpoints(run, tmp_path, capsys):
+    code, out, err = _run(capsys, "evaluate", run, "--checkpoint", "last", "--average", 3, "--beam-size", 2,
+                          "--split", "test", "--device", "cpu")
+    assert code == 0, err
+    assert re.search(r"reverse test: accuracy \d+\.\d\d%.*step-00000006, the average of 3 checkpoints "
+                     r"step-00000002\.\.step-00000006", out), out
+    report = json.loads((run / "evaluations" / "test-step-00000006-avg3-beam2.json").read_text())
+    assert report["average"] == 3 and [Path(c).name for c in report["averaged"]] == [
+        "step-00000002", "step-00000004", "step-00000006"]
+    assert (run / "evaluations" / "test-step-00000006-avg3-beam2.hyp").is_file()
+
+    inputs, output = tmp_path / "in.txt", tmp_path / "out.txt"
+    inputs.write_text("1 2 3\n3 1\n")
+    code, _, err = _run(capsys, "decode", run, "--average", 2, "--input", inputs, "--output", output,
+                        "--device", "cpu")
+    assert code == 0 and len(output.read_text().splitlines()) == 2, err
+    written = json.loads(Path(f"{output}.config.json").read_text())
+    assert written["average"] == 2 and [Path(c).name for c in written["averaged"]] == [
+        "step-00000004", "step-00000006"]
+
+    # Each member of an ensemble is its run's average.
+    code, out, err = _run(capsys, "evaluate", run, run, "--average", 2, "--beam-size", 1, "--device", "cpu")
+    assert code == 0 and out.count("the average of 2 checkpoints") == 2, (out, err)
+
+    for average, message in ((4, "needs 4, and 3 are on disk"), (0, "must be a positive integer, got 0")):
+        code, _, err = _run(capsys, "evaluate", run, "--average", average, "--device", "cpu")
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
