@@ -3,6 +3,7 @@
 No timing is asserted: only that the suite measures, checks and reports what it claims to.
 """
 
+import dataclasses
 import json
 import math
 import sys
@@ -151,6 +152,14 @@ def test_every_target_has_its_case_at_the_stated_sizes_and_dtype():
     families = {case.family for case in cases.values()}
     assert families >= {"attention_one_query", "attention_many", "lstm_cell", "gru_cell", "lstm_layer",
                         "decoder_step", "train_step", "greedy_decode", "beam_decode"}
+
+
+def test_the_g2p_training_step_is_timed_with_lstm_and_with_gru_cells():
+    cases = {case.name: case for case in build_cases(torch.device("cpu"), torch.float32, quick=False)}
+    lstm = cases["train_step.train[model=g2p,Vs=31,Vt=43,B=128,S=16,T=16]"]
+    gru = cases["train_step.train[model=g2p,Vs=31,Vt=43,cell=gru,B=128,S=16,T=16]"]
+    assert lstm._config("auto").cell == "lstm" and gru._config("auto").cell == "gru"
+    assert gru._config("cpu") == dataclasses.replace(lstm._config("cpu"), cell="gru")
 
 
 def _synthetic(benchmark, provider, median_ms, peak=None, status="ok"):

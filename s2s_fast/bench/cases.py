@@ -71,7 +71,8 @@ _FULL = [
                                         dict(T=128, B=256, H=1024)]),
     ("gru_layer", ("fwd", "fwd_bwd"), [dict(T=64, B=1, H=512), dict(T=64, B=8, H=256), dict(T=64, B=64, H=512)]),
     ("decoder_step", ("fwd",), [dict(_TRANSLATION, B=1, S=50), dict(_TRANSLATION, B=64, S=50)]),
-    ("train_step", ("train",), [dict(_G2P, B=128, S=16, T=16), dict(_TRANSLATION, B=64, S=50, T=50)]),
+    ("train_step", ("train",), [dict(_G2P, B=128, S=16, T=16), dict(_G2P, cell="gru", B=128, S=16, T=16),
+                                dict(_TRANSLATION, B=64, S=50, T=50)]),
     ("greedy_decode", ("decode",), [dict(_TRANSLATION, B=64, S=50, L=50)]),
     ("beam_decode", ("decode",), [dict(_TRANSLATION, B=16, S=50, L=50, K=5)]),
 ]

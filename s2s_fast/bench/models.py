@@ -88,7 +88,7 @@ def _step_results(encoded: EncoderOutput, logits, state: DecoderState, weights) 
 class ModelCase(Case):
     """A Seq2Seq preset at one batch size.
 
-    Sizes: model (preset name), Vs and Vt (vocabularies), B, S (source length; lengths random in (S/2, S]), and
+    Sizes: model (preset name), Vs and Vt (vocabularies), cell (optional: the preset's cell replaced), B, S (source length; lengths random in (S/2, S]), and
     T (target length) for training, L (output tokens per input; EOS is held off so every row decodes L) and K
     (beam size) for decoding.
     """
@@ -103,7 +103,9 @@ class ModelCase(Case):
 
     def _config(self, backend: str):
         s = self.sizes
-        return preset_config(s["model"], s["Vs"], s["Vt"], backend=backend)
+        # A size may override one field of the preset: the g2p training step with GRU cells (cell=gru).
+        overrides = {"cell": s["cell"]} if "cell" in s else {}
+        return preset_config(s["model"], s["Vs"], s["Vt"], backend=backend, **overrides)
 
     def providers(self) -> list[str]:
         # "auto": the backends s2s_fast picks by default, op by op (a backend named alone must serve every op).
