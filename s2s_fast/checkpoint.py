@@ -243,16 +243,16 @@ def _step_of(checkpoint: Path) -> int | None:
     return int(digits) if checkpoint.name.startswith(PREFIX) and digits.isdigit() else None
 
 
-def select_checkpoints(path: str | Path, which: str = "best", average: int = 1) -> list[Path]:
-    """The checkpoints whose weights ``open_averaged`` averages, oldest first: the one ``find_checkpoint(path,
-    which)`` names and the ``average - 1`` newest of its run before it (those on disk: a run keeps the best and
-    ``--keep-checkpoints`` recent ones). Fewer than ``average`` on disk raise ValueError saying how many there are."""
+def _select(path: str | Path, which: str, average: int) -> tuple[Path, list[Path]]:
+    """(the checkpoint ``find_checkpoint`` names, up to ``average`` checkpoints of its run ending with it, oldest
+    first); the list is short, or empty when the named one is gone, if the run pruned them."""
     if isinstance(average, bool) or not isinstance(average, int) or average < 1:
         raise ValueError(f"the number of checkpoints to average must be a positive integer, got {average!r}")
     last = find_checkpoint(path, which)
     if average == 1:
-        return [last]
-    root, end = last.parent, _step_of(last)
+        return last, [last]
+    # A relative checkpoint path ("step-00000006" inside checkpoints/) still lies in its run.
+    root, end = (last.parent if last.parent.name == CHECKPOINTS else last.absolute().parent), _step_of(last)
     if root.name != CHECKPOINTS or end is None:
         raise ValueError(f"{last}: averaging {average} checkpoints takes them from a training run's {CHECKPOINTS}/ "
                          f"directory, and this checkpoint is not in one; give the run's directory")
@@ -260,36 +260,83 @@ def select_checkpoints(path: str | Path, which: str = "best", average: int = 1) 
                    if (step := _step_of(candidate)) is not None and step <= end
                    and (candidate / MODEL_WEIGHTS).is_file())
     chosen = [candidate for _, candidate in steps[-average:]]
+    return last, chosen if chosen and chosen[-1].name == last.name else []
+
+
+def _too_few(path: str | Path, which: str, average: int, last: Path, chosen: list[Path]) -> ValueError:
+    """The refusal of an average for want of checkpoints, saying what is there and what would help."""
+    there = f"{len(chosen)} are on disk ({', '.join(c.name for c in chosen)})" if chosen else "none are on disk"
+    keep = f"train with --keep-checkpoints {average} to keep them"
+    if (Path(path) / MODEL_WEIGHTS).is_file():  # a checkpoint directory given itself: ``which`` plays no part
+        up_to, advice = last.name, f"a run keeps the best and --keep-checkpoints recent checkpoints ({keep})"
+    elif which == "best":
+        up_to = f"{last.name} (best)"
+        advice = ("a run keeps the best and --keep-checkpoints recent checkpoints, so those before an earlier best "
+                  f"are pruned: average up to the last one (--checkpoint last), or {keep}")
+    else:
+        up_to, advice = f"{last.name} ({which})", keep
+    return ValueError(f"{run_directory(last)}: averaging {average} checkpoints up to {up_to} needs {average}, and "
+                      f"{there}; {advice}")
+
+
+def select_checkpoints(path: str | Path, which: str = "best", average: int = 1) -> list[Path]:
+    """The checkpoints whose weights ``open_averaged`` averages, oldest first: the one ``find_checkpoint(path,
+    which)`` names and the ``average - 1`` newest of its run before it on disk (a run keeps the best and
+    ``--keep-checkpoints`` recent ones). Fewer on disk raise ValueError saying how many there are."""
+    last, chosen = _select(path, which, average)
     if len(chosen) < average:
-        raise ValueError(f"{run_directory(last)}: averaging {average} checkpoints up to {last.name} ({which}) needs "
-                         f"{average}, and {len(chosen)} are on disk ({', '.join(c.name for c in chosen)}); a run "
-                         f"keeps the best and --keep-checkpoints recent ones (train with --keep-checkpoints "
-                         f"{average}), or average up to the last one (--checkpoint last)")
+        raise _too_few(path, which, average, last, chosen)
     return chosen
 
 
-def average_models(models: list[Seq2Seq], checkpoints: list[Path]) -> Seq2Seq:
-    """The first model with every floating-point weight replaced by the mean over ``models`` (accumulated in
-    float64), the usual averaging of a run's last checkpoints: one model, decoded at one model's cost. The models
-    must share their configuration; integer buffers must be equal. ``checkpoints`` name them in errors."""
-    first = models[0]
-    for model, checkpoint in zip(models[1:], checkpoints[1:]):
-        if model.config != first.config:
-            raise ValueError(f"{checkpoint} cannot be averaged with {checkpoints[0]}: their model configurations "
-                             "differ")
-    states = [model.state_dict() for model in models]
-    averaged = {}
+def pruned_between(checkpoints: list[Path]) -> str | None:
+    """A note when checkpoints chosen for averaging lie further apart than their run saved (it pruned those between,
+    e.g. an old best kept with the recent ones: an average the user may not have meant), else None. The run's
+    saving interval is the last checkpoint's train_config.json's save_every (saves at dev evaluations and the last
+    step only come closer)."""
+    if len(checkpoints) < 2:
+        return None
+    try:
+        config = read_json(checkpoints[-1] / TRAIN_CONFIG)
+    except (OSError, ValueError):
+        return None
+    every = config.get("save_every") if isinstance(config, dict) else None
+    steps = [_step_of(checkpoint) for checkpoint in checkpoints]
+    if not isinstance(every, int) or None in steps or all(b - a <= every for a, b in zip(steps, steps[1:])):
+        return None
+    return (f"the checkpoints averaged (steps {', '.join(map(str, steps))}) lie further apart than the run saved "
+            f"(every {every} steps): it pruned those between; train with --keep-checkpoints {len(checkpoints)} to "
+            "keep the last ones")
+
+
+def average_models(models, checkpoints: list[Path]) -> Seq2Seq:
+    """The first of ``models`` (an iterable, consumed one model at a time) with every floating-point weight
+    replaced by the mean over all of them, summed in float64: the usual averaging of a run's last checkpoints, one
+    model decoded at one model's cost. The models must share their configuration; integer buffers must be equal.
+    ``checkpoints`` name them in errors."""
+    first, sums, count = None, {}, 0
+    for model, checkpoint in zip(models, checkpoints):
+        state = model.state_dict()
+        if first is None:
+            first = model
+            # Copies (never the model's own tensors, even in float64): a tied weight appears under two names.
+            sums = {name: tensor.to(torch.float64, copy=True) if tensor.is_floating_point() else tensor
+                    for name, tensor in state.items()}
+        else:
+            if model.config != first.config:
+                raise ValueError(f"{checkpoint} cannot be averaged with {checkpoints[0]}: their model "
+                                 "configurations differ")
+            for name, tensor in state.items():
+                if tensor.is_floating_point():
+                    sums[name] += tensor
+                elif not torch.equal(tensor, sums[name]):
+                    raise ValueError(f"{checkpoint}: {name} is not a weight and differs from {checkpoints[0]}'s")
+        count += 1
+    if first is None:
+        raise ValueError("no model to average")
     with torch.no_grad():
-        for name, tensor in states[0].items():
-            values = [state[name] for state in states]
-            if tensor.is_floating_point():
-                averaged[name] = torch.stack([value.double() for value in values]).mean(0).to(tensor.dtype)
-            elif not all(torch.equal(value, tensor) for value in values[1:]):
-                raise ValueError(f"{checkpoints[0]}: {name} is not a weight and differs between the checkpoints "
-                                 "averaged")
-            else:
-                averaged[name] = tensor
-    first.load_state_dict(averaged)
+        first.load_state_dict({name: total / count if total.is_floating_point() else total
+                               for name, total in sums.items()})
     return first
 
 
@@ -297,21 +344,32 @@ def open_averaged(path: str | Path, which: str = "best", average: int = 1,
                   device: torch.device | str = "cpu") -> tuple[list[Path], Seq2Seq, Task, dict]:
     """(checkpoints, model, task, training configuration): with ``average`` 1 the checkpoint ``find_checkpoint``
     names; with more, the mean of the weights of the checkpoints ``select_checkpoints`` names (the task and
-    training configuration are the last one's). When a run training in ``path`` meanwhile prunes one of them, this
-    follows the pointers again."""
-    checkpoints = select_checkpoints(path, which, average)
+    training configuration are the last one's). When a run training in ``path`` meanwhile moves its pointers and
+    prunes, this selects again."""
+    previous = None
     for attempt in range(MAX_RELOADS):
+        last, checkpoints = _select(path, which, average)
+        settled = (last, checkpoints) == previous or attempt == MAX_RELOADS - 1
+        previous = (last, checkpoints)
+        if len(checkpoints) < average:
+            if settled:
+                raise _too_few(path, which, average, last, checkpoints)
+            continue
         try:
-            loaded = [load_checkpoint(checkpoint, "cpu") for checkpoint in checkpoints]
-            break
+            task, train_config = None, None
+
+            def models():
+                nonlocal task, train_config
+                for checkpoint in checkpoints:
+                    model, task, train_config = load_checkpoint(checkpoint, "cpu")
+                    yield model
+
+            model = average_models(models(), checkpoints)
+            return checkpoints, model.to(device), task, train_config
         except FileNotFoundError:
-            moved = select_checkpoints(path, which, average)
-            if moved == checkpoints or attempt == MAX_RELOADS - 1:
+            if settled:
                 raise
-            checkpoints = moved
-    model = average_models([model for model, _, _ in loaded], checkpoints) if average > 1 else loaded[0][0]
-    _, task, train_config = loaded[-1]
-    return checkpoints, model.to(device), task, train_config
+    raise AssertionError("unreachable")
 
 
 def run_directory(checkpoint: Path) -> Path:
@@ -322,16 +380,17 @@ def run_directory(checkpoint: Path) -> Path:
 
 
 def open_models(paths, which: str = "best", device: torch.device | str = "cpu", same_data: bool = False,
-                average: int = 1) -> tuple[list[list[Path]], Seq2Seq | Ensemble, Task]:
-    """(checkpoint directories per run, model, task) for one run or several: several become an Ensemble, decoding
-    with the first one's task, and must share its vocabularies (and sentencepiece models); with ``same_data``
-    (scoring on a split) also its data settings. A difference raises ValueError naming both runs. With ``average``
-    above 1 each run's model is the mean of its last ``average`` checkpoints up to the one ``which`` names
-    (``open_averaged``); each run's list holds them oldest first, the one ``which`` names last."""
+                average: int = 1) -> tuple[list[Path], Seq2Seq | Ensemble, Task, list[list[Path]]]:
+    """(checkpoint directories, model, task, checkpoints averaged) for one run or several: several become an
+    Ensemble, decoding with the first one's task, and must share its vocabularies (and sentencepiece models); with
+    ``same_data`` (scoring on a split) also its data settings. A difference raises ValueError naming both runs.
+    The checkpoint directories are those ``which`` names, one per run; with ``average`` above 1 each run's model is
+    the mean of its last ``average`` checkpoints up to that one (``open_averaged``), listed per run oldest first in
+    the last item (a list of one checkpoint per run without averaging)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise ValueError("no run given")
-    checkpoints, models, task = [], [], None
+    averaged, models, task = [], [], None
     for path in paths:
         members, model, member_task, _ = open_averaged(path, which, average, device)
         if task is not None:
@@ -340,9 +399,9 @@ def open_models(paths, which: str = "best", device: torch.device | str = "cpu", 
                 raise ValueError(f"{path} cannot join an ensemble with {paths[0]}: {reason}")
         else:
             task = member_task
-        checkpoints.append(members)
+        averaged.append(members)
         models.append(model)
-    return checkpoints, (models[0] if len(models) == 1 else Ensemble(models)), task
+    return [members[-1] for members in averaged], (models[0] if len(models) == 1 else Ensemble(models)), task, averaged
 
 
 def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[Seq2Seq, Task, dict]:

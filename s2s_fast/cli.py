@@ -146,7 +146,9 @@ def _decode(args) -> int:
     from .checkpoint import open_models
     from .inference import translate
 
-    members, model, task = open_models(args.run, args.checkpoint, resolve_device(args.device), average=args.average)
+    checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, resolve_device(args.device),
+                                                     average=args.average)
+    _note_uneven_averages(averaged)
     lines = _read_inputs(args.input)
     sources = []
     for number, line in enumerate(lines, 1):
@@ -171,12 +173,12 @@ def _decode(args) -> int:
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         # The checkpoint(s) decoded, after the flags: --checkpoint's "best" or "last" must not hide which one it was.
-        names = [str(run[-1]) for run in members]
+        names = [str(c) for c in checkpoints]
         settings = {**{k: v for k, v in vars(args).items() if k != "handler"},
                     "checkpoint": names[0] if len(names) == 1 else names, "which_checkpoint": args.checkpoint}
         if args.average > 1:
-            averaged = [[str(c) for c in run] for run in members]
-            settings["averaged"] = averaged[0] if len(averaged) == 1 else averaged
+            lists = [[str(c) for c in run] for run in averaged]
+            settings["averaged"] = lists[0] if len(lists) == 1 else lists
         Path(f"{args.output}.config.json").write_text(json.dumps(settings, indent=1) + "\n")
     else:
         sys.stdout.write(text)
@@ -189,6 +191,15 @@ def _decode(args) -> int:
                            plot_dir / f"{index + 1:05d}.png", title=line.strip()[:60])
         print(f"attention plots: {len(lines)} PNG file(s) in {plot_dir}", file=sys.stderr)
     return 0
+
+
+def _note_uneven_averages(averaged: list[list[Path]]) -> None:
+    from .checkpoint import pruned_between
+
+    for run in averaged:
+        note = pruned_between(run)
+        if note is not None:
+            print(f"note: {note}", file=sys.stderr)
 
 
 def _evaluate(args) -> int:
@@ -206,8 +217,8 @@ def _evaluate(args) -> int:
         model = Path(report["checkpoint"]).name
     if args.average > 1:
         averaged = report["averaged"] if isinstance(report["checkpoint"], list) else [report["averaged"]]
-        model += ", " + "; ".join(f"the average of {len(run)} checkpoints {Path(run[0]).name}..{Path(run[-1]).name}"
-                                  for run in averaged)
+        _note_uneven_averages([[Path(c) for c in run] for run in averaged])
+        model += ", " + "; ".join(f"the average of {', '.join(Path(c).name for c in run)}" for run in averaged)
     print(f"{report['task']} {report['split']}: {report['summary']}  ({report['examples']} examples, beam "
           f"{report['beam_size']}, {model}, {report['seconds']:.0f} s)")
     print(f"details: {report['files']}", file=sys.stderr)

@@ -42,8 +42,7 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
     ``average`` checkpoints up to the one ``checkpoint`` names (s2s_fast.checkpoint.open_averaged); the report lists
     them under "averaged" and the files' names end in ``-avgN``."""
     started = time.perf_counter()
-    members, model, task = open_models(path, checkpoint, device, same_data=True, average=average)
-    checkpoint_dirs = [run[-1] for run in members]
+    checkpoint_dirs, model, task, members = open_models(path, checkpoint, device, same_data=True, average=average)
     items = evenly_spaced(task.evaluation_items(split), max_examples)
     metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
     ensemble = len(checkpoint_dirs) > 1

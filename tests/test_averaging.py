@@ -41,9 +41,12 @@ def test_the_model_is_the_mean_of_the_weights_of_the_last_n_checkpoints(run):
     assert _names(ckpt.select_checkpoints(run, "last", 3)) == ["step-00000002", "step-00000004", "step-00000006"]
     assert _names(ckpt.select_checkpoints(run, "last", 2)) == ["step-00000004", "step-00000006"]
     assert _names(ckpt.select_checkpoints(run, "best", 1)) == ["step-00000006"]  # no dev evaluation: the last
-    # A checkpoint directory given itself ends the selection.
+    # A checkpoint directory given itself ends the selection, also as a relative path.
     assert _names(ckpt.select_checkpoints(run / "checkpoints" / "step-00000004", "best", 2)) == [
         "step-00000002", "step-00000004"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(run / "checkpoints")
+        assert _names(ckpt.select_checkpoints("step-00000004", "best", 2)) == ["step-00000002", "step-00000004"]
 
     checkpoints, model, task, train_config = ckpt.open_averaged(run, "last", 3)
     assert _names(checkpoints) == ["step-00000002", "step-00000004", "step-00000006"]
@@ -81,8 +84,13 @@ def test_what_cannot_be_averaged_is_refused_with_what_is_there(run, tmp_path):
                                          r"on disk \(step-00000002, step-00000004, step-00000006\).*"
                                          r"--keep-checkpoints 4"):
         ckpt.select_checkpoints(run, "last", 4)
-    with pytest.raises(ValueError, match="needs 3, and 2 are on disk"):
+    with pytest.raises(ValueError, match=r"averaging 3 checkpoints up to step-00000004 needs 3, and 2 are on disk "
+                                         r"\(step-00000002, step-00000004\); a run keeps the best"):
         ckpt.select_checkpoints(run / "checkpoints" / "step-00000004", "best", 3)
+    with pytest.raises(ValueError, match=r"up to step-00000006 \(best\) needs 4, and 3 are on disk .*so those "
+                                         r"before an earlier best are pruned: average up to the last one "
+                                         r"\(--checkpoint last\), or train with --keep-checkpoints 4"):
+        ckpt.select_checkpoints(run, "best", 4)
     for bad in (0, -1, True, 2.0, "2"):
         with pytest.raises(ValueError, match="must be a positive integer"):
             ckpt.select_checkpoints(run, "last", bad)
@@ -115,14 +123,53 @@ def test_a_reader_averaging_follows_checkpoints_the_training_run_prunes_while_it
     checkpoints, _, _, _ = ckpt.open_averaged(run, "last", 2)
     assert _names(checkpoints) == ["step-00000002", "step-00000003"]  # not [1, 2]: step 1 went while it loaded
     assert not (run / "checkpoints" / "step-00000001").exists()
+    monkeypatch.undo()
+
+    # The run moves latest.json on and prunes between the reader's reading it and listing the checkpoints: the
+    # reader sees one checkpoint up to the old pointer, not two, and selects again instead of refusing.
+    real_find = ckpt.find_checkpoint
+    moved = []
+
+    def training_saves_and_prunes_after_the_pointer_is_read(path, which="best"):
+        found = real_find(path, which)
+        if not moved:
+            moved.append(found.name)
+            state = ckpt.load_trainer_state(found)
+            ckpt.save_checkpoint(run, 4, result.model, real_load_task(found), {}, {**state, "step": 4}, 2)
+        return found
+
+    monkeypatch.setattr(ckpt, "find_checkpoint", training_saves_and_prunes_after_the_pointer_is_read)
+    checkpoints, _, _, _ = ckpt.open_averaged(run, "last", 2)
+    assert moved == ["step-00000003"] and _names(checkpoints) == ["step-00000003", "step-00000004"]
+
+
+def test_an_average_over_checkpoints_the_run_pruned_between_is_noted(run, tmp_path, capsys):
+    """The run saved every 2 steps; an average of steps 2 and 6 (step 4 pruned, as when an old best stays beside the
+    recent ones) gets a note, an average of saves in a row none."""
+    checkpoints = run / "checkpoints"
+    assert ckpt.pruned_between([checkpoints / "step-00000002", checkpoints / "step-00000004",
+                                checkpoints / "step-00000006"]) is None
+    assert ckpt.pruned_between([checkpoints / "step-00000006"]) is None
+    note = ckpt.pruned_between([checkpoints / "step-00000002", checkpoints / "step-00000006"])
+    assert note == ("the checkpoints averaged (steps 2, 6) lie further apart than the run saved (every 2 steps): it "
+                    "pruned those between; train with --keep-checkpoints 2 to keep the last ones")
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / "step-00000004")
+    code, out, err = _run(capsys, "evaluate", copy, "--checkpoint", "last", "--average", 2, "--beam-size", 1,
+                          "--device", "cpu")
+    assert code == 0 and "the average of step-00000002, step-00000006" in out, (out, err)
+    assert "note: the checkpoints averaged (steps 2, 6) lie further apart than the run saved" in err
 
 
 def test_evaluate_and_decode_average_and_say_which_checkpoints(run, tmp_path, capsys):
     code, out, err = _run(capsys, "evaluate", run, "--checkpoint", "last", "--average", 3, "--beam-size", 2,
                           "--split", "test", "--device", "cpu")
     assert code == 0, err
-    assert re.search(r"reverse test: accuracy \d+\.\d\d%.*step-00000006, the average of 3 checkpoints "
-                     r"step-00000002\.\.step-00000006", out), out
+    assert re.search(r"reverse test: accuracy \d+\.\d\d%.*step-00000006, the average of step-00000002, "
+                     r"step-00000004, step-00000006, ", out), out
+    assert "note:" not in err
     report = json.loads((run / "evaluations" / "test-step-00000006-avg3-beam2.json").read_text())
     assert report["average"] == 3 and [Path(c).name for c in report["averaged"]] == [
         "step-00000002", "step-00000004", "step-00000006"]
@@ -139,7 +186,7 @@ def test_evaluate_and_decode_average_and_say_which_checkpoints(run, tmp_path, ca
 
     # Each member of an ensemble is its run's average.
     code, out, err = _run(capsys, "evaluate", run, run, "--average", 2, "--beam-size", 1, "--device", "cpu")
-    assert code == 0 and out.count("the average of 2 checkpoints") == 2, (out, err)
+    assert code == 0 and out.count("the average of step-00000004, step-00000006") == 2, (out, err)
 
     for average, message in ((4, "needs 4, and 3 are on disk"), (0, "must be a positive integer, got 0")):
         code, _, err = _run(capsys, "evaluate", run, "--average", average, "--device", "cpu")
