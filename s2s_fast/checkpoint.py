@@ -309,6 +309,19 @@ def pruned_between(checkpoints: list[Path]) -> str | None:
             "keep the last ones")
 
 
+def averaged_record(averaged: list[list[Path]]) -> list[str] | list[list[str]]:
+    """The checkpoints averaged (open_models' last item) as reports and decode's settings record them: one run's
+    list of paths as strings, several runs' lists of them (averaged_lists reads either back)."""
+    lists = [[str(checkpoint) for checkpoint in run] for run in averaged]
+    return lists[0] if len(lists) == 1 else lists
+
+
+def averaged_lists(record: list[str] | list[list[str]]) -> list[list[Path]]:
+    """averaged_record's form back to a list of paths per run."""
+    runs = record if record and isinstance(record[0], list) else [record]
+    return [[Path(checkpoint) for checkpoint in run] for run in runs]
+
+
 def average_models(models, checkpoints: list[Path]) -> Seq2Seq:
     """The first of ``models`` (an iterable, consumed one model at a time) with every floating-point weight
     replaced by the mean over all of them, summed in float64: the usual averaging of a run's last checkpoints, one

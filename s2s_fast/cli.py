@@ -143,7 +143,7 @@ def _decode(args) -> int:
 
     from .attention_plot import plot_attention
     from .backends import resolve_device
-    from .checkpoint import open_models
+    from .checkpoint import averaged_record, open_models
     from .inference import translate
 
     checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, resolve_device(args.device),
@@ -177,8 +177,7 @@ def _decode(args) -> int:
         settings = {**{k: v for k, v in vars(args).items() if k != "handler"},
                     "checkpoint": names[0] if len(names) == 1 else names, "which_checkpoint": args.checkpoint}
         if args.average > 1:
-            lists = [[str(c) for c in run] for run in averaged]
-            settings["averaged"] = lists[0] if len(lists) == 1 else lists
+            settings["averaged"] = averaged_record(averaged)
         Path(f"{args.output}.config.json").write_text(json.dumps(settings, indent=1) + "\n")
     else:
         sys.stdout.write(text)
@@ -204,7 +203,7 @@ def _note_uneven_averages(averaged: list[list[Path]]) -> None:
 
 def _evaluate(args) -> int:
     from .backends import resolve_device
-    from .checkpoint import run_directory
+    from .checkpoint import averaged_lists, run_directory
     from .evaluate import evaluate_run
 
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
@@ -216,9 +215,9 @@ def _evaluate(args) -> int:
     else:
         model = Path(report["checkpoint"]).name
     if args.average > 1:
-        averaged = report["averaged"] if isinstance(report["checkpoint"], list) else [report["averaged"]]
-        _note_uneven_averages([[Path(c) for c in run] for run in averaged])
-        model += ", " + "; ".join(f"the average of {', '.join(Path(c).name for c in run)}" for run in averaged)
+        averaged = averaged_lists(report["averaged"])
+        _note_uneven_averages(averaged)
+        model += ", " + "; ".join(f"the average of {', '.join(c.name for c in run)}" for run in averaged)
     print(f"{report['task']} {report['split']}: {report['summary']}  ({report['examples']} examples, beam "
           f"{report['beam_size']}, {model}, {report['seconds']:.0f} s)")
     print(f"details: {report['files']}", file=sys.stderr)

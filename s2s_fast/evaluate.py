@@ -7,7 +7,7 @@ import json
 import time
 from typing import Sequence
 
-from .checkpoint import open_models, run_directory
+from .checkpoint import averaged_record, open_models, run_directory
 from .data import EvalItem, Task
 from .inference import translate
 from .models import Ensemble, Seq2Seq
@@ -52,8 +52,7 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
               "device": str(device), "seconds": round(time.perf_counter() - started, 2), "metrics": metrics,
               "summary": task.format_metrics(metrics), "average": average}
     if average > 1:
-        averaged = [[str(c) for c in run] for run in members]
-        report["averaged"] = averaged if ensemble else averaged[0]
+        report["averaged"] = averaged_record(members)
     out_dir = run_directory(checkpoint_dirs[0]) / EVALUATIONS
     out_dir.mkdir(exist_ok=True)
     if ensemble:
