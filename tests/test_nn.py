@@ -216,6 +216,8 @@ TORCH_REJECTS = {
     "GRUCell input size": lambda nn: nn.GRUCell(3, 4)(torch.randn(2, 7)),
     "GRUCell hx batch": lambda nn: nn.GRUCell(3, 4)(torch.randn(2, 3), torch.randn(3, 4)),
     "GRUCell integer input": lambda nn: nn.GRUCell(3, 4)(torch.ones(2, 3, dtype=torch.long)),
+    "LSTM no steps": lambda nn: nn.LSTM(3, 4)(torch.randn(0, 2, 3)),
+    "GRU no steps, unbatched": lambda nn: nn.GRU(3, 4)(torch.randn(0, 3)),
     "GRU proj_size": lambda nn: nn.GRU(3, 4, proj_size=2),
     "LSTM dropout": lambda nn: nn.LSTM(3, 4, dropout=2.0),
 }
@@ -232,6 +234,24 @@ def test_bad_input_raises_an_error_of_the_class_torch_nn_raises(case):
     assert type(theirs.value) in (ValueError, RuntimeError, TypeError)
     assert isinstance(ours.value, type(theirs.value)) and isinstance(ours.value, (ValueError, TypeError)), (
         type(ours.value).__mro__, theirs.value)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("backend", s2s_fast.available_backends("cpu") + ["auto"])
+def test_an_empty_batch_trains_as_in_torch(kind, backend):
+    """B = 0: outputs in autograd's graph, so a training step runs; every gradient is zero (of its shape)."""
+    ours, theirs = _pair(kind, torch.float32, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    ours.backend = backend
+    for module in (ours, theirs):
+        try:
+            output, state = module(torch.randn(5, 0, 3, requires_grad=True))
+        except s2s_fast.backends.BackendError as refusal:  # a backend that says it serves no empty tensors
+            pytest.skip(str(refusal))
+        states = state if isinstance(state, tuple) else (state,)
+        assert output.requires_grad and all(s.requires_grad for s in states)
+        torch.autograd.backward([output.sum(), *(s.sum() for s in states)])
+    for (name, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

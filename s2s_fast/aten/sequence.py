@@ -86,7 +86,10 @@ def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: 
     steps, batch = input.shape[:2]
     train = needs_grad(input, *state, *params)
     if steps == 0 or batch == 0:
-        return input.new_zeros(steps, batch, state[0].shape[1]), state
+        # torch's RNN ops refuse empty input. What comes back stays in autograd's graph, as torch.nn's outputs do
+        # (zero gradients for the weights, the state's own for the state): an empty slice's sum is an exact 0.
+        zero = sum(t.reshape(-1)[:0].sum() for t in (input, *state, *params))
+        return input.new_zeros(steps, batch, state[0].shape[1]) + zero, tuple(s + zero for s in state)
     if lengths is None or bool((lengths == steps).all()):
         output, final = _run(rnn, input.flip(0) if reverse else input, state, params, has_biases, train)
         return (output.flip(0) if reverse else output), final

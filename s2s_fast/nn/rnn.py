@@ -131,6 +131,9 @@ class _RNNMixin:
         batched = input.dim() == 3
         time_major = (input.transpose(0, 1) if self.batch_first else input) if batched else input.unsqueeze(1)
         self._check_input_size(time_major)
+        if time_major.shape[0] == 0:  # as torch.nn refuses it; forward_padded takes T = 0 with rows of length 0
+            raise InputError(f"{type(self).__name__}: expected sequence length to be larger than 0, got input of "
+                             f"shape {list(input.shape)}")
         state = _initial_state(self, hx, time_major.shape[1], time_major, batched, self._is_lstm)
         output, final = _run_layers(self, time_major, None, state, self._is_lstm)
         if not batched:
