@@ -126,6 +126,11 @@ CPU_ATEN_FASTER_TRAINING: tuple[tuple[str, int, range, range], ...] = (("lstm_la
 # products through oneDNN on such CPUs (csrc/cpu/products.h) the sweep again, same machine: the LSTM layer 1.5-1.9x
 # faster than through MKL and still 0.55-1.02x of aten's speed (so the rule stays), the GRU layer 1.4-2.5x aten's.
 CPU_ATEN_FASTER_TRAINING_OFF_INTEL = frozenset({"lstm_layer"})
+# Backends whose layers never read the input at a row's padded steps (s2s_fast.aten.sequence runs padded steps on a
+# row of zeros). The others' layers compute every step's input product and take their weight gradients in products
+# over all steps, where a NaN or infinity at a padded step (torch.empty's garbage) would reach the gradients as
+# 0 * NaN: s2s_fast.functional zeroes the padding for them first.
+LAYERS_NEVER_READ_PADDING = frozenset({"aten"})
 # Ops the cpu backend serves with torch's own work done through another product library: its cells (a layer's single
 # step) and linear, and the fewest multiply-adds a call needs for auto to try cpu (rows x K x N for linear, B x (I + H)
 # x gates*H for a cell). Auto tries cpu for them only in float32 where the cpu backend's products go through oneDNN

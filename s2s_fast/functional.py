@@ -2,8 +2,9 @@
 
 Every op accepts ``backend=None | "auto" | "cuda" | "triton" | "cpu" | "aten" | "reference"``. Floating inputs of
 one call share one dtype (float16, bfloat16, float32 or float64) and one device. Under autocast, floating inputs other
-than float64 are first cast to the autocast dtype, as torch's own RNN cells do. Bad tensor arguments raise InputError (a ValueError)
-or InputTypeError (a TypeError), both also RuntimeErrors as torch's own errors for the same mistakes are.
+than float64 are first cast to the autocast dtype where torch's autocast casts the op's torch counterpart (on CUDA
+every op; on a CPU all but the cells and the GRU layer, see _AUTOCAST_KEEPS). Bad tensor arguments raise InputError
+(a ValueError) or InputTypeError (a TypeError), both also RuntimeErrors as torch's own errors for the same mistakes are.
 """
 
 from __future__ import annotations
@@ -91,15 +92,25 @@ _AUTOCAST_DEVICE_TYPES = frozenset(
     if _has_autocast(t))
 
 
-def _autocast(tensors: tuple) -> tuple:
-    """Cast floating tensors to the autocast dtype when autocast is on for their device, as torch's autocast casts
-    them: float64 stays float64, and a device without autocast (meta) is left alone."""
+# Ops whose torch counterparts torch's autocast leaves in their inputs' dtype on a device type: under
+# torch.autocast("cpu") torch.nn.GRU, GRUCell and LSTMCell return float32 while torch.nn.LSTM and Linear return the
+# autocast dtype (torch 2.13); on CUDA it casts all of them. The drop-ins return what torch's do. (Torch's run their
+# products in the autocast dtype inside, by accident of autocast reaching the ops they call; these run in float32
+# throughout, s2s_fast.functional._call.)
+_AUTOCAST_KEEPS = {"cpu": frozenset({"lstm_cell", "gru_cell", "gru_layer"})}
+
+
+def _autocast(op: str, tensors: tuple) -> tuple:
+    """Cast floating tensors to the autocast dtype when autocast is on for their device and casts ``op`` there, as
+    torch's autocast casts them: float64 stays float64, and a device without autocast (meta) is left alone."""
     for first in tensors:
         if isinstance(first, torch.Tensor):
             break
     else:
         return tensors
     device_type = first.device.type
+    if op in _AUTOCAST_KEEPS.get(device_type, ()):
+        return tensors
     if device_type in _AUTOCAST_DEVICE_TYPES:
         if not torch.is_autocast_enabled(device_type):
             return tensors
@@ -184,7 +195,54 @@ def _check_cell(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, b
 
 def _dispatch(op: str, device: torch.device, args: tuple, backend: str | None):
     _, impl = backends.resolve(op, device, args, backend)
+    return _call(op, device, impl, args)
+
+
+def _call(op: str, device: torch.device, impl, args: tuple):
+    """impl(*args); an op autocast leaves in its dtype there (_AUTOCAST_KEEPS) runs with autocast off, so that the
+    products inside it (a C++ kernel's too) stay in that dtype, as inside torch's own op."""
+    if op in _AUTOCAST_KEEPS.get(device.type, ()) and torch.is_autocast_enabled(device.type):
+        with torch.autocast(device.type, enabled=False):
+            return impl(*args)
     return impl(*args)
+
+
+class _ZeroPadding(torch.autograd.Function):
+    """input [T, B, I] with each row's steps from its length on set to zero; the gradient passes through as it
+    comes. That is exact: a layer's output does not depend on a row's padded steps, so every backend's gradient there
+    is already zero."""
+
+    @staticmethod
+    def forward(input, lengths):
+        padded = torch.arange(input.shape[0], device=input.device).unsqueeze(1) >= lengths.unsqueeze(0)  # [T, B]
+        return input.masked_fill(padded.unsqueeze(2), 0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def _has_padding(input, lengths) -> bool:
+    """Whether a row is shorter than input's T steps: asked of CPU tensors only (elsewhere the answer would wait for
+    the device; there, and under torch.compile, the padding is zeroed whatever the lengths)."""
+    if lengths.device.type != "cpu" or torch.compiler.is_compiling():
+        return True
+    return bool((lengths < input.shape[0]).any())
+
+
+def _dispatch_layer(op: str, args: tuple, backend: str | None):
+    """_dispatch for lstm_layer and gru_layer (args[0] the input, args[7] or args[6] the lengths): a backend whose
+    layer reads the padding gets it as zeros, so that what a caller leaves there (NaN included) never reaches a
+    gradient (see backends.LAYERS_NEVER_READ_PADDING)."""
+    name, impl = backends.resolve(op, args[0].device, args, backend)
+    lengths = args[7] if op == "lstm_layer" else args[6]
+    if lengths is not None and name not in backends.LAYERS_NEVER_READ_PADDING and _has_padding(args[0], lengths):
+        args = (_ZeroPadding.apply(args[0], lengths), *args[1:])
+    return _call(op, args[0].device, impl, args)
 
 
 def _dispatch_attention(op: str, args: tuple, backend: str | None):
@@ -202,7 +260,7 @@ def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *
     Returns:
         (hy [B, H], cy [B, H]).
     """
-    args = _autocast((input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh))
+    args = _autocast("lstm_cell", (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh))
     input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = args
     _check_cell("lstm_cell", 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=cx)
     return _dispatch("lstm_cell", input.device, args, backend)
@@ -218,7 +276,7 @@ def gru_cell(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, bac
     Returns:
         hy [B, H].
     """
-    args = _autocast((input, hx, weight_ih, weight_hh, bias_ih, bias_hh))
+    args = _autocast("gru_cell", (input, hx, weight_ih, weight_hh, bias_ih, bias_hh))
     input, hx, weight_ih, weight_hh, bias_ih, bias_hh = args
     _check_cell("gru_cell", 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
     return _dispatch("gru_cell", input.device, args, backend)
@@ -255,11 +313,11 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
         (output [T, B, H] ([T, B, P] with weight_hr), hy like hx, cy [B, H]).
     """
     input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = _autocast(
-        (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr))
+        "lstm_layer", (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr))
     lengths = _check_layer("lstm_layer", 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                            cx=cx, weight_hr=weight_hr)
     args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, weight_hr)
-    return _dispatch("lstm_layer", input.device, args, backend)
+    return _dispatch_layer("lstm_layer", args, backend)
 
 
 def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False, *,
@@ -273,11 +331,11 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
     Returns:
         (output [T, B, H], hy [B, H]).
     """
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh = _autocast((input, hx, weight_ih, weight_hh, bias_ih,
-                                                                     bias_hh))
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh = _autocast(
+        "gru_layer", (input, hx, weight_ih, weight_hh, bias_ih, bias_hh))
     lengths = _check_layer("gru_layer", 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
     args = (input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
-    return _dispatch("gru_layer", input.device, args, backend)
+    return _dispatch_layer("gru_layer", args, backend)
 
 
 def _check_attention(op: str, query, keys, values, mask, query_name: str, key_name: str, extra: dict) -> None:
@@ -303,7 +361,9 @@ def additive_attention(query_proj, key_proj, v, values, mask=None, *, backend=No
 
     scores[b, q, k] = sum_a v[a] * tanh(query_proj[b, q, a] + key_proj[b, k, a]); weights = softmax over k of the
     scores, with masked keys left out; context = weights @ values. A row with no valid key gives all-zero weights
-    and a zero context.
+    and a zero context. The keys and values of masked keys must be finite: the fused backends never read them, but
+    the reference multiplies them by a zero weight (0 * NaN is NaN). Zeroing them in every call would cost the
+    reference 5 % of a g2p training step; s2s_fast's Seq2Seq keeps its encoder's padding at zero.
 
     Args:
         query_proj: [B, A] (one query per row, a decoder step) or [B, Tq, A].
@@ -315,7 +375,7 @@ def additive_attention(query_proj, key_proj, v, values, mask=None, *, backend=No
         (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
     """
     op = "additive_attention"
-    query_proj, key_proj, v, values = _autocast((query_proj, key_proj, v, values))
+    query_proj, key_proj, v, values = _autocast(op, (query_proj, key_proj, v, values))
     _check_attention(op, query_proj, key_proj, values, mask, "query_proj", "key_proj", {"v": v})
     _require_shape(op, "v", v, (key_proj.shape[-1],), "[A] (A from key_proj)")
     return _dispatch_attention(op, (query_proj, key_proj, v, values, mask), backend)
@@ -335,7 +395,7 @@ def dot_attention(query, keys, values, mask=None, *, backend=None):
         (context [B, Dv] or [B, Tq, Dv], weights [B, Tk] or [B, Tq, Tk]).
     """
     op = "dot_attention"
-    query, keys, values = _autocast((query, keys, values))
+    query, keys, values = _autocast(op, (query, keys, values))
     _check_attention(op, query, keys, values, mask, "query", "keys", {})
     return _dispatch_attention(op, (query, keys, values, mask), backend)
 
@@ -365,7 +425,7 @@ def lstm_attention_decoder(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, b
     """
     op = "lstm_attention_decoder"
     (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, combine_weight,
-     dropout_mask) = _autocast((input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj,
+     dropout_mask) = _autocast(op, (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj,
                                 v, values, combine_weight, dropout_mask))
     device = _check_attention_decoder(
         op, 4, dict(input=input, hx=hx, cx=cx, feed=feed, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
@@ -388,7 +448,7 @@ def gru_attention_decoder(input, hx, feed, weight_ih, weight_hh, bias_ih, bias_h
     """
     op = "gru_attention_decoder"
     (input, hx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, combine_weight,
-     dropout_mask) = _autocast((input, hx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v,
+     dropout_mask) = _autocast(op, (input, hx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v,
                                 values, combine_weight, dropout_mask))
     device = _check_attention_decoder(
         op, 3, dict(input=input, hx=hx, feed=feed, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
@@ -451,7 +511,7 @@ def linear(input, weight, bias=None, *, backend=None):
         [..., N].
     """
     op = "linear"
-    input, weight, bias = _autocast((input, weight, bias))
+    input, weight, bias = _autocast(op, (input, weight, bias))
     _require_tensor(op, "input", input)
     _require_tensor(op, "weight", weight)
     _require_tensor(op, "bias", bias, optional=True)

@@ -142,19 +142,33 @@ def test_empty_sizes_follow_torch():
 
 
 def test_autocast_casts_inputs_as_torch_does():
-    """float32 inputs are cast to the autocast dtype; float64 ones stay float64, as torch's autocast leaves them
-    (then, mixed with float32 ones, they are refused as torch refuses them)."""
+    """float32 inputs are cast to the autocast dtype where torch's autocast casts the op's torch counterpart (on a
+    CPU: not the cells or the GRU layer); float64 ones stay float64, as torch's autocast leaves them (then, mixed with
+    float32 ones, they are refused as torch refuses them)."""
     args = _lstm_args()
     double = {name: value.double() for name, value in args.items()}
+    gru = {name: args[name] for name in ("input", "hx")}
+    gru.update(weight_ih=torch.randn(12, args["input"].shape[1]), weight_hh=torch.randn(12, 4))
+    steps = args["input"].unsqueeze(0).expand(3, -1, -1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         hy, cy = F.lstm_cell(**args)
+        theirs = torch.nn.LSTMCell(args["input"].shape[1], 4)(args["input"])[0]
+        gru_hy = F.gru_cell(**gru)
+        gru_output, _ = F.gru_layer(steps, gru["hx"], gru["weight_ih"], gru["weight_hh"])
+        gru_theirs = torch.nn.GRU(args["input"].shape[1], 4)(steps)[0]
+        lstm_output, _, _ = F.lstm_layer(steps, args["hx"], args["cx"], args["weight_ih"], args["weight_hh"],
+                                         backend="reference")
         context, _ = F.additive_attention(**_attention_args())
+        projected = F.linear(args["input"], torch.randn(5, args["input"].shape[1]))
         hy64, _ = F.lstm_cell(**double)
         expected = torch.lstm_cell(double["input"], (double["hx"], double["cx"]), double["weight_ih"],
                                    double["weight_hh"], double["bias_ih"], double["bias_hh"])[0]
         with pytest.raises(RuntimeError, match="dtype"):
             F.additive_attention(**{**_attention_args(), "v": torch.randn(4, dtype=torch.float64)})
-    assert hy.dtype == torch.bfloat16 and cy.dtype == torch.bfloat16 and context.dtype == torch.bfloat16
+    assert hy.dtype == cy.dtype == theirs.dtype == torch.float32
+    assert gru_hy.dtype == gru_output.dtype == gru_theirs.dtype == torch.float32
+    # torch.nn.LSTM and Linear run in bfloat16 under CPU autocast (oneDNN's bfloat16 LSTM needs AVX-512: not asked).
+    assert lstm_output.dtype == context.dtype == projected.dtype == torch.bfloat16
     assert hy64.dtype == expected.dtype == torch.float64
     torch.testing.assert_close(hy64, expected)
 

@@ -10,6 +10,7 @@ from inputs import rnn_inputs, strided
 
 from s2s_fast import functional as F
 from s2s_fast import reference
+from s2s_fast.testing import compare_with_reference
 
 OPS = ["lstm_layer", "gru_layer"]
 # T, B, I, H: B = 17, H = 33 two Triton batch and hidden tiles. LSTM: H = 256, 600 and 1024 give the cuda persistent
@@ -72,3 +73,34 @@ def test_strided_inputs_without_bias(backend, op):
     args = {name: strided(value) for name, value in rnn_inputs(op, 6, 10, 32, steps=9, bias=False).items()}
     assert not args["input"].is_contiguous()
     _run(backend, op, args, torch.tensor([9, 2, 0, 5, 1, 9]), reverse=True)
+
+
+def _poisoning_padding(op, **options):
+    """getattr(F, op) called with NaN at every padded step of its input (options["lengths"]; the input's gradient
+    still flows)."""
+    def call(input, *args, **kwargs):
+        lengths = options["lengths"]
+        padded = torch.arange(input.shape[0], device=input.device).unsqueeze(1) >= lengths.unsqueeze(0)
+        return getattr(F, op)(input.masked_fill(padded.unsqueeze(2), float("nan")), *args, **kwargs, **options)
+    return call
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_what_lies_in_the_padding_reaches_no_output_and_no_gradient(backend, op, reverse):
+    """NaN at the padded steps (torch.empty's garbage, say): outputs and every gradient as the reference's on a
+    clean input. The layers whose weight gradients are products over all steps would take 0 * NaN there."""
+    lengths = torch.tensor([6, 2, 0, 4, 6])
+    args = rnn_inputs(op, 5, 7, 9, steps=6)
+    backend.skip_unless_served(op, args, torch.float32, lengths=lengths.to(backend.device), reverse=reverse)
+    lengths = lengths.to(backend.device)
+    backend.check(_poisoning_padding(op, lengths=lengths, reverse=reverse, backend=backend.name),
+                  functools.partial(getattr(reference, op), lengths=lengths, reverse=reverse), args)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_the_reference_backend_keeps_the_padding_out_too(op):
+    lengths = torch.tensor([6, 2, 0, 4, 6])
+    args = rnn_inputs(op, 5, 7, 9, steps=6, dtype=torch.float64)
+    compare_with_reference(_poisoning_padding(op, lengths=lengths, backend="reference"),
+                           functools.partial(getattr(reference, op), lengths=lengths), args)
