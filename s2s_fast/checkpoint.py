@@ -201,11 +201,13 @@ def prune(root: Path, keep_last: int) -> None:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The checkpoint latest.json names; without latest.json, the newest checkpoint directory; None if neither."""
+    """The checkpoint latest.json names; without latest.json, or when the checkpoint it names is gone (deleted by
+    hand: a run never prunes what a pointer names), the newest checkpoint directory; None if neither. A run resumed
+    from that one rewrites latest.json, saying so (repair_pointers)."""
     pointer = _read_pointer(root, LATEST)
-    if pointer is not None:
+    if pointer is not None and (root / pointer["checkpoint"]).is_dir():
         return root / pointer["checkpoint"]
-    steps = sorted(root.glob(f"{PREFIX}*")) if root.is_dir() else []
+    steps = sorted(path for path in root.glob(f"{PREFIX}*") if path.is_dir()) if root.is_dir() else []
     return steps[-1] if steps else None
 
 
@@ -222,6 +224,14 @@ def find_checkpoint(path: str | Path, which: str = "best") -> Path:
         raise FileNotFoundError(f"{path}: no such directory")
     root = path / CHECKPOINTS
     pointer = _read_pointer(root, BEST) if which == "best" else None
+    while pointer and not (root / pointer["checkpoint"]).is_dir():
+        # A run training here may have moved the pointer and pruned what it named since: read it again.
+        again = _read_pointer(root, BEST)
+        if again == pointer:
+            raise FileNotFoundError(f"{root / BEST} names {pointer['checkpoint']}, which is not on disk (deleted?): "
+                                    "pass --checkpoint last, or a checkpoint directory; train --resume rewrites "
+                                    "best.json")
+        pointer = again
     checkpoint = root / pointer["checkpoint"] if pointer else latest_checkpoint(root)
     if checkpoint is None:
         raise FileNotFoundError(f"{path} holds no checkpoint (expected {root / LATEST}); train with "

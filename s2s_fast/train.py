@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -155,31 +156,52 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
     threads = torch.get_num_threads()
     try:
         with locked_directory(output_dir, "s2s-fast train") if distributed.main else nullcontext():
-            if distributed.main:
-                _claim_output_dir(output_dir, resume, overwrite)
-            config, start_checkpoint = resolve_run_config(config, explicit, resume)
-            if config.threads is not None:
-                torch.set_num_threads(config.threads)
-            return Trainer(config, start_checkpoint, device, distributed, echo).run()
+            aside = _claim_output_dir(output_dir, resume, overwrite) if distributed.main else None
+            try:
+                config, start_checkpoint = resolve_run_config(config, explicit, resume)
+                if config.threads is not None:
+                    torch.set_num_threads(config.threads)
+                trainer = Trainer(config, start_checkpoint, device, distributed, echo)
+            except BaseException:
+                if aside is not None:
+                    _put_back(output_dir, aside)
+                raise
+            if aside is not None:
+                shutil.rmtree(aside)
+            return trainer.run()
     finally:
         torch.set_num_threads(threads)
         distributed.close()
 
 
-def _claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a directory that holds a run's files unless resuming it; with ``overwrite``, remove them instead."""
+def _claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse a directory that holds a run's files unless resuming it. With ``overwrite``, move them into a hidden
+    folder of it, returned: train deletes that once the new run is built (its settings, data and model checked), and
+    puts them back if building it fails, so that a typo in the new run's settings does not cost the old one."""
     found = [name for name in RUN_FILES if (output_dir / name).exists()]
     if resume or not found:
-        return
+        return None
     if not overwrite:
         raise ValueError(f"{output_dir} already holds a training run ({', '.join(found)}); pass --resume to continue "
                          "it, --overwrite to replace it, or choose another --output-dir")
-    for name in found:
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    aside = output_dir / f".replaced-by-{os.getpid()}"
+    aside.mkdir()
+    for name in (*found, VOCAB_DIR):  # the old vocabularies too: the new run writes its own there
+        if (output_dir / name).exists():
+            (output_dir / name).rename(aside / name)
+    return aside
+
+
+def _put_back(output_dir: Path, aside: Path) -> None:
+    """Undo _claim_output_dir's move: what the failed new run wrote under those names goes, the old files return."""
+    for old in aside.iterdir():
+        new = output_dir / old.name
+        if new.is_dir() and not new.is_symlink():
+            shutil.rmtree(new)
+        elif new.exists() or new.is_symlink():
+            new.unlink()
+        old.rename(new)
+    aside.rmdir()
 
 
 class Trainer:

@@ -157,6 +157,21 @@ def test_a_directory_holding_a_run_is_refused_unless_resume_or_overwrite(tmp_pat
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest.json", "step-00000001"]
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
     assert json.loads((run / "config.json").read_text())["seed"] == 3
+    assert sorted(p.name for p in run.iterdir() if p.name != LOCK_FILE) == [
+        "checkpoints", "config.json", "metrics.jsonl", "train.log", "vocab"]
+
+
+@pytest.mark.parametrize("bad", [["--model", "cell=lstn"], ["--task", "parallel"]])
+def test_overwrite_leaves_the_old_run_whole_when_the_new_one_cannot_start(tmp_path, capsys, bad):
+    """--overwrite with a setting refused only once the new run is being built (a model field's value, the data):
+    the error, and the old run as it was, vocabularies included."""
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 2, *TINY_FLAGS)[0] == 0
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--overwrite", "--max-steps", 2, *TINY_FLAGS, *bad)
+    assert code == 1 and "Traceback" not in err, err
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    assert after == before
 
 
 @pytest.mark.parametrize("flag,value", [("--toy-eval-size", 10), ("--toy-seed", 4)])
@@ -363,3 +378,28 @@ def test_a_damaged_trainer_state_is_named_in_one_line(tmp_path, capsys):
     torch.save({"step": 2}, state)
     _one_line_error(*_run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[::2],
                     rf"{state}: not a trainer state \(missing epoch, ")
+
+
+def test_a_checkpoint_deleted_by_hand_is_stepped_over_or_named(tmp_path, capsys):
+    """The newest checkpoint deleted (latest.json naming it): --checkpoint last and --resume take the newest one left,
+    and the resumed run says latest.json moved. The best one deleted: --checkpoint best names best.json and what to
+    do, in one line."""
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 4, "--eval-every", 2, "--save-every", 1,
+                "--keep-checkpoints", 3, *TINY_FLAGS)[0] == 0
+    root = run / "checkpoints"
+    assert _pointer(run, "latest.json")["checkpoint"] == "step-00000004"
+    shutil.rmtree(root / "step-00000004")
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("1 2\n")
+    output = tmp_path / "out.txt"
+    code, _, err = _run(capsys, "decode", run, "--checkpoint", "last", "--input", inputs, "--output", output,
+                        "--device", "cpu")
+    assert code == 0, err
+    assert Path(json.loads(Path(f"{output}.config.json").read_text())["checkpoint"]).name == "step-00000003"
+    code, out, err = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 5)
+    assert code == 0 and "step-00000003" in out and "latest.json now names step-00000003" in out + err, out + err
+    best = _pointer(run, "best.json")["checkpoint"]
+    shutil.rmtree(root / best)
+    code, _, err = _run(capsys, "decode", run, "--input", inputs, "--device", "cpu")
+    _one_line_error(code, err, rf"best.json names {best}, which is not on disk \(deleted\?\): pass --checkpoint last")
