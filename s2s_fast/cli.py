@@ -117,19 +117,18 @@ def _train(args) -> int:
 
 
 def _read_inputs(path: str | None) -> list[str]:
-    from .files import read_text
+    from .files import decode_text, read_text, text_lines
 
     if path is None or path == "-":
+        # The bytes, decoded here: sys.stdin's text layer would let bytes that are not UTF-8 through as surrogates.
         name = "stdin"
-        try:
-            lines = sys.stdin.read().splitlines()
-        except UnicodeDecodeError as error:
-            raise ValueError(f"stdin: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        stream = getattr(sys.stdin, "buffer", None)
+        lines = text_lines(decode_text(stream.read(), name) if stream is not None else sys.stdin.read())
     else:
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"{path}: no such input file")
-        lines, name = read_text(file).splitlines(), path
+        lines, name = text_lines(read_text(file)), path
     for number, line in enumerate(lines, 1):
         if not line.strip():
             raise ValueError(f"{name}:{number}: empty line (one input per line)")

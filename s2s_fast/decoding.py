@@ -23,6 +23,11 @@ class Hypothesis(NamedTuple):
     attention: torch.Tensor | None  # [len(tokens), S] for the input's real source positions
 
 
+# The largest length penalty alpha generate takes, either sign: ((5 + L) / 6) ** alpha stays far inside float range
+# for any output length (NaN, infinite or huge alphas made every score NaN, -0.0 or an OverflowError).
+MAX_LENGTH_PENALTY = 10
+
+
 def _length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
@@ -196,6 +201,10 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
             raise ValueError(f"generate: {name} must be an integer >= {low}, got {value!r}")
     if n_best > beam_size:
         raise ValueError(f"generate: n_best ({n_best}) cannot exceed beam_size ({beam_size})")
+    if (not isinstance(length_penalty, (int, float)) or isinstance(length_penalty, bool)
+            or not -MAX_LENGTH_PENALTY <= length_penalty <= MAX_LENGTH_PENALTY):  # NaN fails it too
+        raise ValueError(f"generate: length_penalty must be a number in [-{MAX_LENGTH_PENALTY}, "
+                         f"{MAX_LENGTH_PENALTY}] (GNMT's alpha; 0.6-1 are usual), got {length_penalty!r}")
     if return_attention and model.attention is None:
         raise ValueError("generate: return_attention needs a model with attention (this one has attention='none')")
     was_training = model.training

@@ -23,8 +23,8 @@ def _exact_match(model: Seq2Seq, pairs, device) -> tuple[float, list]:
 def run_demo(task: str = "reverse", seconds: float = 60.0, device: str = "auto", batch_size: int = 64,
              seed: int = 0, log=print) -> float:
     """Train for about ``seconds`` on ``task``; returns the held-out exact-match accuracy."""
-    if seconds <= 0:
-        raise ValueError(f"demo: seconds must be positive, got {seconds}")
+    if not seconds > 0 or seconds == float("inf"):  # NaN fails it too
+        raise ValueError(f"demo: seconds must be a positive number, got {seconds}")
     device = resolve_device(device)
     torch.manual_seed(seed)
     vocab = toy_vocab_size(NUM_SYMBOLS)

@@ -40,10 +40,12 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
     same task and data: they are scored as one ensemble (s2s_fast.models.Ensemble), the files written under the
     first run and named after every member. With ``average`` above 1 each run's model is the mean of its last
     ``average`` checkpoints up to the one ``checkpoint`` names (s2s_fast.checkpoint.open_averaged); the report lists
-    them under "averaged" and the files' names end in ``-avgN``."""
+    them under "averaged" and the files' names end in ``-avgN``; a length penalty adds ``-lpA``, a sample of
+    ``max_examples`` out of more ``-nN``, so that no evaluation overwrites another's files."""
     started = time.perf_counter()
     checkpoint_dirs, model, task, members = open_models(path, checkpoint, device, same_data=True, average=average)
-    items = evenly_spaced(task.evaluation_items(split), max_examples)
+    every_item = task.evaluation_items(split)
+    items = evenly_spaced(every_item, max_examples)
     metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
     ensemble = len(checkpoint_dirs) > 1
     report = {"checkpoint": [str(c) for c in checkpoint_dirs] if ensemble else str(checkpoint_dirs[0]),
@@ -62,7 +64,12 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
         stem = f"{split}-ensemble-{names}"
     else:
         stem = f"{split}-{checkpoint_dirs[0].name}"
+    # Every setting that changes the scores is in the name, so that no evaluation overwrites another's files.
     stem += f"-avg{average}-beam{beam_size}" if average > 1 else f"-beam{beam_size}"
+    if length_penalty:
+        stem += f"-lp{length_penalty:g}"
+    if len(items) < len(every_item):
+        stem += f"-n{len(items)}"
     (out_dir / f"{stem}.hyp").write_text("".join(f"{item.source}\t{task.target_text(h)}\n"
                                                  for item, h in zip(items, hypotheses)))
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -49,11 +49,28 @@ def write_json_atomic(path: Path, value) -> None:
 
 
 def read_text(path: Path) -> str:
-    """A UTF-8 text file's content; a file that is not UTF-8 raises ValueError naming it and the byte."""
+    """A UTF-8 text file's content, line ends as they are and a leading byte-order mark (Notepad's) left out; a file
+    that is not UTF-8 raises ValueError naming it and the byte."""
+    return decode_text(Path(path).read_bytes(), str(path))
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 bytes as text (a leading byte-order mark left out); ValueError naming ``name`` and the byte if they are
+    not UTF-8."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise ValueError(f"{name}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of ``text`` as ``wc -l`` counts them: broken at each "\n" only, a "\r" before it dropped. Not
+    str.splitlines, which also breaks at U+2028, U+0085, form feeds and a lone "\r": a sentence holding one of
+    those would shift every line after it against its parallel file, or against decode's outputs."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def read_json(path: Path):

@@ -247,12 +247,20 @@ def checked_setting(spec: dataclasses.Field, value):
     return _checked_model_overrides(value) if name == "model" else value
 
 
+# Seq2SeqConfig fields the data set, not the model setting: the vocabulary sizes, and the special tokens' ids, which
+# every task's vocabularies and batches place at PAD_ID, BOS_ID and EOS_ID (a model told otherwise would stop
+# decoding at an ordinary symbol and never learn another).
+_SET_BY_THE_DATA = ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id")
+
+
 def _checked_model_overrides(overrides: dict) -> dict:
-    """The ``model`` setting: Seq2SeqConfig fields (the vocabulary sizes aside: the data set them), each value made
-    the field's type."""
-    valid = {name: hint for name, hint in MODEL_FIELD_TYPES.items() if name not in ("src_vocab_size",
-                                                                                    "tgt_vocab_size")}
+    """The ``model`` setting: Seq2SeqConfig fields (those the data set aside), each value made the field's type."""
+    valid = {name: hint for name, hint in MODEL_FIELD_TYPES.items() if name not in _SET_BY_THE_DATA}
     overrides = {str(key).replace("-", "_"): value for key, value in overrides.items()}
+    fixed = sorted(set(overrides) & set(_SET_BY_THE_DATA))
+    if fixed:
+        raise ValueError(f"model: {', '.join(fixed)} cannot be set: the data set the vocabulary sizes and the special "
+                         "tokens' ids")
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f"model: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(valid)}")

@@ -110,7 +110,9 @@ def test_config_file_values_are_coerced_to_the_setting_type(tmp_path, capsys, li
     ("output_dir: 7", r"output_dir must be text, got 7"),
     ("model: 3", r"model must be a mapping of names to values, got 3"),
     ("model: {hidden: 3}", r"model: unknown field\(s\) hidden; valid fields: embed_dim, hidden_size, "),
-    ("model: {src_vocab_size: 3}", r"model: unknown field\(s\) src_vocab_size; valid fields: embed_dim"),
+    ("model: {src_vocab_size: 3}", r"model: src_vocab_size cannot be set: the data set the vocabulary sizes"),
+    ("model: {eos_id: 5, pad_id: 4}", r"model: eos_id, pad_id cannot be set: the data set the vocabulary sizes and "
+                                      r"the special tokens' ids"),
     ("model: {dropout: abc}", r"model: dropout must be a number, got 'abc'"),
     ("model: {encoder_layers: 1.5}", r"model: encoder_layers must be an integer, got 1.5"),
 ])

@@ -131,6 +131,23 @@ def test_parallel_files_bad_input_messages(tmp_path):
         read_parallel(src, str(tmp_path / "missing.tgt"))
 
 
+def test_parallel_files_break_lines_where_wc_does(tmp_path):
+    """Only "\\n" ends a line (CRLF too): U+2028, U+0085, a form feed or a lone "\\r" inside a sentence would
+    have shifted every later line against the other file's. A byte-order mark is not part of the first line."""
+    (tmp_path / "a.src").write_bytes("\ufeffone\r\ntwo\u2028half\nthree\x0cfour\n".encode())
+    (tmp_path / "a.tgt").write_bytes("uno\ndos\x85medio\ntres\rcuatro".encode())
+    sources, targets = read_parallel(str(tmp_path / "a.src"), str(tmp_path / "a.tgt"))
+    assert sources == ["one", "two\u2028half", "three\x0cfour"]
+    assert targets == ["uno", "dos\x85medio", "tres\rcuatro"]
+
+
+def test_a_sentencepiece_vocabulary_too_small_for_the_text_is_one_error(tmp_path):
+    _, _, options = _parallel_files(tmp_path)
+    with pytest.raises(ValueError, match=r"sentencepiece could not train src.spm \(unigram, 8 pieces\) on 40 lines: "
+                                         r".*raise --spm-vocab-size"):
+        build_task("parallel", {**options, "spm_vocab_size": 8}, tmp_path / "vocab")
+
+
 def _parallel_files(tmp_path):
     """(sources, targets, options) of a small parallel task."""
     sources = [f"the cat number {i} sat on the mat" for i in range(40)]

@@ -150,7 +150,10 @@ def test_generate_errors():
     batch = _batch()
     for options, pattern in ((dict(beam_size=0), "beam_size"), (dict(beam_size=2, n_best=3), "n_best"),
                              (dict(max_len=0), "max_len"), (dict(max_len_ratio=-1.0), "max_len_ratio"),
-                             (dict(min_len=-1), "min_len")):
+                             (dict(min_len=-1), "min_len"), (dict(length_penalty=float("nan")), "length_penalty"),
+                             (dict(length_penalty=float("inf")), "length_penalty"),
+                             (dict(beam_size=2, length_penalty=1000.0), r"length_penalty must be a number in "
+                                                                        r"\[-10, 10\]")):
         with pytest.raises(ValueError, match=pattern):
             model.generate(batch.src, batch.src_lengths, **options)
     with pytest.raises(ValueError, match="attention"):

@@ -191,6 +191,28 @@ def test_demo_on_cuda_without_a_gpu_is_one_line(capsys):
     _one_line(*_run(capsys, "demo", "--device", "cuda", "--seconds", 1)[::2], r"demo: error: .*sees no CUDA GPU")
 
 
+def test_evaluations_with_other_settings_keep_their_own_files(tmp_path, capsys):
+    """A sample (--max-examples) or a length penalty is named in the files' names: no evaluation replaces another."""
+    run = _tiny_run(tmp_path, capsys)
+    for extra in ([], ["--max-examples", 3], ["--length-penalty", 0.6], ["--max-examples", 10 ** 6]):
+        assert _run(capsys, "evaluate", run, "--split", "dev", "--beam-size", 2, "--device", "cpu", *extra)[0] == 0
+    names = sorted(p.name.split("-", 3)[3] for p in (run / "evaluations").glob("dev-step-*.json"))
+    assert names == ["beam2-lp0.6.json", "beam2-n3.json", "beam2.json"], names
+    report = json.loads(next((run / "evaluations").glob("dev-*-beam2-n3.json")).read_text())
+    assert report["examples"] == 3 and report["max_examples"] == 3
+
+
+def test_numbers_that_are_not_finite_are_refused_in_one_line(tmp_path, capsys):
+    run = _tiny_run(tmp_path, capsys)
+    inputs = _lines(tmp_path / "in", ["1 2"])
+    for value in ("nan", "inf", "1e300"):
+        _one_line(*_run(capsys, "decode", run, "--input", inputs, "--beam-size", 2, "--n-best", 2,
+                        "--length-penalty", value, "--device", "cpu")[::2], r"length_penalty must be a number in")
+    for value in ("nan", "inf", "0"):
+        _one_line(*_run(capsys, "demo", "--seconds", value, "--device", "cpu")[::2],
+                  r"demo: error: demo: seconds must be a positive number")
+
+
 def test_a_bench_filter_that_is_not_a_regular_expression_is_one_line(capsys):
     _one_line(*_run(capsys, "bench", "--quick", "--device", "cpu", "--filter", "(")[::2],
               r"--filter '\(' is not a regular expression: missing \)")
@@ -217,12 +239,34 @@ def test_input_that_is_not_utf8_is_named(tmp_path, capsys, monkeypatch):
     binary.write_bytes(b"1 2\n\xff\xfe 3\n")
     _one_line(*_run(capsys, "decode", run, "--input", binary)[::2], rf"{binary}: not UTF-8 text \(invalid start byte "
                                                                       r"at byte 4\)")
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\n"), encoding="utf-8"))
-    _one_line(*_run(capsys, "decode", run)[::2], r"stdin: not UTF-8 text")
+    for errors in ("strict", "surrogateescape"):  # surrogateescape: stdin's under the C.UTF-8 locale
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"1 2\n\xff\n"), encoding="utf-8",
+                                                           errors=errors))
+        _one_line(*_run(capsys, "decode", run)[::2], r"stdin: not UTF-8 text \(invalid start byte at byte 4\)")
     config = tmp_path / "latin1.yaml"
     config.write_bytes("task: r\xe9verse\n".encode("latin-1"))
     _one_line(*_run(capsys, "train", "--config", config, "--output-dir", tmp_path / "r")[::2],
               rf"{config}: not UTF-8 text")
+
+
+def test_one_output_line_per_input_line_whatever_the_lines_hold(tmp_path, capsys, monkeypatch):
+    """Lines break at "\\n" only (a "\\r" before it dropped), as wc -l counts them: not at the form feed, U+2028,
+    U+0085 or lone "\\r" str.splitlines breaks at, which put more outputs than inputs. A leading byte-order mark is
+    not a symbol."""
+    run = _tiny_run(tmp_path, capsys)
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_bytes("\ufeff1 2\r\n3 4\n".encode())
+    code, out, err = _run(capsys, "decode", run, "--input", inputs, "--beam-size", 1, "--device", "cpu")
+    assert code == 0 and len(out.splitlines()) == 2, err
+    for separator in ("\u2028", "\x0c", "\x85", "\r"):
+        inputs.write_text(f"1 2{separator}3\n4 5\n", encoding="utf-8", newline="")
+        code, out, err = _run(capsys, "decode", run, "--input", inputs, "--beam-size", 1, "--device", "cpu")
+        # (The toy task splits its tokens at any whitespace: "1 2<separator>3" is three symbols it knows.)
+        assert code == 0 and len(out.splitlines()) == 2, (repr(separator), out, err)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f"1 2{separator}3\n".encode()),
+                                                           encoding="utf-8", newline=""))
+        code, out, err = _run(capsys, "decode", run, "--beam-size", 1, "--device", "cpu")
+        assert code == 0 and len(out.splitlines()) == 1, (repr(separator), out, err)
 
 
 def test_a_multi_line_error_is_printed_on_one_line(tmp_path, capsys):

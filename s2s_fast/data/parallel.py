@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..files import read_text
+from ..files import read_text, text_lines
 from .base import SPLITS, EvalItem, Task
 from .metrics import bleu_and_chrf
 from .vocab import SPECIALS, Vocabulary
@@ -23,7 +23,7 @@ def read_lines(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    lines = read_text(file).splitlines()
+    lines = text_lines(read_text(file))
     stripped = [line.strip() for line in lines]
     for number, line in enumerate(stripped, 1):
         if not line:
@@ -46,9 +46,15 @@ def train_sentencepiece(lines: list[str], model_prefix: Path, vocab_size: int, m
     """Train a sentencepiece model on ``lines``; returns the .model path."""
     import sentencepiece as spm
 
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(model_prefix),
-                                   vocab_size=vocab_size, model_type=model_type, character_coverage=1.0,
-                                   hard_vocab_limit=False, minloglevel=2)
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(model_prefix),
+                                       vocab_size=vocab_size, model_type=model_type, character_coverage=1.0,
+                                       hard_vocab_limit=False, minloglevel=2)
+    except RuntimeError as error:  # sentencepiece's refusal, e.g. fewer pieces than the text has characters
+        reason = " ".join(str(error).split())
+        raise ValueError(f"sentencepiece could not train {model_prefix.name} ({model_type}, {vocab_size} pieces) "
+                         f"on {len(lines)} lines: {reason} (a vocabulary needs at least the text's distinct "
+                         "characters and the special pieces: raise --spm-vocab-size)") from None
     return Path(f"{model_prefix}.model")
 
 
