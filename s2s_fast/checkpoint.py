@@ -450,8 +450,20 @@ def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tup
     if not all(bool(torch.isfinite(value).all()) for value in model.state_dict().values()):
         raise ValueError(f"{weights}: the weights hold NaN or infinity (the run diverged); use an earlier checkpoint")
     task = load_task(checkpoint)
-    train_config = read_json(checkpoint / TRAIN_CONFIG)
-    return model.to(device).eval(), task, train_config
+    sizes = (len(task.src_vocab), len(task.tgt_vocab))
+    if sizes != (config.src_vocab_size, config.tgt_vocab_size):
+        raise ValueError(f"{checkpoint}: damaged, its task's vocabularies ({sizes[0]} / {sizes[1]} symbols) are not "
+                         f"the model's ({config.src_vocab_size} / {config.tgt_vocab_size}, {config_path.name})")
+    return model.to(device).eval(), task, read_train_config(checkpoint)
+
+
+def read_train_config(checkpoint: Path) -> dict:
+    """The training configuration saved in a checkpoint, as a dict; a damaged one raises ValueError naming it."""
+    path = Path(checkpoint) / TRAIN_CONFIG
+    values = read_json(path)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: damaged training configuration (not a mapping of settings)")
+    return values
 
 
 def load_trainer_state(checkpoint: Path) -> dict:

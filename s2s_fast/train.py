@@ -253,7 +253,15 @@ class Trainer:
         if not self.distributed.main:
             task = load_task(vocab_dir)
         torch.manual_seed(self.config.seed)
-        return Seq2Seq(self.config.model_config(len(task.src_vocab), len(task.tgt_vocab))), task, None
+        model_config = self.config.model_config(len(task.src_vocab), len(task.tgt_vocab))
+        try:
+            return Seq2Seq(model_config), task, None
+        except RuntimeError as error:  # torch.OutOfMemoryError is one
+            if "allocate" not in str(error):
+                raise
+            reason = " ".join(str(error).split())
+            raise ValueError(f"the model does not fit in this machine's memory ({reason}); choose a smaller one "
+                             "(--model hidden_size=..., embed_dim=...)") from None
 
     def _dev_items(self) -> list | None:
         if not self.config.eval_every:

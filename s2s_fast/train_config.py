@@ -18,10 +18,10 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import CHECKPOINTS, TRAIN_CONFIG, latest_checkpoint
+from .checkpoint import CHECKPOINTS, latest_checkpoint, read_train_config
 from .config_values import coerce, optional_type
 from .data import TASK_NAMES, check_task_name
-from .files import read_json, read_text
+from .files import read_text
 from .models import PRESETS, Seq2SeqConfig, preset_config
 from .models.config import FIELD_TYPES as MODEL_FIELD_TYPES
 
@@ -312,7 +312,7 @@ def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tup
     checkpoint = latest_checkpoint(output_dir / CHECKPOINTS)
     if checkpoint is None:
         raise ValueError(f"--resume: {output_dir} holds no checkpoint to resume from")
-    saved = read_json(checkpoint / TRAIN_CONFIG)
+    saved = read_train_config(checkpoint)
     saved["output_dir"] = str(output_dir)
     changed = [name for name in FIXED_ON_RESUME if name in explicit and explicit[name] != saved.get(name)]
     if changed:

@@ -126,6 +126,14 @@ def test_a_bad_config_file_value_is_one_line_naming_the_file_and_the_setting(tmp
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_a_model_too_large_for_memory_is_one_line(tmp_path, capsys):
+    code = main(["train", "--output-dir", str(tmp_path / "run"), "--task", "reverse", "--max-steps", "1",
+                 "--model", "hidden_size=1000000"])  # 4 TB of parameters
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "the model does not fit in this machine's memory" in err and "--model hidden_size" in err
+
+
 def test_an_unknown_model_flag_lists_the_valid_fields(tmp_path, capsys):
     code = main(["train", "--output-dir", str(tmp_path / "run"), "--task", "reverse", "--model", "hidden=3"])
     err = capsys.readouterr().err

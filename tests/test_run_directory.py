@@ -334,6 +334,13 @@ DAMAGE = {
     "task file missing keys": ("task.json", lambda path: path.write_text('{"task": "reverse"}'),
                                r"task.json: damaged task file \(missing src_vocab, tgt_vocab, options\)"),
     "weights NaN": ("model.safetensors", None, r"model.safetensors: the weights hold NaN or infinity"),
+    "task options missing": ("task.json", lambda path: path.write_text(json.dumps(
+        {**json.loads(path.read_text()), "options": {}})), r"task.json: damaged task file \(options missing: "),
+    "vocabulary cut short": ("task.json", lambda path: path.write_text(json.dumps(
+        {**(task := json.loads(path.read_text())), "tgt_vocab": task["tgt_vocab"][:6]})),
+        r": damaged, its task's vocabularies \(\d+ / 6 symbols\) are not the model's"),
+    "training configuration not a mapping": ("train_config.json", lambda path: path.write_text("[1]\n"),
+                                             r"train_config.json: damaged training configuration"),
 }
 
 
@@ -355,7 +362,7 @@ def test_a_damaged_checkpoint_file_is_named_in_one_line(tmp_path, capsys, damage
     inputs.write_text("1 2\n")
     for argv in (["decode", run, "--input", inputs, "--device", "cpu"], ["evaluate", run, "--device", "cpu"],
                  ["train", "--output-dir", run, "--resume", "--max-steps", 3]):
-        _one_line_error(*_run(capsys, *argv)[::2], rf"{checkpoint}/{message}")
+        _one_line_error(*_run(capsys, *argv)[::2], rf"{checkpoint}/?{message}")
 
 
 @pytest.mark.parametrize("content", ["{\"checkpoint\": \"step-0", "{\"x\": 1}", "[]", "{\"checkpoint\": \"../x\"}"])

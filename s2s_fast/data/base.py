@@ -32,6 +32,8 @@ class Task:
     name: str
     primary_metric: str
     higher_is_better: bool
+    # The options a loaded task reads (load_task refuses a task.json without them).
+    READS: tuple[str, ...] = ()
 
     def __init__(self, src_vocab: Vocabulary, tgt_vocab: Vocabulary, options: dict):
         self.src_vocab = src_vocab

@@ -84,6 +84,7 @@ class ParallelTextTask(Task):
     name = "parallel"
     primary_metric = "bleu"
     higher_is_better = True
+    READS = ("max_length",)
 
     def __init__(self, src_vocab, tgt_vocab, options, processors):
         super().__init__(src_vocab, tgt_vocab, options)

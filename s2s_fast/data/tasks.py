@@ -46,6 +46,11 @@ def load_task(directory: Path) -> Task:
     if missing:
         raise ValueError(f"{path}: damaged task file (missing {', '.join(missing)})")
     name = check_task_name(state["task"])
+    cls = G2PTask if name == "g2p" else ParallelTextTask if name == "parallel" else ToyTask
+    options = state["options"]
+    absent = [key for key in cls.READS if key not in options] if isinstance(options, dict) else ["all"]
+    if absent:
+        raise ValueError(f"{path}: damaged task file (options missing: {', '.join(absent)})")
     src_vocab, tgt_vocab = Vocabulary.from_json(state["src_vocab"]), Vocabulary.from_json(state["tgt_vocab"])
     if name == "g2p":
         return G2PTask(src_vocab, tgt_vocab, state["options"])

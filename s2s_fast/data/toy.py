@@ -44,6 +44,7 @@ class ToyTask(Task):
     primary_metric = "accuracy"
     higher_is_better = True
     SPLIT_SEEDS = {"train": 1, "dev": 2, "test": 3}
+    READS = ("toy_symbols", "toy_min_len", "toy_max_len", "toy_train_size", "toy_eval_size", "toy_seed")
 
     def __init__(self, name: str, src_vocab, tgt_vocab, options):
         super().__init__(src_vocab, tgt_vocab, options)
