@@ -9,6 +9,7 @@ every op; on a CPU all but the cells and the GRU layer, see _AUTOCAST_KEEPS). Ba
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Sequence
 
@@ -96,29 +97,36 @@ _AUTOCAST_DEVICE_TYPES = frozenset(
 # torch.autocast("cpu") torch.nn.GRU, GRUCell and LSTMCell return float32 while torch.nn.LSTM and Linear return the
 # autocast dtype (torch 2.13); on CUDA it casts all of them. The drop-ins return what torch's do. (Torch's run their
 # products in the autocast dtype inside, by accident of autocast reaching the ops they call; these run in float32
-# throughout, s2s_fast.functional._call.)
+# throughout, s2s_fast.functional._call.) Their inputs of several dtypes under autocast (a state that came out of an
+# autocast product, bfloat16, beside a float32 input) meet in the widest, as torch's type promotion has them.
 _AUTOCAST_KEEPS = {"cpu": frozenset({"lstm_cell", "gru_cell", "gru_layer"})}
 
 
 def _autocast(op: str, tensors: tuple) -> tuple:
     """Cast floating tensors to the autocast dtype when autocast is on for their device and casts ``op`` there, as
-    torch's autocast casts them: float64 stays float64, and a device without autocast (meta) is left alone."""
+    torch's autocast casts them: float64 stays float64, and a device without autocast (meta) is left alone. An op
+    autocast leaves in its dtype there (_AUTOCAST_KEEPS) gets its float16/bfloat16/float32 inputs in the widest of
+    theirs."""
     for first in tensors:
         if isinstance(first, torch.Tensor):
             break
     else:
         return tensors
     device_type = first.device.type
-    if op in _AUTOCAST_KEEPS.get(device_type, ()):
-        return tensors
     if device_type in _AUTOCAST_DEVICE_TYPES:
         if not torch.is_autocast_enabled(device_type):
             return tensors
     elif torch.compiler.is_compiling() or not _has_autocast(device_type) or not torch.is_autocast_enabled(device_type):
         return tensors
-    dtype = torch.get_autocast_dtype(device_type)
-    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
-                 else t for t in tensors)
+    castable = [isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64 for t in tensors]
+    if op in _AUTOCAST_KEEPS.get(device_type, ()):
+        dtypes = {t.dtype for t, cast in zip(tensors, castable) if cast}
+        if len(dtypes) < 2:
+            return tensors
+        dtype = functools.reduce(torch.promote_types, dtypes)
+    else:
+        dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) if cast else t for t, cast in zip(tensors, castable))
 
 
 def _check_mask(op: str, mask, batch: int, keys: int, device: torch.device) -> None:

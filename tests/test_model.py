@@ -45,6 +45,27 @@ def test_teacher_forcing_equals_step_decoding(cell, attention, input_feeding, bi
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("cell,attention,input_feeding,decoder_layers",
+                         list(itertools.product(["lstm", "gru"], ATTENTIONS, [True, False], [1, 2])))
+def test_every_configuration_trains_and_decodes_under_cpu_autocast(cell, attention, input_feeding, decoder_layers):
+    """Under torch.autocast("cpu") the bridge's and projections' products come out bfloat16 while the cells and the
+    GRU layer keep float32, as torch's do: the decoder's step inputs meet in one dtype (a mix was refused)."""
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_dim=6, hidden_size=8,
+                                  cell=cell, attention=attention, input_feeding=input_feeding,
+                                  decoder_layers=decoder_layers))
+    batch = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = sequence_loss(model(batch.src, batch.src_lengths, batch.tgt_in).float(), batch.tgt_out, PAD_ID)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        greedy = model.generate(batch.src, batch.src_lengths, max_len=5)
+        beam = model.generate(batch.src, batch.src_lengths, beam_size=2, max_len=5)
+    assert len(greedy) == len(beam) == batch.src.shape[0]
+
+
 @pytest.mark.parametrize("attention", ["bahdanau", "luong-general", "luong-dot"])
 def test_padded_source_is_never_attended(attention):
     model = _model(attention=attention)
@@ -57,6 +78,14 @@ def test_padded_source_is_never_attended(attention):
     encoded = model.encode(batch.src, batch.src_lengths)
     _, _, weights = model.decode_step(batch.tgt_in[:, 0], model.init_state(encoded), encoded)
     assert torch.count_nonzero(weights[padding]) == 0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_an_empty_batch_runs_through_forward(cell):
+    model = _model(cell=cell).train()
+    empty = torch.zeros(0, 3, dtype=torch.long)
+    logits = model(empty, torch.zeros(0, dtype=torch.long), empty[:, :2])
+    assert logits.shape == (0, 2, VOCAB)
 
 
 def test_padded_targets_do_not_count_in_the_loss():
