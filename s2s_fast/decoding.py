@@ -37,8 +37,9 @@ def _length_limits(src_lengths: torch.Tensor, max_len, max_len_ratio) -> list[in
     by default 2 * source length + 10."""
     if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
         raise ValueError(f"generate: max_len must be a positive integer or None, got {max_len!r}")
-    if max_len_ratio is not None and not (isinstance(max_len_ratio, (int, float)) and max_len_ratio > 0):
-        raise ValueError(f"generate: max_len_ratio must be a positive number or None, got {max_len_ratio!r}")
+    if max_len_ratio is not None and not (isinstance(max_len_ratio, (int, float)) and not isinstance(max_len_ratio, bool)
+                                          and 0 < max_len_ratio < math.inf):
+        raise ValueError(f"generate: max_len_ratio must be a positive finite number or None, got {max_len_ratio!r}")
     limits = []
     for length in src_lengths.tolist():
         candidates = []
@@ -207,7 +208,8 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
                          f"{MAX_LENGTH_PENALTY}] (GNMT's alpha; 0.6-1 are usual), got {length_penalty!r}")
     if return_attention and model.attention is None:
         raise ValueError("generate: return_attention needs a model with attention (this one has attention='none')")
-    was_training = model.training
+    # Every submodule's mode, restored as it was: an Ensemble's own flag (a new Module's True) is not its members'.
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         lengths = model.check_source(src, src_lengths)
@@ -222,7 +224,8 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
                 best = beam_search(model, encoded, lengths, limits, beam_size, min_len, float(length_penalty),
                                    n_best, return_attention)
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     if n_best == 1:
         hypotheses = [h[0].tokens for h in best]
     else:

@@ -130,6 +130,9 @@ class Progress:
     best: dict | None = None
     evals_since_best: int = 0
     stopped_early: bool = False
+    # (best, evals_since_best) as they stood before a dev evaluation off the --eval-every grid (the last step's),
+    # which an uninterrupted longer run would not have made: what a run resumed from here carries on with.
+    before_last_eval: tuple | None = None
 
 
 @dataclass
@@ -298,6 +301,14 @@ class Trainer:
         self._use_configured_hyperparameters()
         progress = Progress(state["step"], state["epoch"], state["epoch_step"], state["best"],
                             state["evals_since_best"])
+        if state.get("before_last_eval") is not None:
+            progress.best, progress.evals_since_best = state["before_last_eval"]
+            state = {**state, "best": progress.best}  # for the pointers below
+            self.log(f"note: the dev evaluation at step {progress.step} (the last step, off the --eval-every grid) "
+                     "counts neither for the best nor for early stopping from here, as in a run never stopped there")
+        # Early stopping ended the run if the evaluations since its best reach this run's patience (a larger one
+        # given on resume lets it go on).
+        progress.stopped_early = self.config.patience > 0 and progress.evals_since_best >= self.config.patience
         if state["world_size"] != self.distributed.world:
             self.log(f"note: resuming a run of {state['world_size']} process(es) on {self.distributed.world}: the data "
                      "order and random draws differ from an uninterrupted run")
@@ -335,7 +346,9 @@ class Trainer:
             if bar is not None:
                 bar.close()
         if progress.step == start_step and self.distributed.main:
-            self.log(f"nothing to do: the run is already at step {progress.step} (max_steps {config.max_steps})")
+            why = (f"early stopping ended it (patience {config.patience})" if progress.stopped_early
+                   else f"max_steps {config.max_steps}")
+            self.log(f"nothing to do: the run is already at step {progress.step} ({why})")
         best = progress.best
         best_line = f"; best dev {self.task.primary_metric} {best['value']:.4f} at step {best['step']}" if best else ""
         self.log(f"done: step {progress.step}, {time.perf_counter() - run_start:,.0f} s this session{best_line}")
@@ -461,6 +474,8 @@ class Trainer:
         if is_eval_step or is_save_step:
             self._check_finite_weights()
         if is_eval_step:
+            off_grid = progress.step % config.eval_every != 0
+            progress.before_last_eval = (progress.best, progress.evals_since_best) if off_grid else None
             if self.distributed.main:
                 self._evaluate_dev()
             progress.best, progress.evals_since_best = self.distributed.broadcast(
@@ -497,7 +512,7 @@ class Trainer:
         trainer_state = {"step": progress.step, "epoch": progress.epoch, "epoch_step": progress.epoch_step,
                          "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                          "rng": rng, "best": progress.best, "evals_since_best": progress.evals_since_best,
-                         "world_size": self.distributed.world}
+                         "before_last_eval": progress.before_last_eval, "world_size": self.distributed.world}
         self.saved_step = progress.step
         if not self.distributed.main:
             return

@@ -9,7 +9,7 @@ import torch
 
 from s2s_fast.data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
 from s2s_fast.decoding import beam_search, greedy_search
-from s2s_fast.models import Seq2Seq, Seq2SeqConfig
+from s2s_fast.models import Ensemble, Seq2Seq, Seq2SeqConfig
 from s2s_fast.reference.log_softmax_max import finite_log_softmax
 
 SYMBOLS = 3
@@ -150,6 +150,8 @@ def test_generate_errors():
     batch = _batch()
     for options, pattern in ((dict(beam_size=0), "beam_size"), (dict(beam_size=2, n_best=3), "n_best"),
                              (dict(max_len=0), "max_len"), (dict(max_len_ratio=-1.0), "max_len_ratio"),
+                             (dict(max_len_ratio=float("inf"), max_len=5), "max_len_ratio must be a positive finite"),
+                             (dict(max_len_ratio=True), "max_len_ratio"),
                              (dict(min_len=-1), "min_len"), (dict(length_penalty=float("nan")), "length_penalty"),
                              (dict(length_penalty=float("inf")), "length_penalty"),
                              (dict(beam_size=2, length_penalty=1000.0), r"length_penalty must be a number in "
@@ -165,6 +167,15 @@ def test_generate_restores_training_mode():
     batch = _batch()
     model.generate(batch.src, batch.src_lengths)
     assert model.training
+    # Each submodule's own mode, not the model's flag spread over them: an Ensemble of members in eval mode (as
+    # checkpoints load) is itself in training mode, a new Module's default, and left its members so (dropout on).
+    members = [_model().eval(), _model().eval()]
+    members[1].decoder.train()
+    ensemble = Ensemble(members)
+    before = [m.training for m in ensemble.modules()]
+    assert before[0] and not members[0].training
+    ensemble.generate(batch.src, batch.src_lengths, beam_size=2)
+    assert [m.training for m in ensemble.modules()] == before
 
 
 @pytest.mark.parametrize("beam_size,n_best", [(1, 1), (3, 1), (3, 2)])

@@ -144,6 +144,36 @@ def test_training_keeps_the_best_and_stops_early(tmp_path):
     assert kept == ["step-00000002", "step-00000006"]
 
 
+def test_a_run_early_stopping_ended_stays_ended_on_resume_unless_patience_grows(tmp_path):
+    run = tmp_path / "run"
+    common = dict(max_steps=200, eval_every=2, patience=2, lr=1e-9, **TINY)
+    assert train(TrainConfig(output_dir=str(run), **common), **QUIET).step == 6
+    lines = []
+    again = train(TrainConfig(output_dir=str(run), **common), resume=True, explicit={}, echo=lines.append)
+    assert again.step == 6 and again.stopped_early
+    assert any("nothing to do: the run is already at step 6 (early stopping ended it (patience 2))" in line
+               for line in lines), lines
+    more = train(TrainConfig(output_dir=str(run), **{**common, "patience": 3}), resume=True,
+                 explicit={"patience": 3}, **QUIET)
+    assert more.step == 8 and more.stopped_early
+
+
+def test_resume_with_early_stopping_ends_as_an_uninterrupted_run(tmp_path):
+    """The first part ends off the --eval-every grid (step 7): its last-step evaluation, which a run never stopped
+    there would not have made, counts neither for the best nor for patience once resumed."""
+    common = dict(TINY, eval_every=5, patience=2, lr=1e-9, decay_steps=40)
+    straight = train(TrainConfig(output_dir=str(tmp_path / "a"), max_steps=40, **common), **QUIET)
+    train(TrainConfig(output_dir=str(tmp_path / "b"), max_steps=7, **common), **QUIET)
+    resumed = train(TrainConfig(output_dir=str(tmp_path / "b"), max_steps=40, **common), resume=True,
+                    explicit={"max_steps": 40}, **QUIET)
+    assert resumed.step == straight.step and resumed.stopped_early and straight.stopped_early
+    assert resumed.best == straight.best
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    best = json.loads((tmp_path / "b" / "checkpoints" / "best.json").read_text())
+    assert best["step"] == straight.best["step"]
+
+
 def test_the_last_step_is_always_evaluated(tmp_path):
     run = tmp_path / "run"
     # max_steps is not a multiple of eval_every: the final weights are still scored on dev and can become the best.

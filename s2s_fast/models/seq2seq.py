@@ -124,7 +124,7 @@ class Seq2Seq(nn.Module):
         """Encoder final states [L*D, B, H/D] -> the top layer's, both directions concatenated: [B, H]."""
         directions = 2 if self.config.bidirectional else 1
         top = final[-directions:]  # [D, B, H/D]
-        return top.transpose(0, 1).reshape(top.shape[1], -1)
+        return top.transpose(0, 1).reshape(top.shape[1], top.shape[0] * top.shape[2])  # -1 fails when B is 0
 
     def init_state(self, encoded: EncoderOutput) -> DecoderState:
         """The decoder's initial state, bridged from the encoder's final state."""
