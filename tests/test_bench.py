@@ -5,6 +5,7 @@ No timing is asserted: only that the suite measures, checks and reports what it 
 
 import dataclasses
 import json
+import re
 import math
 import sys
 import types
@@ -335,6 +336,51 @@ def test_cli_writes_every_output(tmp_path, capsys):
     assert "| benchmark | provider |" in (out / "results.md").read_text()
     for plot in ("speedup.png", "memory.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_run_into_the_same_directory_keeps_the_first_runs_outputs(tmp_path, capsys, monkeypatch):
+    """The earlier run's five outputs move, whole, to earlier/<its date>/; a run cut short leaves its finished cases
+    in results.partial.json beside them and touches nothing else."""
+    out = tmp_path / "results"
+    argv = ["bench", "--quick", "--device", "cpu", "--output-dir", str(out), "--providers", "torch.nn"]
+    assert main([*argv, "--filter", "gru_cell"]) == 0
+    first = {name: (out / name).read_bytes() for name in ("results.json", "summary.json", "results.md")}
+    date = json.loads(first["summary.json"])["metadata"]["date"]
+    assert main([*argv, "--filter", "lstm_cell"]) == 0
+    assert "gru_cell" not in (out / "results.json").read_text()
+    kept = out / "earlier" / date.replace(":", "-")
+    assert sorted(p.name for p in kept.iterdir()) == sorted(["memory.png", "speedup.png", *first])
+    assert all((kept / name).read_bytes() == content for name, content in first.items())
+    assert not (out / "results.partial.json").exists()
+
+    import s2s_fast.bench as bench
+
+    second = {name: (out / name).read_bytes() for name in ("results.json", "summary.json", "results.md")}
+    run_suite = bench.run_suite
+
+    def interrupted_after_the_cases(cases, options):  # Ctrl-C as the rates are measured again
+        run_suite(cases, options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_suite", interrupted_after_the_cases)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_benchmarks(quick=True, device="cpu", output_dir=out, pattern="gru_cell", providers=["torch.nn"])
+    assert {name: (out / name).read_bytes() for name in second} == second
+    assert len(list((out / "earlier").iterdir())) == 1
+    partial = json.loads((out / "results.partial.json").read_text())
+    assert partial and all(r["benchmark"].startswith("gru_cell") for r in partial)
+
+
+def test_a_bad_output_directory_or_time_limit_is_refused_before_anything_runs(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for extra, message in ((["--output-dir", str(blocker)], "--output-dir .*a-file: File exists"),
+                           (["--output-dir", str(blocker / "sub")], "Not a directory"),
+                           (["--time-limit", "-1"], "the time limit must be a positive number of seconds"),
+                           (["--time-limit", "nan"], "the time limit must be a positive number of seconds")):
+        assert main(["bench", "--quick", "--device", "cpu", "--filter", "gru_cell", *extra]) == 1
+        err = capsys.readouterr().err
+        assert re.search(message, err) and len(err.strip().splitlines()) == 1 and "measuring" not in err, err
 
 
 def test_cli_rejects_unknown_providers_and_empty_selections(capsys):

@@ -158,6 +158,25 @@ def test_opcheck(queries):
 
 
 @built
+@pytest.mark.parametrize("name,bad", [("query_proj", (1, 1, 7)), ("query_proj", (3, 1, 6)), ("v", (1,)),
+                                      ("values", (3, 4, 4)), ("values", (2, 5, 4))])
+def test_the_ops_called_directly_refuse_inputs_that_disagree(name, bad):
+    """Both directions check query_proj, key_proj, v and values against each other (the backward read past the end
+    of a smaller one: garbage, or a segfault)."""
+    args = _attention_args(3, 1, 5, 7, 4, dtype=torch.float32)
+    args["query_proj"] = args["query_proj"].reshape(3, 1, 7)
+    context, weights = torch.ops.s2s_fast.cpu_additive_attention_fwd(args["query_proj"], args["key_proj"], args["v"],
+                                                                     args["values"], None)
+    args[name] = torch.randn(bad)
+    inputs = (args["query_proj"], args["key_proj"], args["v"], args["values"])
+    with pytest.raises(RuntimeError, match=f"{name} must have shape"):
+        torch.ops.s2s_fast.cpu_additive_attention_fwd(*inputs, None)
+    with pytest.raises(RuntimeError, match=f"{name} must have shape"):
+        torch.ops.s2s_fast.cpu_additive_attention_bwd(torch.randn_like(context), torch.randn_like(weights), *inputs,
+                                                      weights)
+
+
+@built
 def test_torch_compile_traces_the_op_in_one_graph():
     args = _attention_args(2, 3, 5, 8, 4, dtype=torch.float32)
 

@@ -39,23 +39,30 @@ void check_shape(const Tensor& tensor, const char* name, at::IntArrayRef expecte
                 tensor.sizes());
 }
 
-std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, const Tensor& key_proj,
-                                                      const Tensor& v, const Tensor& values,
-                                                      const std::optional<Tensor>& mask) {
-    TORCH_CHECK(query_proj.dim() == 3 && key_proj.dim() == 3 && values.dim() == 3,
-                "cpu_additive_attention_fwd: query_proj [B, Tq, A], key_proj [B, Tk, A] and values [B, Tk, Dv] "
-                "must be 3-d");
-    TORCH_CHECK(query_proj.scalar_type() == at::kFloat || query_proj.scalar_type() == at::kDouble,
-                "cpu_additive_attention_fwd: float32 or float64 only, got ", query_proj.scalar_type());
-    const int64_t batch = key_proj.size(0), keys = key_proj.size(1), attn = key_proj.size(2);
-    const int64_t queries = query_proj.size(1), value_size = values.size(2);
+// The inputs both directions take, checked against each other (the backward reads them as the forward does, and a
+// direct call of either op with shapes that disagree would read past their ends).
+void check_inputs(const char* op, const Tensor& query_proj, const Tensor& key_proj, const Tensor& v,
+                  const Tensor& values) {
+    TORCH_CHECK(query_proj.dim() == 3 && key_proj.dim() == 3 && values.dim() == 3, op,
+                ": query_proj [B, Tq, A], key_proj [B, Tk, A] and values [B, Tk, Dv] must be 3-d");
+    TORCH_CHECK(query_proj.scalar_type() == at::kFloat || query_proj.scalar_type() == at::kDouble, op,
+                ": float32 or float64 only, got ", query_proj.scalar_type());
     for (const auto& [tensor, name] : {std::pair{key_proj, "key_proj"}, {v, "v"}, {values, "values"}}) {
         check_float(tensor, name, query_proj);
     }
     check_float(query_proj, "query_proj", query_proj);
-    check_shape(query_proj, "query_proj", {batch, queries, attn});
+    const int64_t batch = key_proj.size(0), keys = key_proj.size(1), attn = key_proj.size(2);
+    check_shape(query_proj, "query_proj", {batch, query_proj.size(1), attn});
     check_shape(v, "v", {attn});
-    check_shape(values, "values", {batch, keys, value_size});
+    check_shape(values, "values", {batch, keys, values.size(2)});
+}
+
+std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, const Tensor& key_proj,
+                                                      const Tensor& v, const Tensor& values,
+                                                      const std::optional<Tensor>& mask) {
+    check_inputs("cpu_additive_attention_fwd", query_proj, key_proj, v, values);
+    const int64_t batch = key_proj.size(0), keys = key_proj.size(1), attn = key_proj.size(2);
+    const int64_t queries = query_proj.size(1), value_size = values.size(2);
     if (mask) {
         TORCH_CHECK(mask->scalar_type() == at::kBool && mask->device().is_cpu(),
                     "cpu_additive_attention_fwd: mask must be a bool CPU tensor");
@@ -82,10 +89,11 @@ std::tuple<Tensor, Tensor> additive_attention_fwd_cpu(const Tensor& query_proj, 
 std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_bwd_cpu(
     const Tensor& grad_context, const Tensor& grad_weights, const Tensor& query_proj, const Tensor& key_proj,
     const Tensor& v, const Tensor& values, const Tensor& weights) {
+    check_inputs("cpu_additive_attention_bwd", query_proj, key_proj, v, values);
     const int64_t batch = key_proj.size(0), keys = key_proj.size(1), attn = key_proj.size(2);
     const int64_t queries = query_proj.size(1), value_size = values.size(2);
     for (const auto& [tensor, name] : {std::pair{grad_context, "grad_context"}, {grad_weights, "grad_weights"},
-                                       {key_proj, "key_proj"}, {v, "v"}, {values, "values"}, {weights, "weights"}}) {
+                                       {weights, "weights"}}) {
         check_float(tensor, name, query_proj);
     }
     check_shape(grad_context, "grad_context", {batch, queries, value_size});

@@ -17,7 +17,8 @@ import torch
 from ..backends import resolve_device
 from .cases import build_cases
 from .floors import best_rates, measure_rates
-from .report import evaluate_targets, metadata, target_lines, text_table, write_json, write_outputs
+from .report import (PARTIAL_RESULTS, evaluate_targets, keep_earlier_outputs, metadata, target_lines, text_table,
+                     write_json, write_outputs)
 from .suite import STATUSES, SuiteOptions, apply_floors, run_suite, select
 from .timing import FULL_CPU, FULL_GPU, QUICK, TimingPolicy
 
@@ -55,6 +56,8 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
     run_device = resolve_device(device)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"bench: threads must be a positive integer, got {threads!r}")
+    if time_limit_s is not None and not 0 < time_limit_s < float("inf"):  # NaN fails it too
+        raise ValueError(f"bench: the time limit must be a positive number of seconds, got {time_limit_s!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"bench: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     run_dtype = DTYPES[dtype] if dtype else (torch.bfloat16 if run_device.type == "cuda" else torch.float32)
@@ -82,14 +85,20 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
         torch.set_num_threads(threads)
     output_dir = Path(output_dir)
     try:
+        output_dir.mkdir(parents=True, exist_ok=True)  # a path that cannot be one fails now, not after the first case
+    except OSError as error:
+        raise ValueError(f"bench: --output-dir {output_dir}: {error.strerror}") from None
+    partial_path = output_dir / PARTIAL_RESULTS
+    try:
         options.log(f"bench: measuring this machine's copy bandwidth, tanh rate and matmul rate on {run_device}")
         rates = measure_rates(run_device, run_dtype, quick)
         meta = metadata(run_device, run_dtype, quick)
 
         def save_partial(records_so_far: list[dict]) -> None:
-            # A run cut short (a job's time limit) still leaves every finished case in results.json.
+            # A run cut short (a job's time limit) still leaves every finished case, in a file of its own: the
+            # outputs of an earlier run there stay whole until this one has all of its own.
             _finish_records(records_so_far, rates, meta)
-            write_json(records_so_far, output_dir / "results.json")
+            write_json(records_so_far, partial_path)
 
         options.progress = save_partial
         records = run_suite(cases, options)
@@ -100,7 +109,11 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
         torch.set_num_threads(previous_threads)
     _finish_records(records, rates, meta)
     evaluations = evaluate_targets(records, meta)
+    kept = keep_earlier_outputs(output_dir)
+    if kept is not None:
+        options.log(f"bench: the earlier run's outputs in {output_dir} moved to {kept}")
     paths = write_outputs(records, meta, rates, evaluations, output_dir)
+    partial_path.unlink(missing_ok=True)
     print(text_table(records, meta, rates), file=out)
     print("\n".join(target_lines(evaluations, meta)), file=out)
     counts = {status: sum(r["status"] == status for r in records) for status in STATUSES}

@@ -405,12 +405,43 @@ def write_json(records: list[dict], path: Path) -> None:
     partial.replace(path)
 
 
+# What a finished run writes into its output directory, and what one that is still running (or was cut short)
+# leaves there.
+OUTPUTS = ("results.json", "summary.json", "results.md", "speedup.png", "memory.png")
+PARTIAL_RESULTS = "results.partial.json"
+EARLIER = "earlier"
+
+
+def keep_earlier_outputs(output_dir: Path) -> Path | None:
+    """Move an earlier run's outputs in ``output_dir`` into ``earlier/<its date>/`` there (a run writing into the
+    same directory, the default one say, would otherwise replace them); returns that folder, None if there were
+    none."""
+    found = [output_dir / name for name in OUTPUTS if (output_dir / name).exists()]
+    if not found:
+        return None
+    try:
+        stamp = json.loads((output_dir / "summary.json").read_text())["metadata"]["date"]
+    except (OSError, ValueError, KeyError, TypeError):
+        stamp = None
+    if not isinstance(stamp, str):
+        newest = max(path.stat().st_mtime for path in found)
+        stamp = datetime.datetime.fromtimestamp(newest, datetime.timezone.utc).isoformat(timespec="seconds")
+    base = output_dir / EARLIER / stamp.replace(":", "-")
+    target, count = base, 1
+    while target.exists():
+        count += 1
+        target = base.with_name(f"{base.name}-{count}")
+    target.mkdir(parents=True)
+    for path in found:
+        path.rename(target / path.name)
+    return target
+
+
 def write_outputs(records: list[dict], meta: dict, rates: MachineRates, evaluations: list[dict],
                   output_dir: Path) -> dict[str, Path]:
     """Write results.json (the records), summary.json, results.md and the plots; returns the paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: output_dir / name for name in ("results.json", "summary.json", "results.md", "speedup.png",
-                                                   "memory.png")}
+    paths = {name: output_dir / name for name in OUTPUTS}
     write_json(records, paths["results.json"])
     summary = {"metadata": meta, "floor_inputs": rates.to_dict(), "targets": evaluations}
     paths["summary.json"].write_text(json.dumps(summary, indent=1) + "\n")
