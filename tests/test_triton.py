@@ -643,8 +643,10 @@ def _autocast_dtype():
 
 @pytest.mark.parametrize("op", ["additive_attention", "lstm_cell", "lstm_layer", "gru_layer"])
 def test_autocast(op):
-    """Under autocast the ops run in the autocast dtype and give float32 leaves float32 gradients."""
+    """Under autocast the ops run in the autocast dtype and give float32 leaves float32 gradients; on a CPU (the
+    interpreter's device) the cells and the GRU layer keep float32, as torch's own do under CPU autocast."""
     dtype = _autocast_dtype()
+    kept = DEVICE.type == "cpu" and op in ("lstm_cell", "gru_cell", "gru_layer")
     if op == "additive_attention":
         inputs = _attention_inputs(2, 3, 7, 8, 4)
     else:
@@ -656,7 +658,7 @@ def test_autocast(op):
         expected, expected_grads, _ = forward_backward(functools.partial(fn, backend="reference"), inputs,
                                                        upstream=upstream)
     for actual, reference_output in zip(outputs, expected):
-        assert actual.dtype == dtype
+        assert actual.dtype == (torch.float32 if kept else dtype)
         torch.testing.assert_close(actual.float(), reference_output.float(), rtol=2e-2, atol=2e-2)
     for name, grad in grads.items():
         if grad is not None:
