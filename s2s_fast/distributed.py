@@ -19,6 +19,8 @@ class Distributed:
 
     rank: int = 0
     world: int = 1
+    # Where collectives put their tensors: NCCL's group (CUDA) reduces only CUDA tensors, gloo's CPU ones.
+    device: torch.device | None = None
 
     @property
     def main(self) -> bool:
@@ -33,9 +35,33 @@ class Distributed:
         return gathered
 
     def all_reduce(self, tensor: torch.Tensor) -> None:
-        """Sum ``tensor`` over the processes, in place."""
-        if self.world > 1:
+        """Sum ``tensor`` over the processes, in place (through the group's device when it lies elsewhere)."""
+        if self.world == 1:
+            return
+        if self.device is not None and self.device.type == "cuda" and tensor.device != self.device:
+            moved = tensor.to(self.device)
+            dist.all_reduce(moved)
+            tensor.copy_(moved)
+        else:
             dist.all_reduce(tensor)
+
+    def on_main(self, fn):
+        """``fn()`` on process 0, its result there (None on the others), which wait for it. When it raises, every
+        process raises: process 0 its error, the others a ValueError with its message, instead of failing in their
+        next collective with the peer gone (a raw gloo or NCCL traceback beside process 0's one line)."""
+        result, error = None, None
+        if self.main:
+            try:
+                result = fn()
+            except Exception as caught:  # every process must hear of it, whatever it is
+                error = caught
+        if self.world > 1:
+            message = self.broadcast(None if error is None else " ".join(str(error).split()) or type(error).__name__)
+            if message is not None and error is None:
+                raise ValueError(f"process 0 stopped: {message}")
+        if error is not None:
+            raise error
+        return result
 
     def max_of(self, values: list[int], device: torch.device) -> list[int]:
         """Each of ``values``, the largest over the processes, on every process."""
@@ -80,4 +106,4 @@ def setup_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size()), device
+    return Distributed(dist.get_rank(), dist.get_world_size(), device), device

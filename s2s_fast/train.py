@@ -159,7 +159,7 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
     threads = torch.get_num_threads()
     try:
         with locked_directory(output_dir, "s2s-fast train") if distributed.main else nullcontext():
-            aside = _claim_output_dir(output_dir, resume, overwrite) if distributed.main else None
+            aside = distributed.on_main(lambda: _claim_output_dir(output_dir, resume, overwrite))
             try:
                 config, start_checkpoint = resolve_run_config(config, explicit, resume)
                 if config.threads is not None:
@@ -182,7 +182,9 @@ def _claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path |
     folder of it, returned: train deletes that once the new run is built (its settings, data and model checked), and
     puts them back if building it fails, so that a typo in the new run's settings does not cost the old one."""
     found = [name for name in RUN_FILES if (output_dir / name).exists()]
-    if resume or not found:
+    # Only the configuration and the log: a start that failed before its first step (a setting refused while the
+    # run was built); the corrected command may start there (config.json is rewritten, train.log goes on).
+    if resume or not found or set(found) <= {CONFIG_FILE, LOG_FILE}:
         return None
     if not overwrite:
         raise ValueError(f"{output_dir} already holds a training run ({', '.join(found)}); pass --resume to continue "
@@ -249,10 +251,13 @@ class Trainer:
             model, task, _ = load_checkpoint(start_checkpoint, "cpu")
             return model.train(), task, load_trainer_state(start_checkpoint)
         vocab_dir = self.output_dir / VOCAB_DIR
-        if self.distributed.main:
-            task = build_task(self.config.task, self.config.task_options(), vocab_dir)
-            task.save(vocab_dir)
-        self.distributed.barrier()
+
+        def build_and_save() -> Task:
+            built = build_task(self.config.task, self.config.task_options(), vocab_dir)
+            built.save(vocab_dir)
+            return built
+
+        task = self.distributed.on_main(build_and_save)
         if not self.distributed.main:
             task = load_task(vocab_dir)
         torch.manual_seed(self.config.seed)

@@ -22,13 +22,29 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
-    config = TrainConfig(task="reverse", output_dir=run_dir, toy_train_size=400, toy_eval_size=40, toy_max_len=8,
-                         batch_tokens=120, max_steps=40, warmup_steps=3, lr=1e-2, eval_every=20, log_every=10,
-                         progress="off", device="cpu", threads=1, model={"hidden_size": 16, "embed_dim": 8,
-                                                                         "dropout": 0.2})
-    result = train(config, echo=lambda line: None)
+    result = train(_config(run_dir), echo=lambda line: None)
     save_file({k: v.contiguous() for k, v in result.model.state_dict().items()},
               os.path.join(run_dir, f"replica{rank}.safetensors"))
+
+
+def _refused_worker(rank: int, world: int, port: int, run_dir: str) -> None:
+    """A second run into the same directory: what each process raised, in error<rank>.txt."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    try:
+        train(_config(run_dir), echo=lambda line: None)
+        outcome = "trained"
+    except Exception as error:  # the point: which error, on which process
+        outcome = f"{type(error).__name__}: {error}"
+    with open(os.path.join(run_dir, f"error{rank}.txt"), "w") as file:
+        file.write(outcome)
+
+
+def _config(run_dir: str) -> TrainConfig:
+    return TrainConfig(task="reverse", output_dir=run_dir, toy_train_size=400, toy_eval_size=40, toy_max_len=8,
+                       batch_tokens=120, max_steps=40, warmup_steps=3, lr=1e-2, eval_every=20, log_every=10,
+                       progress="off", device="cpu", threads=1, model={"hidden_size": 16, "embed_dim": 8,
+                                                                       "dropout": 0.2})
 
 
 def test_two_gloo_processes_keep_replicas_identical_and_learn(tmp_path):
@@ -44,3 +60,10 @@ def test_two_gloo_processes_keep_replicas_identical_and_learn(tmp_path):
     log = open(os.path.join(run_dir, "train.log")).read()
     assert "2 process(es)" in log
     assert os.path.isfile(os.path.join(run_dir, "checkpoints", "latest.json"))
+
+    # The same command again: process 0 refuses the directory, and process 1 hears of it from process 0 (it went on
+    # into the task's build and failed there on the peer's exit, with a raw gloo traceback).
+    mp.spawn(_refused_worker, args=(2, _free_port(), run_dir), nprocs=2, join=True)
+    errors = [open(os.path.join(run_dir, f"error{rank}.txt")).read() for rank in range(2)]
+    assert errors[0].startswith("ValueError: ") and "already holds a training run" in errors[0], errors
+    assert errors[1].startswith("ValueError: process 0 stopped: ") and "already holds a training run" in errors[1]

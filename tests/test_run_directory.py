@@ -410,3 +410,22 @@ def test_a_checkpoint_deleted_by_hand_is_stepped_over_or_named(tmp_path, capsys)
     shutil.rmtree(root / best)
     code, _, err = _run(capsys, "decode", run, "--input", inputs, "--device", "cpu")
     _one_line_error(code, err, rf"best.json names {best}, which is not on disk \(deleted\?\): pass --checkpoint last")
+
+
+def test_a_start_that_failed_before_its_first_step_does_not_block_the_corrected_command(tmp_path, capsys):
+    """Only config.json and train.log (a run refused while it was built, e.g. with fewer batches than processes):
+    the next train there starts, rewriting config.json and going on with train.log; with metrics.jsonl or a
+    checkpoint beside them it would be a run, refused as before."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}\n")
+    (run / "train.log").write_text("error: the failed start\n")
+    code, out, err = _run(capsys, "train", "--output-dir", run, "--max-steps", 1, "--eval-every", 0, *TINY_FLAGS)
+    assert code == 0 and "done: step 1" in out, err
+    assert (run / "train.log").read_text().startswith("error: the failed start\n")
+    assert json.loads((run / "config.json").read_text())["max_steps"] == 1
+    (run / "metrics.jsonl").unlink()
+    shutil.rmtree(run / "checkpoints")
+    (run / "metrics.jsonl").write_text("")
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--max-steps", 1, *TINY_FLAGS)
+    _one_line_error(code, err, r"already holds a training run \(config.json, train.log, metrics.jsonl\)")
