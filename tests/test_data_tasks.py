@@ -110,10 +110,30 @@ def test_vocabulary_round_trip_and_specials():
     vocab = Vocabulary.build(["b", "a", "b"])
     assert vocab.tokens == ["<pad>", "<s>", "</s>", "<unk>", "a", "b"]
     assert vocab.encode(["a", "z"]) == [4, vocab.unk_id]
-    assert vocab.decode([1, 5, 4, 2, 5]) == ["b", "a"]
+    assert vocab.decode([5, 4, 2, 5]) == ["b", "a"]
+    # A pad or BOS a model emits stays visible (and counts in the scores); EOS ends the sequence.
+    assert vocab.decode([5, 0, 1, 4, 2, 5]) == ["b", "<pad>", "<s>", "a"]
     assert Vocabulary.from_json(vocab.to_json()) == vocab
     with pytest.raises(ValueError):
         Vocabulary(["a", "b"])
+
+
+def test_pad_or_bos_in_a_hypothesis_is_an_error_not_an_exact_match():
+    task = build_task("reverse", dict(toy_symbols=4, toy_min_len=2, toy_max_len=3, toy_train_size=4,
+                                      toy_eval_size=2, toy_seed=0), None)
+    item = task.evaluation_items("dev")[0]
+    right = task.src_vocab.encode(item.references)
+    assert task.score([right], [item])["accuracy"] == 1.0
+    assert task.score([[0, *right, 1]], [item])["accuracy"] == 0.0
+
+
+def test_a_toy_task_refuses_its_special_tokens_as_input():
+    task = build_task("reverse", dict(toy_symbols=4, toy_min_len=2, toy_max_len=3, toy_train_size=4,
+                                      toy_eval_size=2, toy_seed=0), None)
+    assert task.encode_source("1 2") == task.src_vocab.encode(["1", "2"])
+    for text in ("<pad>", "<unk> 1", "</s> 2", "1 <s>"):
+        with pytest.raises(ValueError, match="has symbols the model does not know: <"):
+            task.encode_source(text)
 
 
 def _write(path, lines):
@@ -169,6 +189,20 @@ def test_parallel_task_sentencepiece_round_trip(tmp_path):
     assert loaded.src_vocab == task.src_vocab and loaded.target_text(pairs[5][1]) == targets[5]
     with pytest.raises(ValueError, match="no test files"):
         task.evaluation_items("test")
+
+
+def test_a_perfect_hypothesis_scores_100_whatever_characters_the_targets_hold(tmp_path):
+    """The target side's sentencepiece model keeps the text as it is: with NFKC a perfect hypothesis came back with
+    "..." for "…", "fi" for "ﬁ", "H" for "Ｈ", and scored BLEU 39 against the raw references."""
+    words = ["the", "cat", "…", "ﬁne", "½", "Ｈello", "“quoted”", "café", "sat", "mat"]
+    lines = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(6)) for i in range(60)]
+    options = dict(train_src=_write(tmp_path / "t.src", lines), train_tgt=_write(tmp_path / "t.tgt", lines),
+                   dev_src=_write(tmp_path / "d.src", lines[:20]), dev_tgt=_write(tmp_path / "d.tgt", lines[:20]),
+                   spm_vocab_size=60, spm_model_type="unigram", max_length=100)
+    task = build_task("parallel", options, tmp_path / "vocab")
+    perfect = [target for _, target in task.training_pairs("dev")]
+    assert [task.target_text(h) for h in perfect] == lines[:20]
+    assert task.score(perfect, task.evaluation_items("dev")) == pytest.approx({"bleu": 100.0, "chrf": 100.0})
 
 
 def test_tasks_that_cannot_decode_as_one_ensemble_say_what_differs(tmp_path):

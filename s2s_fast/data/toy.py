@@ -9,7 +9,7 @@ import random
 
 from .base import EvalItem, Task
 from .metrics import exact_match_and_token_error
-from .vocab import Vocabulary
+from .vocab import SPECIALS, Vocabulary
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 FIRST_SYMBOL = 3
@@ -74,6 +74,14 @@ class ToyTask(Task):
 
     def source_tokens(self, text: str) -> list[str]:
         return text.split()
+
+    def encode_source(self, text: str) -> list[int]:
+        # The symbols are the integers; the vocabulary's special tokens are not input (they would enter as pad,
+        # BOS or EOS ids).
+        specials = sorted({token for token in self.source_tokens(text) if token in SPECIALS})
+        if specials:
+            raise ValueError(f"{text.strip()!r} has symbols the model does not know: {' '.join(specials)}")
+        return super().encode_source(text)
 
     def score(self, hypotheses, items):
         return exact_match_and_token_error([self.target_tokens(h) for h in hypotheses],

@@ -44,13 +44,13 @@ class Vocabulary:
         return [token for token in tokens if token not in self.index]
 
     def decode(self, ids: Sequence[int]) -> list[str]:
-        """Ids -> tokens, stopping at EOS and dropping pad and BOS."""
+        """Ids -> tokens, stopping at EOS. A pad or BOS id (an untrained model emits them) stays, as its symbol:
+        dropped, a hypothesis holding them scored as if they were not there (an exact match, in the toy tasks)."""
         out = []
         for i in ids:
             if i == self.eos_id:
                 break
-            if i not in (self.pad_id, self.bos_id):
-                out.append(self.tokens[i])
+            out.append(self.tokens[i])
         return out
 
     def to_json(self) -> list[str]:
