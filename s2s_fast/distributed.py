@@ -7,6 +7,7 @@ gradients; process 0 logs, evaluates and saves. With one process every helper he
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,9 @@ class Distributed:
     world: int = 1
     # Where collectives put their tensors: NCCL's group (CUDA) reduces only CUDA tensors, gloo's CPU ones.
     device: torch.device | None = None
+    # Whether every process knows the others end here too (the run finished, or on_main told them all of a
+    # failure): close may then wait for them.
+    settled: bool = False
 
     @property
     def main(self) -> bool:
@@ -57,6 +61,7 @@ class Distributed:
                 error = caught
         if self.world > 1:
             message = self.broadcast(None if error is None else " ".join(str(error).split()) or type(error).__name__)
+            self.settled = message is not None
             if message is not None and error is None:
                 raise ValueError(f"process 0 stopped: {message}")
         if error is not None:
@@ -91,7 +96,15 @@ class Distributed:
                                                          device_ids=[device.index] if device.type == "cuda" else None)
 
     def close(self) -> None:
+        """Leave the process group. When every process ends here (``settled``), first wait for them all and give
+        gloo's worker threads a moment: a thread lets go of the work it ran only after that work completed, and
+        letting go of a tensor Python made takes the GIL, which destroy_process_group holds while it joins the
+        threads. Process 1, done before process 0, deadlocked there (CI, 2026-12-05) when it destroyed the group
+        right after the last all_gather_object. After a failure only some processes saw, waiting could hang."""
         if self.world > 1 and dist.is_initialized():
+            if self.settled:
+                dist.barrier()
+                time.sleep(0.1)
             dist.destroy_process_group()
 
 

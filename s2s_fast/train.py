@@ -171,7 +171,9 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
                 raise
             if aside is not None:
                 shutil.rmtree(aside)
-            return trainer.run()
+            result = trainer.run()
+        distributed.settled = True
+        return result
     finally:
         torch.set_num_threads(threads)
         distributed.close()
