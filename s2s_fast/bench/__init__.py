@@ -35,6 +35,15 @@ def _finish_records(records: list[dict], rates, meta: dict) -> None:
         record["floor_inputs"] = rates.to_dict()
 
 
+def _check_settings(threads, time_limit_s, dtype) -> None:
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"bench: threads must be a positive integer, got {threads!r}")
+    if time_limit_s is not None and not 0 < time_limit_s < float("inf"):  # NaN fails it too
+        raise ValueError(f"bench: the time limit must be a positive number of seconds, got {time_limit_s!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"bench: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
 def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | Path = "bench-results",
                    dtype: str | None = None, pattern: str | None = None, providers: list[str] | None = None,
                    time_limit_s: float | None = None, threads: int | None = None,
@@ -54,12 +63,7 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
     started = time.perf_counter()
     out = sys.stdout if out is None else out
     run_device = resolve_device(device)
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"bench: threads must be a positive integer, got {threads!r}")
-    if time_limit_s is not None and not 0 < time_limit_s < float("inf"):  # NaN fails it too
-        raise ValueError(f"bench: the time limit must be a positive number of seconds, got {time_limit_s!r}")
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"bench: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    _check_settings(threads, time_limit_s, dtype)
     run_dtype = DTYPES[dtype] if dtype else (torch.bfloat16 if run_device.type == "cuda" else torch.float32)
     cases = select(build_cases(run_device, run_dtype, quick), pattern)
     if not cases:
