@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from .data import Task, load_task
-from .files import fsync_path, read_json, temporary_path, write_json_atomic
+from .files import fsync_path, one_line, read_json, temporary_path, write_json_atomic
 from .models import Ensemble, Seq2Seq, Seq2SeqConfig
 
 CHECKPOINTS = "checkpoints"
@@ -55,10 +55,6 @@ def is_better(value: float, reference: float | None, higher_is_better: bool) -> 
     if reference is None:
         return True
     return value > reference if higher_is_better else value < reference
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 def _is_disk_full(error: BaseException) -> bool:
@@ -446,7 +442,7 @@ def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tup
         if not weights.is_file():  # removed meanwhile (pruned by a run that is training): not damage
             raise FileNotFoundError(f"{weights}: removed while it was read") from None
         raise ValueError(f"{weights}: damaged, or not the weights {config_path.name} describes "
-                         f"({_one_line(error)})") from None
+                         f"({one_line(error)})") from None
     if not all(bool(torch.isfinite(value).all()) for value in model.state_dict().values()):
         raise ValueError(f"{weights}: the weights hold NaN or infinity (the run diverged); use an earlier checkpoint")
     task = load_task(checkpoint)
@@ -472,7 +468,7 @@ def load_trainer_state(checkpoint: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise ValueError(f"{path}: damaged ({_one_line(error)})") from None
+        raise ValueError(f"{path}: damaged ({one_line(error)})") from None
     missing = [key for key in TRAINER_STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise ValueError(f"{path}: not a trainer state (missing {', '.join(missing)})")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .backends import BackendError
 from .data import SPLITS
+from .files import one_line
 
 # What a command stops on after one line: errors in what it was given (files, settings, inputs, a backend that
 # cannot run here) and a training run whose loss stopped being finite. Any other exception is a bug: its traceback
@@ -308,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as error:
         if os.environ.get("S2S_FAST_DEBUG"):
             raise
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        print(f"s2s-fast {args.command}: error: {message}", file=sys.stderr)
+        print(f"s2s-fast {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:
         # Ctrl-C, or train's TrainingInterrupted after it saved a checkpoint: 128 + the signal, as a shell reports.

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .files import one_line
+
 
 @dataclass
 class Distributed:
@@ -60,7 +62,7 @@ class Distributed:
             except Exception as caught:  # every process must hear of it, whatever it is
                 error = caught
         if self.world > 1:
-            message = self.broadcast(None if error is None else " ".join(str(error).split()) or type(error).__name__)
+            message = self.broadcast(None if error is None else one_line(error))
             self.settled = message is not None
             if message is not None and error is None:
                 raise ValueError(f"process 0 stopped: {message}")

@@ -73,6 +73,12 @@ def text_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line, its whitespace runs (a library's line breaks and indents) made one space; the
+    error's type name where it has no message. How every message the toolkit passes on from a library reads."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def read_json(path: Path):
     """The JSON value in ``path``; a file that is not JSON raises ValueError naming it."""
     text = read_text(path)

@@ -242,12 +242,11 @@ def _has_padding(input, lengths) -> bool:
     return bool((lengths < input.shape[0]).any())
 
 
-def _dispatch_layer(op: str, args: tuple, backend: str | None):
-    """_dispatch for lstm_layer and gru_layer (args[0] the input, args[7] or args[6] the lengths): a backend whose
+def _dispatch_layer(op: str, args: tuple, lengths, backend: str | None):
+    """_dispatch for lstm_layer and gru_layer (args[0] the input; ``lengths`` the one among args): a backend whose
     layer reads the padding gets it as zeros, so that what a caller leaves there (NaN included) never reaches a
     gradient (see backends.LAYERS_NEVER_READ_PADDING)."""
     name, impl = backends.resolve(op, args[0].device, args, backend)
-    lengths = args[7] if op == "lstm_layer" else args[6]
     if lengths is not None and name not in backends.LAYERS_NEVER_READ_PADDING and _has_padding(args[0], lengths):
         args = (_ZeroPadding.apply(args[0], lengths), *args[1:])
     return _call(op, args[0].device, impl, args)
@@ -325,7 +324,7 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
     lengths = _check_layer("lstm_layer", 4, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                            cx=cx, weight_hr=weight_hr)
     args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, weight_hr)
-    return _dispatch_layer("lstm_layer", args, backend)
+    return _dispatch_layer("lstm_layer", args, lengths, backend)
 
 
 def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False, *,
@@ -343,7 +342,7 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
         "gru_layer", (input, hx, weight_ih, weight_hh, bias_ih, bias_hh))
     lengths = _check_layer("gru_layer", 3, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
     args = (input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse)
-    return _dispatch_layer("gru_layer", args, backend)
+    return _dispatch_layer("gru_layer", args, lengths, backend)
 
 
 def _check_attention(op: str, query, keys, values, mask, query_name: str, key_name: str, extra: dict) -> None:

@@ -41,7 +41,7 @@ from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, Task, build_task, collate, exa
                    token_batches)
 from .distributed import Distributed, setup_distributed
 from .evaluate import EVALUATIONS, evenly_spaced, score_items
-from .files import locked_directory, write_json_atomic
+from .files import locked_directory, one_line, write_json_atomic
 from .models import Seq2Seq, sequence_loss
 from .train_config import TrainConfig, resolve_run_config
 from .train_log import LOG_FILE, METRICS_FILE, Logger, ThroughputMeter
@@ -269,8 +269,7 @@ class Trainer:
         except RuntimeError as error:  # torch.OutOfMemoryError is one
             if "allocate" not in str(error):
                 raise
-            reason = " ".join(str(error).split())
-            raise ValueError(f"the model does not fit in this machine's memory ({reason}); choose a smaller one "
+            raise ValueError(f"the model does not fit in this machine's memory ({one_line(error)}); choose a smaller one "
                              "(--model hidden_size=..., embed_dim=...)") from None
 
     def _dev_items(self) -> list | None:

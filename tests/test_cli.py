@@ -134,6 +134,16 @@ def test_a_model_too_large_for_memory_is_one_line(tmp_path, capsys):
     assert "the model does not fit in this machine's memory" in err and "--model hidden_size" in err
 
 
+@pytest.mark.parametrize("error, shown", [(ValueError("a library's\n    indented\treason  "), "a library's indented reason"),
+                                          (OSError(), "OSError")])
+def test_an_expected_error_is_one_line_and_never_empty(monkeypatch, capsys, error, shown):
+    def demo(args):
+        raise error
+    monkeypatch.setattr("s2s_fast.cli._demo", demo)
+    assert main(["demo"]) == 1
+    assert capsys.readouterr().err == f"s2s-fast demo: error: {shown}\n"
+
+
 def test_an_unknown_model_flag_lists_the_valid_fields(tmp_path, capsys):
     code = main(["train", "--output-dir", str(tmp_path / "run"), "--task", "reverse", "--model", "hidden=3"])
     err = capsys.readouterr().err

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..files import read_text, text_lines
+from ..files import one_line, read_text, text_lines
 from .base import SPLITS, EvalItem, Task
 from .metrics import bleu_and_chrf
 from .vocab import SPECIALS, Vocabulary
@@ -53,9 +53,8 @@ def train_sentencepiece(lines: list[str], model_prefix: Path, vocab_size: int, m
                                        vocab_size=vocab_size, model_type=model_type, character_coverage=1.0,
                                        hard_vocab_limit=False, minloglevel=2, normalization_rule_name=normalization)
     except RuntimeError as error:  # sentencepiece's refusal, e.g. fewer pieces than the text has characters
-        reason = " ".join(str(error).split())
         raise ValueError(f"sentencepiece could not train {model_prefix.name} ({model_type}, {vocab_size} pieces) "
-                         f"on {len(lines)} lines: {reason} (a vocabulary needs at least the text's distinct "
+                         f"on {len(lines)} lines: {one_line(error)} (a vocabulary needs at least the text's distinct "
                          "characters and the special pieces: raise --spm-vocab-size)") from None
     return Path(f"{model_prefix}.model")
 
