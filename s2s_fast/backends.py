@@ -212,6 +212,25 @@ def implements(name: str, op: str) -> bool:
     return op in module.OPS or _LAYER_FROM_CELL.get(op) in module.OPS
 
 
+def unserved_ops(name: str, ops) -> list[str] | None:
+    """Those of ``ops`` that backend ``name`` serves in no way (not itself, not through its cell in the reference time
+    loop, not as torch's own function; for an op composed of others, the parts it does not serve), limits aside: what
+    a call pinned to it would be refused on whatever its arguments. None when the backend cannot be imported here
+    (its ops unknown); [] for auto."""
+    name = check_backend_name(name, "the name argument")
+    if name == "auto":
+        return []
+    module = _load(name)[0]
+    if module is None:
+        return None
+
+    def missing(op: str) -> list[str]:  # an op built of others is missing its parts that are missing
+        if op in module.OPS or op in _TORCH_SERVES or _LAYER_FROM_CELL.get(op) in module.OPS:
+            return []
+        return [lost for part in _COMPOSED[op] for lost in missing(part)] if op in _COMPOSED else [op]
+    return list(dict.fromkeys(part for op in ops for part in missing(op)))
+
+
 def available_backends(device: torch.device | str | None = None) -> list[str]:
     """Backends that can run on ``device`` (default: cuda if present, else cpu), in auto's order of preference."""
     return [name for name in BACKEND_NAMES if unavailable_reason(name, device) is None]

@@ -1,10 +1,12 @@
 """Seq2Seq model: configurations, masking, teacher forcing vs step decoding, errors, and learning a toy task."""
 
 import itertools
+import re
 
 import pytest
 import torch
 
+from s2s_fast.backends import BackendError, use_backend
 from s2s_fast.data import BOS_ID, EOS_ID, PAD_ID, collate, make_pairs, toy_vocab_size
 from s2s_fast.models import ATTENTIONS, Seq2Seq, Seq2SeqConfig, sequence_loss
 
@@ -124,6 +126,30 @@ def test_tied_embeddings_share_the_weight():
 def test_config_errors(overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
         _model(**overrides)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "aten", "reference"])
+@pytest.mark.parametrize("cell,attention", list(itertools.product(["lstm", "gru"], ATTENTIONS)))
+def test_a_backend_is_refused_at_construction_exactly_where_the_model_would_fail_on_it(backend, cell, attention):
+    try:
+        Seq2SeqConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, cell=cell, attention=attention, backend=backend)
+        refused = None
+    except ValueError as error:
+        refused = str(error)
+    model, batch = _model(cell=cell, attention=attention, dropout=0.1).float().train(), _batch()
+    try:
+        with use_backend(backend):
+            model(batch.src, batch.src_lengths, batch.tgt_in).sum().backward()
+            model.eval()
+            for beam_size in (1, 2):
+                model.generate(batch.src, batch.src_lengths, beam_size=beam_size, max_len=4)
+        failed = None
+    except BackendError as error:
+        failed = str(error)
+    assert (refused is None) == (failed is None), (refused, failed)
+    if refused:
+        op = re.search(r"cannot serve (\w+)", failed).group(1)
+        assert re.search(rf"backend '{backend}' does not implement {op}, which an? (LSTM|GRU) model", refused), refused
 
 
 def test_config_values_are_coerced_where_their_meaning_is_plain():

@@ -6,7 +6,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
-from ..backends import check_backend_name
+from ..backends import BACKEND_NAMES, check_backend_name, unserved_ops
 from ..config_values import coerce
 
 CELLS = ("lstm", "gru")
@@ -75,6 +75,25 @@ class Seq2SeqConfig:
             raise ValueError("Seq2SeqConfig: pad_id, bos_id and eos_id must differ")
         if self.backend is not None:
             self.backend = check_backend_name(self.backend, "Seq2SeqConfig.backend")
+            self._check_backend_serves_the_model()
+
+    def ops(self) -> list[str]:
+        """The s2s_fast.functional ops a model of this configuration calls (training and decoding)."""
+        attention = {"bahdanau": ["additive_attention"], "none": []}.get(self.attention, ["dot_attention"])
+        fused = [f"{self.cell}_attention_decoder"] if self.attention == "bahdanau" else []
+        return [f"{self.cell}_layer", f"{self.cell}_cell", *attention, *fused, "linear", "dropout",
+                "log_softmax_max", "beam_candidates"]
+
+    def _check_backend_serves_the_model(self) -> None:
+        """A backend that cannot serve one of the model's ops is refused here, not at the first forward (a backend
+        that cannot be imported on this machine is left to the first call, which says why)."""
+        missing = unserved_ops(self.backend, self.ops())
+        if missing:
+            serving = [name for name in BACKEND_NAMES if unserved_ops(name, self.ops()) == []]
+            raise ValueError(f"Seq2SeqConfig: backend {self.backend!r} does not implement {', '.join(missing)}, which "
+                             f"{'an LSTM' if self.cell == 'lstm' else 'a GRU'} model with attention "
+                             f"{self.attention!r} needs; use backend None (auto, which picks per op) or one that "
+                             f"serves them all: {', '.join(serving)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
