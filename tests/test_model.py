@@ -100,6 +100,23 @@ def test_padded_targets_do_not_count_in_the_loss():
                                                                                          PAD_ID))
 
 
+def test_sequence_loss_takes_any_integer_ids_and_keeps_their_shape_unreduced():
+    logits = torch.randn(3, 5, 7, dtype=torch.float64)
+    targets = torch.randint(1, 7, (3, 5))
+    targets[0, 3:] = PAD_ID
+    each = sequence_loss(logits, targets, PAD_ID, reduction="none")
+    expected = -torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1) * (targets != PAD_ID)
+    torch.testing.assert_close(each, expected.float())
+    torch.testing.assert_close(sequence_loss(logits, targets, PAD_ID, reduction="sum"), each.sum())
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        torch.testing.assert_close(sequence_loss(logits, targets.to(dtype), PAD_ID), sequence_loss(logits, targets,
+                                                                                                  PAD_ID))
+    with pytest.raises(ValueError, match="integer dtype, got torch.float32"):
+        sequence_loss(logits, targets.float(), PAD_ID)
+    with pytest.raises(ValueError, match=r"targets \(5, 3\) must be logits \(3, 5, 7\) without"):
+        sequence_loss(logits, targets.t(), PAD_ID)
+
+
 def test_tied_embeddings_share_the_weight():
     model = _model(embed_dim=8, tie_embeddings=True)
     assert model.output.weight is model.tgt_embed.weight

@@ -285,6 +285,14 @@ class Seq2Seq(nn.Module):
 
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0,
                   reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy over [B, T, V] logits and [B, T] targets; padded targets never count."""
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+    """Cross-entropy over [B, T, V] logits and [B, T] targets (token ids of any integer dtype); padded targets never
+    count. reduction "mean" (over the targets that count: NaN when none does, as torch's), "sum", or "none": [B, T],
+    zero at padded targets."""
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"sequence_loss: targets must be token ids of an integer dtype, got {targets.dtype}")
+    if logits.dim() < 1 or tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"sequence_loss: targets {tuple(targets.shape)} must be logits {tuple(logits.shape)} without "
+                         "its last (vocabulary) dimension")
+    loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).long(),
                                        ignore_index=pad_id, label_smoothing=label_smoothing, reduction=reduction)
+    return loss.view(targets.shape) if reduction == "none" else loss
