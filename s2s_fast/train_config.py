@@ -172,6 +172,12 @@ class TrainConfig:
             setattr(self, spec.name, checked_setting(spec, getattr(self, spec.name)))
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.decay_steps is not None and self.lr_schedule not in ("cosine", "linear"):
+            raise ValueError(f"decay_steps is read by the cosine and linear schedules only, not by lr_schedule "
+                             f"{self.lr_schedule!r}")
+        if None not in (self.decay_steps, self.warmup_steps) and self.decay_steps <= self.warmup_steps:
+            raise ValueError(f"decay_steps ({self.decay_steps}) must exceed warmup_steps ({self.warmup_steps}): the "
+                             "decay runs from the end of the warm-up to that step")
         if self.toy_min_len > self.toy_max_len:
             raise ValueError(f"toy_min_len ({self.toy_min_len}) exceeds toy_max_len ({self.toy_max_len})")
         if self.preset is not None and self.preset not in PRESETS:

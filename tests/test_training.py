@@ -36,6 +36,19 @@ def test_lr_schedule_warms_up_then_decays(schedule):
         assert set(tail) == {1.0}
 
 
+@pytest.mark.parametrize("settings, message", [
+    (dict(decay_steps=400), r"decay_steps \(400\) must exceed warmup_steps \(400\)"),
+    (dict(decay_steps=100, warmup_steps=None), r"decay_steps \(100\) must exceed warmup_steps \(400\)"),
+    (dict(decay_steps=1000, lr_schedule="constant"), "read by the cosine and linear schedules only"),
+    (dict(decay_steps=1000, lr_schedule="inverse_sqrt"), "not by lr_schedule 'inverse_sqrt'"),
+])
+def test_a_decay_that_would_end_before_the_warm_up_or_go_unread_is_refused(settings, message):
+    config = TrainConfig(**{"output_dir": "x", "task": "g2p", "warmup_steps": 400, **settings})
+    with pytest.raises(ValueError, match=message):
+        config.validate().with_task_defaults()
+    assert TrainConfig(output_dir="x", task="g2p", decay_steps=401).with_task_defaults().decay_steps == 401
+
+
 def _toy_model(**overrides):
     vocab = toy_vocab_size(6)
     options = dict(src_vocab_size=vocab, tgt_vocab_size=vocab, embed_dim=6, hidden_size=8, encoder_layers=1,
