@@ -245,6 +245,8 @@ class Trainer:
                  f"{', bf16 autocast' if self.use_bf16 else ''}; {distributed.world} process(es); output "
                  f"{self.output_dir}")
         self.log(f"model: {json.dumps(self.model.config.to_dict())}")
+        for note in self.task.notes:
+            self.log(f"note: {note}")
 
     def _load_or_build(self, start_checkpoint: Path | None) -> tuple[Seq2Seq, Task, dict | None]:
         """(model, task, trainer state) from the checkpoint, or a new task (built by process 0, read by the others)

@@ -1,5 +1,7 @@
 """Tasks and data: metrics against hand-computed cases, the g2p split, token batching, vocabularies, text files."""
 
+import re
+
 import pytest
 
 from s2s_fast.bench import cases
@@ -7,7 +9,7 @@ from s2s_fast.data import Vocabulary, build_task, load_task, token_batches
 from s2s_fast.data import g2p
 from s2s_fast.data.metrics import (bleu_and_chrf, closest_reference, exact_match_and_token_error,
                                    word_and_phoneme_error_rates)
-from s2s_fast.data.parallel import read_parallel
+from s2s_fast.data.parallel import read_parallel, train_sentencepiece
 
 ARPABET = {"AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH", "IY",
            "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z",
@@ -203,6 +205,22 @@ def test_a_perfect_hypothesis_scores_100_whatever_characters_the_targets_hold(tm
     perfect = [target for _, target in task.training_pairs("dev")]
     assert [task.target_text(h) for h in perfect] == lines[:20]
     assert task.score(perfect, task.evaluation_items("dev")) == pytest.approx({"bleu": 100.0, "chrf": 100.0})
+
+
+def test_a_given_target_model_that_changes_the_text_is_noted(tmp_path):
+    words = ["the", "cat", "…", "ﬁne", "sat", "mat", "on", "a"]
+    lines = [" ".join(words[(i * 5 + j * 3) % len(words)] for j in range(5)) for i in range(60)]
+    options = dict(train_src=_write(tmp_path / "t.src", lines), train_tgt=_write(tmp_path / "t.tgt", lines),
+                   spm_vocab_size=40, spm_model_type="unigram", max_length=100)
+    notes = {}
+    for rule in ("nmt_nfkc", "identity"):
+        model = train_sentencepiece(lines, tmp_path / rule, 40, "unigram", rule)
+        notes[rule] = build_task("parallel", {**options, "tgt_spm": str(model)}, tmp_path / f"v-{rule}").notes
+    changed = sum(("…" in line or "ﬁ" in line) for line in lines)
+    assert notes["identity"] == [] and len(notes["nmt_nfkc"]) == 1
+    assert re.match(rf"--tgt-spm \S+nmt_nfkc.model gives back {changed} of the 60 training target lines changed "
+                    r"\(its normalization, or characters it lacks; e\.g\. '.*' as '.*'\): .* below 100", notes["nmt_nfkc"][0])
+    assert build_task("parallel", options, tmp_path / "own").notes == []
 
 
 def test_tasks_that_cannot_decode_as_one_ensemble_say_what_differs(tmp_path):

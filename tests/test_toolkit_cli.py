@@ -104,6 +104,21 @@ def test_parallel_text_train_and_evaluate_bleu_chrf(tmp_path, capsys):
     assert code == 1 and "no test files" in err
 
 
+def test_train_notes_a_given_target_model_that_changes_the_text(tmp_path, capsys):
+    from s2s_fast.data.parallel import train_sentencepiece
+    sources = [f"the cat {i} sat" for i in range(30)]
+    targets = [f"le chat {i} assis…" for i in range(30)]
+    files = {name: _lines(tmp_path / name, lines) for name, lines in (("t.src", sources), ("t.tgt", targets))}
+    nfkc = train_sentencepiece(targets, tmp_path / "nfkc", 40, "unigram", "nmt_nfkc")
+    code, out, _ = _run(capsys, "train", "--task", "parallel", "--output-dir", tmp_path / "mt", "--train-src",
+                        files["t.src"], "--train-tgt", files["t.tgt"], "--tgt-spm", nfkc, "--spm-vocab-size", 40,
+                        "--max-steps", 1, "--device", "cpu", "--threads", "1", "--progress", "off", "--model",
+                        "hidden_size=16", "--model", "embed_dim=8", "--model", "encoder_layers=1")
+    assert code == 0, out
+    note = f"note: --tgt-spm {nfkc} gives back 30 of the 30 training target lines changed"
+    assert note in out and note in (tmp_path / "mt" / "train.log").read_text()
+
+
 @pytest.mark.parametrize("argv,message", [
     (["train", "--task", "parallel", "--output-dir", "{tmp}/r", "--train-src", "{tmp}/nope.src", "--train-tgt",
       "{tmp}/a.tgt"], "nope.src: no such file"),

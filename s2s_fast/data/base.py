@@ -39,6 +39,8 @@ class Task:
         self.src_vocab = src_vocab
         self.tgt_vocab = tgt_vocab
         self.options = options
+        # What building the task found that the user should know and that does not stop it (train logs each).
+        self.notes: list[str] = []
 
     def training_pairs(self, split: str) -> list[tuple[list[int], list[int]]]:
         raise NotImplementedError
