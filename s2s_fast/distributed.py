@@ -63,7 +63,7 @@ class Distributed:
                 error = caught
         if self.world > 1:
             message = self.broadcast(None if error is None else one_line(error))
-            self.settled = message is not None
+            self.settled = self.settled or message is not None
             if message is not None and error is None:
                 raise ValueError(f"process 0 stopped: {message}")
         if error is not None:

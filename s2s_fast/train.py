@@ -425,6 +425,7 @@ class Trainer:
         diverged, self.stop_signal = self.distributed.max_of([int(not math.isfinite(value)),
                                                                self.stop_requests.signal], self.device)
         if diverged:
+            self.distributed.settled = True  # every process learnt it from the same max_of and stops here
             self._stop_diverged(progress.step + 1, f"the loss is {value}" if not math.isfinite(value) else
                                 "the loss is not finite on another process")
         if config.clip_norm > 0:
@@ -457,6 +458,7 @@ class Trainer:
             self._check_finite_weights()
             self._save()
         name = signal.Signals(self.stop_signal).name
+        self.distributed.settled = True  # every process agreed on the stop (max_of) and saved with the others
         self.log(f"{name} at step {self.progress.step}: checkpoint {checkpoint_name(self.progress.step)} saved; "
                  f"continue with s2s-fast train --output-dir {self.output_dir} --resume")
         raise TrainingInterrupted(self.stop_signal)
@@ -521,8 +523,8 @@ class Trainer:
                          "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                          "rng": rng, "best": progress.best, "evals_since_best": progress.evals_since_best,
                          "before_last_eval": progress.before_last_eval, "world_size": self.distributed.world}
+        # Process 0 writes; a failure there (a full disk) reaches every process as one line, not as a peer gone.
+        self.distributed.on_main(lambda: save_checkpoint(self.output_dir, progress.step, self.model, self.task,
+                                                         self.config.to_dict(), trainer_state,
+                                                         self.config.keep_checkpoints))
         self.saved_step = progress.step
-        if not self.distributed.main:
-            return
-        save_checkpoint(self.output_dir, progress.step, self.model, self.task, self.config.to_dict(), trainer_state,
-                        self.config.keep_checkpoints)

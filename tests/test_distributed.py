@@ -67,3 +67,51 @@ def test_two_gloo_processes_keep_replicas_identical_and_learn(tmp_path):
     errors = [open(os.path.join(run_dir, f"error{rank}.txt")).read() for rank in range(2)]
     assert errors[0].startswith("ValueError: ") and "already holds a training run" in errors[0], errors
     assert errors[1].startswith("ValueError: process 0 stopped: ") and "already holds a training run" in errors[1]
+
+
+def _interrupted_worker(rank: int, world: int, port: int, run_dir: str, stop: str) -> None:
+    """Process 1 is sent SIGTERM at its 7th step (stop "signal"), or process 0's checkpoint write fails (stop
+    "save"); what each process raised goes to outcome<rank>.txt."""
+    import signal
+
+    from s2s_fast import train as training
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    step = training.Trainer._train_step
+    calls = []
+
+    def counted_step(self, batch):
+        calls.append(1)
+        if stop == "signal" and rank == 1 and len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, batch)
+
+    def failing_save(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    training.Trainer._train_step = counted_step
+    if stop == "save":
+        training.save_checkpoint = failing_save
+    try:
+        train(_config(run_dir), echo=lambda line: None)
+        outcome = "trained"
+    except BaseException as error:  # the point: which error, on which process
+        outcome = f"{type(error).__name__}: {error}"
+    with open(os.path.join(run_dir, f"outcome{rank}.txt"), "w") as file:
+        file.write(f"{outcome} after {len(calls)} steps")
+
+
+def test_a_stop_every_process_agreed_on_ends_them_all_in_step(tmp_path):
+    # SIGTERM to one process: both stop after the same step, with one checkpoint of it.
+    run_dir = str(tmp_path / "signal")
+    mp.spawn(_interrupted_worker, args=(2, _free_port(), run_dir, "signal"), nprocs=2, join=True)
+    outcomes = [open(os.path.join(run_dir, f"outcome{rank}.txt")).read() for rank in range(2)]
+    assert outcomes == ["TrainingInterrupted: SIGTERM after 7 steps"] * 2, outcomes
+    latest = json.load(open(os.path.join(run_dir, "checkpoints", "latest.json")))
+    assert latest["step"] == 7 and "SIGTERM at step 7" in open(os.path.join(run_dir, "train.log")).read(), latest
+    # Process 0 cannot write its first checkpoint (step 20): process 1 hears why, in one line, and both end there.
+    run_dir = str(tmp_path / "save")
+    mp.spawn(_interrupted_worker, args=(2, _free_port(), run_dir, "save"), nprocs=2, join=True)
+    outcomes = [open(os.path.join(run_dir, f"outcome{rank}.txt")).read() for rank in range(2)]
+    assert outcomes == ["OSError: [Errno 28] No space left on device after 20 steps",
+                        "ValueError: process 0 stopped: [Errno 28] No space left on device after 20 steps"], outcomes
