@@ -20,6 +20,7 @@ from s2s_fast.bench.cases import TARGETS, build_cases
 from s2s_fast.bench.floors import MachineRates, Work, count_work, floor_seconds, measure_rates
 from s2s_fast.bench.ops import OpCase
 from s2s_fast.bench.report import evaluate_targets, metadata
+from s2s_fast.bench import suite, timing
 from s2s_fast.bench.suite import SuiteOptions, apply_floors, compare, run_suite, select
 from s2s_fast.bench.timing import TimingPolicy, saved_for_backward_bytes
 from s2s_fast.cli import main
@@ -266,6 +267,39 @@ def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
             assert record["reason"] == reason
         if record["status"] == "ok" and record["provider"] != "reference":
             assert record["max_relative_error"] < 1e-4 and record["saved_for_backward_bytes"] is not None
+
+
+def test_cpu_providers_are_timed_in_turn_and_one_that_raises_leaves_the_others_timed():
+    order = []
+
+    def provider(name, fails_at=None):
+        def call(index):
+            order.append(name)
+            if order.count(name) == fails_at:
+                raise RuntimeError(f"{name} lost its way")
+        return call
+    policy = TimingPolicy(warmup_s=0.0, budget_s=0.0, min_reps=4, max_reps=4)
+    timings = timing.measure_interleaved({"reference": provider("reference"), "auto": provider("auto"),
+                                          "cpu": provider("cpu", fails_at=4)}, CPU, 2, policy)
+    # Two warm-up calls each (one per input set), then the timed calls in turn; cpu's second timed call raised.
+    assert order == ["reference"] * 2 + ["auto"] * 2 + ["cpu"] * 2 + ["reference", "auto", "cpu"] * 2 + \
+        ["reference", "auto"] * 2
+    assert [timings[name].repetitions for name in ("reference", "auto")] == [4, 4]
+    assert isinstance(timings["cpu"], RuntimeError)
+
+
+def test_a_cpu_case_times_every_checked_provider_in_one_interleaved_measurement(monkeypatch):
+    measured = []
+
+    def recording(calls, *args):
+        measured.append(sorted(calls))
+        return real(calls, *args)
+    real = timing.measure_interleaved
+    monkeypatch.setattr(suite, "measure_interleaved", recording)
+    case = OpCase("lstm_cell", "fwd", {"B": 2, "H": 16}, torch.float32, CPU)
+    records = run_suite([case], SuiteOptions(policy=TINY, providers=["aten", "cpu"], log=lambda line: None))
+    ok = sorted(r["provider"] for r in records if r["status"] == "ok")
+    assert len(ok) >= 2 and measured == [ok]
 
 
 class _FakeBackend(types.ModuleType):

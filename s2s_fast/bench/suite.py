@@ -22,7 +22,8 @@ import torch
 from ..testing import LOW_PRECISION_ERROR_RATIO, relative_error, tolerance
 from .base import COMPILE, LOW_PRECISION, Case, Unavailable, tensor_bytes
 from .floors import MachineRates, Work, cache_bytes, count_work, floor_seconds
-from .timing import TimingPolicy, measure, peak_memory_bytes, saved_for_backward_bytes, synchronize
+from .timing import (TimingPolicy, measure, measure_interleaved, peak_memory_bytes, saved_for_backward_bytes,
+                     synchronize)
 
 STATUSES = ("ok", "failed", "unavailable")
 # A case whose reference would need more than this share of the free memory is not run.
@@ -164,48 +165,87 @@ def run_case(case: Case, options: SuiteOptions) -> list[dict]:
     work = Work(case.min_bytes(input_sets[0], expected), specials, flops)
     rotation_count = rotations(case, input_sets[0])
     input_sets += [case.make_inputs(seed=k) for k in range(1, rotation_count)]
-    records = []
+    records, pending = [], {}
     for provider in providers:
         record = dict(_base_record(case), provider=provider, work=work.to_dict())
         records.append(record)
-        try:
-            runner = reference if provider == "reference" else case.prepare(provider, input_sets[0])
-            record.update(note=runner.note, compile_s=runner.first_call_s)
-            if provider != "reference":
-                record["max_relative_error"], mismatch, accuracy = compare(runner.results(), expected, gold,
-                                                                           case.dtype)
-                if mismatch is not None:
-                    record.update(status="failed", reason=mismatch)
-                    continue
-                if accuracy is not None:
-                    record["note"] = "; ".join(filter(None, (record["note"], accuracy)))
-            runners = [runner] + [case.prepare(provider, inputs) for inputs in input_sets[1:]]
-            timing = measure(lambda i: runners[i].run(), device, rotation_count, options.policy)
-            peak = peak_memory_bytes(runner.run, device)
-            saved = None
-            if case.backward and runner.forward_with_graph is not None:
-                saved = saved_for_backward_bytes(runner.forward_with_graph, runner.owned())
-            synchronize(device)
-        except Unavailable as reason:
-            record.update(status="unavailable", reason=str(reason))
+        runners = _check_and_prepare(case, provider, record, reference, expected, gold, input_sets)
+        if runners is None:
             continue
-        except torch.cuda.OutOfMemoryError as error:
-            record.update(status="unavailable", reason=f"out of GPU memory: {_first_line(error)}")
-            continue
-        except Exception as error:  # noqa: BLE001 - a provider that raises is a finding, recorded as failed
-            record.update(status="failed", reason=_first_line(error))
-            continue
-        finally:
-            runner = runners = None
+        if device.type == "cuda":  # one provider at a time: each has the GPU's memory to itself
+            _time_provider(case, record, runners, options)
+            runners = None
             _release(device)
-        record.update(status="ok", median_ms=timing.median_ms, q20_ms=timing.q20_ms, q80_ms=timing.q80_ms,
-                      repetitions=timing.repetitions, rotations=rotation_count,
-                      tokens_per_s=case.tokens() / (timing.median_ms / 1e3), peak_memory_bytes=peak, saved_for_backward_bytes=saved)
+        else:
+            pending[provider] = runners
+    if pending:  # on a CPU, in turn: a shared machine's drift moves every provider alike
+        calls = {provider: functools.partial(_run_rotation, runners) for provider, runners in pending.items()}
+        timings = measure_interleaved(calls, device, rotation_count, options.policy)
+        for record in records:
+            if record["provider"] in timings:
+                _record_timing(case, record, timings[record["provider"]], rotation_count)
+        pending = calls = None
+        _release(device)
     baseline = records[0]["median_ms"] if records[0]["status"] == "ok" else None
     for record in records:
         if record["status"] == "ok" and baseline is not None:
             record["speedup_vs_reference"] = baseline / record["median_ms"]
     return records
+
+
+def _run_rotation(runners: list, index: int):
+    return runners[index].run()
+
+
+def _check_and_prepare(case: Case, provider: str, record: dict, reference, expected: dict, gold,
+                       input_sets: list[dict]) -> list | None:
+    """The provider's runners, one per input set, once its results agree with the reference's (and its peak GPU
+    memory and bytes saved for backward are in ``record``); None, with the record's status set, when it is
+    unavailable, disagrees or raises."""
+    device = case.device
+    try:
+        runner = reference if provider == "reference" else case.prepare(provider, input_sets[0])
+        record.update(note=runner.note, compile_s=runner.first_call_s)
+        if provider != "reference":
+            record["max_relative_error"], mismatch, accuracy = compare(runner.results(), expected, gold, case.dtype)
+            if mismatch is not None:
+                record.update(status="failed", reason=mismatch)
+                return None
+            if accuracy is not None:
+                record["note"] = "; ".join(filter(None, (record["note"], accuracy)))
+        runners = [runner] + [case.prepare(provider, inputs) for inputs in input_sets[1:]]
+        record["peak_memory_bytes"] = peak_memory_bytes(runner.run, device)
+        if case.backward and runner.forward_with_graph is not None:
+            record["saved_for_backward_bytes"] = saved_for_backward_bytes(runner.forward_with_graph, runner.owned())
+        synchronize(device)
+        return runners
+    except Exception as error:  # noqa: BLE001 - a provider that raises is a finding, recorded as failed
+        _record_timing(case, record, error, len(input_sets))
+        _release(device)
+        return None
+
+
+def _time_provider(case: Case, record: dict, runners: list, options: SuiteOptions) -> None:
+    try:
+        timing = measure(functools.partial(_run_rotation, runners), case.device, len(runners), options.policy)
+    except Exception as error:  # noqa: BLE001
+        timing = error
+    _record_timing(case, record, timing, len(runners))
+
+
+def _record_timing(case: Case, record: dict, timing, rotation_count: int) -> None:
+    """A provider's record from its Timing, or from what it raised (unavailable, out of memory: unavailable too;
+    anything else: failed)."""
+    if isinstance(timing, Unavailable):
+        record.update(status="unavailable", reason=str(timing))
+    elif isinstance(timing, torch.cuda.OutOfMemoryError):
+        record.update(status="unavailable", reason=f"out of GPU memory: {_first_line(timing)}")
+    elif isinstance(timing, Exception):
+        record.update(status="failed", reason=_first_line(timing))
+    else:
+        record.update(status="ok", median_ms=timing.median_ms, q20_ms=timing.q20_ms, q80_ms=timing.q80_ms,
+                      repetitions=timing.repetitions, rotations=rotation_count,
+                      tokens_per_s=case.tokens() / (timing.median_ms / 1e3))
 
 
 def select(cases: list[Case], pattern: str | None) -> list[Case]:

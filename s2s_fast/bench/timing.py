@@ -1,8 +1,9 @@
 """Timing and memory measurement: median and 20/80 % quantiles over repeated, synchronised calls.
 
 On a GPU each call is bracketed by CUDA events (no host synchronisation between calls, so launch overhead counts as
-it does in real use); on a CPU by the host clock. The caller rotates among several input sets so that repeated calls
-do not find their inputs in the cache.
+it does in real use), one provider after another; on a CPU by the host clock, the providers of a case in turn
+(``measure_interleaved``), so their ratios survive a shared machine's drift. The caller rotates among several input
+sets so that repeated calls do not find their inputs in the cache.
 """
 
 from __future__ import annotations
@@ -59,12 +60,9 @@ def summarize(times_ms: list[float]) -> Timing:
                   len(times_ms))
 
 
-def measure(call: Callable[[int], object], device: torch.device, rotations: int, policy: TimingPolicy) -> Timing:
-    """Time ``call(i)``, where i selects input set i % rotations.
-
-    Warm-up runs every input set once and goes on for ``policy.warmup_s``; the number of timed calls is chosen from
-    the warm-up's pace to fill ``policy.budget_s``, within [min_reps, max_reps].
-    """
+def _repetitions(call: Callable[[int], object], device: torch.device, rotations: int, policy: TimingPolicy) -> int:
+    """Warm ``call`` up (every input set once, then for ``policy.warmup_s``) and return how many timed calls its
+    pace fills ``policy.budget_s`` with, within [min_reps, max_reps]."""
     synchronize(device)
     begin = time.perf_counter()
     call(0)
@@ -78,7 +76,23 @@ def measure(call: Callable[[int], object], device: torch.device, rotations: int,
         calls += 1
     synchronize(device)
     per_call = (time.perf_counter() - start) / (calls - 1) if calls > 1 else first_call_s
-    reps = int(min(policy.max_reps, max(policy.min_reps, policy.budget_s / max(per_call, 1e-9))))
+    return int(min(policy.max_reps, max(policy.min_reps, policy.budget_s / max(per_call, 1e-9))))
+
+
+def _host_time_ms(call: Callable[[int], object], index: int, device: torch.device) -> float:
+    begin = time.perf_counter()
+    call(index)
+    synchronize(device)
+    return (time.perf_counter() - begin) * 1e3
+
+
+def measure(call: Callable[[int], object], device: torch.device, rotations: int, policy: TimingPolicy) -> Timing:
+    """Time ``call(i)``, where i selects input set i % rotations.
+
+    Warm-up runs every input set once and goes on for ``policy.warmup_s``; the number of timed calls is chosen from
+    the warm-up's pace to fill ``policy.budget_s``, within [min_reps, max_reps].
+    """
+    reps = _repetitions(call, device, rotations, policy)
     if device.type == "cuda":
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
@@ -87,15 +101,42 @@ def measure(call: Callable[[int], object], device: torch.device, rotations: int,
             call(rep % rotations)
             ends[rep].record()
         torch.cuda.synchronize(device)
-        times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-    else:
-        times = []
-        for rep in range(reps):
-            begin = time.perf_counter()
-            call(rep % rotations)
-            synchronize(device)
-            times.append((time.perf_counter() - begin) * 1e3)
-    return summarize(times)
+        return summarize([s.elapsed_time(e) for s, e in zip(starts, ends)])
+    return summarize([_host_time_ms(call, rep % rotations, device) for rep in range(reps)])
+
+
+def measure_interleaved(calls: dict[str, Callable[[int], object]], device: torch.device, rotations: int,
+                        policy: TimingPolicy) -> dict[str, Timing | Exception]:
+    """Time several providers' ``call(i)`` by the host clock, in turn: A B C A B C ... So a machine whose speed
+    drifts while they are timed (a shared host: another tenant's load coming and going) moves them all alike, and
+    their ratios hold where timing one after the other let the drift into the ratio (the g2p step's reference moved
+    by 15 % between runs on a shared 2-core machine, 2026-12-05).
+
+    Each is warmed up as ``measure`` does and gets the calls its own pace fills ``policy.budget_s`` with; one that
+    has them sits the later rounds out. A call that raises ends that provider's timing: its entry is the exception.
+    """
+    results: dict[str, Timing | Exception] = {}
+    reps = {}
+    for name, call in calls.items():
+        try:
+            reps[name] = _repetitions(call, device, rotations, policy)
+        except Exception as error:  # noqa: BLE001 - reported for this provider; the others go on
+            results[name] = error
+    times: dict[str, list[float]] = {name: [] for name in reps}
+    while any(len(times[name]) < reps[name] for name in reps):
+        for name in reps:
+            done = len(times[name])
+            if name in results or done >= reps[name]:
+                continue
+            try:
+                times[name].append(_host_time_ms(calls[name], done % rotations, device))
+            except Exception as error:  # noqa: BLE001
+                results[name] = error
+                reps[name] = done
+    for name in reps:
+        if name not in results:
+            results[name] = summarize(times[name])
+    return {name: results[name] for name in calls}
 
 
 def peak_memory_bytes(run: Callable[[], object], device: torch.device) -> int | None:
