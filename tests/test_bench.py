@@ -343,7 +343,7 @@ def test_a_wrong_provider_is_reported_failed_and_not_timed(fake_triton):
 
 
 def test_model_cases_run_and_cuda_graph_providers_are_unavailable_on_cpu():
-    records = _run(r"decoder_step|train_step\.train\[model=g2p", providers=["reference+cudagraph"])
+    records = _run(r"decoder_step|train_step\.train\[model=g2p", providers=["reference+cudagraph", "aten"])
     step = _record(records, "decoder_step", "reference")
     assert step["status"] == "ok" and step["tokens_per_call"] == step["sizes"]["B"]
     graphed = _record(records, "decoder_step", "reference" + GRAPH_SUFFIX)
@@ -351,6 +351,8 @@ def test_model_cases_run_and_cuda_graph_providers_are_unavailable_on_cpu():
     train = _record(records, "train_step", "reference")
     assert train["status"] == "ok" and train["saved_for_backward_bytes"] > 0
     assert train["work"]["matmul_flops"] > 0 and train["work"]["special_functions"] > 0
+    aten = _record(records, "train_step", "aten")  # a backend named alone must serve every op: aten has no attention
+    assert aten["status"] == "unavailable" and "'aten' does not implement additive_attention" in aten["reason"], aten
 
 
 def test_cli_writes_every_output(tmp_path, capsys):
