@@ -53,10 +53,22 @@ inline Vec<float> divide_positive(const Vec<float>& p, const Vec<float>& q) {
 #endif
 }
 
+// x clamped to [-bound, bound], a NaN kept: vminps and vmaxps return their second operand when either is NaN, so
+// with the bound first a NaN x comes back as itself, in two instructions where at::vec::minimum and maximum spend
+// three each on the same promise (12 % of the attention's score loop on the AVX2 EPYC, 2026-12-05).
+inline Vec<float> clamp_symmetric(const Vec<float>& x, float bound) {
+#if defined(CPU_CAPABILITY_AVX512)
+    return _mm512_min_ps(_mm512_set1_ps(bound), _mm512_max_ps(_mm512_set1_ps(-bound), x));
+#elif defined(CPU_CAPABILITY_AVX2)
+    return _mm256_min_ps(_mm256_set1_ps(bound), _mm256_max_ps(_mm256_set1_ps(-bound), x));
+#else
+    return at::vec::minimum(at::vec::maximum(x, Vec<float>(-bound)), Vec<float>(bound));
+#endif
+}
+
 template <>
 inline Vec<float> tanh<float>(const Vec<float>& x) {
-    const Vec<float> clamp(7.90531110763549805f);
-    const Vec<float> clamped = at::vec::minimum(at::vec::maximum(x, -clamp), clamp);
+    const Vec<float> clamped = clamp_symmetric(x, 7.90531110763549805f);
     const Vec<float> x2 = clamped * clamped;
     Vec<float> p = at::vec::fmadd(x2, Vec<float>(-2.76076847742355e-16f), Vec<float>(2.00018790482477e-13f));
     p = at::vec::fmadd(x2, p, Vec<float>(-8.60467152213735e-11f));
@@ -81,8 +93,7 @@ inline Vec<T> sigmoid(const Vec<T>& x) {
 
 template <>
 inline Vec<float> sigmoid<float>(const Vec<float>& x) {
-    const Vec<float> clamp(80.0f);
-    const Vec<float> clamped = at::vec::minimum(at::vec::maximum(x, -clamp), clamp);
+    const Vec<float> clamped = clamp_symmetric(x, 80.0f);
     const Vec<float> one(1.0f);
     return divide_positive(one, one + clamped.neg().exp());
 }
