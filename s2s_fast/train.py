@@ -271,8 +271,8 @@ class Trainer:
         except RuntimeError as error:  # torch.OutOfMemoryError is one
             if "allocate" not in str(error):
                 raise
-            raise ValueError(f"the model does not fit in this machine's memory ({one_line(error)}); choose a smaller one "
-                             "(--model hidden_size=..., embed_dim=...)") from None
+            raise ValueError(f"the model does not fit in this machine's memory ({one_line(error)}); choose a smaller "
+                             "one (--model hidden_size=..., embed_dim=...)") from None
 
     def _dev_items(self) -> list | None:
         if not self.config.eval_every:

@@ -134,8 +134,8 @@ def test_a_model_too_large_for_memory_is_one_line(tmp_path, capsys):
     assert "the model does not fit in this machine's memory" in err and "--model hidden_size" in err
 
 
-@pytest.mark.parametrize("error, shown", [(ValueError("a library's\n    indented\treason  "), "a library's indented reason"),
-                                          (OSError(), "OSError")])
+@pytest.mark.parametrize("error, shown", [
+    (ValueError("a library's\n    indented\treason  "), "a library's indented reason"), (OSError(), "OSError")])
 def test_an_expected_error_is_one_line_and_never_empty(monkeypatch, capsys, error, shown):
     def demo(args):
         raise error

@@ -19,9 +19,25 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
+def _join(rank: int, world: int, port: int) -> None:
+    """This process's place in the group, as torchrun's environment gives it."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
+
+
+def _train_and_write_outcome(run_dir: str, path: str, suffix=lambda: "") -> None:
+    """Train; write what the process ended with ("trained", or the error it raised) and ``suffix()`` to ``path``."""
+    try:
+        train(_config(run_dir), echo=lambda line: None)
+        outcome = "trained"
+    except BaseException as error:  # the point: which error, on which process
+        outcome = f"{type(error).__name__}: {error}"
+    with open(path, "w") as file:
+        file.write(outcome + suffix())
+
+
+def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
+    _join(rank, world, port)
     result = train(_config(run_dir), echo=lambda line: None)
     save_file({k: v.contiguous() for k, v in result.model.state_dict().items()},
               os.path.join(run_dir, f"replica{rank}.safetensors"))
@@ -29,15 +45,8 @@ def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
 
 def _refused_worker(rank: int, world: int, port: int, run_dir: str) -> None:
     """A second run into the same directory: what each process raised, in error<rank>.txt."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
-    try:
-        train(_config(run_dir), echo=lambda line: None)
-        outcome = "trained"
-    except Exception as error:  # the point: which error, on which process
-        outcome = f"{type(error).__name__}: {error}"
-    with open(os.path.join(run_dir, f"error{rank}.txt"), "w") as file:
-        file.write(outcome)
+    _join(rank, world, port)
+    _train_and_write_outcome(run_dir, os.path.join(run_dir, f"error{rank}.txt"))
 
 
 def _config(run_dir: str) -> TrainConfig:
@@ -75,8 +84,7 @@ def _interrupted_worker(rank: int, world: int, port: int, run_dir: str, stop: st
     import signal
 
     from s2s_fast import train as training
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
+    _join(rank, world, port)
     step = training.Trainer._train_step
     calls = []
 
@@ -92,13 +100,7 @@ def _interrupted_worker(rank: int, world: int, port: int, run_dir: str, stop: st
     training.Trainer._train_step = counted_step
     if stop == "save":
         training.save_checkpoint = failing_save
-    try:
-        train(_config(run_dir), echo=lambda line: None)
-        outcome = "trained"
-    except BaseException as error:  # the point: which error, on which process
-        outcome = f"{type(error).__name__}: {error}"
-    with open(os.path.join(run_dir, f"outcome{rank}.txt"), "w") as file:
-        file.write(f"{outcome} after {len(calls)} steps")
+    _train_and_write_outcome(run_dir, os.path.join(run_dir, f"outcome{rank}.txt"), lambda: f" after {len(calls)} steps")
 
 
 def test_a_stop_every_process_agreed_on_ends_them_all_in_step(tmp_path):
