@@ -662,6 +662,19 @@ def test_lstm_layer_kernel_errors_are_clear():
         torch.ops.s2s_fast.cpu_lstm_layer_fwd(values[0], values[1], values[2][:, :4], *values[3:], False, False)
 
 
+@built
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_layer_called_directly_without_saving_refuses_its_backward_in_words(kind):
+    args = _layer_args(kind, 3, 2, 4, 5, dtype=torch.float32)
+    values = [value.requires_grad_() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+              for value in args.values()]
+    count = 7 if kind == "lstm" else 6
+    output = getattr(torch.ops.s2s_fast, f"cpu_{kind}_layer_fwd")(*values[:count], None, False, False)[0]
+    with pytest.raises(RuntimeError, match=f"{kind}_layer: its forward was called with save=False, so it kept "
+                                           "nothing for the backward"):
+        output.sum().backward()
+
+
 @pytest.fixture(params=["aten", "onednn"])
 def products(request):
     """The cpu layers' matrix products through each library (csrc/cpu/products.h), restored afterwards."""

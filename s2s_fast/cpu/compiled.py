@@ -37,6 +37,15 @@ def dtype_limit(tensor: torch.Tensor) -> str | None:
     return None
 
 
+def refuse_unsaved(op: str, saved: bool) -> None:
+    """Raise when the backward of a forward called with ``save=False`` runs: that forward kept nothing for it (the op
+    called directly; s2s_fast.functional passes save=True whenever a gradient is recorded)."""
+    if not saved:
+        raise RuntimeError(f"{op}: its forward was called with save=False, so it kept nothing for the backward; call "
+                           "it with save=True, or through s2s_fast.functional, which does so when a gradient is "
+                           "recorded")
+
+
 def refuse_double_backward(op: str) -> None:
     """Raise when a backward of ``op``'s kernels is asked to build a graph (``create_graph=True``, under which autograd
     runs a backward with grad mode on): the C++ backward is not itself differentiable, and torch would silently drop

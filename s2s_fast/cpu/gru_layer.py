@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit, refuse_double_backward
+from .compiled import dtype_limit, refuse_double_backward, refuse_unsaved
 
 
 def gru_layer_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save):
@@ -41,9 +41,10 @@ def _backward_fake(grad_output, grad_hy, input, hx, weight_ih, weight_hh, length
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, _save = inputs
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save = inputs
     # Nobody differentiates the saved gates (nor, often, hy): no zero tensors for their gradients.
     ctx.set_materialize_grads(False)
+    ctx.saved = save
     ctx.reverse = reverse
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.save_for_backward(input, hx, weight_ih, weight_hh, lengths, output[0], output[2])
@@ -51,6 +52,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, _grad_gates):
     refuse_double_backward("gru_layer (and gru_cell)")
+    refuse_unsaved("gru_layer", ctx.saved)
     input, hx, weight_ih, weight_hh, lengths, output, gates = ctx.saved_tensors
     grad_output = grad_output if grad_output is not None else torch.zeros_like(output)
     grad_hy = grad_hy if grad_hy is not None else torch.zeros_like(hx)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit, refuse_double_backward
+from .compiled import dtype_limit, refuse_double_backward, refuse_unsaved
 
 _FLOATS = ("input", "hx", "cx", "feed", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "query_weight", "key_proj",
            "v", "values", "combine_weight", "dropout_mask")
@@ -44,9 +44,10 @@ def _backward_fake(grad_output, grad_hy, grad_cy, grad_weights, input, hx, cx, f
 
 def _setup_context(ctx, inputs, output):
     (input, hx, cx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, _mask,
-     combine_weight, dropout_mask, _save) = inputs
+     combine_weight, dropout_mask, save) = inputs
     # Nobody differentiates the saved tensors (nor, often, hy, cy and the weights): no zero tensors for them.
     ctx.set_materialize_grads(False)
+    ctx.saved = save
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.has_dropout_mask = dropout_mask is not None
     ctx.save_for_backward(input, hx, cx, feed, weight_ih, weight_hh, query_weight, key_proj, v, values,
@@ -55,6 +56,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, grad_weights, *_saved_grads):
     refuse_double_backward("lstm_attention_decoder")
+    refuse_unsaved("lstm_attention_decoder", ctx.saved)
     (input, hx, cx, feed, weight_ih, weight_hh, query_weight, key_proj, v, values, combine_weight, dropout_mask,
      output, weights, gates, cells, hidden, query_proj, joined, activated) = ctx.saved_tensors
     grad_output, grad_hy, grad_cy = (grad if grad is not None else torch.zeros_like(like)

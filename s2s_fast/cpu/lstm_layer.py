@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit, refuse_double_backward
+from .compiled import dtype_limit, refuse_double_backward, refuse_unsaved
 
 
 def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save):
@@ -46,9 +46,10 @@ def _backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weig
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, _save = inputs
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save = inputs
     # Nobody differentiates the saved gates and cells (nor, often, hy and cy): no zero tensors for their gradients.
     ctx.set_materialize_grads(False)
+    ctx.saved = save
     ctx.reverse = reverse
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, lengths, output[0], output[3], output[4])
@@ -56,6 +57,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, _grad_gates, _grad_cells):
     refuse_double_backward("lstm_layer (and lstm_cell)")
+    refuse_unsaved("lstm_layer", ctx.saved)
     input, hx, cx, weight_ih, weight_hh, lengths, output, gates, cells = ctx.saved_tensors
     grad_output, grad_hy, grad_cy = (grad if grad is not None else torch.zeros_like(like)
                                      for grad, like in ((grad_output, output), (grad_hy, hx), (grad_cy, cx)))
