@@ -45,10 +45,23 @@ def gencode_flags(archs):
         f"-gencode=arch=compute_{numbers[-1]},code=compute_{numbers[-1]}"]
 
 
+# What the build said, also kept in a file: pip shows a build's output only when it fails or with -v, and
+# scripts/setup.sh prints this file after installing.
+MESSAGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "build", "s2s_fast-setup.txt")
+_said = []
+
+
 def _say(message):
     # pip runs this file once for metadata and once for the build: speak only in the build.
     if not {"egg_info", "dist_info"} & set(sys.argv[1:]):
         print(message, file=sys.stderr)
+        _said.append(message)
+        try:
+            os.makedirs(os.path.dirname(MESSAGES), exist_ok=True)
+            with open(MESSAGES, "w") as record:
+                record.write("".join(line + "\n" for line in _said))
+        except OSError:
+            pass  # a read-only source tree: the messages still went to stderr
 
 
 def _mode(variable):
@@ -102,7 +115,19 @@ def _cxx():
     return os.environ.get("CXX", "c++")
 
 
-def _why_no_emulation():
+_HOST_BUILD = {}
+
+
+def _why_no_host_extensions():
+    """Why the extensions the host C++ compiler builds (the CUDA emulation, the cpu kernels) cannot be built here, or
+    None: torch missing, no compiler, or one that does not compile a C++17 program (a broken $CXX failed the whole
+    install with a traceback before, where no compiler at all gave the pure-Python install). Asked once."""
+    if "reason" not in _HOST_BUILD:
+        _HOST_BUILD["reason"] = _host_build_problem()
+    return _HOST_BUILD["reason"]
+
+
+def _host_build_problem():
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -110,6 +135,18 @@ def _why_no_emulation():
     compiler = _cxx()
     if shutil.which(compiler) is None:
         return f"no C++ compiler ({compiler}; set CXX)"
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = os.path.join(scratch, "probe.cpp")
+        with open(probe, "w") as source:
+            source.write("#include <vector>\nint main() { return std::vector<int>{0}.front(); }\n")
+        try:
+            result = subprocess.run([compiler, "-std=c++17", probe, "-o", os.path.join(scratch, "probe")],
+                                    capture_output=True, text=True, check=False, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"the C++ compiler {compiler} does not run ({error}; set CXX)"
+    if result.returncode != 0:
+        said = " ".join((result.stderr or result.stdout).split())[:200] or f"exit status {result.returncode}"
+        return f"the C++ compiler {compiler} does not compile a C++17 program ({said}; set CXX)"
     return None
 
 
@@ -146,10 +183,8 @@ def _emulated_extension():
     if _mode("S2S_FAST_BUILD_EMULATION") in DISABLED:
         _say("s2s_fast: S2S_FAST_BUILD_EMULATION=0, building without the CUDA emulation")
         return None
-    reason = _why_no_emulation()
-    if reason is not None:
-        _say(f"s2s_fast: building without the CUDA emulation s2s_fast._C_emulated ({reason})")
-        return None
+    if _why_no_host_extensions() is not None:
+        return None  # _build_kwargs says why, once for both
     from torch.utils.cpp_extension import CppExtension
 
     _say("s2s_fast: building the CUDA emulation s2s_fast._C_emulated (the kernels of csrc/ for the CPU)")
@@ -198,11 +233,8 @@ def _cpu_extension():
     if _mode("S2S_FAST_BUILD_CPU") in DISABLED:
         _say("s2s_fast: S2S_FAST_BUILD_CPU=0, building without the cpu backend's kernels")
         return None
-    reason = _why_no_emulation()
-    if reason is not None:
-        _say(f"s2s_fast: building without the cpu backend's kernels s2s_fast._cpu ({reason}); the reference and aten "
-             "backends serve CPU tensors")
-        return None
+    if _why_no_host_extensions() is not None:
+        return None  # _build_kwargs says why, once for both
     from torch.utils.cpp_extension import CppExtension
 
     sets = dict(CPU_KERNEL_SETS)
@@ -248,6 +280,10 @@ def _build_ext_class():
 
 def _build_kwargs():
     extensions = [ext for ext in (_emulated_extension(), _cpu_extension(), _cuda_extension()) if ext is not None]
+    reason = _why_no_host_extensions() if "reason" in _HOST_BUILD else None
+    if reason is not None:
+        _say(f"s2s_fast: installing without the cpu backend's kernels and the CUDA emulation ({reason}): pure Python "
+             "on the CPU, where the reference and aten backends serve CPU tensors")
     if not extensions:
         return {}
     return {"ext_modules": extensions, "cmdclass": {"build_ext": _build_ext_class()},

@@ -49,7 +49,9 @@ import contextlib
 import functools
 import importlib
 import os
+import sys
 import threading
+import warnings
 from typing import Callable, Iterator
 
 import torch
@@ -320,6 +322,8 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     reasons = []
     for candidate, cell_loop in _auto_candidates(op, device, args):
         reason = _unavailable(candidate, device)
+        if reason is not None and candidate == "cpu" and device.type == "cpu":
+            _tell_once_cpu_kernels_missing(reason)
         if reason is None:
             module = _load(candidate)[0]
             if cell_loop and op in module.OPS:
@@ -334,6 +338,23 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     if op in _COMPOSED:
         return "auto", functools.partial(_load("reference")[0].OPS[op], backend="auto")
     raise BackendError(f"no backend can serve {op} on {device.type}: " + "; ".join(reasons))
+
+
+_told_cpu_kernels_missing = False
+
+
+def _tell_once_cpu_kernels_missing(reason: str) -> None:
+    """A warning, once a process, that auto passes over the cpu backend on CPU tensors because its kernels are not
+    built (an install without a working C++ compiler, which pip does not show): they run on aten and the reference."""
+    global _told_cpu_kernels_missing
+    if not _told_cpu_kernels_missing:
+        _told_cpu_kernels_missing = True
+        # Pointed at the first caller outside the package, however deep in it the call was resolved.
+        package, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(0), 1
+        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+            frame, level = frame.f_back, level + 1
+        warnings.warn(f"s2s_fast: CPU tensors run on the aten and reference backends, slower: {reason}",
+                      stacklevel=level)
 
 
 def _batch_and_hidden(op: str, args: tuple) -> tuple[int, int]:

@@ -308,6 +308,22 @@ def test_unavailable_reason_says_how_to_build():
         assert "build_ext --inplace" in cpu.unavailable_reason(torch.device("cpu"))
 
 
+def test_an_install_without_the_kernels_is_told_once_that_cpu_tensors_run_slower(monkeypatch):
+    """pip shows nothing of a build without a C++ compiler: the first call auto serves without the kernels says so."""
+    missing = "the cpu backend's kernels s2s_fast._cpu are not built (No module named 's2s_fast._cpu'); pip install ..."
+    real = backends._unavailable
+    monkeypatch.setattr(backends, "_unavailable", lambda name, device: missing if name == "cpu" else real(name, device))
+    monkeypatch.setattr(backends, "_told_cpu_kernels_missing", False)
+    args = _attention_args(2, 3, 4, 5, 6, dtype=torch.float32)
+    with pytest.warns(UserWarning) as caught:
+        for _ in range(3):
+            F.additive_attention(**args)
+            F.lstm_cell(torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4), torch.randn(16, 3), torch.randn(16, 4))
+    assert [str(w.message) for w in caught] == [f"s2s_fast: CPU tensors run on the aten and reference backends, "
+                                                f"slower: {missing}"]
+    assert caught[0].filename == __file__  # pointed at the caller's line
+
+
 # The LSTM and GRU layers.
 
 GATES = {"lstm": 4, "gru": 3}
