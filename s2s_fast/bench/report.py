@@ -327,10 +327,12 @@ def _short_size(row: dict) -> str:
     return "\n".join(lines + [current])
 
 
-def _bar_axes(axes, group_rows: list[dict], value_of, ylabel: str, title: str, baseline: float | None) -> None:
-    """Grouped bars on a log scale: one group per size, one bar per provider, drawn from ``baseline`` when given
-    (a speedup of 1) so that bars above and below it read as faster and slower."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+def _bar_axes(axes, group_rows: list[dict], value_of, ylabel: str, title: str, baseline: float | None,
+              colors: dict[str, object]) -> None:
+    """Grouped bars on a log scale: one group per size, one bar per provider (in its colour in ``colors``, the same
+    in every panel), drawn from ``baseline`` when given (a speedup of 1) so that bars above and below it read as
+    faster and slower."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     sizes = list(dict.fromkeys(row["size_label"] for row in group_rows))
     labels = {row["size_label"]: _short_size(row) for row in group_rows}
@@ -348,11 +350,13 @@ def _bar_axes(axes, group_rows: list[dict], value_of, ylabel: str, title: str, b
     bottom = baseline if baseline is not None else min(values) / 4
     for provider, pairs in bars.items():
         axes.bar([x for x, _ in pairs], [value - bottom for _, value in pairs], bottom=bottom, width=width,
-                 label=provider)
+                 label=provider, color=colors[provider])
     axes.set_yscale("log")
     axes.set_ylim(min(values + [bottom]) / 1.5, max(values + [bottom]) * 1.5)
     if baseline is not None:
         axes.axhline(baseline, color="black", linewidth=0.8)
+    # 1, 2 and 5 of each decade labelled: a range within one or two decades showed a single label.
+    axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.yaxis.set_minor_formatter(NullFormatter())
     axes.set_xticks(range(len(sizes)))
@@ -378,10 +382,17 @@ def plot(records: list[dict], speedup_path: Path, memory_path: Path, meta: dict)
         return None if value is None else max(value, 1) / _MIB
 
     panels = {
-        speedup_path: ("speedup vs reference eager", lambda row: row["speedup_vs_reference"], 1.0, ok),
+        # The reference is the line at 1, not a bar of no height.
+        speedup_path: ("speedup vs reference eager (the line)",
+                       lambda row: None if row["provider"] == "reference" else row["speedup_vs_reference"], 1.0, ok),
         memory_path: ("MiB (peak GPU, else saved for backward)", memory_value, None,
                       {name: rows for name, rows in ok.items() if any(memory_value(r) is not None for r in rows)}),
     }
+    from matplotlib import colormaps
+
+    providers = list(dict.fromkeys(record["provider"] for record in records))
+    cycle = colormaps["tab20"].colors
+    colors = {provider: cycle[index % len(cycle)] for index, provider in enumerate(providers)}
     for path, (ylabel, value_of, baseline, selected) in panels.items():
         names = [name for name, rows in selected.items() if rows]
         columns = 3
@@ -391,10 +402,11 @@ def plot(records: list[dict], speedup_path: Path, memory_path: Path, meta: dict)
         figure.suptitle(f"{meta['device']}, {meta['run_dtype']}, {meta['date']}", fontsize=10)
         for index, name in enumerate(names):
             axes = figure.add_subplot(rows_count, columns, index + 1)
-            _bar_axes(axes, selected[name], value_of, ylabel, name, baseline)
+            _bar_axes(axes, selected[name], value_of, ylabel, name, baseline, colors)
         if not names:
             figure.add_subplot(1, 1, 1).text(0.5, 0.5, "nothing to plot", ha="center")
-        figure.tight_layout()
+        # Room at the top for the figure's title: tight_layout alone put the first row's titles under it.
+        figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.4 * rows_count)))
         figure.savefig(path, dpi=90)
 
 
