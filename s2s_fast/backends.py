@@ -222,12 +222,11 @@ def unserved_ops(name: str, ops) -> list[str] | None:
     name = check_backend_name(name, "the name argument")
     if name == "auto":
         return []
-    module = _load(name)[0]
-    if module is None:
+    if _load(name)[0] is None:
         return None
 
     def missing(op: str) -> list[str]:  # an op built of others is missing its parts that are missing
-        if op in module.OPS or op in _TORCH_SERVES or _LAYER_FROM_CELL.get(op) in module.OPS:
+        if implements(name, op) or op in _TORCH_SERVES:
             return []
         return [lost for part in _COMPOSED[op] for lost in missing(part)] if op in _COMPOSED else [op]
     return list(dict.fromkeys(part for op in ops for part in missing(op)))

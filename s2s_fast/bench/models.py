@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch._dynamo.utils import counters
 
-from ..backends import unserved_ops
 from ..models import Seq2Seq, preset_config, sequence_loss
+from ..models.config import BackendCannotServeModel
 from ..models.seq2seq import DecoderState, EncoderOutput
 from .base import (COMPILE, GRAPH_SUFFIX, LOW_PRECISION, Case, Runner, Unavailable, backend_providers,
                    backend_unavailable, compile_failed, generator, tensors_in)
@@ -106,11 +106,10 @@ class ModelCase(Case):
         s = self.sizes
         # A size may override one field of the preset: the g2p training step with GRU cells (cell=gru).
         overrides = {"cell": s["cell"]} if "cell" in s else {}
-        config = preset_config(s["model"], s["Vs"], s["Vt"], **overrides)
-        missing = unserved_ops(backend, config.ops())
-        if missing:  # the configuration would refuse it: a backend named alone must serve every op
-            raise Unavailable(f"backend {backend!r} does not implement {', '.join(missing)}, which this model needs")
-        return preset_config(s["model"], s["Vs"], s["Vt"], backend=backend, **overrides)
+        try:
+            return preset_config(s["model"], s["Vs"], s["Vt"], backend=backend, **overrides)
+        except BackendCannotServeModel as refusal:  # a backend named alone must serve every op
+            raise Unavailable(str(refusal)) from None
 
     def providers(self) -> list[str]:
         # "auto": the backends s2s_fast picks by default, op by op (a backend named alone must serve every op).

@@ -13,6 +13,11 @@ CELLS = ("lstm", "gru")
 ATTENTIONS = ("bahdanau", "luong-general", "luong-dot", "none")
 
 
+class BackendCannotServeModel(ValueError):
+    """Seq2SeqConfig's refusal of a backend that does not implement one of the model's ops (the bench reports such a
+    provider unavailable rather than failed)."""
+
+
 @dataclass
 class Seq2SeqConfig:
     """Architecture of a Seq2Seq model.
@@ -87,13 +92,14 @@ class Seq2SeqConfig:
     def _check_backend_serves_the_model(self) -> None:
         """A backend that cannot serve one of the model's ops is refused here, not at the first forward (a backend
         that cannot be imported on this machine is left to the first call, which says why)."""
-        missing = unserved_ops(self.backend, self.ops())
+        ops = self.ops()
+        missing = unserved_ops(self.backend, ops)
         if missing:
-            serving = [name for name in BACKEND_NAMES if unserved_ops(name, self.ops()) == []]
-            raise ValueError(f"Seq2SeqConfig: backend {self.backend!r} does not implement {', '.join(missing)}, which "
-                             f"{'an LSTM' if self.cell == 'lstm' else 'a GRU'} model with attention "
-                             f"{self.attention!r} needs; use backend None (auto, which picks per op) or one that "
-                             f"serves them all: {', '.join(serving)}")
+            serving = [name for name in BACKEND_NAMES if unserved_ops(name, ops) == []]
+            raise BackendCannotServeModel(
+                f"Seq2SeqConfig: backend {self.backend!r} does not implement {', '.join(missing)}, which "
+                f"{'an LSTM' if self.cell == 'lstm' else 'a GRU'} model with attention {self.attention!r} needs; use "
+                f"backend None (auto, which picks per op) or one that serves them all: {', '.join(serving)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
