@@ -31,10 +31,12 @@ print(key.hexdigest())
 EOF
 }
 
-# Whether s2s_fast (with its test extras) imports from this tree.
+# Whether s2s_fast (with its test extras) is installed from this tree: asked as any other folder would, without the
+# current one on the path (from here the source folder itself imports, installed or not).
 installed_here() {
   "$PYTHON" - <<'EOF' 2>/dev/null
 import importlib.util, os, sys
+sys.path = [entry for entry in sys.path if entry not in ("", ".") and os.path.abspath(entry) != os.getcwd()]
 spec = importlib.util.find_spec("s2s_fast")
 ok = spec is not None and os.path.samefile(os.path.dirname(spec.origin), "s2s_fast")
 sys.exit(0 if ok and all(importlib.util.find_spec(m) for m in ("pytest", "pytest_benchmark")) else 1)
