@@ -56,6 +56,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from . import transforms
+
 BACKEND_NAMES = ("cuda", "triton", "cpu", "aten", "reference")
 VALID_NAMES = ("auto",) + BACKEND_NAMES
 OP_NAMES = (
@@ -144,6 +146,16 @@ LAYERS_NEVER_READ_PADDING = frozenset({"aten"})
 # (0.7-1.3x forward+backward) under 4M (B=1-2, H=384-512), 1.0-1.35x (1.0-1.5x) at 4-6M, 1.3-1.7x (1.4-1.7x) at
 # B=8-16; B=64-128: 2.0x. The Seq2Seq model's greedy decoding and training step: README.
 CPU_ONEDNN_FROM_WORK = {"linear": 2_000_000, "lstm_cell": 4_000_000, "gru_cell": 4_000_000}
+
+# What a backend cannot serve under torch.func's transforms and forward-mode AD (s2s_fast.transforms). The fused
+# backends' ops are custom operators that autograd differentiates through their backward alone (torch.library's
+# register_autograd): torch gives them no forward-mode derivative (torch.func.jvp read a zero tangent from the cpu
+# layers, silently; torch.autograd.forward_ad refuses them) and refuses them under torch.func.grad with an error about
+# autograd.Function. Under torch.func.vmap they run one batch entry at a time (torch warns), and are right. torch's
+# RNN ops, behind the aten backend's layers and LSTM cell, have no batching rule for torch.func.vmap (torch.nn.LSTM
+# fails there too). Auto passes over a backend that cannot serve a call under these; the reference serves them all.
+BACKWARD_ONLY = frozenset({"cpu", "triton", "cuda"})
+ATEN_UNBATCHED = frozenset({"lstm_layer", "gru_layer", "lstm_cell"})
 
 _global_choice: str | None = None
 # Per-thread stack of use_backend choices; a threading.local (unlike a ContextVar) is traced by torch.compile.
@@ -269,20 +281,20 @@ def use_backend(name: str) -> Iterator[None]:
         _context.stack.pop()
 
 
-def _implementation(module, op: str, args: tuple, cell_loop: bool = True) -> tuple[Callable | None, str | None]:
-    """The backend module's implementation of ``op`` and the limit it hits on ``args`` (None if it serves); without
-    ``cell_loop``, only an implementation of ``op`` itself, not the reference time loop around the module's cell."""
+def _implementation(name: str, op: str, args: tuple, cell_loop: bool = True) -> tuple[Callable | None, str | None]:
+    """The backend's implementation of ``op`` and the limit it hits on ``args`` (None if it serves); without
+    ``cell_loop``, only an implementation of ``op`` itself, not the reference time loop around the backend's cell."""
+    module = _load(name)[0]
     impl = module.OPS.get(op)
     if impl is not None:
-        limit = getattr(module, "LIMITS", {}).get(op)
-        return impl, (limit(*args) if limit is not None else None)
+        return impl, _transform_limit(name, op, args) or _own_limit(module, op, args)
     if op in _TORCH_SERVES:
         return _load("reference")[0].OPS[op], None
     if op in _COMPOSED:
         missing = [part for part in _COMPOSED[op] if part not in module.OPS and part not in _TORCH_SERVES]
         if missing:
             return None, f"it does not implement {', '.join(missing)}, which {op} is built of"
-        return functools.partial(_load("reference")[0].OPS[op], backend=module.__name__.rpartition(".")[2]), None
+        return functools.partial(_load("reference")[0].OPS[op], backend=name), None
     if not cell_loop and op in _LAYER_FROM_CELL:
         return None, f"it does not implement {op} itself (only its cell)"
     cell_op = _LAYER_FROM_CELL.get(op)
@@ -291,9 +303,31 @@ def _implementation(module, op: str, args: tuple, cell_loop: bool = True) -> tup
     if op == "lstm_layer" and args[9] is not None:
         return None, f"it does not implement {op} itself, and its {cell_op} cannot run a projected LSTM (weight_hr)"
     cell = module.OPS[cell_op]
-    cell_limit = getattr(module, "LIMITS", {}).get(cell_op)
-    limit = cell_limit(*_first_step_cell_args(cell_op, args)) if cell_limit is not None else None
+    limit = _transform_limit(name, cell_op, args) or _own_limit(module, cell_op,
+                                                                   _first_step_cell_args(cell_op, args))
     return functools.partial(_load("reference")[0].OPS[op], cell=cell), limit
+
+
+def _own_limit(module, op: str, args: tuple) -> str | None:
+    """The limit the backend's own check for ``op`` (its LIMITS) finds on ``args``, None where it serves them."""
+    limit = getattr(module, "LIMITS", {}).get(op)
+    return limit(*args) if limit is not None else None
+
+
+def _transform_limit(name: str, op: str, args: tuple) -> str | None:
+    """Why the backend ``name`` cannot serve its own ``op`` under the torch.func transforms or forward-mode AD
+    applying to a call with ``args`` (see BACKWARD_ONLY), None where it can."""
+    if name not in BACKWARD_ONLY and not (name == "aten" and op in ATEN_UNBATCHED):
+        return None
+    active = transforms.active(args)
+    if name in BACKWARD_ONLY and ("grad" in active or "jvp" in active):
+        return ("its kernels' derivatives are autograd's backward alone: no torch.func.grad, vjp or jacrev and no "
+                "forward-mode derivative (torch.func.jvp, jacfwd, torch.autograd.forward_ad) through them; the "
+                "reference serves these (auto passes over this backend)")
+    if name == "aten" and "vmap" in active:
+        return ("torch.func.vmap has no batching rule for the torch op behind it (torch.nn's LSTM, GRU and LSTMCell "
+                "fail there too); the reference serves it (auto passes over this backend)")
+    return None
 
 
 def _first_step_cell_args(cell_op: str, layer_args: tuple) -> tuple:
@@ -313,7 +347,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     if name != "auto":
         reason = _unavailable(name, device)
         if reason is None:
-            impl, limit = _implementation(_load(name)[0], op, args)
+            impl, limit = _implementation(name, op, args)
             if limit is None:
                 return name, impl
             reason = limit
@@ -329,7 +363,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
                 continue  # its own layer was tried (and refused) already
             if op in _COMPOSED and (op not in module.OPS or candidate == "reference"):
                 continue  # composed on each op's auto choice below, not on this backend's (or the reference's) ops
-            impl, limit = _implementation(module, op, args, cell_loop)
+            impl, limit = _implementation(candidate, op, args, cell_loop)
             if limit is None:
                 return candidate, impl
             reason = limit

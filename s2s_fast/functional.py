@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from . import backends
+from . import backends, transforms
 from .reference.additive_attention import one_query_per_row
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -201,7 +201,19 @@ def _check_cell(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, b
     _require_shape(op, "cx", cx, (batch, hidden), "[B, H] (B from input, H from weight_hh)")
 
 
+def _refuse_jit_trace(op: str) -> None:
+    """torch.jit.trace records one call's path through Python: the backend chosen for its sizes, branches on the
+    lengths' values (whether a row has padding), a layer's steps unrolled for one T. Replayed on other inputs that
+    record runs on silently or fails on its own list sizes, so the ops refuse to be recorded."""
+    if not torch.compiler.is_compiling() and torch.jit.is_tracing():
+        raise NotImplementedError(
+            f"s2s_fast.functional.{op}: torch.jit.trace cannot record s2s_fast's ops (it would freeze the backend "
+            "and the paths chosen for this call's sizes and lengths); use torch.compile or torch.export, which trace "
+            "them whole")
+
+
 def _dispatch(op: str, device: torch.device, args: tuple, backend: str | None):
+    _refuse_jit_trace(op)
     _, impl = backends.resolve(op, device, args, backend)
     return _call(op, device, impl, args)
 
@@ -222,8 +234,7 @@ class _ZeroPadding(torch.autograd.Function):
 
     @staticmethod
     def forward(input, lengths):
-        padded = torch.arange(input.shape[0], device=input.device).unsqueeze(1) >= lengths.unsqueeze(0)  # [T, B]
-        return input.masked_fill(padded.unsqueeze(2), 0)
+        return input.masked_fill(_padded_steps(input, lengths), 0)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -232,6 +243,19 @@ class _ZeroPadding(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad, None
+
+
+def _zero_padding(input, lengths):
+    """input with each row's padded steps zero: through _ZeroPadding, or under torch.func's transforms and
+    forward-mode AD (where a custom autograd.Function needs rules of its own) as plain masked_fill."""
+    if not transforms.active((input,)):
+        return _ZeroPadding.apply(input, lengths)
+    return input.masked_fill(_padded_steps(input, lengths), 0)
+
+
+def _padded_steps(input, lengths):
+    """[T, B, 1]: True at each row's steps from its length on (input [T, B, I])."""
+    return (torch.arange(input.shape[0], device=input.device).unsqueeze(1) >= lengths.unsqueeze(0)).unsqueeze(2)
 
 
 def _has_padding(input, lengths) -> bool:
@@ -246,9 +270,10 @@ def _dispatch_layer(op: str, args: tuple, lengths, backend: str | None):
     """_dispatch for lstm_layer and gru_layer (args[0] the input; ``lengths`` the one among args): a backend whose
     layer reads the padding gets it as zeros, so that what a caller leaves there (NaN included) never reaches a
     gradient (see backends.LAYERS_NEVER_READ_PADDING)."""
+    _refuse_jit_trace(op)
     name, impl = backends.resolve(op, args[0].device, args, backend)
     if lengths is not None and name not in backends.LAYERS_NEVER_READ_PADDING and _has_padding(args[0], lengths):
-        args = (_ZeroPadding.apply(args[0], lengths), *args[1:])
+        args = (_zero_padding(args[0], lengths), *args[1:])
     return _call(op, args[0].device, impl, args)
 
 

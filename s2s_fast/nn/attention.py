@@ -9,6 +9,7 @@ import torch
 from .. import functional as F
 from ..backends import check_backend_name
 from .linear import Linear
+from .torchscript import NotScriptable
 
 
 def _resolve_keys(kind: str, keys, values, key_proj, project):
@@ -23,7 +24,7 @@ def _resolve_keys(kind: str, keys, values, key_proj, project):
     return key_proj, values
 
 
-class AdditiveAttention(torch.nn.Module):
+class AdditiveAttention(NotScriptable, torch.nn.Module):
     """Bahdanau attention: score(q, k) = v^T tanh(W_q q + W_k k + b).
 
     Args:
@@ -61,7 +62,7 @@ class AdditiveAttention(torch.nn.Module):
         return F.additive_attention(self.query_layer(query), key_proj, self.v, values, mask, backend=self.backend)
 
 
-class LuongAttention(torch.nn.Module):
+class LuongAttention(NotScriptable, torch.nn.Module):
     """Luong attention: score(q, k) = q^T W_a k ("general") or q^T k ("dot", needs query_size == key_size).
 
     Same forward and project_keys as AdditiveAttention; for "general", project_keys applies W_a to the keys.

@@ -7,6 +7,7 @@ import torch
 from .. import functional as F
 from ..functional import InputError, InputTypeError
 from ..backends import check_backend_name
+from .torchscript import NotScriptable
 
 
 def _batched(module, input: torch.Tensor, states: tuple) -> tuple[bool, torch.Tensor, tuple]:
@@ -28,7 +29,7 @@ def _batched(module, input: torch.Tensor, states: tuple) -> tuple[bool, torch.Te
     return batched, (input if batched else input.unsqueeze(0)), tuple(checked)
 
 
-class LSTMCell(torch.nn.LSTMCell):
+class LSTMCell(NotScriptable, torch.nn.LSTMCell):
     """torch.nn.LSTMCell with the same arguments, parameters and forward, plus ``backend=``."""
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
@@ -46,7 +47,7 @@ class LSTMCell(torch.nn.LSTMCell):
         return (hy, cy) if batched else (hy.squeeze(0), cy.squeeze(0))
 
 
-class GRUCell(torch.nn.GRUCell):
+class GRUCell(NotScriptable, torch.nn.GRUCell):
     """torch.nn.GRUCell with the same arguments, parameters and forward, plus ``backend=``."""
 
     def __init__(self, *args, backend: str | None = None, **kwargs):

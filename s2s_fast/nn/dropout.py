@@ -6,9 +6,10 @@ import torch
 
 from .. import functional as F
 from ..backends import check_backend_name
+from .torchscript import NotScriptable
 
 
-class Dropout(torch.nn.Dropout):
+class Dropout(NotScriptable, torch.nn.Dropout):
     """torch.nn.Dropout with the same arguments and behaviour in training and eval, plus ``backend=`` (on a CPU the
     cpu backend makes the mask several times as fast as torch; see s2s_fast.functional.dropout). ``inplace`` is
     refused: the cpu backend writes a new tensor."""

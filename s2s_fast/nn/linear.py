@@ -6,9 +6,10 @@ import torch
 
 from .. import functional as F
 from ..backends import check_backend_name
+from .torchscript import NotScriptable
 
 
-class Linear(torch.nn.Linear):
+class Linear(NotScriptable, torch.nn.Linear):
     """torch.nn.Linear with the same arguments, parameters and forward, plus ``backend=`` (on a CPU whose float32
     products torch runs slowly, the cpu backend runs them through oneDNN; see s2s_fast.functional.linear)."""
 

@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from .. import functional as F
 from ..functional import InputError, InputTypeError
 from ..backends import check_backend_name
+from .torchscript import NotScriptable
 
 
 def _initial_state(module, hx, batch: int, like: torch.Tensor, batched: bool, is_lstm: bool):
@@ -81,7 +82,7 @@ def _run_layers(module, input: torch.Tensor, lengths, state, is_lstm: bool):
     return layer_input, ((final, torch.stack(final_c)) if is_lstm else final)
 
 
-class _RNNMixin:
+class _RNNMixin(NotScriptable):
     """The shared forward of LSTM and GRU; mixed into subclasses of torch.nn.LSTM / torch.nn.GRU."""
 
     _is_lstm: bool

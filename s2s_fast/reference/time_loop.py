@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from .. import transforms
+
 
 def time_loop(step: Callable, steps: int, state: tuple, lengths, reverse: bool):
     """Run ``step(t, state) -> (output [B, H], new_state)`` over ``steps`` steps, holding each row's state past its
@@ -74,10 +76,11 @@ def per_step_weights(steps: int, *weights) -> list[tuple]:
     by one in the weights' dtype. A layer's own input projection is one product over all steps, so its input weight
     and bias gradients round once; added step by step in bfloat16 they came out 2-4x the reference's error (the
     first GPU run's cuda GRU layer; at T=64 on a CPU with the reference's cells too). Each step's alias passes its
-    gradient down a chain of float32 sums, one step held at a time."""
+    gradient down a chain of float32 sums, one step held at a time. Under torch.func's transforms and forward-mode AD
+    (where those autograd.Functions would need rules of their own) every step takes the weights themselves."""
     present = [w for w in weights if w is not None]
     if steps == 0 or not present or present[0].dtype.itemsize >= 4 or not torch.is_grad_enabled() or \
-            not any(w.requires_grad for w in present):
+            not any(w.requires_grad for w in present) or transforms.active(present):
         return [weights] * steps
     carriers = {id(w): _Float32GradientRoot.apply(w) for w in present if w.requires_grad}
     per_step = []
