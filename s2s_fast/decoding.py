@@ -186,7 +186,7 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
         max_len, max_len_ratio: per-input limit on output tokens (EOS excluded): max_len, ceil(ratio * source
             length), the smaller of both when both are given, 2 * source length + 10 when neither is.
         min_len: EOS is not allowed before this many tokens.
-        length_penalty: GNMT's alpha (0 ranks by log-probability alone).
+        length_penalty: GNMT's alpha (0 ranks by log-probability alone); beam search only.
         n_best: how many hypotheses to return per input (at most beam_size).
         return_attention: also return the attention of each input's best hypothesis.
 
@@ -206,6 +206,9 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
             or not -MAX_LENGTH_PENALTY <= length_penalty <= MAX_LENGTH_PENALTY):  # NaN fails it too
         raise ValueError(f"generate: length_penalty must be a number in [-{MAX_LENGTH_PENALTY}, "
                          f"{MAX_LENGTH_PENALTY}] (GNMT's alpha; 0.6-1 are usual), got {length_penalty!r}")
+    if length_penalty and beam_size == 1:
+        raise ValueError(f"generate: length_penalty ({length_penalty!r}) ranks a beam's finished hypotheses; greedy "
+                         "search (beam_size 1) has one, so it would change nothing: use beam_size > 1, or leave it 0")
     if return_attention and model.attention is None:
         raise ValueError("generate: return_attention needs a model with attention (this one has attention='none')")
     # Every submodule's mode, restored as it was: an Ensemble's own flag (a new Module's True) is not its members'.

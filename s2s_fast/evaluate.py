@@ -67,7 +67,8 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
     # Every setting that changes the scores is in the name, so that no evaluation overwrites another's files.
     stem += f"-avg{average}-beam{beam_size}" if average > 1 else f"-beam{beam_size}"
     if length_penalty:
-        stem += f"-lp{length_penalty:g}"
+        penalty = f"{length_penalty:g}"  # 6 digits, and every digit where those would name two penalties alike
+        stem += f"-lp{penalty if float(penalty) == length_penalty else repr(float(length_penalty))}"
     if len(items) < len(every_item):
         stem += f"-n{len(items)}"
     (out_dir / f"{stem}.hyp").write_text("".join(f"{item.source}\t{task.target_text(h)}\n"

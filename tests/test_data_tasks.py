@@ -193,6 +193,20 @@ def test_parallel_task_sentencepiece_round_trip(tmp_path):
         task.evaluation_items("test")
 
 
+def test_a_pad_or_bos_a_parallel_model_emits_stays_in_its_text(tmp_path):
+    """sentencepiece drops its control pieces (<s>) from the text it gives back: a hypothesis with a BOS in it read
+    and scored as one without."""
+    _, targets, options = _parallel_files(tmp_path)
+    task = build_task("parallel", options, tmp_path / "vocab")
+    right = task.training_pairs("train")[3][1]
+    for special in (task.tgt_vocab.bos_id, task.tgt_vocab.pad_id):
+        symbol = task.tgt_vocab.tokens[special]
+        assert task.target_text([special, *right]) == symbol + targets[3]
+        middle = [*right[:2], special, *right[2:]]
+        assert task.target_text(middle) == (task.target_text(right[:2]) + symbol + task.target_text(right[2:]))
+    assert task.target_text(right + [task.tgt_vocab.eos_id, *right]) == targets[3]
+
+
 def test_a_perfect_hypothesis_scores_100_whatever_characters_the_targets_hold(tmp_path):
     """The target side's sentencepiece model keeps the text as it is: with NFKC a perfect hypothesis came back with
     "..." for "…", "fi" for "ﬁ", "H" for "Ｈ", and scored BLEU 39 against the raw references."""

@@ -155,7 +155,8 @@ def test_generate_errors():
                              (dict(min_len=-1), "min_len"), (dict(length_penalty=float("nan")), "length_penalty"),
                              (dict(length_penalty=float("inf")), "length_penalty"),
                              (dict(beam_size=2, length_penalty=1000.0), r"length_penalty must be a number in "
-                                                                        r"\[-10, 10\]")):
+                                                                        r"\[-10, 10\]"),
+                             (dict(length_penalty=0.6), r"greedy search \(beam_size 1\) has one")):
         with pytest.raises(ValueError, match=pattern):
             model.generate(batch.src, batch.src_lengths, **options)
     with pytest.raises(ValueError, match="attention"):
@@ -241,7 +242,8 @@ def test_the_cpu_backends_token_choices_decode_as_the_references(beam_size, monk
         pytest.skip(reason)
     model = _model(eos_bias=1.0, seed=2, tgt_vocab_size=300, backend="reference").float()
     batch = _batch(count=8, seed=7)
-    options = dict(beam_size=beam_size, n_best=beam_size, max_len=7, min_len=2, length_penalty=0.6)
+    options = dict(beam_size=beam_size, n_best=beam_size, max_len=7, min_len=2,
+                   length_penalty=0.6 if beam_size > 1 else 0.0)
     reference = model.generate(batch.src, batch.src_lengths, **options)
     for name in ("log_softmax_max", "beam_candidates"):
         op = getattr(functional, name)

@@ -209,10 +209,11 @@ def test_demo_on_cuda_without_a_gpu_is_one_line(capsys):
 def test_evaluations_with_other_settings_keep_their_own_files(tmp_path, capsys):
     """A sample (--max-examples) or a length penalty is named in the files' names: no evaluation replaces another."""
     run = _tiny_run(tmp_path, capsys)
-    for extra in ([], ["--max-examples", 3], ["--length-penalty", 0.6], ["--max-examples", 10 ** 6]):
+    for extra in ([], ["--max-examples", 3], ["--length-penalty", 0.6], ["--max-examples", 10 ** 6],
+                  ["--length-penalty", "0.6000001"]):  # the same to :g's six digits
         assert _run(capsys, "evaluate", run, "--split", "dev", "--beam-size", 2, "--device", "cpu", *extra)[0] == 0
     names = sorted(p.name.split("-", 3)[3] for p in (run / "evaluations").glob("dev-step-*.json"))
-    assert names == ["beam2-lp0.6.json", "beam2-n3.json", "beam2.json"], names
+    assert names == ["beam2-lp0.6.json", "beam2-lp0.6000001.json", "beam2-n3.json", "beam2.json"], names
     report = json.loads(next((run / "evaluations").glob("dev-*-beam2-n3.json")).read_text())
     assert report["examples"] == 3 and report["max_examples"] == 3
 
@@ -223,6 +224,8 @@ def test_numbers_that_are_not_finite_are_refused_in_one_line(tmp_path, capsys):
     for value in ("nan", "inf", "1e300"):
         _one_line(*_run(capsys, "decode", run, "--input", inputs, "--beam-size", 2, "--n-best", 2,
                         "--length-penalty", value, "--device", "cpu")[::2], r"length_penalty must be a number in")
+    _one_line(*_run(capsys, "decode", run, "--input", inputs, "--beam-size", 1, "--length-penalty", 0.6,
+                    "--device", "cpu")[::2], r"greedy search \(beam_size 1\) has one, so it would change nothing")
     for value in ("nan", "inf", "0"):
         _one_line(*_run(capsys, "demo", "--seconds", value, "--device", "cpu")[::2],
                   r"demo: error: demo: seconds must be a positive number")

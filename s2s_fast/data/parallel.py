@@ -13,7 +13,7 @@ from pathlib import Path
 from ..files import one_line, read_text, text_lines
 from .base import SPLITS, EvalItem, Task
 from .metrics import bleu_and_chrf
-from .vocab import SPECIALS, Vocabulary
+from .vocab import BOS, PAD, SPECIALS, Vocabulary
 
 SIDES = ("src", "tgt")
 
@@ -195,7 +195,18 @@ class ParallelTextTask(Task):
         return self.src_vocab.encode(tokens)
 
     def target_text(self, ids) -> str:
-        return self.processors["tgt"].decode_pieces(self.target_tokens(ids))
+        """The detokenised text of target ids; a pad or BOS token the model emits stays as its symbol (sentencepiece
+        drops its control pieces, <s> among them, from the text it gives back), so the scores count it."""
+        text, run = [], []
+        for token in self.target_tokens(ids) + [None]:
+            if token is None or token in (PAD, BOS):
+                text.append(self.processors["tgt"].decode_pieces(run))
+                run = []
+                if token is not None:
+                    text.append(token)
+            else:
+                run.append(token)
+        return "".join(text)
 
     def score(self, hypotheses, items):
         return bleu_and_chrf([self.target_text(h) for h in hypotheses], [item.references for item in items])
