@@ -106,7 +106,7 @@ def test_sequence_loss_takes_any_integer_ids_and_keeps_their_shape_unreduced():
     targets[0, 3:] = PAD_ID
     each = sequence_loss(logits, targets, PAD_ID, reduction="none")
     expected = -torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1) * (targets != PAD_ID)
-    torch.testing.assert_close(each, expected.float())
+    torch.testing.assert_close(each, expected)  # float64 logits keep float64
     torch.testing.assert_close(sequence_loss(logits, targets, PAD_ID, reduction="sum"), each.sum())
     for dtype in (torch.int32, torch.int16, torch.uint8):
         torch.testing.assert_close(sequence_loss(logits, targets.to(dtype), PAD_ID), sequence_loss(logits, targets,
@@ -115,6 +115,38 @@ def test_sequence_loss_takes_any_integer_ids_and_keeps_their_shape_unreduced():
         sequence_loss(logits, targets.float(), PAD_ID)
     with pytest.raises(ValueError, match=r"targets \(5, 3\) must be logits \(3, 5, 7\) without"):
         sequence_loss(logits, targets.t(), PAD_ID)
+
+
+def test_sequence_loss_widens_half_precision_and_keeps_float64():
+    """It cast every dtype to float32, float64 too: a float64 model's loss and gradients came out in single precision
+    (gradcheck failed through it)."""
+    logits = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([[1, 2, 3], [4, 1, PAD_ID]])
+    assert sequence_loss(logits, targets, PAD_ID).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda x: sequence_loss(x, targets, PAD_ID, label_smoothing=0.1), (logits,))
+    for dtype in (torch.float16, torch.bfloat16):
+        assert sequence_loss(logits.detach().to(dtype), targets, PAD_ID).dtype == torch.float32
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(input_feeding=False), dict(attention="none"),
+                                       dict(decoder_layers=1), dict(attention="luong-dot", cell="gru")],
+                         ids=["two decoder layers", "no input feeding", "no attention", "one-op decoder", "luong"])
+@pytest.mark.parametrize("sampling_rate", [0.0, 0.5])
+def test_a_target_of_no_steps_gives_empty_logits_in_every_configuration(overrides, sampling_rate):
+    """The step loops stacked nothing (and scheduled sampling read step 0) where the one-op decoder gave [B, 0, V]."""
+    model = _model(**overrides).train()
+    batch = _batch()
+    logits = model(batch.src, batch.src_lengths, batch.tgt_in[:, :0], sampling_rate=sampling_rate)
+    assert logits.shape == (len(batch.src), 0, VOCAB) and logits.dtype == torch.float64
+    sequence_loss(logits, batch.tgt_out[:, :0], PAD_ID, reduction="sum").backward()
+
+
+def test_a_model_on_the_meta_device_runs_forward():
+    """As the drop-in modules do: the ids' range is not read from a meta tensor (it has no values)."""
+    model = _model().to("meta")
+    src, tgt_in = (torch.empty(2, n, dtype=torch.long, device="meta") for n in (4, 3))
+    logits = model(src, torch.tensor([4, 2]), tgt_in)
+    assert logits.shape == (2, 3, VOCAB) and logits.is_meta
 
 
 def test_tied_embeddings_share_the_weight():
@@ -139,6 +171,8 @@ def test_tied_embeddings_share_the_weight():
     (dict(hidden_size=True), "Seq2SeqConfig: hidden_size must be an integer, got True"),
     (dict(bidirectional="maybe"), "Seq2SeqConfig: bidirectional must be true or false"),
     (dict(cell=3), "Seq2SeqConfig: cell must be text"),
+    (dict(attention="luong-general", attention_size=7), "attention_size sizes Bahdanau's .* 'luong-general' has no"),
+    (dict(attention="none", attention_size=7), "'none' has no such size"),
 ])
 def test_config_errors(overrides, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -26,7 +26,7 @@ class Seq2SeqConfig:
     each direction hidden_size // 2. attention "none" is the plain encoder-decoder with a fixed context vector (the
     encoder's final state). input_feeding feeds the previous attentional state into the next decoder input.
     tie_embeddings shares the target embedding with the output projection (needs embed_dim == hidden_size).
-    attention_size defaults to hidden_size. backend selects the kernels (None follows s2s_fast's selection).
+    attention_size (Bahdanau's attention only) defaults to hidden_size. backend selects the kernels (None follows s2s_fast's selection).
     """
 
     src_vocab_size: int
@@ -59,6 +59,9 @@ class Seq2SeqConfig:
         if self.attention_size is not None and self.attention_size < 1:
             raise ValueError(f"Seq2SeqConfig: attention_size must be a positive integer or None, "
                              f"got {self.attention_size!r}")
+        if self.attention_size is not None and self.attention != "bahdanau" and self.attention in ATTENTIONS:
+            raise ValueError(f"Seq2SeqConfig: attention_size sizes Bahdanau's (additive) attention alone; "
+                             f"{self.attention!r} has no such size: leave it None")
         if self.cell not in CELLS:
             raise ValueError(f"Seq2SeqConfig: cell must be one of {CELLS}, got {self.cell!r}")
         if self.attention not in ATTENTIONS:

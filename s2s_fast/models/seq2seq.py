@@ -89,7 +89,7 @@ class Seq2Seq(nn.Module):
             # An op of the graph: reading the values on the host while tracing would break the graph and pin sizes.
             torch._assert_async(((tokens >= 0) & (tokens < vocab)).all(),
                                 f"Seq2Seq: {name} holds ids outside the vocabulary [0, {vocab})")
-        elif tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+        elif tokens.numel() and not tokens.is_meta and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
             raise ValueError(f"Seq2Seq: {name} holds ids outside the vocabulary [0, {vocab}): "
                              f"min {int(tokens.min())}, max {int(tokens.max())}")
 
@@ -195,7 +195,7 @@ class Seq2Seq(nn.Module):
             generator: random source for the sampling decisions (default: torch's global one).
 
         Returns:
-            logits [B, T, V].
+            logits [B, T, V] ([B, 0, V] for a target of no steps, from every configuration).
         """
         self._check_tokens("tgt_in", tgt_in, self.config.tgt_vocab_size)
         if tgt_in.shape[0] != src.shape[0]:
@@ -203,6 +203,8 @@ class Seq2Seq(nn.Module):
         if not 0.0 <= sampling_rate <= 1.0:
             raise ValueError(f"Seq2Seq: sampling_rate must be in [0, 1], got {sampling_rate}")
         encoded = self.encode(src, src_lengths)
+        if tgt_in.shape[1] == 0:  # no steps: [B, 0, V] from every decoder (the step loops would stack nothing)
+            return self.output(encoded.memory.new_zeros(tgt_in.shape[0], 0, self.config.hidden_size))
         state = self.init_state(encoded)
         if sampling_rate > 0.0:
             return self._scheduled_sampling(tgt_in, state, encoded, sampling_rate, generator)
@@ -293,6 +295,8 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, labe
     if logits.dim() < 1 or tuple(targets.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"sequence_loss: targets {tuple(targets.shape)} must be logits {tuple(logits.shape)} without "
                          "its last (vocabulary) dimension")
-    loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).long(),
+    # In float32 at least: half and bfloat16 logits widened, float64 kept.
+    wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    loss = nn.functional.cross_entropy(wide.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(),
                                        ignore_index=pad_id, label_smoothing=label_smoothing, reduction=reduction)
     return loss.view(targets.shape) if reduction == "none" else loss
