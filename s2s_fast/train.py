@@ -150,7 +150,7 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
     gave (they override a resumed run's saved configuration). A directory that holds another run's files is
     refused unless ``resume`` continues that run or ``overwrite`` replaces it. Process 0 holds the output
     directory's lock for the run's life: a second run there is refused, naming the holder's pid."""
-    config.validate()
+    config.validate(together=not resume)  # a resumed run's flags agree with its saved settings, not the defaults
     if resume and overwrite:
         raise ValueError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")
     explicit = explicit if explicit is not None else config.to_dict()
@@ -233,6 +233,7 @@ class Trainer:
         # to stop on.
         self.saved_step = self.progress.step if start_checkpoint is not None else None
         self.stop_signal = 0
+        self.step_lr = self.config.lr  # the learning rate of the last step taken
         self.stop_requests = StopRequests()
         if distributed.main:
             write_json_atomic(self.output_dir / CONFIG_FILE, config.to_dict())
@@ -245,7 +246,7 @@ class Trainer:
                  f"{', bf16 autocast' if self.use_bf16 else ''}; {distributed.world} process(es); output "
                  f"{self.output_dir}")
         self.log(f"model: {json.dumps(self.model.config.to_dict())}")
-        for note in self.task.notes:
+        for note in [*self.task.notes, *config.notes()]:
             self.log(f"note: {note}")
 
     def _load_or_build(self, start_checkpoint: Path | None) -> tuple[Seq2Seq, Task, dict | None]:
@@ -438,6 +439,7 @@ class Trainer:
                 raise
             lr = self.scheduler.get_last_lr()[0]
             self._stop_diverged(progress.step + 1, f"the update overflows ({error}; lr {lr:.2e})")
+        self.step_lr = self.scheduler.get_last_lr()[0]  # the rate this step ran at (the scheduler moves on)
         self.scheduler.step()
         progress.step += 1
         progress.epoch_step += 1
@@ -464,15 +466,16 @@ class Trainer:
         raise TrainingInterrupted(self.stop_signal)
 
     def _log_throughput(self, meter: ThroughputMeter, bar, run_start: float) -> None:
+        """A line of the window's loss and throughput, and the learning rate of the step just taken, into train.log
+        and metrics.jsonl; on the console too where no progress bar shows them."""
         mean_loss, tokens_per_second = meter.read(self.distributed)
-        step, epoch, lr = self.progress.step, self.progress.epoch, self.scheduler.get_last_lr()[0]
+        step, epoch, lr = self.progress.step, self.progress.epoch, self.step_lr
         self.log.event(kind="train", step=step, epoch=epoch, loss=mean_loss, lr=lr,
                        tokens_per_second=tokens_per_second)
         if bar is not None:
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}")
-        else:
-            self.log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}  lr {lr:.2e}  {tokens_per_second:,.0f} "
-                     f"tokens/s  {time.perf_counter() - run_start:,.0f} s")
+        self.log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}  lr {lr:.2e}  {tokens_per_second:,.0f} "
+                 f"tokens/s  {time.perf_counter() - run_start:,.0f} s", echo=bar is None)
 
     def _evaluate_and_checkpoint(self) -> None:
         """After a step: score dev when due (on process 0; the others learn the outcome), decide early stopping, and

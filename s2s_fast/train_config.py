@@ -38,12 +38,15 @@ DATA, MODEL, OPTIMISATION, EVALUATION, RUNTIME = ("task and data", "model", "opt
                                                    "dev evaluation and checkpoints", "runtime")
 # The checks a setting may name: what its values must be, None aside where the default is None.
 CHECKS = {"positive": lambda value: value > 0, "non-negative": lambda value: value >= 0,
-          "fraction": lambda value: 0 <= value <= 1}
+          "fraction": lambda value: 0 <= value <= 1, "seed": lambda value: abs(value) < SEED_BOUND}
+# Seeds lie within +-2**62: torch's generators take 64 bits, and a run seeds them with the seed plus its process
+# and step counts.
+SEED_BOUND = 2 ** 62
 
 
 def setting(default, help: str, *, section: str, check: str | None = None, choices: tuple | None = None,
             task_defaults: dict | None = None, unset: str | None = None, fixed_on_resume: bool = False,
-            task_option: bool = False, metavar: str | tuple | None = None):
+            task_option: str | None = None, metavar: str | tuple | None = None):
     """A TrainConfig field.
 
     Args:
@@ -55,12 +58,13 @@ def setting(default, help: str, *, section: str, check: str | None = None, choic
         task_defaults: {"g2p": ..., "parallel": ..., "toy": ...}, the value a run of that task gets when unset.
         unset: what a default of None means, for the help (e.g. "no cap").
         fixed_on_resume: the setting defines the model or its data, so a resumed run must keep it.
-        task_option: the task reads it (passed to s2s_fast.data.build_task). A resumed run reads the task saved
-            with its checkpoint, so a task option is fixed on resume too: a new value would be recorded, not used.
+        task_option: the tasks that read it ("parallel", or TOY for every toy task; passed to
+            s2s_fast.data.build_task); given to another task, it is refused. A resumed run reads the task saved with
+            its checkpoint, so a task option is fixed on resume too: a new value would be recorded, not used.
         metavar: the value's name in the help.
     """
     metadata = dict(help=help, section=section, check=check, choices=choices, task_defaults=task_defaults,
-                    unset=unset, fixed_on_resume=fixed_on_resume or task_option, task_option=task_option,
+                    unset=unset, fixed_on_resume=fixed_on_resume or task_option is not None, task_option=task_option,
                     metavar=metavar)
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
@@ -70,12 +74,12 @@ def setting(default, help: str, *, section: str, check: str | None = None, choic
 def _parallel_file(split: str, side: str) -> dataclasses.Field:
     """The setting naming one of the parallel task's text files, e.g. (train, src) -> train_src."""
     return setting(None, f"parallel: {split} {dict(src='source', tgt='target')[side]} sentences, one per line",
-                   section=DATA, metavar="FILE", task_option=True)
+                   section=DATA, metavar="FILE", task_option="parallel")
 
 
 def _toy_setting(default: int, help: str, check: str | None = "positive"):
     """A setting of the toy tasks' data."""
-    return setting(default, f"toy tasks: {help}", section=DATA, check=check, task_option=True)
+    return setting(default, f"toy tasks: {help}", section=DATA, check=check, task_option=TOY)
 
 
 @dataclass
@@ -93,21 +97,21 @@ class TrainConfig:
     test_src: str | None = _parallel_file("test", "src")
     test_tgt: str | None = _parallel_file("test", "tgt")
     src_spm: str | None = setting(None, "parallel: a trained sentencepiece model for the source", section=DATA,
-                                  unset="one trained on --train-src", metavar="MODEL", task_option=True)
+                                  unset="one trained on --train-src", metavar="MODEL", task_option="parallel")
     tgt_spm: str | None = setting(None, "parallel: a trained sentencepiece model for the target", section=DATA,
-                                  unset="one trained on --train-tgt", metavar="MODEL", task_option=True)
+                                  unset="one trained on --train-tgt", metavar="MODEL", task_option="parallel")
     spm_vocab_size: int = setting(8000, "parallel: pieces per trained sentencepiece model", section=DATA,
-                                  check="positive", task_option=True)
+                                  check="positive", task_option="parallel")
     spm_model_type: str = setting("unigram", "parallel: the kind of sentencepiece model trained", section=DATA,
-                                  choices=SPM_MODEL_TYPES, task_option=True)
+                                  choices=SPM_MODEL_TYPES, task_option="parallel")
     max_length: int = setting(100, "parallel: drop training pairs longer than this (in pieces)", section=DATA,
-                              check="positive", task_option=True)
+                              check="positive", task_option="parallel")
     toy_symbols: int = _toy_setting(10, "distinct symbols")
     toy_min_len: int = _toy_setting(3, "shortest sequence")
     toy_max_len: int = _toy_setting(12, "longest sequence")
     toy_train_size: int = _toy_setting(20000, "training sequences")
     toy_eval_size: int = _toy_setting(500, "dev and test sequences")
-    toy_seed: int = _toy_setting(0, "data seed", check=None)
+    toy_seed: int = _toy_setting(0, "data seed", check="seed")
 
     preset: str | None = setting(None, "model preset from s2s_fast.models.PRESETS; toy tasks without one get a "
                                  "small built-in model", section=MODEL,
@@ -126,7 +130,8 @@ class TrainConfig:
     lr: float | None = setting(None, "peak learning rate of AdamW", section=OPTIMISATION, check="positive",
                                task_defaults={"g2p": 2e-3, "parallel": 1e-3, TOY: 3e-3})
     lr_schedule: str = setting("cosine", "decay after warm-up", section=OPTIMISATION, choices=LR_SCHEDULES)
-    warmup_steps: int | None = setting(None, "linear warm-up steps", section=OPTIMISATION, check="non-negative",
+    warmup_steps: int | None = setting(None, "linear warm-up steps (the task's default: a tenth of a run that ends "
+                                       "within it)", section=OPTIMISATION, check="non-negative",
                                        task_defaults={"g2p": 400, "parallel": 1000, TOY: 50})
     decay_steps: int | None = setting(None, "step at which decay ends", section=OPTIMISATION, check="positive",
                                       unset="--max-steps")
@@ -158,13 +163,15 @@ class TrainConfig:
     precision: str = setting("auto", "auto: bf16 autocast on GPUs, fp32 on CPUs", section=RUNTIME,
                              choices=PRECISIONS)
     seed: int = setting(0, "seed of the initial weights, the data order and random draws", section=RUNTIME,
-                        fixed_on_resume=True)
+                        check="seed", fixed_on_resume=True)
     threads: int | None = setting(None, "torch CPU threads", section=RUNTIME, check="positive",
                                   unset="torch's choice")
     log_every: int = setting(100, "log loss and tokens/s every N steps", section=RUNTIME, check="positive")
     progress: str = setting("auto", "tqdm progress bar (auto: on a terminal)", section=RUNTIME, choices=PROGRESS)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self, together: bool = True) -> "TrainConfig":
+        """Check every setting (made its type); with ``together``, also the settings that must agree with each other
+        (the flags of a resumed run are checked alone: the run's saved settings complete them)."""
         check_task_name(self.task)
         if not self.output_dir:
             raise ValueError("an output directory is needed (--output-dir DIR)")
@@ -172,31 +179,61 @@ class TrainConfig:
             setattr(self, spec.name, checked_setting(spec, getattr(self, spec.name)))
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        return self._check_together() if together else self
+
+    def _check_together(self) -> "TrainConfig":
+        family = self.task if self.task in ("g2p", "parallel") else TOY
+        for spec in dataclasses.fields(self):
+            owner = spec.metadata["task_option"]
+            if owner not in (None, family) and getattr(self, spec.name) != default_of(spec):
+                raise ValueError(f"{spec.name} is read by the {'toy tasks' if owner == TOY else owner + ' task'}, "
+                                 f"not by {self.task}")
         if self.decay_steps is not None and self.lr_schedule not in ("cosine", "linear"):
             raise ValueError(f"decay_steps is read by the cosine and linear schedules only, not by lr_schedule "
                              f"{self.lr_schedule!r}")
         if None not in (self.decay_steps, self.warmup_steps) and self.decay_steps <= self.warmup_steps:
             raise ValueError(f"decay_steps ({self.decay_steps}) must exceed warmup_steps ({self.warmup_steps}): the "
                              "decay runs from the end of the warm-up to that step")
+        if self.patience and not self.has_dev_evaluation():
+            raise ValueError(f"patience ({self.patience}) counts dev evaluations without improvement, and this run "
+                             "makes none (" + ("--eval-every 0" if self.eval_every == 0 else
+                                               "no --dev-src/--dev-tgt") + ")")
         if self.toy_min_len > self.toy_max_len:
             raise ValueError(f"toy_min_len ({self.toy_min_len}) exceeds toy_max_len ({self.toy_max_len})")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown model preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         return self
 
+    def notes(self) -> list[str]:
+        """What the run's log should say about settings that are allowed but likely not meant."""
+        if self.decay_steps is None and self.warmup_steps >= self.max_steps:
+            return [f"the warm-up ({self.warmup_steps} steps) outlasts the run ({self.max_steps}): the learning rate "
+                    "stays below its peak throughout"]
+        return []
+
+    def has_dev_evaluation(self) -> bool:
+        """Whether the run scores dev: --eval-every not 0, and for the parallel task dev files given."""
+        return self.eval_every != 0 and (self.task != "parallel" or bool(self.dev_src and self.dev_tgt))
+
     def with_task_defaults(self) -> "TrainConfig":
-        """A copy with every None that has a task default filled in (the resolved configuration)."""
+        """A copy with every None that has a task default filled in (the resolved configuration). The task's
+        warm-up, where the run's decay ends within it (a short trial run), becomes a tenth of the run; the default
+        checkpoint interval is --eval-every where dev is scored, else a tenth of the run."""
         defaults = TASK_DEFAULTS[self.task if self.task in TASK_DEFAULTS else TOY]
         filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
         resolved = dataclasses.replace(self, **filled)
+        horizon = resolved.decay_steps or resolved.max_steps
+        if "warmup_steps" in filled and resolved.warmup_steps >= horizon:
+            resolved.warmup_steps = horizon // 10
         if resolved.save_every is None:
-            resolved.save_every = resolved.eval_every or max(resolved.max_steps // 10, 1)
+            dev = resolved.has_dev_evaluation()
+            resolved.save_every = resolved.eval_every if dev else max(resolved.max_steps // 10, 1)
         return resolved.validate()
 
     def task_options(self) -> dict:
         """The settings the task reads (those declared with task_option)."""
         return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)
-                if spec.metadata["task_option"]}
+                if spec.metadata["task_option"] is not None}
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqConfig:
         """The model to build: the preset (toy tasks without one: TOY_MODEL) with the ``model`` overrides."""
@@ -246,6 +283,8 @@ def checked_setting(spec: dataclasses.Field, value):
     if choices is not None and value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     if check is not None and not CHECKS[check](value):
+        if check == "seed":
+            raise ValueError(f"{name} must be an integer in (-2**62, 2**62), got {value!r}")
         if setting_type(spec) is int:
             null = " or null" if spec.default is None and not spec.metadata["task_defaults"] else ""
             raise ValueError(f"{name} must be a {check} integer{null}, got {value!r}")
@@ -262,7 +301,7 @@ _SET_BY_THE_DATA = ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos
 def _checked_model_overrides(overrides: dict) -> dict:
     """The ``model`` setting: Seq2SeqConfig fields (those the data set aside), each value made the field's type."""
     valid = {name: hint for name, hint in MODEL_FIELD_TYPES.items() if name not in _SET_BY_THE_DATA}
-    overrides = {str(key).replace("-", "_"): value for key, value in overrides.items()}
+    overrides = _by_field_name(overrides, "model: ")
     fixed = sorted(set(overrides) & set(_SET_BY_THE_DATA))
     if fixed:
         raise ValueError(f"model: {', '.join(fixed)} cannot be set: the data set the vocabulary sizes and the special "
@@ -273,11 +312,23 @@ def _checked_model_overrides(overrides: dict) -> dict:
     return {key: coerce(f"model: {key}", value, valid[key]) for key, value in overrides.items()}
 
 
+def _by_field_name(values: dict, where: str) -> dict:
+    """``values`` keyed by field name (a - read as _); two keys that name one field are refused."""
+    named = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in named:
+            spellings = [repr(k) for k in values if str(k).replace("-", "_") == name]
+            raise ValueError(f"{where}{name} is given twice (as {' and '.join(spellings)})")
+        named[name] = value
+    return named
+
+
 def read_settings(values: dict, source: str) -> dict:
     """Settings given by name (with - or _), each made its field's type and checked; an unknown name or a bad value
     raises ValueError that starts with ``source`` (a config file's path, or "flags")."""
     specs = {spec.name: spec for spec in SETTINGS}
-    values = {str(key).replace("-", "_"): value for key, value in values.items()}
+    values = _by_field_name(values, f"{source}: ")
     unknown = sorted(set(values) - set(specs))
     if unknown:
         raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(specs))}")
@@ -309,6 +360,20 @@ def read_config_file(path: str) -> dict:
     return values
 
 
+def _same_model(saved: dict, merged: dict) -> bool:
+    """Whether the preset and model overrides of ``merged`` (the saved settings with the given ones) make the saved
+    run's model: the same Seq2SeqConfig, whatever they spell out (a preset's own dropout restated, say)."""
+    def model(values: dict) -> dict:
+        config = TrainConfig.from_dict({key: values.get(key) for key in ("task", "preset", "model")
+                                        if values.get(key) is not None})
+        return config.model_config(100, 100).to_dict()  # any vocabulary sizes: the same for both
+
+    try:
+        return model(saved) == model(merged)
+    except ValueError:
+        return False
+
+
 def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tuple[TrainConfig, Path | None]:
     """The resolved configuration of a run and, when resuming, the checkpoint to start from; ``explicit`` holds the
     settings the user gave, which override a resumed run's saved configuration."""
@@ -320,8 +385,12 @@ def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tup
         raise ValueError(f"--resume: {output_dir} holds no checkpoint to resume from")
     saved = read_train_config(checkpoint)
     saved["output_dir"] = str(output_dir)
-    changed = [name for name in FIXED_ON_RESUME if name in explicit and explicit[name] != saved.get(name)]
+    merged = {**saved, **explicit}
+    if "model" in explicit:  # --model overrides merge key by key over the run's, as over a config file's
+        merged["model"] = {**(saved.get("model") or {}), **explicit["model"]}
+    changed = [name for name in FIXED_ON_RESUME if name in explicit and merged[name] != saved.get(name)
+               and not (name in ("preset", "model") and _same_model(saved, merged))]
     if changed:
         raise ValueError(f"--resume: cannot change {', '.join(changed)} of an existing run (start a new one in "
                          "another --output-dir)")
-    return TrainConfig.from_dict({**saved, **explicit}).validate(), checkpoint
+    return TrainConfig.from_dict(merged).validate(), checkpoint

@@ -23,9 +23,11 @@ class Logger:
         self.log_path = output_dir / LOG_FILE
         self.metrics_path = output_dir / METRICS_FILE
 
-    def __call__(self, line: str) -> None:
+    def __call__(self, line: str, echo: bool = True) -> None:
+        """``line`` into train.log, and (``echo``) to the console."""
         if self.active:
-            self.echo(line)
+            if echo:
+                self.echo(line)
             with open(self.log_path, "a") as file:
                 file.write(line + "\n")
 

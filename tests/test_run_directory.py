@@ -429,3 +429,48 @@ def test_a_start_that_failed_before_its_first_step_does_not_block_the_corrected_
     (run / "metrics.jsonl").write_text("")
     code, _, err = _run(capsys, "train", "--output-dir", run, "--max-steps", 1, *TINY_FLAGS)
     _one_line_error(code, err, r"already holds a training run \(config.json, train.log, metrics.jsonl\)")
+
+
+def test_resume_checks_the_flags_against_the_runs_own_settings_and_its_model(tmp_path, capsys):
+    """A resumed run's flags were checked against the defaults before its saved settings completed them (its own
+    --toy-min-len 20 against the default --toy-max-len 12), and a --model restating the run's own value was taken
+    for a change of model."""
+    run = tmp_path / "run"
+    flags = [*TINY_FLAGS[:6], "--toy-max-len", "30", *TINY_FLAGS[8:]]
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 2, "--toy-min-len", 20,
+                *flags)[0] == 0
+    assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3, "--toy-min-len", 20)[0] == 0
+    assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 4, "--model", "dropout=0.0",
+                "--model", "hidden-size=16")[0] == 0
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 5, "--model",
+                        "hidden_size=32")
+    _one_line_error(code, err, "cannot change model of an existing run")
+
+
+@pytest.mark.parametrize("flags, pattern", [
+    (["--task", "g2p", "--toy-symbols", "5"], "toy_symbols is read by the toy tasks, not by g2p"),
+    (["--task", "reverse", "--train-src", "x.de"], "train_src is read by the parallel task, not by reverse"),
+    (["--task", "reverse", "--eval-every", "0", "--patience", "2"],
+     r"patience \(2\) counts dev evaluations .* makes none \(--eval-every 0\)"),
+    (["--task", "parallel", "--train-src", "a", "--train-tgt", "b", "--patience", "2"],
+     r"makes none \(no --dev-src/--dev-tgt\)"),
+    (["--task", "reverse", "--seed", "99999999999999999999999"], r"seed must be an integer in \(-2\*\*62, 2\*\*62\)"),
+])
+def test_settings_the_run_would_not_read_are_refused_before_anything_is_written(tmp_path, capsys, flags, pattern):
+    """Another task's settings were recorded in config.json, unused (and then fixed on resume); patience without dev
+    evaluations never stopped anything; a seed past torch's 64 bits failed after the task was built."""
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--max-steps", 2, *flags)
+    _one_line_error(code, err, pattern)
+    assert not run.exists() or not any(run.iterdir())
+
+
+def test_a_config_file_naming_a_setting_twice_is_refused(tmp_path, capsys):
+    """max_steps: 3 and max-steps: 7 in one file ran 7 steps, silently."""
+    for text, pattern in (("max_steps: 3\nmax-steps: 7\n", r"max_steps is given twice \(as 'max_steps' and "
+                                                           r"'max-steps'\)"),
+                          ("model:\n  hidden_size: 32\n  hidden-size: 64\n", "model: hidden_size is given twice")):
+        config = tmp_path / "config.yaml"
+        config.write_text(text)
+        code, _, err = _run(capsys, "train", "--config", config, "--output-dir", tmp_path / "run")
+        _one_line_error(code, err, pattern)
