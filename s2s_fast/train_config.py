@@ -385,6 +385,10 @@ def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tup
         raise ValueError(f"--resume: {output_dir} holds no checkpoint to resume from")
     saved = read_train_config(checkpoint)
     saved["output_dir"] = str(output_dir)
+    family = saved.get("task") if saved.get("task") in ("g2p", "parallel") else TOY
+    for spec in SETTINGS:  # another task's settings a run made before they were refused: never read, so dropped
+        if spec.metadata["task_option"] not in (None, family):
+            saved[spec.name] = default_of(spec)
     merged = {**saved, **explicit}
     if "model" in explicit:  # --model overrides merge key by key over the run's, as over a config file's
         merged["model"] = {**(saved.get("model") or {}), **explicit["model"]}

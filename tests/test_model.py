@@ -209,6 +209,11 @@ def test_config_values_are_coerced_where_their_meaning_is_plain():
     assert type(config.src_vocab_size) is int and type(config.tgt_vocab_size) is int
 
 
+def test_a_saved_configuration_with_an_attention_size_its_attention_ignored_still_loads():
+    values = _model(attention="luong-general").config.to_dict()
+    assert Seq2SeqConfig.from_dict({**values, "attention_size": 7}).attention_size is None
+
+
 def test_config_round_trip():
     config = Seq2SeqConfig(src_vocab_size=5, tgt_vocab_size=7, attention="luong-dot")
     assert Seq2SeqConfig.from_dict(config.to_dict()) == config

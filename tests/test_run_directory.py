@@ -474,3 +474,16 @@ def test_a_config_file_naming_a_setting_twice_is_refused(tmp_path, capsys):
         config.write_text(text)
         code, _, err = _run(capsys, "train", "--config", config, "--output-dir", tmp_path / "run")
         _one_line_error(code, err, pattern)
+
+
+def test_a_run_that_recorded_another_tasks_setting_still_resumes(tmp_path, capsys):
+    """Before they were refused, another task's settings were recorded (unread) and then fixed on resume: such a
+    run resumes, the setting dropped."""
+    from s2s_fast.checkpoint import TRAIN_CONFIG
+
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 2, *TINY_FLAGS)[0] == 0
+    saved = ckpt.find_checkpoint(run, "last") / TRAIN_CONFIG
+    write_json_atomic(saved, {**json.loads(saved.read_text()), "train_src": "/nonexistent/train.de"})
+    assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[0] == 0
+    assert json.loads((run / "config.json").read_text())["train_src"] is None

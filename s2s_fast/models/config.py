@@ -26,7 +26,8 @@ class Seq2SeqConfig:
     each direction hidden_size // 2. attention "none" is the plain encoder-decoder with a fixed context vector (the
     encoder's final state). input_feeding feeds the previous attentional state into the next decoder input.
     tie_embeddings shares the target embedding with the output projection (needs embed_dim == hidden_size).
-    attention_size (Bahdanau's attention only) defaults to hidden_size. backend selects the kernels (None follows s2s_fast's selection).
+    attention_size (Bahdanau's attention only) defaults to hidden_size. backend selects the kernels (None follows
+    s2s_fast's selection).
     """
 
     src_vocab_size: int
@@ -113,6 +114,9 @@ class Seq2SeqConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Seq2SeqConfig: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if values.get("attention", "bahdanau") != "bahdanau" and values.get("attention_size") is not None:
+            # Saved before attention_size was refused for attentions that have none (it was ignored there).
+            values = {**values, "attention_size": None}
         return cls(**values)
 
 
