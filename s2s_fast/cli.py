@@ -302,7 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _utf8_output() -> None:
+    """stdout and stderr in UTF-8 whatever the locale: decoded text and error lines quote the data's own characters,
+    which the streams of an ASCII locale (LC_ALL=C) refused, after the decoding was done."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _utf8_output()
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -72,7 +72,7 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
     if len(items) < len(every_item):
         stem += f"-n{len(items)}"
     (out_dir / f"{stem}.hyp").write_text("".join(f"{item.source}\t{task.target_text(h)}\n"
-                                                 for item, h in zip(items, hypotheses)))
-    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+                                                 for item, h in zip(items, hypotheses)), encoding="utf-8")
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     report["files"] = str(out_dir / stem) + ".{hyp,json}"
     return report

@@ -37,8 +37,8 @@ import torch
 from .backends import resolve_device
 from .checkpoint import (CHECKPOINTS, checkpoint_name, is_better, load_checkpoint, load_trainer_state,
                          repair_pointers, rng_state, save_checkpoint, set_rng_state)
-from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, Task, build_task, collate, example_length, load_task,
-                   token_batches)
+from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, MissingSplit, Task, build_task, collate, example_length,
+                   load_task, token_batches)
 from .distributed import Distributed, setup_distributed
 from .evaluate import EVALUATIONS, evenly_spaced, score_items
 from .files import locked_directory, one_line, write_json_atomic
@@ -280,7 +280,7 @@ class Trainer:
             return None
         try:
             return evenly_spaced(self.task.evaluation_items("dev"), self.config.eval_max_examples)
-        except ValueError as error:
+        except MissingSplit as error:
             self.log(f"no dev evaluation: {error}")
             return None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from .checkpoint import CHECKPOINTS, latest_checkpoint, read_train_config
 from .config_values import coerce, optional_type
 from .data import TASK_NAMES, check_task_name
+from .data.metrics import BLEU_TOKENIZE
 from .files import read_text
 from .models import PRESETS, Seq2SeqConfig, preset_config
 from .models.config import FIELD_TYPES as MODEL_FIELD_TYPES
@@ -106,6 +107,9 @@ class TrainConfig:
                                   choices=SPM_MODEL_TYPES, task_option="parallel")
     max_length: int = setting(100, "parallel: drop training pairs longer than this (in pieces)", section=DATA,
                               check="positive", task_option="parallel")
+    bleu_tokenize: str = setting("13a", "parallel: sacrebleu's tokenization for BLEU (zh or char for text without "
+                                 "spaces, such as Chinese or Japanese)", section=DATA, choices=BLEU_TOKENIZE,
+                                 task_option="parallel")
     toy_symbols: int = _toy_setting(10, "distinct symbols")
     toy_min_len: int = _toy_setting(3, "shortest sequence")
     toy_max_len: int = _toy_setting(12, "longest sequence")

@@ -253,3 +253,67 @@ def test_tasks_that_cannot_decode_as_one_ensemble_say_what_differs(tmp_path):
     assert task.differs_from(g2p) == "task g2p against parallel"
     assert g2p.differs_from(type(g2p)(g2p.src_vocab, Vocabulary(g2p.tgt_vocab.tokens[:-1]), {})) == \
         "the target vocabularies differ"
+
+
+def _perfect_scores(task, split="train"):
+    items = task.evaluation_items(split)
+    pairs = task.training_pairs(split)
+    return task.score([target for _, target in pairs], items)
+
+
+def test_text_without_spaces_is_noted_for_bleu_and_scored_100_with_its_tokenization(tmp_path):
+    """A perfect Chinese hypothesis scored BLEU 0 under 13a (no 4-gram in a line without spaces), and BLEU picks the
+    best checkpoint; --bleu-tokenize zh (or char) scores it 100, and the run's log says so under 13a."""
+    sources = [f"the cat number {i} sat on the mat" for i in range(40)]
+    targets = [f"第{i}只猫坐在垫子上" for i in range(40)]
+    options = dict(train_src=_write(tmp_path / "t.src", sources), train_tgt=_write(tmp_path / "t.tgt", targets),
+                   spm_vocab_size=80, spm_model_type="unigram", max_length=100)
+    task = build_task("parallel", options, tmp_path / "a")
+    assert _perfect_scores(task)["bleu"] == 0.0
+    assert any("hold fewer than 4 tokens under BLEU's tokenization '13a'" in note for note in task.notes)
+    for tokenize in ("zh", "char"):
+        task = build_task("parallel", {**options, "bleu_tokenize": tokenize}, tmp_path / tokenize)
+        assert _perfect_scores(task) == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+        assert not any("BLEU" in note for note in task.notes)
+
+
+def test_a_source_line_its_model_makes_no_pieces_of_is_refused_with_its_place(tmp_path):
+    """A line of only U+200B (removed by NFKC) reached training as an empty source and stopped it at that batch."""
+    _, targets, options = _parallel_files(tmp_path)
+    sources = [f"the cat number {i} sat on the mat" for i in range(40)]
+    sources[6] = "\u200b"
+    options["train_src"] = _write(tmp_path / "t.src", sources)
+    with pytest.raises(ValueError, match=r"t\.src:7: the source sentencepiece model makes no pieces of this line"):
+        build_task("parallel", options, tmp_path / "vocab")
+
+
+def test_a_trained_target_model_that_loses_words_is_noted(tmp_path):
+    """A word model with fewer pieces than the targets' words turned the missing ones into unknowns, silently."""
+    _, _, options = _parallel_files(tmp_path)
+    task = build_task("parallel", {**options, "spm_model_type": "word", "spm_vocab_size": 12}, tmp_path / "vocab")
+    assert any(note.startswith("the trained target model (word, 12 pieces) gives back") and "Raise --spm-vocab-size"
+               in note for note in task.notes)
+    assert not build_task("parallel", options, tmp_path / "unigram").notes
+
+
+def test_lines_longer_than_sentencepieces_default_limit_train(tmp_path):
+    """sentencepiece left lines over 4,192 bytes out of its training: a corpus of them alone could not train."""
+    sources = [" ".join(f"word{i}x{j}" for j in range(600)) for i in range(5)]
+    options = dict(train_src=_write(tmp_path / "t.src", sources), train_tgt=_write(tmp_path / "t.tgt", sources),
+                   spm_vocab_size=200, spm_model_type="unigram", max_length=100_000)
+    task = build_task("parallel", options, tmp_path / "vocab")
+    assert _perfect_scores(task)["chrf"] == pytest.approx(100.0)
+
+
+def test_pairs_past_max_length_are_counted_and_none_left_is_an_error_naming_it(tmp_path):
+    _, _, options = _parallel_files(tmp_path)
+    task = build_task("parallel", {**options, "max_length": 1}, tmp_path / "vocab")
+    with pytest.raises(ValueError, match="every one of the 40 train pairs is longer than --max-length 1 pieces"):
+        task.training_pairs("train")
+    task = build_task("parallel", options, tmp_path / "vocab2")
+    limit = max(len(target) for _, target in task.training_pairs("train")) - 1
+    task.options["max_length"] = limit
+    kept = task.training_pairs("train")
+    assert 0 < len(kept) < 40
+    assert task.notes[-1] == f"--max-length {limit}: {40 - len(kept)} of the 40 train pairs are longer on a side, " \
+                             "and left out"

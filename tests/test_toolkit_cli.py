@@ -306,3 +306,16 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(s2s_fast.inference, "translate", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["decode", str(run), "--input", str(_lines(tmp_path / "in", ["1 2"]))])
+
+
+def test_the_command_line_writes_utf8_under_an_ascii_locale():
+    """evaluate and decode of a model whose text is not ASCII failed under LC_ALL=C after decoding everything."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0",
+           "PYTHONIOENCODING": ""}
+    out = subprocess.run([sys.executable, "-c", "from s2s_fast.cli import _utf8_output\n_utf8_output()\n"
+                          "print('\\u6211\\u7231')"], env=env, capture_output=True, check=True).stdout
+    assert out == "我爱\n".encode("utf-8")

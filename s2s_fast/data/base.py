@@ -23,6 +23,10 @@ class EvalItem(NamedTuple):
     references: list  # task-specific: pronunciations (g2p), one detokenised sentence (text), one token list (toy)
 
 
+class MissingSplit(ValueError):
+    """A task asked for a split it has no data for (the parallel task without --dev-src/--dev-tgt, say)."""
+
+
 class Task:
     """Where examples come from, how text becomes ids and back, and how hypotheses are scored.
 

@@ -50,10 +50,29 @@ def exact_match_and_token_error(hypotheses: Sequence[Sequence[str]], references:
     return {"accuracy": 1.0 - rates["wer"], "token_error": rates["per"]}
 
 
-def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
-    """Corpus BLEU and chrF (sacrebleu defaults, detokenised text), on a 0-100 scale."""
+# sacrebleu's tokenizations of BLEU that need nothing beyond sacrebleu itself: 13a (its default: spaces and
+# punctuation), intl (Unicode punctuation and symbols), zh (each Chinese character a token), char (every character a
+# token), none (the text as it is split at spaces).
+BLEU_TOKENIZE = ("13a", "intl", "zh", "char", "none")
+
+
+def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> dict:
+    """Corpus BLEU (tokenised by sacrebleu's ``tokenize``, one of BLEU_TOKENIZE) and chrF, of detokenised text, on a
+    0-100 scale."""
     import sacrebleu
 
     _check_aligned(hypotheses, references)
-    return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score,
+    if tokenize not in BLEU_TOKENIZE:
+        raise ValueError(f"bleu_and_chrf: tokenize must be one of {', '.join(BLEU_TOKENIZE)}, got {tokenize!r}")
+    return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score,
             "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score}
+
+
+def short_for_bleu(lines: Sequence[str], tokenize: str = "13a") -> int:
+    """How many of ``lines`` hold fewer than 4 tokens under BLEU's ``tokenize``: such a reference has no 4-gram, and
+    a corpus of them scores BLEU 0 even for output that matches it exactly (text without spaces, such as Chinese or
+    Japanese, under 13a)."""
+    from sacrebleu.metrics.bleu import BLEU
+
+    tokenizer = BLEU(tokenize=tokenize).tokenizer
+    return sum(len(tokenizer(line).split()) < 4 for line in lines)

@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 from ..files import one_line, read_text, text_lines
-from .base import SPLITS, EvalItem, Task
-from .metrics import bleu_and_chrf
+from .base import SPLITS, EvalItem, MissingSplit, Task
+from .metrics import bleu_and_chrf, short_for_bleu
 from .vocab import BOS, PAD, SPECIALS, Vocabulary
 
 SIDES = ("src", "tgt")
@@ -48,10 +48,14 @@ def train_sentencepiece(lines: list[str], model_prefix: Path, vocab_size: int, m
     for the text it encodes (the target side's is "identity", see ParallelTextTask.build)."""
     import sentencepiece as spm
 
+    # sentencepiece leaves lines longer than max_sentence_length bytes (4,192 by default) out of its training, so
+    # that characters found only there became unknown, and a corpus of long lines alone could not train.
+    longest = max((len(line.encode("utf-8")) for line in lines), default=0)
     try:
         spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(model_prefix),
                                        vocab_size=vocab_size, model_type=model_type, character_coverage=1.0,
-                                       hard_vocab_limit=False, minloglevel=2, normalization_rule_name=normalization)
+                                       hard_vocab_limit=False, minloglevel=2, normalization_rule_name=normalization,
+                                       max_sentence_length=max(4192, longest + 1))
     except RuntimeError as error:  # sentencepiece's refusal, e.g. fewer pieces than the text has characters
         raise ValueError(f"sentencepiece could not train {model_prefix.name} ({model_type}, {vocab_size} pieces) "
                          f"on {len(lines)} lines: {one_line(error)} (a vocabulary needs at least the text's distinct "
@@ -72,10 +76,10 @@ def _processor(path: Path):
         raise ValueError(f"{path}: not a sentencepiece model ({error})") from None
 
 
-def _text_changes(processor, lines: list[str], name: str) -> list[str]:
+def _text_changes(processor, lines: list[str], name: str, advice: str) -> list[str]:
     """A note if the target sentencepiece model ``processor`` gives back any of the target ``lines`` changed beyond
-    their spaces (its normalization, NFKC say, or characters it lacks): a model trained on its pieces writes the
-    changed text, which BLEU and chrF score against the lines as they are."""
+    their spaces (its normalization, NFKC say, or characters or words it lacks): a model trained on its pieces writes
+    the changed text, which BLEU and chrF score against the lines as they are."""
     changed = [(line, text) for line in lines
                if (text := processor.decode(processor.encode(line))).split() != line.split()]
     if not changed:
@@ -83,9 +87,8 @@ def _text_changes(processor, lines: list[str], name: str) -> list[str]:
     line, text = changed[0]
     return [f"{name} gives back {len(changed)} of the {len(lines)} training target lines changed (its normalization, "
             f"or characters it lacks; e.g. {line!r} as {text!r}): the model learns the changed text, and BLEU and "
-            "chrF score it against the lines as they are, so even a perfect model scores below 100 on such lines. "
-            "A sentencepiece model trained with normalization_rule_name=identity and character_coverage=1.0 keeps "
-            "them, as the one trained when --tgt-spm is not given does."]
+            f"chrF score it against the lines as they are, so even a perfect model scores below 100 on such lines. "
+            f"{advice}"]
 
 
 def _pieces_vocabulary(processor) -> Vocabulary:
@@ -119,10 +122,9 @@ class ParallelTextTask(Task):
                 raise ValueError(f"task parallel: give both --{split}-src and --{split}-tgt, or neither")
             for side, path in zip(SIDES, given):
                 resolved[f"{split}_{side}"] = str(Path(path).resolve()) if path else None
-        sources, targets = read_parallel(resolved["train_src"], resolved["train_tgt"])
-        for split in ("dev", "test"):
-            if resolved[f"{split}_src"]:
-                read_parallel(resolved[f"{split}_src"], resolved[f"{split}_tgt"])
+        by_split = {split: read_parallel(resolved[f"{split}_src"], resolved[f"{split}_tgt"]) for split in SPLITS
+                    if resolved[f"{split}_src"]}
+        sources, targets = by_split["train"]
         workdir.mkdir(parents=True, exist_ok=True)
         processors = {}
         for side, lines in zip(SIDES, (sources, targets)):
@@ -139,9 +141,41 @@ class ParallelTextTask(Task):
                                             options["spm_model_type"], "identity" if side == "tgt" else "nmt_nfkc")
             processors[side] = _processor(model)
         task = cls(_pieces_vocabulary(processors["src"]), _pieces_vocabulary(processors["tgt"]), resolved, processors)
-        if options.get("tgt_spm"):
-            task.notes += _text_changes(processors["tgt"], targets, f"--tgt-spm {options['tgt_spm']}")
+        for split, (split_sources, _) in by_split.items():
+            task._check_sources_have_pieces(split, split_sources)
+        task.notes += task._notes_on_the_targets(targets, by_split.get("dev", by_split["train"])[1])
         return task
+
+    def _check_sources_have_pieces(self, split: str, sources: list[str]) -> None:
+        """Every source line of a split is some pieces: one the source model's normalization empties (only U+200B,
+        say) reached training as an empty source, which stopped it at that batch."""
+        for number, line in enumerate(sources, 1):
+            if not self.source_tokens(line):
+                raise ValueError(f"{self.options[f'{split}_src']}:{number}: the source sentencepiece model makes no "
+                                 f"pieces of this line ({line!r}: its normalization removes every character)")
+
+    def _notes_on_the_targets(self, targets: list[str], references: list[str]) -> list[str]:
+        """Notes on what would keep a perfect model's scores below 100: a target model that gives training target
+        lines back changed, BLEU's tokenization finding no 4-gram in most references (``references``: dev's)."""
+        options = self.options
+        if options.get("tgt_spm"):
+            notes = _text_changes(self.processors["tgt"], targets, f"--tgt-spm {options['tgt_spm']}",
+                                  "A sentencepiece model trained with normalization_rule_name=identity and "
+                                  "character_coverage=1.0 keeps them, as the one trained when --tgt-spm is not "
+                                  "given does.")
+        else:
+            notes = _text_changes(self.processors["tgt"], targets,
+                                  f"the trained target model ({options['spm_model_type']}, "
+                                  f"{options['spm_vocab_size']} pieces)",
+                                  "Raise --spm-vocab-size, or train unigram or bpe pieces, which spell any word.")
+        tokenize = options.get("bleu_tokenize", "13a")
+        short = short_for_bleu(references, tokenize)
+        if short * 2 > len(references):
+            notes.append(f"{short} of the {len(references)} references hold fewer than 4 tokens under BLEU's "
+                         f"tokenization {tokenize!r}: BLEU, which picks the best checkpoint, counts 4-grams in the "
+                         "others alone (with none, it reads 0 whatever the output); text without spaces, such as "
+                         "Chinese or Japanese, wants --bleu-tokenize zh or char")
+        return notes
 
     @classmethod
     def load(cls, src_vocab, tgt_vocab, options, directory: Path) -> "ParallelTextTask":
@@ -167,7 +201,7 @@ class ParallelTextTask(Task):
             raise ValueError(f"parallel: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         src, tgt = self.options.get(f"{split}_src"), self.options.get(f"{split}_tgt")
         if not src:
-            raise ValueError(f"parallel: no {split} files were given at training time (--{split}-src/--{split}-tgt)")
+            raise MissingSplit(f"parallel: no {split} files were given at training time (--{split}-src/--{split}-tgt)")
         return read_parallel(src, tgt)
 
     def training_pairs(self, split: str):
@@ -179,6 +213,12 @@ class ParallelTextTask(Task):
             tgt_ids = self.tgt_vocab.encode(self.processors["tgt"].encode(target, out_type=str))
             if len(src_ids) <= limit and len(tgt_ids) <= limit:
                 pairs.append((src_ids, tgt_ids))
+        if len(pairs) < len(sources):
+            if not pairs:
+                raise ValueError(f"parallel: every one of the {len(sources)} {split} pairs is longer than --max-length "
+                                 f"{limit} pieces on a side")
+            self.notes.append(f"--max-length {limit}: {len(sources) - len(pairs)} of the {len(sources)} {split} pairs "
+                              "are longer on a side, and left out")
         return pairs
 
     def evaluation_items(self, split: str):
@@ -209,7 +249,8 @@ class ParallelTextTask(Task):
         return "".join(text)
 
     def score(self, hypotheses, items):
-        return bleu_and_chrf([self.target_text(h) for h in hypotheses], [item.references for item in items])
+        return bleu_and_chrf([self.target_text(h) for h in hypotheses], [item.references for item in items],
+                             self.options.get("bleu_tokenize", "13a"))
 
     def format_metrics(self, metrics: dict) -> str:
         return f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}"
