@@ -242,7 +242,11 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 def _bench(args) -> int:
     from .bench import run_benchmarks
 
-    providers = args.providers.split(",") if args.providers else None
+    providers = None if args.providers is None else args.providers.split(",")
+    if providers is not None and not all(name.strip() for name in providers):
+        raise ValueError(f"bench: --providers {args.providers!r} names an empty provider")
+    if not args.output_dir:
+        raise ValueError("bench: --output-dir is empty")
     run_benchmarks(quick=args.quick, device=args.device, output_dir=args.output_dir, dtype=args.dtype,
                    pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads)
     return 0

@@ -48,12 +48,13 @@ def run_demo(task: str = "reverse", seconds: float = 60.0, device: str = "auto",
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
-            if step % 100 == 0:
+            done = time.perf_counter() - start >= seconds
+            if step % 100 == 0 or done:  # the last step's line too: a short demo had none
                 real = batch.tgt_out != PAD_ID
                 token_accuracy = float(((logits.argmax(-1) == batch.tgt_out) & real).sum() / real.sum())
                 log(f"step {step:5d}  {time.perf_counter() - start:5.1f} s  loss {loss.item():.4f}  "
                     f"token accuracy {token_accuracy:.1%}")
-            if time.perf_counter() - start >= seconds:
+            if done:
                 break
     accuracy, hypotheses = _exact_match(model, held_out, device)
     log(f"held-out exact match after {step} steps: {accuracy:.1%} of {len(held_out)} sequences")

@@ -177,7 +177,8 @@ def test_targets_compare_fused_providers_with_the_stated_baselines():
                _synthetic(layer, "reference", 9.0), _synthetic(layer, "torch.nn", 2.0), _synthetic(layer, "cuda", 3.0)]
     for record in records:
         record["speedup_vs_reference"] = (10.0 if record["benchmark"] == attention else 9.0) / record["median_ms"]
-    evaluations = {e["target"]: e for e in evaluate_targets(records, {"device": "NVIDIA H100 80GB HBM3"})}
+    evaluations = {e["target"]: e for e in evaluate_targets(records, {"device": "NVIDIA H100 80GB HBM3",
+                                                                             "device_type": "cuda"})}
     triton, cuda = evaluations["attention"]["providers"]
     assert [c["met"] for c in triton["checks"]] == [True, True, True]
     assert [c["met"] for c in cuda["checks"]] == [True, True, False]
@@ -431,3 +432,78 @@ def test_cli_rejects_unknown_providers_and_empty_selections(capsys):
 def test_a_cpu_run_names_the_instruction_set_its_kernels_use():
     device = metadata(torch.device("cpu"), torch.float32, quick=True)["device"]
     assert device.endswith(f" cores, {torch.backends.cpu.get_cpu_capability()})"), device
+
+
+def test_the_results_of_a_run_cut_short_survive_the_next_run(tmp_path, capsys):
+    """The next run into the directory overwrote them after its first case and deleted them at its end."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "results.partial.json").write_text('[{"benchmark": "cut short"}]\n')
+    assert main(["bench", "--quick", "--device", "cpu", "--output-dir", str(out), "--filter", "gru_cell",
+                 "--providers", "torch.nn"]) == 0
+    kept = [path for path in (out / "earlier").iterdir() if path.name.endswith("-cut-short")]
+    assert len(kept) == 1 and (kept[0] / "results.partial.json").read_text() == '[{"benchmark": "cut short"}]\n'
+    assert not (out / "results.partial.json").exists() and (out / "results.json").exists()
+
+
+def test_cut_short_while_writing_the_earlier_outputs_stay_whole(tmp_path, capsys, monkeypatch):
+    """Ctrl-C as the plots were drawn left the new JSON and Markdown beside no plots, the earlier run's moved away."""
+    import s2s_fast.bench.report as report
+
+    out = tmp_path / "results"
+    argv = ["bench", "--quick", "--device", "cpu", "--output-dir", str(out), "--providers", "torch.nn"]
+    assert main([*argv, "--filter", "gru_cell"]) == 0
+    first = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot", interrupted)
+    assert main([*argv, "--filter", "lstm_cell"]) == 130
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == \
+        {**first, "results.partial.json": (out / "results.partial.json").read_bytes()}
+    assert not (out / "earlier").exists() and not list(out.glob(".writing-*"))
+
+
+@pytest.mark.parametrize("setting, message", [("earlier", r"earlier is not a folder"),
+                                              ("providers", r"--providers 'torch.nn,' names an empty provider"),
+                                              ("output", "--output-dir is empty")])
+def test_an_output_directory_or_provider_list_that_cannot_serve_is_refused_before_measuring(tmp_path, capsys,
+                                                                                         setting, message):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "earlier").write_text("")  # a file where the earlier runs' outputs go
+    argv = {"earlier": ["--output-dir", str(out)],
+            "providers": ["--output-dir", str(tmp_path / "b"), "--providers", "torch.nn,"],
+            "output": ["--output-dir", ""]}[setting]
+    assert main(["bench", "--quick", "--device", "cpu", "--filter", "gru_cell", *argv]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1 and "measuring" not in err, err
+
+
+def test_targets_name_torch_nn_by_device_and_say_when_providers_were_left_out():
+    target = next(t for t in TARGETS if t.min_speedup_vs_torch_nn is not None)
+    row = dict(benchmark=target.case_name, status="ok", reason=None, dtype="float32", peak_memory_bytes=1,
+               saved_for_backward_bytes=None, speedup_vs_reference=1.0)
+    records = [dict(row, provider=name, median_ms=ms) for name, ms in (("reference", 2.0), ("torch.nn", 2.0),
+                                                                       ("cpu", 1.0))]
+    for device_type, label in (("cpu", "speedup vs torch.nn"), ("cuda", "speedup vs torch.nn (cuDNN)")):
+        evaluation = next(e for e in evaluate_targets(records, {"device": "x", "device_type": device_type})
+                          if e["benchmark"] == target.case_name)
+        cpu = next(p for p in evaluation["providers"] if p["provider"] == "cpu")
+        assert any(check["name"] == label and check["value"] == 2.0 for check in cpu["checks"]), cpu
+    evaluation = next(e for e in evaluate_targets(records[:2], {"device": "x", "device_type": "cpu"})
+                      if e["benchmark"] == target.case_name)
+    assert evaluation["summary"] == "no fused provider was run (--providers left them out)"
+
+
+def test_the_rates_measured_twice_keep_the_method_of_the_better_one_and_the_table_the_dirty_mark():
+    from s2s_fast.bench.floors import best_rates
+    from s2s_fast.bench.report import _short_commit
+
+    def rates(matmul, method):
+        return MachineRates(1.0, 1.0, matmul, "float32", {"copy": "c", "special_functions": "s", "matmul": method,
+                                                          "seconds": 1.0})
+    best = best_rates(rates(80e9, "mm in float32"), rates(90e9, "oneDNN in float32"))
+    assert best.matmul_flops_per_s == 90e9 and best.methods["matmul"] == "oneDNN in float32"
+    assert _short_commit({"git_commit": "961beb2a8f0d" + "0" * 28 + "+dirty"}) == "961beb2a8f0d+dirty"

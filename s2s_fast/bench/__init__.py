@@ -17,8 +17,8 @@ import torch
 from ..backends import resolve_device
 from .cases import build_cases
 from .floors import best_rates, measure_rates
-from .report import (PARTIAL_RESULTS, evaluate_targets, keep_earlier_outputs, metadata, target_lines, text_table,
-                     write_json, write_outputs)
+from .report import (PARTIAL_RESULTS, evaluate_targets, metadata, prepare_output_dir, publish_outputs, target_lines,
+                     text_table, write_json)
 from .suite import STATUSES, SuiteOptions, apply_floors, run_suite, select
 from .timing import FULL_CPU, FULL_GPU, QUICK, TimingPolicy
 
@@ -88,10 +88,9 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
     if threads is not None:
         torch.set_num_threads(threads)
     output_dir = Path(output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)  # a path that cannot be one fails now, not after the first case
-    except OSError as error:
-        raise ValueError(f"bench: --output-dir {output_dir}: {error.strerror}") from None
+    cut_short = prepare_output_dir(output_dir)
+    if cut_short is not None:
+        options.log(f"bench: the results of a run cut short in {output_dir} moved to {cut_short}")
     partial_path = output_dir / PARTIAL_RESULTS
     try:
         options.log(f"bench: measuring this machine's copy bandwidth, tanh rate and matmul rate on {run_device}")
@@ -113,10 +112,9 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
         torch.set_num_threads(previous_threads)
     _finish_records(records, rates, meta)
     evaluations = evaluate_targets(records, meta)
-    kept = keep_earlier_outputs(output_dir)
+    paths, kept = publish_outputs(records, meta, rates, evaluations, output_dir)
     if kept is not None:
         options.log(f"bench: the earlier run's outputs in {output_dir} moved to {kept}")
-    paths = write_outputs(records, meta, rates, evaluations, output_dir)
     partial_path.unlink(missing_ok=True)
     print(text_table(records, meta, rates), file=out)
     print("\n".join(target_lines(evaluations, meta)), file=out)

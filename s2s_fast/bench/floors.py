@@ -176,11 +176,15 @@ def measure_matmul_rate(device: torch.device, dtype: torch.dtype, quick: bool) -
 
 
 def best_rates(first: MachineRates, second: MachineRates) -> MachineRates:
-    """The higher of two measurements of each rate (a ceiling measured twice: at the start and end of a run)."""
-    methods = dict(first.methods, seconds=first.methods["seconds"] + second.methods["seconds"], measurements=2)
-    return MachineRates(max(first.copy_bytes_per_s, second.copy_bytes_per_s),
-                        max(first.special_functions_per_s, second.special_functions_per_s),
-                        max(first.matmul_flops_per_s, second.matmul_flops_per_s), first.matmul_dtype, methods)
+    """The higher of two measurements of each rate (a ceiling measured twice: at the start and end of a run), each
+    with the method of the measurement it came from."""
+    copy, special, matmul = (max(first, second, key=lambda rates: getattr(rates, name)) for name in
+                             ("copy_bytes_per_s", "special_functions_per_s", "matmul_flops_per_s"))
+    methods = dict(copy=copy.methods["copy"], special_functions=special.methods["special_functions"],
+                   matmul=matmul.methods["matmul"], seconds=first.methods["seconds"] + second.methods["seconds"],
+                   measurements=2)
+    return MachineRates(copy.copy_bytes_per_s, special.special_functions_per_s, matmul.matmul_flops_per_s,
+                        matmul.matmul_dtype, methods)
 
 
 def measure_rates(device: torch.device, dtype: torch.dtype, quick: bool) -> MachineRates:

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -141,11 +142,17 @@ def _by_benchmark(records: list[dict]) -> list[tuple[str, list[dict]]]:
     return list(grouped.items())
 
 
+def _short_commit(meta: dict) -> str:
+    """The run's commit in 12 digits, and "+dirty" where the tree had changes, as the files record it."""
+    commit = meta["git_commit"]
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
 def text_table(records: list[dict], meta: dict, rates: MachineRates) -> str:
     """The table printed on stdout: per benchmark, one line per provider (a reason instead of numbers when it did
     not run)."""
     lines = [f"s2s_fast benchmarks on {meta['device']} ({meta['device_type']}), {meta['mode']} mode, "
-             f"torch {meta['torch_version']}, triton {meta['triton_version']}, commit {meta['git_commit'][:12]}, "
+             f"torch {meta['torch_version']}, triton {meta['triton_version']}, commit {_short_commit(meta)}, "
              f"{meta['date']}",
              "floor inputs: " + "; ".join(floor_lines(rates)), ""]
     cells = [_HEADER] + [_row_cells(record) for record in records if record["status"] == "ok"]
@@ -229,10 +236,13 @@ def evaluate_targets(records: list[dict], meta: dict) -> list[dict]:
                 if saved is not None:
                     checks.append(_check("saved for backward / reference's (context)", saved, None))
             if target.min_speedup_vs_torch_nn is not None:
-                checks.append(_check("speedup vs torch.nn (cuDNN)", _ratio(torch_nn.get("median_ms"), row["median_ms"]),
+                torch_nn_kernels = " (cuDNN)" if meta["device_type"] == "cuda" else ""
+                checks.append(_check(f"speedup vs torch.nn{torch_nn_kernels}",
+                                     _ratio(torch_nn.get("median_ms"), row["median_ms"]),
                                      target.min_speedup_vs_torch_nn))
         if not evaluation["providers"]:
-            evaluation["summary"] = "no fused provider is registered"
+            evaluation["summary"] = ("no fused provider was run (--providers left them out)" if fused_names
+                                     else "no fused provider is registered")
     return evaluations
 
 
@@ -424,6 +434,24 @@ PARTIAL_RESULTS = "results.partial.json"
 EARLIER = "earlier"
 
 
+def _mtime_stamp(paths: list[Path]) -> str:
+    newest = max(path.stat().st_mtime for path in paths)
+    return datetime.datetime.fromtimestamp(newest, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _move_to_earlier(output_dir: Path, paths: list[Path], stamp: str) -> Path:
+    """Move ``paths`` into a new folder ``earlier/<stamp>`` (-2, -3, ... where taken) of ``output_dir``."""
+    base = output_dir / EARLIER / stamp.replace(":", "-")
+    target, count = base, 1
+    while target.exists():
+        count += 1
+        target = base.with_name(f"{base.name}-{count}")
+    target.mkdir(parents=True)
+    for path in paths:
+        path.rename(target / path.name)
+    return target
+
+
 def keep_earlier_outputs(output_dir: Path) -> Path | None:
     """Move an earlier run's outputs in ``output_dir`` into ``earlier/<its date>/`` there (a run writing into the
     same directory, the default one say, would otherwise replace them); returns that folder, None if there were
@@ -435,18 +463,44 @@ def keep_earlier_outputs(output_dir: Path) -> Path | None:
         stamp = json.loads((output_dir / "summary.json").read_text())["metadata"]["date"]
     except (OSError, ValueError, KeyError, TypeError):
         stamp = None
-    if not isinstance(stamp, str):
-        newest = max(path.stat().st_mtime for path in found)
-        stamp = datetime.datetime.fromtimestamp(newest, datetime.timezone.utc).isoformat(timespec="seconds")
-    base = output_dir / EARLIER / stamp.replace(":", "-")
-    target, count = base, 1
-    while target.exists():
-        count += 1
-        target = base.with_name(f"{base.name}-{count}")
-    target.mkdir(parents=True)
-    for path in found:
-        path.rename(target / path.name)
-    return target
+    return _move_to_earlier(output_dir, found, stamp if isinstance(stamp, str) else _mtime_stamp(found))
+
+
+def prepare_output_dir(output_dir: Path) -> Path | None:
+    """Before anything is measured: ``output_dir`` made and written to (a read-only one failed after the first
+    case), its ``earlier`` a folder, and the partial results of a run cut short there moved to
+    ``earlier/<their date>-cut-short/`` (this run's own would overwrite them, and its end delete them); returns
+    that folder, None if there were none. Raises ValueError saying what is wrong."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"bench: --output-dir {output_dir}: {error.strerror}") from None
+    earlier = output_dir / EARLIER
+    if earlier.exists() and not earlier.is_dir():
+        raise ValueError(f"bench: {earlier} is not a folder (the earlier runs' outputs move there)")
+    partial = output_dir / PARTIAL_RESULTS
+    if not partial.exists():
+        return None
+    return _move_to_earlier(output_dir, [partial], _mtime_stamp([partial]) + "-cut-short")
+
+
+def publish_outputs(records: list[dict], meta: dict, rates: MachineRates, evaluations: list[dict],
+                    output_dir: Path) -> tuple[dict[str, Path], Path | None]:
+    """write_outputs into a folder of their own first, then the earlier run's outputs moved to ``earlier/`` and
+    these renamed into place: cut short while writing (the plots take a second), the directory keeps the earlier
+    run's outputs whole. Returns the outputs' paths and the folder the earlier ones moved to (None: none)."""
+    staging = output_dir / f".writing-{os.getpid()}"
+    try:
+        written = write_outputs(records, meta, rates, evaluations, staging)
+        kept = keep_earlier_outputs(output_dir)
+        for path in written.values():
+            path.rename(output_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {name: output_dir / name for name in written}, kept
 
 
 def write_outputs(records: list[dict], meta: dict, rates: MachineRates, evaluations: list[dict],
