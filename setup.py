@@ -159,8 +159,8 @@ def _cuda_extension():
     if reason is not None:
         if mode in ENABLED:
             raise SystemExit(f"s2s_fast: S2S_FAST_BUILD_CUDA=1 but the CUDA extension cannot be built: {reason}")
-        _say(f"s2s_fast: building without the CUDA extension ({reason}); the reference and triton backends are "
-             "installed")
+        _say(f"s2s_fast: building without the CUDA extension ({reason}); the cuda backend is unavailable, the "
+             "others are installed")
         return None
     from torch.utils.cpp_extension import CUDA_HOME, CUDAExtension
 

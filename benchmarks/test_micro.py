@@ -31,7 +31,7 @@ def test_micro(benchmark, case, provider):
         runner = case.prepare(provider, inputs)
         expected = case.prepare("reference", inputs).results()
         gold = case.gold(inputs).results() if DTYPE in LOW_PRECISION else None
-        _, mismatch = compare(runner.results(), expected, gold, DTYPE)
+        _, mismatch, _ = compare(runner.results(), expected, gold, DTYPE)
         runners = [runner] + [case.prepare(provider, case.make_inputs(seed=k))
                               for k in range(1, rotations(case, inputs))]
     except Unavailable as reason:
