@@ -154,7 +154,7 @@ CPU_ONEDNN_FROM_WORK = {"linear": 2_000_000, "lstm_cell": 4_000_000, "gru_cell":
 # layers, silently; torch.autograd.forward_ad refuses them) and refuses them under torch.func.grad with an error about
 # autograd.Function. Under torch.func.vmap they run one batch entry at a time (torch warns), and are right. torch's
 # RNN ops, behind the aten backend's layers and LSTM cell, have no batching rule for torch.func.vmap (torch.nn.LSTM
-# fails there too). Auto passes over a backend that cannot serve a call under these; the reference serves them all.
+# fails there too), and torch's CPU LSTM layer below float64 (oneDNN's) no forward-mode derivative. Auto passes over a backend that cannot serve a call under these; the reference serves them all.
 BACKWARD_ONLY = frozenset({"cpu", "triton", "cuda"})
 ATEN_UNBATCHED = frozenset({"lstm_layer", "gru_layer", "lstm_cell"})
 
@@ -328,6 +328,10 @@ def _transform_limit(name: str, op: str, args: tuple) -> str | None:
     if name == "aten" and "vmap" in active:
         return ("torch.func.vmap has no batching rule for the torch op behind it (torch.nn's LSTM, GRU and LSTMCell "
                 "fail there too); the reference serves it (auto passes over this backend)")
+    if name == "aten" and op == "lstm_layer" and "jvp" in active and args[0].device.type == "cpu" and \
+            args[0].dtype != torch.float64:
+        return ("torch's CPU LSTM layer below float64 is oneDNN's, which has no forward-mode derivative (torch.func.jvp, "
+                "jacfwd, torch.autograd.forward_ad); the reference serves it (auto passes over this backend)")
     return None
 
 

@@ -206,6 +206,8 @@ class TrainConfig:
             raise ValueError(f"toy_min_len ({self.toy_min_len}) exceeds toy_max_len ({self.toy_max_len})")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown model preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self._model_decided():
+            self.model_config(100, 100)  # the model's own refusals (any vocabulary sizes) before the task is built
         return self
 
     def notes(self) -> list[str]:
@@ -245,6 +247,10 @@ class TrainConfig:
             return preset_config(self.preset, src_vocab_size, tgt_vocab_size, **self.model)
         options = {**(TOY_MODEL if self.task not in ("g2p", "parallel") else {}), **self.model}
         return Seq2SeqConfig(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **options)
+
+    def _model_decided(self) -> bool:
+        """Whether the preset is known (the g2p and parallel tasks' is filled in with the task's defaults)."""
+        return self.preset is not None or self.task not in ("g2p", "parallel")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -389,10 +395,7 @@ def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tup
         raise ValueError(f"--resume: {output_dir} holds no checkpoint to resume from")
     saved = read_train_config(checkpoint)
     saved["output_dir"] = str(output_dir)
-    family = saved.get("task") if saved.get("task") in ("g2p", "parallel") else TOY
-    for spec in SETTINGS:  # another task's settings a run made before they were refused: never read, so dropped
-        if spec.metadata["task_option"] not in (None, family):
-            saved[spec.name] = default_of(spec)
+    saved = _without_what_went_unread(saved)
     merged = {**saved, **explicit}
     if "model" in explicit:  # --model overrides merge key by key over the run's, as over a config file's
         merged["model"] = {**(saved.get("model") or {}), **explicit["model"]}
@@ -402,3 +405,24 @@ def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tup
         raise ValueError(f"--resume: cannot change {', '.join(changed)} of an existing run (start a new one in "
                          "another --output-dir)")
     return TrainConfig.from_dict(merged).validate(), checkpoint
+
+
+def _without_what_went_unread(saved: dict) -> dict:
+    """A run's saved settings without those it recorded but never read, which are refused since: another task's
+    settings, a patience with no dev evaluation to count, an attention_size of an attention that has none."""
+    saved = dict(saved)
+    family = saved.get("task") if saved.get("task") in ("g2p", "parallel") else TOY
+    for spec in SETTINGS:
+        if spec.metadata["task_option"] not in (None, family):
+            saved[spec.name] = default_of(spec)
+    config = TrainConfig.from_dict(saved)
+    if config.patience and not config.has_dev_evaluation():
+        saved["patience"] = 0
+    model = dict(saved.get("model") or {})
+    if "attention_size" in model and config._model_decided():
+        attention = model.get("attention") or (PRESETS[config.preset] if config.preset else TOY_MODEL).get(
+            "attention", "bahdanau")
+        if attention != "bahdanau":
+            del model["attention_size"]
+            saved["model"] = model
+    return saved

@@ -520,3 +520,15 @@ def test_the_micro_benchmarks_check_and_run_their_cases(tmp_path):
                              "-p", "no:cacheprovider", "-k", "lstm_cell and (reference or torch.nn or cpu)"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0 and " passed" in result.stdout, result.stdout[-2000:]
+
+
+def test_a_second_bench_in_a_directory_in_use_is_refused_naming_the_first(tmp_path, capsys):
+    """Two runs there raced: the second moved the first's partial results away, and both published at once."""
+    from s2s_fast.files import locked_directory
+
+    out = tmp_path / "results"
+    with locked_directory(out, "s2s-fast bench"):
+        assert main(["bench", "--quick", "--device", "cpu", "--filter", "gru_cell", "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"in use by another s2s-fast bench \(pid \d+\)", err) and len(err.strip().splitlines()) == 1
+    assert "measuring" not in err

@@ -201,9 +201,12 @@ def test_a_pad_or_bos_a_parallel_model_emits_stays_in_its_text(tmp_path):
     right = task.training_pairs("train")[3][1]
     for special in (task.tgt_vocab.bos_id, task.tgt_vocab.pad_id):
         symbol = task.tgt_vocab.tokens[special]
-        assert task.target_text([special, *right]) == symbol + targets[3]
-        middle = [*right[:2], special, *right[2:]]
-        assert task.target_text(middle) == (task.target_text(right[:2]) + symbol + task.target_text(right[2:]))
+        assert task.target_text([special, *right]) == f"{symbol} {targets[3]}"
+        words = [task.tgt_vocab.encode(task.processors["tgt"].encode(word, out_type=str)) for word in
+                 targets[3].split()]
+        middle = [*words[0], special, *[i for word in words[1:] for i in word]]
+        first, rest = targets[3].split(" ", 1)
+        assert task.target_text(middle) == f"{first} {symbol} {rest}"  # its own word, the others kept apart
     assert task.target_text(right + [task.tgt_vocab.eos_id, *right]) == targets[3]
 
 

@@ -147,6 +147,8 @@ def test_a_model_on_the_meta_device_runs_forward():
     src, tgt_in = (torch.empty(2, n, dtype=torch.long, device="meta") for n in (4, 3))
     logits = model(src, torch.tensor([4, 2]), tgt_in)
     assert logits.shape == (2, 3, VOCAB) and logits.is_meta
+    with pytest.raises(ValueError, match="src_lengths must hold values .* not be on the meta device"):
+        model(src, torch.tensor([4, 2], device="meta"), tgt_in)
 
 
 def test_tied_embeddings_share_the_weight():

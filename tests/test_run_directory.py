@@ -455,6 +455,8 @@ def test_resume_checks_the_flags_against_the_runs_own_settings_and_its_model(tmp
     (["--task", "parallel", "--train-src", "a", "--train-tgt", "b", "--patience", "2"],
      r"makes none \(no --dev-src/--dev-tgt\)"),
     (["--task", "reverse", "--seed", "99999999999999999999999"], r"seed must be an integer in \(-2\*\*62, 2\*\*62\)"),
+    (["--task", "reverse", "--model", "attention=luong-dot", "--model", "attention_size=16"],
+     "attention_size sizes Bahdanau's .* 'luong-dot' has no such size"),
 ])
 def test_settings_the_run_would_not_read_are_refused_before_anything_is_written(tmp_path, capsys, flags, pattern):
     """Another task's settings were recorded in config.json, unused (and then fixed on resume); patience without dev
@@ -476,14 +478,19 @@ def test_a_config_file_naming_a_setting_twice_is_refused(tmp_path, capsys):
         _one_line_error(code, err, pattern)
 
 
-def test_a_run_that_recorded_another_tasks_setting_still_resumes(tmp_path, capsys):
-    """Before they were refused, another task's settings were recorded (unread) and then fixed on resume: such a
-    run resumes, the setting dropped."""
+def test_a_run_that_recorded_settings_it_did_not_read_still_resumes(tmp_path, capsys):
+    """Before they were refused, another task's settings, a patience without dev evaluations and an attention_size
+    of a Luong attention were recorded (unread), the first fixed on resume: such a run resumes, and restates its
+    model, those settings dropped."""
     from s2s_fast.checkpoint import TRAIN_CONFIG
 
     run = tmp_path / "run"
-    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 2, *TINY_FLAGS)[0] == 0
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 0, *TINY_FLAGS,
+                "--model", "attention=luong-general")[0] == 0
     saved = ckpt.find_checkpoint(run, "last") / TRAIN_CONFIG
-    write_json_atomic(saved, {**json.loads(saved.read_text()), "train_src": "/nonexistent/train.de"})
-    assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[0] == 0
-    assert json.loads((run / "config.json").read_text())["train_src"] is None
+    values = json.loads(saved.read_text())
+    write_json_atomic(saved, {**values, "train_src": "/nonexistent/train.de", "patience": 3,
+                              "model": {**values["model"], "attention_size": 16}})
+    assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3, "--model", "dropout=0.0")[0] == 0
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["train_src"] is None and resumed["patience"] == 0 and "attention_size" not in resumed["model"]

@@ -107,6 +107,22 @@ def test_torch_func_grad_under_auto_matches_autograd(name):
     torch.testing.assert_close(gradient, expected, rtol=1e-12, atol=1e-14)
 
 
+def test_a_float32_lstm_takes_forward_mode_derivatives_past_onednns_layer():
+    """torch's CPU LSTM layer below float64 is oneDNN's (mkldnn_rnn_layer), which has no forward derivative: auto
+    chose it under torch.func.jvp (the cpu backend passed over) and torch raised."""
+    torch.manual_seed(0)
+    lstm, x = snn.LSTM(4, 6), torch.randn(5, 3, 4)
+    direction = torch.randn_like(x)
+    _, tangent = torch.func.jvp(lambda z: lstm(z)[0], (x,), (direction,))
+    reference = snn.LSTM(4, 6, backend="reference")
+    reference.load_state_dict(lstm.state_dict())
+    _, expected = torch.func.jvp(lambda z: reference(z)[0], (x,), (direction,))
+    torch.testing.assert_close(tangent, expected)
+    aten = snn.LSTM(4, 6, backend="aten")
+    with pytest.raises(backends.BackendError, match="oneDNN's, which has no forward-mode derivative"):
+        torch.func.jvp(lambda z: aten(z)[0], (x,), (direction,))
+
+
 def test_auto_serves_the_cpu_backend_outside_transforms_for_the_cases_that_say_so():
     """What makes the two tests above bite: outside a transform these calls go to the cpu backend."""
     if "cpu" not in backends.available_backends("cpu"):

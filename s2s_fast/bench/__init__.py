@@ -17,8 +17,9 @@ import torch
 from ..backends import resolve_device
 from .cases import build_cases
 from .floors import best_rates, measure_rates
-from .report import (PARTIAL_RESULTS, evaluate_targets, metadata, prepare_output_dir, publish_outputs, target_lines,
-                     text_table, write_json)
+from ..files import locked_directory
+from .report import (PARTIAL_RESULTS, evaluate_targets, keep_cut_short_results, metadata, prepare_output_dir,
+                     publish_outputs, target_lines, text_table, write_json)
 from .suite import STATUSES, SuiteOptions, apply_floors, run_suite, select
 from .timing import FULL_CPU, FULL_GPU, QUICK, TimingPolicy
 
@@ -33,6 +34,35 @@ def _finish_records(records: list[dict], rates, meta: dict) -> None:
     for record in records:
         record.update(meta)
         record["floor_inputs"] = rates.to_dict()
+
+
+def _measure(cases, options: SuiteOptions, device: torch.device, dtype: torch.dtype, quick: bool, threads,
+             partial_path: Path):
+    """(records, rates, metadata) of the run: the machine's rates, every case, the rates again; torch's threads set
+    to ``threads`` meanwhile, and after every case the records so far written to ``partial_path``."""
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        options.log(f"bench: measuring this machine's copy bandwidth, tanh rate and matmul rate on {device}")
+        rates = measure_rates(device, dtype, quick)
+        meta = metadata(device, dtype, quick)
+
+        def save_partial(records_so_far: list[dict]) -> None:
+            # A run cut short (a job's time limit) still leaves every finished case, in a file of its own: the
+            # outputs of an earlier run there stay whole until this one has all of its own.
+            _finish_records(records_so_far, rates, meta)
+            write_json(records_so_far, partial_path)
+
+        options.progress = save_partial
+        records = run_suite(cases, options)
+        options.log("bench: measuring the rates again (the floors use the better of both measurements)")
+        rates = best_rates(rates, measure_rates(device, dtype, quick))
+        meta = metadata(device, dtype, quick)
+    finally:
+        torch.set_num_threads(previous_threads)
+    _finish_records(records, rates, meta)
+    return records, rates, meta
 
 
 def _check_settings(threads, time_limit_s, dtype) -> None:
@@ -84,38 +114,21 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
     if run_device.type == "cpu" and threads > 1 and load > (os.cpu_count() or 1) - threads:
         options.log(f"bench: the CPU is busy (load {load:.1f} on {os.cpu_count()} cores): with {threads} threads, "
                     "parallel regions stall on descheduled threads and times scatter")
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     output_dir = Path(output_dir)
-    cut_short = prepare_output_dir(output_dir)
-    if cut_short is not None:
-        options.log(f"bench: the results of a run cut short in {output_dir} moved to {cut_short}")
-    partial_path = output_dir / PARTIAL_RESULTS
-    try:
-        options.log(f"bench: measuring this machine's copy bandwidth, tanh rate and matmul rate on {run_device}")
-        rates = measure_rates(run_device, run_dtype, quick)
-        meta = metadata(run_device, run_dtype, quick)
-
-        def save_partial(records_so_far: list[dict]) -> None:
-            # A run cut short (a job's time limit) still leaves every finished case, in a file of its own: the
-            # outputs of an earlier run there stay whole until this one has all of its own.
-            _finish_records(records_so_far, rates, meta)
-            write_json(records_so_far, partial_path)
-
-        options.progress = save_partial
-        records = run_suite(cases, options)
-        options.log("bench: measuring the rates again (the floors use the better of both measurements)")
-        rates = best_rates(rates, measure_rates(run_device, run_dtype, quick))
-        meta = metadata(run_device, run_dtype, quick)
-    finally:
-        torch.set_num_threads(previous_threads)
-    _finish_records(records, rates, meta)
-    evaluations = evaluate_targets(records, meta)
-    paths, kept = publish_outputs(records, meta, rates, evaluations, output_dir)
-    if kept is not None:
-        options.log(f"bench: the earlier run's outputs in {output_dir} moved to {kept}")
-    partial_path.unlink(missing_ok=True)
+    prepare_output_dir(output_dir)
+    # One run at a time in a directory: another's would move this one's partial results away and race it to
+    # publish.
+    with locked_directory(output_dir, "s2s-fast bench"):
+        cut_short = keep_cut_short_results(output_dir)
+        if cut_short is not None:
+            options.log(f"bench: the results of a run cut short in {output_dir} moved to {cut_short}")
+        records, rates, meta = _measure(cases, options, run_device, run_dtype, quick, threads,
+                                        output_dir / PARTIAL_RESULTS)
+        evaluations = evaluate_targets(records, meta)
+        paths, kept = publish_outputs(records, meta, rates, evaluations, output_dir)
+        if kept is not None:
+            options.log(f"bench: the earlier run's outputs in {output_dir} moved to {kept}")
+        (output_dir / PARTIAL_RESULTS).unlink(missing_ok=True)
     print(text_table(records, meta, rates), file=out)
     print("\n".join(target_lines(evaluations, meta)), file=out)
     counts = {status: sum(r["status"] == status for r in records) for status in STATUSES}

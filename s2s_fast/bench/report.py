@@ -466,11 +466,9 @@ def keep_earlier_outputs(output_dir: Path) -> Path | None:
     return _move_to_earlier(output_dir, found, stamp if isinstance(stamp, str) else _mtime_stamp(found))
 
 
-def prepare_output_dir(output_dir: Path) -> Path | None:
+def prepare_output_dir(output_dir: Path) -> None:
     """Before anything is measured: ``output_dir`` made and written to (a read-only one failed after the first
-    case), its ``earlier`` a folder, and the partial results of a run cut short there moved to
-    ``earlier/<their date>-cut-short/`` (this run's own would overwrite them, and its end delete them); returns
-    that folder, None if there were none. Raises ValueError saying what is wrong."""
+    case), and its ``earlier`` a folder. Raises ValueError saying what is wrong."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / f".probe-{os.getpid()}"
@@ -481,6 +479,11 @@ def prepare_output_dir(output_dir: Path) -> Path | None:
     earlier = output_dir / EARLIER
     if earlier.exists() and not earlier.is_dir():
         raise ValueError(f"bench: {earlier} is not a folder (the earlier runs' outputs move there)")
+
+
+def keep_cut_short_results(output_dir: Path) -> Path | None:
+    """The partial results of a run cut short in ``output_dir`` moved to ``earlier/<their date>-cut-short/`` (this
+    run's own would overwrite them, and its end delete them); returns that folder, None if there were none."""
     partial = output_dir / PARTIAL_RESULTS
     if not partial.exists():
         return None

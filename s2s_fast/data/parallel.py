@@ -235,18 +235,19 @@ class ParallelTextTask(Task):
         return self.src_vocab.encode(tokens)
 
     def target_text(self, ids) -> str:
-        """The detokenised text of target ids; a pad or BOS token the model emits stays as its symbol (sentencepiece
-        drops its control pieces, <s> among them, from the text it gives back), so the scores count it."""
-        text, run = [], []
+        """The detokenised text of target ids; a pad or BOS token the model emits stays, as a word of its own (its
+        symbol between spaces), so the scores count it: sentencepiece drops its control pieces, <s> among them, from
+        the text it gives back."""
+        words, run = [], []
         for token in self.target_tokens(ids) + [None]:
             if token is None or token in (PAD, BOS):
-                text.append(self.processors["tgt"].decode_pieces(run))
+                words.append(self.processors["tgt"].decode_pieces(run))
                 run = []
                 if token is not None:
-                    text.append(token)
+                    words.append(token)
             else:
                 run.append(token)
-        return "".join(text)
+        return " ".join(word for word in words if word)
 
     def score(self, hypotheses, items):
         return bleu_and_chrf([self.target_text(h) for h in hypotheses], [item.references for item in items],

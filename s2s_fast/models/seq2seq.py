@@ -100,6 +100,9 @@ class Seq2Seq(nn.Module):
         if src_lengths.shape != (src.shape[0],) or src_lengths.is_floating_point():
             raise ValueError(f"Seq2Seq: src_lengths must be integer [B] = [{src.shape[0]}], got "
                              f"{src_lengths.dtype} of shape {list(src_lengths.shape)}")
+        if src_lengths.is_meta:
+            raise ValueError("Seq2Seq: src_lengths must hold values (a CPU tensor, say), not be on the meta device: "
+                             "which steps each row runs depends on them")
         host = src_lengths.cpu()
         if torch.compiler.is_compiling():
             torch._assert_async(((host >= 1) & (host <= src.shape[1])).all(),
