@@ -154,7 +154,8 @@ CPU_ONEDNN_FROM_WORK = {"linear": 2_000_000, "lstm_cell": 4_000_000, "gru_cell":
 # layers, silently; torch.autograd.forward_ad refuses them) and refuses them under torch.func.grad with an error about
 # autograd.Function. Under torch.func.vmap they run one batch entry at a time (torch warns), and are right. torch's
 # RNN ops, behind the aten backend's layers and LSTM cell, have no batching rule for torch.func.vmap (torch.nn.LSTM
-# fails there too), and torch's CPU LSTM layer below float64 (oneDNN's) no forward-mode derivative. Auto passes over a backend that cannot serve a call under these; the reference serves them all.
+# fails there too), and torch's CPU LSTM layer below float64 (oneDNN's) no forward-mode derivative. Auto passes over
+# a backend that cannot serve a call under these; the reference serves them all.
 BACKWARD_ONLY = frozenset({"cpu", "triton", "cuda"})
 ATEN_UNBATCHED = frozenset({"lstm_layer", "gru_layer", "lstm_cell"})
 
@@ -282,13 +283,15 @@ def use_backend(name: str) -> Iterator[None]:
         _context.stack.pop()
 
 
-def _implementation(name: str, op: str, args: tuple, cell_loop: bool = True) -> tuple[Callable | None, str | None]:
-    """The backend's implementation of ``op`` and the limit it hits on ``args`` (None if it serves); without
-    ``cell_loop``, only an implementation of ``op`` itself, not the reference time loop around the backend's cell."""
+def _implementation(name: str, op: str, args: tuple, active: frozenset,
+                    cell_loop: bool = True) -> tuple[Callable | None, str | None]:
+    """The backend's implementation of ``op`` and the limit it hits on ``args`` (None if it serves), under the
+    transforms ``active`` around the call (s2s_fast.transforms); without ``cell_loop``, only an implementation of
+    ``op`` itself, not the reference time loop around the backend's cell."""
     module = _load(name)[0]
     impl = module.OPS.get(op)
     if impl is not None:
-        return impl, _transform_limit(name, op, args) or _own_limit(module, op, args)
+        return impl, _transform_limit(name, op, args, active) or _own_limit(module, op, args)
     if op in _TORCH_SERVES:
         return _load("reference")[0].OPS[op], None
     if op in _COMPOSED:
@@ -304,8 +307,8 @@ def _implementation(name: str, op: str, args: tuple, cell_loop: bool = True) -> 
     if op == "lstm_layer" and args[9] is not None:
         return None, f"it does not implement {op} itself, and its {cell_op} cannot run a projected LSTM (weight_hr)"
     cell = module.OPS[cell_op]
-    limit = _transform_limit(name, cell_op, args) or _own_limit(module, cell_op,
-                                                                   _first_step_cell_args(cell_op, args))
+    limit = _transform_limit(name, cell_op, args, active) or _own_limit(module, cell_op,
+                                                                           _first_step_cell_args(cell_op, args))
     return functools.partial(_load("reference")[0].OPS[op], cell=cell), limit
 
 
@@ -315,23 +318,23 @@ def _own_limit(module, op: str, args: tuple) -> str | None:
     return limit(*args) if limit is not None else None
 
 
-def _transform_limit(name: str, op: str, args: tuple) -> str | None:
+def _transform_limit(name: str, op: str, args: tuple, active: frozenset) -> str | None:
     """Why the backend ``name`` cannot serve its own ``op`` under the torch.func transforms or forward-mode AD
-    applying to a call with ``args`` (see BACKWARD_ONLY), None where it can."""
-    if name not in BACKWARD_ONLY and not (name == "aten" and op in ATEN_UNBATCHED):
+    ``active`` around a call with ``args`` (see BACKWARD_ONLY), None where it can."""
+    if not active:
         return None
-    active = transforms.active(args)
     if name in BACKWARD_ONLY and ("grad" in active or "jvp" in active):
         return ("its kernels' derivatives are autograd's backward alone: no torch.func.grad, vjp or jacrev and no "
                 "forward-mode derivative (torch.func.jvp, jacfwd, torch.autograd.forward_ad) through them; the "
                 "reference serves these (auto passes over this backend)")
-    if name == "aten" and "vmap" in active:
+    if name == "aten" and op in ATEN_UNBATCHED and "vmap" in active:
         return ("torch.func.vmap has no batching rule for the torch op behind it (torch.nn's LSTM, GRU and LSTMCell "
                 "fail there too); the reference serves it (auto passes over this backend)")
     if name == "aten" and op == "lstm_layer" and "jvp" in active and args[0].device.type == "cpu" and \
             args[0].dtype != torch.float64:
-        return ("torch's CPU LSTM layer below float64 is oneDNN's, which has no forward-mode derivative (torch.func.jvp, "
-                "jacfwd, torch.autograd.forward_ad); the reference serves it (auto passes over this backend)")
+        return ("torch's CPU LSTM layer below float64 is oneDNN's, which has no forward-mode derivative "
+                "(torch.func.jvp, jacfwd, torch.autograd.forward_ad); the reference serves it (auto passes over this "
+                "backend)")
     return None
 
 
@@ -349,10 +352,11 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     ``args`` are the validated functional arguments (without ``backend``), passed to the limit checks.
     """
     name = get_backend() if backend is None else check_backend_name(backend, "the backend argument")
+    active = transforms.active(args)  # asked once a call: resolve runs on every op call
     if name != "auto":
         reason = _unavailable(name, device)
         if reason is None:
-            impl, limit = _implementation(name, op, args)
+            impl, limit = _implementation(name, op, args, active)
             if limit is None:
                 return name, impl
             reason = limit
@@ -368,7 +372,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
                 continue  # its own layer was tried (and refused) already
             if op in _COMPOSED and (op not in module.OPS or candidate == "reference"):
                 continue  # composed on each op's auto choice below, not on this backend's (or the reference's) ops
-            impl, limit = _implementation(candidate, op, args, cell_loop)
+            impl, limit = _implementation(candidate, op, args, active, cell_loop)
             if limit is None:
                 return candidate, impl
             reason = limit

@@ -21,7 +21,7 @@ from pathlib import Path
 from .checkpoint import CHECKPOINTS, latest_checkpoint, read_train_config
 from .config_values import coerce, optional_type
 from .data import TASK_NAMES, check_task_name
-from .data.metrics import BLEU_TOKENIZE
+from .data.metrics import BLEU_TOKENIZE, DEFAULT_BLEU_TOKENIZE
 from .files import read_text
 from .models import PRESETS, Seq2SeqConfig, preset_config
 from .models.config import FIELD_TYPES as MODEL_FIELD_TYPES
@@ -107,9 +107,9 @@ class TrainConfig:
                                   choices=SPM_MODEL_TYPES, task_option="parallel")
     max_length: int = setting(100, "parallel: drop training pairs longer than this (in pieces)", section=DATA,
                               check="positive", task_option="parallel")
-    bleu_tokenize: str = setting("13a", "parallel: sacrebleu's tokenization for BLEU (zh or char for text without "
-                                 "spaces, such as Chinese or Japanese)", section=DATA, choices=BLEU_TOKENIZE,
-                                 task_option="parallel")
+    bleu_tokenize: str = setting(DEFAULT_BLEU_TOKENIZE, "parallel: sacrebleu's tokenization for BLEU (zh or char "
+                                 "for text without spaces, such as Chinese or Japanese)", section=DATA,
+                                 choices=BLEU_TOKENIZE, task_option="parallel")
     toy_symbols: int = _toy_setting(10, "distinct symbols")
     toy_min_len: int = _toy_setting(3, "shortest sequence")
     toy_max_len: int = _toy_setting(12, "longest sequence")
@@ -186,10 +186,9 @@ class TrainConfig:
         return self._check_together() if together else self
 
     def _check_together(self) -> "TrainConfig":
-        family = self.task if self.task in ("g2p", "parallel") else TOY
-        for spec in dataclasses.fields(self):
-            owner = spec.metadata["task_option"]
-            if owner not in (None, family) and getattr(self, spec.name) != default_of(spec):
+        for spec in _other_tasks_settings(self.task):
+            if getattr(self, spec.name) != default_of(spec):
+                owner = spec.metadata["task_option"]
                 raise ValueError(f"{spec.name} is read by the {'toy tasks' if owner == TOY else owner + ' task'}, "
                                  f"not by {self.task}")
         if self.decay_steps is not None and self.lr_schedule not in ("cosine", "linear"):
@@ -225,7 +224,7 @@ class TrainConfig:
         """A copy with every None that has a task default filled in (the resolved configuration). The task's
         warm-up, where the run's decay ends within it (a short trial run), becomes a tenth of the run; the default
         checkpoint interval is --eval-every where dev is scored, else a tenth of the run."""
-        defaults = TASK_DEFAULTS[self.task if self.task in TASK_DEFAULTS else TOY]
+        defaults = TASK_DEFAULTS[task_family(self.task)]
         filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
         resolved = dataclasses.replace(self, **filled)
         horizon = resolved.decay_steps or resolved.max_steps
@@ -245,12 +244,16 @@ class TrainConfig:
         """The model to build: the preset (toy tasks without one: TOY_MODEL) with the ``model`` overrides."""
         if self.preset is not None:
             return preset_config(self.preset, src_vocab_size, tgt_vocab_size, **self.model)
-        options = {**(TOY_MODEL if self.task not in ("g2p", "parallel") else {}), **self.model}
-        return Seq2SeqConfig(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **options)
+        return Seq2SeqConfig(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **self._model_fields())
+
+    def _model_fields(self) -> dict:
+        """The Seq2SeqConfig fields the preset (toy tasks without one: TOY_MODEL) and the ``model`` overrides set."""
+        base = PRESETS[self.preset] if self.preset is not None else TOY_MODEL if task_family(self.task) == TOY else {}
+        return {**base, **self.model}
 
     def _model_decided(self) -> bool:
         """Whether the preset is known (the g2p and parallel tasks' is filled in with the task's defaults)."""
-        return self.preset is not None or self.task not in ("g2p", "parallel")
+        return self.preset is not None or task_family(self.task) == TOY
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -261,6 +264,16 @@ class TrainConfig:
 
 
 SETTINGS = dataclasses.fields(TrainConfig)
+
+
+def task_family(task: str) -> str:
+    """The key of a task in TASK_DEFAULTS and in the settings' task_option: "g2p", "parallel", or TOY."""
+    return task if task in ("g2p", "parallel") else TOY
+
+
+def _other_tasks_settings(task: str) -> list[dataclasses.Field]:
+    """The settings only other tasks than ``task`` read."""
+    return [spec for spec in SETTINGS if spec.metadata["task_option"] not in (None, task_family(task))]
 _TYPE_HINTS = typing.get_type_hints(TrainConfig)
 # Per task, the values of the TrainConfig fields left as None.
 TASK_DEFAULTS = {task: {spec.name: spec.metadata["task_defaults"][task] for spec in SETTINGS
@@ -411,18 +424,12 @@ def _without_what_went_unread(saved: dict) -> dict:
     """A run's saved settings without those it recorded but never read, which are refused since: another task's
     settings, a patience with no dev evaluation to count, an attention_size of an attention that has none."""
     saved = dict(saved)
-    family = saved.get("task") if saved.get("task") in ("g2p", "parallel") else TOY
-    for spec in SETTINGS:
-        if spec.metadata["task_option"] not in (None, family):
-            saved[spec.name] = default_of(spec)
     config = TrainConfig.from_dict(saved)
+    for spec in _other_tasks_settings(config.task):
+        saved[spec.name] = default_of(spec)
     if config.patience and not config.has_dev_evaluation():
         saved["patience"] = 0
-    model = dict(saved.get("model") or {})
-    if "attention_size" in model and config._model_decided():
-        attention = model.get("attention") or (PRESETS[config.preset] if config.preset else TOY_MODEL).get(
-            "attention", "bahdanau")
-        if attention != "bahdanau":
-            del model["attention_size"]
-            saved["model"] = model
+    if "attention_size" in config.model and \
+            config._model_fields().get("attention", Seq2SeqConfig.attention) != "bahdanau":
+        saved["model"] = {key: value for key, value in config.model.items() if key != "attention_size"}
     return saved

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from ..backends import resolve_device
+from ..files import locked_directory
 from .cases import build_cases
 from .floors import best_rates, measure_rates
-from ..files import locked_directory
 from .report import (PARTIAL_RESULTS, evaluate_targets, keep_cut_short_results, metadata, prepare_output_dir,
                      publish_outputs, target_lines, text_table, write_json)
 from .suite import STATUSES, SuiteOptions, apply_floors, run_suite, select

@@ -8,5 +8,5 @@ from .toy import BOS_ID, EOS_ID, PAD_ID, TASKS, make_pairs, toy_vocab_size
 from .vocab import Vocabulary
 
 __all__ = ["BOS_ID", "Batch", "EOS_ID", "EvalItem", "MissingSplit", "PAD_ID", "SPLITS", "TASKS", "TASK_NAMES",
-           "Task", "Vocabulary", "build_task", "check_task_name", "collate", "example_length", "load_task", "make_pairs", "pad",
-           "token_batches", "toy_vocab_size"]
+           "Task", "Vocabulary", "build_task", "check_task_name", "collate", "example_length", "load_task",
+           "make_pairs", "pad", "token_batches", "toy_vocab_size"]

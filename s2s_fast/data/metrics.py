@@ -54,9 +54,10 @@ def exact_match_and_token_error(hypotheses: Sequence[Sequence[str]], references:
 # punctuation), intl (Unicode punctuation and symbols), zh (each Chinese character a token), char (every character a
 # token), none (the text as it is split at spaces).
 BLEU_TOKENIZE = ("13a", "intl", "zh", "char", "none")
+DEFAULT_BLEU_TOKENIZE = BLEU_TOKENIZE[0]
 
 
-def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> dict:
+def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = DEFAULT_BLEU_TOKENIZE) -> dict:
     """Corpus BLEU (tokenised by sacrebleu's ``tokenize``, one of BLEU_TOKENIZE) and chrF, of detokenised text, on a
     0-100 scale."""
     import sacrebleu
@@ -68,7 +69,7 @@ def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str], tokenize
             "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score}
 
 
-def short_for_bleu(lines: Sequence[str], tokenize: str = "13a") -> int:
+def short_for_bleu(lines: Sequence[str], tokenize: str = DEFAULT_BLEU_TOKENIZE) -> int:
     """How many of ``lines`` hold fewer than 4 tokens under BLEU's ``tokenize``: such a reference has no 4-gram, and
     a corpus of them scores BLEU 0 even for output that matches it exactly (text without spaces, such as Chinese or
     Japanese, under 13a)."""

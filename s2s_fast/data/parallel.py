@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..files import one_line, read_text, text_lines
 from .base import SPLITS, EvalItem, MissingSplit, Task
-from .metrics import bleu_and_chrf, short_for_bleu
+from .metrics import DEFAULT_BLEU_TOKENIZE, bleu_and_chrf, short_for_bleu
 from .vocab import BOS, PAD, SPECIALS, Vocabulary
 
 SIDES = ("src", "tgt")
@@ -87,7 +87,7 @@ def _text_changes(processor, lines: list[str], name: str, advice: str) -> list[s
     line, text = changed[0]
     return [f"{name} gives back {len(changed)} of the {len(lines)} training target lines changed (its normalization, "
             f"or characters it lacks; e.g. {line!r} as {text!r}): the model learns the changed text, and BLEU and "
-            f"chrF score it against the lines as they are, so even a perfect model scores below 100 on such lines. "
+            "chrF score it against the lines as they are, so even a perfect model scores below 100 on such lines. "
             f"{advice}"]
 
 
@@ -168,7 +168,7 @@ class ParallelTextTask(Task):
                                   f"the trained target model ({options['spm_model_type']}, "
                                   f"{options['spm_vocab_size']} pieces)",
                                   "Raise --spm-vocab-size, or train unigram or bpe pieces, which spell any word.")
-        tokenize = options.get("bleu_tokenize", "13a")
+        tokenize = self._bleu_tokenize()
         short = short_for_bleu(references, tokenize)
         if short * 2 > len(references):
             notes.append(f"{short} of the {len(references)} references hold fewer than 4 tokens under BLEU's "
@@ -251,7 +251,11 @@ class ParallelTextTask(Task):
 
     def score(self, hypotheses, items):
         return bleu_and_chrf([self.target_text(h) for h in hypotheses], [item.references for item in items],
-                             self.options.get("bleu_tokenize", "13a"))
+                             self._bleu_tokenize())
+
+    def _bleu_tokenize(self) -> str:
+        """BLEU's tokenization for this task (a task saved before --bleu-tokenize existed: sacrebleu's default)."""
+        return self.options.get("bleu_tokenize", DEFAULT_BLEU_TOKENIZE)
 
     def format_metrics(self, metrics: dict) -> str:
         return f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}"
