@@ -303,7 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     evaluate.add_argument("--max-examples", type=int, help="score an evenly spread subset of the split")
     evaluate.set_defaults(handler=_evaluate)
+    parser.command_parsers = commands.choices  # name -> its parser: a command's own usage for its errors
     return parser
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line parsed; an argument no command knows is refused with that command's usage (argparse's
+    parse_args gave the top-level usage, which names no command's options)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def _utf8_output() -> None:
@@ -316,7 +327,7 @@ def _utf8_output() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _utf8_output()
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     try:
         return args.handler(args)
     except EXPECTED_ERRORS as error:

@@ -14,8 +14,7 @@ from s2s_fast.train_config import TrainConfig
 
 
 def test_help_for_every_command(capsys):
-    parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices
+    commands = build_parser().command_parsers
     for name in [None, *commands]:
         with pytest.raises(SystemExit) as info:
             main(["--help"] if name is None else [name, "--help"])
@@ -37,7 +36,22 @@ def test_module_entry_point_rejects_unknown_command():
 
 
 def _train_parser():
-    return build_parser()._subparsers._group_actions[0].choices["train"]
+    return build_parser().command_parsers["train"]
+
+
+@pytest.mark.parametrize("argv, unknown", [(["train", "--output-dir", "x", "--bogus"], "--bogus"),
+                                           (["evaluate", "runs/x", "--bogus"], "--bogus"),
+                                           (["bench", "--quick", "--bogus", "1"], "--bogus 1"),
+                                           (["decode", "runs/x", "--nope"], "--nope")])
+def test_unknown_argument_is_refused_with_its_commands_usage(argv, unknown, capsys):
+    """argparse's own check names the top-level usage (s2s-fast [-h] COMMAND ...), which shows none of the
+    command's options."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: s2s-fast {argv[0]}" in err
+    assert f"s2s-fast {argv[0]}: error: unrecognized arguments: {unknown}" in err
 
 
 def _shown(value) -> str:
