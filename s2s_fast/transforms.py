@@ -7,8 +7,9 @@ ops (s2s_fast.functional, s2s_fast.reference.time_loop).
   the call's arguments;
 - "vmap": under torch.func.vmap.
 
-Under torch.compile nothing is reported: asking would break the graph, and a compiled region's transforms are
-Dynamo's to trace.
+Under torch.compile, a region that runs inside a transform (torch.func.grad(torch.compile(f))) is told that every
+transform applies: which ones cannot be read in a trace without breaking the graph. Outside any transform, nothing is
+reported, there as here.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from torch._C._functorch import TransformType
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 NONE: frozenset = frozenset()
+EVERY: frozenset = frozenset(("grad", "jvp", "vmap"))
 _NAMES = {TransformType.Grad: "grad", TransformType.Jvp: "jvp", TransformType.Vmap: "vmap"}
 
 
 def active(args: tuple = ()) -> frozenset:
     """The names ("grad", "jvp", "vmap") that apply to a call with ``args``; NONE, at once, where none does."""
-    if torch.compiler.is_compiling():
-        return NONE
     functorch = torch._C._are_functorch_transforms_active()
     dual_level = forward_ad._current_level >= 0
     if not (functorch or dual_level):
         return NONE
+    if torch.compiler.is_compiling():
+        return EVERY
     names = {_NAMES[i.key()] for i in retrieve_all_functorch_interpreters() if i.key() in _NAMES} if functorch \
         else set()
     if dual_level and any(isinstance(a, torch.Tensor) and forward_ad.unpack_dual(a).tangent is not None
