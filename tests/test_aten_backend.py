@@ -170,3 +170,30 @@ def test_lstm_cell_state_is_kept_exactly_through_padding_with_large_gates():
     args["weight_ih"] = args["weight_ih"] * 300
     args["bias_hh"] = args["bias_hh"] * 300
     compare_with_reference(*_both("lstm_layer"), args)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("state", [float("nan"), float("inf"), 1e31])
+def test_a_row_of_no_steps_keeps_whatever_state_it_was_given(kind, state):
+    """Its state ran through the padded steps: an inf, NaN or huge (past the padding's saturation) h_0 changed its
+    final cell state, silently; its state now passes through, and the other rows' results, and the weights' gradients,
+    are those of a finite state (the reference's)."""
+    args = _layer_args(kind, 5, 3, 3, 4, [5, 0, 2], False, dtype=torch.float32)
+    args = {name: value.requires_grad_() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+            for name, value in args.items()}
+    odd = args["hx"].detach().clone()
+    odd[1, 0] = state
+    got = getattr(F, f"{kind}_layer")(**{**args, "hx": odd}, backend="aten")
+    finite = getattr(F, f"{kind}_layer")(**args, backend="reference")
+    torch.testing.assert_close(got[0], finite[0])
+    for row in (0, 2):
+        for actual, wanted in zip(got[1:], finite[1:]):
+            torch.testing.assert_close(actual[row], wanted[row])
+    torch.testing.assert_close(got[1][1], odd[1], equal_nan=True)
+    if kind == "lstm":
+        torch.testing.assert_close(got[2][1], args["cx"][1])
+    weights = [args[name] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    got_grads = torch.autograd.grad(got[0].sum() + got[2 if kind == "lstm" else 1][::2].sum(), weights)
+    wanted_grads = torch.autograd.grad(finite[0].sum() + finite[2 if kind == "lstm" else 1][::2].sum(), weights)
+    for actual, wanted in zip(got_grads, wanted_grads):
+        torch.testing.assert_close(actual, wanted)

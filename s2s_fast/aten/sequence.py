@@ -106,11 +106,15 @@ def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: 
     run_input = _padding_row_input(input, lstm).index_select(0, index).view(steps, batch, -1)
     if lstm:
         params = [_with_padding_column(params[0], input.dtype), *params[1:]]
-    output, final = _run(rnn, run_input, state, params, has_biases, train)
+    # A row of no steps keeps its state as given; it runs from zeros, so that no state of it (inf, NaN, or past the
+    # saturation that holds a padded LSTM step) reaches its final cell state or the weights' gradients.
+    nonempty = (lengths > 0).unsqueeze(1)
+    run_state = tuple(torch.where(nonempty, s, s.new_zeros(())) for s in state)
+    output, final = _run(rnn, run_input, run_state, params, has_biases, train)
     last = output[(lengths - 1).clamp(min=0), rows]  # [B, D]: each row's output at its last valid step
-    hy = torch.where((lengths > 0).unsqueeze(1), last, state[0])
+    kept = tuple(torch.where(nonempty, f, s) for f, s in zip((last, *final[1:]), state))
     flat = torch.nn.functional.pad(output.reshape(steps * batch, -1), (0, 0, 0, 1))
-    return flat.index_select(0, index).view(steps, batch, -1), (hy, *final[1:])
+    return flat.index_select(0, index).view(steps, batch, -1), kept
 
 
 def compile_limit() -> str | None:
