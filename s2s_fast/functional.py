@@ -140,6 +140,9 @@ def _check_mask(op: str, mask, batch: int, keys: int, device: torch.device) -> N
         raise InputError(f"{op}: mask is on {mask.device} but the other inputs are on {device}")
 
 
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
 def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.device):
     """Validate per-row lengths and return them as int64 on ``device`` (None stays None)."""
     _require_tensor(op, "lengths", lengths, optional=True)
@@ -148,8 +151,13 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise InputTypeError(f"{op}: lengths must be an integer tensor, got {lengths.dtype}")
     _require_shape(op, "lengths", lengths, (batch,), "[B]")
-    if lengths.is_meta:  # no values to check
-        return lengths.to(device=device, dtype=torch.int64)
+    if lengths.is_meta:  # no values to check, and none to copy to a device that holds values
+        if device.type != "meta":
+            raise InputError(f"{op}: lengths is on the meta device, which holds no values, but the inputs are on "
+                             f"{device}")
+        return lengths.to(dtype=torch.int64)
+    if lengths.dtype in _WIDE_UNSIGNED:  # torch's min and max have no kernels for these
+        lengths = lengths.to(torch.int64)
     if batch and lengths.device.type == "cpu" and not torch.compiler.is_compiling():
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > steps:

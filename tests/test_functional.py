@@ -123,9 +123,15 @@ def test_layer_lengths():
     torch.testing.assert_close(hy[2:], h_full)
     for bad, error, pattern in ((torch.tensor([5, 1, 1]), ValueError, r"lengths must lie in \[0, T\]"),
                                 (torch.tensor([1.0, 1.0, 1.0]), TypeError, "integer"),
-                                (torch.tensor([1, 1]), ValueError, r"lengths must have shape \[B\]")):
+                                (torch.tensor([1, 1]), ValueError, r"lengths must have shape \[B\]"),
+                                (torch.tensor([4, 0, 2], device="meta"), ValueError, "meta device.*inputs are on cpu"),
+                                (torch.tensor([5, 0, 2], dtype=torch.uint32), ValueError, r"lie in \[0, T\]")):
         with pytest.raises(error, match=pattern):
             F.lstm_layer(x, h, c, w_ih, w_hh, lengths=bad)
+    for unsigned in (torch.uint8, torch.uint16, torch.uint32, torch.uint64):  # torch's min had no kernel for the wide
+        got = F.lstm_layer(x, h, c, w_ih, w_hh, lengths=torch.tensor([4, 0, 2], dtype=unsigned))
+        for actual, wanted in zip(got, (out, hy, cy)):
+            torch.testing.assert_close(actual, wanted)
     with pytest.raises(ValueError, match=r"\[T, B, I\]"):
         F.lstm_layer(x[0], h, c, w_ih, w_hh)
     with pytest.raises(TypeError, match="reverse"):
