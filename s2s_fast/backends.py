@@ -338,6 +338,16 @@ def _transform_limit(name: str, op: str, args: tuple, active: frozenset) -> str 
     return None
 
 
+def _layout_limit(args: tuple) -> str | None:
+    """Why no backend but the reference serves a call with ``args``: a tensor among them that is not dense (sparse,
+    mkldnn), which the compiled kernels and torch's RNN ops cannot read (torch.nn.Linear, and the reference, take a
+    sparse input); None where every tensor is strided."""
+    for arg in args:
+        if isinstance(arg, torch.Tensor) and arg.layout != torch.strided:
+            return f"its kernels take dense (strided) tensors, got a {str(arg.layout).removeprefix('torch.')} one"
+    return None
+
+
 def _first_step_cell_args(cell_op: str, layer_args: tuple) -> tuple:
     """The cell arguments of a layer call's first step (input [T, B, I] -> its step 0, [B, I]; zeros when T is 0),
     for asking a backend's cell limit about a layer call it would serve in the reference time loop."""
@@ -353,8 +363,9 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     """
     name = get_backend() if backend is None else check_backend_name(backend, "the backend argument")
     active = transforms.active(args)  # asked once a call: resolve runs on every op call
+    layout = _layout_limit(args)
     if name != "auto":
-        reason = _unavailable(name, device)
+        reason = _unavailable(name, device) or (layout if name != "reference" else None)
         if reason is None:
             impl, limit = _implementation(name, op, args, active)
             if limit is None:
@@ -366,6 +377,8 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
         reason = _unavailable(candidate, device)
         if reason is not None and candidate == "cpu" and device.type == "cpu":
             _tell_once_cpu_kernels_missing(reason)
+        if reason is None and candidate != "reference":
+            reason = layout
         if reason is None:
             module = _load(candidate)[0]
             if cell_loop and op in module.OPS:

@@ -144,6 +144,26 @@ def test_limit_check_makes_auto_fall_back(monkeypatch):
         backends.resolve("lstm_cell", torch.device("cuda"), _cell_args(), backend="triton")
 
 
+def test_a_sparse_tensor_goes_to_the_reference_under_auto_and_is_refused_in_words_by_name():
+    """Auto sent sparse tensors to the cpu backend, whose operators have no sparse kernel: a dispatcher error, where
+    torch.nn.Linear (and the reference) take a sparse input."""
+    from s2s_fast import nn as snn
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 16).relu().to_sparse()
+    dense, drop_in = torch.nn.Linear(16, 4), snn.Linear(16, 4)
+    drop_in.load_state_dict(dense.state_dict())
+    torch.testing.assert_close(drop_in(x), dense(x))
+    q, k, values, v = torch.randn(2, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 3), torch.randn(4)
+    expected = F.additive_attention(q, k, v, values, backend="reference")
+    for got, want in zip(F.additive_attention(q, k, v.to_sparse(), values), expected):
+        torch.testing.assert_close(got, want)
+    assert backends.resolve("linear", x.device, (x, dense.weight, dense.bias))[0] == "reference"
+    for name in set(backends.available_backends("cpu")) - {"reference"}:
+        with pytest.raises(backends.BackendError, match="dense \\(strided\\) tensors, got a sparse_coo one"):
+            backends.resolve("linear", x.device, (x, dense.weight, dense.bias), backend=name)
+
+
 def test_auto_tries_triton_before_cuda_for_large_attention_on_a_gpu(monkeypatch):
     """Additive attention on CUDA tensors: cuda first below TRITON_ATTENTION_FROM_WORK (B * Tq * Tk * A), triton first
     from it, the bound for a call that records a gradient the higher one; other ops and devices keep their order."""
