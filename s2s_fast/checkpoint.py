@@ -21,7 +21,7 @@ import errno
 import io
 import json
 import math
-import pickle
+import os
 import shutil
 from pathlib import Path
 
@@ -207,15 +207,20 @@ def latest_checkpoint(root: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint directory itself (it holds a model's weights), not a run's directory."""
+    return (Path(path) / MODEL_WEIGHTS).is_file()
+
+
 def find_checkpoint(path: str | Path, which: str = "best") -> Path:
-    """The checkpoint directory meant by ``path``: a checkpoint itself, or a training output directory whose
-    ``which`` ("best" or "last") checkpoint is wanted; "best" falls back to the last one when no dev evaluation
-    happened."""
+    """The checkpoint directory (its absolute path) meant by ``path``: a checkpoint itself, or a training output
+    directory whose ``which`` ("best" or "last") checkpoint is wanted; "best" falls back to the last one when no dev
+    evaluation happened."""
     path = Path(path)
     if which not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
-    if (path / MODEL_WEIGHTS).is_file():
-        return path
+    if is_checkpoint(path):
+        return _absolute(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such directory")
     root = path / CHECKPOINTS
@@ -232,7 +237,14 @@ def find_checkpoint(path: str | Path, which: str = "best") -> Path:
     if checkpoint is None:
         raise FileNotFoundError(f"{path} holds no checkpoint (expected {root / LATEST}); train with "
                                 f"s2s-fast train --output-dir {path}")
-    return checkpoint
+    return _absolute(checkpoint)
+
+
+def _absolute(checkpoint: Path) -> Path:
+    """A checkpoint's path made absolute, "." and ".." resolved (not symbolic links): the run it lies in
+    (run_directory) is read from its parents' names, which "step-00000002" given inside checkpoints/, "." or
+    "../step-00000008" do not hold."""
+    return Path(os.path.abspath(checkpoint))
 
 
 def open_checkpoint(path: str | Path, which: str = "best",
@@ -257,8 +269,7 @@ def _select(path: str | Path, which: str, average: int) -> tuple[Path, list[Path
     last = find_checkpoint(path, which)
     if average == 1:
         return last, [last]
-    # A relative checkpoint path ("step-00000006" inside checkpoints/) still lies in its run.
-    root, end = (last.parent if last.parent.name == CHECKPOINTS else last.absolute().parent), _step_of(last)
+    root, end = last.parent, _step_of(last)
     if root.name != CHECKPOINTS or end is None:
         raise ValueError(f"{last}: averaging {average} checkpoints takes them from a training run's {CHECKPOINTS}/ "
                          f"directory, and this checkpoint is not in one; give the run's directory")
@@ -273,7 +284,7 @@ def _too_few(path: str | Path, which: str, average: int, last: Path, chosen: lis
     """The refusal of an average for want of checkpoints, saying what is there and what would help."""
     there = f"{len(chosen)} are on disk ({', '.join(c.name for c in chosen)})" if chosen else "none are on disk"
     keep = f"train with --keep-checkpoints {average} to keep them"
-    if (Path(path) / MODEL_WEIGHTS).is_file():  # a checkpoint directory given itself: ``which`` plays no part
+    if is_checkpoint(path):  # a checkpoint directory given itself: ``which`` plays no part
         up_to, advice = last.name, f"a run keeps the best and --keep-checkpoints recent checkpoints ({keep})"
     elif which == "best":
         up_to = f"{last.name} (best)"
@@ -380,7 +391,11 @@ def open_averaged(path: str | Path, which: str = "best", average: int = 1,
             def models():
                 nonlocal task, train_config
                 for checkpoint in checkpoints:
-                    model, task, train_config = load_checkpoint(checkpoint, "cpu")
+                    model, checkpoint_task, train_config = load_checkpoint(checkpoint, "cpu")
+                    reason = task.differs_from(checkpoint_task, data=True) if task is not None else None
+                    if reason is not None:  # a checkpoint of another run, copied in: one model, one task
+                        raise ValueError(f"{checkpoint} cannot be averaged with {checkpoints[0]}: {reason}")
+                    task = checkpoint_task
                     yield model
 
             model = average_models(models(), checkpoints)
@@ -432,6 +447,8 @@ def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tup
         raise FileNotFoundError(f"{weights} not found: is {checkpoint} a checkpoint written by s2s-fast train?")
     values = read_json(config_path)
     try:
+        if not isinstance(values, dict):
+            raise ValueError("not a mapping of settings")
         config = Seq2SeqConfig.from_dict(values)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config_path}: damaged model configuration ({error})") from None
@@ -467,12 +484,51 @@ def load_trainer_state(checkpoint: Path) -> dict:
     path = Path(checkpoint) / TRAINER_STATE
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch's weights-only unpickler raises what the bytes lead it to (KeyError: 101)
         raise ValueError(f"{path}: damaged ({one_line(error)})") from None
     missing = [key for key in TRAINER_STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise ValueError(f"{path}: not a trainer state (missing {', '.join(missing)})")
+    fault = _trainer_state_fault(state)
+    if fault is not None:
+        raise ValueError(f"{path}: damaged trainer state ({fault})")
     return state
+
+
+def _count(value, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _best_fault(best) -> str | None:
+    """What is wrong with a saved best dev score ({"step", "value", "metrics"}, or None), None if nothing."""
+    if best is None or (isinstance(best, dict) and _count(best.get("step"))
+                        and isinstance(best.get("value"), (int, float)) and not isinstance(best.get("value"), bool)):
+        return None
+    return f"best is {best!r}, not a dev score with its step and value"
+
+
+def _trainer_state_fault(state: dict) -> str | None:
+    """What is wrong with a trainer state's fields (hand-edited, or written by something else), None if nothing: a
+    resume read them as they were and failed later with a traceback (a step as a string, an empty optimizer)."""
+    for key in ("step", "epoch", "epoch_step", "evals_since_best"):
+        if not _count(state[key]):
+            return f"{key} is {state[key]!r}, not a count"
+    if not _count(state["world_size"], 1):
+        return f"world_size is {state['world_size']!r}, not a number of processes"
+    rng = state["rng"]
+    if not (isinstance(rng, list) and len(rng) == state["world_size"] and
+            all(isinstance(r, dict) and isinstance(r.get("torch"), torch.Tensor) for r in rng)):
+        return f"rng is not one generator state per process ({state['world_size']})"
+    if not isinstance(state["optimizer"], dict) or not {"state", "param_groups"} <= set(state["optimizer"]):
+        return "optimizer is not an optimizer's state"
+    if not isinstance(state["scheduler"], dict):
+        return "scheduler is not a scheduler's state"
+    before = state.get("before_last_eval")
+    if before is not None and not (isinstance(before, (list, tuple)) and len(before) == 2 and _count(before[1])):
+        return "before_last_eval is not a best score and a count"
+    return _best_fault(state["best"]) or (_best_fault(before[0]) if before is not None else None)
 
 
 def rng_state(device: torch.device) -> dict:

@@ -143,10 +143,12 @@ def _decode(args) -> int:
 
     from .attention_plot import plot_attention
     from .backends import resolve_device
-    from .checkpoint import averaged_record, open_models
+    from .checkpoint import averaged_record, is_checkpoint, open_models
+    from .files import write_json_atomic, write_text_atomic
     from .inference import translate
 
-    checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, resolve_device(args.device),
+    which = _which_checkpoint(args)
+    checkpoints, model, task, averaged = open_models(args.run, which, resolve_device(args.device),
                                                      average=args.average)
     _note_uneven_averages(averaged)
     lines = _read_inputs(args.input)
@@ -170,15 +172,16 @@ def _decode(args) -> int:
         else:
             out_lines.extend(f"{index}\t{score:.4f}\t{task.target_text(tokens)}" for tokens, score in hypothesis)
     text = "".join(line + "\n" for line in out_lines)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+    if args.output and args.output != "-":
+        write_text_atomic(Path(args.output), text)
         # The checkpoint(s) decoded, after the flags: --checkpoint's "best" or "last" must not hide which one it was.
         names = [str(c) for c in checkpoints]
         settings = {**{k: v for k, v in vars(args).items() if k != "handler"},
-                    "checkpoint": names[0] if len(names) == 1 else names, "which_checkpoint": args.checkpoint}
+                    "checkpoint": names[0] if len(names) == 1 else names,
+                    "which_checkpoint": None if all(map(is_checkpoint, args.run)) else which}
         if args.average > 1:
             settings["averaged"] = averaged_record(averaged)
-        Path(f"{args.output}.config.json").write_text(json.dumps(settings, indent=1) + "\n")
+        write_json_atomic(Path(f"{args.output}.config.json"), settings)
     else:
         sys.stdout.write(text)
     if want_attention:
@@ -190,6 +193,20 @@ def _decode(args) -> int:
                            plot_dir / f"{index + 1:05d}.png", title=line.strip()[:60])
         print(f"attention plots: {len(lines)} PNG file(s) in {plot_dir}", file=sys.stderr)
     return 0
+
+
+def _which_checkpoint(args) -> str:
+    """--checkpoint's choice, best by default. Given with a checkpoint directory, which names itself, it is refused:
+    it was accepted and ignored (and decode recorded it beside the checkpoint it did not pick)."""
+    from .checkpoint import is_checkpoint
+
+    if args.checkpoint is None:
+        return "best"
+    given = next((run for run in args.run if is_checkpoint(run)), None)
+    if given is not None:
+        raise ValueError(f"--checkpoint {args.checkpoint} picks a run's checkpoint, and {given} is a checkpoint "
+                         "directory itself: give its run's directory, or leave --checkpoint out")
+    return args.checkpoint
 
 
 def _note_uneven_averages(averaged: list[list[Path]]) -> None:
@@ -206,7 +223,7 @@ def _evaluate(args) -> int:
     from .checkpoint import averaged_lists, run_directory
     from .evaluate import evaluate_run
 
-    report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
+    report = evaluate_run(args.run, args.split, checkpoint=_which_checkpoint(args), beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,
                           batch_tokens=args.batch_tokens, device=resolve_device(args.device), average=args.average)
     if isinstance(report["checkpoint"], list):
@@ -228,8 +245,8 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="DIR", nargs="+",
                         help="a training output directory (or a checkpoint directory); several runs of one task "
                              "decode as one ensemble (their log-probabilities averaged at every step)")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                        help="which checkpoint of DIR (default: best on dev, else last)")
+    parser.add_argument("--checkpoint", choices=("best", "last"),
+                        help="which checkpoint of DIR, a training output directory (default: best on dev, else last)")
     parser.add_argument("--average", type=int, default=1, metavar="N",
                         help="average the weights of N checkpoints of DIR: the one --checkpoint names and the N-1 "
                              "before it on disk (train with --keep-checkpoints N to keep them) (default 1)")
@@ -291,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "hypothesis' per input.")
     _add_decoding_arguments(decode)
     decode.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
-    decode.add_argument("--output", metavar="FILE", help="output file (default: stdout)")
+    decode.add_argument("--output", metavar="FILE", help="output file, written whole or not at all, with its settings "
+                        "in FILE.config.json (default, or -: stdout)")
     decode.add_argument("--n-best", type=int, default=1, help="hypotheses per input, with scores (default 1)")
     decode.add_argument("--attention-plot", metavar="PLOTDIR", help="write an attention heatmap PNG per input")
     decode.set_defaults(handler=_decode)

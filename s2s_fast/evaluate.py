@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import time
+from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import averaged_record, open_models, run_directory
 from .data import EvalItem, Task
+from .files import write_json_atomic, write_text_atomic
 from .inference import translate
 from .models import Ensemble, Seq2Seq
 
@@ -58,10 +59,13 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
     out_dir = run_directory(checkpoint_dirs[0]) / EVALUATIONS
     out_dir.mkdir(exist_ok=True)
     if ensemble:
+        # The members' names for the eye, and a digest of their full paths: two runs named alike (x/b and y/b) must
+        # not share the files.
         names = "+".join(f"{run_directory(c).name}.{c.name}" for c in checkpoint_dirs)
         if len(names) > 160:  # a file name stays under the file systems' 255 bytes
-            names = f"{len(checkpoint_dirs)}-{hashlib.sha1(names.encode()).hexdigest()[:12]}"
-        stem = f"{split}-ensemble-{names}"
+            names = f"{len(checkpoint_dirs)}"
+        paths = "\n".join(str(Path(c).resolve()) for c in checkpoint_dirs)
+        stem = f"{split}-ensemble-{names}-{hashlib.sha1(paths.encode()).hexdigest()[:8]}"
     else:
         stem = f"{split}-{checkpoint_dirs[0].name}"
     # Every setting that changes the scores is in the name, so that no evaluation overwrites another's files.
@@ -71,8 +75,8 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
         stem += f"-lp{penalty if float(penalty) == length_penalty else repr(float(length_penalty))}"
     if len(items) < len(every_item):
         stem += f"-n{len(items)}"
-    (out_dir / f"{stem}.hyp").write_text("".join(f"{item.source}\t{task.target_text(h)}\n"
-                                                 for item, h in zip(items, hypotheses)), encoding="utf-8")
-    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(out_dir / f"{stem}.hyp", "".join(f"{item.source}\t{task.target_text(h)}\n"
+                                                       for item, h in zip(items, hypotheses)))
+    write_json_atomic(out_dir / f"{stem}.json", report)
     report["files"] = str(out_dir / stem) + ".{hyp,json}"
     return report

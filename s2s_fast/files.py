@@ -34,15 +34,23 @@ def temporary_path(path: Path, suffix: str = "tmp") -> Path:
 
 def write_json_atomic(path: Path, value) -> None:
     """Write JSON to ``path`` so that readers see the old content or the new one, never a mix."""
+    write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` so that readers see the old content or the new one, never a mix: a write cut
+    short (a full disk, Ctrl-C) leaves the old file whole. An OSError names ``path``."""
     path = Path(path)
     temporary = temporary_path(path)
     try:
-        with open(temporary, "w") as file:
-            json.dump(value, file, indent=1)
-            file.write("\n")
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        raise OSError(error.errno, f"{path}: not written ({error.strerror or one_line(error)}); any file there "
+                                   "before is left as it was") from None
     finally:
         temporary.unlink(missing_ok=True)
     fsync_path(path.parent)

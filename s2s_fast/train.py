@@ -19,6 +19,7 @@ DistributedDataParallel averages gradients (see s2s_fast.distributed). Process 0
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,13 +31,13 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from .backends import resolve_device
-from .checkpoint import (CHECKPOINTS, checkpoint_name, is_better, load_checkpoint, load_trainer_state,
-                         repair_pointers, rng_state, save_checkpoint, set_rng_state)
+from .checkpoint import (CHECKPOINTS, TRAINER_STATE, checkpoint_name, is_better, load_checkpoint,
+                         load_trainer_state, repair_pointers, rng_state, save_checkpoint, set_rng_state)
 from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, MissingSplit, Task, build_task, collate, example_length,
                    load_task, token_batches)
 from .distributed import Distributed, setup_distributed
@@ -117,6 +118,15 @@ class StopRequests:
 
     def __exit__(self, *exception) -> None:
         self._restore()
+
+
+@contextlib.contextmanager
+def _damage_named(path: Path, what: str) -> Iterator[None]:
+    """torch's refusal of a saved state (a hand-edited or foreign trainer state) as a ValueError naming its file."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path}: damaged trainer state, {what} ({one_line(error)})") from None
 
 
 @dataclass
@@ -305,8 +315,10 @@ class Trainer:
             # Every process starts from the same weights (seeded before the model was built); draws differ per process.
             torch.manual_seed(self.config.seed + RANK_SEED_STRIDE * rank)
             return Progress()
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        damaged = start_checkpoint / TRAINER_STATE
+        with _damage_named(damaged, "its optimizer or scheduler state does not fit the model"):
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         self._use_configured_hyperparameters()
         progress = Progress(state["step"], state["epoch"], state["epoch_step"], state["best"],
                             state["evals_since_best"])
@@ -323,7 +335,8 @@ class Trainer:
                      "order and random draws differ from an uninterrupted run")
             torch.manual_seed(self.config.seed + RANK_SEED_STRIDE * rank + progress.step)
         else:
-            set_rng_state(state["rng"][rank], self.device)
+            with _damage_named(damaged, "its random generator state is not torch's"):
+                set_rng_state(state["rng"][rank], self.device)
         self.log(f"resumed from {start_checkpoint} at step {progress.step} (epoch {progress.epoch}, batch "
                  f"{progress.epoch_step} of it)")
         if self.distributed.main:

@@ -191,3 +191,40 @@ def test_evaluate_and_decode_average_and_say_which_checkpoints(run, tmp_path, ca
     for average, message in ((4, "needs 4, and 3 are on disk"), (0, "must be a positive integer, got 0")):
         code, _, err = _run(capsys, "evaluate", run, "--average", average, "--device", "cpu")
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_checkpoint_given_by_a_relative_path_lies_in_its_run(run, tmp_path, capsys, monkeypatch):
+    """"step-00000004" inside checkpoints/, "." inside it and "../step-00000004" from a sibling: their run was read
+    from the path's parents' names, so evaluations went inside the checkpoint (pruned with it), "." named its files
+    "test--beam2", and averaging was refused as outside a run."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    checkpoints = copy / "checkpoints"
+    for where, given in ((checkpoints, "step-00000004"), (checkpoints / "step-00000004", "."),
+                         (checkpoints / "step-00000006", "../step-00000004")):
+        monkeypatch.chdir(where)
+        assert ckpt.run_directory(ckpt.find_checkpoint(given)) == copy
+        assert _names(ckpt.select_checkpoints(given, "best", 2)) == ["step-00000002", "step-00000004"]
+        code, out, err = _run(capsys, "evaluate", given, "--beam-size", 1, "--max-examples", 4, "--device", "cpu")
+        assert code == 0 and "step-00000004" in out, err
+    assert {"test-step-00000004-beam1-n4.hyp", "test-step-00000004-beam1-n4.json"} <= {
+        p.name for p in (copy / "evaluations").iterdir()}
+    assert not any((checkpoints / name / "evaluations").exists() for name in ("step-00000004", "step-00000006"))
+
+
+def test_checkpoints_of_another_task_are_not_averaged(run, tmp_path, capsys):
+    """A checkpoint of another run copied into checkpoints/: the configurations match, the tasks do not; the
+    weights of two tasks' models were averaged and decoded, silently."""
+    other = tmp_path / "other"
+    train(TrainConfig(output_dir=str(other), max_steps=2, eval_every=0, **{**TINY, "task": "copy"}), **QUIET)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.copytree(other / "checkpoints" / "step-00000002", copy / "checkpoints" / "step-00000005")
+    with pytest.raises(ValueError, match=r"step-00000006 cannot be averaged with .*step-00000005: task reverse "
+                                         "against copy"):
+        ckpt.open_averaged(copy, "last", 2)
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("1 2\n")
+    code, _, err = _run(capsys, "decode", copy, "--checkpoint", "last", "--average", 2, "--input", inputs,
+                        "--device", "cpu")
+    assert code == 1 and "task reverse against copy" in err and len(err.strip().splitlines()) == 1, err

@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import re
+import shutil
 
 import pytest
 import torch
@@ -131,8 +132,14 @@ def test_decode_and_evaluate_take_several_runs_as_one_ensemble(tmp_path, capsys)
     code, out, _ = _run(capsys, "evaluate", runs["a"], runs["b"], "--split", "test", "--device", "cpu")
     assert code == 0 and re.search(r"reverse test: accuracy \d+\.\d\d%.*ensemble of 2: a/step-00000004, "
                                    r"b/step-00000004", out), out
-    report, = (runs["a"] / "evaluations").glob("test-ensemble-a.step-00000004+b.step-00000004-beam5.json")
+    report, = (runs["a"] / "evaluations").glob("test-ensemble-a.step-00000004+b.step-00000004-*-beam5.json")
     assert len(json.loads(report.read_text())["checkpoint"]) == 2
+    # Another run named b (elsewhere) gets files of its own: they overwrote the first ensemble's.
+    shutil.copytree(runs["b"], tmp_path / "elsewhere" / "b")
+    assert _run(capsys, "evaluate", runs["a"], tmp_path / "elsewhere" / "b", "--device", "cpu")[0] == 0
+    reports = sorted((runs["a"] / "evaluations").glob("test-ensemble-a.step-00000004+b.step-00000004-*-beam5.json"))
+    other, = set(reports) - {report}
+    assert str(tmp_path / "elsewhere" / "b") in json.loads(other.read_text())["checkpoint"][1]
 
     # Other data: decoding together is fine (same vocabularies), scoring on a split is not (a member may have
     # trained on it).

@@ -339,6 +339,13 @@ DAMAGE = {
     "vocabulary cut short": ("task.json", lambda path: path.write_text(json.dumps(
         {**(task := json.loads(path.read_text())), "tgt_vocab": task["tgt_vocab"][:6]})),
         r": damaged, its task's vocabularies \(\d+ / 6 symbols\) are not the model's"),
+    "model config not a mapping": ("model_config.json", lambda path: path.write_text("[]"),
+                                   r"model_config.json: damaged model configuration \(not a mapping of settings\)"),
+    "vocabulary not a list": ("task.json", lambda path: path.write_text(json.dumps(
+        {**json.loads(path.read_text()), "src_vocab": 5})), r"task.json: damaged task file \(Vocabulary: not a list"),
+    "vocabulary with a token twice": ("task.json", lambda path: path.write_text(json.dumps(
+        {**(task := json.loads(path.read_text())), "src_vocab": task["src_vocab"] + task["src_vocab"][-1:]})),
+        r"task.json: damaged task file \(Vocabulary: tokens must be unique\)"),
     "training configuration not a mapping": ("train_config.json", lambda path: path.write_text("[1]\n"),
                                              r"train_config.json: damaged training configuration"),
 }
@@ -385,6 +392,32 @@ def test_a_damaged_trainer_state_is_named_in_one_line(tmp_path, capsys):
     torch.save({"step": 2}, state)
     _one_line_error(*_run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[::2],
                     rf"{state}: not a trainer state \(missing epoch, ")
+    state.write_text("hello")  # torch's weights-only unpickler raised KeyError: 101
+    _one_line_error(*_run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[::2],
+                    rf"{state}: damaged \(")
+
+
+def test_a_trainer_state_with_fields_a_resume_cannot_read_is_named_in_one_line(tmp_path, capsys):
+    """Hand-edited, or written by something else: each failed later with a traceback (TypeError, KeyError,
+    IndexError)."""
+    run = tmp_path / "run"
+    train(TrainConfig(output_dir=str(run), max_steps=2, eval_every=0, **TINY), **QUIET)
+    path = ckpt.find_checkpoint(run, "last") / "trainer_state.pt"
+    good = torch.load(path, weights_only=True)
+    for change, message in (({"step": "2"}, r"step is '2', not a count"),
+                            ({"optimizer": {}}, r"optimizer is not an optimizer's state"),
+                            ({"optimizer": {"state": {}, "param_groups": []}}, r"its optimizer or scheduler state "
+                                                                              r"does not fit the model \("),
+                            ({"best": {"value": 0.5}}, r"best is \{'value': 0.5\}, not a dev score"),
+                            ({"rng": []}, r"rng is not one generator state per process \(1\)"),
+                            ({"rng": [{"torch": torch.zeros(3, dtype=torch.uint8)}]},
+                             r"its random generator state is not torch's"),
+                            ({"world_size": 0}, r"world_size is 0, not a number of processes")):
+        torch.save({**good, **change}, path)
+        _one_line_error(*_run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[::2],
+                        rf"{path}: damaged trainer state[ ,] ?\(?{message}")
+    torch.save(good, path)
+    assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[0] == 0
 
 
 def test_a_checkpoint_deleted_by_hand_is_stepped_over_or_named(tmp_path, capsys):

@@ -218,6 +218,51 @@ def test_evaluations_with_other_settings_keep_their_own_files(tmp_path, capsys):
     assert report["examples"] == 3 and report["max_examples"] == 3
 
 
+def test_decode_output_is_whole_or_untouched_and_dash_is_stdout(tmp_path, capsys, monkeypatch):
+    """--output - wrote files named "-" and "-.config.json"; a write cut short (a full disk) left the output
+    truncated beside the earlier run's settings file, and the error did not name the file."""
+    import s2s_fast.files
+
+    run = _tiny_run(tmp_path, capsys)
+    inputs, output = tmp_path / "in.txt", tmp_path / "out.txt"
+    inputs.write_text("1 2 3\n3 1\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _run(capsys, "decode", run, "--input", inputs, "--output", "-", "--device", "cpu")
+    assert code == 0 and len(out.splitlines()) == 2 and not (tmp_path / "-").exists()
+    assert not (tmp_path / "-.config.json").exists()
+    assert _run(capsys, "decode", run, "--input", inputs, "--output", output, "--device", "cpu")[0] == 0
+    before = {path: path.read_bytes() for path in (output, Path(f"{output}.config.json"))}
+
+    def full_disk(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(s2s_fast.files.os, "replace", full_disk)
+    inputs.write_text("3 3 3\n")
+    code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", output, "--beam-size", 1,
+                        "--device", "cpu")
+    _one_line(code, err, rf"decode: error: \[Errno 28\] {output}: not written \(No space left on device\)")
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+    code, _, err = _run(capsys, "evaluate", run, "--split", "dev", "--device", "cpu")
+    _one_line(code, err, r"evaluate: error: \[Errno 28\] .*evaluations/dev-step-\d+-beam5.hyp: not written")
+
+
+def test_checkpoint_choice_with_a_checkpoint_directory_is_refused(tmp_path, capsys):
+    """It names itself: --checkpoint last was accepted and ignored, and decode recorded "last" beside it."""
+    run = _tiny_run(tmp_path, capsys)
+    checkpoint = find_checkpoint(run, "last")
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("1 2\n")
+    for command in (["decode", "--input", inputs], ["evaluate"]):
+        code, _, err = _run(capsys, command[0], checkpoint, *command[1:], "--checkpoint", "last", "--device", "cpu")
+        _one_line(code, err, rf"--checkpoint last picks a run's checkpoint, and {checkpoint} is a checkpoint "
+                             "directory itself")
+    output = tmp_path / "out.txt"
+    assert _run(capsys, "decode", checkpoint, "--input", inputs, "--output", output, "--device", "cpu")[0] == 0
+    written = json.loads(Path(f"{output}.config.json").read_text())
+    assert written["which_checkpoint"] is None and written["checkpoint"] == str(checkpoint)
+
+
 def test_numbers_that_are_not_finite_are_refused_in_one_line(tmp_path, capsys):
     run = _tiny_run(tmp_path, capsys)
     inputs = _lines(tmp_path / "in", ["1 2"])

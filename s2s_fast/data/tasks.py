@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import read_json
+from ..files import one_line, read_json
 from .base import TASK_FILE, Task
 from .g2p import G2PTask
 from .parallel import ParallelTextTask
@@ -45,13 +45,16 @@ def load_task(directory: Path) -> Task:
                or key not in state]
     if missing:
         raise ValueError(f"{path}: damaged task file (missing {', '.join(missing)})")
-    name = check_task_name(state["task"])
+    try:
+        name = check_task_name(state["task"])
+        src_vocab, tgt_vocab = Vocabulary.from_json(state["src_vocab"]), Vocabulary.from_json(state["tgt_vocab"])
+    except (TypeError, ValueError) as error:  # a vocabulary that is not a list of distinct strings, say
+        raise ValueError(f"{path}: damaged task file ({one_line(error)})") from None
     cls = G2PTask if name == "g2p" else ParallelTextTask if name == "parallel" else ToyTask
     options = state["options"]
     absent = [key for key in cls.READS if key not in options] if isinstance(options, dict) else ["all"]
     if absent:
         raise ValueError(f"{path}: damaged task file (options missing: {', '.join(absent)})")
-    src_vocab, tgt_vocab = Vocabulary.from_json(state["src_vocab"]), Vocabulary.from_json(state["tgt_vocab"])
     if name == "g2p":
         return G2PTask(src_vocab, tgt_vocab, state["options"])
     if name == "parallel":

@@ -58,4 +58,6 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, tokens: list[str]) -> "Vocabulary":
+        if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
+            raise ValueError("Vocabulary: not a list of strings")
         return cls(tokens)
