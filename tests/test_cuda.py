@@ -217,6 +217,18 @@ def test_lstm_cell_fused_and_cublas_paths_agree(extension, batch):
 
 
 @kernels
+@pytest.mark.parametrize("input_size, hidden", [(0, 7), (5, 0)])
+def test_lstm_layer_refuses_an_input_or_hidden_size_of_zero_in_words(extension, input_size, hidden):
+    """Both were served by the limit, then failed inside the op: I = 0 in the backward (a reshape of 0 elements),
+    H = 0 in the planner (its RuntimeError, past auto's fallback)."""
+    cell = on(_cell_args(4, 2, input_size, hidden), DEVICE)
+    args = (torch.randn(3, 2, input_size, device=DEVICE), *list(cell.values())[1:], None, False)
+    assert "an input or hidden size of 0 is not served" in cuda_backend.LIMITS["lstm_layer"](*args)
+    with pytest.raises(backends.BackendError, match="an input or hidden size of 0 is not served"):
+        F.lstm_layer(*args, backend="cuda")
+
+
+@kernels
 def test_lstm_layer_limit_refuses_what_the_planner_does_not_serve(extension):
     """H = 2048 in float16: 16 units per block need 4 * 16 rows of W_hh, over a block's shared memory."""
     cell = on(_cell_args(4, 2, 8, 2048), DEVICE, torch.float16)

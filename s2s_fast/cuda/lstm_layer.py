@@ -136,7 +136,10 @@ def lstm_layer_limit(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=
     max_pairs = compiled.KERNEL_LIMITS["lstm_layer_max_pairs"]
     if batch > max_pairs:
         return f"the persistent LSTM kernel serves batches of at most {max_pairs} rows, got {batch}"
-    if steps == 0 or batch == 0 or hidden == 0:
+    if hidden == 0 or input.shape[2] == 0:
+        # The kernels' planner has no block for H = 0, and the backward's input product no shape for I = 0.
+        return "an input or hidden size of 0 is not served; the reference backend serves it"
+    if steps == 0 or batch == 0:
         return None
     device_reason = compiled.wrong_device_reason(input.device)
     if device_reason is not None:
