@@ -34,12 +34,7 @@ def _length_penalty(length: int, alpha: float) -> float:
 
 def _length_limits(src_lengths: torch.Tensor, max_len, max_len_ratio) -> list[int]:
     """Per-input limit on output tokens (EOS excluded): max_len, ceil(ratio * source length), or both (the smaller);
-    by default 2 * source length + 10."""
-    if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
-        raise ValueError(f"generate: max_len must be a positive integer or None, got {max_len!r}")
-    if max_len_ratio is not None and not (isinstance(max_len_ratio, (int, float)) and not isinstance(max_len_ratio, bool)
-                                          and 0 < max_len_ratio < math.inf):
-        raise ValueError(f"generate: max_len_ratio must be a positive finite number or None, got {max_len_ratio!r}")
+    by default 2 * source length + 10. The options checked by check_options."""
     limits = []
     for length in src_lengths.tolist():
         candidates = []
@@ -175,6 +170,43 @@ def beam_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], be
             for row, hypotheses in enumerate(finished)]
 
 
+def check_options(model, beam_size: int = 1, max_len: int | None = None, max_len_ratio: float | None = None,
+                  min_len: int = 0, length_penalty: float = 0.0, n_best: int = 1,
+                  return_attention: bool = False) -> None:
+    """Refuse ``generate``'s options that are out of range or would change nothing, whatever the inputs (translate
+    asks before its batches: with no input it accepted any)."""
+    for name, value, low in (("beam_size", beam_size, 1), ("n_best", n_best, 1), ("min_len", min_len, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"generate: {name} must be an integer >= {low}, got {value!r}")
+    if n_best > beam_size:
+        raise ValueError(f"generate: n_best ({n_best}) cannot exceed beam_size ({beam_size})")
+    if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
+        raise ValueError(f"generate: max_len must be a positive integer or None, got {max_len!r}")
+    if max_len_ratio is not None and not (isinstance(max_len_ratio, (int, float))
+                                          and not isinstance(max_len_ratio, bool) and 0 < max_len_ratio < math.inf):
+        raise ValueError(f"generate: max_len_ratio must be a positive finite number or None, got {max_len_ratio!r}")
+    if (not isinstance(length_penalty, (int, float)) or isinstance(length_penalty, bool)
+            or not -MAX_LENGTH_PENALTY <= length_penalty <= MAX_LENGTH_PENALTY):  # NaN fails it too
+        raise ValueError(f"generate: length_penalty must be a number in [-{MAX_LENGTH_PENALTY}, "
+                         f"{MAX_LENGTH_PENALTY}] (GNMT's alpha; 0.6-1 are usual), got {length_penalty!r}")
+    if length_penalty and beam_size == 1:
+        raise ValueError(f"generate: length_penalty ({length_penalty!r}) ranks a beam's finished hypotheses; greedy "
+                         "search (beam_size 1) has one, so it would change nothing: use beam_size > 1, or leave it 0")
+    if return_attention and model.attention is None:
+        raise ValueError("generate: return_attention needs a model with attention (this one has attention='none')")
+
+
+def _check_devices(model, src) -> None:
+    """Decoding reads values (which tokens won, whether every row ended): a model or source on the meta device
+    failed deep inside the search; a source on another device than the model, in the attention's check."""
+    device = next(model.parameters()).device
+    if device.type == "meta" or src.is_meta:
+        raise ValueError("generate: decoding needs values, and the model or the source is on the meta device (which "
+                         "holds shapes alone); the forward runs there")
+    if src.device != device:
+        raise ValueError(f"generate: src is on {src.device} but the model is on {device}")
+
+
 def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = None,
              max_len_ratio: float | None = None, min_len: int = 0, length_penalty: float = 0.0, n_best: int = 1,
              return_attention: bool = False):
@@ -197,25 +229,14 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
         the tokens it has and score -inf, possibly none. With return_attention, a pair (that list, attentions) where
         attentions[i] is a float tensor [len(tokens), source length of input i].
     """
-    for name, value, low in (("beam_size", beam_size, 1), ("n_best", n_best, 1), ("min_len", min_len, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"generate: {name} must be an integer >= {low}, got {value!r}")
-    if n_best > beam_size:
-        raise ValueError(f"generate: n_best ({n_best}) cannot exceed beam_size ({beam_size})")
-    if (not isinstance(length_penalty, (int, float)) or isinstance(length_penalty, bool)
-            or not -MAX_LENGTH_PENALTY <= length_penalty <= MAX_LENGTH_PENALTY):  # NaN fails it too
-        raise ValueError(f"generate: length_penalty must be a number in [-{MAX_LENGTH_PENALTY}, "
-                         f"{MAX_LENGTH_PENALTY}] (GNMT's alpha; 0.6-1 are usual), got {length_penalty!r}")
-    if length_penalty and beam_size == 1:
-        raise ValueError(f"generate: length_penalty ({length_penalty!r}) ranks a beam's finished hypotheses; greedy "
-                         "search (beam_size 1) has one, so it would change nothing: use beam_size > 1, or leave it 0")
-    if return_attention and model.attention is None:
-        raise ValueError("generate: return_attention needs a model with attention (this one has attention='none')")
+    check_options(model, beam_size=beam_size, max_len=max_len, max_len_ratio=max_len_ratio, min_len=min_len,
+                  length_penalty=length_penalty, n_best=n_best, return_attention=return_attention)
     # Every submodule's mode, restored as it was: an Ensemble's own flag (a new Module's True) is not its members'.
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         lengths = model.check_source(src, src_lengths)
+        _check_devices(model, src)
         limits = _length_limits(lengths, max_len, max_len_ratio)
         if src.shape[0] == 0:
             return ([], []) if return_attention else []

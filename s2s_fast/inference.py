@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .data import collate, token_batches
+from .decoding import check_options
 from .models import Ensemble, Seq2Seq
 
 
@@ -18,6 +19,8 @@ def translate(model: Seq2Seq | Ensemble, sources: Sequence[Sequence[int]], *, be
          per input: attention [output length, source length] of the best hypothesis, or None without
          return_attention), both in the order of ``sources``.
     """
+    check_options(model, beam_size=beam_size, max_len_ratio=max_len_ratio, length_penalty=length_penalty,
+                  n_best=n_best, return_attention=return_attention)
     device = next(model.parameters()).device
     hypotheses: list = [None] * len(sources)
     attentions: list | None = [None] * len(sources) if return_attention else None

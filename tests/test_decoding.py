@@ -255,3 +255,37 @@ def test_the_cpu_backends_token_choices_decode_as_the_references(beam_size, monk
         assert [tokens for tokens, _ in ours] == [tokens for tokens, _ in theirs]
         for (_, a), (_, b) in zip(ours, theirs):
             assert math.isclose(a, b, rel_tol=1e-5)
+
+
+def test_translate_checks_its_options_and_ids_whatever_the_inputs():
+    """With no sources translate accepted any option (generate, which checks them, ran per batch); ids that are not
+    integers were cast (3.9 read as 3, True as BOS); a bool batch_tokens was taken as 1."""
+    from s2s_fast.inference import translate
+
+    model, plain = _model(), _model(attention="none")
+    for call, message in ((lambda: translate(model, [], beam_size=0), "beam_size must be an integer >= 1"),
+                          (lambda: translate(model, [], n_best=3), "n_best \\(3\\) cannot exceed beam_size"),
+                          (lambda: translate(model, [], beam_size=2, length_penalty=float("nan")), "length_penalty"),
+                          (lambda: translate(model, [], max_len_ratio=0), "max_len_ratio must be a positive"),
+                          (lambda: translate(plain, [], return_attention=True), "return_attention needs a model"),
+                          (lambda: translate(model, [[3, 4]], batch_tokens=True), "batch_tokens must be a positive"),
+                          (lambda: translate(model, [[3.9, 4.7]]), "token ids must be integers, got torch.float32"),
+                          (lambda: translate(model, [[True, False]]), "token ids must be integers, got torch.bool")):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert translate(model, []) == ([], None)
+
+
+def test_decoding_on_the_meta_device_is_refused_in_words():
+    """The forward runs on the meta device; decoding reads values (which token won, whether every row ended) and
+    failed deep inside the search (Tensor.item, nonzero), or in the attention's check for a meta source."""
+    model = _model()
+    src, lengths = torch.randint(3, VOCAB, (2, 3)), torch.tensor([3, 2])
+    for beam in (1, 2):
+        with pytest.raises(ValueError, match="decoding needs values, and the model or the source is on the meta"):
+            model.generate(src.to("meta"), lengths, beam_size=beam)
+    meta = _model().to("meta")
+    for beam in (1, 2):
+        with pytest.raises(ValueError, match="decoding needs values"):
+            meta.generate(src, lengths, beam_size=beam)
+    assert meta(src.to("meta"), lengths, src.to("meta")).shape == (2, 3, VOCAB)  # the forward still runs

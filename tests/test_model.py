@@ -272,3 +272,30 @@ def test_presets_build_models():
         Seq2Seq(config)
     with pytest.raises(ValueError, match="unknown model preset"):
         preset_config("huge", 3, 3)
+
+
+def test_arguments_of_the_wrong_kind_are_refused_in_words():
+    """Each was taken silently (a NaN or negative label smoothing as 0, a True sampling rate as 1, an invalid
+    attention_size of a Luong model dropped) or failed deep inside (a dict config, bool or complex lengths)."""
+    logits, targets = torch.randn(2, 3, 7), torch.randint(1, 7, (2, 3))
+    for smoothing in (-0.5, float("nan"), 1.5, True, "0.1"):
+        with pytest.raises(ValueError, match="sequence_loss: label_smoothing must be a number in \\[0, 1\\]"):
+            sequence_loss(logits, targets, PAD_ID, label_smoothing=smoothing)
+    assert sequence_loss(logits, targets, PAD_ID, label_smoothing=0.1) != sequence_loss(logits, targets, PAD_ID)
+    with pytest.raises(TypeError, match="config must be a Seq2SeqConfig \\(Seq2SeqConfig.from_dict reads a dict\\)"):
+        Seq2Seq({"src_vocab_size": 9, "tgt_vocab_size": 9})
+    model = _model()
+    src, lengths, tgt = torch.randint(3, 9, (2, 4)), torch.tensor([4, 2]), torch.randint(3, 9, (2, 3))
+    for rate in (True, "0.5", float("nan")):
+        with pytest.raises(ValueError, match="sampling_rate must be a number in \\[0, 1\\]"):
+            model(src, lengths, tgt, sampling_rate=rate)
+    for bad in (torch.tensor([True, True]), [True, True], torch.tensor([4, 2], dtype=torch.complex64)):
+        for call in (lambda: model(src, bad, tgt), lambda: model.generate(src, bad)):
+            with pytest.raises(ValueError, match="src_lengths must be integer"):
+                call()
+    for size, message in (("x", "an integer"), (-5, "a positive integer or None"), (0, "a positive integer")):
+        with pytest.raises(ValueError, match=f"attention_size must be {message}"):
+            Seq2SeqConfig.from_dict(dict(src_vocab_size=9, tgt_vocab_size=9, attention="luong-dot",
+                                         attention_size=size))
+    assert Seq2SeqConfig.from_dict(dict(src_vocab_size=9, tgt_vocab_size=9, attention="luong-dot",
+                                        attention_size=64)).attention_size is None  # an old saved configuration

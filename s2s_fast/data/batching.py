@@ -34,7 +34,7 @@ def token_batches(lengths: Sequence[int], batch_tokens: int, *, seed: int = 0, e
     With shuffle, examples of equal length are shuffled, grouped by length, and the batches shuffled; the result is
     a deterministic function of (seed, epoch). Without shuffle, batches follow increasing length (evaluation).
     """
-    if not isinstance(batch_tokens, int) or batch_tokens < 1:
+    if not isinstance(batch_tokens, int) or isinstance(batch_tokens, bool) or batch_tokens < 1:
         raise ValueError(f"token_batches: batch_tokens must be a positive integer, got {batch_tokens!r}")
     if max_batch_size is not None and max_batch_size < 1:
         raise ValueError(f"token_batches: max_batch_size must be positive or None, got {max_batch_size!r}")

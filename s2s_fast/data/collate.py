@@ -22,7 +22,11 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     width = max((len(s) for s in sequences), default=0)
     out = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     for row, sequence in enumerate(sequences):
-        out[row, :len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+        if len(sequence):
+            ids = torch.as_tensor(sequence)
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:  # cast, 3.9 read as 3
+                raise ValueError(f"token ids must be integers, got {ids.dtype} ({list(sequence)[:8]})")
+            out[row, :len(sequence)] = ids
     return out
 
 

@@ -114,8 +114,11 @@ class Seq2SeqConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Seq2SeqConfig: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if values.get("attention", "bahdanau") != "bahdanau" and values.get("attention_size") is not None:
-            # Saved before attention_size was refused for attentions that have none (it was ignored there).
+        size = values.get("attention_size")
+        if values.get("attention", "bahdanau") != "bahdanau" and isinstance(size, int) and \
+                not isinstance(size, bool) and size >= 1:
+            # Saved before attention_size was refused for attentions that have none (it was ignored there): a size
+            # that was valid then is dropped; any other is refused below, as it always was.
             values = {**values, "attention_size": None}
         return cls(**values)
 

@@ -49,6 +49,9 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
+        if not isinstance(config, Seq2SeqConfig):
+            raise TypeError(f"Seq2Seq: config must be a Seq2SeqConfig (Seq2SeqConfig.from_dict reads a dict), got "
+                            f"{type(config).__name__}")
         self.config = config
         c = config
         self.is_lstm = c.cell == "lstm"
@@ -97,7 +100,8 @@ class Seq2Seq(nn.Module):
         self._check_tokens("src", src, self.config.src_vocab_size)
         if not isinstance(src_lengths, torch.Tensor):
             src_lengths = torch.as_tensor(src_lengths)
-        if src_lengths.shape != (src.shape[0],) or src_lengths.is_floating_point():
+        if src_lengths.shape != (src.shape[0],) or src_lengths.is_floating_point() or src_lengths.is_complex() or \
+                src_lengths.dtype == torch.bool:
             raise ValueError(f"Seq2Seq: src_lengths must be integer [B] = [{src.shape[0]}], got "
                              f"{src_lengths.dtype} of shape {list(src_lengths.shape)}")
         if src_lengths.is_meta:
@@ -203,8 +207,9 @@ class Seq2Seq(nn.Module):
         self._check_tokens("tgt_in", tgt_in, self.config.tgt_vocab_size)
         if tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"Seq2Seq: tgt_in has batch {tgt_in.shape[0]} but src has {src.shape[0]}")
-        if not 0.0 <= sampling_rate <= 1.0:
-            raise ValueError(f"Seq2Seq: sampling_rate must be in [0, 1], got {sampling_rate}")
+        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float)) or \
+                not 0.0 <= sampling_rate <= 1.0:
+            raise ValueError(f"Seq2Seq: sampling_rate must be a number in [0, 1], got {sampling_rate!r}")
         encoded = self.encode(src, src_lengths)
         if tgt_in.shape[1] == 0:  # no steps: [B, 0, V] from every decoder (the step loops would stack nothing)
             return self.output(encoded.memory.new_zeros(tgt_in.shape[0], 0, self.config.hidden_size))
@@ -295,6 +300,9 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, labe
     zero at padded targets."""
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise ValueError(f"sequence_loss: targets must be token ids of an integer dtype, got {targets.dtype}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or \
+            not 0.0 <= label_smoothing <= 1.0:  # NaN and negative values were taken as 0, silently
+        raise ValueError(f"sequence_loss: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     if logits.dim() < 1 or tuple(targets.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"sequence_loss: targets {tuple(targets.shape)} must be logits {tuple(logits.shape)} without "
                          "its last (vocabulary) dimension")
