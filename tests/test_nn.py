@@ -361,3 +361,41 @@ def test_dropout_is_torch_nn_dropout_with_a_backend():
         snn.Dropout(0.4, inplace=True)
     with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1"):
         snn.Dropout(1.5)
+
+
+def test_module_utilities_and_torch_nn_methods_work_as_on_torch_nn():
+    """From an audit against torch.nn: skip_init refused Linear and the cells (their signatures hid device);
+    LSTM lacked torch.nn.LSTM's methods for its (h, c) pair (check_forward_args and permute_hidden crashed on the
+    tuple)."""
+    for drop_in, torch_module in ((snn.Linear, torch.nn.Linear), (snn.LSTMCell, torch.nn.LSTMCell),
+                                  (snn.GRUCell, torch.nn.GRUCell)):
+        module = torch.nn.utils.skip_init(drop_in, 3, 4)
+        assert type(module) is drop_in
+        assert [p.shape for p in module.parameters()] == [p.shape for p in torch_module(3, 4).parameters()]
+    assert snn.Linear(3, 4, backend="reference").backend == "reference"
+    x, perm = torch.randn(5, 2, 3), torch.tensor([1, 0])
+    ours, theirs = snn.LSTM(3, 4, proj_size=2), torch.nn.LSTM(3, 4, proj_size=2)
+    hidden = (torch.randn(1, 2, 2), torch.randn(1, 2, 4))
+    assert ours.get_expected_cell_size(x, None) == theirs.get_expected_cell_size(x, None) == (1, 2, 4)
+    ours.check_forward_args(x, hidden, None)
+    with pytest.raises(RuntimeError, match="Expected hidden\\[1\\] size"):
+        ours.check_forward_args(x, (hidden[0], hidden[1][..., :2]), None)
+    for a, b in zip(ours.permute_hidden(hidden, perm), theirs.permute_hidden(hidden, perm)):
+        assert torch.equal(a, b)
+
+
+def test_what_the_drop_ins_cannot_do_is_refused_in_words():
+    """Each was accepted and dropped (an LSTMCell's c beside h None; inplace set on a Dropout after construction),
+    or failed deep inside (an attention of size 0), or spoke of an LSTM (a GRU's proj_size)."""
+    cell, x, c = snn.LSTMCell(3, 4), torch.randn(2, 3), torch.randn(2, 4)
+    with pytest.raises(TypeError, match="hx must be a pair \\(h, c\\) of tensors, or None, got \\['NoneType', "):
+        cell(x, (None, c))
+    dropout = snn.Dropout(0.5)
+    dropout.inplace = True
+    with pytest.raises(ValueError, match="inplace=True is not supported"):
+        dropout(x)
+    with pytest.raises(ValueError, match="attn_size must be a positive integer, got 0"):
+        snn.AdditiveAttention(4, 4, 0)
+    for size in (0, 4, -1):
+        with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM, not GRU"):
+            snn.GRU(3, 4, proj_size=size)

@@ -38,6 +38,8 @@ class AdditiveAttention(NotScriptable, torch.nn.Module):
     def __init__(self, query_size: int, key_size: int, attn_size: int, bias: bool = True,
                  backend: str | None = None, device=None, dtype=None):
         super().__init__()
+        if isinstance(attn_size, bool) or not isinstance(attn_size, int) or attn_size < 1:
+            raise ValueError(f"AdditiveAttention: attn_size must be a positive integer, got {attn_size!r}")
         factory = {"device": device, "dtype": dtype, "backend": backend}
         self.query_layer = Linear(query_size, attn_size, bias=False, **factory)
         self.key_layer = Linear(key_size, attn_size, bias=bias, **factory)

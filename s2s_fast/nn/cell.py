@@ -32,13 +32,18 @@ def _batched(module, input: torch.Tensor, states: tuple) -> tuple[bool, torch.Te
 class LSTMCell(NotScriptable, torch.nn.LSTMCell):
     """torch.nn.LSTMCell with the same arguments, parameters and forward, plus ``backend=``."""
 
-    def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    # torch's own signature (device and dtype named: torch.nn.utils.skip_init looks for them), plus backend.
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
+                 backend: str | None = None):
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.backend = None if backend is None else check_backend_name(backend)
 
     def forward(self, input, hx=None):
-        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
-            raise InputTypeError(f"LSTMCell: hx must be a tuple (h, c), got {type(hx).__name__}")
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2
+                               or not all(isinstance(state, torch.Tensor) for state in hx)):
+            # (None, c) read as no state at all: the c given was dropped, silently.
+            got = [type(s).__name__ for s in hx] if isinstance(hx, (tuple, list)) else type(hx).__name__
+            raise InputTypeError(f"LSTMCell: hx must be a pair (h, c) of tensors, or None, got {got}")
         batched, input, (h, c) = _batched(self, input, (None, None) if hx is None else tuple(hx))
         if h is None:
             h = c = input.new_zeros(input.shape[0], self.hidden_size)
@@ -50,8 +55,9 @@ class LSTMCell(NotScriptable, torch.nn.LSTMCell):
 class GRUCell(NotScriptable, torch.nn.GRUCell):
     """torch.nn.GRUCell with the same arguments, parameters and forward, plus ``backend=``."""
 
-    def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
+                 backend: str | None = None):
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.backend = None if backend is None else check_backend_name(backend)
 
     def forward(self, input, hx=None):

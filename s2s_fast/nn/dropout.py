@@ -21,4 +21,6 @@ class Dropout(NotScriptable, torch.nn.Dropout):
         self.backend = None if backend is None else check_backend_name(backend)
 
     def forward(self, input):
+        if self.inplace:  # set after construction (code that walks a model's torch.nn.Dropout modules, say)
+            raise ValueError("s2s_fast.nn.Dropout: inplace=True is not supported; use torch.nn.Dropout for that")
         return F.dropout(input, self.p, self.training, backend=self.backend)

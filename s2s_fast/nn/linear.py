@@ -13,8 +13,10 @@ class Linear(NotScriptable, torch.nn.Linear):
     """torch.nn.Linear with the same arguments, parameters and forward, plus ``backend=`` (on a CPU whose float32
     products torch runs slowly, the cpu backend runs them through oneDNN; see s2s_fast.functional.linear)."""
 
-    def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    # torch's own signature (device and dtype named: torch.nn.utils.skip_init looks for them), plus backend.
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
+                 backend: str | None = None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.backend = None if backend is None else check_backend_name(backend)
 
     def forward(self, input):

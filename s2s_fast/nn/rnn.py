@@ -158,6 +158,11 @@ class LSTM(_RNNMixin, torch.nn.RNNBase):
     """torch.nn.LSTM with the same arguments, parameters and forward (proj_size included), plus ``backend=``."""
 
     _is_lstm = True
+    # torch.nn.LSTM's own methods for its (h, c) pair, which user code (and torch's RNN utilities) call; RNNBase's,
+    # inherited otherwise, take one tensor.
+    get_expected_cell_size = torch.nn.LSTM.get_expected_cell_size
+    check_forward_args = torch.nn.LSTM.check_forward_args
+    permute_hidden = torch.nn.LSTM.permute_hidden
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
         super().__init__("LSTM", *args, **kwargs)
@@ -170,5 +175,7 @@ class GRU(_RNNMixin, torch.nn.RNNBase):
     _is_lstm = False
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
+        if "proj_size" in kwargs:  # as torch.nn.GRU, for any value (RNNBase's checks would speak of an LSTM's)
+            raise ValueError("proj_size argument is only supported for LSTM, not GRU")
         super().__init__("GRU", *args, **kwargs)
         self._init_backend(backend)
