@@ -283,15 +283,18 @@ def use_backend(name: str) -> Iterator[None]:
         _context.stack.pop()
 
 
-def _implementation(name: str, op: str, args: tuple, active: frozenset,
-                    cell_loop: bool = True) -> tuple[Callable | None, str | None]:
+def _implementation(name: str, op: str, args: tuple, active: frozenset, cell_loop: bool = True,
+                    layout: str | None = None) -> tuple[Callable | None, str | None]:
     """The backend's implementation of ``op`` and the limit it hits on ``args`` (None if it serves), under the
-    transforms ``active`` around the call (s2s_fast.transforms); without ``cell_loop``, only an implementation of
-    ``op`` itself, not the reference time loop around the backend's cell."""
+    transforms ``active`` around the call (s2s_fast.transforms), with ``layout`` the limit of its tensors' layout
+    (_layout_limit) on kernels of the backend's own; without ``cell_loop``, only an implementation of ``op`` itself,
+    not the reference time loop around the backend's cell."""
     module = _load(name)[0]
     impl = module.OPS.get(op)
+    if name == "reference":
+        layout = None  # torch's own ops, whatever the layout
     if impl is not None:
-        return impl, _transform_limit(name, op, args, active) or _own_limit(module, op, args)
+        return impl, _transform_limit(name, op, args, active) or layout or _own_limit(module, op, args)
     if op in _TORCH_SERVES:
         return _load("reference")[0].OPS[op], None
     if op in _COMPOSED:
@@ -307,8 +310,8 @@ def _implementation(name: str, op: str, args: tuple, active: frozenset,
     if op == "lstm_layer" and args[9] is not None:
         return None, f"it does not implement {op} itself, and its {cell_op} cannot run a projected LSTM (weight_hr)"
     cell = module.OPS[cell_op]
-    limit = _transform_limit(name, cell_op, args, active) or _own_limit(module, cell_op,
-                                                                           _first_step_cell_args(cell_op, args))
+    limit = (_transform_limit(name, cell_op, args, active) or layout
+             or _own_limit(module, cell_op, _first_step_cell_args(cell_op, args)))
     return functools.partial(_load("reference")[0].OPS[op], cell=cell), limit
 
 
@@ -365,9 +368,9 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     active = transforms.active(args)  # asked once a call: resolve runs on every op call
     layout = _layout_limit(args)
     if name != "auto":
-        reason = _unavailable(name, device) or (layout if name != "reference" else None)
+        reason = _unavailable(name, device)
         if reason is None:
-            impl, limit = _implementation(name, op, args, active)
+            impl, limit = _implementation(name, op, args, active, layout=layout)
             if limit is None:
                 return name, impl
             reason = limit
@@ -377,15 +380,13 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
         reason = _unavailable(candidate, device)
         if reason is not None and candidate == "cpu" and device.type == "cpu":
             _tell_once_cpu_kernels_missing(reason)
-        if reason is None and candidate != "reference":
-            reason = layout
         if reason is None:
             module = _load(candidate)[0]
             if cell_loop and op in module.OPS:
                 continue  # its own layer was tried (and refused) already
             if op in _COMPOSED and (op not in module.OPS or candidate == "reference"):
                 continue  # composed on each op's auto choice below, not on this backend's (or the reference's) ops
-            impl, limit = _implementation(candidate, op, args, active, cell_loop)
+            impl, limit = _implementation(candidate, op, args, active, cell_loop, layout)
             if limit is None:
                 return candidate, impl
             reason = limit

@@ -40,6 +40,8 @@ TRAIN_CONFIG, TRAINER_STATE = "train_config.json", "trainer_state.pt"
 PREFIX = "step-"
 TRAINER_STATE_KEYS = ("step", "epoch", "epoch_step", "optimizer", "scheduler", "rng", "best", "evals_since_best",
                       "world_size")
+# Errors of this machine, not of a saved file, that a reader never reports as damage: an accelerator's (torch 2.8+).
+NOT_DAMAGE = tuple(error for error in (getattr(torch, "AcceleratorError", None),) if error is not None)
 # How often a reader follows a pointer that moved while it loaded (a run training meanwhile pruned the checkpoint).
 MAX_RELOADS = 5
 
@@ -241,10 +243,14 @@ def find_checkpoint(path: str | Path, which: str = "best") -> Path:
 
 
 def _absolute(checkpoint: Path) -> Path:
-    """A checkpoint's path made absolute, "." and ".." resolved (not symbolic links): the run it lies in
-    (run_directory) is read from its parents' names, which "step-00000002" given inside checkpoints/, "." or
-    "../step-00000008" do not hold."""
-    return Path(os.path.abspath(checkpoint))
+    """A checkpoint's path made absolute: the run it lies in (run_directory) is read from its parents' names, which
+    "step-00000002" given inside checkpoints/, "." or "../step-00000008" do not hold. "." and ".." are resolved as
+    text where that names the same directory inside a checkpoints/ one (a run reached through a link keeps its
+    path), else through the links (a link to a checkpoint, or ".." after one)."""
+    plain = Path(os.path.abspath(checkpoint))
+    if plain.parent.name == CHECKPOINTS and plain.is_dir() and os.path.samefile(plain, checkpoint):
+        return plain
+    return Path(os.path.realpath(checkpoint))
 
 
 def open_checkpoint(path: str | Path, which: str = "best",
@@ -484,8 +490,8 @@ def load_trainer_state(checkpoint: Path) -> dict:
     path = Path(checkpoint) / TRAINER_STATE
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
+    except (OSError, MemoryError, *NOT_DAMAGE):
+        raise  # the file unreadable here (permissions, a failing disk) or the machine short of memory: not damage
     except Exception as error:  # torch's weights-only unpickler raises what the bytes lead it to (KeyError: 101)
         raise ValueError(f"{path}: damaged ({one_line(error)})") from None
     missing = [key for key in TRAINER_STATE_KEYS if not isinstance(state, dict) or key not in state]

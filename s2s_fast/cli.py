@@ -144,7 +144,7 @@ def _decode(args) -> int:
     from .attention_plot import plot_attention
     from .backends import resolve_device
     from .checkpoint import averaged_record, is_checkpoint, open_models
-    from .files import write_json_atomic, write_text_atomic
+    from .files import write_files_atomic
     from .inference import translate
 
     which = _which_checkpoint(args)
@@ -173,7 +173,6 @@ def _decode(args) -> int:
             out_lines.extend(f"{index}\t{score:.4f}\t{task.target_text(tokens)}" for tokens, score in hypothesis)
     text = "".join(line + "\n" for line in out_lines)
     if args.output and args.output != "-":
-        write_text_atomic(Path(args.output), text)
         # The checkpoint(s) decoded, after the flags: --checkpoint's "best" or "last" must not hide which one it was.
         names = [str(c) for c in checkpoints]
         settings = {**{k: v for k, v in vars(args).items() if k != "handler"},
@@ -181,7 +180,13 @@ def _decode(args) -> int:
                     "which_checkpoint": None if all(map(is_checkpoint, args.run)) else which}
         if args.average > 1:
             settings["averaged"] = averaged_record(averaged)
-        write_json_atomic(Path(f"{args.output}.config.json"), settings)
+        # The output and its settings as a pair: both written, or neither. A FIFO or device (/dev/stdout) gets the
+        # output alone.
+        output = Path(args.output)
+        files = {output: text}
+        if not output.exists() or output.is_file():
+            files[Path(f"{args.output}.config.json")] = json.dumps(settings, indent=1) + "\n"
+        write_files_atomic(files)
     else:
         sys.stdout.write(text)
     if want_attention:
@@ -196,15 +201,15 @@ def _decode(args) -> int:
 
 
 def _which_checkpoint(args) -> str:
-    """--checkpoint's choice, best by default. Given with a checkpoint directory, which names itself, it is refused:
-    it was accepted and ignored (and decode recorded it beside the checkpoint it did not pick)."""
+    """--checkpoint's choice, best by default. Given with checkpoint directories alone, which name themselves, it is
+    refused: it was accepted and ignored (and decode recorded it beside the checkpoint it did not pick). Beside a
+    run's directory it picks that run's."""
     from .checkpoint import is_checkpoint
 
     if args.checkpoint is None:
         return "best"
-    given = next((run for run in args.run if is_checkpoint(run)), None)
-    if given is not None:
-        raise ValueError(f"--checkpoint {args.checkpoint} picks a run's checkpoint, and {given} is a checkpoint "
+    if all(map(is_checkpoint, args.run)):
+        raise ValueError(f"--checkpoint {args.checkpoint} picks a run's checkpoint, and {args.run[0]} is a checkpoint "
                          "directory itself: give its run's directory, or leave --checkpoint out")
     return args.checkpoint
 

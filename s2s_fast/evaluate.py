@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import averaged_record, open_models, run_directory
 from .data import EvalItem, Task
-from .files import write_json_atomic, write_text_atomic
+from .files import write_files_atomic
 from .inference import translate
 from .models import Ensemble, Seq2Seq
 
@@ -75,8 +76,8 @@ def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5,
         stem += f"-lp{penalty if float(penalty) == length_penalty else repr(float(length_penalty))}"
     if len(items) < len(every_item):
         stem += f"-n{len(items)}"
-    write_text_atomic(out_dir / f"{stem}.hyp", "".join(f"{item.source}\t{task.target_text(h)}\n"
-                                                       for item, h in zip(items, hypotheses)))
-    write_json_atomic(out_dir / f"{stem}.json", report)
+    write_files_atomic({out_dir / f"{stem}.hyp": "".join(f"{item.source}\t{task.target_text(h)}\n"
+                                                         for item, h in zip(items, hypotheses)),
+                        out_dir / f"{stem}.json": json.dumps(report, indent=1) + "\n"})
     report["files"] = str(out_dir / stem) + ".{hyp,json}"
     return report

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -34,26 +35,71 @@ def temporary_path(path: Path, suffix: str = "tmp") -> Path:
 
 def write_json_atomic(path: Path, value) -> None:
     """Write JSON to ``path`` so that readers see the old content or the new one, never a mix."""
-    write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+    write_files_atomic({path: json.dumps(value, indent=1) + "\n"})
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` so that readers see the old content or the new one, never a mix: a write cut
-    short (a full disk, Ctrl-C) leaves the old file whole. An OSError names ``path``."""
-    path = Path(path)
-    temporary = temporary_path(path)
+    """Write UTF-8 ``text`` to ``path`` as write_files_atomic does."""
+    write_files_atomic({path: text})
+
+
+def write_files_atomic(files: dict) -> None:
+    """Write UTF-8 texts ({path: text}) so that readers see the old contents or the new ones: each is written beside
+    its file first and renamed over it once all are written, so a write cut short (a full disk, Ctrl-C) leaves every
+    earlier file as it was (a file and the settings that describe it stay a pair). A symbolic link is written
+    through (its target replaced, the link kept), a file keeps its mode, and what is not a regular file (a FIFO,
+    /dev/stdout) or lies in a directory this process cannot write is written in place. An OSError names the path."""
+    staged, in_place, current = [], [], None
+    try:
+        for current, text in files.items():
+            if os.path.exists(current) and not os.path.isfile(current):  # through links: /dev/stdout, a FIFO
+                in_place.append((Path(current), None, text, current))
+                continue
+            target = Path(os.path.realpath(current))  # a regular file, or none yet: beside it, through any link
+            temporary = _staged(target, text)
+            (in_place if temporary is None else staged).append((target, temporary, text, current))
+        for target, temporary, _, current in staged:
+            os.replace(temporary, target)
+    except OSError as error:
+        raise _not_written(error, current) from None
+    finally:
+        for _, temporary, _, _ in staged:
+            temporary.unlink(missing_ok=True)
+    for directory in {target.parent for target, _, _, _ in staged}:
+        fsync_path(directory)
+    for target, _, text, path in in_place:
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise _not_written(error, path) from None
+
+
+def _staged(target: Path, text: str) -> Path | None:
+    """``text`` written and flushed to a temporary file beside ``target`` (a regular file, or none yet) with its mode,
+    to be renamed over it; None where ``target`` is to be written in place (its directory closed to this process)."""
+    exists = target.exists()
+    temporary = temporary_path(target)
     try:
         with open(temporary, "w", encoding="utf-8") as file:
+            if exists:
+                shutil.copymode(target, temporary)
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        raise OSError(error.errno, f"{path}: not written ({error.strerror or one_line(error)}); any file there "
-                                   "before is left as it was") from None
-    finally:
+    except PermissionError:
         temporary.unlink(missing_ok=True)
-    fsync_path(path.parent)
+        if exists and os.access(target, os.W_OK):
+            return None
+        raise
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def _not_written(error: OSError, path) -> OSError:
+    return OSError(error.errno, f"{path}: not written ({error.strerror or one_line(error)}); any file there before "
+                                "is left as it was")
 
 
 def read_text(path: Path) -> str:

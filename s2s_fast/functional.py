@@ -140,7 +140,8 @@ def _check_mask(op: str, mask, batch: int, keys: int, device: torch.device) -> N
         raise InputError(f"{op}: mask is on {mask.device} but the other inputs are on {device}")
 
 
-_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+# Integer dtypes whose min and max torch has no kernels for: lengths of these are read as int64.
+WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
 def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.device):
@@ -156,7 +157,7 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
             raise InputError(f"{op}: lengths is on the meta device, which holds no values, but the inputs are on "
                              f"{device}")
         return lengths.to(dtype=torch.int64)
-    if lengths.dtype in _WIDE_UNSIGNED:  # torch's min and max have no kernels for these
+    if lengths.dtype in WIDE_UNSIGNED:  # torch's min and max have no kernels for these
         lengths = lengths.to(torch.int64)
     if batch and lengths.device.type == "cpu" and not torch.compiler.is_compiling():
         low, high = int(lengths.min()), int(lengths.max())

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .backends import resolve_device
-from .checkpoint import (CHECKPOINTS, TRAINER_STATE, checkpoint_name, is_better, load_checkpoint,
+from .checkpoint import (CHECKPOINTS, NOT_DAMAGE, TRAINER_STATE, checkpoint_name, is_better, load_checkpoint,
                          load_trainer_state, repair_pointers, rng_state, save_checkpoint, set_rng_state)
 from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, MissingSplit, Task, build_task, collate, example_length,
                    load_task, token_batches)
@@ -125,6 +125,8 @@ def _damage_named(path: Path, what: str) -> Iterator[None]:
     """torch's refusal of a saved state (a hand-edited or foreign trainer state) as a ValueError naming its file."""
     try:
         yield
+    except (torch.OutOfMemoryError, *NOT_DAMAGE):
+        raise  # this machine's limits, not the file's
     except (KeyError, TypeError, IndexError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path}: damaged trainer state, {what} ({one_line(error)})") from None
 

@@ -210,6 +210,13 @@ def test_a_checkpoint_given_by_a_relative_path_lies_in_its_run(run, tmp_path, ca
     assert {"test-step-00000004-beam1-n4.hyp", "test-step-00000004-beam1-n4.json"} <= {
         p.name for p in (copy / "evaluations").iterdir()}
     assert not any((checkpoints / name / "evaluations").exists() for name in ("step-00000004", "step-00000006"))
+    # A link to a checkpoint, and ".." after a link, lie in the run the link leads to.
+    (tmp_path / "mybest").symlink_to(checkpoints / "step-00000004")
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "s").symlink_to(checkpoints / "step-00000006")
+    for given in (tmp_path / "mybest", tmp_path / "links" / "s" / ".." / "step-00000004"):
+        assert ckpt.find_checkpoint(given) == (checkpoints / "step-00000004").resolve()
+        assert _names(ckpt.select_checkpoints(given, "best", 2)) == ["step-00000002", "step-00000004"]
 
 
 def test_checkpoints_of_another_task_are_not_averaged(run, tmp_path, capsys):

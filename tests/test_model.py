@@ -281,7 +281,10 @@ def test_arguments_of_the_wrong_kind_are_refused_in_words():
     for smoothing in (-0.5, float("nan"), 1.5, True, "0.1"):
         with pytest.raises(ValueError, match="sequence_loss: label_smoothing must be a number in \\[0, 1\\]"):
             sequence_loss(logits, targets, PAD_ID, label_smoothing=smoothing)
-    assert sequence_loss(logits, targets, PAD_ID, label_smoothing=0.1) != sequence_loss(logits, targets, PAD_ID)
+    smoothed = sequence_loss(logits, targets, PAD_ID, label_smoothing=0.1)
+    assert smoothed != sequence_loss(logits, targets, PAD_ID)
+    for same in (torch.tensor(0.1), torch.tensor(0.1).numpy()):  # torch's cross_entropy takes these too
+        assert sequence_loss(logits, targets, PAD_ID, label_smoothing=same) == smoothed
     with pytest.raises(TypeError, match="config must be a Seq2SeqConfig \\(Seq2SeqConfig.from_dict reads a dict\\)"):
         Seq2Seq({"src_vocab_size": 9, "tgt_vocab_size": 9})
     model = _model()
@@ -297,5 +300,11 @@ def test_arguments_of_the_wrong_kind_are_refused_in_words():
         with pytest.raises(ValueError, match=f"attention_size must be {message}"):
             Seq2SeqConfig.from_dict(dict(src_vocab_size=9, tgt_vocab_size=9, attention="luong-dot",
                                          attention_size=size))
-    assert Seq2SeqConfig.from_dict(dict(src_vocab_size=9, tgt_vocab_size=9, attention="luong-dot",
-                                        attention_size=64)).attention_size is None  # an old saved configuration
+    for size in (64, 64.0):  # an old saved configuration
+        assert Seq2SeqConfig.from_dict(dict(src_vocab_size=9, tgt_vocab_size=9, attention="luong-dot",
+                                            attention_size=size)).attention_size is None
+    # Wide unsigned lengths read as the other integers (torch's min had no kernel for them).
+    expected = model(src, lengths, tgt)
+    for unsigned in (torch.uint16, torch.uint32, torch.uint64):
+        torch.testing.assert_close(model(src, lengths.to(unsigned), tgt), expected)
+        assert model.generate(src, lengths.to(unsigned)) == model.generate(src, lengths)

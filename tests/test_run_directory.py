@@ -420,6 +420,28 @@ def test_a_trainer_state_with_fields_a_resume_cannot_read_is_named_in_one_line(t
     assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[0] == 0
 
 
+def test_a_trainer_state_this_machine_cannot_read_is_not_called_damaged(tmp_path, capsys, monkeypatch):
+    """A file unreadable here, or a machine short of memory, says so: "damaged" would invite deleting a good
+    checkpoint."""
+    run = tmp_path / "run"
+    train(TrainConfig(output_dir=str(run), max_steps=2, eval_every=0, **TINY), **QUIET)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ckpt.torch, "load", denied)
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)
+    assert code == 1 and "Permission denied" in err and "damaged" not in err, err
+    monkeypatch.undo()
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("out of memory")
+
+    monkeypatch.setattr(torch.optim.AdamW, "load_state_dict", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        main(["train", "--output-dir", str(run), "--resume", "--max-steps", "3"])
+
+
 def test_a_checkpoint_deleted_by_hand_is_stepped_over_or_named(tmp_path, capsys):
     """The newest checkpoint deleted (latest.json naming it): --checkpoint last and --resume take the newest one left,
     and the resumed run says latest.json moved. The best one deleted: --checkpoint best names best.json and what to

@@ -245,6 +245,29 @@ def test_decode_output_is_whole_or_untouched_and_dash_is_stdout(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
     code, _, err = _run(capsys, "evaluate", run, "--split", "dev", "--device", "cpu")
     _one_line(code, err, r"evaluate: error: \[Errno 28\] .*evaluations/dev-step-\d+-beam5.hyp: not written")
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    # The output and its settings are a pair: the settings' write failing leaves both as they were.
+    staged = s2s_fast.files._staged
+
+    def settings_fail(target, text):
+        if target.name.endswith(".config.json"):
+            raise OSError(28, "No space left on device")
+        return staged(target, text)
+
+    monkeypatch.setattr(s2s_fast.files, "_staged", settings_fail)
+    code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", output, "--beam-size", 1,
+                        "--device", "cpu")
+    _one_line(code, err, r"out.txt.config.json: not written")
+    assert {path: path.read_bytes() for path in before} == before
+    monkeypatch.undo()
+    # A symbolic link is written through, and a file keeps its mode.
+    real, link = tmp_path / "real.txt", tmp_path / "link.txt"
+    real.write_text("old\n")
+    real.chmod(0o600)
+    link.symlink_to(real)
+    assert _run(capsys, "decode", run, "--input", inputs, "--output", link, "--device", "cpu")[0] == 0
+    assert link.is_symlink() and real.read_text() != "old\n" and real.stat().st_mode & 0o777 == 0o600
 
 
 def test_checkpoint_choice_with_a_checkpoint_directory_is_refused(tmp_path, capsys):
@@ -261,6 +284,10 @@ def test_checkpoint_choice_with_a_checkpoint_directory_is_refused(tmp_path, caps
     assert _run(capsys, "decode", checkpoint, "--input", inputs, "--output", output, "--device", "cpu")[0] == 0
     written = json.loads(Path(f"{output}.config.json").read_text())
     assert written["which_checkpoint"] is None and written["checkpoint"] == str(checkpoint)
+    # Beside a run's directory it picks that run's checkpoint (an ensemble of the run and a checkpoint).
+    assert _run(capsys, "decode", run, checkpoint, "--input", inputs, "--output", output, "--checkpoint", "last",
+                "--device", "cpu")[0] == 0
+    assert json.loads(Path(f"{output}.config.json").read_text())["which_checkpoint"] == "last"
 
 
 def test_numbers_that_are_not_finite_are_refused_in_one_line(tmp_path, capsys):

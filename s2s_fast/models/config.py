@@ -115,8 +115,8 @@ class Seq2SeqConfig:
         if unknown:
             raise ValueError(f"Seq2SeqConfig: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         size = values.get("attention_size")
-        if values.get("attention", "bahdanau") != "bahdanau" and isinstance(size, int) and \
-                not isinstance(size, bool) and size >= 1:
+        if values.get("attention", "bahdanau") != "bahdanau" and isinstance(size, (int, float)) and \
+                not isinstance(size, bool) and size >= 1 and float(size).is_integer():
             # Saved before attention_size was refused for attentions that have none (it was ignored there): a size
             # that was valid then is dropped; any other is refused below, as it always was.
             values = {**values, "attention_size": None}

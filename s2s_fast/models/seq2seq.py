@@ -104,6 +104,8 @@ class Seq2Seq(nn.Module):
                 src_lengths.dtype == torch.bool:
             raise ValueError(f"Seq2Seq: src_lengths must be integer [B] = [{src.shape[0]}], got "
                              f"{src_lengths.dtype} of shape {list(src_lengths.shape)}")
+        if src_lengths.dtype in F.WIDE_UNSIGNED:
+            src_lengths = src_lengths.to(torch.int64)
         if src_lengths.is_meta:
             raise ValueError("Seq2Seq: src_lengths must hold values (a CPU tensor, say), not be on the meta device: "
                              "which steps each row runs depends on them")
@@ -207,9 +209,7 @@ class Seq2Seq(nn.Module):
         self._check_tokens("tgt_in", tgt_in, self.config.tgt_vocab_size)
         if tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"Seq2Seq: tgt_in has batch {tgt_in.shape[0]} but src has {src.shape[0]}")
-        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float)) or \
-                not 0.0 <= sampling_rate <= 1.0:
-            raise ValueError(f"Seq2Seq: sampling_rate must be a number in [0, 1], got {sampling_rate!r}")
+        sampling_rate = _fraction("Seq2Seq: sampling_rate", sampling_rate)
         encoded = self.encode(src, src_lengths)
         if tgt_in.shape[1] == 0:  # no steps: [B, 0, V] from every decoder (the step loops would stack nothing)
             return self.output(encoded.memory.new_zeros(tgt_in.shape[0], 0, self.config.hidden_size))
@@ -293,6 +293,17 @@ class Seq2Seq(nn.Module):
         return generate(self, src, src_lengths, **options)
 
 
+def _fraction(name: str, value) -> float:
+    """``value`` as a float in [0, 1] (a Python, NumPy or 0-d tensor number); ValueError naming it otherwise."""
+    try:
+        number = None if isinstance(value, (bool, str, bytes)) else float(value)
+    except (TypeError, ValueError, RuntimeError):
+        number = None
+    if number is None or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return number
+
+
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0,
                   reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy over [B, T, V] logits and [B, T] targets (token ids of any integer dtype); padded targets never
@@ -300,9 +311,8 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, labe
     zero at padded targets."""
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise ValueError(f"sequence_loss: targets must be token ids of an integer dtype, got {targets.dtype}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or \
-            not 0.0 <= label_smoothing <= 1.0:  # NaN and negative values were taken as 0, silently
-        raise ValueError(f"sequence_loss: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    # NaN and negative values were taken as 0, silently.
+    label_smoothing = _fraction("sequence_loss: label_smoothing", label_smoothing)
     if logits.dim() < 1 or tuple(targets.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"sequence_loss: targets {tuple(targets.shape)} must be logits {tuple(logits.shape)} without "
                          "its last (vocabulary) dimension")
