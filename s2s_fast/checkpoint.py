@@ -214,15 +214,20 @@ def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / MODEL_WEIGHTS).is_file()
 
 
-def find_checkpoint(path: str | Path, which: str = "best") -> Path:
+def find_checkpoint(path: str | Path, which: str | None = None) -> Path:
     """The checkpoint directory (its absolute path) meant by ``path``: a checkpoint itself, or a training output
-    directory whose ``which`` ("best" or "last") checkpoint is wanted; "best" falls back to the last one when no dev
-    evaluation happened."""
+    directory whose ``which`` ("best", the default, or "last") checkpoint is wanted; "best" falls back to the last
+    one when no dev evaluation happened. ``which`` given with a checkpoint directory, which names itself, is refused
+    (it was ignored)."""
     path = Path(path)
-    if which not in ("best", "last"):
+    if which not in (None, "best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
     if is_checkpoint(path):
+        if which is not None:
+            raise ValueError(f"--checkpoint {which} picks a run's checkpoint, and {path} is a checkpoint directory "
+                             "itself: give its run's directory, or leave --checkpoint out")
         return _absolute(path)
+    which = which or "best"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such directory")
     root = path / CHECKPOINTS
@@ -253,7 +258,7 @@ def _absolute(checkpoint: Path) -> Path:
     return Path(os.path.realpath(checkpoint))
 
 
-def open_checkpoint(path: str | Path, which: str = "best",
+def open_checkpoint(path: str | Path, which: str | None = None,
                     device: torch.device | str = "cpu") -> tuple[Path, Seq2Seq, Task, dict]:
     """(checkpoint directory, model, task, training configuration) of the checkpoint ``find_checkpoint`` names.
     When a run training in ``path`` meanwhile prunes that checkpoint, this follows the pointer to its successor."""
@@ -267,7 +272,7 @@ def _step_of(checkpoint: Path) -> int | None:
     return int(digits) if checkpoint.name.startswith(PREFIX) and digits.isdigit() else None
 
 
-def _select(path: str | Path, which: str, average: int) -> tuple[Path, list[Path]]:
+def _select(path: str | Path, which: str | None, average: int) -> tuple[Path, list[Path]]:
     """(the checkpoint ``find_checkpoint`` names, up to ``average`` checkpoints of its run ending with it, oldest
     first); the list is short, or empty when the named one is gone, if the run pruned them."""
     if isinstance(average, bool) or not isinstance(average, int) or average < 1:
@@ -286,13 +291,13 @@ def _select(path: str | Path, which: str, average: int) -> tuple[Path, list[Path
     return last, chosen if chosen and chosen[-1].name == last.name else []
 
 
-def _too_few(path: str | Path, which: str, average: int, last: Path, chosen: list[Path]) -> ValueError:
+def _too_few(path: str | Path, which: str | None, average: int, last: Path, chosen: list[Path]) -> ValueError:
     """The refusal of an average for want of checkpoints, saying what is there and what would help."""
     there = f"{len(chosen)} are on disk ({', '.join(c.name for c in chosen)})" if chosen else "none are on disk"
     keep = f"train with --keep-checkpoints {average} to keep them"
     if is_checkpoint(path):  # a checkpoint directory given itself: ``which`` plays no part
         up_to, advice = last.name, f"a run keeps the best and --keep-checkpoints recent checkpoints ({keep})"
-    elif which == "best":
+    elif which in (None, "best"):
         up_to = f"{last.name} (best)"
         advice = ("a run keeps the best and --keep-checkpoints recent checkpoints, so those before an earlier best "
                   f"are pruned: average up to the last one (--checkpoint last), or {keep}")
@@ -302,7 +307,7 @@ def _too_few(path: str | Path, which: str, average: int, last: Path, chosen: lis
                       f"{there}; {advice}")
 
 
-def select_checkpoints(path: str | Path, which: str = "best", average: int = 1) -> list[Path]:
+def select_checkpoints(path: str | Path, which: str | None = None, average: int = 1) -> list[Path]:
     """The checkpoints whose weights ``open_averaged`` averages, oldest first: the one ``find_checkpoint(path,
     which)`` names and the ``average - 1`` newest of its run before it on disk (a run keeps the best and
     ``--keep-checkpoints`` recent ones). Fewer on disk raise ValueError saying how many there are."""
@@ -376,7 +381,7 @@ def average_models(models, checkpoints: list[Path]) -> Seq2Seq:
     return first
 
 
-def open_averaged(path: str | Path, which: str = "best", average: int = 1,
+def open_averaged(path: str | Path, which: str | None = None, average: int = 1,
                   device: torch.device | str = "cpu") -> tuple[list[Path], Seq2Seq, Task, dict]:
     """(checkpoints, model, task, training configuration): with ``average`` 1 the checkpoint ``find_checkpoint``
     names; with more, the mean of the weights of the checkpoints ``select_checkpoints`` names (the task and
@@ -419,20 +424,23 @@ def run_directory(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else checkpoint
 
 
-def open_models(paths, which: str = "best", device: torch.device | str = "cpu", same_data: bool = False,
+def open_models(paths, which: str | None = None, device: torch.device | str = "cpu", same_data: bool = False,
                 average: int = 1) -> tuple[list[Path], Seq2Seq | Ensemble, Task, list[list[Path]]]:
     """(checkpoint directories, model, task, checkpoints averaged) for one run or several: several become an
     Ensemble, decoding with the first one's task, and must share its vocabularies (and sentencepiece models); with
     ``same_data`` (scoring on a split) also its data settings. A difference raises ValueError naming both runs.
-    The checkpoint directories are those ``which`` names, one per run; with ``average`` above 1 each run's model is
+    The checkpoint directories are those ``which`` names, one per run (a checkpoint directory among runs is its own;
+    given with checkpoint directories alone, ``which`` is refused); with ``average`` above 1 each run's model is
     the mean of its last ``average`` checkpoints up to that one (``open_averaged``), listed per run oldest first in
     the last item (a list of one checkpoint per run without averaging)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise ValueError("no run given")
+    runs_among = not all(map(is_checkpoint, paths))
     averaged, models, task = [], [], None
     for path in paths:
-        members, model, member_task, _ = open_averaged(path, which, average, device)
+        own = None if runs_among and is_checkpoint(path) else which
+        members, model, member_task, _ = open_averaged(path, own, average, device)
         if task is not None:
             reason = task.differs_from(member_task, data=same_data)
             if reason is not None:

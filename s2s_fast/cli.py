@@ -147,8 +147,7 @@ def _decode(args) -> int:
     from .files import write_files_atomic
     from .inference import translate
 
-    which = _which_checkpoint(args)
-    checkpoints, model, task, averaged = open_models(args.run, which, resolve_device(args.device),
+    checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, resolve_device(args.device),
                                                      average=args.average)
     _note_uneven_averages(averaged)
     lines = _read_inputs(args.input)
@@ -177,7 +176,7 @@ def _decode(args) -> int:
         names = [str(c) for c in checkpoints]
         settings = {**{k: v for k, v in vars(args).items() if k != "handler"},
                     "checkpoint": names[0] if len(names) == 1 else names,
-                    "which_checkpoint": None if all(map(is_checkpoint, args.run)) else which}
+                    "which_checkpoint": None if all(map(is_checkpoint, args.run)) else args.checkpoint or "best"}
         if args.average > 1:
             settings["averaged"] = averaged_record(averaged)
         # The output and its settings as a pair: both written, or neither. A FIFO or device (/dev/stdout) gets the
@@ -200,20 +199,6 @@ def _decode(args) -> int:
     return 0
 
 
-def _which_checkpoint(args) -> str:
-    """--checkpoint's choice, best by default. Given with checkpoint directories alone, which name themselves, it is
-    refused: it was accepted and ignored (and decode recorded it beside the checkpoint it did not pick). Beside a
-    run's directory it picks that run's."""
-    from .checkpoint import is_checkpoint
-
-    if args.checkpoint is None:
-        return "best"
-    if all(map(is_checkpoint, args.run)):
-        raise ValueError(f"--checkpoint {args.checkpoint} picks a run's checkpoint, and {args.run[0]} is a checkpoint "
-                         "directory itself: give its run's directory, or leave --checkpoint out")
-    return args.checkpoint
-
-
 def _note_uneven_averages(averaged: list[list[Path]]) -> None:
     from .checkpoint import pruned_between
 
@@ -228,7 +213,7 @@ def _evaluate(args) -> int:
     from .checkpoint import averaged_lists, run_directory
     from .evaluate import evaluate_run
 
-    report = evaluate_run(args.run, args.split, checkpoint=_which_checkpoint(args), beam_size=args.beam_size,
+    report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,
                           batch_tokens=args.batch_tokens, device=resolve_device(args.device), average=args.average)
     if isinstance(report["checkpoint"], list):

@@ -34,7 +34,7 @@ def score_items(model: Seq2Seq | Ensemble, task: Task, items: Sequence[EvalItem]
     return task.score(hypotheses, items), hypotheses
 
 
-def evaluate_run(path, split: str, checkpoint: str = "best", beam_size: int = 5, length_penalty: float = 0.0,
+def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int = 5, length_penalty: float = 0.0,
                  max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu",
                  average: int = 1) -> dict:
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under

@@ -42,11 +42,11 @@ def test_the_model_is_the_mean_of_the_weights_of_the_last_n_checkpoints(run):
     assert _names(ckpt.select_checkpoints(run, "last", 2)) == ["step-00000004", "step-00000006"]
     assert _names(ckpt.select_checkpoints(run, "best", 1)) == ["step-00000006"]  # no dev evaluation: the last
     # A checkpoint directory given itself ends the selection, also as a relative path.
-    assert _names(ckpt.select_checkpoints(run / "checkpoints" / "step-00000004", "best", 2)) == [
+    assert _names(ckpt.select_checkpoints(run / "checkpoints" / "step-00000004", None, 2)) == [
         "step-00000002", "step-00000004"]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(run / "checkpoints")
-        assert _names(ckpt.select_checkpoints("step-00000004", "best", 2)) == ["step-00000002", "step-00000004"]
+        assert _names(ckpt.select_checkpoints("step-00000004", None, 2)) == ["step-00000002", "step-00000004"]
 
     checkpoints, model, task, train_config = ckpt.open_averaged(run, "last", 3)
     assert _names(checkpoints) == ["step-00000002", "step-00000004", "step-00000006"]
@@ -86,7 +86,7 @@ def test_what_cannot_be_averaged_is_refused_with_what_is_there(run, tmp_path):
         ckpt.select_checkpoints(run, "last", 4)
     with pytest.raises(ValueError, match=r"averaging 3 checkpoints up to step-00000004 needs 3, and 2 are on disk "
                                          r"\(step-00000002, step-00000004\); a run keeps the best"):
-        ckpt.select_checkpoints(run / "checkpoints" / "step-00000004", "best", 3)
+        ckpt.select_checkpoints(run / "checkpoints" / "step-00000004", None, 3)
     with pytest.raises(ValueError, match=r"up to step-00000006 \(best\) needs 4, and 3 are on disk .*so those "
                                          r"before an earlier best are pruned: average up to the last one "
                                          r"\(--checkpoint last\), or train with --keep-checkpoints 4"):
@@ -97,9 +97,12 @@ def test_what_cannot_be_averaged_is_refused_with_what_is_there(run, tmp_path):
     # A checkpoint directory outside a run has no neighbours to average with; by itself it is fine.
     alone = tmp_path / "alone"
     shutil.copytree(run / "checkpoints" / "step-00000004", alone)
-    assert _names(ckpt.select_checkpoints(alone, "best", 1)) == ["alone"]
+    assert _names(ckpt.select_checkpoints(alone, None, 1)) == ["alone"]
+    with pytest.raises(ValueError, match="--checkpoint best picks a run's checkpoint, and .*alone is a checkpoint "
+                                         "directory itself"):  # it names itself: which was ignored
+        ckpt.select_checkpoints(alone, "best", 1)
     with pytest.raises(ValueError, match="not in one; give the run's directory"):
-        ckpt.select_checkpoints(alone, "best", 2)
+        ckpt.select_checkpoints(alone, None, 2)
     # Models of different architectures have no mean.
     small = Seq2SeqConfig(src_vocab_size=11, tgt_vocab_size=13, embed_dim=8, hidden_size=16)
     with pytest.raises(ValueError, match="b cannot be averaged with a: their model configurations differ"):
@@ -130,7 +133,7 @@ def test_a_reader_averaging_follows_checkpoints_the_training_run_prunes_while_it
     real_find = ckpt.find_checkpoint
     moved = []
 
-    def training_saves_and_prunes_after_the_pointer_is_read(path, which="best"):
+    def training_saves_and_prunes_after_the_pointer_is_read(path, which=None):
         found = real_find(path, which)
         if not moved:
             moved.append(found.name)
@@ -204,7 +207,7 @@ def test_a_checkpoint_given_by_a_relative_path_lies_in_its_run(run, tmp_path, ca
                          (checkpoints / "step-00000006", "../step-00000004")):
         monkeypatch.chdir(where)
         assert ckpt.run_directory(ckpt.find_checkpoint(given)) == copy
-        assert _names(ckpt.select_checkpoints(given, "best", 2)) == ["step-00000002", "step-00000004"]
+        assert _names(ckpt.select_checkpoints(given, None, 2)) == ["step-00000002", "step-00000004"]
         code, out, err = _run(capsys, "evaluate", given, "--beam-size", 1, "--max-examples", 4, "--device", "cpu")
         assert code == 0 and "step-00000004" in out, err
     assert {"test-step-00000004-beam1-n4.hyp", "test-step-00000004-beam1-n4.json"} <= {
@@ -216,7 +219,7 @@ def test_a_checkpoint_given_by_a_relative_path_lies_in_its_run(run, tmp_path, ca
     (tmp_path / "links" / "s").symlink_to(checkpoints / "step-00000006")
     for given in (tmp_path / "mybest", tmp_path / "links" / "s" / ".." / "step-00000004"):
         assert ckpt.find_checkpoint(given) == (checkpoints / "step-00000004").resolve()
-        assert _names(ckpt.select_checkpoints(given, "best", 2)) == ["step-00000002", "step-00000004"]
+        assert _names(ckpt.select_checkpoints(given, None, 2)) == ["step-00000002", "step-00000004"]
 
 
 def test_checkpoints_of_another_task_are_not_averaged(run, tmp_path, capsys):
