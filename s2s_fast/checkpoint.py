@@ -140,7 +140,11 @@ def save_checkpoint(output_dir: Path, step: int, model: Seq2Seq, task: Task, tra
     if best is not None and best["step"] == step:
         write_json_atomic(root / BEST, best_pointer(best, task))
     write_json_atomic(root / LATEST, {"checkpoint": checkpoint.name, "step": step})
-    prune(root, keep_last)
+    # The best before a dev evaluation off the --eval-every grid (the last step's), which a resumed longer run
+    # returns to: kept, or --checkpoint best would lose it there.
+    before = trainer_state.get("before_last_eval")
+    kept = {checkpoint_name(before[0]["step"])} if before is not None and before[0] is not None else set()
+    prune(root, keep_last, kept)
     return checkpoint
 
 
@@ -180,11 +184,11 @@ def _read_pointer(root: Path, name: str) -> dict | None:
     return pointer
 
 
-def prune(root: Path, keep_last: int) -> None:
-    """Remove checkpoints other than the newest ``keep_last`` and those a pointer names, and leftover temporaries
-    (the caller holds the run's lock, so no other process is writing them)."""
+def prune(root: Path, keep_last: int, kept: set = frozenset()) -> None:
+    """Remove checkpoints other than the newest ``keep_last``, those a pointer names and those named in ``kept``, and
+    leftover temporaries (the caller holds the run's lock, so no other process is writing them)."""
     protected = {pointer["checkpoint"] for pointer in (_read_pointer(root, LATEST), _read_pointer(root, BEST))
-                 if pointer}
+                 if pointer} | set(kept)
     steps = sorted(path for path in root.iterdir() if path.is_dir() and path.name.startswith(PREFIX))
     for path in steps[:max(len(steps) - keep_last, 0)]:
         if path.name not in protected:

@@ -170,7 +170,9 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
     output_dir = Path(config.output_dir)
     threads = torch.get_num_threads()
     try:
-        with locked_directory(output_dir, "s2s-fast train") if distributed.main else nullcontext():
+        with contextlib.ExitStack() as lock:
+            # Process 0 holds the lock; a refusal (another train there) reaches every process as one line.
+            distributed.on_main(lambda: lock.enter_context(locked_directory(output_dir, "s2s-fast train")))
             aside = distributed.on_main(lambda: _claim_output_dir(output_dir, resume, overwrite))
             try:
                 config, start_checkpoint = resolve_run_config(config, explicit, resume)
@@ -324,7 +326,9 @@ class Trainer:
         self._use_configured_hyperparameters()
         progress = Progress(state["step"], state["epoch"], state["epoch_step"], state["best"],
                             state["evals_since_best"])
-        if state.get("before_last_eval") is not None:
+        # A resume that trains on returns to the best before that evaluation; one with no step to take (its
+        # max_steps reached) keeps the run as it ended, its best and best.json included.
+        if state.get("before_last_eval") is not None and self.config.max_steps > progress.step:
             progress.best, progress.evals_since_best = state["before_last_eval"]
             state = {**state, "best": progress.best}  # for the pointers below
             self.log(f"note: the dev evaluation at step {progress.step} (the last step, off the --eval-every grid) "
@@ -485,12 +489,17 @@ class Trainer:
         and metrics.jsonl; on the console too where no progress bar shows them."""
         mean_loss, tokens_per_second = meter.read(self.distributed)
         step, epoch, lr = self.progress.step, self.progress.epoch, self.step_lr
-        self.log.event(kind="train", step=step, epoch=epoch, loss=mean_loss, lr=lr,
-                       tokens_per_second=tokens_per_second)
         if bar is not None:
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}")
-        self.log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}  lr {lr:.2e}  {tokens_per_second:,.0f} "
-                 f"tokens/s  {time.perf_counter() - run_start:,.0f} s", echo=bar is None)
+
+        def write() -> None:
+            self.log.event(kind="train", step=step, epoch=epoch, loss=mean_loss, lr=lr,
+                           tokens_per_second=tokens_per_second)
+            self.log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}  lr {lr:.2e}  {tokens_per_second:,.0f} "
+                     f"tokens/s  {time.perf_counter() - run_start:,.0f} s", echo=bar is None)
+
+        # On process 0; a failure there (a full disk) reaches every process as one line.
+        self.distributed.on_main(write)
 
     def _evaluate_and_checkpoint(self) -> None:
         """After a step: score dev when due (on process 0; the others learn the outcome), decide early stopping, and
@@ -504,8 +513,8 @@ class Trainer:
         if is_eval_step:
             off_grid = progress.step % config.eval_every != 0
             progress.before_last_eval = (progress.best, progress.evals_since_best) if off_grid else None
-            if self.distributed.main:
-                self._evaluate_dev()
+            # On process 0; a failure there (its log on a full disk) reaches every process as one line.
+            self.distributed.on_main(self._evaluate_dev)
             progress.best, progress.evals_since_best = self.distributed.broadcast(
                 (progress.best, progress.evals_since_best))
             progress.stopped_early = config.patience > 0 and progress.evals_since_best >= config.patience

@@ -97,9 +97,18 @@ def _interrupted_worker(rank: int, world: int, port: int, run_dir: str, stop: st
     def failing_save(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
+    log_line = training.Logger.__call__
+
+    def failing_dev_line(self, line, echo=True):
+        if line.startswith("dev step"):
+            raise OSError(28, "No space left on device")
+        return log_line(self, line, echo)
+
     training.Trainer._train_step = counted_step
     if stop == "save":
         training.save_checkpoint = failing_save
+    if stop == "dev log":
+        training.Logger.__call__ = failing_dev_line
     _train_and_write_outcome(run_dir, os.path.join(run_dir, f"outcome{rank}.txt"), lambda: f" after {len(calls)} steps")
 
 
@@ -117,3 +126,24 @@ def test_a_stop_every_process_agreed_on_ends_them_all_in_step(tmp_path):
     outcomes = [open(os.path.join(run_dir, f"outcome{rank}.txt")).read() for rank in range(2)]
     assert outcomes == ["OSError: [Errno 28] No space left on device after 20 steps",
                         "ValueError: process 0 stopped: [Errno 28] No space left on device after 20 steps"], outcomes
+    # Process 0 cannot write its first dev line: the same (process 1 failed in its next collective, a raw gloo
+    # traceback).
+    run_dir = str(tmp_path / "dev log")
+    mp.spawn(_interrupted_worker, args=(2, _free_port(), run_dir, "dev log"), nprocs=2, join=True)
+    outcomes = [open(os.path.join(run_dir, f"outcome{rank}.txt")).read() for rank in range(2)]
+    assert outcomes == ["OSError: [Errno 28] No space left on device after 20 steps",
+                        "ValueError: process 0 stopped: [Errno 28] No space left on device after 20 steps"], outcomes
+
+
+def test_a_directory_another_train_holds_is_refused_on_every_process_in_one_line(tmp_path):
+    """Process 0 took the lock outside the processes' agreement: process 1 failed in its next collective (a raw
+    gloo traceback) while process 0 said the directory was in use."""
+    from s2s_fast.files import locked_directory
+
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    with locked_directory(run_dir, "s2s-fast train"):
+        mp.spawn(_refused_worker, args=(2, _free_port(), run_dir), nprocs=2, join=True)
+    errors = [open(os.path.join(run_dir, f"error{rank}.txt")).read() for rank in range(2)]
+    assert errors[0].startswith("BlockingIOError: ") and "in use by another s2s-fast train" in errors[0], errors
+    assert errors[1].startswith("ValueError: process 0 stopped: ") and "in use by another" in errors[1], errors

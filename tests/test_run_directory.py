@@ -549,3 +549,29 @@ def test_a_run_that_recorded_settings_it_did_not_read_still_resumes(tmp_path, ca
     assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3, "--model", "dropout=0.0")[0] == 0
     resumed = json.loads((run / "config.json").read_text())
     assert resumed["train_src"] is None and resumed["patience"] == 0 and "attention_size" not in resumed["model"]
+
+
+def test_the_best_before_an_off_grid_last_evaluation_is_kept_for_a_longer_resume(tmp_path, capsys):
+    """The last step's dev evaluation (off the --eval-every grid) moved best.json to it, and pruning deleted the best
+    before it, to which a resumed longer run returns: that run then had a best with no weights, and even a resume
+    with nothing to do rolled the best back and deleted best.json. (The last step's save is made here by hand: step
+    6 scored best at an off-grid evaluation, step 2 the best before it.)"""
+    run = tmp_path / "run"
+    result = train(TrainConfig(output_dir=str(run), max_steps=4, eval_every=0, save_every=2, keep_checkpoints=2,
+                               **TINY), **QUIET)
+    state = ckpt.load_trainer_state(run / "checkpoints" / "step-00000004")
+    earlier = {"step": 2, "value": 0.5, "metrics": {"accuracy": 0.5, "token_error": 0.2}}
+    last = {"step": 6, "value": 0.75, "metrics": {"accuracy": 0.75, "token_error": 0.1}}
+    config = ckpt.read_train_config(run / "checkpoints" / "step-00000004")
+    ckpt.save_checkpoint(run, 6, result.model, ckpt.load_task(run / "checkpoints" / "step-00000004"),
+                         {**config, "max_steps": 6}, {**state, "step": 6, "best": last, "evals_since_best": 0,
+                                                      "before_last_eval": (earlier, 1)}, keep_last=1)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000006"]
+    # Nothing to do: the run stays as it ended.
+    code, out, err = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 6)
+    assert code == 0 and "counts neither" not in out and "best dev accuracy 0.7500 at step 6" in out, (out, err)
+    assert _pointer(run, "best.json")["step"] == 6
+    # Trained on: back to the best before that evaluation, whose weights are there.
+    code, out, err = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 7, "--eval-every", 0)
+    assert code == 0 and "counts neither" in out and "is gone" not in out, (out, err)
+    assert _pointer(run, "best.json")["step"] == 2
