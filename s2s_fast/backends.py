@@ -366,7 +366,7 @@ def resolve(op: str, device: torch.device, args: tuple, backend: str | None = No
     """
     name = get_backend() if backend is None else check_backend_name(backend, "the backend argument")
     active = transforms.active(args)  # asked once a call: resolve runs on every op call
-    layout = _layout_limit(args)
+    layout = _layout_limit(args) if name != "reference" else None  # the reference runs torch's ops on any layout
     if name != "auto":
         reason = _unavailable(name, device)
         if reason is None:

@@ -38,11 +38,6 @@ def write_json_atomic(path: Path, value) -> None:
     write_files_atomic({path: json.dumps(value, indent=1) + "\n"})
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` as write_files_atomic does."""
-    write_files_atomic({path: text})
-
-
 def write_files_atomic(files: dict) -> None:
     """Write UTF-8 texts ({path: text}) so that readers see the old contents or the new ones: each is written beside
     its file first and renamed over it once all are written, so a write cut short (a full disk, Ctrl-C) leaves every

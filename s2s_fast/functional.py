@@ -144,12 +144,17 @@ def _check_mask(op: str, mask, batch: int, keys: int, device: torch.device) -> N
 WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
+def integer_dtype(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` holds integers, as lengths and token ids must (not bool, floating or complex)."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
 def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.device):
     """Validate per-row lengths and return them as int64 on ``device`` (None stays None)."""
     _require_tensor(op, "lengths", lengths, optional=True)
     if lengths is None:
         return None
-    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+    if not integer_dtype(lengths.dtype):
         raise InputTypeError(f"{op}: lengths must be an integer tensor, got {lengths.dtype}")
     _require_shape(op, "lengths", lengths, (batch,), "[B]")
     if lengths.is_meta:  # no values to check, and none to copy to a device that holds values

@@ -28,7 +28,6 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -433,7 +432,8 @@ class Trainer:
     def _train_step(self, batch: Batch) -> float:
         """One optimizer step on ``batch``; returns its loss (mean per target token)."""
         config, progress = self.config, self.progress
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16
+                    else contextlib.nullcontext())
         with autocast:
             logits = self.trained(batch.src, batch.src_lengths, batch.tgt_in,
                                   sampling_rate=sampling_rate_at(progress.step, config))

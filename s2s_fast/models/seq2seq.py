@@ -100,8 +100,7 @@ class Seq2Seq(nn.Module):
         self._check_tokens("src", src, self.config.src_vocab_size)
         if not isinstance(src_lengths, torch.Tensor):
             src_lengths = torch.as_tensor(src_lengths)
-        if src_lengths.shape != (src.shape[0],) or src_lengths.is_floating_point() or src_lengths.is_complex() or \
-                src_lengths.dtype == torch.bool:
+        if src_lengths.shape != (src.shape[0],) or not F.integer_dtype(src_lengths.dtype):
             raise ValueError(f"Seq2Seq: src_lengths must be integer [B] = [{src.shape[0]}], got "
                              f"{src_lengths.dtype} of shape {list(src_lengths.shape)}")
         if src_lengths.dtype in F.WIDE_UNSIGNED:
@@ -309,7 +308,7 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, labe
     """Cross-entropy over [B, T, V] logits and [B, T] targets (token ids of any integer dtype); padded targets never
     count. reduction "mean" (over the targets that count: NaN when none does, as torch's), "sum", or "none": [B, T],
     zero at padded targets."""
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+    if not F.integer_dtype(targets.dtype):
         raise ValueError(f"sequence_loss: targets must be token ids of an integer dtype, got {targets.dtype}")
     # NaN and negative values were taken as 0, silently.
     label_smoothing = _fraction("sequence_loss: label_smoothing", label_smoothing)
