@@ -37,7 +37,7 @@ first where ``CUDNN_FASTER`` says cuDNN was measured faster; triton before cuda 
 ``TRITON_ATTENTION_FROM_WORK``) and cpu, aten, reference for CPU tensors (aten first for the ops in
 ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says oneDNN was
 measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not
-Intel's; cpu for the ops in ``CPU_ONEDNN_FROM_WORK`` only where its products go through oneDNN and the call is
+Intel's but for the wide inputs of ``CPU_LAYER_WIDE_INPUT``; cpu for the ops in ``CPU_ONEDNN_FROM_WORK`` only where its products go through oneDNN and the call is
 large enough), skipping a backend that is unavailable or whose limit check refuses the call, or that cannot serve it
 under the torch.func transforms or forward-mode AD around it (BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries
 the fused backends' own layers before their cells in the reference time loop. An explicit choice that cannot serve the
@@ -131,6 +131,16 @@ CPU_ATEN_FASTER_TRAINING: tuple[tuple[str, int, range, range], ...] = (("lstm_la
 # products through oneDNN on such CPUs (csrc/cpu/products.h) the sweep again, same machine: the LSTM layer 1.5-1.9x
 # faster than through MKL and still 0.55-1.02x of aten's speed (so the rule stays), the GRU layer 1.4-2.5x aten's.
 CPU_ATEN_FASTER_TRAINING_OFF_INTEL = frozenset({"lstm_layer"})
+# Except, off Intel's CPUs, a layer whose input is at least WIDTH times its hidden size (the upper layers of a
+# bidirectional stack read both directions' outputs) over at least ROWS rows (T x B), with the cpu layer's float32
+# products through oneDNN: op -> (WIDTH, ROWS). The cpu layer computes all steps' input products, and their weight
+# gradient, in one product each, which there outweighs the rest. Measured 2026-12-05 on a 2-core AMD EPYC with AVX-512
+# (a slower one than the sweep above: MKL and oneDNN both at about 100 GFLOP/s), one direction with lengths,
+# forward+backward, through s2s_fast.functional side by side, cpu against aten: I = 2H at T x B = 2048-4096
+# (T=16, B=128 and 256, H=192; T=32, B=64, H=256) 1.08-1.16x faster at one and two threads; at T x B = 1024 0.96-0.98x;
+# I = H 0.71-0.99x (one exception, B=256, H=192: 1.07-1.11x). In the g2p training step (bench, one thread) the rule
+# put auto at 1.28-1.30x the reference, from 1.25x.
+CPU_LAYER_WIDE_INPUT = {"lstm_layer": (2, 2048)}
 # Backends whose layers never read the input at a row's padded steps (s2s_fast.aten.sequence runs padded steps on a
 # row of zeros). The others' layers compute every step's input product and take their weight gradients in products
 # over all steps, where a NaN or infinity at a padded step (torch.empty's garbage) would reach the gradients as
@@ -446,7 +456,7 @@ def cpu_vendor() -> str:
 def _cpu_prefers_aten(op: str, args: tuple) -> bool:
     """Whether auto tries aten before cpu for this CPU call: no gradient recorded and op in
     CPU_INFERENCE_PREFERS_ATEN, or a gradient recorded and either op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL on a CPU
-    that is not Intel's or a row of CPU_ATEN_FASTER_TRAINING covering it."""
+    that is not Intel's (but for CPU_LAYER_WIDE_INPUT's calls) or a row of CPU_ATEN_FASTER_TRAINING covering it."""
     if not _records_gradient(args):
         return op in CPU_INFERENCE_PREFERS_ATEN
     if op not in _GATES or torch.compiler.is_compiling():
@@ -454,11 +464,35 @@ def _cpu_prefers_aten(op: str, args: tuple) -> bool:
         # the table's ranges would break the graph or guard on the size.
         return False
     if op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL and cpu_vendor() != "GenuineIntel":
-        return True
+        return not _cpu_layer_wide_input_pays(op, args)
     batch, hidden = _batch_and_hidden(op, args)
     threads = torch.get_num_threads()
     return any(op == row_op and threads >= fewest and batch in batches and hidden in hiddens
                for row_op, fewest, batches, hiddens in CPU_ATEN_FASTER_TRAINING)
+
+
+def _cpu_layer_wide_input_pays(op: str, args: tuple) -> bool:
+    """Whether a training call of a layer op goes to the cpu layer before aten off Intel's CPUs: CPU_LAYER_WIDE_INPUT's
+    width and rows, float32, with the cpu backend's products through oneDNN."""
+    if op not in CPU_LAYER_WIDE_INPUT:
+        return False
+    input, hidden = args[0], _batch_and_hidden(op, args)[1]
+    width, rows = CPU_LAYER_WIDE_INPUT[op]
+    if input.shape[2] < width * hidden or input.shape[0] * input.shape[1] < rows:
+        return False
+    return _cpu_products_through_onednn(input.dtype)
+
+
+def _cpu_products_through_onednn(dtype: torch.dtype, compiling: bool = False) -> bool:
+    """Whether the cpu backend's products in this dtype go through oneDNN: float32, its library chosen oneDNN
+    (s2s_fast.cpu.products_library) and torch.backends.mkldnn on (not read while compiling: a traced call takes the
+    library as chosen)."""
+    if dtype != torch.float32:
+        return False
+    module = _load("cpu")[0]
+    if module is None or module.extension_module is None or module.products_library() != "onednn":
+        return False
+    return compiling or torch.backends.mkldnn.enabled
 
 
 def _cpu_onednn_pays(op: str, args: tuple) -> bool:
@@ -476,10 +510,7 @@ def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     compiling = torch.compiler.is_compiling()
     if (isinstance(work, int) or not compiling) and work < CPU_ONEDNN_FROM_WORK[op]:
         return False
-    module = _load("cpu")[0]
-    if module is None or module.extension_module is None or module.products_library() != "onednn":
-        return False
-    return compiling or torch.backends.mkldnn.enabled
+    return _cpu_products_through_onednn(args[0].dtype, compiling)
 
 
 def _records_gradient(args: tuple) -> bool:

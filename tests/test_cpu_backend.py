@@ -491,13 +491,14 @@ def test_layer_auto_routing_and_limits():
 @built
 def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch):
     """Training calls go to aten where CPU_ATEN_FASTER_TRAINING's measured rows say oneDNN was faster (enough threads,
-    batch and hidden size in range), to the cpu layer elsewhere; GRU has no row."""
+    batch and hidden size in range), to the cpu layer elsewhere; GRU has no row. Off Intel's CPUs LSTM training goes
+    to aten but for CPU_LAYER_WIDE_INPUT's wide inputs over many rows."""
     threads = torch.get_num_threads()
     cpu_device = torch.device("cpu")
 
-    def backend_for(kind, batch, hidden, thread_count):
+    def backend_for(kind, batch, hidden, thread_count, steps=3, input_size=4, dtype=torch.float32):
         torch.set_num_threads(thread_count)
-        args = _layer_args(kind, 3, batch, 4, hidden, dtype=torch.float32)
+        args = _layer_args(kind, steps, batch, input_size, hidden, dtype=dtype)
         trained = tuple(v.requires_grad_(True) if k == "weight_ih" else v for k, v in args.items())
         return backends.resolve(f"{kind}_layer", cpu_device, trained)[0]
 
@@ -516,6 +517,22 @@ def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch)
         assert backend_for("lstm", 8, 16, 1) == "aten"
         assert backend_for("lstm", 64, 512, 2) == "aten"
         assert backend_for("gru", 64, 512, 1) == "cpu"
+        # But for inputs at least twice the hidden size over 2,048 rows or more (T x B), where the cpu layer's
+        # float32 products go through oneDNN (its library off Intel's CPUs; conftest makes it ATen for the suite).
+        monkeypatch.setattr(cpu_backend, "products_library", lambda: "onednn")
+        assert backend_for("lstm", 128, 8, 1, steps=16, input_size=16) == "cpu"
+        assert backend_for("lstm", 64, 8, 2, steps=32, input_size=17) == "cpu"
+        assert backend_for("lstm", 128, 8, 1, steps=16, input_size=15) == "aten"  # input narrower
+        assert backend_for("lstm", 127, 8, 1, steps=16, input_size=16) == "aten"  # fewer rows
+        assert backend_for("lstm", 128, 8, 1, steps=16, input_size=16, dtype=torch.float64) == "aten"
+        enabled = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            assert backend_for("lstm", 128, 8, 1, steps=16, input_size=16) == "aten"
+        finally:
+            torch.backends.mkldnn.enabled = enabled
+        monkeypatch.setattr(cpu_backend, "products_library", lambda: "aten")
+        assert backend_for("lstm", 128, 8, 1, steps=16, input_size=16) == "aten"
         monkeypatch.setattr(backends, "CPU_ATEN_FASTER_TRAINING_OFF_INTEL", frozenset())
         assert backend_for("lstm", 8, 16, 1) == "cpu"
     finally:
@@ -561,7 +578,9 @@ def test_cells_and_linear_match_the_reference_with_either_products_library(produ
     """The cpu cells (the layers' single step) and linear, forward and every gradient, with their products through
     ATen (MKL) and through oneDNN, one row and several, and empty batches and inputs; oneDNN's linear in a profile
     exactly when chosen for float32."""
-    for batch, input_size in ((1, 6), (5, 6), (0, 6), (3, 0)):
+    # Through oneDNN a weight's gradient copies the smaller transposed operand (csrc/cpu/products.h's
+    # weight_gradient): linear's output gradient for 6 inputs, its input for 2 (the layers' tests take the second).
+    for batch, input_size in ((1, 6), (5, 6), (9, 2), (0, 6), (3, 0)):
         if op == "linear":
             args = {"input": torch.randn(batch, input_size, dtype=dtype),
                     "weight": torch.randn(7, input_size, dtype=dtype), "bias": torch.randn(7, dtype=dtype)}

@@ -119,8 +119,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
     const Tensor flat_input_grad = grad_input_gates.view({steps * batch, 3 * hidden});
     const Tensor flat_hidden_grad = grad_hidden_gates.view({steps * batch, 3 * hidden});
     const Tensor grad_input = Product(weight_ih)(flat_input_grad).view({steps, batch, input_size});
-    const Tensor grad_weight_ih = Product(input.reshape({steps * batch, input_size}))(flat_input_grad.t());
-    const Tensor grad_weight_hh = Product(previous.view({steps * batch, hidden}))(flat_hidden_grad.t());
+    const Tensor grad_weight_ih = weight_gradient(flat_input_grad, input.reshape({steps * batch, input_size}));
+    const Tensor grad_weight_hh = weight_gradient(flat_hidden_grad, previous.view({steps * batch, hidden}));
     return {grad_input, grad_hx, grad_weight_ih, grad_weight_hh, flat_input_grad.sum(0), flat_hidden_grad.sum(0)};
 }
 

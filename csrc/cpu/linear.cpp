@@ -46,7 +46,7 @@ std::tuple<Tensor, Tensor, Tensor> linear_bwd_cpu(const Tensor& grad_output, con
                 input.scalar_type(), ", got ", grad_output.scalar_type(), " ", grad_output.sizes());
     const auto none = [&] { return at::empty({0}, grad_output.options()); };  // one each: outputs do not alias
     return {input_grad ? Product(weight)(grad_output) : none(),
-            weight_grad ? Product(input)(grad_output.t()) : none(), bias_grad ? grad_output.sum(0) : none()};
+            weight_grad ? weight_gradient(grad_output, input) : none(), bias_grad ? grad_output.sum(0) : none()};
 }
 
 }  // namespace

@@ -122,8 +122,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
     if (steps > 0) grad_hx = lengths_c ? at::where((*lengths_c > 0).unsqueeze(1), recurrent, dh) : recurrent;
     const Tensor flat_grad = grad_gates.view({steps * batch, 4 * hidden});
     const Tensor grad_input = Product(weight_ih)(flat_grad).view({steps, batch, input_size});
-    const Tensor grad_weight_ih = Product(input.reshape({steps * batch, input_size}))(flat_grad.t());
-    const Tensor grad_weight_hh = Product(previous.view({steps * batch, hidden}))(flat_grad.t());
+    const Tensor grad_weight_ih = weight_gradient(flat_grad, input.reshape({steps * batch, input_size}));
+    const Tensor grad_weight_hh = weight_gradient(flat_grad, previous.view({steps * batch, hidden}));
     const Tensor grad_bias = flat_grad.sum(0);
     return {grad_input, grad_hx, dc, grad_weight_ih, grad_weight_hh, grad_bias};
 }
