@@ -546,6 +546,9 @@ def _trainer_state_fault(state: dict) -> str | None:
     before = state.get("before_last_eval")
     if before is not None and not (isinstance(before, (list, tuple)) and len(before) == 2 and _count(before[1])):
         return "before_last_eval is not a best score and a count"
+    evaluated = state.get("evaluated_step")
+    if evaluated is not None and not _count(evaluated):
+        return f"evaluated_step is {evaluated!r}, not a step"
     return _best_fault(state["best"]) or (_best_fault(before[0]) if before is not None else None)
 
 

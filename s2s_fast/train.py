@@ -144,6 +144,9 @@ class Progress:
     # (best, evals_since_best) as they stood before a dev evaluation off the --eval-every grid (the last step's),
     # which an uninterrupted longer run would not have made: what a run resumed from here carries on with.
     before_last_eval: tuple | None = None
+    # The step of the last dev evaluation (None before the first): a run stopped before its last step's evaluation
+    # and resumed with that step as its max_steps makes it then.
+    evaluated_step: int | None = None
 
 
 @dataclass
@@ -324,7 +327,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self._use_configured_hyperparameters()
         progress = Progress(state["step"], state["epoch"], state["epoch_step"], state["best"],
-                            state["evals_since_best"])
+                            state["evals_since_best"], evaluated_step=self._evaluated_step(state))
         # A resume that trains on returns to the best before that evaluation; one with no step to take (its
         # max_steps reached) keeps the run as it ended, its best and best.json included.
         if state.get("before_last_eval") is not None and self.config.max_steps > progress.step:
@@ -349,6 +352,18 @@ class Trainer:
                 self.log(f"note: {note}")
         return progress
 
+    def _evaluated_step(self, state: dict) -> int | None:
+        """The step of the last dev evaluation a trainer state records. A checkpoint written before the field was
+        (s2s_fast before 2026-12-05) records it where it follows: its own step, if it was evaluated there (on the
+        --eval-every grid, the best, or the last step's off-grid evaluation)."""
+        if "evaluated_step" in state:
+            return state["evaluated_step"]
+        step, every, best = state["step"], self.config.eval_every, state["best"]
+        on_grid = bool(every) and step % every == 0
+        if on_grid or state.get("before_last_eval") is not None or (best is not None and best["step"] == step):
+            return step
+        return None
+
     def _use_configured_hyperparameters(self) -> None:
         """Replace the lr, betas and weight decay that a checkpoint's optimizer and scheduler states carry by this
         run's settings: the same values unless the user changed them on resume, and then the ones config.json
@@ -364,7 +379,7 @@ class Trainer:
         checkpoint stays); SIGINT or SIGTERM end the step, save a checkpoint and raise TrainingInterrupted."""
         config, progress = self.config, self.progress
         bar = self._progress_bar()
-        run_start, start_step = time.perf_counter(), progress.step
+        run_start, start_step, start_evaluated = time.perf_counter(), progress.step, progress.evaluated_step
         self.model.train()
         try:
             with self.stop_requests:
@@ -372,7 +387,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if progress.step == start_step and self.distributed.main:
+        if progress.step == start_step and progress.evaluated_step == start_evaluated and self.distributed.main:
             why = (f"early stopping ended it (patience {config.patience})" if progress.stopped_early
                    else f"max_steps {config.max_steps}")
             self.log(f"nothing to do: the run is already at step {progress.step} ({why})")
@@ -386,6 +401,13 @@ class Trainer:
         """The loop over epochs and their batches: a step, a throughput line when due, evaluate-and-checkpoint."""
         config, progress = self.config, self.progress
         meter = ThroughputMeter()
+        if (self.dev_items and progress.step == config.max_steps and not progress.stopped_early
+                and progress.evaluated_step != progress.step):
+            # Stopped (Ctrl-C) at the step that is now its last, before that step's evaluation: make it now.
+            self.log(f"evaluating step {progress.step}, the last step, which the stop came before")
+            self._evaluate_and_checkpoint()
+            if self.stop_signal:
+                self._stop_on_signal()
         while progress.step < config.max_steps and not progress.stopped_early:
             batches = self._epoch_batches()
             while progress.epoch_step < len(batches) and progress.step < config.max_steps:
@@ -513,6 +535,7 @@ class Trainer:
         if is_eval_step:
             off_grid = progress.step % config.eval_every != 0
             progress.before_last_eval = (progress.best, progress.evals_since_best) if off_grid else None
+            progress.evaluated_step = progress.step
             # On process 0; a failure there (its log on a full disk) reaches every process as one line.
             self.distributed.on_main(self._evaluate_dev)
             progress.best, progress.evals_since_best = self.distributed.broadcast(
@@ -549,7 +572,8 @@ class Trainer:
         trainer_state = {"step": progress.step, "epoch": progress.epoch, "epoch_step": progress.epoch_step,
                          "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                          "rng": rng, "best": progress.best, "evals_since_best": progress.evals_since_best,
-                         "before_last_eval": progress.before_last_eval, "world_size": self.distributed.world}
+                         "before_last_eval": progress.before_last_eval, "evaluated_step": progress.evaluated_step,
+                         "world_size": self.distributed.world}
         # Process 0 writes; a failure there (a full disk) reaches every process as one line, not as a peer gone.
         self.distributed.on_main(lambda: save_checkpoint(self.output_dir, progress.step, self.model, self.task,
                                                          self.config.to_dict(), trainer_state,

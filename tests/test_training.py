@@ -350,6 +350,80 @@ def test_sigint_and_sigterm_save_a_checkpoint_then_exit_128_plus_the_signal(tmp_
         resumed.stdout), resumed.stderr
 
 
+def _stop_at(monkeypatch, step, signum):
+    """Deliver ``signum`` to this process during training step ``step``, as Ctrl-C in a terminal would."""
+    import os
+
+    from s2s_fast.train import Trainer
+
+    original = Trainer._train_step
+
+    def train_step(self, batch):
+        if self.progress.step == step - 1:
+            os.kill(os.getpid(), signum)
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", train_step)
+
+
+@pytest.mark.parametrize("old_checkpoint", [False, True])
+def test_a_run_stopped_before_its_last_steps_evaluation_makes_it_on_resume(tmp_path, monkeypatch, old_checkpoint):
+    """Stopped by Ctrl-C at step 7 (off the --eval-every grid) and resumed with --max-steps 7, the run ended without
+    evaluating its last step ("nothing to do"), where a run that reaches its last step always evaluates it. A
+    checkpoint written before the trainer state recorded its last evaluation counts as unevaluated off the grid."""
+    import signal
+
+    from s2s_fast.train import TrainingInterrupted
+
+    run = tmp_path / "run"
+    common = dict(TINY, output_dir=str(run), eval_every=5)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as patch:
+            _stop_at(patch, 7, signal.SIGINT)
+            with pytest.raises(TrainingInterrupted):
+                train(TrainConfig(max_steps=20, **common), **QUIET)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    assert [event["step"] for event in _events(run, "dev")] == [5]
+    state_path = run / "checkpoints" / "step-00000007" / ckpt.TRAINER_STATE
+    if old_checkpoint:
+        state = torch.load(state_path, weights_only=False)
+        assert state.pop("evaluated_step") == 5
+        torch.save(state, state_path)
+    lines = []
+    result = train(TrainConfig(max_steps=7, **common), resume=True, explicit={"max_steps": 7}, echo=lines.append)
+    assert [event["step"] for event in _events(run, "dev")] == [5, 7]
+    assert "evaluating step 7, the last step, which the stop came before" in lines
+    assert not any(line.startswith("nothing to do") for line in lines)
+    assert torch.load(state_path, weights_only=False)["evaluated_step"] == 7
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert result.best["step"] == best["step"] and best["step"] in (5, 7)
+    # Evaluated now: a resume with nothing to do leaves it so, and one that trains on sets that evaluation aside.
+    lines.clear()
+    train(TrainConfig(max_steps=7, **common), resume=True, explicit={"max_steps": 7}, echo=lines.append)
+    assert any(line.startswith("nothing to do: the run is already at step 7") for line in lines)
+    assert [event["step"] for event in _events(run, "dev")] == [5, 7]
+    lines.clear()
+    train(TrainConfig(max_steps=10, **common), resume=True, explicit={"max_steps": 10}, echo=lines.append)
+    assert [event["step"] for event in _events(run, "dev")] == [5, 7, 10]
+    assert any("the dev evaluation at step 7 (the last step, off the --eval-every grid)" in line for line in lines)
+
+
+def test_a_checkpoint_on_the_grid_written_before_the_field_counts_as_evaluated(tmp_path):
+    run = tmp_path / "run"
+    common = dict(TINY, output_dir=str(run), eval_every=5)
+    train(TrainConfig(max_steps=10, **common), **QUIET)
+    state_path = run / "checkpoints" / "step-00000010" / ckpt.TRAINER_STATE
+    state = torch.load(state_path, weights_only=False)
+    assert state.pop("evaluated_step") == 10
+    torch.save(state, state_path)
+    lines = []
+    train(TrainConfig(max_steps=10, **common), resume=True, explicit={"max_steps": 10}, echo=lines.append)
+    assert any(line.startswith("nothing to do: the run is already at step 10") for line in lines)
+    assert [event["step"] for event in _events(run, "dev")] == [5, 10]
+
+
 def test_the_log_keeps_every_loss_line_and_each_the_rate_its_step_ran_at(tmp_path):
     """With the progress bar shown, the loss lines went to the bar alone and train.log had none; and the rate logged
     with step N was the scheduler's for step N + 1."""
