@@ -417,7 +417,10 @@ class Trainer:
                 meter.add(loss, int((batch.tgt_out != PAD_ID).sum()), int(batch.src_lengths.sum()))
                 if bar is not None:
                     bar.update(1)
-                if progress.step % config.log_every == 0 or progress.step == config.max_steps:
+                # A loss line every log_every steps and at the last; also before a stop (a signal, or a dev
+                # evaluation that may end the run early), so that no step's loss goes unlogged.
+                if (progress.step % config.log_every == 0 or progress.step == config.max_steps or self.stop_signal
+                        or (config.patience > 0 and self._eval_due())):
                     self._log_throughput(meter, bar, run_start)
                 self._evaluate_and_checkpoint()
                 if self.stop_signal:
@@ -528,7 +531,7 @@ class Trainer:
         save a checkpoint when due (every dev evaluation, every save_every steps, the last step, an early stop)."""
         config, progress = self.config, self.progress
         last_step = progress.step == config.max_steps
-        is_eval_step = bool(self.dev_items) and (progress.step % config.eval_every == 0 or last_step)
+        is_eval_step = self._eval_due()
         is_save_step = progress.step % config.save_every == 0 or last_step
         if is_eval_step or is_save_step:
             self._check_finite_weights()
@@ -544,6 +547,11 @@ class Trainer:
             self.model.train()
         if is_eval_step or is_save_step or progress.stopped_early:
             self._save()
+
+    def _eval_due(self) -> bool:
+        """Whether dev is scored after this step: every eval_every steps and at the last step, where there is dev."""
+        step, config = self.progress.step, self.config
+        return bool(self.dev_items) and (step % config.eval_every == 0 or step == config.max_steps)
 
     def _check_finite_weights(self) -> None:
         """Before weights are scored or saved: an update that made them NaN or infinite stops the run."""

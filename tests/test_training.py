@@ -410,6 +410,31 @@ def test_a_run_stopped_before_its_last_steps_evaluation_makes_it_on_resume(tmp_p
     assert any("the dev evaluation at step 7 (the last step, off the --eval-every grid)" in line for line in lines)
 
 
+def test_no_steps_loss_goes_unlogged_when_a_signal_or_early_stopping_ends_the_run(tmp_path, monkeypatch):
+    """The loss of the steps since the last loss line was dropped when Ctrl-C (or early stopping) ended the run."""
+    import signal
+
+    from s2s_fast.train import TrainingInterrupted
+
+    run = tmp_path / "stopped"
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as patch:
+            _stop_at(patch, 7, signal.SIGINT)
+            with pytest.raises(TrainingInterrupted):
+                train(TrainConfig(**{**TINY, "output_dir": str(run), "max_steps": 20, "eval_every": 0}), **QUIET)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    assert [event["step"] for event in _events(run, "train")] == [4, 7]
+    # A learning rate of 1e-30 changes no prediction after the first evaluation: patience 1 ends the run at the
+    # second, step 10.
+    run = tmp_path / "early"
+    train(TrainConfig(**{**TINY, "output_dir": str(run), "max_steps": 20, "eval_every": 5, "patience": 1,
+                         "lr": 1e-30}), **QUIET)
+    assert [event["step"] for event in _events(run, "dev")] == [5, 10]
+    assert [event["step"] for event in _events(run, "train")] == [4, 5, 8, 10]
+
+
 def test_a_checkpoint_on_the_grid_written_before_the_field_counts_as_evaluated(tmp_path):
     run = tmp_path / "run"
     common = dict(TINY, output_dir=str(run), eval_every=5)
