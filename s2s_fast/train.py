@@ -339,8 +339,15 @@ class Trainer:
         # given on resume lets it go on).
         progress.stopped_early = self.config.patience > 0 and progress.evals_since_best >= self.config.patience
         if state["world_size"] != self.distributed.world:
-            self.log(f"note: resuming a run of {state['world_size']} process(es) on {self.distributed.world}: the data "
-                     "order and random draws differ from an uninterrupted run")
+            # The position within the epoch counts each process's batches: the run has taken epoch_step batches on
+            # each of its processes, i.e. the first epoch_step * world_size of the epoch's (every world size splits
+            # the same list, batch i to process i % world). Resume after as many (rounded down: at most world - 1
+            # batches are taken twice, none skipped).
+            taken = state["epoch_step"] * state["world_size"]
+            progress.epoch_step = taken // self.distributed.world
+            self.log(f"note: resuming a run of {state['world_size']} process(es) on {self.distributed.world}: the "
+                     f"epoch goes on after the {taken} batches of it taken; the data order and random draws differ "
+                     "from an uninterrupted run")
             torch.manual_seed(self.config.seed + RANK_SEED_STRIDE * rank + progress.step)
         else:
             with _damage_named(damaged, "its random generator state is not torch's"):

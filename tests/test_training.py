@@ -435,6 +435,24 @@ def test_no_steps_loss_goes_unlogged_when_a_signal_or_early_stopping_ends_the_ru
     assert [event["step"] for event in _events(run, "train")] == [4, 5, 8, 10]
 
 
+def test_a_resume_on_another_number_of_processes_goes_on_after_the_batches_taken(tmp_path):
+    """The position within the epoch counts each process's batches: a 2-process run at batch 3 of its epoch has taken
+    6 of the epoch's batches, and resumed on one process it re-trained batches 3-5 (and the reverse skipped some)."""
+    run = tmp_path / "run"
+    common = dict(TINY, output_dir=str(run), eval_every=0)
+    train(TrainConfig(max_steps=6, **common), **QUIET)
+    path = run / "checkpoints" / "step-00000006" / ckpt.TRAINER_STATE
+    state = torch.load(path, weights_only=False)
+    assert state["epoch"] == 0 and state["epoch_step"] == 6
+    # As a 2-process run would have saved it after 3 batches on each process.
+    torch.save({**state, "world_size": 2, "rng": state["rng"] * 2, "epoch_step": 3}, path)
+    lines = []
+    train(TrainConfig(max_steps=7, **common), resume=True, explicit={"max_steps": 7}, echo=lines.append)
+    assert any("the epoch goes on after the 6 batches of it taken" in line for line in lines), lines
+    resumed = torch.load(run / "checkpoints" / "step-00000007" / ckpt.TRAINER_STATE, weights_only=False)
+    assert (resumed["epoch"], resumed["epoch_step"], resumed["world_size"]) == (0, 7, 1)
+
+
 def test_a_checkpoint_on_the_grid_written_before_the_field_counts_as_evaluated(tmp_path):
     run = tmp_path / "run"
     common = dict(TINY, output_dir=str(run), eval_every=5)
