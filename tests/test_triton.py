@@ -123,8 +123,8 @@ def test_fused_attention_saves_no_four_dimensional_tensor():
     reference_sizes, reference_bytes = _saved_bytes(reference.additive_attention, inputs)
     assert max(reference_sizes) >= four_d, "the reference should keep its [B, Tq, Tk, A] tanh tensor"
     assert max(fused_sizes) < four_d, f"fused attention saved a tensor of {max(fused_sizes)} elements"
-    # Inputs plus the O(B*Tq*Tk) weights, nothing more.
-    inputs_numel = sum(t.numel() for t in inputs.values() if t is not None and t.is_floating_point())
+    # Inputs (the mask too, for a double backward) plus the O(B*Tq*Tk) weights, nothing more.
+    inputs_numel = sum(t.numel() for t in inputs.values() if t is not None)
     assert sum(fused_sizes) <= inputs_numel + batch * queries * keys
     assert fused_bytes * 4 < reference_bytes
 

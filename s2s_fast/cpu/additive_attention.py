@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit, refuse_double_backward
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from .compiled import dtype_limit
 
 
 def additive_attention_fwd(query_proj, key_proj, v, values, mask):
@@ -37,13 +38,15 @@ def _backward_fake(grad_context, grad_weights, query_proj, key_proj, v, values, 
 
 
 def _setup_context(ctx, inputs, output):
-    query_proj, key_proj, v, values, _mask = inputs
-    ctx.save_for_backward(query_proj, key_proj, v, values, output[1])
+    save_inputs(ctx, inputs, output[1])
 
 
 def _backward(ctx, grad_context, grad_weights):
-    refuse_double_backward("additive_attention")
-    query_proj, key_proj, v, values, weights = ctx.saved_tensors
+    inputs, (weights,) = saved_inputs(ctx)
+    through_reference = double_backward("additive_attention", inputs, (grad_context, grad_weights))
+    if through_reference is not None:
+        return through_reference
+    query_proj, key_proj, v, values, _mask = inputs
     grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, weights)
     return tuple(grad if need else None for grad, need in zip(grads, ctx.needs_input_grad[:4])) + (None,)
 

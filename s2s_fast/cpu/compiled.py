@@ -44,12 +44,3 @@ def refuse_unsaved(op: str, saved: bool) -> None:
         raise RuntimeError(f"{op}: its forward was called with save=False, so it kept nothing for the backward; call "
                            "it with save=True, or through s2s_fast.functional, which does so when a gradient is "
                            "recorded")
-
-
-def refuse_double_backward(op: str) -> None:
-    """Raise when a backward of ``op``'s kernels is asked to build a graph (``create_graph=True``, under which autograd
-    runs a backward with grad mode on): the C++ backward is not itself differentiable, and torch would silently drop
-    the second-order terms through it."""
-    if torch.is_grad_enabled():
-        raise RuntimeError(f"{op} on the cpu backend has no double backward (create_graph=True); run it on the "
-                           "reference backend (or aten, for the RNN ops)")

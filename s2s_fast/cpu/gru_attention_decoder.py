@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit, refuse_double_backward, refuse_unsaved
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from .compiled import dtype_limit, refuse_unsaved
 
 
 def _forward_fake(input, hx, feed, weight_ih, weight_hh, bias_ih, bias_hh, query_weight, key_proj, v, values, mask,
@@ -44,15 +45,17 @@ def _setup_context(ctx, inputs, output):
     ctx.saved = save
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.has_dropout_mask = dropout_mask is not None
-    ctx.save_for_backward(input, hx, feed, weight_ih, weight_hh, query_weight, key_proj, v, values, combine_weight,
-                          dropout_mask, output[0], *output[2:])
+    save_inputs(ctx, inputs, output[0], *output[2:])
 
 
 def _backward(ctx, grad_output, grad_hy, grad_weights, *_saved_grads):
-    refuse_double_backward("gru_attention_decoder")
+    inputs, (output, weights, gates, hidden, query_proj, joined, activated) = saved_inputs(ctx)
+    through_reference = double_backward("gru_attention_decoder", inputs[:14], (grad_output, grad_hy, grad_weights))
+    if through_reference is not None:
+        return through_reference + (None,)
     refuse_unsaved("gru_attention_decoder", ctx.saved)
-    (input, hx, feed, weight_ih, weight_hh, query_weight, key_proj, v, values, combine_weight, dropout_mask, output,
-     weights, gates, hidden, query_proj, joined, activated) = ctx.saved_tensors
+    (input, hx, feed, weight_ih, weight_hh, _bias_ih, _bias_hh, query_weight, key_proj, v, values, _mask,
+     combine_weight, dropout_mask) = inputs[:14]
     grad_output = grad_output if grad_output is not None else torch.zeros_like(output)
     grad_hy = grad_hy if grad_hy is not None else torch.zeros_like(hx)
     (grad_input, grad_hx, grad_feed, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh, grad_query_weight,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit, refuse_double_backward, refuse_unsaved
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from .compiled import dtype_limit, refuse_unsaved
 
 
 def gru_layer_fwd(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save):
@@ -47,13 +48,16 @@ def _setup_context(ctx, inputs, output):
     ctx.saved = save
     ctx.reverse = reverse
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
-    ctx.save_for_backward(input, hx, weight_ih, weight_hh, lengths, output[0], output[2])
+    save_inputs(ctx, inputs, output[0], output[2])
 
 
 def _backward(ctx, grad_output, grad_hy, _grad_gates):
-    refuse_double_backward("gru_layer (and gru_cell)")
+    inputs, (output, gates) = saved_inputs(ctx)
+    through_reference = double_backward("gru_layer", inputs[:8], (grad_output, grad_hy))
+    if through_reference is not None:
+        return through_reference + (None,)
     refuse_unsaved("gru_layer", ctx.saved)
-    input, hx, weight_ih, weight_hh, lengths, output, gates = ctx.saved_tensors
+    input, hx, weight_ih, weight_hh, _bias_ih, _bias_hh, lengths = inputs[:7]
     grad_output = grad_output if grad_output is not None else torch.zeros_like(output)
     grad_hy = grad_hy if grad_hy is not None else torch.zeros_like(hx)
     grads = gru_layer_bwd(grad_output, grad_hy, input, hx, weight_ih, weight_hh, lengths, ctx.reverse, output, gates)

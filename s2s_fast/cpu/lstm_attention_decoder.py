@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit, refuse_double_backward, refuse_unsaved
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from .compiled import dtype_limit, refuse_unsaved
 
 _FLOATS = ("input", "hx", "cx", "feed", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "query_weight", "key_proj",
            "v", "values", "combine_weight", "dropout_mask")
@@ -50,15 +51,18 @@ def _setup_context(ctx, inputs, output):
     ctx.saved = save
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
     ctx.has_dropout_mask = dropout_mask is not None
-    ctx.save_for_backward(input, hx, cx, feed, weight_ih, weight_hh, query_weight, key_proj, v, values,
-                          combine_weight, dropout_mask, output[0], *output[3:])
+    save_inputs(ctx, inputs, output[0], *output[3:])
 
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, grad_weights, *_saved_grads):
-    refuse_double_backward("lstm_attention_decoder")
+    inputs, (output, weights, gates, cells, hidden, query_proj, joined, activated) = saved_inputs(ctx)
+    through_reference = double_backward("lstm_attention_decoder", inputs[:15],
+                                        (grad_output, grad_hy, grad_cy, grad_weights))
+    if through_reference is not None:
+        return through_reference + (None,)
     refuse_unsaved("lstm_attention_decoder", ctx.saved)
-    (input, hx, cx, feed, weight_ih, weight_hh, query_weight, key_proj, v, values, combine_weight, dropout_mask,
-     output, weights, gates, cells, hidden, query_proj, joined, activated) = ctx.saved_tensors
+    (input, hx, cx, feed, weight_ih, weight_hh, _bias_ih, _bias_hh, query_weight, key_proj, v, values, _mask,
+     combine_weight, dropout_mask) = inputs[:15]
     grad_output, grad_hy, grad_cy = (grad if grad is not None else torch.zeros_like(like)
                                      for grad, like in ((grad_output, output), (grad_hy, hx), (grad_cy, cx)))
     grads = torch.ops.s2s_fast.cpu_lstm_attention_decoder_bwd(

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import dtype_limit, refuse_double_backward, refuse_unsaved
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from .compiled import dtype_limit, refuse_unsaved
 
 
 def lstm_layer_fwd(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, save):
@@ -52,13 +53,16 @@ def _setup_context(ctx, inputs, output):
     ctx.saved = save
     ctx.reverse = reverse
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
-    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, lengths, output[0], output[3], output[4])
+    save_inputs(ctx, inputs, output[0], output[3], output[4])
 
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, _grad_gates, _grad_cells):
-    refuse_double_backward("lstm_layer (and lstm_cell)")
+    inputs, (output, gates, cells) = saved_inputs(ctx)
+    through_reference = double_backward("lstm_layer", inputs[:9], (grad_output, grad_hy, grad_cy))
+    if through_reference is not None:
+        return through_reference + (None,)
     refuse_unsaved("lstm_layer", ctx.saved)
-    input, hx, cx, weight_ih, weight_hh, lengths, output, gates, cells = ctx.saved_tensors
+    input, hx, cx, weight_ih, weight_hh, _bias_ih, _bias_hh, lengths = inputs[:8]
     grad_output, grad_hy, grad_cy = (grad if grad is not None else torch.zeros_like(like)
                                      for grad, like in ((grad_output, output), (grad_hy, hx), (grad_cy, cx)))
     grads = lstm_layer_bwd(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, lengths, ctx.reverse,

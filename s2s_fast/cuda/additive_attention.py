@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
 from . import compiled
 from .compiled import dtype_limit
 
@@ -48,17 +49,19 @@ def _backward_fake(grad_context, grad_weights, query_proj, key_proj, v, values, 
 
 
 def _setup_context(ctx, inputs, output):
-    query_proj, key_proj, v, values, mask, packed_tanh = inputs
     probs = output[2]
     ctx.mark_non_differentiable(probs)
-    ctx.save_for_backward(query_proj, key_proj, v, values, mask, probs)
-    ctx.packed_tanh = packed_tanh
+    save_inputs(ctx, inputs, probs)
 
 
 def _backward(ctx, grad_context, grad_weights, _grad_probs):
-    query_proj, key_proj, v, values, mask, probs = ctx.saved_tensors
+    inputs, (probs,) = saved_inputs(ctx)
+    through_reference = double_backward("additive_attention", inputs[:5], (grad_context, grad_weights))
+    if through_reference is not None:
+        return through_reference + (None,)
+    query_proj, key_proj, v, values, mask, packed_tanh = inputs
     grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs,
-                                   ctx.packed_tanh)
+                                   packed_tanh)
     needs = ctx.needs_input_grad
     return tuple(grad if need else None for grad, need in zip(grads, needs[:4])) + (None, None)
 

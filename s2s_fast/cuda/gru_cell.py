@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
 from .compiled import dtype_limit, needs_grad
 
 
@@ -34,18 +35,22 @@ def _backward_fake(grad_hy, hx, activations):
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations = inputs
+    save_activations = inputs[-1]
     activations = output[1]
     ctx.mark_non_differentiable(activations)
     ctx.saved_activations = save_activations
-    ctx.save_for_backward(input, hx, weight_ih, weight_hh, activations)
+    save_inputs(ctx, inputs, activations)
 
 
 def _backward(ctx, grad_hy, _grad_activations):
+    inputs, (activations,) = saved_inputs(ctx)
+    through_reference = double_backward("gru_cell", inputs[:6], (grad_hy,))
+    if through_reference is not None:
+        return through_reference + (None,)
     if not ctx.saved_activations:
         raise RuntimeError("s2s_fast::cuda_gru_cell_fwd ran with save_activations=False, so it kept nothing for the "
                            "backward; call it with save_activations=True when gradients are needed")
-    input, hx, weight_ih, weight_hh, activations = ctx.saved_tensors
+    input, hx, weight_ih, weight_hh = inputs[:4]
     grad_input_gates, grad_hidden_gates, grad_hx_direct = gru_cell_bwd(grad_hy, hx, activations)
     needs = ctx.needs_input_grad
     return (grad_input_gates @ weight_ih if needs[0] else None,

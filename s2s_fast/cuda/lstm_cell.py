@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
 from . import compiled
 from .compiled import dtype_limit, needs_grad
 
@@ -47,18 +48,22 @@ def _backward_fake(grad_hy, grad_cy, cx, activations):
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_activations = inputs
+    save_activations = inputs[-1]
     activations = output[2]
     ctx.mark_non_differentiable(activations)
     ctx.saved_activations = save_activations
-    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, activations)
+    save_inputs(ctx, inputs, activations)
 
 
 def _backward(ctx, grad_hy, grad_cy, _grad_activations):
+    inputs, (activations,) = saved_inputs(ctx)
+    through_reference = double_backward("lstm_cell", inputs[:7], (grad_hy, grad_cy))
+    if through_reference is not None:
+        return through_reference + (None,)
     if not ctx.saved_activations:
         raise RuntimeError("s2s_fast::cuda_lstm_cell_fwd ran with save_activations=False, so it kept nothing for the "
                            "backward; call it with save_activations=True when gradients are needed")
-    input, hx, cx, weight_ih, weight_hh, activations = ctx.saved_tensors
+    input, hx, cx, weight_ih, weight_hh = inputs[:5]
     grad_gates, grad_cx = lstm_cell_bwd(grad_hy, grad_cy, cx, activations)
     needs = ctx.needs_input_grad
     grad_bias = grad_gates.sum(0) if needs[5] or needs[6] else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
 from . import compiled
 from .compiled import dtype_limit, needs_grad
 
@@ -65,14 +66,18 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(activations, cell_states, hidden_prev)
     ctx.reverse = reverse
     ctx.saved_state = save_for_backward
-    ctx.save_for_backward(input, cx, weight_ih, weight_hh, lengths, activations, cell_states, hidden_prev)
+    save_inputs(ctx, inputs, activations, cell_states, hidden_prev)
 
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, *_grad_saved):
+    inputs, (activations, cell_states, hidden_prev) = saved_inputs(ctx)
+    through_reference = double_backward("lstm_layer", inputs[:9], (grad_output, grad_hy, grad_cy))
+    if through_reference is not None:
+        return through_reference + (None,)
     if not ctx.saved_state:
         raise RuntimeError("s2s_fast::cuda_lstm_layer_fwd ran with save_for_backward=False, so it kept nothing for the "
                            "backward; call it with save_for_backward=True when gradients are needed")
-    input, cx, weight_ih, weight_hh, lengths, activations, cell_states, hidden_prev = ctx.saved_tensors
+    input, _hx, cx, weight_ih, weight_hh, _bias_ih, _bias_hh, lengths = inputs[:8]
     grad_gates, grad_hx, grad_cx = lstm_layer_bwd(grad_output, grad_hy, grad_cy, weight_hh, lengths, cx,
                                                   activations, cell_states, ctx.reverse)
     needs = ctx.needs_input_grad

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
 from .utils import INDEX_LIMIT, block_size, device_guard, interpreting, tanh
 
 # Elements of the [BLOCK_Q, BLOCK_K, BLOCK_A] tanh tile of one program: 32 registers per thread at 4 warps.
@@ -261,12 +262,15 @@ def additive_attention_bwd(grad_context: torch.Tensor, grad_weights: torch.Tenso
 
 
 def _setup_context(ctx, inputs, output):
-    query_proj, key_proj, v, values, _ = inputs
-    ctx.save_for_backward(query_proj, key_proj, v, values, output[1])
+    save_inputs(ctx, inputs, output[1])
 
 
 def _backward(ctx, grad_context, grad_weights):
-    query_proj, key_proj, v, values, weights = ctx.saved_tensors
+    inputs, (weights,) = saved_inputs(ctx)
+    through_reference = double_backward("additive_attention", inputs, (grad_context, grad_weights))
+    if through_reference is not None:
+        return through_reference
+    query_proj, key_proj, v, values, _mask = inputs
     grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, weights)
     return *grads, None
 

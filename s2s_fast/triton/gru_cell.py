@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
 from .utils import block_size, device_guard, dot_precision, gemm_blocks, rnn_limit, sigmoid, tanh
 
 
@@ -224,14 +225,18 @@ def gru_cell_bwd(grad_hy: torch.Tensor, input: torch.Tensor, hx: torch.Tensor, w
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh = inputs
+    _, _, _, _, bias_ih, bias_hh = inputs
     ctx.mark_non_differentiable(output[1])
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
-    ctx.save_for_backward(input, hx, weight_ih, weight_hh, output[1])
+    save_inputs(ctx, inputs, output[1])
 
 
 def _backward(ctx, grad_hy, _):
-    grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = gru_cell_bwd(grad_hy, *ctx.saved_tensors)
+    inputs, (saved,) = saved_inputs(ctx)
+    through_reference = double_backward("gru_cell", inputs, (grad_hy,))
+    if through_reference is not None:
+        return through_reference
+    grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = gru_cell_bwd(grad_hy, *inputs[:4], saved)
     has_bias_ih, has_bias_hh = ctx.has_bias
     return (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih if has_bias_ih else None,
             grad_b_hh if has_bias_hh else None)

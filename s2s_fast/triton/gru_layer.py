@@ -34,6 +34,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .gru_cell import gru_gates_matmul, gru_pointwise, gru_pointwise_backward, store_gru_gate_grads
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
 from .utils import INDEX_LIMIT, layer_schedule, rnn_limit, run_rnn_layer, step_at, wait_for_batch_tile
 
 
@@ -319,11 +320,15 @@ def _setup_context(ctx, inputs, output):
     ctx.persistent = persistent
     ctx.graph = graph
     ctx.spread = spread
-    ctx.save_for_backward(input, weight_ih, weight_hh, lengths, states_h, saved)
+    save_inputs(ctx, inputs, states_h, saved)
 
 
 def _backward(ctx, grad_output, grad_hy, *_):
-    input, weight_ih, weight_hh, lengths, states_h, saved = ctx.saved_tensors
+    inputs, (states_h, saved) = saved_inputs(ctx)
+    through_reference = double_backward("gru_layer", inputs[:8], (grad_output, grad_hy))
+    if through_reference is not None:
+        return through_reference + (None, None, None)
+    input, _hx, weight_ih, weight_hh, _bias_ih, _bias_hh, lengths = inputs[:7]
     grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = gru_layer_bwd(
         grad_output, grad_hy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h, saved,
         ctx.graph, ctx.spread)

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from ..reference.gradients import double_backward, save_inputs, saved_inputs
 from .utils import block_size, device_guard, dot_precision, gemm_blocks, rnn_limit, sigmoid, tanh
 
 @triton.jit
@@ -233,16 +234,20 @@ def bias_grads(grad_bias, has_bias_ih: bool, has_bias_hh: bool) -> tuple:
 
 
 def _setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = inputs
+    _, _, _, _, _, bias_ih, bias_hh = inputs
     _, cy, gates = output
     ctx.mark_non_differentiable(gates)
     ctx.has_bias = (bias_ih is not None, bias_hh is not None)
-    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, gates, cy)
+    save_inputs(ctx, inputs, gates, cy)
 
 
 def _backward(ctx, grad_hy, grad_cy, _):
-    grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_cell_bwd(grad_hy, grad_cy,
-                                                                                   *ctx.saved_tensors)
+    inputs, (gates, cy) = saved_inputs(ctx)
+    through_reference = double_backward("lstm_cell", inputs, (grad_hy, grad_cy))
+    if through_reference is not None:
+        return through_reference
+    grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_cell_bwd(grad_hy, grad_cy, *inputs[:5],
+                                                                                   gates, cy)
     return (grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh) + bias_grads(grad_bias, *ctx.has_bias)
 
 

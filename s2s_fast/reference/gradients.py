@@ -1,0 +1,63 @@
+"""Gradients through the reference's composition of an op, with their graph: what a fused backend's backward returns
+under ``create_graph=True`` (autograd runs a backward with grad mode on only then), so that second-order gradients
+(a gradient penalty, a Hessian-vector product) are right. The fused kernels' own backward is not differentiable; the
+reference's ops are (their time loop too). It costs a second forward and backward, through the reference, of the op
+alone, and only where a graph of the gradient was asked for.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gradients(op: str, inputs: tuple, grads: tuple) -> tuple:
+    """The gradients of the reference ``op``'s outputs, weighted by ``grads`` (None: an output nobody differentiated),
+    against each tensor of ``inputs`` (the op's arguments, as its forward took them) that requires one; None for the
+    others. Built with create_graph, so that they can be differentiated again."""
+    from . import OPS
+
+    wanted = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor) and value.requires_grad]
+    result: list = [None] * len(inputs)
+    if not wanted:
+        return tuple(result)
+    # The op's own gradients: through an alias of each input, at which autograd stops. Taken against the inputs
+    # themselves, they would add every path through the inputs' history too (a layer's hx depends on the weights
+    # through the steps before), where the engine sums those steps' own gradients already.
+    with torch.enable_grad():
+        aliases = {i: inputs[i].view_as(inputs[i]) for i in wanted}
+        outputs = OPS[op](*(aliases.get(i, value) for i, value in enumerate(inputs)))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    pairs = [(output, grad) for output, grad in zip(outputs, grads)
+             if grad is not None and isinstance(output, torch.Tensor) and output.requires_grad]
+    if not pairs:
+        return tuple(result)
+    found = torch.autograd.grad([output for output, _ in pairs], [aliases[i] for i in wanted],
+                                [grad for _, grad in pairs], create_graph=True, allow_unused=True)
+    for i, grad in zip(wanted, found):
+        result[i] = grad
+    return tuple(result)
+
+
+def save_inputs(ctx, inputs: tuple, *kept: torch.Tensor | None) -> None:
+    """Save a fused op's forward arguments ``inputs`` (for its backward under create_graph: double_backward) and the
+    tensors ``kept`` its own backward reads; saved_inputs returns them."""
+    ctx.input_constants = tuple(None if isinstance(value, torch.Tensor) else value for value in inputs)
+    ctx.input_is_tensor = tuple(isinstance(value, torch.Tensor) for value in inputs)
+    ctx.save_for_backward(*(value for value in inputs if isinstance(value, torch.Tensor)), *kept)
+
+
+def saved_inputs(ctx) -> tuple[tuple, tuple]:
+    """(the forward's arguments, the tensors kept) as save_inputs saved them."""
+    saved = iter(ctx.saved_tensors)
+    inputs = tuple(next(saved) if is_tensor else constant
+                   for is_tensor, constant in zip(ctx.input_is_tensor, ctx.input_constants))
+    return inputs, tuple(saved)
+
+
+def double_backward(op: str, inputs: tuple, grads: tuple) -> tuple | None:
+    """Under create_graph=True (a backward run with grad mode on), the gradients through the reference's
+    composition of ``op`` (gradients: the kernels' backward is not itself differentiable); None otherwise, where the
+    kernels' backward serves."""
+    if not torch.is_grad_enabled():
+        return None
+    return gradients(op, inputs, grads)

@@ -1,0 +1,101 @@
+"""Second-order gradients (create_graph=True, then a gradient of the gradients: a gradient penalty) of every op on
+every backend that implements it, against the reference's. The fused kernels' backward is not differentiable: under
+create_graph the cpu, triton and cuda backends take their gradients through the reference's composition of the op
+(s2s_fast.reference.gradients), where they refused (cpu) or failed inside torch (triton, cuda). aten's ops are torch's
+own."""
+
+import pytest
+import torch
+from inputs import attention_inputs, on, rnn_inputs
+from test_attention_decoder import decoder_inputs
+
+from s2s_fast import functional as F
+
+OPS = ["lstm_cell", "gru_cell", "lstm_layer", "gru_layer", "additive_attention", "lstm_attention_decoder",
+       "gru_attention_decoder"]
+
+
+def _inputs(op: str) -> dict:
+    torch.manual_seed(0)
+    if op.endswith("_cell"):
+        return rnn_inputs(op, 3, 4, 5)
+    if op.endswith("_layer"):
+        args = rnn_inputs(op, 3, 4, 5, steps=4)
+        return dict(args, lengths=torch.tensor([4, 2, 3]), reverse=True)
+    if op == "additive_attention":
+        return attention_inputs(3, 2, 5, 4, 3)
+    return decoder_inputs(op, steps=3, batch=2, dtype=torch.float32)
+
+
+def _penalty(op: str, args: dict, backend: str):
+    """(the first gradients, with their graph, and the gradients of their squared sum) of a weighted sum of the
+    op's floating outputs, against every floating input."""
+    leaves = {name: value.detach().clone().requires_grad_() for name, value in args.items()
+              if isinstance(value, torch.Tensor) and value.is_floating_point()}
+    outputs = getattr(F, op)(**{**args, **leaves}, backend=backend)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    generator = torch.Generator().manual_seed(1)
+    loss = sum((output * torch.randn(output.shape, generator=generator, dtype=output.dtype).to(output.device)).sum()
+               for output in outputs)
+    first = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+    penalty = sum(grad.square().sum() for grad in first if grad is not None)
+    second = torch.autograd.grad(penalty, list(leaves.values()), allow_unused=True)
+    return dict(zip(leaves, first)), dict(zip(leaves, second))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_second_order_gradients_match_the_reference(backend, op):
+    dtype = torch.float64 if backend.name in ("cpu", "aten") else torch.float32
+    args = on(_inputs(op), backend.device, dtype)
+    backend.skip_unless_served(op, args, dtype)
+    got, expected = _penalty(op, args, backend.name), _penalty(op, args, "reference")
+    for order, (got_grads, expected_grads) in enumerate(zip(got, expected), start=1):
+        for name, value in expected_grads.items():
+            if value is None:
+                assert got_grads[name] is None or not got_grads[name].any(), (order, name)
+                continue
+            assert got_grads[name] is not None, (order, name)
+            torch.testing.assert_close(got_grads[name], value, msg=lambda m: f"order {order}, {name}: {m}",
+                                       **({} if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)))
+
+
+def test_first_order_gradients_take_the_kernels_backward_not_the_reference():
+    """Only a backward asked to build a graph goes through the reference: a plain backward runs the kernels'."""
+    from s2s_fast import backends
+
+    if backends.unavailable_reason("cpu", torch.device("cpu")) is not None:
+        pytest.skip("the cpu backend is not built")
+    args = _inputs("lstm_layer")
+    leaves = {k: v.requires_grad_() for k, v in args.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    output = F.lstm_layer(**args, backend="cpu")[0]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+        torch.autograd.grad(output.sum(), list(leaves.values()))
+    names = {event.key for event in trace.key_averages()}
+    assert "s2s_fast::cpu_lstm_layer_bwd" in names
+
+
+@pytest.mark.parametrize("backend_name", ["auto", "cpu"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_a_gradient_penalty_through_the_drop_in_modules_matches_torch_nn(kind, backend_name):
+    """s2s_fast.nn.LSTM and GRU (two bidirectional layers: the cells' steps chained, each step's hx depending on the
+    weights through the steps before) under a gradient penalty, as torch.nn's: the cpu backend refused it, so the
+    GRU did under auto on a CPU."""
+    import s2s_fast.nn
+    from s2s_fast import backends
+
+    if backends.unavailable_reason("cpu", torch.device("cpu")) is not None:
+        pytest.skip("the cpu backend is not built")
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, kind)(4, 5, num_layers=2, bidirectional=True).double()
+    ours = getattr(s2s_fast.nn, kind)(4, 5, num_layers=2, bidirectional=True, backend=backend_name).double()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(6, 3, 4, dtype=torch.float64)
+
+    def penalised(module):
+        inputs = x.clone().requires_grad_()
+        output = module(inputs)[0]
+        (grad,) = torch.autograd.grad(output.square().sum(), inputs, create_graph=True)
+        return torch.autograd.grad(output.sum() + grad.square().sum(), list(module.parameters()))
+
+    for got, expected in zip(penalised(ours), penalised(theirs)):
+        torch.testing.assert_close(got, expected)
