@@ -547,8 +547,8 @@ def _trainer_state_fault(state: dict) -> str | None:
     if before is not None and not (isinstance(before, (list, tuple)) and len(before) == 2 and _count(before[1])):
         return "before_last_eval is not a best score and a count"
     evaluated = state.get("evaluated_step")
-    if evaluated is not None and not _count(evaluated):
-        return f"evaluated_step is {evaluated!r}, not a step"
+    if evaluated is not None and not (_count(evaluated) and evaluated <= state["step"]):
+        return f"evaluated_step is {evaluated!r}, not a step up to {state['step']}"
     return _best_fault(state["best"]) or (_best_fault(before[0]) if before is not None else None)
 
 

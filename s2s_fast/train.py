@@ -36,7 +36,8 @@ import torch
 
 from .backends import resolve_device
 from .checkpoint import (CHECKPOINTS, NOT_DAMAGE, TRAINER_STATE, checkpoint_name, is_better, load_checkpoint,
-                         load_trainer_state, repair_pointers, rng_state, save_checkpoint, set_rng_state)
+                         load_trainer_state, read_train_config, repair_pointers, rng_state, save_checkpoint,
+                         set_rng_state)
 from .data import (BOS_ID, EOS_ID, PAD_ID, Batch, MissingSplit, Task, build_task, collate, example_length,
                    load_task, token_batches)
 from .distributed import Distributed, setup_distributed
@@ -327,7 +328,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self._use_configured_hyperparameters()
         progress = Progress(state["step"], state["epoch"], state["epoch_step"], state["best"],
-                            state["evals_since_best"], evaluated_step=self._evaluated_step(state))
+                            state["evals_since_best"], evaluated_step=self._evaluated_step(state, start_checkpoint))
         # A resume that trains on returns to the best before that evaluation; one with no step to take (its
         # max_steps reached) keeps the run as it ended, its best and best.json included.
         if state.get("before_last_eval") is not None and self.config.max_steps > progress.step:
@@ -359,13 +360,17 @@ class Trainer:
                 self.log(f"note: {note}")
         return progress
 
-    def _evaluated_step(self, state: dict) -> int | None:
+    def _evaluated_step(self, state: dict, checkpoint: Path) -> int | None:
         """The step of the last dev evaluation a trainer state records. A checkpoint written before the field was
         (s2s_fast before 2026-12-05) records it where it follows: its own step, if it was evaluated there (on the
-        --eval-every grid, the best, or the last step's off-grid evaluation)."""
+        grid of the run's --eval-every then, which a resume may change; the best; or the last step's off-grid
+        evaluation)."""
         if "evaluated_step" in state:
             return state["evaluated_step"]
-        step, every, best = state["step"], self.config.eval_every, state["best"]
+        every = read_train_config(checkpoint).get("eval_every")
+        if not isinstance(every, int) or isinstance(every, bool):
+            every = self.config.eval_every
+        step, best = state["step"], state["best"]
         on_grid = bool(every) and step % every == 0
         if on_grid or state.get("before_last_eval") is not None or (best is not None and best["step"] == step):
             return step
@@ -413,6 +418,7 @@ class Trainer:
             # Stopped (Ctrl-C) at the step that is now its last, before that step's evaluation: make it now.
             self.log(f"evaluating step {progress.step}, the last step, which the stop came before")
             self._evaluate_and_checkpoint()
+            (self.stop_signal,) = self.distributed.max_of([self.stop_requests.signal], self.device)
             if self.stop_signal:
                 self._stop_on_signal()
         while progress.step < config.max_steps and not progress.stopped_early:

@@ -413,7 +413,8 @@ def test_a_trainer_state_with_fields_a_resume_cannot_read_is_named_in_one_line(t
                             ({"rng": [{"torch": torch.zeros(3, dtype=torch.uint8)}]},
                              r"its random generator state is not torch's"),
                             ({"world_size": 0}, r"world_size is 0, not a number of processes"),
-                            ({"evaluated_step": "2"}, r"evaluated_step is '2', not a step")):
+                            ({"evaluated_step": "2"}, r"evaluated_step is '2', not a step up to 2"),
+                            ({"evaluated_step": 3}, r"evaluated_step is 3, not a step up to 2")):
         torch.save({**good, **change}, path)
         _one_line_error(*_run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3)[::2],
                         rf"{path}: damaged trainer state[ ,] ?\(?{message}")

@@ -453,10 +453,13 @@ def test_a_resume_on_another_number_of_processes_goes_on_after_the_batches_taken
     assert (resumed["epoch"], resumed["epoch_step"], resumed["world_size"]) == (0, 7, 1)
 
 
-def test_a_checkpoint_on_the_grid_written_before_the_field_counts_as_evaluated(tmp_path):
+@pytest.mark.parametrize("eval_every_on_resume", [5, 3])
+def test_a_checkpoint_on_the_grid_written_before_the_field_counts_as_evaluated(tmp_path, eval_every_on_resume):
+    """On the grid of the run's own --eval-every, which the resume may change."""
     run = tmp_path / "run"
     common = dict(TINY, output_dir=str(run), eval_every=5)
     train(TrainConfig(max_steps=10, **common), **QUIET)
+    common["eval_every"] = eval_every_on_resume
     state_path = run / "checkpoints" / "step-00000010" / ckpt.TRAINER_STATE
     state = torch.load(state_path, weights_only=False)
     assert state.pop("evaluated_step") == 10

@@ -22,17 +22,18 @@ def gradients(op: str, inputs: tuple, grads: tuple) -> tuple:
         return tuple(result)
     # The op's own gradients: through an alias of each input, at which autograd stops. Taken against the inputs
     # themselves, they would add every path through the inputs' history too (a layer's hx depends on the weights
-    # through the steps before), where the engine sums those steps' own gradients already.
-    with torch.enable_grad():
+    # through the steps before), where the engine sums those steps' own gradients already. In the dtypes the forward
+    # ran in, as the kernels' own backward does, whatever autocast surrounds the backward.
+    with torch.enable_grad(), torch.autocast(inputs[wanted[0]].device.type, enabled=False):
         aliases = {i: inputs[i].view_as(inputs[i]) for i in wanted}
         outputs = OPS[op](*(aliases.get(i, value) for i, value in enumerate(inputs)))
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    pairs = [(output, grad) for output, grad in zip(outputs, grads)
-             if grad is not None and isinstance(output, torch.Tensor) and output.requires_grad]
-    if not pairs:
-        return tuple(result)
-    found = torch.autograd.grad([output for output, _ in pairs], [aliases[i] for i in wanted],
-                                [grad for _, grad in pairs], create_graph=True, allow_unused=True)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        pairs = [(output, grad) for output, grad in zip(outputs, grads)
+                 if grad is not None and isinstance(output, torch.Tensor) and output.requires_grad]
+        if not pairs:
+            return tuple(result)
+        found = torch.autograd.grad([output for output, _ in pairs], [aliases[i] for i in wanted],
+                                    [grad for _, grad in pairs], create_graph=True, allow_unused=True)
     for i, grad in zip(wanted, found):
         result[i] = grad
     return tuple(result)
