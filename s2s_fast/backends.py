@@ -38,10 +38,11 @@ first where ``CUDNN_FASTER`` says cuDNN was measured faster; triton before cuda 
 ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says oneDNN was
 measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not
 Intel's but for the wide inputs of ``CPU_LAYER_WIDE_INPUT``; cpu for the ops in ``CPU_ONEDNN_FROM_WORK`` only where
-its products go through oneDNN and the call is large enough), skipping a backend that is unavailable or whose limit check refuses the call, or that cannot serve it
-under the torch.func transforms or forward-mode AD around it (BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries
-the fused backends' own layers before their cells in the reference time loop. An explicit choice that cannot serve the
-call raises ``BackendError`` (a ``RuntimeError``) saying why.
+its products go through oneDNN and the call is large enough), skipping a backend that is unavailable or whose limit
+check refuses the call, or that cannot serve it under the torch.func transforms or forward-mode AD around it
+(BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries the fused backends' own layers before their cells in the
+reference time loop. An explicit choice that cannot serve the call raises ``BackendError`` (a ``RuntimeError``) saying
+why.
 """
 
 from __future__ import annotations
