@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .compiled import dtype_limit
 
 
@@ -43,9 +43,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_context, grad_weights):
     inputs, (weights,) = saved_inputs(ctx)
-    through_reference = double_backward("additive_attention", inputs, (grad_context, grad_weights))
-    if through_reference is not None:
-        return through_reference
     query_proj, key_proj, v, values, _mask = inputs
     grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, weights)
     return tuple(grad if need else None for grad, need in zip(grads, ctx.needs_input_grad[:4])) + (None,)
@@ -54,7 +51,9 @@ def _backward(ctx, grad_context, grad_weights):
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     torch.library.register_fake("s2s_fast::cpu_additive_attention_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::cpu_additive_attention_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_autograd("s2s_fast::cpu_additive_attention_fwd",
+                                    with_double_backward("additive_attention", 5, _backward),
+                                    setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cpu_additive_attention_bwd", _backward_fake)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .compiled import dtype_limit, refuse_unsaved
 
 
@@ -50,9 +50,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, grad_weights, *_saved_grads):
     inputs, (output, weights, gates, hidden, query_proj, joined, activated) = saved_inputs(ctx)
-    through_reference = double_backward("gru_attention_decoder", inputs[:14], (grad_output, grad_hy, grad_weights))
-    if through_reference is not None:
-        return through_reference + (None,)
     refuse_unsaved("gru_attention_decoder", ctx.saved)
     (input, hx, feed, weight_ih, weight_hh, _bias_ih, _bias_hh, query_weight, key_proj, v, values, _mask,
      combine_weight, dropout_mask) = inputs[:14]
@@ -73,7 +70,8 @@ def _backward(ctx, grad_output, grad_hy, grad_weights, *_saved_grads):
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     torch.library.register_fake("s2s_fast::cpu_gru_attention_decoder_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::cpu_gru_attention_decoder_fwd", _backward,
+    torch.library.register_autograd("s2s_fast::cpu_gru_attention_decoder_fwd",
+                                    with_double_backward("gru_attention_decoder", 14, _backward),
                                     setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cpu_gru_attention_decoder_bwd", _backward_fake)
 

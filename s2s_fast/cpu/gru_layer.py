@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .compiled import dtype_limit, refuse_unsaved
 
 
@@ -53,9 +53,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, _grad_gates):
     inputs, (output, gates) = saved_inputs(ctx)
-    through_reference = double_backward("gru_layer", inputs[:8], (grad_output, grad_hy))
-    if through_reference is not None:
-        return through_reference + (None,)
     refuse_unsaved("gru_layer", ctx.saved)
     input, hx, weight_ih, weight_hh, _bias_ih, _bias_hh, lengths = inputs[:7]
     grad_output = grad_output if grad_output is not None else torch.zeros_like(output)
@@ -69,7 +66,9 @@ def _backward(ctx, grad_output, grad_hy, _grad_gates):
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     torch.library.register_fake("s2s_fast::cpu_gru_layer_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::cpu_gru_layer_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_autograd("s2s_fast::cpu_gru_layer_fwd",
+                                    with_double_backward("gru_layer", 8, _backward),
+                                    setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cpu_gru_layer_bwd", _backward_fake)
 
 

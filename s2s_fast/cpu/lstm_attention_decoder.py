@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .compiled import dtype_limit, refuse_unsaved
 
 _FLOATS = ("input", "hx", "cx", "feed", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "query_weight", "key_proj",
@@ -56,10 +56,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, grad_weights, *_saved_grads):
     inputs, (output, weights, gates, cells, hidden, query_proj, joined, activated) = saved_inputs(ctx)
-    through_reference = double_backward("lstm_attention_decoder", inputs[:15],
-                                        (grad_output, grad_hy, grad_cy, grad_weights))
-    if through_reference is not None:
-        return through_reference + (None,)
     refuse_unsaved("lstm_attention_decoder", ctx.saved)
     (input, hx, cx, feed, weight_ih, weight_hh, _bias_ih, _bias_hh, query_weight, key_proj, v, values, _mask,
      combine_weight, dropout_mask) = inputs[:15]
@@ -80,7 +76,8 @@ def _backward(ctx, grad_output, grad_hy, grad_cy, grad_weights, *_saved_grads):
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     torch.library.register_fake("s2s_fast::cpu_lstm_attention_decoder_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::cpu_lstm_attention_decoder_fwd", _backward,
+    torch.library.register_autograd("s2s_fast::cpu_lstm_attention_decoder_fwd",
+                                    with_double_backward("lstm_attention_decoder", 15, _backward),
                                     setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cpu_lstm_attention_decoder_bwd", _backward_fake)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .compiled import dtype_limit, refuse_unsaved
 
 
@@ -58,9 +58,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, _grad_gates, _grad_cells):
     inputs, (output, gates, cells) = saved_inputs(ctx)
-    through_reference = double_backward("lstm_layer", inputs[:9], (grad_output, grad_hy, grad_cy))
-    if through_reference is not None:
-        return through_reference + (None,)
     refuse_unsaved("lstm_layer", ctx.saved)
     input, hx, cx, weight_ih, weight_hh, _bias_ih, _bias_hh, lengths = inputs[:8]
     grad_output, grad_hy, grad_cy = (grad if grad is not None else torch.zeros_like(like)
@@ -76,7 +73,9 @@ def _backward(ctx, grad_output, grad_hy, grad_cy, _grad_gates, _grad_cells):
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     torch.library.register_fake("s2s_fast::cpu_lstm_layer_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::cpu_lstm_layer_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_autograd("s2s_fast::cpu_lstm_layer_fwd",
+                                    with_double_backward("lstm_layer", 9, _backward),
+                                    setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cpu_lstm_layer_bwd", _backward_fake)
 
 

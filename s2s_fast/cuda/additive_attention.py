@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from . import compiled
 from .compiled import dtype_limit
 
@@ -56,9 +56,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_context, grad_weights, _grad_probs):
     inputs, (probs,) = saved_inputs(ctx)
-    through_reference = double_backward("additive_attention", inputs[:5], (grad_context, grad_weights))
-    if through_reference is not None:
-        return through_reference + (None,)
     query_proj, key_proj, v, values, mask, packed_tanh = inputs
     grads = additive_attention_bwd(grad_context, grad_weights, query_proj, key_proj, v, values, mask, probs,
                                    packed_tanh)
@@ -69,7 +66,9 @@ def _backward(ctx, grad_context, grad_weights, _grad_probs):
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     torch.library.register_fake("s2s_fast::cuda_additive_attention_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::cuda_additive_attention_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_autograd("s2s_fast::cuda_additive_attention_fwd",
+                                    with_double_backward("additive_attention", 5, _backward),
+                                    setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cuda_additive_attention_bwd", _backward_fake)
 
 

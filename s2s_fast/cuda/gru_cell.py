@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .compiled import dtype_limit, needs_grad
 
 
@@ -44,9 +44,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_hy, _grad_activations):
     inputs, (activations,) = saved_inputs(ctx)
-    through_reference = double_backward("gru_cell", inputs[:6], (grad_hy,))
-    if through_reference is not None:
-        return through_reference + (None,)
     if not ctx.saved_activations:
         raise RuntimeError("s2s_fast::cuda_gru_cell_fwd ran with save_activations=False, so it kept nothing for the "
                            "backward; call it with save_activations=True when gradients are needed")
@@ -65,7 +62,9 @@ def _backward(ctx, grad_hy, _grad_activations):
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     torch.library.register_fake("s2s_fast::cuda_gru_cell_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::cuda_gru_cell_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_autograd("s2s_fast::cuda_gru_cell_fwd",
+                                    with_double_backward("gru_cell", 6, _backward),
+                                    setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cuda_gru_cell_bwd", _backward_fake)
 
 

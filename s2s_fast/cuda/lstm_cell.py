@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from . import compiled
 from .compiled import dtype_limit, needs_grad
 
@@ -57,9 +57,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_hy, grad_cy, _grad_activations):
     inputs, (activations,) = saved_inputs(ctx)
-    through_reference = double_backward("lstm_cell", inputs[:7], (grad_hy, grad_cy))
-    if through_reference is not None:
-        return through_reference + (None,)
     if not ctx.saved_activations:
         raise RuntimeError("s2s_fast::cuda_lstm_cell_fwd ran with save_activations=False, so it kept nothing for the "
                            "backward; call it with save_activations=True when gradients are needed")
@@ -81,7 +78,9 @@ def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     for name in ("s2s_fast::cuda_lstm_cell_fwd", "s2s_fast::cuda_lstm_cell_fused_fwd"):
         torch.library.register_fake(name, _forward_fake)
-        torch.library.register_autograd(name, _backward, setup_context=_setup_context)
+        torch.library.register_autograd(name,
+                                        with_double_backward("lstm_cell", 7, _backward),
+                                        setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cuda_lstm_cell_bwd", _backward_fake)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from . import compiled
 from .compiled import dtype_limit, needs_grad
 
@@ -71,9 +71,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, *_grad_saved):
     inputs, (activations, cell_states, hidden_prev) = saved_inputs(ctx)
-    through_reference = double_backward("lstm_layer", inputs[:9], (grad_output, grad_hy, grad_cy))
-    if through_reference is not None:
-        return through_reference + (None,)
     if not ctx.saved_state:
         raise RuntimeError("s2s_fast::cuda_lstm_layer_fwd ran with save_for_backward=False, so it kept nothing for the "
                            "backward; call it with save_for_backward=True when gradients are needed")
@@ -96,7 +93,9 @@ def _backward(ctx, grad_output, grad_hy, grad_cy, *_grad_saved):
 def register() -> None:
     """Attach the fake (meta) implementations and the autograd formula to the C++ operators."""
     torch.library.register_fake("s2s_fast::cuda_lstm_layer_fwd", _forward_fake)
-    torch.library.register_autograd("s2s_fast::cuda_lstm_layer_fwd", _backward, setup_context=_setup_context)
+    torch.library.register_autograd("s2s_fast::cuda_lstm_layer_fwd",
+                                    with_double_backward("lstm_layer", 9, _backward),
+                                    setup_context=_setup_context)
     torch.library.register_fake("s2s_fast::cuda_lstm_layer_bwd", _backward_fake)
 
 

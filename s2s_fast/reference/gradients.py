@@ -7,6 +7,8 @@ alone, and only where a graph of the gradient was asked for.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -40,7 +42,7 @@ def gradients(op: str, inputs: tuple, grads: tuple) -> tuple:
 
 
 def save_inputs(ctx, inputs: tuple, *kept: torch.Tensor | None) -> None:
-    """Save a fused op's forward arguments ``inputs`` (for its backward under create_graph: double_backward) and the
+    """Save a fused op's forward arguments ``inputs`` (for its backward under create_graph: with_double_backward) and the
     tensors ``kept`` its own backward reads; saved_inputs returns them."""
     ctx.input_constants = tuple(None if isinstance(value, torch.Tensor) else value for value in inputs)
     ctx.input_is_tensor = tuple(isinstance(value, torch.Tensor) for value in inputs)
@@ -55,10 +57,16 @@ def saved_inputs(ctx) -> tuple[tuple, tuple]:
     return inputs, tuple(saved)
 
 
-def double_backward(op: str, inputs: tuple, grads: tuple) -> tuple | None:
-    """Under create_graph=True (a backward run with grad mode on), the gradients through the reference's
-    composition of ``op`` (gradients: the kernels' backward is not itself differentiable); None otherwise, where the
-    kernels' backward serves."""
-    if not torch.is_grad_enabled():
-        return None
-    return gradients(op, inputs, grads)
+def with_double_backward(op: str, arity: int, backward: Callable) -> Callable:
+    """A fused op's autograd formula: ``backward`` (its kernels', the forward's arguments saved by save_inputs) for a
+    plain backward; under create_graph=True (a backward run with grad mode on) the gradients through the reference's
+    composition of ``op`` (gradients: the kernels' backward is not itself differentiable) of the forward's first
+    ``arity`` arguments, the reference op's own, and None for the rest (the kernels' options)."""
+
+    def formula(ctx, *grads):
+        if not torch.is_grad_enabled():
+            return backward(ctx, *grads)
+        inputs, _ = saved_inputs(ctx)
+        return gradients(op, inputs[:arity], grads) + (None,) * (len(inputs) - arity)
+
+    return formula

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .utils import block_size, device_guard, dot_precision, gemm_blocks, rnn_limit, sigmoid, tanh
 
 
@@ -233,16 +233,13 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_hy, _):
     inputs, (saved,) = saved_inputs(ctx)
-    through_reference = double_backward("gru_cell", inputs, (grad_hy,))
-    if through_reference is not None:
-        return through_reference
     grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = gru_cell_bwd(grad_hy, *inputs[:4], saved)
     has_bias_ih, has_bias_hh = ctx.has_bias
     return (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih if has_bias_ih else None,
             grad_b_hh if has_bias_hh else None)
 
 
-gru_cell_fwd.register_autograd(_backward, setup_context=_setup_context)
+gru_cell_fwd.register_autograd(with_double_backward("gru_cell", 6, _backward), setup_context=_setup_context)
 
 
 def gru_cell(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):

@@ -34,7 +34,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .gru_cell import gru_gates_matmul, gru_pointwise, gru_pointwise_backward, store_gru_gate_grads
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .utils import INDEX_LIMIT, layer_schedule, rnn_limit, run_rnn_layer, step_at, wait_for_batch_tile
 
 
@@ -325,9 +325,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, *_):
     inputs, (states_h, saved) = saved_inputs(ctx)
-    through_reference = double_backward("gru_layer", inputs[:8], (grad_output, grad_hy))
-    if through_reference is not None:
-        return through_reference + (None, None, None)
     input, _hx, weight_ih, weight_hh, _bias_ih, _bias_hh, lengths = inputs[:7]
     grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = gru_layer_bwd(
         grad_output, grad_hy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h, saved,
@@ -337,7 +334,7 @@ def _backward(ctx, grad_output, grad_hy, *_):
             grad_b_hh if has_bias_hh else None, None, None, None, None, None)
 
 
-gru_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
+gru_layer_fwd.register_autograd(with_double_backward("gru_layer", 8, _backward), setup_context=_setup_context)
 
 
 def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .utils import block_size, device_guard, dot_precision, gemm_blocks, rnn_limit, sigmoid, tanh
 
 @triton.jit
@@ -243,15 +243,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_hy, grad_cy, _):
     inputs, (gates, cy) = saved_inputs(ctx)
-    through_reference = double_backward("lstm_cell", inputs, (grad_hy, grad_cy))
-    if through_reference is not None:
-        return through_reference
     grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_cell_bwd(grad_hy, grad_cy, *inputs[:5],
                                                                                    gates, cy)
     return (grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh) + bias_grads(grad_bias, *ctx.has_bias)
 
 
-lstm_cell_fwd.register_autograd(_backward, setup_context=_setup_context)
+lstm_cell_fwd.register_autograd(with_double_backward("lstm_cell", 7, _backward), setup_context=_setup_context)
 
 
 def lstm_cell(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None):

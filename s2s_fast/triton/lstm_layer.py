@@ -41,7 +41,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from .lstm_cell import bias_grads, lstm_gates_matmul, lstm_pointwise, lstm_pointwise_backward
-from ..reference.gradients import double_backward, save_inputs, saved_inputs
+from ..reference.gradients import save_inputs, saved_inputs, with_double_backward
 from .utils import layer_schedule, rnn_limit, run_rnn_layer, step_at, wait_for_batch_tile
 
 PROJECTION_LIMIT = ("the triton LSTM layer has no projection (weight_hr, proj_size > 0); the aten and reference "
@@ -356,9 +356,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output, grad_hy, grad_cy, *_):
     inputs, (states_h, states_c, gates) = saved_inputs(ctx)
-    through_reference = double_backward("lstm_layer", inputs[:9], (grad_output, grad_hy, grad_cy))
-    if through_reference is not None:
-        return through_reference + (None, None, None)
     input, _hx, _cx, weight_ih, weight_hh, _bias_ih, _bias_hh, lengths = inputs[:8]
     grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias = lstm_layer_bwd(
         grad_output, grad_hy, grad_cy, input, weight_ih, weight_hh, lengths, ctx.reverse, ctx.persistent, states_h,
@@ -367,7 +364,7 @@ def _backward(ctx, grad_output, grad_hy, grad_cy, *_):
             + (None, None, None, None, None))
 
 
-lstm_layer_fwd.register_autograd(_backward, setup_context=_setup_context)
+lstm_layer_fwd.register_autograd(with_double_backward("lstm_layer", 9, _backward), setup_context=_setup_context)
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
