@@ -37,12 +37,12 @@ first where ``CUDNN_FASTER`` says cuDNN was measured faster; triton before cuda 
 ``TRITON_ATTENTION_FROM_WORK``) and cpu, aten, reference for CPU tensors (aten first for the ops in
 ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says oneDNN was
 measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not
-Intel's but for the wide inputs of ``CPU_LAYER_WIDE_INPUT``; cpu for the ops in ``CPU_ONEDNN_FROM_WORK`` only where
-its products go through oneDNN and the call is large enough), skipping a backend that is unavailable or whose limit
-check refuses the call, or that cannot serve it under the torch.func transforms or forward-mode AD around it
-(BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries the fused backends' own layers before their cells in the
-reference time loop. An explicit choice that cannot serve the call raises ``BackendError`` (a ``RuntimeError``) saying
-why.
+Intel's but for the wide inputs of ``CPU_LAYER_WIDE_INPUT`` and the padded ones of ``CPU_LAYER_PADDED``; cpu for the
+ops in ``CPU_ONEDNN_FROM_WORK`` only where its products go through oneDNN and the call is large enough), skipping a
+backend that is unavailable or whose limit check refuses the call, or that cannot serve it under the torch.func
+transforms or forward-mode AD around it (BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries the fused backends'
+own layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
+``BackendError`` (a ``RuntimeError``) saying why.
 """
 
 from __future__ import annotations
@@ -142,11 +142,24 @@ CPU_ATEN_FASTER_TRAINING_OFF_INTEL = frozenset({"lstm_layer"})
 # I = H 0.71-0.99x (one exception, B=256, H=192: 1.07-1.11x). In the g2p training step (bench, one thread) the rule
 # put auto at 1.28-1.30x the reference, from 1.25x.
 CPU_LAYER_WIDE_INPUT = {"lstm_layer": (2, 2048)}
+# And, off Intel's CPUs, a layer whose per-row lengths leave at least SHARE of its T x B positions padded, with at
+# least WORK multiply-adds per step (B x gates*H x (I + H)), float32 with the cpu layer's products through oneDNN:
+# op -> (SHARE, WORK). The cpu layer runs each step's running rows only (csrc/cpu/rnn_layer_binding.h: its input and
+# weight-gradient products skip the padding too), where oneDNN's runs every position. Measured 2026-12-05 on the
+# 2-core AMD EPYC with AVX-512 of CPU_LAYER_WIDE_INPUT's measurement, one direction (reverse) forward+backward through
+# s2s_fast.functional, the two alternating, lengths uniform in (T/2, T] (about a fifth of the positions padded),
+# H = 192-512, I = H and 2H, T x B = 16 x 64 to 16 x 256 and 64 x 32: the cpu layer 1.08-1.41x faster at one thread at
+# every size, and at two threads 1.06-1.43x from B x 4H x (I + H) = 28M multiply-adds a step, 0.85-1.00x below 19M
+# (B = 32-64 at H = 192-256, I = H). Where no row is padded, I = H: 0.83-0.91x (B = 256: 1.03-1.12x). Against the
+# share padded (I = H; 3-17 %): at H = 192 the cpu layer caught up with aten at 12-15 % at one thread and not by 17 %
+# at two; at H = 512 from 9 %.
+CPU_LAYER_PADDED = {"lstm_layer": (1 / 6, 24_000_000)}
 # Backends whose layers never read the input at a row's padded steps (s2s_fast.aten.sequence runs padded steps on a
-# row of zeros). The others' layers compute every step's input product and take their weight gradients in products
-# over all steps, where a NaN or infinity at a padded step (torch.empty's garbage) would reach the gradients as
-# 0 * NaN: s2s_fast.functional zeroes the padding for them first.
-LAYERS_NEVER_READ_PADDING = frozenset({"aten"})
+# row of zeros; the cpu layers gather the running rows' inputs, csrc/cpu/rnn_layer_binding.h). The others' layers
+# compute every step's input product and take their weight gradients in products over all steps, where a NaN or
+# infinity at a padded step (torch.empty's garbage) would reach the gradients as 0 * NaN: s2s_fast.functional zeroes
+# the padding for them first.
+LAYERS_NEVER_READ_PADDING = frozenset({"aten", "cpu"})
 # Ops the cpu backend serves with torch's own work done through another product library: its cells (a layer's single
 # step) and linear, and the fewest multiply-adds a call needs for auto to try cpu (rows x K x N for linear, B x (I + H)
 # x gates*H for a cell). Auto tries cpu for them only in float32 where the cpu backend's products go through oneDNN
@@ -457,7 +470,8 @@ def cpu_vendor() -> str:
 def _cpu_prefers_aten(op: str, args: tuple) -> bool:
     """Whether auto tries aten before cpu for this CPU call: no gradient recorded and op in
     CPU_INFERENCE_PREFERS_ATEN, or a gradient recorded and either op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL on a CPU
-    that is not Intel's (but for CPU_LAYER_WIDE_INPUT's calls) or a row of CPU_ATEN_FASTER_TRAINING covering it."""
+    that is not Intel's (but for CPU_LAYER_WIDE_INPUT's and CPU_LAYER_PADDED's calls) or a row of
+    CPU_ATEN_FASTER_TRAINING covering it."""
     if not _records_gradient(args):
         return op in CPU_INFERENCE_PREFERS_ATEN
     if op not in _GATES or torch.compiler.is_compiling():
@@ -465,23 +479,39 @@ def _cpu_prefers_aten(op: str, args: tuple) -> bool:
         # the table's ranges would break the graph or guard on the size.
         return False
     if op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL and cpu_vendor() != "GenuineIntel":
-        return not _cpu_layer_wide_input_pays(op, args)
+        return not _cpu_layer_pays(op, args)
     batch, hidden = _batch_and_hidden(op, args)
     threads = torch.get_num_threads()
     return any(op == row_op and threads >= fewest and batch in batches and hidden in hiddens
                for row_op, fewest, batches, hiddens in CPU_ATEN_FASTER_TRAINING)
 
 
-def _cpu_layer_wide_input_pays(op: str, args: tuple) -> bool:
+def _cpu_layer_pays(op: str, args: tuple) -> bool:
     """Whether a training call of a layer op goes to the cpu layer before aten off Intel's CPUs: CPU_LAYER_WIDE_INPUT's
-    width and rows, float32, with the cpu backend's products through oneDNN."""
-    if op not in CPU_LAYER_WIDE_INPUT:
-        return False
+    width and rows or CPU_LAYER_PADDED's share of padding and work per step, float32, with the cpu backend's products
+    through oneDNN."""
     input, hidden = args[0], _batch_and_hidden(op, args)[1]
-    width, rows = CPU_LAYER_WIDE_INPUT[op]
-    if input.shape[2] < width * hidden or input.shape[0] * input.shape[1] < rows:
+    steps, batch, width = input.shape
+    wide = op in CPU_LAYER_WIDE_INPUT and width >= CPU_LAYER_WIDE_INPUT[op][0] * hidden and \
+        steps * batch >= CPU_LAYER_WIDE_INPUT[op][1]
+    if not wide and not _cpu_layer_padding_pays(op, args):
         return False
     return _cpu_products_through_onednn(input.dtype)
+
+
+def _cpu_layer_padding_pays(op: str, args: tuple) -> bool:
+    """CPU_LAYER_PADDED's test of a layer call (lengths on the CPU: a host read of B values; not under torch.func's
+    transforms, where lengths may be batched)."""
+    lengths = args[7 if op == "lstm_layer" else 6]
+    if op not in CPU_LAYER_PADDED or lengths is None or lengths.device.type != "cpu" or \
+            torch._C._are_functorch_transforms_active():
+        return False
+    share, work = CPU_LAYER_PADDED[op]
+    input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
+    steps = input.shape[0]
+    if batch * _GATES[op] * hidden * (input.shape[2] + hidden) < work or steps * batch == 0:
+        return False
+    return steps * batch - int(lengths.sum()) >= share * steps * batch
 
 
 def _cpu_products_through_onednn(dtype: torch.dtype, compiling: bool = False) -> bool:

@@ -346,6 +346,10 @@ def _layer_args(kind, steps, batch, input_size, hidden, dtype=torch.float64, len
         args["lengths"][0] = steps
     elif lengths == "zero":
         args["lengths"] = torch.zeros(batch, dtype=torch.int64)
+    elif lengths == "short":  # every row shorter than T, ties among them: no row runs the last step
+        args["lengths"] = torch.randint(0, max(steps, 1), (batch,), generator=generator).clamp(max=max(steps - 1, 0))
+    elif lengths == "full":  # lengths given, every row running T steps
+        args["lengths"] = torch.full((batch,), steps, dtype=torch.int64)
     return args
 
 
@@ -363,17 +367,20 @@ LAYER_SHAPES = [
     (5, 3, 2, 40),
     (0, 3, 4, 5),
     (4, 0, 3, 5),
+    (5, 45, 6, 130),  # a step's rows split between torch's two threads (rnn_step_grain)
 ]
 
 
 @built
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("lengths", ["none", "random", "zero"])
+@pytest.mark.parametrize("lengths", ["none", "random", "zero", "short", "full"])
 @pytest.mark.parametrize("steps,batch,input_size,hidden", LAYER_SHAPES)
 def test_layer_matches_reference_float64(poisoned, kind, steps, batch, input_size, hidden, lengths, reverse):
     """Forward and every gradient (input, states, weights, biases; upstream gradients on every output), with rows
-    of every length, 0 included, in both directions."""
+    of every length, 0 included, in both directions. The layer runs each step's running rows only, longest first
+    (csrc/cpu/rnn_layer_binding.h): rows of equal length, no row reaching T, and lengths given that are all T (the
+    padded layout kept) are cases of their own."""
     args = _layer_args(kind, steps, batch, input_size, hidden, lengths=lengths)
     compare_with_reference(*_layers(kind, reverse), args)
 
@@ -414,10 +421,9 @@ def test_layer_saves_gates_beyond_its_inputs_and_output(kind, kept):
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         output = getattr(F, f"{kind}_layer")(**args, backend="cpu")[0]
+    assert bool((args["lengths"] < 5).any())  # padded rows: the layer reads the input as given (no zeroed copy)
     known = {t.data_ptr() for t in leaves.values()} | {output.data_ptr(), args["lengths"].data_ptr()}
-    # Besides those, the input with its padded steps zeroed, which the layer gets in the input's place
-    # (s2s_fast.functional._ZeroPadding), and nothing of the input's size more.
-    assert sorted(tuple(t.shape) for t in saved if t.data_ptr() not in known) == sorted(kept + [(5, 3, 4)])
+    assert sorted(tuple(t.shape) for t in saved if t.data_ptr() not in known) == sorted(kept)
 
 
 def _layer_op(kind, direction):
@@ -492,13 +498,16 @@ def test_layer_auto_routing_and_limits():
 def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch):
     """Training calls go to aten where CPU_ATEN_FASTER_TRAINING's measured rows say oneDNN was faster (enough threads,
     batch and hidden size in range), to the cpu layer elsewhere; GRU has no row. Off Intel's CPUs LSTM training goes
-    to aten but for CPU_LAYER_WIDE_INPUT's wide inputs over many rows."""
+    to aten but for CPU_LAYER_WIDE_INPUT's wide inputs over many rows and CPU_LAYER_PADDED's padded ones."""
     threads = torch.get_num_threads()
     cpu_device = torch.device("cpu")
 
-    def backend_for(kind, batch, hidden, thread_count, steps=3, input_size=4, dtype=torch.float32):
+    def backend_for(kind, batch, hidden, thread_count, steps=3, input_size=4, dtype=torch.float32, lengths="full"):
         torch.set_num_threads(thread_count)
-        args = _layer_args(kind, steps, batch, input_size, hidden, dtype=dtype)
+        args = _layer_args(kind, steps, batch, input_size, hidden, dtype=dtype,
+                           lengths=lengths if isinstance(lengths, str) else "none")
+        if not isinstance(lengths, str):
+            args["lengths"] = lengths
         trained = tuple(v.requires_grad_(True) if k == "weight_ih" else v for k, v in args.items())
         return backends.resolve(f"{kind}_layer", cpu_device, trained)[0]
 
@@ -531,8 +540,20 @@ def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch)
             assert backend_for("lstm", 128, 8, 1, steps=16, input_size=16) == "aten"
         finally:
             torch.backends.mkldnn.enabled = enabled
+        # And for lengths leaving a sixth or more of the T x B positions padded, with 24M multiply-adds a step or more
+        # (B x 4H x (I + H): 128 x 256 x 733 = 24.02M at I = 669, 23.99M at I = 668). At T = 6, rows all of length
+        # 5 pad exactly a sixth; one of them of length 6, a little less.
+        fifth = torch.full((128,), 5)
+        assert backend_for("lstm", 128, 64, 2, steps=6, input_size=669, lengths=fifth) == "cpu"
+        assert backend_for("lstm", 128, 64, 1, steps=16, input_size=669, lengths="random") == "cpu"
+        one_full = fifth.index_fill(0, torch.tensor([0]), 6)
+        assert backend_for("lstm", 128, 64, 2, steps=6, input_size=669, lengths=one_full) == "aten"
+        assert backend_for("lstm", 128, 64, 2, steps=6, input_size=669, lengths="full") == "aten"
+        assert backend_for("lstm", 128, 64, 2, steps=6, input_size=668, lengths=fifth) == "aten"  # less work
+        assert backend_for("lstm", 128, 64, 2, steps=6, input_size=669, lengths=fifth, dtype=torch.float64) == "aten"
         monkeypatch.setattr(cpu_backend, "products_library", lambda: "aten")
         assert backend_for("lstm", 128, 8, 1, steps=16, input_size=16) == "aten"
+        assert backend_for("lstm", 128, 64, 2, steps=6, input_size=669, lengths=fifth) == "aten"
         monkeypatch.setattr(backends, "CPU_ATEN_FASTER_TRAINING_OFF_INTEL", frozenset())
         assert backend_for("lstm", 8, 16, 1) == "cpu"
     finally:

@@ -81,11 +81,12 @@ gru_attention_decoder_fwd_cpu(const Tensor& input, const Tensor& hx, const Tenso
         GruStepForwardParams<scalar_t> cell{
             0, T, B, H, nullptr, false, input_gates.data_ptr<scalar_t>(), hidden_gates.data_ptr<scalar_t>(),
             bias_hn.defined() ? bias_hn.data_ptr<scalar_t>() : nullptr, h.data_ptr<scalar_t>(),
-            hidden.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr};
+            hidden.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr, nullptr, B, 0};
         for (int64_t t = 0; t < T; ++t) {
             input_gates[t].add_(feed_product(t == 0 ? feed : readout.output[t - 1]));
             hidden_product.out(hidden_gates, h);
             cell.step = t;
+            cell.base = t * B;
             run_gru_step_fwd(cell);
             readout.step(t, hidden[t]);
         }
@@ -134,19 +135,20 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
         GruStepBackwardParams<scalar_t> cell{
             0, T, B, H, nullptr, false, grad_hidden.data_ptr<scalar_t>(), nullptr, gates_c.data_ptr<scalar_t>(),
             hidden_c.data_ptr<scalar_t>(), hx_c.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
-            grad_input_gates.data_ptr<scalar_t>(), grad_hidden_gates.data_ptr<scalar_t>(), nullptr};
+            grad_input_gates.data_ptr<scalar_t>(), grad_hidden_gates.data_ptr<scalar_t>(), nullptr, B, 0};
         for (int64_t t = T - 1; t >= 0; --t) {
             Tensor grad_hidden_t = grad_hidden[t];
             readout.step(t, carried, grad_hidden_t);
             cell.step = t;
+            cell.base = t * B;
             cell.recurrent = t == T - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_gru_step_bwd(cell);
             recurrent = hidden_back(grad_hidden_gates[t]);
             carried = feed_back(grad_input_gates[t]);
         }
         readout_grads = readout.gradients(hidden);
-        previous_hidden<scalar_t>(output.contiguous(), feed.contiguous(), nullptr, false, feed_before);
-        previous_hidden<scalar_t>(hidden_c, hx_c, nullptr, false, hidden_before);
+        previous_steps(output, feed, feed_before);
+        previous_steps(hidden_c, hx_c, hidden_before);
     });
     if (T == 0) {
         return {at::zeros_like(input), grad_hy.clone(), at::zeros_like(feed), at::zeros_like(weight_ih),

@@ -46,29 +46,38 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const 
         bias_hn = bias_hh->narrow(0, 2 * hidden, hidden).contiguous();
     }
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
-    const Tensor flat = input.reshape({steps * batch, input_size});
-    // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
+    const RnnSchedule schedule = rnn_schedule(lengths_c, batch, steps, reverse);
+    const int64_t positions = steps * batch, rows = schedule.rows;
+    // The single input product (running rows only, rnn_layer_binding.h) takes weight_ih as it is (copying it
+    // transposed cost more than it saved).
     const Product per_step = step_product(weight_hh, batch, steps);
     const Tensor input_gates =
-        Product(weight_ih.t())(flat, bias.defined() ? std::optional<Tensor>(bias) : std::nullopt)
-            .view({steps, batch, 3 * hidden});
-    Tensor h = hx.contiguous().clone();
-    Tensor output = at::empty({steps, batch, hidden}, input.options());
+        Product(weight_ih.t())(schedule_rows(input.reshape({positions, input_size}), schedule),
+                               bias.defined() ? std::optional<Tensor>(bias) : std::nullopt);
+    // The state in run order; the output zero where no row runs; the kept gates' rows past `rows` zeroed (never read;
+    // the same bits on every run).
+    Tensor h = schedule_state(hx, schedule);
+    Tensor output = rows < positions ? at::zeros({steps, batch, hidden}, input.options())
+                                     : at::empty({steps, batch, hidden}, input.options());
     Tensor gates = at::empty({save ? steps : 0, batch, 4 * hidden}, input.options());
+    if (save && rows < positions) gates.view({positions, 4 * hidden}).narrow(0, rows, positions - rows).zero_();
     Tensor hidden_gates = at::empty({batch, 3 * hidden}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_gru_layer_fwd", [&] {
         GruStepForwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr, reverse,
             input_gates.data_ptr<scalar_t>(), hidden_gates.data_ptr<scalar_t>(),
             bias_hn.defined() ? bias_hn.data_ptr<scalar_t>() : nullptr, h.data_ptr<scalar_t>(),
-            output.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr};
-        for (int64_t step = 0; step < steps; ++step) {
-            per_step.out(hidden_gates, h);
+            output.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr, schedule.order_ptr(), 0, 0};
+        for (int64_t step = 0; step < steps && schedule.active[step] > 0; ++step) {
             params.step = step;
+            params.active = schedule.active[step];
+            params.base = schedule.base[step];
+            Tensor running = hidden_gates.narrow(0, 0, params.active);
+            per_step.out(running, h.narrow(0, 0, params.active));
             run_gru_step_fwd(params);
         }
     });
-    return {output, h, gates};
+    return {output, batch_order(h, schedule), gates};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
@@ -86,42 +95,42 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
     check_tensor(kOp, gates, "gates", {steps, batch, 4 * hidden}, input);
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const int64_t* lengths_ptr = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
+    const RnnSchedule schedule = rnn_schedule(lengths_c, batch, steps, reverse);
+    const int64_t positions = steps * batch, rows = schedule.rows;
     const Tensor grad_output_c = grad_output.contiguous(), gates_c = gates.contiguous();
     const Tensor output_c = output.contiguous(), hx_c = hx.contiguous();
     Tensor dh = grad_hy.contiguous().clone();
-    Tensor grad_input_gates = at::empty({steps, batch, 3 * hidden}, input.options());
-    Tensor grad_hidden_gates = at::empty({steps, batch, 3 * hidden}, input.options());
-    // As in the LSTM backward: a step's rows are one slice of grad_hidden_gates unless per-row lengths run in reverse.
-    const bool gathered = reverse && lengths_c.has_value();
-    Tensor step_grad_hidden = at::empty({gathered ? batch : 0, 3 * hidden}, input.options());
+    Tensor grad_input_gates = at::empty({rows, 3 * hidden}, input.options());
+    Tensor grad_hidden_gates = at::empty({rows, 3 * hidden}, input.options());
     Tensor recurrent = at::zeros({batch, hidden}, input.options());
-    Tensor previous = at::empty({steps, batch, hidden}, input.options());
+    Tensor previous = at::empty({rows, hidden}, input.options());
     const Product recurrent_product(weight_hh, /*repeated=*/steps > 1);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_gru_layer_bwd", [&] {
         GruStepBackwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_ptr, reverse, grad_output_c.data_ptr<scalar_t>(), nullptr,
             gates_c.data_ptr<scalar_t>(), output_c.data_ptr<scalar_t>(), hx_c.data_ptr<scalar_t>(),
             dh.data_ptr<scalar_t>(), grad_input_gates.data_ptr<scalar_t>(), grad_hidden_gates.data_ptr<scalar_t>(),
-            gathered ? step_grad_hidden.data_ptr<scalar_t>() : nullptr};
+            schedule.order_ptr(), 0, 0};
         for (int64_t step = steps - 1; step >= 0; --step) {
+            if (schedule.active[step] == 0) continue;
             params.step = step;
+            params.active = schedule.active[step];
+            params.base = schedule.base[step];
             params.recurrent = step == steps - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_gru_step_bwd(params);
-            recurrent_product.out(
-                recurrent, gathered ? step_grad_hidden : grad_hidden_gates[reverse ? steps - 1 - step : step]);
+            Tensor running = recurrent.narrow(0, 0, params.active);
+            recurrent_product.out(running, grad_hidden_gates.narrow(0, params.base, params.active));
         }
-        previous_hidden<scalar_t>(output_c, hx_c, lengths_ptr, reverse, previous);
+        previous_hidden<scalar_t>(output_c, hx_c, schedule, lengths_ptr, reverse, previous);
     });
     // The gradient of hx: what bypassed weight_hh (dh), plus the flow through it at step 0 for rows that ran it.
-    Tensor grad_hx = dh;
-    if (steps > 0) grad_hx = lengths_c ? dh + recurrent * (*lengths_c > 0).unsqueeze(1).to(dh.scalar_type())
-                                       : dh + recurrent;
-    const Tensor flat_input_grad = grad_input_gates.view({steps * batch, 3 * hidden});
-    const Tensor flat_hidden_grad = grad_hidden_gates.view({steps * batch, 3 * hidden});
-    const Tensor grad_input = Product(weight_ih)(flat_input_grad).view({steps, batch, input_size});
-    const Tensor grad_weight_ih = weight_gradient(flat_input_grad, input.reshape({steps * batch, input_size}));
-    const Tensor grad_weight_hh = weight_gradient(flat_hidden_grad, previous.view({steps * batch, hidden}));
-    return {grad_input, grad_hx, grad_weight_ih, grad_weight_hh, flat_input_grad.sum(0), flat_hidden_grad.sum(0)};
+    const Tensor grad_hx = initial_state_grad(dh, recurrent, schedule, /*add=*/true);
+    const Tensor grad_input =
+        padded_rows(Product(weight_ih)(grad_input_gates), schedule, positions).view(input.sizes());
+    const Tensor grad_weight_ih =
+        weight_gradient(grad_input_gates, schedule_rows(input.reshape({positions, input_size}), schedule));
+    const Tensor grad_weight_hh = weight_gradient(grad_hidden_gates, previous);
+    return {grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_input_gates.sum(0), grad_hidden_gates.sum(0)};
 }
 
 }  // namespace

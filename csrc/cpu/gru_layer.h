@@ -23,12 +23,15 @@ struct GruStepForwardParams {
     int64_t hidden;           // H
     const int64_t* lengths;   // [B] in [0, T], or nullptr: every row runs T steps
     bool reverse;
-    const T* input_gates;     // [T, B, 3H]: input @ weight_ih^T + bias_ih + (bias_hh's r and z parts)
-    const T* hidden_gates;    // [B, 3H]: h @ weight_hh^T for the state before this step
+    const T* input_gates;     // [rows, 3H] (rnn_layer.h): input @ weight_ih^T + bias_ih + (bias_hh's r and z parts)
+    const T* hidden_gates;    // [active, 3H]: h @ weight_hh^T for the state before this step, in run order
     const T* bias_hn;         // [H]: bias_hh's n part, or nullptr
-    T* h;                     // [B, H] state, advanced in place for the rows that run this step
-    T* output;                // [T, B, H]: h at each row's time, zero at its padded positions
-    T* gates;                 // [T, B, 4H]: r, z, n and h_n + b_hn at each row's time (for the backward), or nullptr
+    T* h;                     // [B, H] state in run order, advanced in place for the rows that run this step
+    T* output;                // [T, B, H]: h at each row's time (its padded positions are left as they are)
+    T* gates;                 // [rows, 4H]: r, z, n and h_n + b_hn (for the backward), or nullptr
+    const int64_t* order;     // [B]: the batch row at each run position, or nullptr: the batch's order
+    int64_t active;           // rows running this step: run positions 0 .. active - 1
+    int64_t base;             // the buffer row of this step's run position 0
 };
 
 template <typename T>
@@ -40,15 +43,18 @@ struct GruStepBackwardParams {
     const int64_t* lengths;   // as in the forward
     bool reverse;
     const T* grad_output;     // [T, B, H]
-    const T* recurrent;       // [B, H]: the later step's grad_hidden_gates @ weight_hh, or nullptr at the last step
-    const T* gates;           // [T, B, 4H] from the forward
+    const T* recurrent;       // [active of the later step, H], run order: the later step's grad_hidden_gates @
+                              // weight_hh, or nullptr at the last step
+    const T* gates;           // [rows, 4H] from the forward
     const T* output;          // [T, B, H] from the forward (h before a step is the row's previous output)
     const T* hx;              // [B, H] initial state
     T* dh;                    // [B, H]: the gradient of h after this step that does not flow through weight_hh (the
                               // final state's while a row has not started, then z * dh), updated in place
-    T* grad_input_gates;      // [T, B, 3H]: gradients of x_r, x_z, x_n at each row's time, zero at padded positions
-    T* grad_hidden_gates;     // [T, B, 3H]: gradients of h_r, h_z, h_n + b_hn, likewise
-    T* step_grad_hidden;      // [B, 3H]: this step's rows of grad_hidden_gates (zero for ended rows), or nullptr
+    T* grad_input_gates;      // [rows, 3H]: gradients of x_r, x_z, x_n
+    T* grad_hidden_gates;     // [rows, 3H]: gradients of h_r, h_z, h_n + b_hn
+    const int64_t* order;     // as in the forward
+    int64_t active;
+    int64_t base;
 };
 
 // One definition per instruction set the library is built with (capability.h), in kernels_*.cpp.

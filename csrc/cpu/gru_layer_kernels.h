@@ -1,7 +1,7 @@
 // Fused GRU layer step kernels on the CPU (declared in gru_layer.h), compiled once per instruction set.
 //
-// Forward step: per batch row, r, z, n and the new h from the input part at the row's time and the hidden part,
-// written to the state, the output and (for the backward) the saved gates. Backward step: per batch row, the gradient
+// Forward step: per running row, r, z, n and the new h from the input part and the hidden part, written to the state,
+// the output at the row's time and (for the backward) the saved gates. Backward step: per running row, the gradient
 // of h (through weight_hh from the later step, plus the part that bypasses it, plus the output's), then of the gates'
 // input and hidden parts, vectorised over H.
 #pragma once
@@ -20,22 +20,16 @@ template <typename T>
 void gru_step_fwd(const GruStepForwardParams<T>& p) {
     constexpr int64_t kWidth = Vec<T>::size();
     const int64_t H = p.hidden, G = 3 * p.hidden, S = 4 * p.hidden;
-    at::parallel_for(0, p.batch, rnn_step_grain(G), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
+    at::parallel_for(0, p.active, rnn_step_grain(G), [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+            const int64_t b = rnn_row(p.order, k);
             const int64_t t = rnn_step_time(p.step, p.lengths != nullptr ? p.lengths[b] : p.steps, p.reverse);
-            if (t < 0) {
-                // A padded position: zero output, and zeros kept for it (never read; the same bits on every run).
-                const int64_t padded = p.step * p.batch + b;
-                std::fill(p.output + padded * H, p.output + (padded + 1) * H, T(0));
-                if (p.gates != nullptr) std::fill(p.gates + padded * S, p.gates + (padded + 1) * S, T(0));
-                continue;
-            }
-            const int64_t pos = t * p.batch + b;
-            const T* x = p.input_gates + pos * G;
-            const T* r_h = p.hidden_gates + b * G;
-            T* h = p.h + b * H;
-            T* out = p.output + pos * H;
-            T* gates = p.gates != nullptr ? p.gates + pos * S : nullptr;
+            const int64_t row = p.base + k;
+            const T* x = p.input_gates + row * G;
+            const T* r_h = p.hidden_gates + k * G;
+            T* h = p.h + k * H;
+            T* out = p.output + (t * p.batch + b) * H;
+            T* gates = p.gates != nullptr ? p.gates + row * S : nullptr;
             for (int64_t j = 0; j < H; j += kWidth) {
                 const int64_t n = std::min(kWidth, H - j);
                 const Vec<T> r = sigmoid<T>(Vec<T>::loadu(x + j, n) + Vec<T>::loadu(r_h + j, n));
@@ -57,29 +51,21 @@ void gru_step_bwd(const GruStepBackwardParams<T>& p) {
     constexpr int64_t kWidth = Vec<T>::size();
     const int64_t H = p.hidden, G = 3 * p.hidden, S = 4 * p.hidden;
     const Vec<T> one(T(1));
-    at::parallel_for(0, p.batch, rnn_step_grain(G), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
+    at::parallel_for(0, p.active, rnn_step_grain(G), [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+            const int64_t b = rnn_row(p.order, k);
             const int64_t length = p.lengths != nullptr ? p.lengths[b] : p.steps;
             const int64_t t = rnn_step_time(p.step, length, p.reverse);
-            T* step_grad = p.step_grad_hidden != nullptr ? p.step_grad_hidden + b * G : nullptr;
-            if (t < 0) {
-                // A padded position: no gradient through the gates; dh passes unchanged.
-                const int64_t padded = p.step * p.batch + b;
-                std::fill(p.grad_input_gates + padded * G, p.grad_input_gates + (padded + 1) * G, T(0));
-                std::fill(p.grad_hidden_gates + padded * G, p.grad_hidden_gates + (padded + 1) * G, T(0));
-                if (step_grad != nullptr) std::fill(step_grad, step_grad + G, T(0));
-                continue;
-            }
-            const int64_t pos = t * p.batch + b;
+            const int64_t row = p.base + k;
             // Through the later step's weight_hh when the row ran one (plus what bypassed it, kept in dh).
-            const T* recurrent = p.recurrent != nullptr && p.step + 1 < length ? p.recurrent + b * H : nullptr;
-            const T* grad_out = p.grad_output + pos * H;
-            const T* gates = p.gates + pos * S;
+            const T* recurrent = p.recurrent != nullptr && p.step + 1 < length ? p.recurrent + k * H : nullptr;
+            const T* grad_out = p.grad_output + (t * p.batch + b) * H;
+            const T* gates = p.gates + row * S;
             // h before this step: the row's previous output (time t - 1, or t + 1 in reverse), or the initial state.
             const T* h_prev = p.step == 0 ? p.hx + b * H : p.output + ((p.reverse ? t + 1 : t - 1) * p.batch + b) * H;
             T* dh_carry = p.dh + b * H;
-            T* grad_x = p.grad_input_gates + pos * G;
-            T* grad_h = p.grad_hidden_gates + pos * G;
+            T* grad_x = p.grad_input_gates + row * G;
+            T* grad_h = p.grad_hidden_gates + row * G;
             for (int64_t j = 0; j < H; j += kWidth) {
                 const int64_t n = std::min(kWidth, H - j);
                 const Vec<T> r = Vec<T>::loadu(gates + j, n);
@@ -95,7 +81,6 @@ void gru_step_bwd(const GruStepBackwardParams<T>& p) {
                 (dh * z).store(dh_carry + j, n);
                 store_strided(grad_x, H, j, n, dr, dz, d_candidate);
                 store_strided(grad_h, H, j, n, dr, dz, dhn);
-                if (step_grad != nullptr) store_strided(step_grad, H, j, n, dr, dz, dhn);
             }
         }
     });

@@ -81,10 +81,11 @@ lstm_attention_decoder_fwd_cpu(const Tensor& input, const Tensor& hx, const Tens
         LstmStepForwardParams<scalar_t> cell{
             0, T, B, H, nullptr, false, input_gates.data_ptr<scalar_t>(), nullptr, h.data_ptr<scalar_t>(),
             c.data_ptr<scalar_t>(), hidden.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr,
-            save ? cells.data_ptr<scalar_t>() : nullptr};
+            save ? cells.data_ptr<scalar_t>() : nullptr, nullptr, B, 0};
         for (int64_t t = 0; t < T; ++t) {
             const Tensor hidden_gates = recurrent_product(state);
             cell.step = t;
+            cell.base = t * B;
             cell.hidden_gates = hidden_gates.data_ptr<scalar_t>();
             run_lstm_step_fwd(cell);
             readout.step(t, hidden[t]);
@@ -138,18 +139,20 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
         LstmStepBackwardParams<scalar_t> cell{
             0, T, B, H, nullptr, false, grad_hidden.data_ptr<scalar_t>(), nullptr, gates_c.data_ptr<scalar_t>(),
             cells_c.data_ptr<scalar_t>(), cx_c.data_ptr<scalar_t>(), no_carry.data_ptr<scalar_t>(),
-            dc.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(), nullptr};
+            dc.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(), nullptr, B, 0, 0};
         for (int64_t t = T - 1; t >= 0; --t) {
             Tensor grad_hidden_t = grad_hidden[t];
             readout.step(t, t == T - 1 ? Tensor() : carried.narrow(1, 0, H), grad_hidden_t);
             grad_hidden_t.add_(t == T - 1 ? grad_hy_c : carried.narrow(1, H, H));
             cell.step = t;
+            cell.base = t * B;
+            cell.previous_base = (t - 1) * B;
             run_lstm_step_bwd(cell);
             carried = recurrent_back(grad_gates[t]);
         }
         readout_grads = readout.gradients(hidden);
-        previous_hidden<scalar_t>(output.contiguous(), feed.contiguous(), nullptr, false, feed_before);
-        previous_hidden<scalar_t>(hidden.contiguous(), hx.contiguous(), nullptr, false, hidden_before);
+        previous_steps(output, feed, feed_before);
+        previous_steps(hidden, hx, hidden_before);
     });
     if (T == 0) {
         return {at::zeros_like(input), grad_hy.clone(), grad_cy.clone(), at::zeros_like(feed),

@@ -43,35 +43,47 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
         bias = bias ? *bias + *value : *value;
     }
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
-    const Tensor flat = input.reshape({steps * batch, input_size});
+    const RnnSchedule schedule = rnn_schedule(lengths_c, batch, steps, reverse);
+    const int64_t positions = steps * batch, rows = schedule.rows;
+    const Tensor x_rows = schedule_rows(input.reshape({positions, input_size}), schedule);
     // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
     const Product per_step = step_product(weight_hh, batch, steps);
-    // The input part of every step's gates in one product; when the gates are kept for the backward, straight into
-    // their buffer, where each step's kernel overwrites its rows' pre-activations with the activations once it has
-    // read them (a padded position it zeroes is a time its row never runs).
+    // The input part of every running row's gates in one product; when the gates are kept for the backward, straight
+    // into their buffer, where each step's kernel overwrites its rows' pre-activations with the activations once it
+    // has read them. The kept buffers have the padded shape [T, B, *]; their rows past `rows` are zeroed (never read;
+    // the same bits on every run).
     Tensor gates = at::empty({save ? steps : 0, batch, 4 * hidden}, input.options());
+    Tensor cells = at::empty({save ? steps : 0, batch, hidden}, input.options());
     Tensor input_gates = save ? gates : at::empty({steps, batch, 4 * hidden}, input.options());
     {
-        Tensor flat_gates = input_gates.view({steps * batch, 4 * hidden});
-        Product(weight_ih.t()).out(flat_gates, flat, bias);
+        Tensor gate_rows = input_gates.view({positions, 4 * hidden}).narrow(0, 0, rows);
+        Product(weight_ih.t()).out(gate_rows, x_rows, bias);
     }
-    Tensor h = hx.contiguous().clone(), c = cx.contiguous().clone();
-    Tensor output = at::empty({steps, batch, hidden}, input.options());
-    Tensor cells = at::empty({save ? steps : 0, batch, hidden}, input.options());
+    if (save && rows < positions) {
+        gates.view({positions, 4 * hidden}).narrow(0, rows, positions - rows).zero_();
+        cells.view({positions, hidden}).narrow(0, rows, positions - rows).zero_();
+    }
+    // The state in run order; the output zero where no row runs.
+    Tensor h = schedule_state(hx, schedule), c = schedule_state(cx, schedule);
+    Tensor output = rows < positions ? at::zeros({steps, batch, hidden}, input.options())
+                                     : at::empty({steps, batch, hidden}, input.options());
     Tensor hidden_gates = at::empty({batch, 4 * hidden}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_layer_fwd", [&] {
         LstmStepForwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr, reverse,
             input_gates.data_ptr<scalar_t>(), hidden_gates.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
             c.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), save ? gates.data_ptr<scalar_t>() : nullptr,
-            save ? cells.data_ptr<scalar_t>() : nullptr};
-        for (int64_t step = 0; step < steps; ++step) {
-            per_step.out(hidden_gates, h);
+            save ? cells.data_ptr<scalar_t>() : nullptr, schedule.order_ptr(), 0, 0};
+        for (int64_t step = 0; step < steps && schedule.active[step] > 0; ++step) {
             params.step = step;
+            params.active = schedule.active[step];
+            params.base = schedule.base[step];
+            Tensor running = hidden_gates.narrow(0, 0, params.active);
+            per_step.out(running, h.narrow(0, 0, params.active));
             run_lstm_step_fwd(params);
         }
     });
-    return {output, h, c, gates, cells};
+    return {output, batch_order(h, schedule), batch_order(c, schedule), gates, cells};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
@@ -91,40 +103,41 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
     check_tensor(kOp, cells, "cells", {steps, batch, hidden}, input);
     const std::optional<Tensor> lengths_c = checked_lengths(kOp, lengths, batch, steps);
     const int64_t* lengths_ptr = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
+    const RnnSchedule schedule = rnn_schedule(lengths_c, batch, steps, reverse);
+    const int64_t positions = steps * batch, rows = schedule.rows;
     const Tensor grad_output_c = grad_output.contiguous(), gates_c = gates.contiguous(), cells_c = cells.contiguous();
     const Tensor output_c = output.contiguous(), hx_c = hx.contiguous(), cx_c = cx.contiguous();
     Tensor dh = grad_hy.contiguous().clone(), dc = grad_cy.contiguous().clone();
-    Tensor grad_gates = at::empty({steps, batch, 4 * hidden}, input.options());
-    // Without per-row lengths in reverse, a step's rows of grad_gates are one slice of it (rows that have ended sit
-    // at their padded position, the step's own index); otherwise the kernel gathers them into a buffer of their own.
-    const bool gathered = reverse && lengths_c.has_value();
-    Tensor step_grad_gates = at::empty({gathered ? batch : 0, 4 * hidden}, input.options());
+    Tensor grad_gates = at::empty({rows, 4 * hidden}, input.options());
     Tensor recurrent = at::empty({batch, hidden}, input.options());
-    Tensor previous = at::empty({steps, batch, hidden}, input.options());
+    Tensor previous = at::empty({rows, hidden}, input.options());
     const Product recurrent_product(weight_hh, /*repeated=*/steps > 1);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cpu_lstm_layer_bwd", [&] {
         LstmStepBackwardParams<scalar_t> params{
             0, steps, batch, hidden, lengths_ptr, reverse, grad_output_c.data_ptr<scalar_t>(), nullptr,
             gates_c.data_ptr<scalar_t>(), cells_c.data_ptr<scalar_t>(), cx_c.data_ptr<scalar_t>(),
-            dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(),
-            gathered ? step_grad_gates.data_ptr<scalar_t>() : nullptr};
+            dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(), schedule.order_ptr(),
+            0, 0, 0};
         for (int64_t step = steps - 1; step >= 0; --step) {
+            if (schedule.active[step] == 0) continue;
             params.step = step;
+            params.active = schedule.active[step];
+            params.base = schedule.base[step];
+            params.previous_base = step > 0 ? schedule.base[step - 1] : 0;
             params.recurrent = step == steps - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_lstm_step_bwd(params);
-            recurrent_product.out(recurrent,
-                                  gathered ? step_grad_gates : grad_gates[reverse ? steps - 1 - step : step]);
+            Tensor running = recurrent.narrow(0, 0, params.active);
+            recurrent_product.out(running, grad_gates.narrow(0, params.base, params.active));
         }
-        previous_hidden<scalar_t>(output_c, hx_c, lengths_ptr, reverse, previous);
+        previous_hidden<scalar_t>(output_c, hx_c, schedule, lengths_ptr, reverse, previous);
     });
     // The gradient of hx: through step 0 for the rows that ran it, the final state's for empty rows.
-    Tensor grad_hx = dh;
-    if (steps > 0) grad_hx = lengths_c ? at::where((*lengths_c > 0).unsqueeze(1), recurrent, dh) : recurrent;
-    const Tensor flat_grad = grad_gates.view({steps * batch, 4 * hidden});
-    const Tensor grad_input = Product(weight_ih)(flat_grad).view({steps, batch, input_size});
-    const Tensor grad_weight_ih = weight_gradient(flat_grad, input.reshape({steps * batch, input_size}));
-    const Tensor grad_weight_hh = weight_gradient(flat_grad, previous.view({steps * batch, hidden}));
-    const Tensor grad_bias = flat_grad.sum(0);
+    const Tensor grad_hx = initial_state_grad(dh, recurrent, schedule, /*add=*/false);
+    const Tensor grad_input = padded_rows(Product(weight_ih)(grad_gates), schedule, positions).view(input.sizes());
+    const Tensor grad_weight_ih = weight_gradient(grad_gates, schedule_rows(input.reshape({positions, input_size}),
+                                                                            schedule));
+    const Tensor grad_weight_hh = weight_gradient(grad_gates, previous);
+    const Tensor grad_bias = grad_gates.sum(0);
     return {grad_input, grad_hx, dc, grad_weight_ih, grad_weight_hh, grad_bias};
 }
 

@@ -1,8 +1,8 @@
 // Fused LSTM layer step kernels on the CPU (declared in lstm_layer.h), compiled once per instruction set.
 //
-// Forward step: per batch row, the gate pre-activations (the input part at the row's time plus the hidden part),
-// their activations, the new c and h, written to the state, the output and (for the backward) the saved gates and c.
-// Backward step: per batch row, the gradient of h (from the later step through weight_hh, or the final state's, plus
+// Forward step: per running row, the gate pre-activations (the input part plus the hidden part), their activations,
+// the new c and h, written to the state, the output at the row's time and (for the backward) the saved gates and c.
+// Backward step: per running row, the gradient of h (from the later step through weight_hh, or the final state's, plus
 // the output's), then of c and of the gate pre-activations, vectorised over H.
 #pragma once
 
@@ -20,27 +20,18 @@ template <typename T>
 void lstm_step_fwd(const LstmStepForwardParams<T>& p) {
     constexpr int64_t kWidth = Vec<T>::size();
     const int64_t H = p.hidden, G = 4 * p.hidden;
-    at::parallel_for(0, p.batch, rnn_step_grain(4 * H), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
+    at::parallel_for(0, p.active, rnn_step_grain(4 * H), [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+            const int64_t b = rnn_row(p.order, k);
             const int64_t t = rnn_step_time(p.step, p.lengths != nullptr ? p.lengths[b] : p.steps, p.reverse);
-            if (t < 0) {
-                // A padded position: zero output, and zeros kept for it (never read; the same bits on every run).
-                const int64_t padded = p.step * p.batch + b;
-                std::fill(p.output + padded * H, p.output + (padded + 1) * H, T(0));
-                if (p.gates != nullptr) {
-                    std::fill(p.gates + padded * G, p.gates + (padded + 1) * G, T(0));
-                    std::fill(p.cells + padded * H, p.cells + (padded + 1) * H, T(0));
-                }
-                continue;
-            }
-            const int64_t pos = t * p.batch + b;
-            const T* x = p.input_gates + pos * G;
-            const T* r = p.hidden_gates + b * G;
-            T* h = p.h + b * H;
-            T* c = p.c + b * H;
-            T* out = p.output + pos * H;
-            T* gates = p.gates != nullptr ? p.gates + pos * G : nullptr;
-            T* cells = p.cells != nullptr ? p.cells + pos * H : nullptr;
+            const int64_t row = p.base + k;
+            const T* x = p.input_gates + row * G;
+            const T* r = p.hidden_gates + k * G;
+            T* h = p.h + k * H;
+            T* c = p.c + k * H;
+            T* out = p.output + (t * p.batch + b) * H;
+            T* gates = p.gates != nullptr ? p.gates + row * G : nullptr;
+            T* cells = p.cells != nullptr ? p.cells + row * H : nullptr;
             for (int64_t j = 0; j < H; j += kWidth) {
                 const int64_t n = std::min(kWidth, H - j);
                 const Vec<T> i = sigmoid<T>(Vec<T>::loadu(x + j, n) + Vec<T>::loadu(r + j, n));
@@ -66,28 +57,21 @@ void lstm_step_bwd(const LstmStepBackwardParams<T>& p) {
     constexpr int64_t kWidth = Vec<T>::size();
     const int64_t H = p.hidden, G = 4 * p.hidden;
     const Vec<T> one(T(1));
-    at::parallel_for(0, p.batch, rnn_step_grain(4 * H), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
+    at::parallel_for(0, p.active, rnn_step_grain(4 * H), [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+            const int64_t b = rnn_row(p.order, k);
             const int64_t length = p.lengths != nullptr ? p.lengths[b] : p.steps;
             const int64_t t = rnn_step_time(p.step, length, p.reverse);
-            T* step_grad = p.step_grad_gates != nullptr ? p.step_grad_gates + b * G : nullptr;
-            if (t < 0) {
-                // A padded position: no gradient through the gates; dh and dc pass unchanged.
-                T* padded = p.grad_gates + (p.step * p.batch + b) * G;
-                std::fill(padded, padded + G, T(0));
-                if (step_grad != nullptr) std::fill(step_grad, step_grad + G, T(0));
-                continue;
-            }
-            const int64_t pos = t * p.batch + b;
+            const int64_t row = p.base + k;
             // The gradient of this step's h: through the later step when the row ran one, else the final state's.
-            const T* dh_in = p.recurrent != nullptr && p.step + 1 < length ? p.recurrent + b * H : p.dh + b * H;
-            const T* grad_out = p.grad_output + pos * H;
-            const T* gates = p.gates + pos * G;
-            const T* c_now = p.cells + pos * H;
-            // c before this step: the row's previous step's (time t - 1, or t + 1 in reverse), or the initial state.
-            const T* c_prev = p.step == 0 ? p.cx + b * H : p.cells + ((p.reverse ? t + 1 : t - 1) * p.batch + b) * H;
+            const T* dh_in = p.recurrent != nullptr && p.step + 1 < length ? p.recurrent + k * H : p.dh + b * H;
+            const T* grad_out = p.grad_output + (t * p.batch + b) * H;
+            const T* gates = p.gates + row * G;
+            const T* c_now = p.cells + row * H;
+            // c before this step: the row's at the previous step (the same run position), or the initial state.
+            const T* c_prev = p.step == 0 ? p.cx + b * H : p.cells + (p.previous_base + k) * H;
             T* dc = p.dc + b * H;
-            T* grad = p.grad_gates + pos * G;
+            T* grad = p.grad_gates + row * G;
             for (int64_t j = 0; j < H; j += kWidth) {
                 const int64_t n = std::min(kWidth, H - j);
                 const Vec<T> i = Vec<T>::loadu(gates + j, n);
@@ -103,7 +87,6 @@ void lstm_step_bwd(const LstmStepBackwardParams<T>& p) {
                 const Vec<T> d_o = dh * tc * o * (one - o);
                 (dc_total * f).store(dc + j, n);
                 store_strided(grad, H, j, n, di, df, dg, d_o);
-                if (step_grad != nullptr) store_strided(step_grad, H, j, n, di, df, dg, d_o);
             }
         }
     });

@@ -1,14 +1,19 @@
-// Host-side helpers the CPU RNN layers' bindings (lstm_layer.cpp, gru_layer.cpp) share: argument checks and the
-// hidden state before each step, which both backwards multiply with their gate gradients for grad weight_hh.
+// Host-side helpers the CPU RNN layers' bindings (lstm_layer.cpp, gru_layer.cpp) share: argument checks, the order the
+// rows run in, and the hidden state before each step, which both backwards multiply with their gate gradients for
+// grad weight_hh (the attention decoders' too).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <optional>
+#include <vector>
 
 #include "products.h"
+#include "rnn_layer.h"
 
 namespace s2s_fast::cpu {
 
@@ -57,25 +62,123 @@ inline Product step_product(const Tensor& weight_hh, int64_t batch, int64_t step
     return Product(step_weight(weight_hh, batch, steps));
 }
 
-// h before each (time, row) the layer ran: the row's previous output, or hx at its first step. Padded positions
-// (no gradient reaches them) get hx too, so every value is finite.
+// The order a layer direction runs its rows in, and where each step's rows sit in its per-step buffers (rnn_layer.h).
+//
+// With per-row lengths below T the rows run longest first (a stable sort), so the rows still running at step s are
+// the first active[s] of the order: the per-step products through weight_hh take those rows only, and the per-step
+// buffers (input gates, the saved gates and cells, the gate gradients, h before each step) hold running rows only,
+// step after step, `rows` in all, so the input and weight-gradient products skip the padding as well. A g2p encoder
+// batch of lengths in (T/2, T] is about a fifth padding. Where every row runs every step the order is the batch's
+// and step s's rows sit at their time's padded positions (base = time * B): the buffers are the padded [T, B, *]
+// layout itself and nothing is gathered.
+struct RnnSchedule {
+    Tensor order;                 // [B] int64: the batch row at each run position; undefined: the batch's order
+    Tensor positions;             // [rows] int64: each buffer row's padded position t * B + b; undefined: the same
+    std::vector<int64_t> active;  // [T]: rows running at each step (non-increasing)
+    std::vector<int64_t> base;    // [T]: the buffer row of each step's first running row
+    int64_t rows = 0;
+
+    const int64_t* order_ptr() const { return order.defined() ? order.data_ptr<int64_t>() : nullptr; }
+};
+
+inline RnnSchedule rnn_schedule(const std::optional<Tensor>& lengths, int64_t batch, int64_t steps, bool reverse) {
+    RnnSchedule schedule;
+    schedule.active.resize(steps);
+    schedule.base.resize(steps);
+    const int64_t* length = lengths ? lengths->data_ptr<int64_t>() : nullptr;
+    const bool padded = length != nullptr && std::any_of(length, length + batch, [&](int64_t l) { return l < steps; });
+    if (!padded) {
+        for (int64_t step = 0; step < steps; ++step) {
+            schedule.active[step] = batch;
+            schedule.base[step] = (reverse ? steps - 1 - step : step) * batch;
+        }
+        schedule.rows = steps * batch;
+        return schedule;
+    }
+    schedule.order = at::empty({batch}, at::kLong);
+    int64_t* order = schedule.order.data_ptr<int64_t>();
+    std::iota(order, order + batch, int64_t{0});
+    std::stable_sort(order, order + batch, [&](int64_t a, int64_t b) { return length[a] > length[b]; });
+    for (int64_t step = 0, running = batch; step < steps; ++step) {
+        while (running > 0 && length[order[running - 1]] <= step) --running;
+        schedule.active[step] = running;
+        schedule.base[step] = schedule.rows;
+        schedule.rows += running;
+    }
+    schedule.positions = at::empty({schedule.rows}, at::kLong);
+    int64_t* position = schedule.positions.data_ptr<int64_t>();
+    for (int64_t step = 0; step < steps; ++step) {
+        for (int64_t k = 0; k < schedule.active[step]; ++k) {
+            const int64_t b = order[k];
+            position[schedule.base[step] + k] = rnn_step_time(step, length[b], reverse) * batch + b;
+        }
+    }
+    return schedule;
+}
+
+// The rows of a padded [T * B, W] tensor in the schedule's buffer order ([rows, W]).
+inline Tensor schedule_rows(const Tensor& flat, const RnnSchedule& schedule) {
+    return schedule.positions.defined() ? flat.index_select(0, schedule.positions) : flat;
+}
+
+// A [rows, W] tensor in buffer order put back at its padded positions ([T * B, W], zero at padded ones).
+inline Tensor padded_rows(const Tensor& rows, const RnnSchedule& schedule, int64_t positions) {
+    if (!schedule.positions.defined()) return rows;
+    return at::zeros({positions, rows.size(1)}, rows.options()).index_copy_(0, schedule.positions, rows);
+}
+
+// A [B, W] state in run order (a contiguous copy, advanced in place by the layer).
+inline Tensor schedule_state(const Tensor& state, const RnnSchedule& schedule) {
+    return schedule.order.defined() ? state.index_select(0, schedule.order) : state.contiguous().clone();
+}
+
+// The gradient of a layer's initial state: `through_step0` ([>= active[0], W], run order: what reached h before the
+// first step through weight_hh) for the rows that ran a step, `carried` ([B, W], batch order: updated in place and
+// returned) for the others, plus `carried` for all when `add` (a GRU's h also bypasses weight_hh).
+inline Tensor initial_state_grad(Tensor carried, const Tensor& through_step0, const RnnSchedule& schedule, bool add) {
+    const int64_t ran = schedule.active.empty() ? 0 : schedule.active[0];
+    if (ran == 0) return carried;
+    const Tensor reached = through_step0.narrow(0, 0, ran);
+    if (!schedule.order.defined()) return add ? carried.add_(reached) : reached;  // every row ran
+    const Tensor rows = schedule.order.narrow(0, 0, ran);
+    return add ? carried.index_add_(0, rows, reached) : carried.index_copy_(0, rows, reached);
+}
+
+// A [B, W] tensor in run order put back in batch order.
+inline Tensor batch_order(const Tensor& run_ordered, const RnnSchedule& schedule) {
+    if (!schedule.order.defined()) return run_ordered;
+    return at::empty_like(run_ordered).index_copy_(0, schedule.order, run_ordered);
+}
+
+// h before each step of each running row, in buffer order ([rows, H]): the row's output at its previous time, or hx
+// at its first step.
 template <typename T>
-inline void previous_hidden(const Tensor& output, const Tensor& hx, const int64_t* lengths, bool reverse,
-                            Tensor& into) {
+inline void previous_hidden(const Tensor& output, const Tensor& hx, const RnnSchedule& schedule,
+                            const int64_t* lengths, bool reverse, Tensor& into) {
     const int64_t steps = output.size(0), batch = output.size(1), hidden = output.size(2);
+    const int64_t* order = schedule.order_ptr();
     const T* out = output.data_ptr<T>();
     const T* initial = hx.data_ptr<T>();
     T* prev = into.data_ptr<T>();
-    at::parallel_for(0, steps * batch, 64, [&](int64_t begin, int64_t end) {
-        for (int64_t pos = begin; pos < end; ++pos) {
-            const int64_t t = pos / batch, b = pos - t * batch;
-            const int64_t length = lengths != nullptr ? lengths[b] : steps;
-            const int64_t before = reverse ? t + 1 : t - 1;
-            const bool ran_before = t < length && before >= 0 && before < length;
-            const T* source = ran_before ? out + (before * batch + b) * hidden : initial + b * hidden;
-            std::memcpy(prev + pos * hidden, source, sizeof(T) * hidden);
+    at::parallel_for(0, steps, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t step = begin; step < end; ++step) {
+            for (int64_t k = 0; k < schedule.active[step]; ++k) {
+                const int64_t b = rnn_row(order, k);
+                const int64_t t = rnn_step_time(step, lengths != nullptr ? lengths[b] : steps, reverse);
+                const T* source = step == 0 ? initial + b * hidden
+                                            : out + ((reverse ? t + 1 : t - 1) * batch + b) * hidden;
+                std::memcpy(prev + (schedule.base[step] + k) * hidden, source, sizeof(T) * hidden);
+            }
         }
     });
+}
+
+// h before each step of a sequence every row runs in full (into [T, B, H]): output at the step before, or initial.
+inline void previous_steps(const Tensor& output, const Tensor& initial, Tensor& into) {
+    const int64_t steps = output.size(0);
+    if (steps == 0) return;
+    into[0].copy_(initial);
+    into.narrow(0, 1, steps - 1).copy_(output.narrow(0, 0, steps - 1));
 }
 
 }  // namespace s2s_fast::cpu

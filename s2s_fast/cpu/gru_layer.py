@@ -5,7 +5,7 @@ One direction of one layer, built as the LSTM layer is (see lstm_layer.py): the 
 one product, per step h @ weight_hh^T and one vectorised pass; for the backward it keeps r, z, n and h_n + b_hn of
 every step ([T, B, 4H]) besides its inputs and output, runs one product with weight_hh per step, then the input and
 both weight gradients in one product each over all steps (torch's CPU GRU backward was measured slower than the
-reference's loop at H = 512).
+reference's loop at H = 512); with per-row lengths, over each step's running rows only.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ One direction of one layer. The forward computes the input part of every step's 
 per step h @ weight_hh^T and one vectorised pass for the gates, c and h; for the backward it keeps the activated
 gates and c of every step ([T, B, 5H]) besides its inputs and output. The backward runs the steps in reverse (one
 pass and one product with weight_hh per step), then the input and both weight gradients in one product each over all
-steps, where torch's CPU RNN backward and the reference's loop take many smaller ones.
+steps, where torch's CPU RNN backward and the reference's loop take many smaller ones. With per-row lengths, each
+step runs its running rows only, longest first (csrc/cpu/rnn_layer_binding.h): the padded positions cost no product,
+and the input at them is never read.
 """
 
 from __future__ import annotations
