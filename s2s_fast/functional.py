@@ -280,15 +280,35 @@ def _has_padding(input, lengths) -> bool:
     return bool((lengths < input.shape[0]).any())
 
 
+def _has_empty_row(lengths) -> bool:
+    """Whether a row has length 0; asked of CPU tensors only, as _has_padding."""
+    if lengths.device.type != "cpu" or torch.compiler.is_compiling():
+        return True
+    return bool((lengths == 0).any())
+
+
 def _dispatch_layer(op: str, args: tuple, lengths, backend: str | None):
     """_dispatch for lstm_layer and gru_layer (args[0] the input; ``lengths`` the one among args): a backend whose
-    layer reads the padding gets it as zeros, so that what a caller leaves there (NaN included) never reaches a
-    gradient (see backends.LAYERS_NEVER_READ_PADDING)."""
+    layer reads the padding gets it as zeros, and zeros for the initial state of a row of length 0 (whose final state
+    is then its initial state as given), so that what a caller leaves there (NaN included) never reaches a gradient
+    (see backends.LAYERS_NEVER_READ_PADDING)."""
     _refuse_jit_trace(op)
-    name, impl = backends.resolve(op, args[0].device, args, backend)
-    if lengths is not None and name not in backends.LAYERS_NEVER_READ_PADDING and _has_padding(args[0], lengths):
+    device = args[0].device
+    name, impl = backends.resolve(op, device, args, backend)
+    if lengths is None or name in backends.LAYERS_NEVER_READ_PADDING:
+        return _call(op, device, impl, args)
+    if _has_padding(args[0], lengths):
         args = (_zero_padding(args[0], lengths), *args[1:])
-    return _call(op, args[0].device, impl, args)
+    if not _has_empty_row(lengths):
+        return _call(op, device, impl, args)
+    # The states: hx (and an LSTM's cx), args[1:3] or args[1:2]. The layer runs every row's state through its
+    # products with weight_hh, where a row of no steps contributes 0 * state to the weights' gradients.
+    states = 2 if op == "lstm_layer" else 1
+    empty = (lengths == 0).unsqueeze(1)
+    initial = args[1:1 + states]
+    output, *finals = _call(op, device, impl, (args[0], *(s.masked_fill(empty, 0) for s in initial),
+                                               *args[1 + states:]))
+    return (output, *(torch.where(empty, given, final) for given, final in zip(initial, finals)))
 
 
 def _dispatch_attention(op: str, args: tuple, backend: str | None):

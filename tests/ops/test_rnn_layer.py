@@ -104,3 +104,37 @@ def test_the_reference_backend_keeps_the_padding_out_too(op):
     args = rnn_inputs(op, 5, 7, 9, steps=6, dtype=torch.float64)
     compare_with_reference(_poisoning_padding(op, lengths=lengths, backend="reference"),
                            functools.partial(getattr(reference, op), lengths=lengths), args)
+
+
+def _poisoning_empty_rows(op, **options):
+    """getattr(F, op) called with NaN (hx) and inf (an LSTM's cx) in the initial state of every row of length 0
+    (options["lengths"]). Those rows' final states must be that state as given; they are checked to be, then put back
+    to the clean state for the comparison (the initial state's gradient there is then the final state's, as the
+    reference's on a clean state)."""
+    def call(**kwargs):
+        empty = (options["lengths"] == 0).unsqueeze(1)
+        names = ("hx", "cx") if op == "lstm_layer" else ("hx",)
+        given = {name: kwargs[name] for name in names}
+        poisoned = {name: kwargs[name].masked_fill(empty, value) for name, value in zip(names, (float("nan"),
+                                                                                             float("inf")))}
+        output, *finals = getattr(F, op)(**{**kwargs, **poisoned}, **options)
+        rows = empty.squeeze(1)
+        assert bool(finals[0][rows].isnan().all()), "an empty row's final hidden state is not its initial one"
+        if len(finals) == 2:
+            assert bool(finals[1][rows].isinf().all()), "an empty row's final cell state is not its initial one"
+        return (output, *(torch.where(empty, given[name], final) for name, final in zip(names, finals)))
+    return call
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_initial_state_of_an_empty_row_reaches_only_its_final_state(backend, op, reverse):
+    """NaN and inf in the initial state of a row of length 0: no output and no gradient of another row or of the
+    weights sees them (the layers whose products run every row's state would take 0 * NaN there); the row's final
+    state is its initial state as given."""
+    lengths = torch.tensor([6, 0, 3, 0, 6])
+    args = rnn_inputs(op, 5, 7, 9, steps=6)
+    backend.skip_unless_served(op, args, torch.float32, lengths=lengths.to(backend.device), reverse=reverse)
+    lengths = lengths.to(backend.device)
+    backend.check(_poisoning_empty_rows(op, lengths=lengths, reverse=reverse, backend=backend.name),
+                  functools.partial(getattr(reference, op), lengths=lengths, reverse=reverse), args)
