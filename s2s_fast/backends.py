@@ -156,11 +156,13 @@ CPU_LAYER_WIDE_INPUT = {"lstm_layer": (2, 2048)}
 CPU_LAYER_PADDED = {"lstm_layer": (1 / 6, 24_000_000)}
 # Backends whose layers never read the input at a row's padded steps, nor the initial state of a row of length 0
 # (s2s_fast.aten.sequence runs padded steps on a row of zeros and empty rows from a zero state; the cpu layers gather
-# the running rows' inputs and states, csrc/cpu/rnn_layer_binding.h). The others' layers compute every step's input
-# product and every row's step h @ weight_hh^T, and take their weight gradients in products over all steps and rows,
-# where a NaN or infinity at a padded step (torch.empty's garbage) or in an empty row's state would reach the
-# gradients as 0 * NaN: s2s_fast.functional zeroes both for them first.
-LAYERS_NEVER_READ_PADDING = frozenset({"aten", "cpu"})
+# the running rows' inputs and states, csrc/cpu/rnn_layer_binding.h; the reference zeroes both itself,
+# reference.time_loop.without_padding, which also keeps them out of the cpu layers' second-order gradients, taken
+# through the reference). The others' layers compute every step's input product and every row's step
+# h @ weight_hh^T, and take their weight gradients in products over all steps and rows, where a NaN or infinity at a
+# padded step (torch.empty's garbage) or in an empty row's state would reach the gradients as 0 * NaN:
+# s2s_fast.functional zeroes both for them first.
+LAYERS_NEVER_READ_PADDING = frozenset({"aten", "cpu", "reference"})
 # Ops the cpu backend serves with torch's own work done through another product library: its cells (a layer's single
 # step) and linear, and the fewest multiply-adds a call needs for auto to try cpu (rows x K x N for linear, B x (I + H)
 # x gates*H for a cell). Auto tries cpu for them only in float32 where the cpu backend's products go through oneDNN

@@ -17,6 +17,7 @@ import torch
 
 from . import backends, transforms
 from .reference.additive_attention import one_query_per_row
+from .reference.time_loop import with_empty_rows, without_padding
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -241,74 +242,21 @@ def _call(op: str, device: torch.device, impl, args: tuple):
     return impl(*args)
 
 
-class _ZeroPadding(torch.autograd.Function):
-    """input [T, B, I] with each row's steps from its length on set to zero; the gradient passes through as it
-    comes. That is exact: a layer's output does not depend on a row's padded steps, so every backend's gradient there
-    is already zero."""
-
-    @staticmethod
-    def forward(input, lengths):
-        return input.masked_fill(_padded_steps(input, lengths), 0)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
-def _zero_padding(input, lengths):
-    """input with each row's padded steps zero: through _ZeroPadding, or under torch.func's transforms and
-    forward-mode AD (where a custom autograd.Function needs rules of its own) as plain masked_fill."""
-    if not transforms.active((input,)):
-        return _ZeroPadding.apply(input, lengths)
-    return input.masked_fill(_padded_steps(input, lengths), 0)
-
-
-def _padded_steps(input, lengths):
-    """[T, B, 1]: True at each row's steps from its length on (input [T, B, I])."""
-    return (torch.arange(input.shape[0], device=input.device).unsqueeze(1) >= lengths.unsqueeze(0)).unsqueeze(2)
-
-
-def _has_padding(input, lengths) -> bool:
-    """Whether a row is shorter than input's T steps: asked of CPU tensors only (elsewhere the answer would wait for
-    the device; there, and under torch.compile, the padding is zeroed whatever the lengths)."""
-    if lengths.device.type != "cpu" or torch.compiler.is_compiling():
-        return True
-    return bool((lengths < input.shape[0]).any())
-
-
-def _has_empty_row(lengths) -> bool:
-    """Whether a row has length 0; asked of CPU tensors only, as _has_padding."""
-    if lengths.device.type != "cpu" or torch.compiler.is_compiling():
-        return True
-    return bool((lengths == 0).any())
-
-
 def _dispatch_layer(op: str, args: tuple, lengths, backend: str | None):
-    """_dispatch for lstm_layer and gru_layer (args[0] the input; ``lengths`` the one among args): a backend whose
-    layer reads the padding gets it as zeros, and zeros for the initial state of a row of length 0 (whose final state
-    is then its initial state as given), so that what a caller leaves there (NaN included) never reaches a gradient
-    (see backends.LAYERS_NEVER_READ_PADDING)."""
+    """_dispatch for lstm_layer and gru_layer (args[0] the input, then the states; ``lengths`` the one among args): a
+    backend whose layer would read them gets the padding and the initial state of a row of length 0 as zeros, and
+    such a row its state as given back as its final one (reference.time_loop.without_padding), so that what a caller
+    leaves there (NaN included) never reaches a gradient (see backends.LAYERS_NEVER_READ_PADDING)."""
     _refuse_jit_trace(op)
     device = args[0].device
     name, impl = backends.resolve(op, device, args, backend)
     if lengths is None or name in backends.LAYERS_NEVER_READ_PADDING:
         return _call(op, device, impl, args)
-    if _has_padding(args[0], lengths):
-        args = (_zero_padding(args[0], lengths), *args[1:])
-    if not _has_empty_row(lengths):
-        return _call(op, device, impl, args)
-    # The states: hx (and an LSTM's cx), args[1:3] or args[1:2]. The layer runs every row's state through its
-    # products with weight_hh, where a row of no steps contributes 0 * state to the weights' gradients.
-    states = 2 if op == "lstm_layer" else 1
-    empty = (lengths == 0).unsqueeze(1)
-    initial = args[1:1 + states]
-    output, *finals = _call(op, device, impl, (args[0], *(s.masked_fill(empty, 0) for s in initial),
-                                               *args[1 + states:]))
-    return (output, *(torch.where(empty, given, final) for given, final in zip(initial, finals)))
+    states = 2 if op == "lstm_layer" else 1  # hx (and an LSTM's cx): args[1:1 + states]
+    given = args[1:1 + states]
+    input, run_states = without_padding(args[0], given, lengths)
+    output, *finals = _call(op, device, impl, (input, *run_states, *args[1 + states:]))
+    return (output, *with_empty_rows(tuple(finals), given, lengths))
 
 
 def _dispatch_attention(op: str, args: tuple, backend: str | None):

@@ -12,12 +12,14 @@ from typing import Callable
 import torch.nn.functional as F
 
 from .gru_cell import gru_pointwise
-from .time_loop import per_step_weights, stack_outputs, time_loop
+from .time_loop import per_step_weights, stack_outputs, time_loop, with_empty_rows, without_padding
 
 
 def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
               *, cell: Callable | None = None):
     """input [T, B, I], hx [B, H], lengths [B] int64 or None -> (output [T, B, H], hy [B, H])."""
+    given = (hx,)
+    input, (hx,) = without_padding(input, given, lengths)
     if cell is None:
         input_gates = F.linear(input, weight_ih, bias_ih).unbind(0)  # T x [B, 3H]
 
@@ -32,5 +34,5 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
             h = cell(inputs[t], state[0], *weights[t])
             return h, (h,)
 
-    outputs, (hy,) = time_loop(step, input.shape[0], (hx,), lengths, reverse)
-    return stack_outputs(outputs, input, hx.shape[1]), hy
+    outputs, final = time_loop(step, input.shape[0], (hx,), lengths, reverse)
+    return stack_outputs(outputs, input, hx.shape[1]), *with_empty_rows(final, given, lengths)

@@ -12,13 +12,15 @@ from typing import Callable
 import torch.nn.functional as F
 
 from .lstm_cell import lstm_pointwise
-from .time_loop import per_step_weights, stack_outputs, time_loop
+from .time_loop import per_step_weights, stack_outputs, time_loop, with_empty_rows, without_padding
 
 
 def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengths=None, reverse=False,
                weight_hr=None, *, cell: Callable | None = None):
     """input [T, B, I], hx [B, H] ([B, P] with weight_hr [P, H]), cx [B, H], lengths [B] int64 or None
     -> (output [T, B, H or P], hy like hx, cy [B, H]); each step's h is projected by weight_hr when given."""
+    given = (hx, cx)
+    input, (hx, cx) = without_padding(input, given, lengths)
     if cell is None:
         input_gates = F.linear(input, weight_ih, bias_ih).unbind(0)  # T x [B, 4H]
 
@@ -37,5 +39,5 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
             h = F.linear(h, weight_hr)
         return h, (h, c)
 
-    outputs, (hy, cy) = time_loop(step, input.shape[0], (hx, cx), lengths, reverse)
-    return stack_outputs(outputs, input, hx.shape[1]), hy, cy
+    outputs, final = time_loop(step, input.shape[0], (hx, cx), lengths, reverse)
+    return stack_outputs(outputs, input, hx.shape[1]), *with_empty_rows(final, given, lengths)

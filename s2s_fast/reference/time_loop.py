@@ -3,7 +3,8 @@
 Row b runs steps 0 .. lengths[b]-1 (forward) or lengths[b]-1 .. 0 (reverse); its output is zero past its end and
 its final state is the state after its last valid step (the initial state when its length is 0). The LSTM and GRU
 layers (lstm_layer.py, gru_layer.py) give it their step; a backend's cell runs in it for a layer the backend does not
-fuse (see s2s_fast.backends).
+fuse (see s2s_fast.backends). They run on without_padding's input and states: what lies in a row's padding or in the
+state of a row of length 0 reaches no output and no gradient.
 """
 
 from __future__ import annotations
@@ -13,6 +14,28 @@ from typing import Callable
 import torch
 
 from .. import transforms
+
+
+def without_padding(input, state: tuple, lengths) -> tuple:
+    """(input, state) as a layer runs them: input [T, B, I] with each row's padded steps zero, and each state [B, *]
+    zero for the rows of length 0 (with_empty_rows gives those rows their state as given back as their final one).
+    A layer that runs every position through its input product and every row's state through h @ weight_hh^T would
+    otherwise take whatever a caller leaves there (NaN, inf: torch.empty's garbage) into the weights' gradients as
+    0 * NaN, though no output depends on it. lengths None: as given."""
+    if lengths is None:
+        return input, state
+    padded = torch.arange(input.shape[0], device=input.device).unsqueeze(1) >= lengths.unsqueeze(0)  # [T, B]
+    empty = (lengths == 0).unsqueeze(1)
+    return input.masked_fill(padded.unsqueeze(2), 0), tuple(s.masked_fill(empty, 0) for s in state)
+
+
+def with_empty_rows(final: tuple, state: tuple, lengths) -> tuple:
+    """The final states ``final`` of a layer run from without_padding's states, with each row of length 0 given its
+    initial state ``state`` as the caller gave it (its gradient flowing there)."""
+    if lengths is None:
+        return final
+    empty = (lengths == 0).unsqueeze(1)
+    return tuple(torch.where(empty, given, value) for given, value in zip(state, final))
 
 
 def time_loop(step: Callable, steps: int, state: tuple, lengths, reverse: bool):

@@ -61,6 +61,32 @@ def test_second_order_gradients_match_the_reference(backend, op):
                                        **({} if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)))
 
 
+@pytest.mark.parametrize("op", ["lstm_layer", "gru_layer"])
+def test_what_lies_in_the_padding_stays_out_of_second_order_gradients(backend, op):
+    """NaN at a row's padded steps and NaN/inf in the initial state of a row of length 0: first and second-order
+    gradients as the reference's with zeros there (the cpu layers, which never read them, recompute under
+    create_graph through the reference, which must not read them either)."""
+    if backend.name == "aten" and backend.device.type == "cuda":
+        pytest.skip("aten's layers on a GPU are cuDNN's, which has no double backward (nor has torch.nn.LSTM there)")
+    dtype = torch.float64 if backend.name in ("cpu", "aten") else torch.float32
+    clean = on(dict(_inputs(op), lengths=torch.tensor([4, 0, 2])), backend.device, dtype)
+    backend.skip_unless_served(op, clean, dtype)
+    lengths = clean["lengths"]
+    padded = (torch.arange(4, device=backend.device).unsqueeze(1) >= lengths.unsqueeze(0)).unsqueeze(2)
+    empty = (lengths == 0).unsqueeze(1)
+    clean["input"] = clean["input"].masked_fill(padded, 0)
+    poisoned = dict(clean, input=clean["input"].masked_fill(padded, float("nan")))
+    for name, value in (("hx", float("nan")), ("cx", float("inf"))):
+        if name in clean:
+            clean[name] = clean[name].masked_fill(empty, 0)
+            poisoned[name] = clean[name].masked_fill(empty, value)
+    got, expected = _penalty(op, poisoned, backend.name), _penalty(op, clean, "reference")
+    for order, (got_grads, expected_grads) in enumerate(zip(got, expected), start=1):
+        for name, value in expected_grads.items():
+            torch.testing.assert_close(got_grads[name], value, msg=lambda m: f"order {order}, {name}: {m}",
+                                       **({} if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)))
+
+
 def test_first_order_gradients_take_the_kernels_backward_not_the_reference():
     """Only a backward asked to build a graph goes through the reference: a plain backward runs the kernels'."""
     from s2s_fast import backends
