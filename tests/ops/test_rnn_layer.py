@@ -90,11 +90,15 @@ def _poisoning_padding(op, **options):
 def test_what_lies_in_the_padding_reaches_no_output_and_no_gradient(backend, op, reverse):
     """NaN at the padded steps (torch.empty's garbage, say): outputs and every gradient as the reference's on a
     clean input. The layers whose weight gradients are products over all steps would take 0 * NaN there."""
-    lengths = torch.tensor([6, 2, 0, 4, 6])
+    _check_poisoned(backend, op, _poisoning_padding, torch.tensor([6, 2, 0, 4, 6]), reverse)
+
+
+def _check_poisoned(backend, op, poisoning, lengths, reverse):
+    """backend.check of ``poisoning(op, ...)``'s call on the backend against the reference on clean inputs."""
     args = rnn_inputs(op, 5, 7, 9, steps=6)
     backend.skip_unless_served(op, args, torch.float32, lengths=lengths.to(backend.device), reverse=reverse)
     lengths = lengths.to(backend.device)
-    backend.check(_poisoning_padding(op, lengths=lengths, reverse=reverse, backend=backend.name),
+    backend.check(poisoning(op, lengths=lengths, reverse=reverse, backend=backend.name),
                   functools.partial(getattr(reference, op), lengths=lengths, reverse=reverse), args)
 
 
@@ -132,9 +136,4 @@ def test_the_initial_state_of_an_empty_row_reaches_only_its_final_state(backend,
     """NaN and inf in the initial state of a row of length 0: no output and no gradient of another row or of the
     weights sees them (the layers whose products run every row's state would take 0 * NaN there); the row's final
     state is its initial state as given."""
-    lengths = torch.tensor([6, 0, 3, 0, 6])
-    args = rnn_inputs(op, 5, 7, 9, steps=6)
-    backend.skip_unless_served(op, args, torch.float32, lengths=lengths.to(backend.device), reverse=reverse)
-    lengths = lengths.to(backend.device)
-    backend.check(_poisoning_empty_rows(op, lengths=lengths, reverse=reverse, backend=backend.name),
-                  functools.partial(getattr(reference, op), lengths=lengths, reverse=reverse), args)
+    _check_poisoned(backend, op, _poisoning_empty_rows, torch.tensor([6, 0, 3, 0, 6]), reverse)
