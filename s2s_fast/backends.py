@@ -161,7 +161,7 @@ CPU_LAYER_PADDED = {"lstm_layer": (1 / 6, 24_000_000)}
 # through the reference). The others' layers compute every step's input product and every row's step
 # h @ weight_hh^T, and take their weight gradients in products over all steps and rows, where a NaN or infinity at a
 # padded step (torch.empty's garbage) or in an empty row's state would reach the gradients as 0 * NaN:
-# s2s_fast.functional zeroes both for them first.
+# s2s_fast.functional zeroes both for them first (but for their cells in the reference's time loop, which does).
 LAYERS_NEVER_READ_PADDING = frozenset({"aten", "cpu", "reference"})
 # Ops the cpu backend serves with torch's own work done through another product library: its cells (a layer's single
 # step) and linear, and the fewest multiply-adds a call needs for auto to try cpu (rows x K x N for linear, B x (I + H)
@@ -340,6 +340,12 @@ def _implementation(name: str, op: str, args: tuple, active: frozenset, cell_loo
     limit = (_transform_limit(name, cell_op, args, active) or layout
              or _own_limit(module, cell_op, _first_step_cell_args(cell_op, args)))
     return functools.partial(_load("reference")[0].OPS[op], cell=cell), limit
+
+
+def runs_reference_layer(op: str, impl: Callable) -> bool:
+    """Whether ``impl`` (from resolve) runs a layer op as the reference's time loop around a backend's cell, which
+    keeps the padding and empty rows' states out itself (reference.time_loop.without_padding)."""
+    return isinstance(impl, functools.partial) and impl.func is _load("reference")[0].OPS.get(op)
 
 
 def _own_limit(module, op: str, args: tuple) -> str | None:

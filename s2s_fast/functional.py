@@ -176,7 +176,9 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
         # leaves T out: formatting a traced size would pin it (a recompile for every new length).
         bound = "T" if torch.compiler.is_compiling() else f"T = {steps}"
         torch._assert_async(((lengths >= 0) & (lengths <= steps)).all(), f"{op}: lengths must lie in [0, {bound}]")
-    return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
+    # Non-blocking only onto a device: a copy from a GPU into CPU memory could still be on its way when the CPU
+    # kernels read it.
+    return lengths.to(device=device, dtype=torch.int64, non_blocking=device.type != "cpu")
 
 
 def _check_cell(op: str, gates: int, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, cx=None, weight_hr=None) -> None:
@@ -250,7 +252,7 @@ def _dispatch_layer(op: str, args: tuple, lengths, backend: str | None):
     _refuse_jit_trace(op)
     device = args[0].device
     name, impl = backends.resolve(op, device, args, backend)
-    if lengths is None or name in backends.LAYERS_NEVER_READ_PADDING:
+    if lengths is None or name in backends.LAYERS_NEVER_READ_PADDING or backends.runs_reference_layer(op, impl):
         return _call(op, device, impl, args)
     states = 2 if op == "lstm_layer" else 1  # hx (and an LSTM's cx): args[1:1 + states]
     given = args[1:1 + states]

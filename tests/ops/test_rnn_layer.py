@@ -137,3 +137,34 @@ def test_the_initial_state_of_an_empty_row_reaches_only_its_final_state(backend,
     weights sees them (the layers whose products run every row's state would take 0 * NaN there); the row's final
     state is its initial state as given."""
     _check_poisoned(backend, op, _poisoning_empty_rows, torch.tensor([6, 0, 3, 0, 6]), reverse)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_the_reference_backend_keeps_the_empty_rows_states_out_too(op):
+    lengths = torch.tensor([6, 0, 3, 0, 6])
+    args = rnn_inputs(op, 5, 7, 9, steps=6, dtype=torch.float64)
+    compare_with_reference(_poisoning_empty_rows(op, lengths=lengths, backend="reference"),
+                           functools.partial(getattr(reference, op), lengths=lengths), args)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_an_empty_rows_initial_state_takes_its_final_states_gradient(backend, op):
+    """The gradient of hx (and cx) at a row of length 0 is the gradient its final state receives, exactly, NaN and inf
+    in that state as given notwithstanding (the comparisons above restore the state for their own outputs)."""
+    lengths = torch.tensor([6, 0, 3, 0, 6])
+    args = rnn_inputs(op, 5, 7, 9, steps=6)
+    backend.skip_unless_served(op, args, torch.float32, lengths=lengths.to(backend.device))
+    args = {name: value.to(backend.device) if isinstance(value, torch.Tensor) else value for name, value in args.items()}
+    lengths = lengths.to(backend.device)
+    empty = lengths == 0
+    names = ("hx", "cx") if op == "lstm_layer" else ("hx",)
+    states = {name: args[name].detach().clone() for name in names}
+    for name, value in zip(names, (float("nan"), float("inf"))):
+        states[name][empty] = value
+        states[name].requires_grad_(True)
+    output, *finals = getattr(F, op)(**{**args, **states}, lengths=lengths, backend=backend.name)
+    upstream = [torch.randn_like(final) for final in finals]
+    grads = torch.autograd.grad([output, *finals], list(states.values()), [torch.randn_like(output), *upstream])
+    for name, grad, final_grad in zip(names, grads, upstream):
+        torch.testing.assert_close(grad[empty], final_grad[empty], rtol=0, atol=0, msg=name)
+        assert bool(grad.isfinite().all()), name
