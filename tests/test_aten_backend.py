@@ -58,6 +58,17 @@ def test_layer_edge_cases_match_reference_in_float64(kind, reverse, steps, batch
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_full_rows_through_the_per_row_path_as_on_a_gpu(kind, reverse, monkeypatch):
+    """On a GPU the layer does not ask whether every row is full (a host sync): full rows take the per-row path,
+    which must give what torch.nn's plain path gives (here on the CPU, with the question answered no)."""
+    from s2s_fast.aten import sequence
+
+    monkeypatch.setattr(sequence, "_every_row_full", lambda lengths, steps: False)
+    compare_with_reference(*_both(f"{kind}_layer"), _layer_args(kind, 6, 3, 3, 5, [6, 6, 6], reverse))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("bias", [(False, False), (True, False), (False, True)])
 def test_layer_biases(kind, bias):
     args = _layer_args(kind, 4, 3, 2, 5, [4, 2, 0], True, bias=bias)

@@ -77,6 +77,13 @@ def _with_padding_column(weight_ih, dtype):
     return torch.cat([weight_ih, column], dim=1)
 
 
+def _every_row_full(lengths, steps: int) -> bool:
+    """Whether every row runs all ``steps``, asked of CPU lengths only: on a GPU the answer would wait for the device
+    (a host sync on every call, and none may happen inside CUDA-graph capture), so there the per-row path runs, which
+    is exact for full rows too."""
+    return lengths.device.type == "cpu" and bool((lengths == steps).all())
+
+
 def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: bool, lengths,
               reverse: bool) -> tuple[torch.Tensor, tuple]:
     """Run ``rnn`` (torch._VF.lstm or gru) over input [T, B, I] from ``state`` ((hx, cx) or (hx,), [B, *] each).
@@ -90,7 +97,7 @@ def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: 
         # (zero gradients for the weights, the state's own for the state): an empty slice's sum is an exact 0.
         zero = sum(t.reshape(-1)[:0].sum() for t in (input, *state, *params))
         return input.new_zeros(steps, batch, state[0].shape[1]) + zero, tuple(s + zero for s in state)
-    if lengths is None or bool((lengths == steps).all()):
+    if lengths is None or _every_row_full(lengths, steps):
         output, final = _run(rnn, input.flip(0) if reverse else input, state, params, has_biases, train)
         return (output.flip(0) if reverse else output), final
     lstm = len(state) == 2
