@@ -72,8 +72,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const 
             params.step = step;
             params.active = schedule.active[step];
             params.base = schedule.base[step];
-            Tensor running = hidden_gates.narrow(0, 0, params.active);
-            per_step.out(running, h.narrow(0, 0, params.active));
+            const int64_t product = product_rows(params.active, batch);
+            Tensor running = hidden_gates.narrow(0, 0, product);
+            per_step.out(running, h.narrow(0, 0, product));
             run_gru_step_fwd(params);
         }
     });
@@ -118,8 +119,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
             params.base = schedule.base[step];
             params.recurrent = step == steps - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_gru_step_bwd(params);
-            Tensor running = recurrent.narrow(0, 0, params.active);
-            recurrent_product.out(running, grad_hidden_gates.narrow(0, params.base, params.active));
+            const int64_t product = product_rows(params.active, std::min(batch, rows - params.base));
+            Tensor running = recurrent.narrow(0, 0, product);
+            recurrent_product.out(running, grad_hidden_gates.narrow(0, params.base, product));
         }
         previous_hidden<scalar_t>(output_c, hx_c, schedule, lengths_ptr, reverse, previous);
     });

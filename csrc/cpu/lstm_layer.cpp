@@ -78,8 +78,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
             params.step = step;
             params.active = schedule.active[step];
             params.base = schedule.base[step];
-            Tensor running = hidden_gates.narrow(0, 0, params.active);
-            per_step.out(running, h.narrow(0, 0, params.active));
+            const int64_t product = product_rows(params.active, batch);
+            Tensor running = hidden_gates.narrow(0, 0, product);
+            per_step.out(running, h.narrow(0, 0, product));
             run_lstm_step_fwd(params);
         }
     });
@@ -126,8 +127,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
             params.previous_base = step > 0 ? schedule.base[step - 1] : 0;
             params.recurrent = step == steps - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_lstm_step_bwd(params);
-            Tensor running = recurrent.narrow(0, 0, params.active);
-            recurrent_product.out(running, grad_gates.narrow(0, params.base, params.active));
+            const int64_t product = product_rows(params.active, std::min(batch, rows - params.base));
+            Tensor running = recurrent.narrow(0, 0, product);
+            recurrent_product.out(running, grad_gates.narrow(0, params.base, product));
         }
         previous_hidden<scalar_t>(output_c, hx_c, schedule, lengths_ptr, reverse, previous);
     });
