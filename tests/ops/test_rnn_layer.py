@@ -103,10 +103,13 @@ def _check_poisoned(backend, op, poisoning, lengths, reverse):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_the_reference_backend_keeps_the_padding_out_too(op):
-    lengths = torch.tensor([6, 2, 0, 4, 6])
+@pytest.mark.parametrize("poisoned", ["padding", "empty_rows"])
+def test_the_reference_backend_keeps_the_padding_and_empty_rows_states_out_too(op, poisoned):
+    poisoning, lengths = {"padding": (_poisoning_padding, [6, 2, 0, 4, 6]),
+                          "empty_rows": (_poisoning_empty_rows, [6, 0, 3, 0, 6])}[poisoned]
+    lengths = torch.tensor(lengths)
     args = rnn_inputs(op, 5, 7, 9, steps=6, dtype=torch.float64)
-    compare_with_reference(_poisoning_padding(op, lengths=lengths, backend="reference"),
+    compare_with_reference(poisoning(op, lengths=lengths, backend="reference"),
                            functools.partial(getattr(reference, op), lengths=lengths), args)
 
 
@@ -137,14 +140,6 @@ def test_the_initial_state_of_an_empty_row_reaches_only_its_final_state(backend,
     weights sees them (the layers whose products run every row's state would take 0 * NaN there); the row's final
     state is its initial state as given."""
     _check_poisoned(backend, op, _poisoning_empty_rows, torch.tensor([6, 0, 3, 0, 6]), reverse)
-
-
-@pytest.mark.parametrize("op", OPS)
-def test_the_reference_backend_keeps_the_empty_rows_states_out_too(op):
-    lengths = torch.tensor([6, 0, 3, 0, 6])
-    args = rnn_inputs(op, 5, 7, 9, steps=6, dtype=torch.float64)
-    compare_with_reference(_poisoning_empty_rows(op, lengths=lengths, backend="reference"),
-                           functools.partial(getattr(reference, op), lengths=lengths), args)
 
 
 @pytest.mark.parametrize("op", OPS)
