@@ -145,7 +145,7 @@ CPU_LAYER_WIDE_INPUT = {"lstm_layer": (2, 2048)}
 # And, off Intel's CPUs, a layer whose per-row lengths leave at least SHARE of its T x B positions padded, with at
 # least WORK multiply-adds per step (B x gates*H x (I + H)), float32 with the cpu layer's products through oneDNN:
 # op -> (SHARE, WORK). The cpu layer runs each step's running rows only (csrc/cpu/rnn_layer_binding.h: its input and
-# weight-gradient products skip the padding too), where oneDNN's runs every position. Measured 2026-12-05 on the
+# weight-gradient products skip the padding too), where oneDNN's runs every position. Measured 2026-12-06 on the
 # 2-core AMD EPYC with AVX-512 of CPU_LAYER_WIDE_INPUT's measurement, one direction (reverse) forward+backward through
 # s2s_fast.functional, the two alternating, lengths uniform in (T/2, T] (about a fifth of the positions padded),
 # H = 192-512, I = H and 2H, T x B = 16 x 64 to 16 x 256 and 64 x 32: the cpu layer 1.08-1.41x faster at one thread at
