@@ -818,3 +818,143 @@ def test_products_choice_is_checked_and_defaults_by_cpu_vendor():
     x86 = platform.machine() in ("x86_64", "AMD64", "i386", "i686")
     expected = "onednn" if x86 and vendor != "GenuineIntel" and torch.backends.mkldnn.is_available() else "aten"
     assert default == expected
+
+
+@pytest.fixture
+def bf16_products():
+    """The cpu kernels' float32 products in bfloat16 on any CPU that can run them (csrc/cpu/products.h), every
+    product however small; restored afterwards."""
+    try:
+        cpu_backend.force_bf16_products("always")
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    work = torch.ops.s2s_fast.cpu_onednn_from_work()
+    torch.ops.s2s_fast.cpu_onednn_from_work(0)
+    yield
+    cpu_backend.force_bf16_products("torch")
+    torch.ops.s2s_fast.cpu_onednn_from_work(work)
+
+
+def _bf16_errors(op, args):
+    """(error of the cpu op with its products in bfloat16, error of the reference run in bfloat16, error of the cpu op
+    in float32), each against the float64 reference on the same float32 inputs, per output and input gradient."""
+    from s2s_fast.testing import forward_backward, relative_error
+
+    def cast(to):
+        return {k: v.to(to) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in args.items()}
+
+    exact_out, exact_grads, upstream = forward_backward(functools.partial(op, backend="reference"), cast(torch.float64))
+    runs = {}
+    for name, dtype, backend, force in (("bf16", torch.float32, "cpu", "always"),
+                                        ("reference", torch.bfloat16, "reference", "always"),
+                                        ("float32", torch.float32, "cpu", "never")):
+        cpu_backend.force_bf16_products(force)
+        runs[name] = forward_backward(functools.partial(op, backend=backend), cast(dtype),
+                                      upstream=[g.to(dtype) for g in upstream])
+    cpu_backend.force_bf16_products("always")
+    names = [f"output {i}" for i in range(len(exact_out))] + [n for n, g in exact_grads.items() if g is not None]
+    exact = list(exact_out) + [g for g in exact_grads.values() if g is not None]
+    errors = {name: [relative_error(value, expected) for value, expected in
+                     zip(list(out) + [grads[n] for n, g in exact_grads.items() if g is not None], exact)]
+              for name, (out, grads, _) in runs.items()}
+    return names, errors
+
+
+@built
+@pytest.mark.parametrize("op", ["lstm_layer", "gru_layer", "lstm_cell", "gru_cell", "linear",
+                                "lstm_attention_decoder", "gru_attention_decoder"])
+def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, op):
+    """With the products in bfloat16 (torch's switch for float32 products on oneDNN, forced here on any CPU that can
+    run them), every product of the cpu kernels rounds its operands: each output and input gradient is off the
+    float64 reference by at most
+    LOW_PRECISION_ERROR_RATIO times the reference run wholly in bfloat16, plus bfloat16's unit; the first output and
+    the weights' gradients are off by more than in float32 (so the products did run in bfloat16)."""
+    from s2s_fast.testing import LOW_PRECISION_ERROR_RATIO
+
+    torch.manual_seed(0)
+    if op == "linear":
+        args = {"input": torch.randn(9, 40), "weight": torch.randn(24, 40) / 40 ** 0.5, "bias": torch.randn(24)}
+    elif op.endswith("decoder"):
+        gates, (steps, batch, embed, hidden, keys, attn) = (4 if op.startswith("lstm") else 3), (6, 5, 12, 16, 7, 10)
+        w = lambda *shape: torch.randn(*shape) / shape[-1] ** 0.5  # noqa: E731
+        args = dict(input=torch.randn(steps, batch, embed), hx=torch.randn(batch, hidden))
+        if gates == 4:
+            args["cx"] = torch.randn(batch, hidden)
+        args.update(feed=torch.randn(batch, hidden), weight_ih=w(gates * hidden, embed + hidden),
+                    weight_hh=w(gates * hidden, hidden), bias_ih=torch.randn(gates * hidden),
+                    bias_hh=torch.randn(gates * hidden), query_weight=w(attn, hidden),
+                    key_proj=torch.randn(batch, keys, attn), v=w(attn), values=torch.randn(batch, keys, hidden),
+                    mask=torch.rand(batch, keys) > 0.3, combine_weight=w(hidden, 2 * hidden),
+                    dropout_mask=(torch.rand(steps, batch, hidden) > 0.3).float() / 0.7)
+        args["mask"][:, 0] = True
+    else:
+        gates, layer = (4 if op.startswith("lstm") else 3), op.endswith("layer")
+        steps, batch, input_size, hidden = 9, 6, 24, 20
+        w = lambda *shape: torch.randn(*shape) / shape[-1] ** 0.5  # noqa: E731
+        args = {"input": torch.randn(steps, batch, input_size) if layer else torch.randn(batch, input_size),
+                "hx": torch.randn(batch, hidden)}
+        if gates == 4:
+            args["cx"] = torch.randn(batch, hidden)
+        args.update(weight_ih=w(gates * hidden, input_size), weight_hh=w(gates * hidden, hidden),
+                    bias_ih=torch.randn(gates * hidden), bias_hh=torch.randn(gates * hidden))
+        if layer:
+            args["lengths"] = torch.tensor([9, 4, 0, 9, 7, 1])
+    names, errors = _bf16_errors(getattr(F, op), args)
+    unit = 2.0 ** -8
+    for name, bf16, reference, float32 in zip(names, errors["bf16"], errors["reference"], errors["float32"]):
+        assert bf16 <= LOW_PRECISION_ERROR_RATIO * reference + unit, (name, bf16, reference)
+        if name == "output 0" or name.startswith("weight"):  # products' results (linear's bias gradient is a sum)
+            assert bf16 > 4 * float32, (name, bf16, float32)
+
+
+@built
+def test_products_in_bfloat16_follow_torchs_switch_where_the_cpu_has_them():
+    """By default the cpu kernels' float32 products run in bfloat16 exactly while torch's switch for float32 products
+    on oneDNN asks for bfloat16 (torch.set_float32_matmul_precision("medium") sets it) on a CPU with bfloat16 products
+    in hardware; "never" and "always" override it, and another word is refused."""
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
+    hardware = bool(flags & {"avx512_bf16", "amx_bf16"}) and torch.backends.mkldnn.is_available()
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        assert not cpu_backend.bf16_products()
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        assert cpu_backend.bf16_products() == hardware
+        cpu_backend.force_bf16_products("never")
+        assert not cpu_backend.bf16_products()
+        torch.backends.mkldnn.matmul.fp32_precision = "ieee"
+        try:
+            cpu_backend.force_bf16_products("always")
+        except RuntimeError as error:
+            assert "cannot run bfloat16 products" in str(error)
+        else:
+            assert cpu_backend.bf16_products()
+        with pytest.raises(RuntimeError, match='force "torch", "always" or "never"'):
+            cpu_backend.force_bf16_products("sometimes")
+    finally:
+        cpu_backend.force_bf16_products("torch")
+        torch.backends.mkldnn.matmul.fp32_precision = before
+    assert not cpu_backend.bf16_products()
+
+
+@built
+def test_auto_sends_lstm_layers_to_cpu_while_its_products_run_in_bfloat16(monkeypatch):
+    """CPU_BF16_PREFERS_CPU: off Intel's CPUs auto tries aten first for float32 LSTM layers (training, and inference)
+    but while the cpu backend's products run in bfloat16, where its layers were measured faster; float64 and Intel's
+    CPUs keep their rules."""
+    cpu_device = torch.device("cpu")
+    monkeypatch.setattr(backends, "cpu_vendor", lambda: "AuthenticAMD")
+
+    def backend_for(grad, dtype=torch.float32):
+        args = _layer_args("lstm", 3, 8, 4, 16, dtype=dtype, lengths="none")
+        args = tuple(v.requires_grad_(grad) if k == "weight_ih" else v for k, v in args.items())
+        return backends.resolve("lstm_layer", cpu_device, args)[0]
+
+    assert backend_for(True) == backend_for(False) == "aten"
+    monkeypatch.setattr(backends, "_cpu_bf16_products", lambda: True)
+    assert backend_for(True) == backend_for(False) == "cpu"
+    assert backend_for(True, torch.float64) == "aten"
+    monkeypatch.setattr(backends, "cpu_vendor", lambda: "GenuineIntel")
+    assert backend_for(False) == "aten"

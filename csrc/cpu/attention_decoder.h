@@ -191,16 +191,17 @@ class ReadoutBackward {
         at::add_out(grad_hidden, grad_joined.narrow(1, 0, s_.hidden), query_back_(grad_query_t));
     }
 
-    // After every step, given every step's h_t: the weights' gradients, each one product over all steps (through
-    // ATen: MKL reads the transposed gradients as they are, where oneDNN's linear copied them first), and grad_v from
+    // After every step, given every step's h_t: the weights' gradients, each one product over all steps (in float32
+    // through ATen: MKL reads the transposed gradients as they are, where oneDNN's linear copied them first), and grad_v from
     // the batch rows' shares added in a fixed order (the same bits on every run).
     ReadoutGradients gradients(const Tensor& hidden) const {
         const int64_t rows = s_.steps * s_.batch;
-        return {at::mm(grad_query_.view({rows, s_.attn}).t(), hidden.reshape({rows, s_.hidden})),
+        return {weight_gradient(grad_query_.view({rows, s_.attn}), hidden.reshape({rows, s_.hidden}), false),
                 grad_key,
                 grad_v_partial_.sum(0),
                 grad_values,
-                at::mm(grad_combined_.view({rows, s_.hidden}).t(), joined_.reshape({rows, s_.hidden + s_.value_size})),
+                weight_gradient(grad_combined_.view({rows, s_.hidden}),
+                                joined_.reshape({rows, s_.hidden + s_.value_size}), false),
                 grad_dropout_mask};
     }
 

@@ -163,7 +163,7 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     // Every weight's gradient in one product over all steps: [x_t | h_{t-1}] = [input_t | feed_{t-1} | h_{t-1}].
     const Tensor step_inputs = at::cat({input, feed_before, hidden_before}, 2).view({T * B, s.embed + 2 * H});
     const Tensor flat_gates = grad_gates.view({T * B, G});
-    const Tensor grad_weight_all = at::mm(flat_gates.t(), step_inputs);  // [4H, E + 2H]
+    const Tensor grad_weight_all = weight_gradient(flat_gates, step_inputs, false);  // [4H, E + 2H]
     const Tensor grad_input = Product(weight_ih.narrow(1, 0, s.embed))(flat_gates).view({T, B, s.embed});
     return {grad_input,
             carried.narrow(1, H, H).contiguous(),

@@ -9,7 +9,8 @@
 // float32 on an x86 CPU that is not Intel's, where torch has oneDNN, and ATen elsewhere (float64 always: oneDNN's
 // linear takes float32), and never while torch.backends.mkldnn.enabled is off. The vendor is read with GCC's and
 // Clang's __builtin_cpu_is, so other compilers (MSVC) default to ATen. s2s_fast::cpu_products reads the choice and
-// sets it (s2s_fast.cpu.use_products).
+// sets it (s2s_fast.cpu.use_products). Float32 products may run in bfloat16 instead where torch's switch asks for it
+// (bf16_products, below).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -61,11 +62,71 @@ inline std::atomic<int64_t>& onednn_from_work() {
     return work;
 }
 
-// Whether a product of `work` multiply-adds (M * K * N) in `dtype` goes through oneDNN: float32, oneDNN chosen and
-// enabled in torch, not empty, and at least onednn_from_work. Product and the layers' step products ask this alone.
+// Float32 products in bfloat16: both operands rounded to bfloat16, the products summed in float32 inside oneDNN, the
+// result rounded to bfloat16 and widened back to float32 (a bias added in float32 after). torch's own switch for
+// float32 products on oneDNN asks for this: torch.set_float32_matmul_precision("medium") or
+// torch.backends.mkldnn.matmul.fp32_precision = "bf16" (off by default). torch's own CPU products follow it only on CPUs
+// with AMX; the cpu backend follows it on every CPU that runs bfloat16 products in hardware (AVX512-BF16 or AMX-BF16):
+// on a 2-core AMD EPYC with AVX512-BF16 (Zen 4), 2026-12-06, one thread, bfloat16 products through oneDNN ran 2.0-3.4x
+// float32's speed ([4096, 384] x [384, 768] 12.1 against 28.9 ms; [256, 384] x [384, 1536] 1.5 against 5.0; [64, 192] x
+// [192, 768] 0.12 against 0.24). Elsewhere oneDNN would emulate bfloat16 slower than float32 and the products stay
+// float32. Only products that go through oneDNN anyway (at least onednn_from_work, torch.backends.mkldnn on) change.
+// bf16_products_forced: -1 follows that rule, 0 never, 1 on any CPU (the tests: the same numbers on every machine).
+inline std::atomic<int>& bf16_products_forced() {
+    static std::atomic<int> forced{-1};
+    return forced;
+}
+
+inline bool cpu_runs_bf16_products() {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+    __builtin_cpu_init();
+    static const bool runs = __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+    return runs;
+#else
+    return false;
+#endif
+}
+
+// Whether oneDNN can run bfloat16 products here at all: torch's oneDNN linear takes bfloat16 on x86 CPUs with AVX-512
+// (BW, VL and DQ), emulating the bfloat16 products where AVX512-BF16 is missing.
+inline bool cpu_can_run_bf16_products() {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+#else
+    return false;
+#endif
+}
+
+// Whether float32 products that go through oneDNN run in bfloat16 now (read by each Product when it is made, so
+// once per op call for its per-step products).
+inline bool bf16_products() {
+    const int forced = bf16_products_forced().load();
+    if (forced >= 0) return forced == 1;
+    return cpu_runs_bf16_products() && onednn_linear_registered() &&
+           at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL) ==
+               at::Float32Precision::BF16;
+}
+
+// Where a product goes: ATen's GEMM, oneDNN's linear in float32, or oneDNN's linear in bfloat16.
+enum class Route { aten, onednn, onednn_bf16 };
+
+// The route of a product of `work` multiply-adds (M * K * N) in `dtype`, with `bf16` = bf16_products(): oneDNN for
+// float32 that is not empty and has at least onednn_from_work, torch.backends.mkldnn on, in bfloat16 when `bf16`, else
+// in float32 where oneDNN is the products' library; ATen otherwise.
+inline Route product_route(at::ScalarType dtype, int64_t work, bool bf16) {
+    if (dtype != at::kFloat || work <= 0 || !at::globalContext().userEnabledMkldnn() ||
+        work < onednn_from_work().load()) {
+        return Route::aten;
+    }
+    if (bf16) return Route::onednn_bf16;
+    return onednn_products().load() ? Route::onednn : Route::aten;
+}
+
+// Whether a product of `work` multiply-adds in `dtype` made now goes through oneDNN (step_product asks this).
 inline bool onednn_serves(at::ScalarType dtype, int64_t work) {
-    return dtype == at::kFloat && onednn_products().load() && work > 0 &&
-           at::globalContext().userEnabledMkldnn() && work >= onednn_from_work().load();
+    return product_route(dtype, work, dtype == at::kFloat && bf16_products()) != Route::aten;
 }
 
 // x [M, K] @ weight^T (+ bias) through oneDNN's linear: x and weight [N, K] each row- or column-major.
@@ -88,31 +149,61 @@ class Product {
    public:
     explicit Product(const Tensor& right, bool repeated = false)
         : right_(right),
-          onednn_weight_(right.scalar_type() == at::kFloat && onednn_products().load() && right.numel() > 0
-                             ? (repeated ? right.t().contiguous() : right.t())
-                             : Tensor()) {}
+          bf16_(right.scalar_type() == at::kFloat && right.numel() > 0 && bf16_products()),
+          onednn_weight_(onednn_weight(right, repeated, bf16_)) {}
 
     Tensor operator()(const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
-        if (onednn(x)) return onednn_linear(x, onednn_weight_, bias);
-        return bias ? at::addmm(*bias, x, right_) : at::mm(x, right_);
+        switch (route(x)) {
+            case Route::onednn_bf16: {
+                Tensor result = onednn_linear(x.to(at::kBFloat16), onednn_weight_, {}).to(at::kFloat);
+                return bias ? result.add_(*bias) : result;
+            }
+            case Route::onednn:
+                return onednn_linear(x, onednn_weight_, bias);
+            default:
+                return bias ? at::addmm(*bias, x, right_) : at::mm(x, right_);
+        }
     }
 
     void out(Tensor& result, const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
-        if (onednn(x)) {
-            result.copy_(onednn_linear(x, onednn_weight_, bias));
-        } else if (bias) {
-            at::addmm_out(result, *bias, x, right_);
-        } else {
-            at::mm_out(result, x, right_);
+        switch (route(x)) {
+            case Route::onednn_bf16:
+                result.copy_(onednn_linear(x.to(at::kBFloat16), onednn_weight_, {}));
+                if (bias) result.add_(*bias);
+                break;
+            case Route::onednn:
+                result.copy_(onednn_linear(x, onednn_weight_, bias));
+                break;
+            default:
+                if (bias) {
+                    at::addmm_out(result, *bias, x, right_);
+                } else {
+                    at::mm_out(result, x, right_);
+                }
         }
     }
 
    private:
-    bool onednn(const Tensor& x) const {
-        return onednn_weight_.defined() && onednn_serves(x.scalar_type(), x.numel() * onednn_weight_.size(0));
+    // right^T, oneDNN's linear weight: in bfloat16 with `bf16` (contiguous when `repeated`), else as it is where
+    // float32 products go through oneDNN (contiguous when `repeated`); none where they cannot.
+    static Tensor onednn_weight(const Tensor& right, bool repeated, bool bf16) {
+        if (right.scalar_type() != at::kFloat || right.numel() == 0) return Tensor();
+        if (bf16) {
+            // Rounded in its own layout (rounding into a transposed one ran several times slower), then transposed.
+            const Tensor weight = right.to(at::kBFloat16).t();
+            return repeated ? weight.contiguous() : weight;
+        }
+        if (!onednn_products().load()) return Tensor();
+        return repeated ? right.t().contiguous() : right.t();
+    }
+
+    Route route(const Tensor& x) const {
+        if (!onednn_weight_.defined()) return Route::aten;
+        return product_route(x.scalar_type(), x.numel() * onednn_weight_.size(0), bf16_);
     }
 
     Tensor right_;
+    bool bf16_;
     Tensor onednn_weight_;
 };
 
@@ -122,13 +213,23 @@ class Product {
 // and read against x, or x^T copied ([K, M]) against grad and the [K, N] result transposed into place ([N, K]). In an
 // LSTM layer's backward (N = 4H) the second copies a quarter to a half of what the first does: measured 2026-12-05
 // on a 2-core AMD EPYC with AVX-512, one thread, the [768, 2048] copies of the g2p encoder's gate gradients took
-// 15 ms of its training step.
-inline Tensor weight_gradient(const Tensor& grad, const Tensor& x) {
+// 15 ms of its training step. With `float32_through_onednn` false float32 stays with ATen's GEMM whatever the library
+// (the decoders' gradients, where that was measured faster); products in bfloat16 (bf16_products) go through oneDNN
+// either way.
+inline Tensor weight_gradient(const Tensor& grad, const Tensor& x, bool float32_through_onednn = true) {
     const int64_t rows = grad.size(0), outputs = grad.size(1), inputs = x.size(1);
-    if (!onednn_products().load() || x.scalar_type() != at::kFloat || grad.numel() == 0 || x.numel() == 0 ||
-        !onednn_serves(x.scalar_type(), rows * outputs * inputs)) {
-        return at::mm(grad.t(), x);
+    const Route route = grad.numel() == 0 || x.numel() == 0
+                            ? Route::aten
+                            : product_route(x.scalar_type(), rows * outputs * inputs,
+                                            x.scalar_type() == at::kFloat && bf16_products());
+    if (route == Route::onednn_bf16) {
+        // Through ATen's bfloat16 GEMM (oneDNN's matmul, which reads the transposed operand as it is): rounding an
+        // operand into a transposed layout cost more than the product saved (2026-12-06, AMD EPYC Zen 4, one thread,
+        // [4096, 768]: 10.7 ms, against 0.5 for a plain rounding); this way grad^T @ x with M = 4096 (N, K = 768,
+        // 384 and 1536, 960) took 0.53-0.60x float32's time.
+        return at::mm(grad.to(at::kBFloat16).t(), x.to(at::kBFloat16)).to(at::kFloat);
     }
+    if (route == Route::aten || !float32_through_onednn) return at::mm(grad.t(), x);
     if (outputs * rows <= inputs * rows + outputs * inputs) return onednn_linear(grad.t().contiguous(), x.t(), {});
     return onednn_linear(x.t().contiguous(), grad.t(), {}).t().contiguous();
 }
@@ -152,6 +253,20 @@ inline int64_t onednn_from_work_op(std::optional<int64_t> work) {
         onednn_from_work().store(*work);
     }
     return onednn_from_work().load();
+}
+
+// s2s_fast::cpu_bf16_products(str? force) -> bool: whether float32 products through oneDNN run in bfloat16 now, after
+// setting bf16_products_forced when given: "torch" follows torch's switch (the default), "always", "never".
+inline bool bf16_products_op(const std::optional<std::string>& force) {
+    if (force) {
+        TORCH_CHECK(*force == "torch" || *force == "always" || *force == "never",
+                    "cpu_bf16_products: force \"torch\", \"always\" or \"never\", got \"", *force, "\"");
+        TORCH_CHECK(*force != "always" || (cpu_can_run_bf16_products() && onednn_linear_registered()),
+                    "cpu_bf16_products: this CPU or torch cannot run bfloat16 products through oneDNN (it needs an x86 "
+                    "CPU with AVX-512 BW, VL and DQ, and torch's mkldnn::_linear_pointwise)");
+        bf16_products_forced().store(*force == "torch" ? -1 : *force == "always" ? 1 : 0);
+    }
+    return bf16_products();
 }
 
 }  // namespace s2s_fast::cpu

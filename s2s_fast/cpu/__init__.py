@@ -82,6 +82,24 @@ def use_products(library: str) -> str:
     return before
 
 
+def bf16_products() -> bool:
+    """Whether the cpu kernels' float32 products that go through oneDNN run in bfloat16 now (operands rounded to
+    bfloat16, sums in float32, results rounded to bfloat16): where torch's switch for float32 products on oneDNN asks
+    for it (``torch.set_float32_matmul_precision("medium")`` or ``torch.backends.mkldnn.matmul.fp32_precision =
+    "bf16"``) on a CPU with bfloat16 products in hardware (AVX512-BF16 or AMX-BF16), or as force_bf16_products set it.
+    See csrc/cpu/products.h."""
+    return extension_module is not None and torch.ops.s2s_fast.cpu_bf16_products()
+
+
+def force_bf16_products(force: str) -> None:
+    """Run the cpu kernels' float32 products through oneDNN in bfloat16 "always" (on any x86 CPU with AVX-512 BW, VL
+    and DQ, emulated where AVX512-BF16 is missing), "never", or as torch's switch says ("torch", the default), in the
+    whole process. Raises RuntimeError for another word, or "always" where oneDNN cannot."""
+    if extension_module is None:
+        raise RuntimeError(MISSING_REASON)
+    torch.ops.s2s_fast.cpu_bf16_products(force)
+
+
 def unavailable_reason(device: torch.device) -> str | None:
     """None for CPU tensors when the library is built; otherwise why not (and how to build it)."""
     if MISSING_REASON is not None:
