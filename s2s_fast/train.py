@@ -174,6 +174,7 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
     threads = torch.get_num_threads()
     try:
         with contextlib.ExitStack() as lock:
+            lock.enter_context(float32_matmul_precision(config.matmul_precision))
             # Process 0 holds the lock; a refusal (another train there) reaches every process as one line.
             distributed.on_main(lambda: lock.enter_context(locked_directory(output_dir, "s2s-fast train")))
             aside = distributed.on_main(lambda: _claim_output_dir(output_dir, resume, overwrite))
@@ -194,6 +195,21 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
     finally:
         torch.set_num_threads(threads)
         distributed.close()
+
+
+@contextlib.contextmanager
+def float32_matmul_precision(precision: str | None):
+    """torch.set_float32_matmul_precision(precision) while the block runs, the process's setting put back after; None
+    leaves it as it is."""
+    if precision is None:
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def _claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
@@ -260,11 +276,26 @@ class Trainer:
         parameter_count = sum(p.numel() for p in self.model.parameters())
         self.log(f"task {self.task.name}: {len(self.pairs)} training pairs, vocabularies {len(self.task.src_vocab)} / "
                  f"{len(self.task.tgt_vocab)}; model {parameter_count:,} parameters; {device}"
-                 f"{', bf16 autocast' if self.use_bf16 else ''}; {distributed.world} process(es); output "
+                 f"{', bf16 autocast' if self.use_bf16 else ''}{self._matmul_note(device)}; {distributed.world} "
+                 "process(es); output "
                  f"{self.output_dir}")
         self.log(f"model: {json.dumps(self.model.config.to_dict())}")
         for note in [*self.task.notes, *config.notes()]:
             self.log(f"note: {note}")
+
+    def _matmul_note(self, device: torch.device) -> str:
+        """What --matmul-precision does in this run, for the log (nothing when unset)."""
+        precision = self.config.matmul_precision
+        if precision is None:
+            return ""
+        if device.type != "cpu" or precision != "medium":
+            return f", float32 matmul precision {precision}"
+        from . import cpu as cpu_backend
+
+        if cpu_backend.bf16_products():
+            return ", float32 matmul precision medium (the cpu backend's products in bfloat16)"
+        return (", float32 matmul precision medium (no bfloat16 products here: this CPU has no AVX512-BF16 or AMX, or "
+                "the cpu backend is not built; the products stay float32)")
 
     def _load_or_build(self, start_checkpoint: Path | None) -> tuple[Seq2Seq, Task, dict | None]:
         """(model, task, trainer state) from the checkpoint, or a new task (built by process 0, read by the others)

@@ -28,6 +28,7 @@ from .models.config import FIELD_TYPES as MODEL_FIELD_TYPES
 
 LR_SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 PROGRESS = ("auto", "on", "off")
 SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 # Task defaults are given for "g2p", "parallel" and "toy" (every toy task alike).
@@ -166,6 +167,11 @@ class TrainConfig:
     device: str = setting("auto", "auto (cuda if present), cpu or cuda", section=RUNTIME)
     precision: str = setting("auto", "auto: bf16 autocast on GPUs, fp32 on CPUs", section=RUNTIME,
                              choices=PRECISIONS)
+    matmul_precision: str | None = setting(
+        None, "torch.set_float32_matmul_precision for the run: medium lets float32 matrix products run in bfloat16 "
+        "(on a CPU the cpu backend's, where the CPU has bfloat16 products in hardware, AVX512-BF16 or AMX; on a GPU "
+        "cuBLAS's TF32 or bfloat16), high in TF32", section=RUNTIME, choices=MATMUL_PRECISIONS,
+        unset="as the process has it, torch's default highest")
     seed: int = setting(0, "seed of the initial weights, the data order and random draws", section=RUNTIME,
                         check="seed", fixed_on_resume=True)
     threads: int | None = setting(None, "torch CPU threads", section=RUNTIME, check="positive",
