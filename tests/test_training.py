@@ -215,6 +215,38 @@ def test_learns_reverse_and_bf16_autocast_runs(tmp_path):
     assert "bf16 autocast" in (tmp_path / "bf16" / "train.log").read_text()
 
 
+def test_matmul_precision_holds_for_the_run_and_is_put_back(tmp_path, monkeypatch):
+    """--matmul-precision: torch.set_float32_matmul_precision for the run's life (each training step sees it), the
+    process's own setting put back after, and the log says what it did to the cpu backend's products; unset, the
+    process's setting is left alone."""
+    import s2s_fast.train as train_module
+
+    seen = []
+    step = train_module.Trainer._train_step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.Trainer, "_train_step", recording_step)
+    before = torch.get_float32_matmul_precision()
+    assert before == "highest"
+    train(TrainConfig(output_dir=str(tmp_path / "medium"), max_steps=2, eval_every=0, matmul_precision="medium",
+                      **TINY), **QUIET)
+    assert seen == ["medium", "medium"] and torch.get_float32_matmul_precision() == before
+    log = (tmp_path / "medium" / "train.log").read_text()
+    assert "float32 matmul precision medium (" in log
+    torch.set_float32_matmul_precision("high")
+    try:
+        train(TrainConfig(output_dir=str(tmp_path / "unset"), max_steps=1, eval_every=0, **TINY), **QUIET)
+        assert seen[-1] == "high" and torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert "matmul precision" not in (tmp_path / "unset" / "train.log").read_text()
+    with pytest.raises(ValueError, match="matmul_precision"):
+        TrainConfig(output_dir=str(tmp_path / "bad"), matmul_precision="low", **TINY).validate()
+
+
 @pytest.mark.gpu
 def test_trains_resumes_and_decodes_on_a_gpu(tmp_path):
     # On a GPU: bf16 autocast where the device supports it, the fused backends under auto, checkpoints that reload
