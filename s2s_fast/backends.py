@@ -154,14 +154,15 @@ CPU_LAYER_WIDE_INPUT = {"lstm_layer": (2, 2048)}
 # share padded (I = H; 3-17 %): at H = 192 the cpu layer caught up with aten at 12-15 % at one thread and not by 17 %
 # at two; at H = 512 from 9 %.
 CPU_LAYER_PADDED = {"lstm_layer": (1 / 6, 24_000_000)}
-# Ops for which auto tries cpu before aten on a CPU that is not Intel's while the cpu backend's float32 products run in
-# bfloat16 (s2s_fast.cpu.bf16_products: torch.set_float32_matmul_precision("medium") on a CPU with bfloat16 products
-# in hardware), training or not: torch's own CPU LSTM layer (oneDNN's RNN) stays float32 there. Measured 2026-12-06 on
-# a 2-core AMD EPYC with AVX512-BF16 (Zen 4), one direction through s2s_fast.functional, the two alternating, lengths
-# uniform in (T/2, T] and none: forward+backward at T x B = 16 x 64 to 16 x 256, 32 x 64 and 64 x 32, H = 192-512,
-# I = H and 2H, the cpu layer 1.30-1.84x faster at one thread and 1.03-1.81x at two; forward alone 1.70-1.79x (one
-# thread, T x B = 16 x 256 and 64 x 64).
-CPU_BF16_PREFERS_CPU = frozenset({"lstm_layer"})
+# Ops for which auto tries cpu before aten for a training call on a CPU that is not Intel's while the cpu backend's
+# float32 products run in bfloat16 (s2s_fast.cpu.bf16_products: torch.set_float32_matmul_precision("medium") on a CPU
+# with bfloat16 products in hardware), with at least WORK multiply-adds a step (B x gates*H x (I + H)): op -> WORK.
+# torch's own CPU LSTM layer (oneDNN's RNN) stays float32 there. Measured 2026-12-06 on a 2-core AMD EPYC with
+# AVX512-BF16 (Zen 4), one direction forward+backward through s2s_fast.functional, cpu and aten alternating, lengths
+# uniform in (T/2, T] and none, T x B = 16 x 64 to 16 x 256, 32 x 64 and 64 x 32, H = 192-512, I = H and 2H (17M to
+# 134M multiply-adds a step): the cpu layer 1.30-1.84x faster at one thread and 1.03-1.81x at two. Smaller calls, and
+# inference (forward alone 1.70-1.79x at one thread, not measured at two), keep the float32 rules.
+CPU_BF16_PREFERS_CPU = {"lstm_layer": 16_000_000}
 # Backends whose layers never read the input at a row's padded steps, nor the initial state of a row of length 0
 # (s2s_fast.aten.sequence runs padded steps on a row of zeros and empty rows from a zero state; the cpu layers gather
 # the running rows' inputs and states, csrc/cpu/rnn_layer_binding.h; the reference zeroes both itself,
@@ -488,16 +489,14 @@ def _cpu_prefers_aten(op: str, args: tuple) -> bool:
     """Whether auto tries aten before cpu for this CPU call: no gradient recorded and op in
     CPU_INFERENCE_PREFERS_ATEN, or a gradient recorded and either op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL on a CPU
     that is not Intel's (but for CPU_LAYER_WIDE_INPUT's and CPU_LAYER_PADDED's calls) or a row of
-    CPU_ATEN_FASTER_TRAINING covering it; never for an op of CPU_BF16_PREFERS_CPU in float32 off Intel's CPUs while
-    the cpu backend's products run in bfloat16."""
-    if op in CPU_BF16_PREFERS_CPU and args[0].dtype == torch.float32 and not torch.compiler.is_compiling() and \
-            cpu_vendor() != "GenuineIntel" and _cpu_bf16_products():
-        return False
+    CPU_ATEN_FASTER_TRAINING covering it; but not for a training call CPU_BF16_PREFERS_CPU covers."""
     if not _records_gradient(args):
         return op in CPU_INFERENCE_PREFERS_ATEN
     if op not in _GATES or torch.compiler.is_compiling():
         # aten steps aside under torch.compile anyway, and reading the thread count or testing a traced size against
         # the table's ranges would break the graph or guard on the size.
+        return False
+    if _bf16_products_pay(op, args):
         return False
     if op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL and cpu_vendor() != "GenuineIntel":
         return not _cpu_layer_pays(op, args)
@@ -545,6 +544,16 @@ def _cpu_products_through_onednn(dtype: torch.dtype, compiling: bool = False) ->
     if module is None or module.extension_module is None or module.products_library() != "onednn":
         return False
     return compiling or torch.backends.mkldnn.enabled
+
+
+def _bf16_products_pay(op: str, args: tuple) -> bool:
+    """CPU_BF16_PREFERS_CPU's test of a training call (not under torch.compile): float32, off Intel's CPUs, the work
+    per step, and the cpu backend's products in bfloat16 now."""
+    if op not in CPU_BF16_PREFERS_CPU or args[0].dtype != torch.float32 or cpu_vendor() == "GenuineIntel":
+        return False
+    input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
+    work = batch * _GATES[op] * hidden * (input.shape[-1] + hidden)
+    return work >= CPU_BF16_PREFERS_CPU[op] and _cpu_bf16_products()
 
 
 def _cpu_bf16_products() -> bool:

@@ -174,12 +174,13 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
     threads = torch.get_num_threads()
     try:
         with contextlib.ExitStack() as lock:
-            lock.enter_context(float32_matmul_precision(config.matmul_precision))
             # Process 0 holds the lock; a refusal (another train there) reaches every process as one line.
             distributed.on_main(lambda: lock.enter_context(locked_directory(output_dir, "s2s-fast train")))
             aside = distributed.on_main(lambda: _claim_output_dir(output_dir, resume, overwrite))
             try:
                 config, start_checkpoint = resolve_run_config(config, explicit, resume)
+                # The run's own setting, a resumed run's saved one included; put back when the lock is let go.
+                lock.enter_context(float32_matmul_precision(config.matmul_precision))
                 if config.threads is not None:
                     torch.set_num_threads(config.threads)
                 trainer = Trainer(config, start_checkpoint, device, distributed, echo)
@@ -204,12 +205,23 @@ def float32_matmul_precision(precision: str | None):
     if precision is None:
         yield
         return
-    before = torch.get_float32_matmul_precision()
+    # torch keeps the setting twice: the string set_float32_matmul_precision sets, and the per-backend switches it
+    # writes (torch.backends.mkldnn.matmul.fp32_precision, ...; "none" there means "inherit"). Both are put back. Where
+    # the process set those switches directly, torch refuses to read the string (it then stands for nothing).
+    switches = (torch.backends.mkldnn.matmul, torch.backends.cuda.matmul)
+    before = [switch.fp32_precision for switch in switches]
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        legacy = None
     torch.set_float32_matmul_precision(precision)
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(before)
+        if legacy is not None:
+            torch.set_float32_matmul_precision(legacy)
+        for switch, value in zip(switches, before):
+            switch.fp32_precision = value
 
 
 def _claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
@@ -292,10 +304,8 @@ class Trainer:
             return f", float32 matmul precision {precision}"
         from . import cpu as cpu_backend
 
-        if cpu_backend.bf16_products():
-            return ", float32 matmul precision medium (the cpu backend's products in bfloat16)"
-        return (", float32 matmul precision medium (no bfloat16 products here: this CPU has no AVX512-BF16 or AMX, or "
-                "the cpu backend is not built; the products stay float32)")
+        return (", float32 matmul precision medium (the cpu backend's products in bfloat16: "
+                f"{'yes' if cpu_backend.bf16_products() else 'no'})")
 
     def _load_or_build(self, start_checkpoint: Path | None) -> tuple[Seq2Seq, Task, dict | None]:
         """(model, task, trainer state) from the checkpoint, or a new task (built by process 0, read by the others)

@@ -900,6 +900,15 @@ def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, 
         if layer:
             args["lengths"] = torch.tensor([9, 4, 0, 9, 7, 1])
     names, errors = _bf16_errors(getattr(F, op), args)
+    # Every product the cpu op ran, forward and backward (the weight gradients' too), took bfloat16 operands.
+    from s2s_fast.testing import forward_backward
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as trace:
+        forward_backward(functools.partial(getattr(F, op), backend="cpu"), args)
+    products = [event for event in trace.events()
+                if event.name in ("aten::mm", "aten::addmm", "aten::matmul", "mkldnn::_linear_pointwise")]
+    assert products and all(event.input_dtypes[:2] == ["c10::BFloat16"] * 2 for event in products), \
+        [(event.name, event.input_dtypes[:2]) for event in products]
     unit = 2.0 ** -8
     for name, bf16, reference, float32 in zip(names, errors["bf16"], errors["reference"], errors["float32"]):
         assert bf16 <= LOW_PRECISION_ERROR_RATIO * reference + unit, (name, bf16, reference)
@@ -933,6 +942,12 @@ def test_products_in_bfloat16_follow_torchs_switch_where_the_cpu_has_them():
             assert cpu_backend.bf16_products()
         with pytest.raises(RuntimeError, match='force "torch", "always" or "never"'):
             cpu_backend.force_bf16_products("sometimes")
+        enabled = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            assert not cpu_backend.bf16_products()  # no products through oneDNN at all
+        finally:
+            torch.backends.mkldnn.enabled = enabled
     finally:
         cpu_backend.force_bf16_products("torch")
         torch.backends.mkldnn.matmul.fp32_precision = before
@@ -940,21 +955,25 @@ def test_products_in_bfloat16_follow_torchs_switch_where_the_cpu_has_them():
 
 
 @built
-def test_auto_sends_lstm_layers_to_cpu_while_its_products_run_in_bfloat16(monkeypatch):
-    """CPU_BF16_PREFERS_CPU: off Intel's CPUs auto tries aten first for float32 LSTM layers (training, and inference)
-    but while the cpu backend's products run in bfloat16, where its layers were measured faster; float64 and Intel's
-    CPUs keep their rules."""
+def test_auto_sends_lstm_training_to_cpu_while_its_products_run_in_bfloat16(monkeypatch):
+    """CPU_BF16_PREFERS_CPU: off Intel's CPUs auto tries aten first for float32 LSTM layers but for training calls
+    with the work per step the rule asks while the cpu backend's products run in bfloat16, where its layers were
+    measured faster; inference, float64, smaller calls and Intel's CPUs keep their rules."""
     cpu_device = torch.device("cpu")
     monkeypatch.setattr(backends, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(backends, "CPU_BF16_PREFERS_CPU", {"lstm_layer": 8 * 64 * 20})  # B x 4H x (I + H)
 
-    def backend_for(grad, dtype=torch.float32):
-        args = _layer_args("lstm", 3, 8, 4, 16, dtype=dtype, lengths="none")
+    def backend_for(grad, dtype=torch.float32, batch=8):
+        args = _layer_args("lstm", 3, batch, 4, 16, dtype=dtype, lengths="none")
         args = tuple(v.requires_grad_(grad) if k == "weight_ih" else v for k, v in args.items())
         return backends.resolve("lstm_layer", cpu_device, args)[0]
 
     assert backend_for(True) == backend_for(False) == "aten"
     monkeypatch.setattr(backends, "_cpu_bf16_products", lambda: True)
-    assert backend_for(True) == backend_for(False) == "cpu"
+    assert backend_for(True) == "cpu"
+    assert backend_for(False) == "aten"
+    assert backend_for(True, batch=7) == "aten"
     assert backend_for(True, torch.float64) == "aten"
     monkeypatch.setattr(backends, "cpu_vendor", lambda: "GenuineIntel")
-    assert backend_for(False) == "aten"
+    monkeypatch.setattr(backends, "CPU_ATEN_FASTER_TRAINING", (("lstm_layer", 1, range(1, 33), range(1, 257)),))
+    assert backend_for(True) == "aten"

@@ -235,7 +235,22 @@ def test_matmul_precision_holds_for_the_run_and_is_put_back(tmp_path, monkeypatc
                       **TINY), **QUIET)
     assert seen == ["medium", "medium"] and torch.get_float32_matmul_precision() == before
     log = (tmp_path / "medium" / "train.log").read_text()
-    assert "float32 matmul precision medium (" in log
+    assert "float32 matmul precision medium (the cpu backend's products in bfloat16: " in log
+    # A resumed run keeps its saved setting; torch's per-backend switches are put back too ("none": inherit).
+    switches = (torch.backends.mkldnn.matmul.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    train(TrainConfig(output_dir=str(tmp_path / "medium"), max_steps=3), resume=True, explicit={"max_steps": 3},
+          **QUIET)
+    assert seen == ["medium"] * 3 and torch.get_float32_matmul_precision() == before
+    assert (torch.backends.mkldnn.matmul.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == switches
+    # A process that set the per-backend switch itself (torch then refuses to read the string) gets it back.
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        train(TrainConfig(output_dir=str(tmp_path / "high"), max_steps=1, eval_every=0, matmul_precision="high",
+                          **TINY), **QUIET)
+        assert seen[-1] == "high" and torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = switches[0]
+        torch.set_float32_matmul_precision(before)
     torch.set_float32_matmul_precision("high")
     try:
         train(TrainConfig(output_dir=str(tmp_path / "unset"), max_steps=1, eval_every=0, **TINY), **QUIET)

@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
+#include <torch/version.h>
 
 #include <atomic>
 #include <optional>
@@ -82,6 +83,10 @@ inline bool cpu_runs_bf16_products() {
     __builtin_cpu_init();
     static const bool runs = __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
     return runs;
+#elif (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    __builtin_cpu_init();  // GCC before 12 and Clang: AVX512-BF16 (all CPUs with AMX have it too)
+    static const bool runs = __builtin_cpu_supports("avx512bf16");
+    return runs;
 #else
     return false;
 #endif
@@ -99,14 +104,24 @@ inline bool cpu_can_run_bf16_products() {
 #endif
 }
 
+// torch's switch: the per-backend setting from torch 2.10 on (older torches: the string of
+// set_float32_matmul_precision).
+inline bool torch_asks_bf16_products() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
+    return at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL) ==
+           at::Float32Precision::BF16;
+#else
+    return at::globalContext().float32MatmulPrecision() == at::Float32MatmulPrecision::MEDIUM;
+#endif
+}
+
 // Whether float32 products that go through oneDNN run in bfloat16 now (read by each Product when it is made, so
-// once per op call for its per-step products).
+// once per op call for its per-step products): never while torch.backends.mkldnn is off.
 inline bool bf16_products() {
+    if (!at::globalContext().userEnabledMkldnn()) return false;
     const int forced = bf16_products_forced().load();
     if (forced >= 0) return forced == 1;
-    return cpu_runs_bf16_products() && onednn_linear_registered() &&
-           at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL) ==
-               at::Float32Precision::BF16;
+    return cpu_runs_bf16_products() && onednn_linear_registered() && torch_asks_bf16_products();
 }
 
 // Where a product goes: ATen's GEMM, oneDNN's linear in float32, or oneDNN's linear in bfloat16.
