@@ -192,8 +192,8 @@ class ReadoutBackward {
     }
 
     // After every step, given every step's h_t: the weights' gradients, each one product over all steps (in float32
-    // through ATen: MKL reads the transposed gradients as they are, where oneDNN's linear copied them first), and grad_v from
-    // the batch rows' shares added in a fixed order (the same bits on every run).
+    // through ATen: MKL reads the transposed gradients as they are, where oneDNN's linear copied them first), and
+    // grad_v from the batch rows' shares added in a fixed order (the same bits on every run).
     ReadoutGradients gradients(const Tensor& hidden) const {
         const int64_t rows = s_.steps * s_.batch;
         return {weight_gradient(grad_query_.view({rows, s_.attn}), hidden.reshape({rows, s_.hidden}), false),

@@ -66,12 +66,13 @@ inline std::atomic<int64_t>& onednn_from_work() {
 // Float32 products in bfloat16: both operands rounded to bfloat16, the products summed in float32 inside oneDNN, the
 // result rounded to bfloat16 and widened back to float32 (a bias added in float32 after). torch's own switch for
 // float32 products on oneDNN asks for this: torch.set_float32_matmul_precision("medium") or
-// torch.backends.mkldnn.matmul.fp32_precision = "bf16" (off by default). torch's own CPU products follow it only on CPUs
-// with AMX; the cpu backend follows it on every CPU that runs bfloat16 products in hardware (AVX512-BF16 or AMX-BF16):
-// on a 2-core AMD EPYC with AVX512-BF16 (Zen 4), 2026-12-06, one thread, bfloat16 products through oneDNN ran 2.0-3.4x
-// float32's speed ([4096, 384] x [384, 768] 12.1 against 28.9 ms; [256, 384] x [384, 1536] 1.5 against 5.0; [64, 192] x
-// [192, 768] 0.12 against 0.24). Elsewhere oneDNN would emulate bfloat16 slower than float32 and the products stay
-// float32. Only products that go through oneDNN anyway (at least onednn_from_work, torch.backends.mkldnn on) change.
+// torch.backends.mkldnn.matmul.fp32_precision = "bf16" (off by default). torch's own CPU products follow it only on
+// CPUs with AMX; the cpu backend follows it on every CPU that runs bfloat16 products in hardware (AVX512-BF16 or
+// AMX-BF16): on a 2-core AMD EPYC with AVX512-BF16 (Zen 4), 2026-12-06, one thread, bfloat16 products through oneDNN
+// ran 2.0-3.4x float32's speed ([4096, 384] x [384, 768] 12.1 against 28.9 ms; [256, 384] x [384, 1536] 1.5 against
+// 5.0; [64, 192] x [192, 768] 0.12 against 0.24). Elsewhere oneDNN would emulate bfloat16 slower than float32 and the
+// products stay float32. Only products that go through oneDNN anyway (at least onednn_from_work, torch.backends.mkldnn
+// on) change.
 // bf16_products_forced: -1 follows that rule, 0 never, 1 on any CPU (the tests: the same numbers on every machine).
 inline std::atomic<int>& bf16_products_forced() {
     static std::atomic<int> forced{-1};
@@ -139,9 +140,9 @@ inline Route product_route(at::ScalarType dtype, int64_t work, bool bf16) {
     return onednn_products().load() ? Route::onednn : Route::aten;
 }
 
-// Whether a product of `work` multiply-adds in `dtype` made now goes through oneDNN (step_product asks this).
+// Whether a product of `work` multiply-adds in `dtype` goes through oneDNN in float32 (step_product asks this).
 inline bool onednn_serves(at::ScalarType dtype, int64_t work) {
-    return product_route(dtype, work, dtype == at::kFloat && bf16_products()) != Route::aten;
+    return product_route(dtype, work, /*bf16=*/false) == Route::onednn;
 }
 
 // x [M, K] @ weight^T (+ bias) through oneDNN's linear: x and weight [N, K] each row- or column-major.

@@ -57,8 +57,7 @@ inline Tensor step_weight(const Tensor& weight_hh, int64_t batch, int64_t steps)
 // go there in float32 (onednn_serves, Product's rule), else with step_weight's operand for ATen (steps whose rows
 // fall under onednn_from_work: ATen also where bfloat16 products are on but oneDNN is not the float32 library).
 inline Product step_product(const Tensor& weight_hh, int64_t batch, int64_t steps) {
-    if (onednn_products().load() &&
-        onednn_serves(weight_hh.scalar_type(), batch * weight_hh.size(1) * weight_hh.size(0))) {
+    if (onednn_serves(weight_hh.scalar_type(), batch * weight_hh.size(1) * weight_hh.size(0))) {
         return Product(weight_hh.t(), /*repeated=*/steps > 1);
     }
     return Product(step_weight(weight_hh, batch, steps));
