@@ -238,6 +238,64 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# torch.set_float32_matmul_precision's words: "medium" lets float32 products run in bfloat16 (on a CPU with bfloat16
+# products in hardware the cpu backend's, s2s_fast.cpu.bf16_products; on a GPU cuBLAS's), "high" in TF32.
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+@contextlib.contextmanager
+def float32_matmul_precision(precision: str | None) -> Iterator[None]:
+    """torch.set_float32_matmul_precision(precision) while the block runs, the process's setting put back after; None
+    leaves it as it is. The one home of that setting for train, evaluate, decode and the bench."""
+    if precision is None:
+        yield
+        return
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {precision!r}")
+    # torch keeps the setting twice: the string set_float32_matmul_precision sets, and the per-backend switches it
+    # writes (torch.backends.mkldnn.matmul.fp32_precision, ...; "none" there means "inherit"; torch < 2.9 has none).
+    # Both are put back. Where the process set those switches directly, torch refuses to read the string (it then
+    # stands for nothing).
+    switches = [switch for switch in (getattr(torch.backends.mkldnn, "matmul", None),
+                                      getattr(torch.backends.cuda, "matmul", None))
+                if hasattr(switch, "fp32_precision")]
+    before = [switch.fp32_precision for switch in switches]
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        legacy = None
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        if legacy is not None:
+            torch.set_float32_matmul_precision(legacy)
+        for switch, value in zip(switches, before):
+            switch.fp32_precision = value
+
+
+def matmul_precision_in_force() -> str:
+    """The process's float32 matmul precision: a word of MATMUL_PRECISIONS, or "custom" where the process set torch's
+    per-backend switches itself (torch then refuses to summarise them in a word)."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return "custom"
+
+
+def matmul_precision_note(device: torch.device, precision: str | None) -> str:
+    """What a --matmul-precision setting does on ``device``, for a log or report line ("" when unset); read while
+    the setting is in force."""
+    if precision is None:
+        return ""
+    if device.type != "cpu" or precision != "medium":
+        return f"float32 matmul precision {precision}"
+    from . import cpu as cpu_backend
+
+    return ("float32 matmul precision medium (the cpu backend's products in bfloat16: "
+            f"{'yes' if cpu_backend.bf16_products() else 'no'})")
+
+
 def unavailable_reason(name: str, device: torch.device | str | None = None) -> str | None:
     """Why backend ``name`` cannot run on ``device`` (default: cuda if present, else cpu), or None if it can."""
     name = check_backend_name(name, "the name argument")

@@ -18,7 +18,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .backends import BackendError
+from .backends import MATMUL_PRECISIONS, BackendError
 from .data import SPLITS
 from .files import one_line
 
@@ -142,13 +142,13 @@ def _decode(args) -> int:
     import torch
 
     from .attention_plot import plot_attention
-    from .backends import resolve_device
+    from .backends import float32_matmul_precision, matmul_precision_note, resolve_device
     from .checkpoint import averaged_record, is_checkpoint, open_models
     from .files import write_files_atomic
     from .inference import translate
 
-    checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, resolve_device(args.device),
-                                                     average=args.average)
+    device = resolve_device(args.device)
+    checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, device, average=args.average)
     _note_uneven_averages(averaged)
     lines = _read_inputs(args.input)
     sources = []
@@ -160,7 +160,8 @@ def _decode(args) -> int:
     want_attention = args.attention_plot is not None
     if want_attention and model.attention is None:
         raise ValueError("--attention-plot: this model has no attention (attention='none')")
-    with torch.no_grad():
+    with torch.no_grad(), float32_matmul_precision(args.matmul_precision):
+        note = matmul_precision_note(device, args.matmul_precision)
         hypotheses, attentions = translate(model, sources, beam_size=args.beam_size,
                                            length_penalty=args.length_penalty, n_best=args.n_best,
                                            batch_tokens=args.batch_tokens, return_attention=want_attention)
@@ -188,6 +189,8 @@ def _decode(args) -> int:
         write_files_atomic(files)
     else:
         sys.stdout.write(text)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if want_attention:
         plot_dir = Path(args.attention_plot)
         plot_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +218,8 @@ def _evaluate(args) -> int:
 
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,
-                          batch_tokens=args.batch_tokens, device=resolve_device(args.device), average=args.average)
+                          batch_tokens=args.batch_tokens, device=resolve_device(args.device), average=args.average,
+                          matmul_precision=args.matmul_precision)
     if isinstance(report["checkpoint"], list):
         members = ", ".join(f"{run_directory(Path(c)).name}/{Path(c).name}" for c in report["checkpoint"])
         model = f"ensemble of {len(report['checkpoint'])}: {members}"
@@ -225,8 +229,9 @@ def _evaluate(args) -> int:
         averaged = averaged_lists(report["averaged"])
         _note_uneven_averages(averaged)
         model += ", " + "; ".join(f"the average of {', '.join(c.name for c in run)}" for run in averaged)
+    precision = f", {report['matmul_precision_note']}" if "matmul_precision_note" in report else ""
     print(f"{report['task']} {report['split']}: {report['summary']}  ({report['examples']} examples, beam "
-          f"{report['beam_size']}, {model}, {report['seconds']:.0f} s)")
+          f"{report['beam_size']}, {model}{precision}, {report['seconds']:.0f} s)")
     print(f"details: {report['files']}", file=sys.stderr)
     return 0
 
@@ -244,6 +249,10 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-penalty", type=float, default=0.0, help="GNMT length penalty alpha (default 0)")
     parser.add_argument("--batch-tokens", type=int, default=6000, help="source tokens per decoding batch")
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS,
+                        help="torch.set_float32_matmul_precision while decoding: medium lets float32 matrix products "
+                             "run in bfloat16 (see train's --matmul-precision) (default as the process has it, "
+                             "torch's default highest)")
 
 
 def _bench(args) -> int:
@@ -255,7 +264,8 @@ def _bench(args) -> int:
     if not args.output_dir:
         raise ValueError("bench: --output-dir is empty")
     run_benchmarks(quick=args.quick, device=args.device, output_dir=args.output_dir, dtype=args.dtype,
-                   pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads)
+                   pattern=args.filter, providers=providers, time_limit_s=args.time_limit, threads=args.threads,
+                   matmul_precision=args.matmul_precision)
     return 0
 
 
@@ -281,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--time-limit", type=float, help="seconds after which no new benchmark starts")
     bench.add_argument("--threads", type=int,
                        help="torch's CPU threads in a CPU run (default 1: per-core numbers that hold on a busy machine)")
+    bench.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS,
+                       help="torch.set_float32_matmul_precision for the run: medium lets float32 products run in "
+                            "bfloat16 (on a CPU the cpu backend's, where it has bfloat16 products in hardware), high "
+                            "in TF32; float32 results are then checked with that type's tolerances (default as the "
+                            "process has it, torch's default highest)")
     bench.set_defaults(handler=_bench)
 
     train = commands.add_parser("train", help="train a model (g2p, parallel text, toy tasks)",

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
+from .backends import float32_matmul_precision, matmul_precision_in_force, matmul_precision_note
 from .checkpoint import averaged_record, open_models, run_directory
 from .data import EvalItem, Task
 from .files import write_files_atomic
@@ -36,25 +39,33 @@ def score_items(model: Seq2Seq | Ensemble, task: Task, items: Sequence[EvalItem]
 
 def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int = 5, length_penalty: float = 0.0,
                  max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu",
-                 average: int = 1) -> dict:
+                 average: int = 1, matmul_precision: str | None = None) -> dict:
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under
     ``<run>/evaluations/`` (next to the checkpoints) and returns the report. ``path`` may name several runs of the
     same task and data: they are scored as one ensemble (s2s_fast.models.Ensemble), the files written under the
     first run and named after every member. With ``average`` above 1 each run's model is the mean of its last
     ``average`` checkpoints up to the one ``checkpoint`` names (s2s_fast.checkpoint.open_averaged); the report lists
     them under "averaged" and the files' names end in ``-avgN``; a length penalty adds ``-lpA``, a sample of
-    ``max_examples`` out of more ``-nN``, so that no evaluation overwrites another's files."""
+    ``max_examples`` out of more ``-nN``, a float32 matmul precision other than "highest" (``matmul_precision``, which
+    holds while the split is decoded, or the process's own) ``-mpP``, so that no evaluation overwrites another's
+    files."""
     started = time.perf_counter()
-    checkpoint_dirs, model, task, members = open_models(path, checkpoint, device, same_data=True, average=average)
-    every_item = task.evaluation_items(split)
-    items = evenly_spaced(every_item, max_examples)
-    metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
+    with float32_matmul_precision(matmul_precision):  # a bad word refused before the models are read
+        checkpoint_dirs, model, task, members = open_models(path, checkpoint, device, same_data=True,
+                                                            average=average)
+        every_item = task.evaluation_items(split)
+        items = evenly_spaced(every_item, max_examples)
+        precision = matmul_precision_in_force()
+        note = matmul_precision_note(torch.device(device), precision) if precision != "highest" else ""
+        metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
     ensemble = len(checkpoint_dirs) > 1
     report = {"checkpoint": [str(c) for c in checkpoint_dirs] if ensemble else str(checkpoint_dirs[0]),
               "task": task.name, "split": split, "examples": len(items),
               "beam_size": beam_size, "length_penalty": length_penalty, "max_examples": max_examples,
               "device": str(device), "seconds": round(time.perf_counter() - started, 2), "metrics": metrics,
-              "summary": task.format_metrics(metrics), "average": average}
+              "summary": task.format_metrics(metrics), "average": average, "matmul_precision": precision}
+    if note:
+        report["matmul_precision_note"] = note
     if average > 1:
         report["averaged"] = averaged_record(members)
     out_dir = run_directory(checkpoint_dirs[0]) / EVALUATIONS
@@ -76,6 +87,8 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
         stem += f"-lp{penalty if float(penalty) == length_penalty else repr(float(length_penalty))}"
     if len(items) < len(every_item):
         stem += f"-n{len(items)}"
+    if precision != "highest":
+        stem += f"-mp{precision}"
     write_files_atomic({out_dir / f"{stem}.hyp": "".join(f"{item.source}\t{task.target_text(h)}\n"
                                                          for item, h in zip(items, hypotheses)),
                         out_dir / f"{stem}.json": json.dumps(report, indent=1) + "\n"})

@@ -20,6 +20,11 @@ TOLERANCES = {
     torch.float16: (2e-2, 2e-3),
     torch.bfloat16: (5e-2, 1e-2),
 }
+# The type a float32 product may run in under torch.set_float32_matmul_precision(word) (s2s_fast.backends'
+# MATMUL_PRECISIONS; "custom": torch's per-backend switches set by hand, taken at their loosest): float32 results
+# computed at that setting are checked with that type's tolerances (TF32 keeps float16's 10 mantissa bits).
+MATMUL_PRECISION_DTYPES = {"highest": torch.float32, "high": torch.float16, "medium": torch.bfloat16,
+                           "custom": torch.bfloat16}
 # A low-precision kernel's error against a float64 reference may be at most this multiple of the error of the
 # reference run in the same low precision.
 LOW_PRECISION_ERROR_RATIO = 2.0
@@ -35,6 +40,12 @@ def tolerance(dtype: torch.dtype, summed_terms: int = 1) -> dict:
     output or gradient sums (for attention's d v, B * Tq * Tk)."""
     rtol, atol = TOLERANCES[dtype]
     return {"rtol": rtol, "atol": atol * max(1.0, (summed_terms / SUMMED_TERMS_AT_BASE_ATOL) ** 0.5)}
+
+
+def checked_dtype(dtype: torch.dtype, matmul_precision: str) -> torch.dtype:
+    """The dtype whose tolerances check results computed in ``dtype`` at float32 matmul precision
+    ``matmul_precision``: the products' type for float32, ``dtype`` itself otherwise."""
+    return MATMUL_PRECISION_DTYPES[matmul_precision] if dtype == torch.float32 else dtype
 
 
 def poison_(tensor: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .backends import resolve_device
+from .backends import float32_matmul_precision, matmul_precision_note, resolve_device
 from .checkpoint import (CHECKPOINTS, NOT_DAMAGE, TRAINER_STATE, checkpoint_name, is_better, load_checkpoint,
                          load_trainer_state, read_train_config, repair_pointers, rng_state, save_checkpoint,
                          set_rng_state)
@@ -198,32 +198,6 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
         distributed.close()
 
 
-@contextlib.contextmanager
-def float32_matmul_precision(precision: str | None):
-    """torch.set_float32_matmul_precision(precision) while the block runs, the process's setting put back after; None
-    leaves it as it is."""
-    if precision is None:
-        yield
-        return
-    # torch keeps the setting twice: the string set_float32_matmul_precision sets, and the per-backend switches it
-    # writes (torch.backends.mkldnn.matmul.fp32_precision, ...; "none" there means "inherit"). Both are put back. Where
-    # the process set those switches directly, torch refuses to read the string (it then stands for nothing).
-    switches = (torch.backends.mkldnn.matmul, torch.backends.cuda.matmul)
-    before = [switch.fp32_precision for switch in switches]
-    try:
-        legacy = torch.get_float32_matmul_precision()
-    except RuntimeError:
-        legacy = None
-    torch.set_float32_matmul_precision(precision)
-    try:
-        yield
-    finally:
-        if legacy is not None:
-            torch.set_float32_matmul_precision(legacy)
-        for switch, value in zip(switches, before):
-            switch.fp32_precision = value
-
-
 def _claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
     """Refuse a directory that holds a run's files unless resuming it. With ``overwrite``, move them into a hidden
     folder of it, returned: train deletes that once the new run is built (its settings, data and model checked), and
@@ -286,26 +260,14 @@ class Trainer:
         use_bf16 = device.type == "cuda" and config.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
         self.use_bf16 = use_bf16 or (device.type == "cpu" and config.precision == "bf16")
         parameter_count = sum(p.numel() for p in self.model.parameters())
+        runtime = ", ".join(filter(None, (str(device), "bf16 autocast" if self.use_bf16 else "",
+                                          matmul_precision_note(device, config.matmul_precision))))
         self.log(f"task {self.task.name}: {len(self.pairs)} training pairs, vocabularies {len(self.task.src_vocab)} / "
-                 f"{len(self.task.tgt_vocab)}; model {parameter_count:,} parameters; {device}"
-                 f"{', bf16 autocast' if self.use_bf16 else ''}{self._matmul_note(device)}; {distributed.world} "
-                 "process(es); output "
-                 f"{self.output_dir}")
+                 f"{len(self.task.tgt_vocab)}; model {parameter_count:,} parameters; {runtime}; {distributed.world} "
+                 f"process(es); output {self.output_dir}")
         self.log(f"model: {json.dumps(self.model.config.to_dict())}")
         for note in [*self.task.notes, *config.notes()]:
             self.log(f"note: {note}")
-
-    def _matmul_note(self, device: torch.device) -> str:
-        """What --matmul-precision does in this run, for the log (nothing when unset)."""
-        precision = self.config.matmul_precision
-        if precision is None:
-            return ""
-        if device.type != "cpu" or precision != "medium":
-            return f", float32 matmul precision {precision}"
-        from . import cpu as cpu_backend
-
-        return (", float32 matmul precision medium (the cpu backend's products in bfloat16: "
-                f"{'yes' if cpu_backend.bf16_products() else 'no'})")
 
     def _load_or_build(self, start_checkpoint: Path | None) -> tuple[Seq2Seq, Task, dict | None]:
         """(model, task, trainer state) from the checkpoint, or a new task (built by process 0, read by the others)

@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import MATMUL_PRECISIONS
 from .checkpoint import CHECKPOINTS, latest_checkpoint, read_train_config
 from .config_values import coerce, optional_type
 from .data import TASK_NAMES, check_task_name
@@ -28,7 +29,6 @@ from .models.config import FIELD_TYPES as MODEL_FIELD_TYPES
 
 LR_SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
-MATMUL_PRECISIONS = ("highest", "high", "medium")
 PROGRESS = ("auto", "on", "off")
 SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 # Task defaults are given for "g2p", "parallel" and "toy" (every toy task alike).

@@ -50,3 +50,20 @@ def _seed_and_reset_backend(monkeypatch):
     monkeypatch.setattr(s2s_fast.cpu, "products_library", lambda: "aten")
     yield
     s2s_fast.set_backend(None)
+
+
+@pytest.fixture
+def bf16_products():
+    """The cpu kernels' float32 products in bfloat16 on any CPU that can run them (csrc/cpu/products.h), every
+    product however small; restored afterwards."""
+    from s2s_fast import cpu as cpu_backend
+
+    try:
+        cpu_backend.force_bf16_products("always")
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    work = torch.ops.s2s_fast.cpu_onednn_from_work()
+    torch.ops.s2s_fast.cpu_onednn_from_work(0)
+    yield
+    cpu_backend.force_bf16_products("torch")
+    torch.ops.s2s_fast.cpu_onednn_from_work(work)

@@ -25,6 +25,7 @@ from s2s_fast.bench.suite import SuiteOptions, apply_floors, compare, run_suite,
 from s2s_fast.bench.timing import TimingPolicy, saved_for_backward_bytes
 from s2s_fast.cli import main
 from s2s_fast.cuda import compiled as cuda_compiled
+from s2s_fast.testing import checked_dtype
 
 CPU = torch.device("cpu")
 TINY = TimingPolicy(warmup_s=0.0, budget_s=0.005, min_reps=2, max_reps=3)
@@ -139,6 +140,54 @@ def test_compare_times_a_less_accurate_float32_result_with_a_note_and_fails_a_wr
     beyond = {"grad": torch.tensor([100.0, 2.0])}
     assert compare(beyond, {"grad": exact["grad"].bfloat16()}, lambda: exact, torch.bfloat16)[1] is not None
     assert compare(beyond, {"grad": exact["grad"].float()}, lambda: exact, torch.float32)[1] is not None
+
+
+def test_a_matmul_precision_checks_float32_results_at_its_products_tolerance():
+    """At torch.set_float32_matmul_precision("medium") float32 products may run in bfloat16: such a result lies past
+    float32's tolerance of the reference and past twice its error, but within bfloat16's; a wrong one fails at
+    either."""
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(64, 256, generator=gen), torch.randn(256, 128, generator=gen)
+    exact = {"out": x.double() @ w.double()}
+    reference = {"out": x @ w}
+    rounded = {"out": x.bfloat16().float() @ w.bfloat16().float()}
+    wrong = {"out": rounded["out"] + 0.05 * rounded["out"].abs().max()}
+    assert compare(rounded, reference, lambda: exact, checked_dtype(torch.float32, "highest"))[1] is not None
+    medium = checked_dtype(torch.float32, "medium")
+    assert medium == torch.bfloat16 and checked_dtype(torch.float32, "high") == torch.float16
+    assert checked_dtype(torch.bfloat16, "highest") == torch.bfloat16
+    assert compare(rounded, reference, lambda: exact, medium)[1:] == (None, None)
+    assert compare(wrong, reference, lambda: exact, medium)[1] is not None
+
+
+def test_a_run_at_matmul_precision_medium_checks_bf16_products_and_names_the_setting(tmp_path, capsys,
+                                                                                     bf16_products):
+    """The cpu kernels' products in bfloat16 fail float32's check and pass the check of --matmul-precision medium;
+    the CLI holds the setting for the run, names it in every output and puts the process's back."""
+    cases = select(build_cases(CPU, torch.float32, True), r"^lstm_cell\.fwd\[")
+    for precision, status in (("highest", "failed"), ("medium", "ok")):
+        records = run_suite(cases, SuiteOptions(policy=TINY, providers=["cpu"], log=lambda line: None,
+                                                matmul_precision=precision))
+        assert _record(records, "lstm_cell.fwd", "cpu")["status"] == status, (precision, records)
+    out = tmp_path / "results"
+    assert main(["bench", "--quick", "--device", "cpu", "--output-dir", str(out), "--filter", r"^lstm_cell\.fwd\[",
+                 "--providers", "cpu", "--matmul-precision", "medium"]) == 0
+    label = "float32, float32 matmul precision medium (the cpu backend's products in bfloat16: yes)"
+    assert label in capsys.readouterr().out and label in (out / "results.md").read_text()
+    records = json.loads((out / "results.json").read_text())
+    assert {(r["provider"], r["status"], r["matmul_precision"]) for r in records} == {("reference", "ok", "medium"),
+                                                                                     ("cpu", "ok", "medium")}
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert main(["bench", "--quick", "--device", "cpu", "--output-dir", str(out), "--filter", "gru_cell",
+                 "--providers", "torch.nn"]) == 0
+    assert "matmul precision" not in capsys.readouterr().out
+    assert {r["matmul_precision"] for r in json.loads((out / "results.json").read_text())} == {"highest"}
+    import s2s_fast.bench as bench
+
+    with pytest.raises(ValueError, match="matmul precision must be one of highest, high, medium, got 'low'"):
+        bench.run_benchmarks(quick=True, device="cpu", output_dir=tmp_path / "low", pattern="gru_cell",
+                             matmul_precision="low")
+    assert not (tmp_path / "low").exists()
 
 
 def test_every_target_has_its_case_at_the_stated_sizes_and_dtype():

@@ -820,21 +820,6 @@ def test_products_choice_is_checked_and_defaults_by_cpu_vendor():
     assert default == expected
 
 
-@pytest.fixture
-def bf16_products():
-    """The cpu kernels' float32 products in bfloat16 on any CPU that can run them (csrc/cpu/products.h), every
-    product however small; restored afterwards."""
-    try:
-        cpu_backend.force_bf16_products("always")
-    except RuntimeError as error:
-        pytest.skip(str(error))
-    work = torch.ops.s2s_fast.cpu_onednn_from_work()
-    torch.ops.s2s_fast.cpu_onednn_from_work(0)
-    yield
-    cpu_backend.force_bf16_products("torch")
-    torch.ops.s2s_fast.cpu_onednn_from_work(work)
-
-
 def _bf16_errors(op, args):
     """(error of the cpu op with its products in bfloat16, error of the reference run in bfloat16, error of the cpu op
     in float32), each against the float64 reference on the same float32 inputs, per output and input gradient."""

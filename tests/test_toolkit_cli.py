@@ -218,6 +218,53 @@ def test_evaluations_with_other_settings_keep_their_own_files(tmp_path, capsys):
     assert report["examples"] == 3 and report["max_examples"] == 3
 
 
+def test_evaluate_and_decode_hold_a_matmul_precision_and_name_it(tmp_path, capsys, monkeypatch):
+    """--matmul-precision holds while evaluate and decode decode, the process's setting put back after; it is named
+    in the evaluation's files, report and summary line and in decode's settings file and note; a precision the
+    process set itself is named too; a bad word is refused before any model is read."""
+    import torch
+
+    import s2s_fast.evaluate
+    import s2s_fast.inference
+    from s2s_fast.evaluate import evaluate_run
+
+    run = _tiny_run(tmp_path, capsys)
+    seen = []
+    translate = s2s_fast.inference.translate
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return translate(*args, **kwargs)
+
+    monkeypatch.setattr(s2s_fast.evaluate, "translate", recording)
+    monkeypatch.setattr(s2s_fast.inference, "translate", recording)
+    code, out, _ = _run(capsys, "evaluate", run, "--split", "dev", "--beam-size", 1, "--device", "cpu",
+                        "--matmul-precision", "medium")
+    assert code == 0 and seen == ["medium"] and torch.get_float32_matmul_precision() == "highest"
+    assert "float32 matmul precision medium (the cpu backend's products in bfloat16: " in out
+    report = json.loads(next((run / "evaluations").glob("dev-*-beam1-mpmedium.json")).read_text())
+    assert report["matmul_precision"] == "medium" and report["matmul_precision_note"] in out
+    assert _run(capsys, "evaluate", run, "--split", "dev", "--beam-size", 1, "--device", "cpu")[0] == 0
+    report = json.loads(next((run / "evaluations").glob("dev-*-beam1.json")).read_text())
+    assert seen[-1] == "highest" and report["matmul_precision"] == "highest" and "matmul_precision_note" not in report
+    torch.set_float32_matmul_precision("high")
+    try:
+        evaluate_run(run, "dev", beam_size=1)
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert seen[-1] == "high" and list((run / "evaluations").glob("dev-*-beam1-mphigh.json"))
+    inputs, output = _lines(tmp_path / "in", ["1 2"]), tmp_path / "out.txt"
+    code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", output, "--device", "cpu",
+                        "--matmul-precision", "high")
+    assert code == 0 and seen[-1] == "high" and torch.get_float32_matmul_precision() == "highest"
+    assert "note: float32 matmul precision high" in err
+    assert json.loads(Path(f"{output}.config.json").read_text())["matmul_precision"] == "high"
+    count = len(seen)
+    with pytest.raises(ValueError, match="matmul precision must be one of highest, high, medium, got 'low'"):
+        evaluate_run(tmp_path / "no-such-run", "dev", matmul_precision="low")
+    assert len(seen) == count and torch.get_float32_matmul_precision() == "highest"
+
+
 def test_decode_output_is_whole_or_untouched_and_dash_is_stdout(tmp_path, capsys, monkeypatch):
     """--output - wrote files named "-" and "-.config.json"; a write cut short (a full disk) left the output
     truncated beside the earlier run's settings file, and the error did not name the file."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import resolve_device
+from ..backends import MATMUL_PRECISIONS, float32_matmul_precision, matmul_precision_in_force, resolve_device
 from ..files import locked_directory
 from .cases import build_cases
 from .floors import best_rates, measure_rates
@@ -37,47 +37,54 @@ def _finish_records(records: list[dict], rates, meta: dict) -> None:
 
 
 def _measure(cases, options: SuiteOptions, device: torch.device, dtype: torch.dtype, quick: bool, threads,
-             partial_path: Path):
+             matmul_precision: str | None, partial_path: Path):
     """(records, rates, metadata) of the run: the machine's rates, every case, the rates again; torch's threads set
-    to ``threads`` meanwhile, and after every case the records so far written to ``partial_path``."""
+    to ``threads`` and its float32 matmul precision to ``matmul_precision`` meanwhile, and after every case the
+    records so far written to ``partial_path``."""
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        options.log(f"bench: measuring this machine's copy bandwidth, tanh rate and matmul rate on {device}")
-        rates = measure_rates(device, dtype, quick)
-        meta = metadata(device, dtype, quick)
+        with float32_matmul_precision(matmul_precision):
+            options.matmul_precision = matmul_precision_in_force()
+            options.log(f"bench: measuring this machine's copy bandwidth, tanh rate and matmul rate on {device}")
+            rates = measure_rates(device, dtype, quick)
+            meta = metadata(device, dtype, quick)
 
-        def save_partial(records_so_far: list[dict]) -> None:
-            # A run cut short (a job's time limit) still leaves every finished case, in a file of its own: the
-            # outputs of an earlier run there stay whole until this one has all of its own.
-            _finish_records(records_so_far, rates, meta)
-            write_json(records_so_far, partial_path)
+            def save_partial(records_so_far: list[dict]) -> None:
+                # A run cut short (a job's time limit) still leaves every finished case, in a file of its own: the
+                # outputs of an earlier run there stay whole until this one has all of its own.
+                _finish_records(records_so_far, rates, meta)
+                write_json(records_so_far, partial_path)
 
-        options.progress = save_partial
-        records = run_suite(cases, options)
-        options.log("bench: measuring the rates again (the floors use the better of both measurements)")
-        rates = best_rates(rates, measure_rates(device, dtype, quick))
-        meta = metadata(device, dtype, quick)
+            options.progress = save_partial
+            records = run_suite(cases, options)
+            options.log("bench: measuring the rates again (the floors use the better of both measurements)")
+            rates = best_rates(rates, measure_rates(device, dtype, quick))
+            meta = metadata(device, dtype, quick)
     finally:
         torch.set_num_threads(previous_threads)
     _finish_records(records, rates, meta)
     return records, rates, meta
 
 
-def _check_settings(threads, time_limit_s, dtype) -> None:
+def _check_settings(threads, time_limit_s, dtype, matmul_precision) -> None:
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"bench: threads must be a positive integer, got {threads!r}")
     if time_limit_s is not None and not 0 < time_limit_s < float("inf"):  # NaN fails it too
         raise ValueError(f"bench: the time limit must be a positive number of seconds, got {time_limit_s!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"bench: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if matmul_precision is not None and matmul_precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"bench: matmul precision must be one of {', '.join(MATMUL_PRECISIONS)}, got "
+                         f"{matmul_precision!r}")
 
 
 def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | Path = "bench-results",
                    dtype: str | None = None, pattern: str | None = None, providers: list[str] | None = None,
                    time_limit_s: float | None = None, threads: int | None = None,
-                   policy: TimingPolicy | None = None, out=None, log=None) -> list[dict]:
+                   matmul_precision: str | None = None, policy: TimingPolicy | None = None, out=None,
+                   log=None) -> list[dict]:
     """Run the suite and write its outputs to ``output_dir``; returns the records (also in results.json).
 
     Args:
@@ -88,12 +95,15 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
         time_limit_s: cases not started within this many seconds are reported unavailable.
         threads: torch's CPU threads during a CPU run; default 1, which gives per-core numbers that hold on a
             machine shared with other work (with more threads, parallel regions stall on descheduled threads).
+        matmul_precision: torch.set_float32_matmul_precision for the run ("highest", "high", "medium"; default as
+            the process has it). Float32 results are then checked with the tolerances of the type their products may
+            run in (bfloat16 for medium, TF32 for high), and the outputs name the setting.
         policy: timing budget per measurement (default by mode and device).
     """
     started = time.perf_counter()
     out = sys.stdout if out is None else out
     run_device = resolve_device(device)
-    _check_settings(threads, time_limit_s, dtype)
+    _check_settings(threads, time_limit_s, dtype, matmul_precision)
     run_dtype = DTYPES[dtype] if dtype else (torch.bfloat16 if run_device.type == "cuda" else torch.float32)
     cases = select(build_cases(run_device, run_dtype, quick), pattern)
     if not cases:
@@ -122,7 +132,7 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
         cut_short = keep_cut_short_results(output_dir)
         if cut_short is not None:
             options.log(f"bench: the results of a run cut short in {output_dir} moved to {cut_short}")
-        records, rates, meta = _measure(cases, options, run_device, run_dtype, quick, threads,
+        records, rates, meta = _measure(cases, options, run_device, run_dtype, quick, threads, matmul_precision,
                                         output_dir / PARTIAL_RESULTS)
         evaluations = evaluate_targets(records, meta)
         paths, kept = publish_outputs(records, meta, rates, evaluations, output_dir)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..backends import matmul_precision_in_force, matmul_precision_note
 from .base import COMPILE, GRAPH_SUFFIX, TORCH_NN, backend_providers
 from .cases import TARGET_DEVICE, TARGET_DTYPE, TARGETS
 from .floors import MachineRates
@@ -50,7 +51,9 @@ def _git_commit() -> str:
 
 
 def metadata(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
-    """What every record carries: device, versions, commit, date, mode."""
+    """What every record carries: device, versions, commit, date, mode, dtype and the float32 matmul precision in
+    force."""
+    precision = matmul_precision_in_force()
     try:
         import triton
 
@@ -69,7 +72,15 @@ def metadata(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
         "mode": "quick" if quick else "full",
         "run_dtype": str(dtype).removeprefix("torch."),
         "cpu_threads": torch.get_num_threads(),
+        "matmul_precision": precision,
+        "matmul_precision_note": matmul_precision_note(device, precision) if precision != "highest" else None,
     }
+
+
+def dtype_label(meta: dict) -> str:
+    """The run's dtype, with its float32 matmul precision where that is not torch's default."""
+    note = meta.get("matmul_precision_note")
+    return f"{meta['run_dtype']}, {note}" if note else meta["run_dtype"]
 
 
 def _rate(value: float, unit: str) -> str:
@@ -152,8 +163,8 @@ def text_table(records: list[dict], meta: dict, rates: MachineRates) -> str:
     """The table printed on stdout: per benchmark, one line per provider (a reason instead of numbers when it did
     not run)."""
     lines = [f"s2s_fast benchmarks on {meta['device']} ({meta['device_type']}), {meta['mode']} mode, "
-             f"torch {meta['torch_version']}, triton {meta['triton_version']}, commit {_short_commit(meta)}, "
-             f"{meta['date']}",
+             f"{dtype_label(meta)}, torch {meta['torch_version']}, triton {meta['triton_version']}, "
+             f"commit {_short_commit(meta)}, {meta['date']}",
              "floor inputs: " + "; ".join(floor_lines(rates)), ""]
     cells = [_HEADER] + [_row_cells(record) for record in records if record["status"] == "ok"]
     widths = [max(len(row[column]) for row in cells) for column in range(len(_HEADER) - 1)]
@@ -258,7 +269,7 @@ def _format_check(check: dict) -> str:
 
 def target_lines(evaluations: list[dict], meta: dict) -> list[str]:
     lines = [f"Targets (stated for an {TARGET_DEVICE} in {str(TARGET_DTYPE).removeprefix('torch.')}; this run: "
-             f"{meta['device']}, {meta['run_dtype']}):"]
+             f"{meta['device']}, {dtype_label(meta)}):"]
     for evaluation in evaluations:
         lines.append(f"- {evaluation['text']}")
         if evaluation.get("on_target_machine") is False and any(e["checks"] for e in evaluation["providers"]):
@@ -287,7 +298,7 @@ def target_lines(evaluations: list[dict], meta: dict) -> list[str]:
 def markdown(records: list[dict], meta: dict, rates: MachineRates, evaluations: list[dict]) -> str:
     """results.md: metadata, floor inputs, targets, and one table per benchmark family and direction."""
     lines = ["# s2s_fast benchmarks", "",
-             f"{meta['device']} ({meta['device_type']}), {meta['mode']} mode, {meta['run_dtype']}; torch "
+             f"{meta['device']} ({meta['device_type']}), {meta['mode']} mode, {dtype_label(meta)}; torch "
              f"{meta['torch_version']}, triton {meta['triton_version']}, Python {meta['python_version']}; commit "
              f"`{meta['git_commit']}`; {meta['date']}.", "",
              "Floor inputs measured in this run: " + "; ".join(floor_lines(rates)) + ".", "",
@@ -409,7 +420,7 @@ def plot(records: list[dict], speedup_path: Path, memory_path: Path, meta: dict)
         rows_count = max(1, -(-len(names) // columns))
         figure = Figure(figsize=(5 * columns, 3.4 * rows_count))
         FigureCanvasAgg(figure)
-        figure.suptitle(f"{meta['device']}, {meta['run_dtype']}, {meta['date']}", fontsize=10)
+        figure.suptitle(f"{meta['device']}, {dtype_label(meta)}, {meta['date']}", fontsize=10)
         for index, name in enumerate(names):
             axes = figure.add_subplot(rows_count, columns, index + 1)
             _bar_axes(axes, selected[name], value_of, ylabel, name, baseline, colors)

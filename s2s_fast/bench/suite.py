@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..testing import LOW_PRECISION_ERROR_RATIO, relative_error, tolerance
+from ..testing import LOW_PRECISION_ERROR_RATIO, checked_dtype, relative_error, tolerance
 from .base import COMPILE, LOW_PRECISION, Case, Unavailable, tensor_bytes
 from .floors import MachineRates, Work, cache_bytes, count_work, floor_seconds
 from .timing import (TimingPolicy, measure, measure_interleaved, peak_memory_bytes, saved_for_backward_bytes,
@@ -37,6 +37,9 @@ class SuiteOptions:
     time_limit_s: float | None = None  # cases not started by then are reported unavailable
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     progress: Callable[[list[dict]], None] | None = None  # called with the records so far after each case
+    # torch's float32 matmul precision in force (s2s_fast.backends.matmul_precision_in_force): float32 results are
+    # checked with the tolerances of the type their products may run in (s2s_fast.testing.checked_dtype).
+    matmul_precision: str = "highest"
 
 
 def _first_line(error: BaseException) -> str:
@@ -169,7 +172,8 @@ def run_case(case: Case, options: SuiteOptions) -> list[dict]:
     for provider in providers:
         record = dict(_base_record(case), provider=provider, work=work.to_dict())
         records.append(record)
-        runners = _check_and_prepare(case, provider, record, reference, expected, gold, input_sets)
+        runners = _check_and_prepare(case, provider, record, reference, expected, gold, input_sets,
+                                     checked_dtype(case.dtype, options.matmul_precision))
         if runners is None:
             continue
         if device.type == "cuda":  # one provider at a time: each has the GPU's memory to itself
@@ -198,16 +202,16 @@ def _run_rotation(runners: list, index: int):
 
 
 def _check_and_prepare(case: Case, provider: str, record: dict, reference, expected: dict, gold,
-                       input_sets: list[dict]) -> list | None:
-    """The provider's runners, one per input set, once its results agree with the reference's (and its peak GPU
-    memory and bytes saved for backward are in ``record``); None, with the record's status set, when it is
-    unavailable, disagrees or raises."""
+                       input_sets: list[dict], check_dtype: torch.dtype) -> list | None:
+    """The provider's runners, one per input set, once its results agree with the reference's within
+    ``check_dtype``'s tolerances (and its peak GPU memory and bytes saved for backward are in ``record``); None,
+    with the record's status set, when it is unavailable, disagrees or raises."""
     device = case.device
     try:
         runner = reference if provider == "reference" else case.prepare(provider, input_sets[0])
         record.update(note=runner.note, compile_s=runner.first_call_s)
         if provider != "reference":
-            record["max_relative_error"], mismatch, accuracy = compare(runner.results(), expected, gold, case.dtype)
+            record["max_relative_error"], mismatch, accuracy = compare(runner.results(), expected, gold, check_dtype)
             if mismatch is not None:
                 record.update(status="failed", reason=mismatch)
                 return None
