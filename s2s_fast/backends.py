@@ -238,9 +238,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-# torch.set_float32_matmul_precision's words: "medium" lets float32 products run in bfloat16 (on a CPU with bfloat16
-# products in hardware the cpu backend's, s2s_fast.cpu.bf16_products; on a GPU cuBLAS's), "high" in TF32.
+# torch.set_float32_matmul_precision's words: "medium" lets float32 products run in bfloat16 where that is fast (on a
+# CPU with bfloat16 products in hardware the cpu backend's, s2s_fast.cpu.bf16_products; torch's own on a CPU with
+# AMX), "high" and, on a GPU, "medium" in TF32.
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def _matmul_switches() -> dict:
+    """torch's per-backend float32 matmul switches by backend (torch >= 2.9; none before)."""
+    switches = {name: getattr(getattr(torch.backends, name, None), "matmul", None) for name in ("mkldnn", "cuda")}
+    return {name: switch for name, switch in switches.items() if hasattr(switch, "fp32_precision")}
 
 
 @contextlib.contextmanager
@@ -253,12 +260,9 @@ def float32_matmul_precision(precision: str | None) -> Iterator[None]:
     if precision not in MATMUL_PRECISIONS:
         raise ValueError(f"matmul precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {precision!r}")
     # torch keeps the setting twice: the string set_float32_matmul_precision sets, and the per-backend switches it
-    # writes (torch.backends.mkldnn.matmul.fp32_precision, ...; "none" there means "inherit"; torch < 2.9 has none).
-    # Both are put back. Where the process set those switches directly, torch refuses to read the string (it then
-    # stands for nothing).
-    switches = [switch for switch in (getattr(torch.backends.mkldnn, "matmul", None),
-                                      getattr(torch.backends.cuda, "matmul", None))
-                if hasattr(switch, "fp32_precision")]
+    # writes (torch.backends.mkldnn.matmul.fp32_precision, ...). Both are put back. Where the process set those
+    # switches directly, torch refuses to read the string (it then stands for nothing).
+    switches = list(_matmul_switches().values())
     before = [switch.fp32_precision for switch in switches]
     try:
         legacy = torch.get_float32_matmul_precision()
@@ -271,28 +275,40 @@ def float32_matmul_precision(precision: str | None) -> Iterator[None]:
         if legacy is not None:
             torch.set_float32_matmul_precision(legacy)
         for switch, value in zip(switches, before):
-            switch.fp32_precision = value
+            # A switch reads its parent's value where it inherits it ("none"); put back as "none" where that reads
+            # the same, so that it follows its parent again (torch.backends.fp32_precision set later, say).
+            switch.fp32_precision = "none"
+            if switch.fp32_precision != value:
+                switch.fp32_precision = value
 
 
 def matmul_precision_in_force() -> str:
-    """The process's float32 matmul precision: a word of MATMUL_PRECISIONS, or "custom" where the process set torch's
-    per-backend switches itself (torch then refuses to summarise them in a word)."""
+    """The process's float32 matmul precision: a word of MATMUL_PRECISIONS, or, where the process set torch's
+    per-backend switches itself (torch then refuses to summarise them in a word), those switches, e.g.
+    "mkldnn-bf16.cuda-tf32"."""
     try:
         return torch.get_float32_matmul_precision()
     except RuntimeError:
-        return "custom"
+        return ".".join(f"{name}-{switch.fp32_precision}" for name, switch in _matmul_switches().items())
+
+
+def matmul_precision_record(device: torch.device) -> tuple[str, str]:
+    """(the float32 matmul precision in force, what it does on ``device`` or "" at "highest"), for the outputs of
+    evaluate, decode and the bench; read while the precision is in force."""
+    precision = matmul_precision_in_force()
+    return precision, "" if precision == "highest" else matmul_precision_note(device, precision)
 
 
 def matmul_precision_note(device: torch.device, precision: str | None) -> str:
-    """What a --matmul-precision setting does on ``device``, for a log or report line ("" when unset); read while
-    the setting is in force."""
+    """What a float32 matmul precision does on ``device``, for a log or report line ("" when None); read while the
+    precision is in force."""
     if precision is None:
         return ""
-    if device.type != "cpu" or precision != "medium":
+    if device.type != "cpu" or precision == "highest":
         return f"float32 matmul precision {precision}"
     from . import cpu as cpu_backend
 
-    return ("float32 matmul precision medium (the cpu backend's products in bfloat16: "
+    return (f"float32 matmul precision {precision} (the cpu backend's products in bfloat16: "
             f"{'yes' if cpu_backend.bf16_products() else 'no'})")
 
 

@@ -142,7 +142,7 @@ def _decode(args) -> int:
     import torch
 
     from .attention_plot import plot_attention
-    from .backends import float32_matmul_precision, matmul_precision_note, resolve_device
+    from .backends import float32_matmul_precision, matmul_precision_record, resolve_device
     from .checkpoint import averaged_record, is_checkpoint, open_models
     from .files import write_files_atomic
     from .inference import translate
@@ -161,7 +161,7 @@ def _decode(args) -> int:
     if want_attention and model.attention is None:
         raise ValueError("--attention-plot: this model has no attention (attention='none')")
     with torch.no_grad(), float32_matmul_precision(args.matmul_precision):
-        note = matmul_precision_note(device, args.matmul_precision)
+        precision, note = matmul_precision_record(device)
         hypotheses, attentions = translate(model, sources, beam_size=args.beam_size,
                                            length_penalty=args.length_penalty, n_best=args.n_best,
                                            batch_tokens=args.batch_tokens, return_attention=want_attention)
@@ -177,7 +177,8 @@ def _decode(args) -> int:
         names = [str(c) for c in checkpoints]
         settings = {**{k: v for k, v in vars(args).items() if k != "handler"},
                     "checkpoint": names[0] if len(names) == 1 else names,
-                    "which_checkpoint": None if all(map(is_checkpoint, args.run)) else args.checkpoint or "best"}
+                    "which_checkpoint": None if all(map(is_checkpoint, args.run)) else args.checkpoint or "best",
+                    "matmul_precision": precision}
         if args.average > 1:
             settings["averaged"] = averaged_record(averaged)
         # The output and its settings as a pair: both written, or neither. A FIFO or device (/dev/stdout) gets the

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from .backends import float32_matmul_precision, matmul_precision_in_force, matmul_precision_note
+from .backends import float32_matmul_precision, matmul_precision_record
 from .checkpoint import averaged_record, open_models, run_directory
 from .data import EvalItem, Task
 from .files import write_files_atomic
@@ -55,8 +55,7 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
                                                             average=average)
         every_item = task.evaluation_items(split)
         items = evenly_spaced(every_item, max_examples)
-        precision = matmul_precision_in_force()
-        note = matmul_precision_note(torch.device(device), precision) if precision != "highest" else ""
+        precision, note = matmul_precision_record(torch.device(device))
         metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
     ensemble = len(checkpoint_dirs) > 1
     report = {"checkpoint": [str(c) for c in checkpoint_dirs] if ensemble else str(checkpoint_dirs[0]),

@@ -20,11 +20,10 @@ TOLERANCES = {
     torch.float16: (2e-2, 2e-3),
     torch.bfloat16: (5e-2, 1e-2),
 }
-# The type a float32 product may run in under torch.set_float32_matmul_precision(word) (s2s_fast.backends'
-# MATMUL_PRECISIONS; "custom": torch's per-backend switches set by hand, taken at their loosest): float32 results
-# computed at that setting are checked with that type's tolerances (TF32 keeps float16's 10 mantissa bits).
-MATMUL_PRECISION_DTYPES = {"highest": torch.float32, "high": torch.float16, "medium": torch.bfloat16,
-                           "custom": torch.bfloat16}
+# The type a float32 product may run in, by torch's float32 matmul switch in force for the device (torch >= 2.9:
+# torch.backends.mkldnn.matmul / cuda.matmul .fp32_precision; before, torch.get_float32_matmul_precision()'s word):
+# float32 results computed then are checked with that type's tolerances (TF32 keeps float16's 10 mantissa bits).
+_PRODUCT_DTYPES = {"bf16": torch.bfloat16, "tf32": torch.float16, "medium": torch.bfloat16, "high": torch.float16}
 # A low-precision kernel's error against a float64 reference may be at most this multiple of the error of the
 # reference run in the same low precision.
 LOW_PRECISION_ERROR_RATIO = 2.0
@@ -42,10 +41,15 @@ def tolerance(dtype: torch.dtype, summed_terms: int = 1) -> dict:
     return {"rtol": rtol, "atol": atol * max(1.0, (summed_terms / SUMMED_TERMS_AT_BASE_ATOL) ** 0.5)}
 
 
-def checked_dtype(dtype: torch.dtype, matmul_precision: str) -> torch.dtype:
-    """The dtype whose tolerances check results computed in ``dtype`` at float32 matmul precision
-    ``matmul_precision``: the products' type for float32, ``dtype`` itself otherwise."""
-    return MATMUL_PRECISION_DTYPES[matmul_precision] if dtype == torch.float32 else dtype
+def checked_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype whose tolerances check results computed in ``dtype`` on ``device`` at the float32 matmul precision
+    in force: the products' type for float32 (bfloat16 at torch.set_float32_matmul_precision("medium") on a CPU,
+    TF32's on a GPU), ``dtype`` itself otherwise."""
+    if dtype != torch.float32:
+        return dtype
+    switch = getattr(getattr(torch.backends.cuda if device.type == "cuda" else torch.backends.mkldnn, "matmul", None),
+                     "fp32_precision", None)
+    return _PRODUCT_DTYPES.get(switch if switch is not None else torch.get_float32_matmul_precision(), dtype)
 
 
 def poison_(tensor: torch.Tensor) -> torch.Tensor:

@@ -212,3 +212,38 @@ def test_auto_routing_on_a_gpu_traces_with_symbolic_sizes():
         hidden = torch.randn(batch, 512, dtype=torch.bfloat16)
         compiled(torch.randn(batch, 4, 8), torch.randn(batch, 5, 8), hidden, hidden, hidden,
                  torch.randn(2048, 512, dtype=torch.bfloat16), torch.randn(2048, 512, dtype=torch.bfloat16))
+
+
+@pytest.mark.skipif(not hasattr(torch.backends, "fp32_precision"), reason="torch < 2.9 has no per-backend switches")
+def test_float32_matmul_precision_puts_back_what_the_process_had():
+    """backends.float32_matmul_precision: the word and torch's per-backend switches put back, a switch that inherited
+    its parent's value inheriting it again, one the process set by hand kept and named; a bad word refused."""
+    switches = (torch.backends.mkldnn.matmul, torch.backends.cuda.matmul)
+    for switch in switches:  # as a process starts (set_float32_matmul_precision elsewhere wrote "ieee")
+        switch.fp32_precision = "none"
+    try:
+        with backends.float32_matmul_precision("medium"):
+            assert backends.matmul_precision_in_force() == "medium"
+            assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+        assert backends.matmul_precision_record(torch.device("cpu")) == ("highest", "")
+        assert [switch.fp32_precision for switch in switches] == ["none", "none"]
+        torch.backends.fp32_precision = "tf32"  # the parent of every switch: they read "tf32" now
+        with backends.float32_matmul_precision("high"):
+            pass
+        torch.backends.fp32_precision = "ieee"
+        assert [switch.fp32_precision for switch in switches] == ["ieee", "ieee"]  # they follow it still
+        torch.backends.fp32_precision = "none"
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"  # set by hand: torch reads no word then
+        with backends.float32_matmul_precision("highest"):
+            assert backends.matmul_precision_in_force() == "highest"
+        assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+        assert backends.matmul_precision_in_force() == "mkldnn-bf16.cuda-none"
+        with pytest.raises(ValueError, match="matmul precision must be one of highest, high, medium, got 'low'"):
+            with backends.float32_matmul_precision("low"):
+                pass
+    finally:  # the process's start: every switch inheriting, the word "highest"
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.fp32_precision = "none"
+        for switch in switches:
+            switch.fp32_precision = "none"
+        assert torch.get_float32_matmul_precision() == "highest"

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from s2s_fast import backends, reference
+from s2s_fast.backends import float32_matmul_precision
 from s2s_fast.bench import STATUSES
 from s2s_fast.bench.base import GRAPH_SUFFIX
 from s2s_fast.bench.cases import TARGETS, build_cases
@@ -152,10 +153,15 @@ def test_a_matmul_precision_checks_float32_results_at_its_products_tolerance():
     reference = {"out": x @ w}
     rounded = {"out": x.bfloat16().float() @ w.bfloat16().float()}
     wrong = {"out": rounded["out"] + 0.05 * rounded["out"].abs().max()}
-    assert compare(rounded, reference, lambda: exact, checked_dtype(torch.float32, "highest"))[1] is not None
-    medium = checked_dtype(torch.float32, "medium")
-    assert medium == torch.bfloat16 and checked_dtype(torch.float32, "high") == torch.float16
-    assert checked_dtype(torch.bfloat16, "highest") == torch.bfloat16
+    assert checked_dtype(torch.float32, CPU) == torch.float32
+    assert compare(rounded, reference, lambda: exact, torch.float32)[1] is not None
+    with float32_matmul_precision("medium"):  # on a GPU medium is TF32, whose mantissa is float16's
+        medium = checked_dtype(torch.float32, CPU)
+        assert checked_dtype(torch.float32, torch.device("cuda")) == torch.float16
+        assert checked_dtype(torch.bfloat16, CPU) == torch.bfloat16
+    with float32_matmul_precision("high"):
+        assert checked_dtype(torch.float32, CPU) == torch.float16
+    assert medium == torch.bfloat16
     assert compare(rounded, reference, lambda: exact, medium)[1:] == (None, None)
     assert compare(wrong, reference, lambda: exact, medium)[1] is not None
 
@@ -165,9 +171,9 @@ def test_a_run_at_matmul_precision_medium_checks_bf16_products_and_names_the_set
     """The cpu kernels' products in bfloat16 fail float32's check and pass the check of --matmul-precision medium;
     the CLI holds the setting for the run, names it in every output and puts the process's back."""
     cases = select(build_cases(CPU, torch.float32, True), r"^lstm_cell\.fwd\[")
-    for precision, status in (("highest", "failed"), ("medium", "ok")):
-        records = run_suite(cases, SuiteOptions(policy=TINY, providers=["cpu"], log=lambda line: None,
-                                                matmul_precision=precision))
+    for precision, status in ((None, "failed"), ("medium", "ok")):
+        with float32_matmul_precision(precision):
+            records = run_suite(cases, SuiteOptions(policy=TINY, providers=["cpu"], log=lambda line: None))
         assert _record(records, "lstm_cell.fwd", "cpu")["status"] == status, (precision, records)
     out = tmp_path / "results"
     assert main(["bench", "--quick", "--device", "cpu", "--output-dir", str(out), "--filter", r"^lstm_cell\.fwd\[",

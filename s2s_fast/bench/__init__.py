@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import MATMUL_PRECISIONS, float32_matmul_precision, matmul_precision_in_force, resolve_device
+from ..backends import MATMUL_PRECISIONS, float32_matmul_precision, resolve_device
 from ..files import locked_directory
 from .cases import build_cases
 from .floors import best_rates, measure_rates
@@ -46,7 +46,6 @@ def _measure(cases, options: SuiteOptions, device: torch.device, dtype: torch.dt
         torch.set_num_threads(threads)
     try:
         with float32_matmul_precision(matmul_precision):
-            options.matmul_precision = matmul_precision_in_force()
             options.log(f"bench: measuring this machine's copy bandwidth, tanh rate and matmul rate on {device}")
             rates = measure_rates(device, dtype, quick)
             meta = metadata(device, dtype, quick)
@@ -97,7 +96,8 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
             machine shared with other work (with more threads, parallel regions stall on descheduled threads).
         matmul_precision: torch.set_float32_matmul_precision for the run ("highest", "high", "medium"; default as
             the process has it). Float32 results are then checked with the tolerances of the type their products may
-            run in (bfloat16 for medium, TF32 for high), and the outputs name the setting.
+            run in (on a CPU bfloat16 for medium, TF32 for high; on a GPU TF32 for both), and the outputs name the
+            setting.
         policy: timing budget per measurement (default by mode and device).
     """
     started = time.perf_counter()

@@ -19,6 +19,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..backends import matmul_precision_in_force
 from .timing import TimingPolicy, measure
 
 # Ops that evaluate a special function per output element; the model counts one evaluation per element.
@@ -172,6 +173,9 @@ def measure_matmul_rate(device: torch.device, dtype: torch.dtype, quick: bool) -
         onednn = _seconds(lambda _: torch._C._nn.mkldnn_linear(a_onednn, b_onednn), device)
         if onednn < seconds:
             seconds, through = onednn, " through oneDNN (faster here than torch.mm's MKL)"
+    precision = matmul_precision_in_force()
+    if dtype == torch.float32 and precision != "highest":
+        through += f", float32 matmul precision {precision}"
     return 2 * size**3 / seconds, f"{size}x{size} @ {size}x{size}{through} in {str(dtype).removeprefix('torch.')}"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import matmul_precision_in_force, matmul_precision_note
+from ..backends import matmul_precision_record
 from .base import COMPILE, GRAPH_SUFFIX, TORCH_NN, backend_providers
 from .cases import TARGET_DEVICE, TARGET_DTYPE, TARGETS
 from .floors import MachineRates
@@ -53,7 +53,7 @@ def _git_commit() -> str:
 def metadata(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
     """What every record carries: device, versions, commit, date, mode, dtype and the float32 matmul precision in
     force."""
-    precision = matmul_precision_in_force()
+    precision, note = matmul_precision_record(device)
     try:
         import triton
 
@@ -73,7 +73,7 @@ def metadata(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
         "run_dtype": str(dtype).removeprefix("torch."),
         "cpu_threads": torch.get_num_threads(),
         "matmul_precision": precision,
-        "matmul_precision_note": matmul_precision_note(device, precision) if precision != "highest" else None,
+        "matmul_precision_note": note or None,
     }
 
 

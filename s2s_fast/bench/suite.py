@@ -37,9 +37,6 @@ class SuiteOptions:
     time_limit_s: float | None = None  # cases not started by then are reported unavailable
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     progress: Callable[[list[dict]], None] | None = None  # called with the records so far after each case
-    # torch's float32 matmul precision in force (s2s_fast.backends.matmul_precision_in_force): float32 results are
-    # checked with the tolerances of the type their products may run in (s2s_fast.testing.checked_dtype).
-    matmul_precision: str = "highest"
 
 
 def _first_line(error: BaseException) -> str:
@@ -94,8 +91,9 @@ def compare(actual: dict, expected: dict, gold: Callable[[], dict] | None,
         if dtype not in LOW_PRECISION and own <= tol["rtol"]:
             notes.append(f"{name} less accurate than the reference: {against}")
             continue
+        past_rtol = "" if dtype in LOW_PRECISION else f", or up to rtol {tol['rtol']:g}"
         return worst, (f"{name} disagrees with the reference: {against} (allowed: "
-                       f"{LOW_PRECISION_ERROR_RATIO:g}x the reference's, or up to rtol {tol['rtol']:g})"), None
+                       f"{LOW_PRECISION_ERROR_RATIO:g}x the reference's{past_rtol})"), None
     return worst, None, "; ".join(notes) or None
 
 
@@ -173,7 +171,7 @@ def run_case(case: Case, options: SuiteOptions) -> list[dict]:
         record = dict(_base_record(case), provider=provider, work=work.to_dict())
         records.append(record)
         runners = _check_and_prepare(case, provider, record, reference, expected, gold, input_sets,
-                                     checked_dtype(case.dtype, options.matmul_precision))
+                                     checked_dtype(case.dtype, device))
         if runners is None:
             continue
         if device.type == "cuda":  # one provider at a time: each has the GPU's memory to itself
