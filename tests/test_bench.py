@@ -179,7 +179,9 @@ def test_a_run_at_matmul_precision_medium_checks_bf16_products_and_names_the_set
     assert main(["bench", "--quick", "--device", "cpu", "--output-dir", str(out), "--filter", r"^lstm_cell\.fwd\[",
                  "--providers", "cpu", "--matmul-precision", "medium"]) == 0
     label = "float32, float32 matmul precision medium (the cpu backend's products in bfloat16: yes)"
-    assert label in capsys.readouterr().out and label in (out / "results.md").read_text()
+    printed = capsys.readouterr().out
+    assert label in printed and label in (out / "results.md").read_text()
+    assert "in float32 (float32 matmul precision medium)" in printed  # the floor's matmul rate
     records = json.loads((out / "results.json").read_text())
     assert {(r["provider"], r["status"], r["matmul_precision"]) for r in records} == {("reference", "ok", "medium"),
                                                                                      ("cpu", "ok", "medium")}

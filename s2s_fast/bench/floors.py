@@ -174,9 +174,8 @@ def measure_matmul_rate(device: torch.device, dtype: torch.dtype, quick: bool) -
         if onednn < seconds:
             seconds, through = onednn, " through oneDNN (faster here than torch.mm's MKL)"
     precision = matmul_precision_in_force()
-    if dtype == torch.float32 and precision != "highest":
-        through += f", float32 matmul precision {precision}"
-    return 2 * size**3 / seconds, f"{size}x{size} @ {size}x{size}{through} in {str(dtype).removeprefix('torch.')}"
+    at = f" (float32 matmul precision {precision})" if dtype == torch.float32 and precision != "highest" else ""
+    return 2 * size**3 / seconds, f"{size}x{size} @ {size}x{size}{through} in {str(dtype).removeprefix('torch.')}{at}"
 
 
 def best_rates(first: MachineRates, second: MachineRates) -> MachineRates:
