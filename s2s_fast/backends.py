@@ -306,10 +306,8 @@ def matmul_precision_note(device: torch.device, precision: str | None) -> str:
         return ""
     if device.type != "cpu" or precision == "highest":
         return f"float32 matmul precision {precision}"
-    from . import cpu as cpu_backend
-
     return (f"float32 matmul precision {precision} (the cpu backend's products in bfloat16: "
-            f"{'yes' if cpu_backend.bf16_products() else 'no'})")
+            f"{'yes' if _cpu_bf16_products() else 'no'})")
 
 
 def unavailable_reason(name: str, device: torch.device | str | None = None) -> str | None:
