@@ -250,15 +250,27 @@ def _matmul_switches() -> dict:
     return {name: switch for name, switch in switches.items() if hasattr(switch, "fp32_precision")}
 
 
+def float32_matmul_switch(device: torch.device) -> str | None:
+    """The per-backend float32 matmul switch in force for ``device``'s products ("ieee", "tf32", "bf16", "none"):
+    cuda's on a GPU, oneDNN's on a CPU; None on a torch without them (< 2.9)."""
+    switch = _matmul_switches().get("cuda" if device.type == "cuda" else "mkldnn")
+    return None if switch is None else switch.fp32_precision
+
+
+def check_matmul_precision(precision: str | None, source: str = "matmul precision") -> None:
+    """Refuse a float32 matmul precision that is neither None nor a word of MATMUL_PRECISIONS."""
+    if precision is not None and precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"{source} must be one of {', '.join(MATMUL_PRECISIONS)}, got {precision!r}")
+
+
 @contextlib.contextmanager
 def float32_matmul_precision(precision: str | None) -> Iterator[None]:
     """torch.set_float32_matmul_precision(precision) while the block runs, the process's setting put back after; None
     leaves it as it is. The one home of that setting for train, evaluate, decode and the bench."""
+    check_matmul_precision(precision)
     if precision is None:
         yield
         return
-    if precision not in MATMUL_PRECISIONS:
-        raise ValueError(f"matmul precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {precision!r}")
     # torch keeps the setting twice: the string set_float32_matmul_precision sets, and the per-backend switches it
     # writes (torch.backends.mkldnn.matmul.fp32_precision, ...). Both are put back. Where the process set those
     # switches directly, torch refuses to read the string (it then stands for nothing).

@@ -13,6 +13,8 @@ from typing import Callable, Collection, Mapping, Sequence
 import numpy as np
 import torch
 
+from .backends import float32_matmul_switch
+
 # (rtol, atol) for comparing a backend with the reference computed in the same dtype.
 TOLERANCES = {
     torch.float64: (1e-7, 1e-9),
@@ -47,8 +49,7 @@ def checked_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     TF32's on a GPU), ``dtype`` itself otherwise."""
     if dtype != torch.float32:
         return dtype
-    switch = getattr(getattr(torch.backends.cuda if device.type == "cuda" else torch.backends.mkldnn, "matmul", None),
-                     "fp32_precision", None)
+    switch = float32_matmul_switch(device)
     return _PRODUCT_DTYPES.get(switch if switch is not None else torch.get_float32_matmul_precision(), dtype)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import MATMUL_PRECISIONS, float32_matmul_precision, resolve_device
+from ..backends import check_matmul_precision, float32_matmul_precision, resolve_device
 from ..files import locked_directory
 from .cases import build_cases
 from .floors import best_rates, measure_rates
@@ -74,9 +74,7 @@ def _check_settings(threads, time_limit_s, dtype, matmul_precision) -> None:
         raise ValueError(f"bench: the time limit must be a positive number of seconds, got {time_limit_s!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"bench: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if matmul_precision is not None and matmul_precision not in MATMUL_PRECISIONS:
-        raise ValueError(f"bench: matmul precision must be one of {', '.join(MATMUL_PRECISIONS)}, got "
-                         f"{matmul_precision!r}")
+    check_matmul_precision(matmul_precision, "bench: matmul precision")
 
 
 def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | Path = "bench-results",

@@ -167,11 +167,11 @@ def run_case(case: Case, options: SuiteOptions) -> list[dict]:
     rotation_count = rotations(case, input_sets[0])
     input_sets += [case.make_inputs(seed=k) for k in range(1, rotation_count)]
     records, pending = [], {}
+    check_dtype = checked_dtype(case.dtype, device)  # the tolerances of the products' type at the setting in force
     for provider in providers:
         record = dict(_base_record(case), provider=provider, work=work.to_dict())
         records.append(record)
-        runners = _check_and_prepare(case, provider, record, reference, expected, gold, input_sets,
-                                     checked_dtype(case.dtype, device))
+        runners = _check_and_prepare(case, provider, record, reference, expected, gold, input_sets, check_dtype)
         if runners is None:
             continue
         if device.type == "cuda":  # one provider at a time: each has the GPU's memory to itself
