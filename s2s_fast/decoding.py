@@ -223,7 +223,8 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
         return_attention: also return the attention of each input's best hypothesis.
 
     Returns:
-        Per input, the best hypothesis as a list of token ids without BOS and EOS; with n_best > 1, a list of
+        Per input, the best hypothesis as a list of token ids without BOS and EOS, in reading order (a model with
+        reverse_target writes them right to left, and they are turned back); with n_best > 1, a list of
         (tokens, score) pairs, best first (fewer than n_best only where scores stop being finite). A NaN score
         counts as -inf: an input whose every continuation scores so (a model with NaN weights) ends there, with
         the tokens it has and score -inf, possibly none. With return_attention, a pair (that list, attentions) where
@@ -250,6 +251,9 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
     finally:
         for module, training in modes:
             module.training = training
+    if model.config.reverse_target:  # a right-to-left decoder: its outputs and their attention rows in reading order
+        best = [[h._replace(tokens=h.tokens[::-1], attention=None if h.attention is None else h.attention.flip(0))
+                 for h in row] for row in best]
     if n_best == 1:
         hypotheses = [h[0].tokens for h in best]
     else:

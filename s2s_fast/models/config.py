@@ -26,8 +26,11 @@ class Seq2SeqConfig:
     each direction hidden_size // 2. attention "none" is the plain encoder-decoder with a fixed context vector (the
     encoder's final state). input_feeding feeds the previous attentional state into the next decoder input.
     tie_embeddings shares the target embedding with the output projection (needs embed_dim == hidden_size).
-    attention_size (Bahdanau's attention only) defaults to hidden_size. backend selects the kernels (None follows
-    s2s_fast's selection).
+    attention_size (Bahdanau's attention only) defaults to hidden_size. reverse_target makes the decoder write the
+    target right to left: training feeds it each target reversed, and generate (s2s_fast.decoding) turns its outputs
+    back into reading order, so such a model decodes like any other; its errors differ from a left-to-right model's,
+    which is what rescoring one's hypotheses with the other buys (s2s_fast.inference.translate). backend selects the
+    kernels (None follows s2s_fast's selection).
     """
 
     src_vocab_size: int
@@ -43,6 +46,7 @@ class Seq2SeqConfig:
     input_feeding: bool = True
     dropout: float = 0.2
     tie_embeddings: bool = False
+    reverse_target: bool = False
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2

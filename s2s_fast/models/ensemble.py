@@ -48,6 +48,11 @@ class Ensemble(nn.Module):
                 if getattr(model.config, field) != getattr(first, field):
                     raise ValueError(f"Ensemble: model {index} has {field} {getattr(model.config, field)} but model 0 "
                                      f"has {getattr(first, field)}; the members must share their vocabularies")
+        directions = {model.config.reverse_target for model in models}
+        if len(directions) > 1:
+            raise ValueError("Ensemble: the members write their targets in different directions (reverse_target), so "
+                             "their log-probabilities at a step are for different positions; score one direction's "
+                             "hypotheses with the other (s2s_fast.inference.translate with rescore=...)")
         devices = {parameter.device for model in models for parameter in model.parameters()}
         if len(devices) > 1:
             raise ValueError(f"Ensemble: the models are on different devices ({', '.join(sorted(map(str, devices)))}); "
