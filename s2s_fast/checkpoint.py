@@ -31,7 +31,7 @@ from safetensors.torch import load_model, save_model
 
 from .data import Task, load_task
 from .files import fsync_path, one_line, read_json, temporary_path, write_json_atomic
-from .models import Ensemble, Seq2Seq, Seq2SeqConfig
+from .models import BothDirections, Ensemble, Seq2Seq, Seq2SeqConfig, decoder_of
 
 CHECKPOINTS = "checkpoints"
 LATEST, BEST = "latest.json", "best.json"
@@ -429,9 +429,10 @@ def run_directory(checkpoint: Path) -> Path:
 
 
 def open_models(paths, which: str | None = None, device: torch.device | str = "cpu", same_data: bool = False,
-                average: int = 1) -> tuple[list[Path], Seq2Seq | Ensemble, Task, list[list[Path]]]:
+                average: int = 1) -> tuple[list[Path], Seq2Seq | Ensemble | BothDirections, Task, list[list[Path]]]:
     """(checkpoint directories, model, task, checkpoints averaged) for one run or several: several become an
-    Ensemble, decoding with the first one's task, and must share its vocabularies (and sentencepiece models); with
+    Ensemble, or with runs of both writing directions a BothDirections (s2s_fast.models.decoder_of), decoding with
+    the first one's task, and must share its vocabularies (and sentencepiece models); with
     ``same_data`` (scoring on a split) also its data settings. A difference raises ValueError naming both runs.
     The checkpoint directories are those ``which`` names, one per run (a checkpoint directory among runs is its own;
     given with checkpoint directories alone, ``which`` is refused); with ``average`` above 1 each run's model is
@@ -453,7 +454,7 @@ def open_models(paths, which: str | None = None, device: torch.device | str = "c
             task = member_task
         averaged.append(members)
         models.append(model)
-    return [members[-1] for members in averaged], (models[0] if len(models) == 1 else Ensemble(models)), task, averaged
+    return [members[-1] for members in averaged], decoder_of(models), task, averaged
 
 
 def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[Seq2Seq, Task, dict]:

@@ -240,7 +240,9 @@ def _evaluate(args) -> int:
 def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="DIR", nargs="+",
                         help="a training output directory (or a checkpoint directory); several runs of one task "
-                             "decode as one ensemble (their log-probabilities averaged at every step)")
+                             "decode as one ensemble (their log-probabilities averaged at every step); runs trained "
+                             "right to left (--model reverse_target=true) among left-to-right ones: each direction "
+                             "proposes its beam's hypotheses and both score them all")
     parser.add_argument("--checkpoint", choices=("best", "last"),
                         help="which checkpoint of DIR, a training output directory (default: best on dev, else last)")
     parser.add_argument("--average", type=int, default=1, metavar="N",

@@ -9,12 +9,15 @@ scores only fall as they grow), or when its hypotheses reach its length limit.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import NamedTuple
+import operator
+from typing import NamedTuple, Sequence
 
 import torch
 
 from . import functional as F
+from .data import pad
 
 
 class Hypothesis(NamedTuple):
@@ -170,6 +173,142 @@ def beam_search(model, encoded, src_lengths: torch.Tensor, limits: list[int], be
             for row, hypotheses in enumerate(finished)]
 
 
+def _search(model, encoded, lengths: torch.Tensor, limits: list[int], beam_size: int, min_len: int,
+            length_penalty: float, n_best: int, return_attention: bool) -> list[list[Hypothesis]]:
+    """Greedy or beam search; per input its n_best hypotheses, best first, in reading order (a model with
+    reverse_target writes right to left: its tokens and attention rows are turned back)."""
+    if beam_size == 1 and n_best == 1:
+        best = [[h] for h in greedy_search(model, encoded, lengths, limits, min_len, return_attention)]
+    else:
+        best = beam_search(model, encoded, lengths, limits, beam_size, min_len, length_penalty, n_best,
+                           return_attention)
+    if not model.config.reverse_target:
+        return best
+    return [[h._replace(tokens=model.config.writing_order(h.tokens),
+                        attention=None if h.attention is None else h.attention.flip(0)) for h in row] for row in best]
+
+
+@contextlib.contextmanager
+def _evaluating(model):
+    """The model in eval mode (no dropout) inside; every submodule's mode restored as it was after (an Ensemble's
+    own flag, a new Module's True, is not its members')."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def score_targets(model, src: torch.Tensor, src_lengths, targets: Sequence[Sequence[int]],
+                  return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Teacher-forced log-probability of each target followed by EOS under a Seq2Seq or an Ensemble, in eval mode.
+
+    Args:
+        src: [B, S] source ids, padded, and src_lengths [B], as generate takes them.
+        targets: B lists of token ids in reading order (a model with reverse_target reads each one reversed),
+            without EOS (as generate returns them).
+        return_attention: also return the attention weights of every step.
+
+    Returns:
+        (float64 [B], and with return_attention the weights [B, steps, S] in the model's writing order, else None).
+        Each step's scores are normalised as beam search's are, so a hypothesis that search finished with EOS scores
+        here what it scored there before the length penalty (one it stopped at the length limit is scored with EOS
+        after it); a step whose score is NaN (weights that are not finite) counts as -inf.
+    """
+    if getattr(model, "directions", None) is not None:
+        raise TypeError("score_targets: a BothDirections pair holds two models; score with each of them")
+    targets = [_checked_target(model.config, index, target) for index, target in enumerate(targets)]
+    if len(targets) != src.shape[0]:
+        raise ValueError(f"score_targets: {len(targets)} targets for {src.shape[0]} sources")
+    with _evaluating(model):
+        lengths = model.check_source(src, src_lengths)
+        _check_devices(model, src)
+        if not targets:
+            return torch.zeros(0, dtype=torch.float64, device=src.device), None
+        with torch.no_grad():
+            return _teacher_forced(model, model.encode(src, lengths), targets, return_attention)
+
+
+def _checked_target(config, index: int, target: Sequence[int]) -> list[int]:
+    """A target of score_targets as a list of ids the model writes; ValueError naming the first that is not."""
+    try:
+        ids = [operator.index(token) for token in target]
+    except TypeError:
+        raise ValueError(f"score_targets: target {index} must be a sequence of integer token ids, got "
+                         f"{list(target)[:8]!r}") from None
+    for token in ids:
+        if not 0 <= token < config.tgt_vocab_size or token == config.eos_id:
+            raise ValueError(f"score_targets: target {index} holds {token}, not an id the model writes before its "
+                             f"end (0 <= id < {config.tgt_vocab_size}, not the EOS id {config.eos_id}, which ends "
+                             "every target scored)")
+    return ids
+
+
+def _teacher_forced(model, encoded, targets: list[list[int]],
+                    return_attention: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """score_targets past its checks: ``encoded`` the model's encoding of the targets' sources, row by row."""
+    config = model.config
+    device = encoded.memory.device
+    written = [config.writing_order(target) for target in targets]
+    steps_in = pad([[config.bos_id, *target] for target in written], config.pad_id).to(device)
+    steps_out = pad([[*target, config.eos_id] for target in written], config.pad_id).to(device)
+    ends = torch.tensor([len(target) + 1 for target in written], device=device)
+    state = model.init_state(encoded)
+    total = torch.zeros(len(written), dtype=torch.float64, device=device)
+    attention = []
+    for step in range(steps_in.shape[1]):
+        logits, state, weights = model.decode_step(steps_in[:, step], state, encoded)
+        log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+        chosen = log_probs.gather(1, steps_out[:, step:step + 1]).squeeze(1).double()
+        chosen = torch.where(torch.isnan(chosen), float("-inf"), chosen)
+        total += torch.where(step < ends, chosen, 0.0)
+        if return_attention and weights is not None:
+            attention.append(weights)
+    return total, (torch.stack(attention, dim=1) if attention else None)
+
+
+def rescored_search(directions, src: torch.Tensor, lengths: torch.Tensor, limits: list[int], beam_size: int,
+                    min_len: int, length_penalty: float, n_best: int,
+                    return_attention: bool) -> list[list[Hypothesis]]:
+    """Two models that write in opposite directions (s2s_fast.models.BothDirections) decoding as one: each
+    proposes the hypotheses its own search finds (beam_size of them, with the length penalty; greedy search its one),
+    both score every distinct proposal with a finite score (score_targets), and the proposals rank by the mean of
+    the two log-probabilities over GNMT's length penalty (the length counting EOS). Per input, the n_best best with
+    finite scores, in reading order, or as generate's searches do one empty hypothesis scoring -inf where none has;
+    their attention is the first model's."""
+    encodings = [model.encode(src, lengths) for model in directions]
+    proposals: list[dict] = [{} for _ in range(src.shape[0])]  # per input: tokens -> None, in order of proposal
+    for model, encoded in zip(directions, encodings):
+        found = _search(model, encoded, lengths, limits, beam_size, min_len, length_penalty, beam_size, False)
+        for row, hypotheses in enumerate(found):
+            proposals[row].update(dict.fromkeys(tuple(h.tokens) for h in hypotheses if math.isfinite(h.score)))
+    rows = [row for row, candidates in enumerate(proposals) for _ in candidates]
+    targets = [list(tokens) for candidates in proposals for tokens in candidates]
+    scores, attention = [], None
+    if targets:
+        index = torch.tensor(rows, device=src.device)
+        for number, (model, encoded) in enumerate(zip(directions, encodings)):
+            total, weights = _teacher_forced(model, model.select_encoded(encoded, index), targets,
+                                             return_attention and number == 0)
+            scores.append(total)
+            attention = weights if number == 0 else attention
+    mean = ((scores[0] + scores[1]) / 2).tolist() if targets else []
+    ranked: list[list[Hypothesis]] = [[] for _ in proposals]
+    for flat, (row, target) in enumerate(zip(rows, targets)):
+        score = mean[flat] / _length_penalty(len(target) + 1, length_penalty)
+        if not math.isfinite(score):
+            continue
+        weights = [] if attention is None else attention[flat, :len(target)]
+        if attention is not None and directions[0].config.reverse_target:
+            weights = weights.flip(0)
+        ranked[row].append(Hypothesis(target, score, _source_attention(list(weights), int(lengths[row]))))
+    empty = [Hypothesis([], float("-inf"), torch.zeros(0, int(length))) for length in lengths.tolist()]
+    return [sorted(hypotheses, key=lambda h: -h.score)[:n_best] or [empty[row]]
+            for row, hypotheses in enumerate(ranked)]
+
+
 def check_options(model, beam_size: int = 1, max_len: int | None = None, max_len_ratio: float | None = None,
                   min_len: int = 0, length_penalty: float = 0.0, n_best: int = 1,
                   return_attention: bool = False) -> None:
@@ -213,7 +352,8 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
     """Decode a batch of source sentences.
 
     Args:
-        model: a Seq2Seq. src: [B, S] source ids, padded. src_lengths: [B] in [1, S].
+        model: a Seq2Seq, an Ensemble or a BothDirections pair.
+        src: [B, S] source ids, padded. src_lengths: [B] in [1, S].
         beam_size: 1 for greedy search, more for beam search.
         max_len, max_len_ratio: per-input limit on output tokens (EOS excluded): max_len, ceil(ratio * source
             length), the smaller of both when both are given, 2 * source length + 10 when neither is.
@@ -232,28 +372,19 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
     """
     check_options(model, beam_size=beam_size, max_len=max_len, max_len_ratio=max_len_ratio, min_len=min_len,
                   length_penalty=length_penalty, n_best=n_best, return_attention=return_attention)
-    # Every submodule's mode, restored as it was: an Ensemble's own flag (a new Module's True) is not its members'.
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
+    with _evaluating(model):
         lengths = model.check_source(src, src_lengths)
         _check_devices(model, src)
         limits = _length_limits(lengths, max_len, max_len_ratio)
         if src.shape[0] == 0:
             return ([], []) if return_attention else []
         with torch.no_grad():
-            encoded = model.encode(src, lengths)
-            if beam_size == 1 and n_best == 1:
-                best = [[h] for h in greedy_search(model, encoded, lengths, limits, min_len, return_attention)]
+            if getattr(model, "directions", None) is not None:  # s2s_fast.models.BothDirections
+                best = rescored_search(model.directions, src, lengths, limits, beam_size, min_len,
+                                       float(length_penalty), n_best, return_attention)
             else:
-                best = beam_search(model, encoded, lengths, limits, beam_size, min_len, float(length_penalty),
-                                   n_best, return_attention)
-    finally:
-        for module, training in modes:
-            module.training = training
-    if model.config.reverse_target:  # a right-to-left decoder: its outputs and their attention rows in reading order
-        best = [[h._replace(tokens=h.tokens[::-1], attention=None if h.attention is None else h.attention.flip(0))
-                 for h in row] for row in best]
+                best = _search(model, model.encode(src, lengths), lengths, limits, beam_size, min_len,
+                               float(length_penalty), n_best, return_attention)
     if n_best == 1:
         hypotheses = [h[0].tokens for h in best]
     else:

@@ -15,7 +15,7 @@ from .checkpoint import averaged_record, open_models, run_directory
 from .data import EvalItem, Task
 from .files import write_files_atomic
 from .inference import translate
-from .models import Ensemble, Seq2Seq
+from .models import BothDirections, Ensemble, Seq2Seq
 
 EVALUATIONS = "evaluations"
 
@@ -29,7 +29,7 @@ def evenly_spaced(items: Sequence, limit: int | None) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def score_items(model: Seq2Seq | Ensemble, task: Task, items: Sequence[EvalItem], beam_size: int = 1,
+def score_items(model: Seq2Seq | Ensemble | BothDirections, task: Task, items: Sequence[EvalItem], beam_size: int = 1,
                 length_penalty: float = 0.0, batch_tokens: int = 6000) -> tuple[dict, list]:
     """(the task's metrics, best hypotheses' ids) for evaluation items."""
     hypotheses, _ = translate(model, [item.src_ids for item in items], beam_size=beam_size,
@@ -42,13 +42,13 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
                  average: int = 1, matmul_precision: str | None = None) -> dict:
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under
     ``<run>/evaluations/`` (next to the checkpoints) and returns the report. ``path`` may name several runs of the
-    same task and data: they are scored as one ensemble (s2s_fast.models.Ensemble), the files written under the
-    first run and named after every member. With ``average`` above 1 each run's model is the mean of its last
-    ``average`` checkpoints up to the one ``checkpoint`` names (s2s_fast.checkpoint.open_averaged); the report lists
-    them under "averaged" and the files' names end in ``-avgN``; a length penalty adds ``-lpA``, a sample of
-    ``max_examples`` out of more ``-nN``, a float32 matmul precision other than "highest" (``matmul_precision``, which
-    holds while the split is decoded, or the process's own) ``-mpP``, so that no evaluation overwrites another's
-    files."""
+    same task and data: they are scored as one ensemble (s2s_fast.models.Ensemble, or BothDirections for runs of
+    both writing directions), the files written under the first run and named after every member. With ``average``
+    above 1 each run's model is the mean of its last ``average`` checkpoints up to the one ``checkpoint`` names
+    (s2s_fast.checkpoint.open_averaged); the report lists them under "averaged" and the files' names end in
+    ``-avgN``; a length penalty adds ``-lpA``, a sample of ``max_examples`` out of more ``-nN``, a float32 matmul
+    precision other than "highest" (``matmul_precision``, which holds while the split is decoded, or the process's
+    own) ``-mpP``, so that no evaluation overwrites another's files."""
     started = time.perf_counter()
     with float32_matmul_precision(matmul_precision):  # a bad word refused before the models are read
         checkpoint_dirs, model, task, members = open_models(path, checkpoint, device, same_data=True,

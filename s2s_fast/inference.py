@@ -6,10 +6,10 @@ from typing import Sequence
 
 from .data import collate, token_batches
 from .decoding import check_options
-from .models import Ensemble, Seq2Seq
+from .models import BothDirections, Ensemble, Seq2Seq
 
 
-def translate(model: Seq2Seq | Ensemble, sources: Sequence[Sequence[int]], *, beam_size: int = 1,
+def translate(model: Seq2Seq | Ensemble | BothDirections, sources: Sequence[Sequence[int]], *, beam_size: int = 1,
               length_penalty: float = 0.0, n_best: int = 1, batch_tokens: int = 6000, return_attention: bool = False,
               max_len_ratio: float | None = None) -> tuple[list, list | None]:
     """Decode source id lists in length-sorted batches of about ``batch_tokens`` source tokens.

@@ -241,9 +241,9 @@ class Trainer:
         self.log = Logger(self.output_dir, distributed.main, echo)
         self.model, self.task, trainer_state = self._load_or_build(start_checkpoint)
         self.model.to(device)
-        self.pairs = self.task.training_pairs("train")
-        if self.model.config.reverse_target:  # the decoder writes right to left (Seq2SeqConfig.reverse_target)
-            self.pairs = [(source, target[::-1]) for source, target in self.pairs]
+        # Each target in the order the decoder writes it (right to left with Seq2SeqConfig.reverse_target).
+        self.pairs = [(source, self.model.config.writing_order(target))
+                      for source, target in self.task.training_pairs("train")]
         if not self.pairs:
             raise ValueError(f"task {config.task}: the training split is empty")
         self.lengths = [example_length(source, target) for source, target in self.pairs]

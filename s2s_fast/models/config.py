@@ -29,8 +29,8 @@ class Seq2SeqConfig:
     attention_size (Bahdanau's attention only) defaults to hidden_size. reverse_target makes the decoder write the
     target right to left: training feeds it each target reversed, and generate (s2s_fast.decoding) turns its outputs
     back into reading order, so such a model decodes like any other; its errors differ from a left-to-right model's,
-    which is what rescoring one's hypotheses with the other buys (s2s_fast.inference.translate). backend selects the
-    kernels (None follows s2s_fast's selection).
+    which is what decoding the two as one buys (s2s_fast.models.BothDirections). backend selects the kernels (None
+    follows s2s_fast's selection).
     """
 
     src_vocab_size: int
@@ -108,6 +108,11 @@ class Seq2SeqConfig:
                 f"Seq2SeqConfig: backend {self.backend!r} does not implement {', '.join(missing)}, which "
                 f"{'an LSTM' if self.cell == 'lstm' else 'a GRU'} model with attention {self.attention!r} needs; use "
                 f"backend None (auto, which picks per op) or one that serves them all: {', '.join(serving)}")
+
+    def writing_order(self, tokens: typing.Sequence) -> list:
+        """Target tokens in reading order -> in the order the decoder writes them (reversed with reverse_target), and
+        back: the order is its own inverse."""
+        return list(tokens)[::-1] if self.reverse_target else list(tokens)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -44,7 +44,17 @@ def _select_rows(value, index: torch.Tensor, dim: int):
     return value.index_select(dim, index)
 
 
-class Seq2Seq(nn.Module):
+class Decodes:
+    """``generate`` for what decodes: Seq2Seq, and Ensemble and BothDirections (s2s_fast.models.ensemble)."""
+
+    def generate(self, src, src_lengths, **options):
+        """Decode; see s2s_fast.decoding.generate for the options and the return value."""
+        from ..decoding import generate
+
+        return generate(self, src, src_lengths, **options)
+
+
+class Seq2Seq(Decodes, nn.Module):
     """Attentional encoder-decoder; see the module docstring for the equations and Seq2SeqConfig for options."""
 
     def __init__(self, config: Seq2SeqConfig):
@@ -284,12 +294,6 @@ class Seq2Seq(nn.Module):
     def select_state(state: DecoderState, index: torch.Tensor) -> DecoderState:
         """Rows ``index`` of a decoder state (beam reordering)."""
         return DecoderState(_select_rows(state.hidden, index, 1), _select_rows(state.feed, index, 0))
-
-    def generate(self, src, src_lengths, **options):
-        """Decode; see s2s_fast.decoding.generate for the options and the return value."""
-        from ..decoding import generate
-
-        return generate(self, src, src_lengths, **options)
 
 
 def _fraction(name: str, value) -> float:
