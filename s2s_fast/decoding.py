@@ -286,15 +286,12 @@ def rescored_search(directions, src: torch.Tensor, lengths: torch.Tensor, limits
             proposals[row].update(dict.fromkeys(tuple(h.tokens) for h in hypotheses if math.isfinite(h.score)))
     rows = [row for row, candidates in enumerate(proposals) for _ in candidates]
     targets = [list(tokens) for candidates in proposals for tokens in candidates]
-    scores, attention = [], None
+    mean, attention = [], None
     if targets:
         index = torch.tensor(rows, device=src.device)
-        for number, (model, encoded) in enumerate(zip(directions, encodings)):
-            total, weights = _teacher_forced(model, model.select_encoded(encoded, index), targets,
-                                             return_attention and number == 0)
-            scores.append(total)
-            attention = weights if number == 0 else attention
-    mean = ((scores[0] + scores[1]) / 2).tolist() if targets else []
+        forced = [_teacher_forced(model, model.select_encoded(encoded, index), targets, return_attention and n == 0)
+                  for n, (model, encoded) in enumerate(zip(directions, encodings))]
+        mean, attention = ((forced[0][0] + forced[1][0]) / 2).tolist(), forced[0][1]
     ranked: list[list[Hypothesis]] = [[] for _ in proposals]
     for flat, (row, target) in enumerate(zip(rows, targets)):
         score = mean[flat] / _length_penalty(len(target) + 1, length_penalty)
