@@ -63,6 +63,8 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
               "beam_size": beam_size, "length_penalty": length_penalty, "max_examples": max_examples,
               "device": str(device), "seconds": round(time.perf_counter() - started, 2), "metrics": metrics,
               "summary": task.format_metrics(metrics), "average": average, "matmul_precision": precision}
+    if ensemble:  # how the runs decode as one: step-wise (Ensemble), or each direction proposing (BothDirections)
+        report["joint"] = "both directions" if isinstance(model, BothDirections) else "ensemble"
     if note:
         report["matmul_precision_note"] = note
     if average > 1:

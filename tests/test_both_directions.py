@@ -188,9 +188,11 @@ def test_a_right_to_left_run_trains_on_reversed_targets_and_evaluates_with_a_lef
                 assert written == (src[:length] if name == "rtl" else src[:length][::-1])
         assert len(batches) == 4
     code, out, err = _run(capsys, "evaluate", runs["ltr"], runs["rtl"], "--split", "test", "--device", "cpu")
-    assert code == 0 and "ensemble of 2: ltr/step-00000004, rtl/step-00000004" in out, err
+    assert code == 0 and "both directions, 2 runs (each direction proposes, both score): ltr/step-00000004, " \
+                         "rtl/step-00000004" in out, err
     report, = (runs["ltr"] / "evaluations").glob("test-ensemble-ltr.step-00000004+rtl.step-00000004-*-beam5.json")
-    assert len(json.loads(report.read_text())["checkpoint"]) == 2
+    report = json.loads(report.read_text())
+    assert len(report["checkpoint"]) == 2 and report["joint"] == "both directions"
     inputs = tmp_path / "in.txt"
     inputs.write_text("1 2 3\n3 1 4 4\n")
     code, out, err = _run(capsys, "decode", runs["rtl"], runs["ltr"], "--input", inputs, "--n-best", 2,

@@ -133,7 +133,8 @@ def test_decode_and_evaluate_take_several_runs_as_one_ensemble(tmp_path, capsys)
     assert code == 0 and re.search(r"reverse test: accuracy \d+\.\d\d%.*ensemble of 2: a/step-00000004, "
                                    r"b/step-00000004", out), out
     report, = (runs["a"] / "evaluations").glob("test-ensemble-a.step-00000004+b.step-00000004-*-beam5.json")
-    assert len(json.loads(report.read_text())["checkpoint"]) == 2
+    written = json.loads(report.read_text())
+    assert len(written["checkpoint"]) == 2 and written["joint"] == "ensemble"
     # Another run named b (elsewhere) gets files of its own: they overwrote the first ensemble's.
     shutil.copytree(runs["b"], tmp_path / "elsewhere" / "b")
     assert _run(capsys, "evaluate", runs["a"], tmp_path / "elsewhere" / "b", "--device", "cpu")[0] == 0
