@@ -189,7 +189,7 @@ def prune(root: Path, keep_last: int, kept: set = frozenset()) -> None:
     leftover temporaries (the caller holds the run's lock, so no other process is writing them)."""
     protected = {pointer["checkpoint"] for pointer in (_read_pointer(root, LATEST), _read_pointer(root, BEST))
                  if pointer} | set(kept)
-    steps = sorted(path for path in root.iterdir() if path.is_dir() and path.name.startswith(PREFIX))
+    steps = step_directories(root)
     for path in steps[:max(len(steps) - keep_last, 0)]:
         if path.name not in protected:
             shutil.rmtree(path)
@@ -209,8 +209,14 @@ def latest_checkpoint(root: Path) -> Path | None:
     pointer = _read_pointer(root, LATEST)
     if pointer is not None and (root / pointer["checkpoint"]).is_dir():
         return root / pointer["checkpoint"]
-    steps = sorted(path for path in root.glob(f"{PREFIX}*") if path.is_dir()) if root.is_dir() else []
+    steps = step_directories(root) if root.is_dir() else []
     return steps[-1] if steps else None
+
+
+def step_directories(root: Path) -> list[Path]:
+    """The checkpoint directories in ``root`` (named ``step-`` and digits), by step: a directory of the user's
+    there (``step-00004000-keep``, a copy set aside) is neither pruned nor resumed from."""
+    return sorted((path for path in root.iterdir() if path.is_dir() and _step_of(path) is not None), key=_step_of)
 
 
 def is_checkpoint(path: str | Path) -> bool:

@@ -168,7 +168,7 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
     config.validate(together=not resume)  # a resumed run's flags agree with its saved settings, not the defaults
     if resume and overwrite:
         raise ValueError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")
-    explicit = explicit if explicit is not None else config.to_dict()
+    explicit = explicit if explicit is not None else config.given()
     distributed, device = setup_distributed(resolve_device(config.device))
     output_dir = Path(config.output_dir)
     threads = torch.get_num_threads()
@@ -256,8 +256,11 @@ class Trainer:
         self.stop_signal = 0
         self.step_lr = self.config.lr  # the learning rate of the last step taken
         self.stop_requests = StopRequests()
-        if distributed.main:
-            write_json_atomic(self.output_dir / CONFIG_FILE, config.to_dict())
+        # config.json describes the run's checkpoints: a fresh run's from the start, a resumed run's settings once its
+        # first checkpoint holds them (a resume with nothing to do, or one that fails first, leaves the file as it was).
+        self.config_written = False
+        if start_checkpoint is None:
+            self._write_config()
         self.trained = distributed.wrap(self.model, device)
         use_bf16 = device.type == "cuda" and config.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
         self.use_bf16 = use_bf16 or (device.type == "cpu" and config.precision == "bf16")
@@ -360,6 +363,9 @@ class Trainer:
                 set_rng_state(state["rng"][rank], self.device)
         self.log(f"resumed from {start_checkpoint} at step {progress.step} (epoch {progress.epoch}, batch "
                  f"{progress.epoch_step} of it)")
+        # metrics.jsonl keeps what it holds, events of steps past this checkpoint (a run killed or stopped after it)
+        # included: this mark says which events follow it, and a reader keeps, for each step, the last one.
+        self.log.event(kind="resume", step=progress.step, checkpoint=start_checkpoint.name)
         if self.distributed.main:
             for note in repair_pointers(self.output_dir, start_checkpoint, state, self.task):
                 self.log(f"note: {note}")
@@ -499,9 +505,11 @@ class Trainer:
             # AdamW's step size lr / (1 - beta1 ** t) beyond float32's range (an lr near 1e38) stops torch itself.
             if "overflow" not in str(error):
                 raise
-            lr = self.scheduler.get_last_lr()[0]
+            lr = self.optimizer.param_groups[0]["lr"]
             self._stop_diverged(progress.step + 1, f"the update overflows ({error}; lr {lr:.2e})")
-        self.step_lr = self.scheduler.get_last_lr()[0]  # the rate this step ran at (the scheduler moves on)
+        # The rate this step ran at (the scheduler moves on): the group's, which a resume with another --lr has set
+        # (_use_configured_hyperparameters) where the scheduler's last rate is still the checkpoint's.
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         progress.step += 1
         progress.epoch_step += 1
@@ -605,3 +613,10 @@ class Trainer:
                                                          self.config.to_dict(), trainer_state,
                                                          self.config.keep_checkpoints))
         self.saved_step = progress.step
+        if not self.config_written:
+            self._write_config()
+
+    def _write_config(self) -> None:
+        if self.distributed.main:
+            write_json_atomic(self.output_dir / CONFIG_FILE, self.config.to_dict())
+        self.config_written = True

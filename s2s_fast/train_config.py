@@ -197,16 +197,11 @@ class TrainConfig:
                 owner = spec.metadata["task_option"]
                 raise ValueError(f"{spec.name} is read by the {'toy tasks' if owner == TOY else owner + ' task'}, "
                                  f"not by {self.task}")
-        if self.decay_steps is not None and self.lr_schedule not in ("cosine", "linear"):
-            raise ValueError(f"decay_steps is read by the cosine and linear schedules only, not by lr_schedule "
-                             f"{self.lr_schedule!r}")
+        for name, why in self._unread().items():
+            raise ValueError(f"{name} ({getattr(self, name)!r}) {why}")
         if None not in (self.decay_steps, self.warmup_steps) and self.decay_steps <= self.warmup_steps:
             raise ValueError(f"decay_steps ({self.decay_steps}) must exceed warmup_steps ({self.warmup_steps}): the "
                              "decay runs from the end of the warm-up to that step")
-        if self.patience and not self.has_dev_evaluation():
-            raise ValueError(f"patience ({self.patience}) counts dev evaluations without improvement, and this run "
-                             "makes none (" + ("--eval-every 0" if self.eval_every == 0 else
-                                               "no --dev-src/--dev-tgt") + ")")
         if self.toy_min_len > self.toy_max_len:
             raise ValueError(f"toy_min_len ({self.toy_min_len}) exceeds toy_max_len ({self.toy_max_len})")
         if self.preset is not None and self.preset not in PRESETS:
@@ -214,6 +209,33 @@ class TrainConfig:
         if self._model_decided():
             self.model_config(100, 100)  # the model's own refusals (any vocabulary sizes) before the task is built
         return self
+
+    def given(self) -> dict:
+        """The settings away from their defaults (what a TrainConfig built in Python was given)."""
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)
+                if getattr(self, spec.name) != default_of(spec)}
+
+    def _unread(self) -> dict[str, str]:
+        """{setting: why} for each setting set away from its default that this configuration never reads: refused,
+        as an option accepted and ignored would be (another task's settings are refused apart)."""
+        unread, given = {}, self.given().keys()
+        if self.lr_schedule not in ("cosine", "linear"):
+            for name in {"decay_steps", "min_lr_ratio"} & given:
+                unread[name] = ("is read by the cosine and linear schedules only, not by lr_schedule "
+                                f"{self.lr_schedule!r}")
+        if "sampling_warmup_steps" in given and self.sampling_rate == 0:
+            unread["sampling_warmup_steps"] = "ramps up scheduled sampling, and sampling_rate is 0 (teacher forcing)"
+        if not self.has_dev_evaluation():
+            none = "makes none (" + ("--eval-every 0" if self.eval_every == 0 else "no --dev-src/--dev-tgt") + ")"
+            if "patience" in given:
+                unread["patience"] = f"counts dev evaluations without improvement, and this run {none}"
+            for name in {"eval_beam_size", "eval_max_examples"} & given:
+                unread[name] = f"is read by dev evaluations, and this run {none}"
+        if self.task == "parallel" and self.src_spm and self.tgt_spm:
+            for name in {"spm_vocab_size", "spm_model_type"} & given:
+                unread[name] = ("is read when a sentencepiece model is trained, and --src-spm and --tgt-spm both give "
+                                "one")
+        return dict(sorted(unread.items()))
 
     def notes(self) -> list[str]:
         """What the run's log should say about settings that are allowed but likely not meant."""
@@ -423,18 +445,21 @@ def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tup
     if changed:
         raise ValueError(f"--resume: cannot change {', '.join(changed)} of an existing run (start a new one in "
                          "another --output-dir)")
-    return TrainConfig.from_dict(merged).validate(), checkpoint
+    # A None that a task default fills means that default, as in a fresh start (not the None itself, which the run
+    # cannot train with).
+    return TrainConfig.from_dict(merged).with_task_defaults(), checkpoint
 
 
 def _without_what_went_unread(saved: dict) -> dict:
     """A run's saved settings without those it recorded but never read, which are refused since: another task's
-    settings, a patience with no dev evaluation to count, an attention_size of an attention that has none."""
+    settings, those TrainConfig._unread names (a patience with no dev evaluation to count, ...), an attention_size
+    of an attention that has none."""
     saved = dict(saved)
     config = TrainConfig.from_dict(saved)
     for spec in _other_tasks_settings(config.task):
         saved[spec.name] = default_of(spec)
-    if config.patience and not config.has_dev_evaluation():
-        saved["patience"] = 0
+    for name in config._unread():
+        saved[name] = default_of(TrainConfig.__dataclass_fields__[name])
     if "attention_size" in config.model and \
             config._model_fields().get("attention", Seq2SeqConfig.attention) != "bahdanau":
         saved["model"] = {key: value for key, value in config.model.items() if key != "attention_size"}

@@ -515,6 +515,18 @@ def test_resume_checks_the_flags_against_the_runs_own_settings_and_its_model(tmp
     (["--task", "parallel", "--train-src", "a", "--train-tgt", "b", "--patience", "2"],
      r"makes none \(no --dev-src/--dev-tgt\)"),
     (["--task", "reverse", "--seed", "99999999999999999999999"], r"seed must be an integer in \(-2\*\*62, 2\*\*62\)"),
+    (["--task", "reverse", "--lr-schedule", "constant", "--min-lr-ratio", "0.5"],
+     r"min_lr_ratio \(0.5\) is read by the cosine and linear schedules only, not by lr_schedule 'constant'"),
+    (["--task", "reverse", "--lr-schedule", "inverse_sqrt", "--decay-steps", "50"],
+     r"decay_steps \(50\) is read by the cosine and linear schedules only"),
+    (["--task", "reverse", "--sampling-warmup-steps", "100"],
+     r"sampling_warmup_steps \(100\) ramps up scheduled sampling, and sampling_rate is 0"),
+    (["--task", "reverse", "--eval-every", "0", "--eval-beam-size", "5"],
+     r"eval_beam_size \(5\) is read by dev evaluations, and this run makes none \(--eval-every 0\)"),
+    (["--task", "reverse", "--eval-every", "0", "--eval-max-examples", "3"], r"eval_max_examples \(3\) is read by dev"),
+    (["--task", "parallel", "--train-src", "a", "--train-tgt", "b", "--src-spm", "m", "--tgt-spm", "m",
+      "--spm-model-type", "bpe"], r"spm_model_type \('bpe'\) is read when a sentencepiece model is trained, and "
+                                  "--src-spm and --tgt-spm both give one"),
     (["--task", "reverse", "--model", "attention=luong-dot", "--model", "attention_size=16"],
      "attention_size sizes Bahdanau's .* 'luong-dot' has no such size"),
 ])
@@ -549,11 +561,50 @@ def test_a_run_that_recorded_settings_it_did_not_read_still_resumes(tmp_path, ca
                 "--model", "attention=luong-general")[0] == 0
     saved = ckpt.find_checkpoint(run, "last") / TRAIN_CONFIG
     values = json.loads(saved.read_text())
-    write_json_atomic(saved, {**values, "train_src": "/nonexistent/train.de", "patience": 3,
+    write_json_atomic(saved, {**values, "train_src": "/nonexistent/train.de", "patience": 3, "eval_beam_size": 4,
                               "model": {**values["model"], "attention_size": 16}})
     assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3, "--model", "dropout=0.0")[0] == 0
     resumed = json.loads((run / "config.json").read_text())
     assert resumed["train_src"] is None and resumed["patience"] == 0 and "attention_size" not in resumed["model"]
+    assert resumed["eval_beam_size"] == 1
+
+
+def test_a_resume_records_what_it_ran_and_marks_where_it_took_over(tmp_path, capsys):
+    """A resume with another --lr logged the checkpoint's rate for its first step; a null in a config file replaced
+    the run's value and crashed (lr) or stopped dev evaluation (eval_every); a resume with nothing to do rewrote
+    config.json with settings that never ran; the events of an abandoned run's steps past its last checkpoint read
+    as this run's; a copy of a checkpoint set aside (step-00000002-keep) was pruned."""
+    from s2s_fast.train import lr_factor
+
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 2, *TINY_FLAGS)[0] == 0
+    shutil.copytree(run / "checkpoints" / "step-00000002", run / "checkpoints" / "step-00000002-keep")
+    before = (run / "config.json").read_text()
+    assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 1, "--lr", 0.5)[0] == 0
+    assert (run / "config.json").read_text() == before
+    config = tmp_path / "more.yaml"
+    config.write_text("eval_every: null\nsave_every: null\n")
+    code, out, err = _run(capsys, "train", "--config", config, "--output-dir", run, "--resume", "--max-steps", 4,
+                          "--lr", 0.1, "--log-every", 1, "--keep-checkpoints", 1)
+    assert code == 0, err
+    resumed = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert (resumed.lr, resumed.eval_every, resumed.save_every) == (0.1, 250, 250)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    mark = events.index({"kind": "resume", "step": 2, "checkpoint": "step-00000002"})
+    steps = [(event["step"], event["lr"]) for event in events[mark:] if event["kind"] == "train"]
+    assert steps == [(step, pytest.approx(0.1 * lr_factor(step - 1, resumed))) for step in (3, 4)]
+    assert (run / "checkpoints" / "step-00000002-keep").is_dir()
+    assert ckpt.latest_checkpoint(run / "checkpoints").name == "step-00000004"
+
+
+def test_the_python_api_resumes_a_run_given_its_configuration(tmp_path):
+    """train(config, resume=True) without ``explicit`` took every field for given, the task defaults' Nones too,
+    and refused to change batch_tokens."""
+    first = train(TrainConfig(**{**TINY, "batch_tokens": None}, output_dir=str(tmp_path / "run"), max_steps=2),
+                  **QUIET)
+    resumed = train(TrainConfig(**{**TINY, "batch_tokens": None}, output_dir=str(tmp_path / "run"), max_steps=3),
+                    resume=True, **QUIET)
+    assert (first.step, resumed.step) == (2, 3)
 
 
 def test_the_best_before_an_off_grid_last_evaluation_is_kept_for_a_longer_resume(tmp_path, capsys):
