@@ -123,12 +123,17 @@ def _read_inputs(path: str | None) -> list[str]:
     if path is None or path == "-":
         # The bytes, decoded here: sys.stdin's text layer would let bytes that are not UTF-8 through as surrogates.
         name = "stdin"
+        if sys.stdin is None:  # started with standard input closed (<&-)
+            raise ValueError("stdin is closed: give the inputs with --input FILE, or on standard input")
         stream = getattr(sys.stdin, "buffer", None)
         lines = text_lines(decode_text(stream.read(), name) if stream is not None else sys.stdin.read())
     else:
         file = Path(path)
-        if not file.is_file():
+        if not file.exists():
             raise FileNotFoundError(f"{path}: no such input file")
+        if file.is_dir():
+            raise IsADirectoryError(f"{path}: a directory, not an input file")
+        # A regular file, or a pipe read once (--input <(...), /dev/stdin).
         lines, name = text_lines(read_text(file)), path
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -136,6 +141,25 @@ def _read_inputs(path: str | None) -> list[str]:
     if not lines:
         raise ValueError(f"{name}: no input lines")
     return lines
+
+
+def _encode_inputs(task, lines: list[str], name: str) -> list[list[int]]:
+    """The source ids of each input line; a line the task refuses is named, and lines read with the unknown symbol
+    (sentencepiece's pieces outside the vocabulary, in parallel text) get a note on stderr."""
+    from .data.vocab import UNK
+
+    sources, unknown = [], []
+    for number, line in enumerate(lines, 1):
+        try:
+            sources.append(task.encode_source(line))
+        except ValueError as error:
+            raise ValueError(f"{name}:{number}: {error}") from None
+        if task.src_vocab.unk_id in sources[-1]:
+            unknown.append(str(number))
+    if unknown:
+        print(f"note: {len(unknown)} input line(s) hold pieces the model's source vocabulary lacks, read as {UNK} "
+              f"(line(s) {', '.join(unknown[:10])}{', ...' if len(unknown) > 10 else ''})", file=sys.stderr)
+    return sources
 
 
 def _decode(args) -> int:
@@ -151,12 +175,7 @@ def _decode(args) -> int:
     checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, device, average=args.average)
     _note_uneven_averages(averaged)
     lines = _read_inputs(args.input)
-    sources = []
-    for number, line in enumerate(lines, 1):
-        try:
-            sources.append(task.encode_source(line))
-        except ValueError as error:
-            raise ValueError(f"{args.input or 'stdin'}:{number}: {error}") from None
+    sources = _encode_inputs(task, lines, args.input or "stdin")
     want_attention = args.attention_plot is not None
     if want_attention and model.attention is None:
         raise ValueError("--attention-plot: this model has no attention (attention='none')")

@@ -290,6 +290,38 @@ def test_a_source_line_its_model_makes_no_pieces_of_is_refused_with_its_place(tm
         build_task("parallel", options, tmp_path / "vocab")
 
 
+def test_a_source_line_edited_after_training_is_named_when_the_split_is_read_again(tmp_path):
+    """evaluate and --resume read a run's files again, without the check the build made: an edited line of only
+    U+200B failed as "empty input", or in a batch, naming no file or line."""
+    sources, _, options = _parallel_files(tmp_path)
+    task = build_task("parallel", options, tmp_path / "vocab")
+    sources[3] = "\u200b"
+    _write(tmp_path / "t.src", sources)
+    for read in (task.training_pairs, task.evaluation_items):
+        with pytest.raises(ValueError, match=r"t\.src:4: the source sentencepiece model makes no pieces"):
+            read("train")
+
+
+def test_a_given_sentencepiece_model_is_recorded_by_its_full_path_and_a_pipe_is_refused(tmp_path, monkeypatch):
+    """Two runs given one model as spm/src.model and /abs/spm/src.model could not be scored as one ensemble (their
+    data settings differed); a data file that is a pipe is read again on resume, and was refused as missing."""
+    import os
+
+    _, _, options = _parallel_files(tmp_path)
+    first = build_task("parallel", options, tmp_path / "first")
+    first.save(tmp_path / "spm")
+    monkeypatch.chdir(tmp_path)
+    given = {side: f"spm/{side}.spm.model" for side in ("src", "tgt")}
+    relative = build_task("parallel", {**options, "src_spm": given["src"], "tgt_spm": given["tgt"]}, tmp_path / "r")
+    absolute = build_task("parallel", {**options, **{f"{side}_spm": str(tmp_path / path)
+                                                     for side, path in given.items()}}, tmp_path / "a")
+    assert relative.options["src_spm"] == str(tmp_path / "spm" / "src.spm.model")
+    assert relative.differs_from(absolute, data=True) is None
+    os.mkfifo(tmp_path / "pipe.src")
+    with pytest.raises(ValueError, match=r"pipe\.src: not a regular file \(a run reads its data files again"):
+        read_parallel(str(tmp_path / "pipe.src"), options["train_tgt"])
+
+
 def test_a_trained_target_model_that_loses_words_is_noted(tmp_path):
     """A word model with fewer pieces than the targets' words turned the missing ones into unknowns, silently."""
     _, _, options = _parallel_files(tmp_path)

@@ -5,9 +5,11 @@ s2s_fast in a subprocess where the environment or a second process matters."""
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,11 @@ def test_parallel_text_train_and_evaluate_bleu_chrf(tmp_path, capsys):
     assert code == 0 and re.search(r"parallel dev: BLEU \d+\.\d\d  chrF \d+\.\d\d", out)
     code, _, err = _run(capsys, "evaluate", run, "--split", "test", "--device", "cpu")
     assert code == 1 and "no test files" in err
+    # A character the source model never saw is sentencepiece's piece of its own, read as <unk>: said, not silent.
+    inputs = _lines(tmp_path / "in.txt", ["the cat 3 sat", "the \u5bff 4 sat", "\u00e6 cat"])
+    code, out, err = _run(capsys, "decode", run, "--input", inputs, "--device", "cpu")
+    assert code == 0 and len(out.splitlines()) == 3
+    assert "note: 2 input line(s) hold pieces the model's source vocabulary lacks, read as <unk> (line(s) 2, 3)" in err
 
 
 def test_train_notes_a_given_target_model_that_changes_the_text(tmp_path, capsys):
@@ -150,7 +157,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, argv, message):
     assert re.search(message, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_decode_bad_lines_and_unknown_task_flag(tmp_path, capsys):
+def test_decode_bad_lines_and_unknown_task_flag(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert _run(capsys, "train", "--output-dir", run, "--max-steps", 1, "--eval-every", 0, *TINY_TOY)[0] == 0
     code, _, err = _run(capsys, "decode", run, "--input", _lines(tmp_path / "in", ["1 2", "", "3"]))
@@ -159,6 +166,18 @@ def test_decode_bad_lines_and_unknown_task_flag(tmp_path, capsys):
     assert code == 1 and "in2:2:" in err and "does not know: x" in err
     code, _, err = _run(capsys, "decode", run, "--input", tmp_path / "absent.txt")
     assert code == 1 and "absent.txt: no such input file" in err
+    code, _, err = _run(capsys, "decode", run, "--input", tmp_path)
+    assert code == 1 and "a directory, not an input file" in err
+    # A pipe (--input <(...), /dev/stdin) was refused as "no such input file"; closed stdin (<&-) was a traceback.
+    os.mkfifo(tmp_path / "pipe")
+    writer = threading.Thread(target=(tmp_path / "pipe").write_text, args=("1 2\n3 1\n",))
+    writer.start()
+    code, out, err = _run(capsys, "decode", run, "--input", tmp_path / "pipe", "--beam-size", 1)
+    writer.join()
+    assert code == 0 and len(out.splitlines()) == 2, err
+    monkeypatch.setattr(sys, "stdin", None)
+    code, _, err = _run(capsys, "decode", run)
+    assert code == 1 and "stdin is closed" in err and "Traceback" not in err
     code, _, err = _run(capsys, "train", "--output-dir", run, *TINY_TOY)
     assert code == 1 and "already holds a training run" in err
     with pytest.raises(SystemExit) as info:

@@ -21,8 +21,12 @@ SIDES = ("src", "tgt")
 def read_lines(path: str) -> list[str]:
     """The lines of a UTF-8 text file, stripped; an empty line or a missing file is an error naming the place."""
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if not file.is_file():
+        # A pipe (<(...)) would be read once, and a run reads its data again to resume and to be scored.
+        raise ValueError(f"{path}: not a regular file (a run reads its data files again when it is resumed or "
+                         "evaluated; save the data to a file)")
     lines = text_lines(read_text(file))
     stripped = [line.strip() for line in lines]
     for number, line in enumerate(stripped, 1):
@@ -133,6 +137,9 @@ class ParallelTextTask(Task):
             if given:
                 _processor(Path(given))
                 shutil.copyfile(given, model)
+                # Spelt one way: two runs given one model by two paths are one ensemble (the model itself is
+                # compared too, differs_from).
+                resolved[f"{side}_spm"] = str(Path(given).resolve())
             else:
                 # The target side keeps its text as it is: hypotheses are scored against the raw target lines, and
                 # NFKC (sentencepiece's default, kept for the source) turned a perfect one's "…" into "...", "ﬁ" into
@@ -202,7 +209,11 @@ class ParallelTextTask(Task):
         src, tgt = self.options.get(f"{split}_src"), self.options.get(f"{split}_tgt")
         if not src:
             raise MissingSplit(f"parallel: no {split} files were given at training time (--{split}-src/--{split}-tgt)")
-        return read_parallel(src, tgt)
+        sources, targets = read_parallel(src, tgt)
+        # As when the run was built: the files may have changed since, and a line that makes no pieces is named here,
+        # not met as an empty source in a batch.
+        self._check_sources_have_pieces(split, sources)
+        return sources, targets
 
     def training_pairs(self, split: str):
         sources, targets = self._split_lines(split)
