@@ -308,6 +308,25 @@ def test_forced_attention_variants_get_the_reference_results(monkeypatch, family
             torch.testing.assert_close(results[name], value, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("family,mode,sizes", [
+    ("decoder_step", "fwd", {"model": "g2p", "Vs": 31, "Vt": 43, "B": 2, "S": 5}),
+    ("train_step", "train", {"model": "g2p", "Vs": 31, "Vt": 43, "B": 2, "S": 5, "T": 4}),
+])
+def test_a_float32_model_case_is_checked_against_float64(family, mode, sizes):
+    """Its gold was the float32 reference itself: a provider's error "against the wider result" was measured
+    against the very result it missed, and the reference's own error read 0."""
+    from s2s_fast.bench.models import ModelCase
+
+    case = ModelCase(family, mode, sizes, torch.float32, CPU)
+    inputs = case.make_inputs(0)
+    reference, gold = case.prepare("reference", inputs).results(), case.gold(inputs).results()
+    assert reference.keys() == gold.keys()
+    for name, value in gold.items():
+        if value.is_floating_point():
+            assert value.dtype == torch.float64, name
+            torch.testing.assert_close(reference[name].double(), value, rtol=1e-3, atol=1e-4)
+
+
 def test_registry_backends_are_checked_then_timed_or_listed_unavailable():
     # Tiny sizes: under tests/conftest.py the triton backend runs on the CPU through the (slow) interpreter.
     case = OpCase("lstm_cell", "fwd_bwd", {"B": 2, "H": 16}, torch.float32, CPU)
@@ -543,12 +562,14 @@ def test_targets_name_torch_nn_by_device_and_say_when_providers_were_left_out():
     row = dict(benchmark=target.case_name, status="ok", reason=None, dtype="float32", peak_memory_bytes=1,
                saved_for_backward_bytes=None, speedup_vs_reference=1.0)
     records = [dict(row, provider=name, median_ms=ms) for name, ms in (("reference", 2.0), ("torch.nn", 2.0),
-                                                                       ("cpu", 1.0))]
+                                                                       ("cpu", 1.0), ("aten", 1.9))]
     for device_type, label in (("cpu", "speedup vs torch.nn"), ("cuda", "speedup vs torch.nn (cuDNN)")):
         evaluation = next(e for e in evaluate_targets(records, {"device": "x", "device_type": device_type})
                           if e["benchmark"] == target.case_name)
         cpu = next(p for p in evaluation["providers"] if p["provider"] == "cpu")
         assert any(check["name"] == label and check["value"] == 2.0 for check in cpu["checks"]), cpu
+        # torch's own kernels are not graded against torch (cuDNN "at least as fast as cuDNN").
+        assert [p["provider"] for p in evaluation["providers"]] == ["cpu"]
     evaluation = next(e for e in evaluate_targets(records[:2], {"device": "x", "device_type": "cpu"})
                       if e["benchmark"] == target.case_name)
     assert evaluation["summary"] == "no fused provider was run (--providers left them out)"

@@ -7,6 +7,7 @@ floors, ``suite`` checks and times each (case, provider), ``report`` writes the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -130,8 +131,11 @@ def run_benchmarks(quick: bool = False, device: str = "auto", output_dir: str | 
         cut_short = keep_cut_short_results(output_dir)
         if cut_short is not None:
             options.log(f"bench: the results of a run cut short in {output_dir} moved to {cut_short}")
-        records, rates, meta = _measure(cases, options, run_device, run_dtype, quick, threads, matmul_precision,
-                                        output_dir / PARTIAL_RESULTS)
+        # cuda:N the current device while measuring: events, graph captures and Triton launches take the current
+        # device's stream, and on cuda:0's the events of a run on cuda:1 bracketed none of its work.
+        with torch.cuda.device(run_device) if run_device.type == "cuda" else contextlib.nullcontext():
+            records, rates, meta = _measure(cases, options, run_device, run_dtype, quick, threads, matmul_precision,
+                                            output_dir / PARTIAL_RESULTS)
         evaluations = evaluate_targets(records, meta)
         paths, kept = publish_outputs(records, meta, rates, evaluations, output_dir)
         if kept is not None:

@@ -39,6 +39,9 @@ class Runner:
         saved-for-backward count); None where the benchmark has no backward.
     owned: tensors that exist whatever the provider does (inputs, parameters, optimizer state), left out of the
         saved-for-backward count; a callable because optimizer state appears after the first step.
+    graph_memory_bytes: the peak memory of its CUDA graph's capture above what was allocated before it, where run()
+        replays a graph: a replay allocates nothing (the graph's pool was taken at capture), so run()'s own peak
+        left the graph's working memory out.
     """
 
     run: Callable[[], object]
@@ -47,6 +50,7 @@ class Runner:
     owned: Callable[[], list]
     note: str | None = None
     first_call_s: float | None = None
+    graph_memory_bytes: int | None = None
 
 
 def tensor_bytes(value) -> int:
@@ -182,7 +186,7 @@ class Case(abc.ABC):
     @abc.abstractmethod
     def gold(self, inputs: dict) -> Runner:
         """The reference computed in a wider dtype on the same inputs, for results that miss the elementwise
-        tolerance (float32 for low-precision cases; float64 for float32 op cases)."""
+        tolerance (float32 for low-precision cases; float64 for float32 ones)."""
 
     @abc.abstractmethod
     def min_bytes(self, inputs: dict, results: dict) -> int:

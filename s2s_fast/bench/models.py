@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch._dynamo.utils import counters
 
+from .. import functional as F
 from ..models import Seq2Seq, preset_config, sequence_loss
 from ..models.config import BackendCannotServeModel
 from ..models.seq2seq import DecoderState, EncoderOutput
@@ -57,7 +58,8 @@ def _copy_encoded(target: EncoderOutput, source: EncoderOutput) -> None:
 
 
 def _capture(step, device: torch.device):
-    """Capture ``step()`` in a CUDA graph (after warm-up on a side stream); returns (graph, its static output)."""
+    """Capture ``step()`` in a CUDA graph (after warm-up on a side stream); returns (graph, its static output, the
+    capture's peak memory above what was allocated before it: Runner.graph_memory_bytes)."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     try:
@@ -65,12 +67,16 @@ def _capture(step, device: torch.device):
             for _ in range(2):
                 step()
         torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
         graph = torch.cuda.CUDAGraph()
         with torch.no_grad(), torch.cuda.graph(graph):
             output = step()
+        torch.cuda.synchronize(device)
     except RuntimeError as error:
         raise Unavailable(f"CUDA graph capture failed: {str(error).strip().splitlines()[0]}") from None
-    return graph, output
+    return graph, output, max(0, torch.cuda.max_memory_allocated(device) - before)
 
 
 def _step_results(encoded: EncoderOutput, logits, state: DecoderState, weights) -> dict:
@@ -156,13 +162,17 @@ class ModelCase(Case):
         model.to(self.device)
         if self.family != "train_step":
             model.to(dtype).eval()
+        elif dtype == torch.float64:  # the gold of a float32 training step; a low-precision one autocasts
+            model.to(dtype)
         return model
 
     def prepare(self, provider: str, inputs: dict) -> Runner:
         return self._prepare(provider, inputs, self.dtype)
 
     def gold(self, inputs: dict) -> Runner:
-        return self._prepare("reference", inputs, torch.float32)
+        # Wider than the case, as the op cases' gold: a float32 case's gold in float32 was the reference itself, and
+        # a provider's error "against" it was measured against the very result it had missed.
+        return self._prepare("reference", inputs, torch.float64 if self.dtype == torch.float32 else torch.float32)
 
     def _prepare(self, provider: str, inputs: dict, dtype: torch.dtype) -> Runner:
         if provider not in self.providers():
@@ -220,7 +230,7 @@ class ModelCase(Case):
 
         if graphed:
             _serving(backend, step)
-            graph, static = _capture(step, self.device)
+            graph, static, graph_memory = _capture(step, self.device)
 
             def replay():
                 graph.replay()
@@ -234,6 +244,7 @@ class ModelCase(Case):
 
         runner = Runner(step, results, None, self._owned(model, inputs), note)
         runner.first_call_s = first_call_s
+        runner.graph_memory_bytes = graph_memory if graphed else None
         return runner
 
     def _decode_runner(self, model: Seq2Seq, inputs: dict, backend: str) -> Runner:
@@ -256,7 +267,8 @@ class ModelCase(Case):
 
     def _graphed_greedy_runner(self, model: Seq2Seq, inputs: dict, backend: str) -> Runner:
         """Greedy decoding of L tokens per row: the encoder runs eagerly, then L replays of a graph holding one
-        decoder step, the arg-max and the feedback of token and state into the graph's static inputs."""
+        decoder step, the log-softmax maximum, the scores and the feedback of token and state into the graph's static
+        inputs."""
         src, lengths = inputs["src"], inputs["src_lengths"]
         steps, config = self.sizes["L"], model.config
         with torch.no_grad():
@@ -265,13 +277,17 @@ class ModelCase(Case):
         tokens = torch.full((src.shape[0],), config.bos_id, device=src.device)
         history = torch.zeros(src.shape[0], steps, dtype=torch.long, device=src.device)
         position = torch.zeros(1, dtype=torch.long, device=src.device)
+        scores = torch.zeros(src.shape[0], dtype=torch.float64, device=src.device)
 
-        eos = torch.tensor([config.eos_id], device=src.device)
-
+        @torch.no_grad()
         def step():
             logits, new_state, weights = model.decode_step(tokens, state, encoded)
-            # EOS is held off for all L steps, as generate(min_len=L) does.
-            chosen = logits.index_fill(-1, eos, float("-inf")).argmax(dim=-1)
+            # The eager search's step (decoding.greedy_search, EOS held off for all L steps as min_len=L does) less
+            # its host read of whether every row has ended, which is what a graph removes: the arg-max alone left
+            # the log-softmax and the scores out of the graphed rows' time.
+            best, chosen = F.log_softmax_max(logits, config.eos_id, backend=config.backend)
+            scores.add_(best.double())
+            chosen = torch.where(torch.isfinite(best), chosen, config.eos_id)
             tokens.copy_(chosen)
             _copy_state(state, new_state)
             history.index_copy_(1, position, chosen.unsqueeze(1))
@@ -279,13 +295,14 @@ class ModelCase(Case):
             return logits, weights
 
         _serving(backend, step)
-        graph, (static_logits, static_weights) = _capture(step, self.device)
+        graph, (static_logits, static_weights), graph_memory = _capture(step, self.device)
 
         def restart():
             fresh = model.encode(src, lengths)
             _copy_encoded(encoded, fresh)
             _copy_state(state, model.init_state(fresh))
             tokens.fill_(config.bos_id)
+            scores.zero_()
             position.zero_()
 
         def run():
@@ -301,7 +318,8 @@ class ModelCase(Case):
                 graph.replay()
             return _step_results(encoded, static_logits, state, static_weights)
 
-        return Runner(run, results, None, self._owned(model, inputs), "checked on the first decoder step")
+        return Runner(run, results, None, self._owned(model, inputs), "checked on the first decoder step",
+                      graph_memory_bytes=graph_memory)
 
     def _train_runner(self, model: Seq2Seq, inputs: dict, backend: str, dtype: torch.dtype) -> Runner:
         model.train()
