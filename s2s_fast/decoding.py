@@ -35,9 +35,10 @@ def _length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _length_limits(src_lengths: torch.Tensor, max_len, max_len_ratio) -> list[int]:
+def _length_limits(src_lengths: torch.Tensor, max_len, max_len_ratio, min_len: int = 0) -> list[int]:
     """Per-input limit on output tokens (EOS excluded): max_len, ceil(ratio * source length), or both (the smaller);
-    by default 2 * source length + 10. The options checked by check_options."""
+    by default 2 * source length + 10; raised to min_len where below it (a limit reached first cut the hypothesis
+    short of min_len, silently). The options checked by check_options (min_len <= max_len)."""
     limits = []
     for length in src_lengths.tolist():
         candidates = []
@@ -45,7 +46,7 @@ def _length_limits(src_lengths: torch.Tensor, max_len, max_len_ratio) -> list[in
             candidates.append(max_len)
         if max_len_ratio is not None:
             candidates.append(max(1, math.ceil(max_len_ratio * length)))
-        limits.append(min(candidates) if candidates else 2 * length + 10)
+        limits.append(max(min(candidates) if candidates else 2 * length + 10, min_len))
     return limits
 
 
@@ -318,6 +319,8 @@ def check_options(model, beam_size: int = 1, max_len: int | None = None, max_len
         raise ValueError(f"generate: n_best ({n_best}) cannot exceed beam_size ({beam_size})")
     if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
         raise ValueError(f"generate: max_len must be a positive integer or None, got {max_len!r}")
+    if max_len is not None and min_len > max_len:
+        raise ValueError(f"generate: min_len ({min_len}) exceeds max_len ({max_len}): no output can have both")
     if max_len_ratio is not None and not (isinstance(max_len_ratio, (int, float))
                                           and not isinstance(max_len_ratio, bool) and 0 < max_len_ratio < math.inf):
         raise ValueError(f"generate: max_len_ratio must be a positive finite number or None, got {max_len_ratio!r}")
@@ -354,7 +357,8 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
         beam_size: 1 for greedy search, more for beam search.
         max_len, max_len_ratio: per-input limit on output tokens (EOS excluded): max_len, ceil(ratio * source
             length), the smaller of both when both are given, 2 * source length + 10 when neither is.
-        min_len: EOS is not allowed before this many tokens.
+        min_len: EOS is not allowed before this many tokens; a per-input limit below it is raised to it (and
+            max_len below it refused).
         length_penalty: GNMT's alpha (0 ranks by log-probability alone); beam search only.
         n_best: how many hypotheses to return per input (at most beam_size).
         return_attention: also return the attention of each input's best hypothesis.
@@ -372,7 +376,7 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
     with _evaluating(model):
         lengths = model.check_source(src, src_lengths)
         _check_devices(model, src)
-        limits = _length_limits(lengths, max_len, max_len_ratio)
+        limits = _length_limits(lengths, max_len, max_len_ratio, min_len)
         if src.shape[0] == 0:
             return ([], []) if return_attention else []
         with torch.no_grad():

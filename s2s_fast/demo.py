@@ -33,13 +33,16 @@ def run_demo(task: str = "reverse", seconds: float = 60.0, device: str = "auto",
     model = Seq2Seq(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     held_out = make_pairs(task, 500, NUM_SYMBOLS, min_len=3, max_len=12, seed=seed + 1)
+    # Held out for real: short sources repeat between draws (18% of these were trained on after 2,000 steps).
+    unseen = {tuple(source) for source, _ in held_out}
     log(f"demo: task {task!r} on {device}, {sum(p.numel() for p in model.parameters())} parameters, "
         f"about {seconds:.0f} s of training")
     start = time.perf_counter()
     step, chunk = 0, 200
     while time.perf_counter() - start < seconds:
-        pairs = make_pairs(task, batch_size * chunk, NUM_SYMBOLS, min_len=3, max_len=12, seed=seed + 2 + step)
-        for index in range(chunk):
+        pairs = [pair for pair in make_pairs(task, batch_size * chunk, NUM_SYMBOLS, min_len=3, max_len=12,
+                                             seed=seed + 2 + step) if tuple(pair[0]) not in unseen]
+        for index in range(len(pairs) // batch_size):
             batch = collate(pairs[index * batch_size:(index + 1) * batch_size], PAD_ID, BOS_ID, EOS_ID).to(device)
             logits = model(batch.src, batch.src_lengths, batch.tgt_in)
             loss = sequence_loss(logits, batch.tgt_out, PAD_ID)

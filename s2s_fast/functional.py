@@ -557,16 +557,17 @@ def dropout(input, p=0.5, training=True, *, backend=None):
     """
     op = "dropout"
     _require_tensor(op, "input", input)
-    _float_tensors(op, {"input": input})
     if isinstance(p, torch.Tensor) and p.dim() == 0 and not p.dtype.is_complex and p.dtype != torch.bool:
         p = p.item()
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise ValueError(f"{op}: p must be a number in [0, 1], got {p!r}")
     if not isinstance(training, bool):
         raise TypeError(f"{op}: training must be a bool, got {type(training).__name__}")
-    # The edge cases, once for every backend, as torch's dropout takes them.
+    # The edge cases, once for every backend, as torch's dropout takes them: an integer tensor passes where nothing
+    # is dropped (torch.nn.Dropout in eval mode), and is refused where something would be.
     if not training or p == 0.0:
         return input
+    _float_tensors(op, {"input": input})
     if p == 1.0:
         return input * 0.0  # zero, with NaN for NaN and infinite inputs
     return _dispatch(op, input.device, (input, float(p), training), backend)

@@ -132,6 +132,10 @@ def test_length_limits(beam_size):
         assert len(tokens) == 2
     for tokens in eager.generate(batch.src, batch.src_lengths, beam_size=beam_size):
         assert tokens == []
+    # A limit below min_len (here the ratio's, 1 or 2 tokens) cut the output short of min_len, silently.
+    for tokens in eager.generate(batch.src, batch.src_lengths, beam_size=beam_size, min_len=7, max_len_ratio=0.1,
+                                 max_len=9):
+        assert len(tokens) == 7
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
@@ -152,7 +156,8 @@ def test_generate_errors():
                              (dict(max_len=0), "max_len"), (dict(max_len_ratio=-1.0), "max_len_ratio"),
                              (dict(max_len_ratio=float("inf"), max_len=5), "max_len_ratio must be a positive finite"),
                              (dict(max_len_ratio=True), "max_len_ratio"),
-                             (dict(min_len=-1), "min_len"), (dict(length_penalty=float("nan")), "length_penalty"),
+                             (dict(min_len=-1), "min_len"),
+                             (dict(min_len=5, max_len=2), r"min_len \(5\) exceeds max_len \(2\)"), (dict(length_penalty=float("nan")), "length_penalty"),
                              (dict(length_penalty=float("inf")), "length_penalty"),
                              (dict(beam_size=2, length_penalty=1000.0), r"length_penalty must be a number in "
                                                                         r"\[-10, 10\]"),

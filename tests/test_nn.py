@@ -390,6 +390,8 @@ def test_what_the_drop_ins_cannot_do_is_refused_in_words():
     cell, x, c = snn.LSTMCell(3, 4), torch.randn(2, 3), torch.randn(2, 4)
     with pytest.raises(TypeError, match="hx must be a pair \\(h, c\\) of tensors, or None, got \\['NoneType', "):
         cell(x, (None, c))
+    with pytest.raises(TypeError, match="GRUCell: hx must be a tensor, or None, got tuple"):
+        snn.GRUCell(3, 4)(x, (c,))
     dropout = snn.Dropout(0.5)
     dropout.inplace = True
     with pytest.raises(ValueError, match="inplace=True is not supported"):

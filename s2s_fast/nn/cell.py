@@ -61,6 +61,8 @@ class GRUCell(NotScriptable, torch.nn.GRUCell):
         self.backend = None if backend is None else check_backend_name(backend)
 
     def forward(self, input, hx=None):
+        if hx is not None and not isinstance(hx, torch.Tensor):
+            raise InputTypeError(f"GRUCell: hx must be a tensor, or None, got {type(hx).__name__}")
         batched, input, (h,) = _batched(self, input, (hx,))
         if h is None:
             h = input.new_zeros(input.shape[0], self.hidden_size)

@@ -120,6 +120,9 @@ def test_bad_arguments_are_refused_naming_them():
         F.dropout([1.0], 0.5)
     with pytest.raises(InputTypeError, match="dropout: input must be float16, bfloat16, float32 or float64"):
         F.dropout(torch.ones(3, dtype=torch.int64), 0.5)
+    # Where nothing is dropped an integer tensor passes, as through torch.nn.Dropout in eval mode.
+    integers = torch.arange(4)
+    assert F.dropout(integers, 0.5, training=False) is integers and F.dropout(integers, 0.0) is integers
     assert issubclass(InputError, ValueError)
     # p as torch takes it: any real number, a numpy scalar or a 0-d tensor.
     for p in (np.float32(0.25), torch.tensor(0.25), 0):
