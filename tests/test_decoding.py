@@ -157,7 +157,8 @@ def test_generate_errors():
                              (dict(max_len_ratio=float("inf"), max_len=5), "max_len_ratio must be a positive finite"),
                              (dict(max_len_ratio=True), "max_len_ratio"),
                              (dict(min_len=-1), "min_len"),
-                             (dict(min_len=5, max_len=2), r"min_len \(5\) exceeds max_len \(2\)"), (dict(length_penalty=float("nan")), "length_penalty"),
+                             (dict(min_len=5, max_len=2), r"min_len \(5\) exceeds max_len \(2\)"),
+                             (dict(length_penalty=float("nan")), "length_penalty"),
                              (dict(length_penalty=float("inf")), "length_penalty"),
                              (dict(beam_size=2, length_penalty=1000.0), r"length_penalty must be a number in "
                                                                         r"\[-10, 10\]"),
