@@ -242,7 +242,7 @@ def _evaluate(args) -> int:
                           matmul_precision=args.matmul_precision)
     if isinstance(report["checkpoint"], list):
         members = ", ".join(f"{run_directory(Path(c)).name}/{Path(c).name}" for c in report["checkpoint"])
-        model = (f"both directions, {len(report['checkpoint'])} runs (each direction proposes, both score)"
+        model = (f"both directions, {len(report['checkpoint'])} models (each direction proposes, both score)"
                  if report["joint"] == "both directions" else f"ensemble of {len(report['checkpoint'])}")
         model += f": {members}"
     else:

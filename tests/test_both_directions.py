@@ -188,7 +188,7 @@ def test_a_right_to_left_run_trains_on_reversed_targets_and_evaluates_with_a_lef
                 assert written == (src[:length] if name == "rtl" else src[:length][::-1])
         assert len(batches) == 4
     code, out, err = _run(capsys, "evaluate", runs["ltr"], runs["rtl"], "--split", "test", "--device", "cpu")
-    assert code == 0 and "both directions, 2 runs (each direction proposes, both score): ltr/step-00000004, " \
+    assert code == 0 and "both directions, 2 models (each direction proposes, both score): ltr/step-00000004, " \
                          "rtl/step-00000004" in out, err
     report, = (runs["ltr"] / "evaluations").glob("test-ensemble-ltr.step-00000004+rtl.step-00000004-*-beam5.json")
     report = json.loads(report.read_text())
