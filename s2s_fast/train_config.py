@@ -437,6 +437,11 @@ def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tup
     saved = read_train_config(checkpoint)
     saved["output_dir"] = str(output_dir)
     saved = _without_what_went_unread(saved)
+    # A None that a task default fills means that default, as in a fresh start (not the None itself, which the run
+    # cannot train with, nor a change of a setting fixed on resume).
+    defaults = TASK_DEFAULTS[task_family(saved["task"])]
+    explicit = {name: defaults[name] if value is None and name in defaults else value
+                for name, value in explicit.items()}
     merged = {**saved, **explicit}
     if "model" in explicit:  # --model overrides merge key by key over the run's, as over a config file's
         merged["model"] = {**(saved.get("model") or {}), **explicit["model"]}
@@ -445,21 +450,22 @@ def resolve_run_config(config: TrainConfig, explicit: dict, resume: bool) -> tup
     if changed:
         raise ValueError(f"--resume: cannot change {', '.join(changed)} of an existing run (start a new one in "
                          "another --output-dir)")
-    # A None that a task default fills means that default, as in a fresh start (not the None itself, which the run
-    # cannot train with).
+    # The run's own settings that it recorded unread (before such were refused), or that the flags given now leave
+    # unread (--eval-every 0 over its eval_beam_size), go back to their defaults; one the user gives is refused.
+    for name in TrainConfig.from_dict(merged)._unread():
+        if name not in explicit:
+            merged[name] = default_of(TrainConfig.__dataclass_fields__[name])
     return TrainConfig.from_dict(merged).with_task_defaults(), checkpoint
 
 
 def _without_what_went_unread(saved: dict) -> dict:
     """A run's saved settings without those it recorded but never read, which are refused since: another task's
-    settings, those TrainConfig._unread names (a patience with no dev evaluation to count, ...), an attention_size
-    of an attention that has none."""
+    settings, an attention_size of an attention that has none (those TrainConfig._unread names are reset once the
+    flags given on resume are merged in: resolve_run_config)."""
     saved = dict(saved)
     config = TrainConfig.from_dict(saved)
     for spec in _other_tasks_settings(config.task):
         saved[spec.name] = default_of(spec)
-    for name in config._unread():
-        saved[name] = default_of(TrainConfig.__dataclass_fields__[name])
     if "attention_size" in config.model and \
             config._model_fields().get("attention", Seq2SeqConfig.attention) != "bahdanau":
         saved["model"] = {key: value for key, value in config.model.items() if key != "attention_size"}

@@ -590,11 +590,34 @@ def test_a_resume_records_what_it_ran_and_marks_where_it_took_over(tmp_path, cap
     resumed = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     assert (resumed.lr, resumed.eval_every, resumed.save_every) == (0.1, 250, 250)
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    mark = events.index({"kind": "resume", "step": 2, "checkpoint": "step-00000002"})
-    steps = [(event["step"], event["lr"]) for event in events[mark:] if event["kind"] == "train"]
+    marks = [n for n, event in enumerate(events) if event == {"kind": "resume", "step": 2,
+                                                               "checkpoint": "step-00000002"}]
+    assert len(marks) == 2  # the resume with nothing to do, then the one that trained
+    steps = [(event["step"], event["lr"]) for event in events[marks[-1]:] if event["kind"] == "train"]
     assert steps == [(step, pytest.approx(0.1 * lr_factor(step - 1, resumed))) for step in (3, 4)]
     assert (run / "checkpoints" / "step-00000002-keep").is_dir()
+    (run / "checkpoints" / "latest.json").unlink()  # the newest by step, the copy set aside not among them
+    (run / "checkpoints" / "step-notes").mkdir()
     assert ckpt.latest_checkpoint(run / "checkpoints").name == "step-00000004"
+
+
+def test_a_resume_resets_the_runs_settings_its_new_flags_leave_unread_and_refuses_the_users(tmp_path, capsys):
+    """--eval-every 0 on resume was refused for the run's own eval_beam_size (a setting the user never typed); a
+    null for a fixed setting the run took by default read as a change of it."""
+    run = tmp_path / "run"
+    flags = [flag for flag in TINY_FLAGS if flag not in ("--batch-tokens", "160")]
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 2, "--eval-beam-size", 2,
+                *flags)[0] == 0
+    config = tmp_path / "more.yaml"
+    config.write_text("batch_tokens: null\n")
+    code, _, err = _run(capsys, "train", "--config", config, "--output-dir", run, "--resume", "--max-steps", 3,
+                        "--eval-every", 0)
+    assert code == 0, err
+    resumed = json.loads((run / "config.json").read_text())
+    assert (resumed["eval_every"], resumed["eval_beam_size"], resumed["batch_tokens"]) == (0, 1, 640)
+    code, _, err = _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 4, "--eval-every", 0,
+                        "--eval-beam-size", 3)
+    _one_line_error(code, err, r"eval_beam_size \(3\) is read by dev evaluations")
 
 
 def test_the_python_api_resumes_a_run_given_its_configuration(tmp_path):

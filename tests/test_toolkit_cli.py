@@ -170,11 +170,12 @@ def test_decode_bad_lines_and_unknown_task_flag(tmp_path, capsys, monkeypatch):
     assert code == 1 and "a directory, not an input file" in err
     # A pipe (--input <(...), /dev/stdin) was refused as "no such input file"; closed stdin (<&-) was a traceback.
     os.mkfifo(tmp_path / "pipe")
-    writer = threading.Thread(target=(tmp_path / "pipe").write_text, args=("1 2\n3 1\n",))
+    writer = threading.Thread(target=(tmp_path / "pipe").write_text, args=("1 2\n3 1\n",), daemon=True)
     writer.start()
     code, out, err = _run(capsys, "decode", run, "--input", tmp_path / "pipe", "--beam-size", 1)
-    writer.join()
     assert code == 0 and len(out.splitlines()) == 2, err
+    writer.join(timeout=10)
+    assert not writer.is_alive()
     monkeypatch.setattr(sys, "stdin", None)
     code, _, err = _run(capsys, "decode", run)
     assert code == 1 and "stdin is closed" in err and "Traceback" not in err

@@ -282,9 +282,10 @@ class ModelCase(Case):
         @torch.no_grad()
         def step():
             logits, new_state, weights = model.decode_step(tokens, state, encoded)
-            # The eager search's step (decoding.greedy_search, EOS held off for all L steps as min_len=L does) less
-            # its host read of whether every row has ended, which is what a graph removes: the arg-max alone left
-            # the log-softmax and the scores out of the graphed rows' time.
+            # The eager search's step (decoding.greedy_search, EOS held off for all L steps as min_len=L does): its
+            # log-softmax maximum and scores, which the arg-max alone left out of the graphed rows' time. Left out:
+            # the host read of whether every row has ended, which is what a graph removes, and the ended rows'
+            # bookkeeping (a few [B] elementwise ops), moot where no row ends.
             best, chosen = F.log_softmax_max(logits, config.eos_id, backend=config.backend)
             scores.add_(best.double())
             chosen = torch.where(torch.isfinite(best), chosen, config.eos_id)

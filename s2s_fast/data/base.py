@@ -38,6 +38,8 @@ class Task:
     higher_is_better: bool
     # The options a loaded task reads (load_task refuses a task.json without them).
     READS: tuple[str, ...] = ()
+    # Options naming files whose contents the task compares itself (differs_from), not by their paths.
+    NAMES_OF_FILES_COMPARED: tuple[str, ...] = ()
 
     def __init__(self, src_vocab: Vocabulary, tgt_vocab: Vocabulary, options: dict):
         self.src_vocab = src_vocab
@@ -88,9 +90,9 @@ class Task:
             return "the source vocabularies differ"
         if other.tgt_vocab != self.tgt_vocab:
             return "the target vocabularies differ"
-        if data and other.options != self.options:
-            changed = sorted(key for key in set(self.options) | set(other.options)
-                             if self.options.get(key) != other.options.get(key))
+        changed = sorted(key for key in set(self.options) | set(other.options)
+                         if key not in self.NAMES_OF_FILES_COMPARED and self.options.get(key) != other.options.get(key))
+        if data and changed:
             return f"the task's data settings differ ({', '.join(changed)})"
         return None
 

@@ -109,6 +109,9 @@ class ParallelTextTask(Task):
     primary_metric = "bleu"
     higher_is_better = True
     READS = ("max_length",)
+    # The sentencepiece models given are compared by their contents (differs_from): runs given one model by two
+    # paths, or from before the paths were recorded in full, are one ensemble.
+    NAMES_OF_FILES_COMPARED = ("src_spm", "tgt_spm")
 
     def __init__(self, src_vocab, tgt_vocab, options, processors):
         super().__init__(src_vocab, tgt_vocab, options)
@@ -137,9 +140,7 @@ class ParallelTextTask(Task):
             if given:
                 _processor(Path(given))
                 shutil.copyfile(given, model)
-                # Spelt one way: two runs given one model by two paths are one ensemble (the model itself is
-                # compared too, differs_from).
-                resolved[f"{side}_spm"] = str(Path(given).resolve())
+                resolved[f"{side}_spm"] = str(Path(given).resolve())  # where it came from, for the record
             else:
                 # The target side keeps its text as it is: hypotheses are scored against the raw target lines, and
                 # NFKC (sentencepiece's default, kept for the source) turned a perfect one's "…" into "...", "ﬁ" into
