@@ -186,7 +186,13 @@ def _search(model, encoded, lengths: torch.Tensor, limits: list[int], beam_size:
     if not model.config.reverse_target:
         return best
     return [[h._replace(tokens=model.config.writing_order(h.tokens),
-                        attention=None if h.attention is None else h.attention.flip(0)) for h in row] for row in best]
+                        attention=_reading_order_rows(model.config, h.attention)) for h in row] for row in best]
+
+
+def _reading_order_rows(config, attention: torch.Tensor | None) -> torch.Tensor | None:
+    """Attention rows [steps, S] in the order the decoder wrote them -> in reading order (turned with
+    reverse_target, as Seq2SeqConfig.writing_order turns the tokens)."""
+    return attention.flip(0) if attention is not None and config.reverse_target else attention
 
 
 @contextlib.contextmanager
@@ -298,9 +304,7 @@ def rescored_search(directions, src: torch.Tensor, lengths: torch.Tensor, limits
         score = mean[flat] / _length_penalty(len(target) + 1, length_penalty)
         if not math.isfinite(score):
             continue
-        weights = [] if attention is None else attention[flat, :len(target)]
-        if attention is not None and directions[0].config.reverse_target:
-            weights = weights.flip(0)
+        weights = [] if attention is None else _reading_order_rows(directions[0].config, attention[flat, :len(target)])
         ranked[row].append(Hypothesis(target, score, _source_attention(list(weights), int(lengths[row]))))
     empty = [Hypothesis([], float("-inf"), torch.zeros(0, int(length))) for length in lengths.tolist()]
     return [sorted(hypotheses, key=lambda h: -h.score)[:n_best] or [empty[row]]

@@ -163,9 +163,10 @@ def train(config: TrainConfig, resume: bool = False, explicit: dict | None = Non
           echo: Callable[[str], Any] = print) -> TrainResult:
     """Train (or, with resume, continue) the run described by ``config``; ``explicit`` names the settings the user
     gave (they override a resumed run's saved configuration; by default those of ``config`` away from their
-    defaults, TrainConfig.given: to set one back to its default on resume, name it in ``explicit``). A directory that holds another run's files is
-    refused unless ``resume`` continues that run or ``overwrite`` replaces it. Process 0 holds the output
-    directory's lock for the run's life: a second run there is refused, naming the holder's pid."""
+    defaults, TrainConfig.given: to set one back to its default on resume, name it in ``explicit``). A directory
+    that holds another run's files is refused unless ``resume`` continues that run or ``overwrite`` replaces it.
+    Process 0 holds the output directory's lock for the run's life: a second run there is refused, naming the
+    holder's pid."""
     config.validate(together=not resume)  # a resumed run's flags agree with its saved settings, not the defaults
     if resume and overwrite:
         raise ValueError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")

@@ -318,7 +318,8 @@ def test_a_given_sentencepiece_model_is_recorded_by_its_full_path_and_a_pipe_is_
     assert relative.options["src_spm"] == str(tmp_path / "spm" / "src.spm.model")
     assert relative.differs_from(absolute, data=True) is None
     # A run from before the paths were recorded in full: the models are compared, not their paths.
-    before = type(relative)(relative.src_vocab, relative.tgt_vocab, {**relative.options, **{f"{side}_spm": path for side, path in given.items()}},
+    as_given = {f"{side}_spm": path for side, path in given.items()}
+    before = type(relative)(relative.src_vocab, relative.tgt_vocab, {**relative.options, **as_given},
                             relative.processors)
     assert before.differs_from(absolute, data=True) is None
     os.mkfifo(tmp_path / "pipe.src")

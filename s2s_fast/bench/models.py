@@ -208,8 +208,7 @@ class ModelCase(Case):
             state = model.init_state(encoded)
         tokens = inputs["prev_tokens"]
         decode_step = model.decode_step
-        note = None
-        first_call_s = None
+        note = first_call_s = graph_memory = None
         if compiled:
             decode_step = torch.compile(model.decode_step, dynamic=False)
             breaks_before = sum(counters["graph_break"].values())
@@ -242,10 +241,7 @@ class ModelCase(Case):
             logits, new_state, weights = _serving(backend, step)
             return _step_results(encoded, logits, new_state, weights)
 
-        runner = Runner(step, results, None, self._owned(model, inputs), note)
-        runner.first_call_s = first_call_s
-        runner.graph_memory_bytes = graph_memory if graphed else None
-        return runner
+        return Runner(step, results, None, self._owned(model, inputs), note, first_call_s, graph_memory)
 
     def _decode_runner(self, model: Seq2Seq, inputs: dict, backend: str) -> Runner:
         src, lengths = inputs["src"], inputs["src_lengths"]

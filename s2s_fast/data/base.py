@@ -90,11 +90,11 @@ class Task:
             return "the source vocabularies differ"
         if other.tgt_vocab != self.tgt_vocab:
             return "the target vocabularies differ"
+        if not data:
+            return None
         changed = sorted(key for key in set(self.options) | set(other.options)
                          if key not in self.NAMES_OF_FILES_COMPARED and self.options.get(key) != other.options.get(key))
-        if data and changed:
-            return f"the task's data settings differ ({', '.join(changed)})"
-        return None
+        return f"the task's data settings differ ({', '.join(changed)})" if changed else None
 
     def save(self, directory: Path) -> None:
         state = {"task": self.name, "src_vocab": self.src_vocab.to_json(), "tgt_vocab": self.tgt_vocab.to_json(),
