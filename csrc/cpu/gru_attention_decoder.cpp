@@ -150,9 +150,10 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
         previous_steps(output, feed, feed_before);
         previous_steps(hidden_c, hx_c, hidden_before);
     });
-    if (T == 0) {
-        return {at::zeros_like(input), grad_hy.clone(), at::zeros_like(feed), at::zeros_like(weight_ih),
-                at::zeros_like(weight_hh), at::zeros({G}, options), at::zeros({G}, options),
+    if (T == 0) {  // contiguous, as the fake's: zeros_like and clone would keep a transposed argument's strides
+        return {at::zeros(input.sizes(), options), grad_hy.clone(at::MemoryFormat::Contiguous),
+                at::zeros(feed.sizes(), options), at::zeros(weight_ih.sizes(), options),
+                at::zeros(weight_hh.sizes(), options), at::zeros({G}, options), at::zeros({G}, options),
                 readout_grads.query_weight, readout_grads.key_proj, readout_grads.v, readout_grads.values,
                 readout_grads.combine_weight, readout_grads.dropout_mask};
     }

@@ -154,9 +154,11 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
         previous_steps(output, feed, feed_before);
         previous_steps(hidden, hx, hidden_before);
     });
-    if (T == 0) {
-        return {at::zeros_like(input), grad_hy.clone(), grad_cy.clone(), at::zeros_like(feed),
-                at::zeros_like(weight_ih), at::zeros_like(weight_hh), at::zeros({G}, options),
+    if (T == 0) {  // contiguous, as the fake's: zeros_like and clone would keep a transposed argument's strides
+        const auto fresh = at::MemoryFormat::Contiguous;
+        return {at::zeros(input.sizes(), options), grad_hy.clone(fresh), grad_cy.clone(fresh),
+                at::zeros(feed.sizes(), options), at::zeros(weight_ih.sizes(), options),
+                at::zeros(weight_hh.sizes(), options), at::zeros({G}, options),
                 readout_grads.query_weight, readout_grads.key_proj, readout_grads.v, readout_grads.values,
                 readout_grads.combine_weight, readout_grads.dropout_mask};
     }
@@ -165,10 +167,12 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     const Tensor flat_gates = grad_gates.view({T * B, G});
     const Tensor grad_weight_all = weight_gradient(flat_gates, step_inputs, false);  // [4H, E + 2H]
     const Tensor grad_input = Product(weight_ih.narrow(1, 0, s.embed))(flat_gates).view({T, B, s.embed});
+    // Copies, each its own: at B = 1 a row of carried is contiguous already, and two outputs of one op must not
+    // share storage (the schema says each is new; functionalization and Inductor's buffer reuse rely on it).
     return {grad_input,
-            carried.narrow(1, H, H).contiguous(),
+            carried.narrow(1, H, H).clone(at::MemoryFormat::Contiguous),
             dc,
-            carried.narrow(1, 0, H).contiguous(),
+            carried.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous),
             grad_weight_all.narrow(1, 0, s.embed + H).contiguous(),
             grad_weight_all.narrow(1, s.embed + H, H).contiguous(),
             flat_gates.sum(0),

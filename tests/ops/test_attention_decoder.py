@@ -178,6 +178,41 @@ def test_opcheck(backend, op):
     torch.library.opcheck(operator, (*unsaved.values(), False))
 
 
+def _backward_arguments(op, args):
+    """The cpu backward operator's arguments for ``args`` (decoder_inputs), as the op's autograd formula passes them:
+    upstream gradients, the inputs it reads, and what the forward operator saved."""
+    lstm = op.startswith("lstm")
+    forward = getattr(torch.ops.s2s_fast, f"cpu_{op}_fwd")(*args.values(), True)
+    output, weights, saved = forward[0], forward[3 if lstm else 2], forward[4 if lstm else 3:]
+    states = ("hx", "cx") if lstm else ("hx",)
+    upstream = [torch.randn_like(output), *(torch.randn_like(args[name]).t().contiguous().t() for name in states),
+                torch.randn_like(weights)]
+    read = [args[name] for name in ("input", *states, "feed", "weight_ih", "weight_hh", "query_weight", "key_proj",
+                                     "v", "values", "combine_weight", "dropout_mask")]
+    return (*upstream, *read, output, weights, *saved)
+
+
+@each_op
+@pytest.mark.parametrize("steps,batch", [(3, 1), (0, 3), (2, 3)])
+def test_the_backward_operator_keeps_its_schema_and_fake(backend, op, steps, batch):
+    """Each gradient its own storage (at B = 1 a row of [B, 2H] is contiguous: a view of it would alias two
+    outputs), and strides as the fake gives them with transposed states, gradients and feed (T = 0 included)."""
+    if backend.name != "cpu":
+        pytest.skip("the cpu backend's operators")
+    args = decoder_inputs(op, steps=steps, batch=batch, embed=3, hidden=4, keys=5, attn=3, value_size=4)
+    for name in ("hx", "cx", "feed"):
+        if name in args:
+            args[name] = args[name].t().contiguous().t()
+    backward = getattr(torch.ops.s2s_fast, f"cpu_{op}_bwd").default
+    arguments = _backward_arguments(op, args)
+    grads = backward(*arguments)
+    storages = [grad.untyped_storage().data_ptr() for grad in grads if grad.numel()]
+    assert len(set(storages)) == len(storages)
+    for grad in grads:
+        assert grad.is_contiguous()
+    torch.library.opcheck(backward, arguments)
+
+
 @each_op
 def test_compiles_whole_and_matches_eager(backend, op):
     if backend.name != "cpu":
