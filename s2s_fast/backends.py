@@ -327,7 +327,11 @@ def unavailable_reason(name: str, device: torch.device | str | None = None) -> s
     name = check_backend_name(name, "the name argument")
     if name == "auto":
         return None
-    return _unavailable(name, resolve_device("auto") if device is None else torch.device(device))
+    device = resolve_device("auto") if device is None else torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        # Asked here, not on every call: a call's tensors are on a device that exists.
+        return "no CUDA device here (torch.cuda.is_available() is False)"
+    return _unavailable(name, device)
 
 
 def _unavailable(name: str, device: torch.device) -> str | None:
@@ -367,7 +371,8 @@ def unserved_ops(name: str, ops) -> list[str] | None:
 
 
 def available_backends(device: torch.device | str | None = None) -> list[str]:
-    """Backends that can run on ``device`` (default: cuda if present, else cpu), in auto's order of preference."""
+    """Backends that can run on ``device`` (default: cuda if present, else cpu) here, in BACKEND_NAMES's order (auto's
+    choice per op and call is resolve's); none for a CUDA device on a machine without one."""
     return [name for name in BACKEND_NAMES if unavailable_reason(name, device) is None]
 
 

@@ -165,6 +165,10 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
         return lengths.to(dtype=torch.int64)
     if lengths.dtype in WIDE_UNSIGNED:  # torch's min and max have no kernels for these
         lengths = lengths.to(torch.int64)
+    if device.type == "cpu" and lengths.device.type != "cpu":
+        # The CPU kernels read them on the host: the copy waits for them anyway, so the check runs there too, with
+        # its message (a device-side assert would leave the GPU's context unusable).
+        lengths = lengths.to("cpu")
     if batch and lengths.device.type == "cpu" and not torch.compiler.is_compiling():
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > steps:

@@ -19,6 +19,13 @@ def test_reference_always_available():
     assert set(s2s_fast.available_backends("cpu")) <= set(backends.BACKEND_NAMES)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a CUDA device")
+def test_no_backend_is_available_for_cuda_without_a_cuda_device():
+    assert s2s_fast.available_backends("cuda") == []
+    for name in backends.BACKEND_NAMES:
+        assert "no CUDA device here" in backends.unavailable_reason(name, "cuda")
+
+
 def test_auto_on_cpu_picks_aten_for_cells():
     name, _ = backends.resolve("lstm_cell", torch.device("cpu"), _cell_args())
     assert name == "aten"

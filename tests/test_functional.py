@@ -200,6 +200,18 @@ def test_meta_tensors_give_shapes_like_torch():
 
 
 @pytest.mark.gpu
+def test_gpu_lengths_for_cpu_inputs_are_checked_on_the_host():
+    """Lengths on a GPU for a call on CPU tensors go to the host, which the CPU kernels read them on, and are
+    checked there: a clear error, not a device-side assert that would leave the CUDA context unusable."""
+    x, h, c = torch.randn(4, 3, 5), torch.randn(3, 8), torch.randn(3, 8)
+    w_ih, w_hh = torch.randn(32, 5), torch.randn(32, 8)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, T\] = \[0, 4\], got min 0 and max 9"):
+        F.lstm_layer(x, h, c, w_ih, w_hh, lengths=torch.tensor([4, 0, 9], device="cuda"))
+    output, _, _ = F.lstm_layer(x, h, c, w_ih, w_hh, lengths=torch.tensor([4, 0, 2], device="cuda"))
+    assert output.device.type == "cpu" and torch.count_nonzero(output[:, 1]) == 0
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 def test_gpu_lengths_are_checked_on_the_gpu_without_a_host_sync(backend):
     """A layer call with lengths on the GPU synchronises nothing (so it can be captured in a CUDA graph). (A length

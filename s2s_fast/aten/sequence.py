@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from ..reference.time_loop import exact_zero
+
 # Weight of the padding feature in an LSTM's forget (+) and input (-) gates: far past where float sigmoid rounds to
 # exactly 1 or 0, small enough that the (discarded) gradient of the feature stays finite.
 SATURATION = {torch.float16: 1e4}
@@ -95,7 +97,7 @@ def run_layer(rnn, input: torch.Tensor, state: tuple, params: list, has_biases: 
     if steps == 0 or batch == 0:
         # torch's RNN ops refuse empty input. What comes back stays in autograd's graph, as torch.nn's outputs do
         # (zero gradients for the weights, the state's own for the state): an empty slice's sum is an exact 0.
-        zero = sum(t.reshape(-1)[:0].sum() for t in (input, *state, *params))
+        zero = exact_zero(input, *state, *params)
         return input.new_zeros(steps, batch, state[0].shape[1]) + zero, tuple(s + zero for s in state)
     if lengths is None or _every_row_full(lengths, steps):
         output, final = _run(rnn, input.flip(0) if reverse else input, state, params, has_biases, train)

@@ -16,5 +16,6 @@ def gru_attention_decoder(input, hx, feed, weight_ih, weight_hh, bias_ih, bias_h
         return h, (h,)
 
     output, (hy,), weights = attention_readout(cell, input, (hx,), feed, query_weight, key_proj, v, values, mask,
-                                               combine_weight, dropout_mask, backend)
+                                               combine_weight, dropout_mask, backend,
+                                               (weight_ih, weight_hh, bias_ih, bias_hh))
     return output, hy, weights

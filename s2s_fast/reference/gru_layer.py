@@ -35,4 +35,5 @@ def gru_layer(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, lengt
             return h, (h,)
 
     outputs, final = time_loop(step, input.shape[0], (hx,), lengths, reverse)
-    return stack_outputs(outputs, input, hx.shape[1]), *with_empty_rows(final, given, lengths)
+    return (stack_outputs(outputs, input, hx.shape[1], hx, weight_ih, weight_hh, bias_ih, bias_hh),
+            *with_empty_rows(final, given, lengths))

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from .time_loop import exact_zero
+
 
 def attention_readout(cell, input, state: tuple, feed, query_weight, key_proj, v, values, mask, combine_weight,
-                      dropout_mask, backend):
+                      dropout_mask, backend, cell_weights: tuple):
     """The decoder's time loop around ``cell(x_t, *state) -> (h_t, new state)``: (output [T, B, H], the final state,
-    weights [T, B, S])."""
+    weights [T, B, S]); for T = 0 empty ones in the graph of every input, ``cell``'s ``cell_weights`` among them."""
     from .. import functional as F  # the functional layer imports the backends, this module among them
 
     outputs, weights = [], []
@@ -31,7 +33,8 @@ def attention_readout(cell, input, state: tuple, feed, query_weight, key_proj, v
         weights.append(step_weights)
     if not outputs:
         batch, keys = input.shape[1], values.shape[1]
-        return input.new_zeros(0, batch, state[0].shape[1]), state, input.new_zeros(0, batch, keys)
+        zero = exact_zero(input, *state, feed, query_weight, key_proj, v, values, combine_weight, *cell_weights)
+        return input.new_zeros(0, batch, state[0].shape[1]) + zero, state, input.new_zeros(0, batch, keys) + zero
     return torch.stack(outputs), state, torch.stack(weights)
 
 
@@ -45,5 +48,6 @@ def lstm_attention_decoder(input, hx, cx, feed, weight_ih, weight_hh, bias_ih, b
         return h, (h, c)
 
     output, (hy, cy), weights = attention_readout(cell, input, (hx, cx), feed, query_weight, key_proj, v, values,
-                                                  mask, combine_weight, dropout_mask, backend)
+                                                  mask, combine_weight, dropout_mask, backend,
+                                                  (weight_ih, weight_hh, bias_ih, bias_hh))
     return output, hy, cy, weights

@@ -40,4 +40,5 @@ def lstm_layer(input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, 
         return h, (h, c)
 
     outputs, final = time_loop(step, input.shape[0], (hx, cx), lengths, reverse)
-    return stack_outputs(outputs, input, hx.shape[1]), *with_empty_rows(final, given, lengths)
+    return (stack_outputs(outputs, input, hx.shape[1], hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr),
+            *with_empty_rows(final, given, lengths))

@@ -119,8 +119,16 @@ def per_step_weights(steps: int, *weights) -> list[tuple]:
     return per_step
 
 
-def stack_outputs(outputs: list, like: torch.Tensor, hidden_size: int) -> torch.Tensor:
-    """T x [B, H] -> [T, B, H]; for T = 0, an empty [0, B, H] like ``like`` [0, B, I]."""
+def exact_zero(*tensors):
+    """An exact 0 that keeps ``tensors`` (None skipped) in autograd's graph: an empty slice's sum. Added to an empty
+    output, it keeps that output in the graph as torch.nn's and the other backends' are (zero gradients for what it
+    came from), where a bare new_zeros would have none."""
+    return sum(t.reshape(-1)[:0].sum() for t in tensors if t is not None)
+
+
+def stack_outputs(outputs: list, like: torch.Tensor, hidden_size: int, *sources) -> torch.Tensor:
+    """T x [B, H] -> [T, B, H]; for T = 0, an empty [0, B, H] like ``like`` [0, B, I], in the graph of ``like`` and
+    ``sources`` (the layer's state and weights)."""
     if not outputs:
-        return like.new_zeros(0, like.shape[1], hidden_size)
+        return like.new_zeros(0, like.shape[1], hidden_size) + exact_zero(like, *sources)
     return torch.stack(outputs)
