@@ -54,12 +54,14 @@ class Distributed:
     def on_main(self, fn):
         """``fn()`` on process 0, its result there (None on the others), which wait for it. When it raises, every
         process raises: process 0 its error, the others a ValueError with its message, instead of failing in their
-        next collective with the peer gone (a raw gloo or NCCL traceback beside process 0's one line)."""
+        next collective with the peer gone (a raw gloo or NCCL traceback beside process 0's one line). A
+        KeyboardInterrupt (Ctrl-C twice) is told as well: the others would wait in this broadcast until the
+        collective's timeout."""
         result, error = None, None
         if self.main:
             try:
                 result = fn()
-            except Exception as caught:  # every process must hear of it, whatever it is
+            except BaseException as caught:  # every process must hear of it, whatever it is
                 error = caught
         if self.world > 1:
             message = self.broadcast(None if error is None else one_line(error))

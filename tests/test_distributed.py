@@ -97,6 +97,9 @@ def _interrupted_worker(rank: int, world: int, port: int, run_dir: str, stop: st
     def failing_save(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
+    def interrupted_save(*args, **kwargs):  # Ctrl-C twice on process 0 while it saves
+        raise KeyboardInterrupt
+
     log_line = training.Logger.__call__
 
     def failing_dev_line(self, line, echo=True):
@@ -107,6 +110,8 @@ def _interrupted_worker(rank: int, world: int, port: int, run_dir: str, stop: st
     training.Trainer._train_step = counted_step
     if stop == "save":
         training.save_checkpoint = failing_save
+    if stop == "interrupted save" and rank == 0:
+        training.save_checkpoint = interrupted_save
     if stop == "dev log":
         training.Logger.__call__ = failing_dev_line
     _train_and_write_outcome(run_dir, os.path.join(run_dir, f"outcome{rank}.txt"), lambda: f" after {len(calls)} steps")
@@ -126,6 +131,13 @@ def test_a_stop_every_process_agreed_on_ends_them_all_in_step(tmp_path):
     outcomes = [open(os.path.join(run_dir, f"outcome{rank}.txt")).read() for rank in range(2)]
     assert outcomes == ["OSError: [Errno 28] No space left on device after 20 steps",
                         "ValueError: process 0 stopped: [Errno 28] No space left on device after 20 steps"], outcomes
+    # Process 0 interrupted (Ctrl-C twice) while it writes its first checkpoint: process 1 hears of it (it waited in
+    # the broadcast until the collective's timeout).
+    run_dir = str(tmp_path / "interrupted save")
+    mp.spawn(_interrupted_worker, args=(2, _free_port(), run_dir, "interrupted save"), nprocs=2, join=True)
+    outcomes = [open(os.path.join(run_dir, f"outcome{rank}.txt")).read() for rank in range(2)]
+    assert outcomes == ["KeyboardInterrupt:  after 20 steps",
+                        "ValueError: process 0 stopped: KeyboardInterrupt after 20 steps"], outcomes
     # Process 0 cannot write its first dev line: the same (process 1 failed in its next collective, a raw gloo
     # traceback).
     run_dir = str(tmp_path / "dev log")
