@@ -29,9 +29,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from .backends import check_backend_name
 from .data import Task, load_task
 from .files import fsync_path, one_line, read_json, temporary_path, write_json_atomic
 from .models import BothDirections, Ensemble, Seq2Seq, Seq2SeqConfig, decoder_of
+from .models.config import BackendCannotServeModel
 
 CHECKPOINTS = "checkpoints"
 LATEST, BEST = "latest.json", "best.json"
@@ -240,6 +242,8 @@ def find_checkpoint(path: str | Path, which: str | None = None) -> Path:
     which = which or "best"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path}: a file, not a training output directory or a checkpoint directory")
     root = path / CHECKPOINTS
     pointer = _read_pointer(root, BEST) if which == "best" else None
     while pointer and not (root / pointer["checkpoint"]).is_dir():
@@ -291,9 +295,12 @@ def _select(path: str | Path, which: str | None, average: int) -> tuple[Path, li
     if average == 1:
         return last, [last]
     root, end = last.parent, _step_of(last)
-    if root.name != CHECKPOINTS or end is None:
+    if root.name != CHECKPOINTS:
         raise ValueError(f"{last}: averaging {average} checkpoints takes them from a training run's {CHECKPOINTS}/ "
                          f"directory, and this checkpoint is not in one; give the run's directory")
+    if end is None:
+        raise ValueError(f"{last}: averaging {average} checkpoints takes the ones before it by the step in their "
+                         f"names ({PREFIX}<digits>), and this name holds none; give the run's directory")
     steps = sorted((step, candidate) for candidate in root.iterdir()
                    if (step := _step_of(candidate)) is not None and step <= end
                    and (candidate / MODEL_WEIGHTS).is_file())
@@ -391,12 +398,13 @@ def average_models(models, checkpoints: list[Path]) -> Seq2Seq:
     return first
 
 
-def open_averaged(path: str | Path, which: str | None = None, average: int = 1,
-                  device: torch.device | str = "cpu") -> tuple[list[Path], Seq2Seq, Task, dict]:
+def open_averaged(path: str | Path, which: str | None = None, average: int = 1, device: torch.device | str = "cpu",
+                  backend: str | None = None) -> tuple[list[Path], Seq2Seq, Task, dict]:
     """(checkpoints, model, task, training configuration): with ``average`` 1 the checkpoint ``find_checkpoint``
     names; with more, the mean of the weights of the checkpoints ``select_checkpoints`` names (the task and
-    training configuration are the last one's). When a run training in ``path`` meanwhile moves its pointers and
-    prunes, this selects again."""
+    training configuration are the last one's); checkpoints of runs of different seeds are refused (a copy of
+    another run of the same seed cannot be told apart). ``backend`` as
+    load_checkpoint's. When a run training in ``path`` meanwhile moves its pointers and prunes, this selects again."""
     previous = None
     for attempt in range(MAX_RELOADS):
         last, checkpoints = _select(path, which, average)
@@ -412,11 +420,16 @@ def open_averaged(path: str | Path, which: str | None = None, average: int = 1,
             def models():
                 nonlocal task, train_config
                 for checkpoint in checkpoints:
-                    model, checkpoint_task, train_config = load_checkpoint(checkpoint, "cpu")
+                    model, checkpoint_task, checkpoint_config = load_checkpoint(checkpoint, "cpu", backend)
                     reason = task.differs_from(checkpoint_task, data=True) if task is not None else None
+                    if reason is None and train_config is not None and "seed" in checkpoint_config and \
+                            "seed" in train_config and checkpoint_config["seed"] != train_config["seed"]:
+                        # One run keeps its seed (fixed on resume): two runs' weights, averaged, are no model.
+                        reason = (f"it comes from another run (seed {checkpoint_config['seed']!r} against "
+                                  f"{train_config['seed']!r}); averaging takes one run's checkpoints")
                     if reason is not None:  # a checkpoint of another run, copied in: one model, one task
                         raise ValueError(f"{checkpoint} cannot be averaged with {checkpoints[0]}: {reason}")
-                    task = checkpoint_task
+                    task, train_config = checkpoint_task, checkpoint_config
                     yield model
 
             model = average_models(models(), checkpoints)
@@ -435,7 +448,8 @@ def run_directory(checkpoint: Path) -> Path:
 
 
 def open_models(paths, which: str | None = None, device: torch.device | str = "cpu", same_data: bool = False,
-                average: int = 1) -> tuple[list[Path], Seq2Seq | Ensemble | BothDirections, Task, list[list[Path]]]:
+                average: int = 1, backend: str | None = None,
+                ) -> tuple[list[Path], Seq2Seq | Ensemble | BothDirections, Task, list[list[Path]]]:
     """(checkpoint directories, model, task, checkpoints averaged) for one run or several: several become an
     Ensemble, or with runs of both writing directions a BothDirections (s2s_fast.models.decoder_of), decoding with
     the first one's task, and must share its vocabularies (and sentencepiece models); with
@@ -443,15 +457,20 @@ def open_models(paths, which: str | None = None, device: torch.device | str = "c
     The checkpoint directories are those ``which`` names, one per run (a checkpoint directory among runs is its own;
     given with checkpoint directories alone, ``which`` is refused); with ``average`` above 1 each run's model is
     the mean of its last ``average`` checkpoints up to that one (``open_averaged``), listed per run oldest first in
-    the last item (a list of one checkpoint per run without averaging)."""
+    the last item (a list of one checkpoint per run without averaging). Two paths that name one checkpoint are
+    refused (a model with itself decodes as the model alone). ``backend`` as load_checkpoint's, for every run."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise ValueError("no run given")
     runs_among = not all(map(is_checkpoint, paths))
-    averaged, models, task = [], [], None
-    for path in paths:
+    averaged, models, task, named = [], [], None, {}
+    for index, path in enumerate(paths):
         own = None if runs_among and is_checkpoint(path) else which
-        members, model, member_task, _ = open_averaged(path, own, average, device)
+        members, model, member_task, _ = open_averaged(path, own, average, device, backend)
+        same = named.setdefault(os.path.realpath(members[-1]), index)
+        if same != index:
+            raise ValueError(f"{path} and {paths[same]} name one checkpoint ({members[-1]}): a model with itself "
+                             "decodes as the model alone; give each run once")
         if task is not None:
             reason = task.differs_from(member_task, data=same_data)
             if reason is not None:
@@ -463,9 +482,12 @@ def open_models(paths, which: str | None = None, device: torch.device | str = "c
     return [members[-1] for members in averaged], decoder_of(models), task, averaged
 
 
-def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[Seq2Seq, Task, dict]:
+def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu",
+                    backend: str | None = None) -> tuple[Seq2Seq, Task, dict]:
     """(model in eval mode on ``device``, task, the training configuration as a dict) from a checkpoint directory.
-    A damaged file, or weights that are not finite, raise ValueError naming the file."""
+    A damaged file, or weights that are not finite, raise ValueError naming the file. ``backend`` ("auto" or a
+    backend's name) replaces the backend the model was saved with (Seq2SeqConfig.backend: a choice of kernels, which
+    a run pinned to one that this machine lacks needs); None keeps it."""
     checkpoint = Path(checkpoint)
     config_path, weights = checkpoint / MODEL_CONFIG, checkpoint / MODEL_WEIGHTS
     if not weights.is_file():
@@ -477,6 +499,15 @@ def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu") -> tup
         config = Seq2SeqConfig.from_dict(values)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config_path}: damaged model configuration ({error})") from None
+    if backend is not None:
+        try:
+            config = Seq2SeqConfig.from_dict({**values, "backend": None if check_backend_name(
+                backend, "--backend") == "auto" else backend})
+        except BackendCannotServeModel as error:
+            raise BackendCannotServeModel(
+                f"--backend {backend} cannot run the model of {checkpoint}: it does not implement "
+                f"{', '.join(error.missing)}; use --backend auto, or one that serves them all: "
+                f"{', '.join(error.serving)}", error.missing, error.serving) from None
     model = Seq2Seq(config)
     try:
         load_model(model, str(weights))

@@ -13,12 +13,13 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import typing
 from pathlib import Path
 
-from .backends import MATMUL_PRECISIONS, BackendError
+from .backends import MATMUL_PRECISIONS, VALID_NAMES, BackendError
 from .data import SPLITS
 from .files import one_line
 
@@ -172,13 +173,22 @@ def _decode(args) -> int:
     from .inference import translate
 
     device = resolve_device(args.device)
-    checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, device, average=args.average)
+    for flag, value in (("--input", args.input), ("--output", args.output)):
+        if value is not None and not value.strip():
+            raise ValueError(f"{flag} is empty: give a file, or leave {flag} out for standard "
+                             f"{'input' if flag == '--input' else 'output'}")
+    plot_dir = _plot_directory(args.attention_plot)  # before the work, which a bad folder would throw away
+    checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, device, average=args.average,
+                                                     backend=args.backend)
     _note_uneven_averages(averaged)
     lines = _read_inputs(args.input)
-    sources = _encode_inputs(task, lines, args.input or "stdin")
-    want_attention = args.attention_plot is not None
-    if want_attention and model.attention is None:
-        raise ValueError("--attention-plot: this model has no attention (attention='none')")
+    input_name = "stdin" if args.input in (None, "-") else args.input
+    sources = _encode_inputs(task, lines, input_name)
+    want_attention = plot_dir is not None
+    if want_attention:
+        if model.attention is None:
+            raise ValueError(f"--attention-plot: {_without_attention(checkpoints)}")
+        plot_dir.mkdir(parents=True, exist_ok=True)  # the last check, before the work: a folder made
     with torch.no_grad(), float32_matmul_precision(args.matmul_precision):
         precision, note = matmul_precision_record(device)
         hypotheses, attentions = translate(model, sources, beam_size=args.beam_size,
@@ -189,7 +199,7 @@ def _decode(args) -> int:
         if args.n_best == 1:
             out_lines.append(task.target_text(hypothesis))
         else:
-            out_lines.extend(f"{index}\t{score:.4f}\t{task.target_text(tokens)}" for tokens, score in hypothesis)
+            out_lines.extend(f"{index + 1}\t{score:.4f}\t{task.target_text(tokens)}" for tokens, score in hypothesis)
     text = "".join(line + "\n" for line in out_lines)
     if args.output and args.output != "-":
         # The checkpoint(s) decoded, after the flags: --checkpoint's "best" or "last" must not hide which one it was.
@@ -212,14 +222,51 @@ def _decode(args) -> int:
     if note:
         print(f"note: {note}", file=sys.stderr)
     if want_attention:
-        plot_dir = Path(args.attention_plot)
-        plot_dir.mkdir(parents=True, exist_ok=True)
         for index, (line, weights) in enumerate(zip(lines, attentions)):
             best = hypotheses[index] if args.n_best == 1 else hypotheses[index][0][0]
             plot_attention(weights, task.source_tokens(line), task.target_tokens(best),
                            plot_dir / f"{index + 1:05d}.png", title=line.strip()[:60])
         print(f"attention plots: {len(lines)} PNG file(s) in {plot_dir}", file=sys.stderr)
     return 0
+
+
+PLOT_NAME = re.compile(r"\d{5}\.png")
+
+
+def _plot_directory(value: str | None) -> Path | None:
+    """--attention-plot's folder (made by the caller once everything else is checked), or None: refused when empty,
+    when it names something that is not a folder, or when it holds a decode's plots already (one per input,
+    00001.png on: a second decode would replace them, and leave those past its own inputs beside its own)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("--attention-plot is empty: give the folder the plots go in")
+    folder = Path(value)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"--attention-plot: {folder} exists and is not a folder")
+    if folder.is_dir():
+        earlier = sorted(path.name for path in folder.iterdir() if PLOT_NAME.fullmatch(path.name))
+        if earlier:
+            raise FileExistsError(f"--attention-plot: {folder} holds plots already ({earlier[0]}, {len(earlier)} in "
+                                  "all); give a new or empty folder, or move them away")
+    return folder
+
+
+def _without_attention(checkpoints: list[Path]) -> str:
+    """Why a decode of ``checkpoints`` has no attention to plot: the runs that lack it, among those whose attention
+    is plotted (the first run's writing direction: an ensemble plots its members' mean)."""
+    from .checkpoint import MODEL_CONFIG
+    from .files import read_json
+
+    configs = [read_json(checkpoint / MODEL_CONFIG) for checkpoint in checkpoints]
+    plotted = [(checkpoint, config) for checkpoint, config in zip(checkpoints, configs)
+               if config.get("reverse_target") == configs[0].get("reverse_target")]
+    lacking = [str(checkpoint) for checkpoint, config in plotted if config.get("attention") == "none"]
+    if len(checkpoints) == 1:
+        return "this model has no attention (attention='none')"
+    return (f"{', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no attention (attention='none'); the "
+            "plots show the mean attention of the runs that write in the first run's direction, and each of them must "
+            "have one: leave those without out of this decode")
 
 
 def _note_uneven_averages(averaged: list[list[Path]]) -> None:
@@ -239,7 +286,7 @@ def _evaluate(args) -> int:
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, max_examples=args.max_examples,
                           batch_tokens=args.batch_tokens, device=resolve_device(args.device), average=args.average,
-                          matmul_precision=args.matmul_precision)
+                          matmul_precision=args.matmul_precision, backend=args.backend)
     if isinstance(report["checkpoint"], list):
         members = ", ".join(f"{run_directory(Path(c)).name}/{Path(c).name}" for c in report["checkpoint"])
         model = (f"both directions, {len(report['checkpoint'])} models (each direction proposes, both score)"
@@ -277,6 +324,9 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.set_float32_matmul_precision while decoding: medium lets float32 matrix products "
                              "run in bfloat16 (see train's --matmul-precision) (default as the process has it, "
                              "torch's default highest)")
+    parser.add_argument("--backend", choices=VALID_NAMES,
+                        help="the kernels to decode with, in place of the backend each run's model was saved with "
+                             "(--model backend=...): auto picks per op (default: the runs' own)")
 
 
 def _bench(args) -> int:
@@ -333,14 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     decode = commands.add_parser("decode", help="decode inputs with a trained model",
                                  description="Read inputs (one per line; g2p: one word per line) from a file or "
-                                 "stdin and write hypotheses; with --n-best N, N lines 'index<TAB>score<TAB>"
-                                 "hypothesis' per input.")
+                                 "stdin and write hypotheses; with --n-best N, N lines 'line<TAB>score<TAB>"
+                                 "hypothesis' per input, line its number among the inputs (from 1, as the "
+                                 "attention plots' names).")
     _add_decoding_arguments(decode)
     decode.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
     decode.add_argument("--output", metavar="FILE", help="output file, written whole or not at all, with its settings "
                         "in FILE.config.json (default, or -: stdout)")
     decode.add_argument("--n-best", type=int, default=1, help="hypotheses per input, with scores (default 1)")
-    decode.add_argument("--attention-plot", metavar="PLOTDIR", help="write an attention heatmap PNG per input")
+    decode.add_argument("--attention-plot", metavar="PLOTDIR", help="write an attention heatmap PNG per input, "
+                        "PLOTDIR/00001.png on, into a folder that holds no earlier plots")
     decode.set_defaults(handler=_decode)
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on a split of its task",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -37,9 +38,21 @@ def score_items(model: Seq2Seq | Ensemble | BothDirections, task: Task, items: S
     return task.score(hypotheses, items), hypotheses
 
 
+def _output_directory(folder: Path) -> Path:
+    """``folder``, made if it is not there, refused (PermissionError naming it) when its files cannot be written."""
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise type(error)(error.errno, f"{folder}: cannot make the folder for the evaluation's files "
+                                       f"({error.strerror or error})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{folder}: cannot write the evaluation's files there (no write permission)")
+    return folder
+
+
 def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int = 5, length_penalty: float = 0.0,
                  max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu",
-                 average: int = 1, matmul_precision: str | None = None) -> dict:
+                 average: int = 1, matmul_precision: str | None = None, backend: str | None = None) -> dict:
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under
     ``<run>/evaluations/`` (next to the checkpoints) and returns the report. ``path`` may name several runs of the
     same task and data: they are scored as one ensemble (s2s_fast.models.Ensemble, or BothDirections for runs of
@@ -48,11 +61,14 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
     (s2s_fast.checkpoint.open_averaged); the report lists them under "averaged" and the files' names end in
     ``-avgN``; a length penalty adds ``-lpA``, a sample of ``max_examples`` out of more ``-nN``, a float32 matmul
     precision other than "highest" (``matmul_precision``, which holds while the split is decoded, or the process's
-    own) ``-mpP``, so that no evaluation overwrites another's files."""
+    own) ``-mpP``, a ``backend`` (which replaces the runs' own, s2s_fast.checkpoint.load_checkpoint) ``-beB``, so
+    that no evaluation overwrites another's files. The folder the files go in is made, and checked writable, before
+    the split is decoded."""
     started = time.perf_counter()
     with float32_matmul_precision(matmul_precision):  # a bad word refused before the models are read
         checkpoint_dirs, model, task, members = open_models(path, checkpoint, device, same_data=True,
-                                                            average=average)
+                                                            average=average, backend=backend)
+        out_dir = _output_directory(run_directory(checkpoint_dirs[0]) / EVALUATIONS)
         every_item = task.evaluation_items(split)
         items = evenly_spaced(every_item, max_examples)
         precision, note = matmul_precision_record(torch.device(device))
@@ -69,8 +85,8 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
         report["matmul_precision_note"] = note
     if average > 1:
         report["averaged"] = averaged_record(members)
-    out_dir = run_directory(checkpoint_dirs[0]) / EVALUATIONS
-    out_dir.mkdir(exist_ok=True)
+    if backend is not None:
+        report["backend"] = backend
     if ensemble:
         # The members' names for the eye, and a digest of their full paths: two runs named alike (x/b and y/b) must
         # not share the files.
@@ -90,6 +106,8 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
         stem += f"-n{len(items)}"
     if precision != "highest":
         stem += f"-mp{precision}"
+    if backend is not None:  # other kernels round otherwise (a beam's tie may fall the other way)
+        stem += f"-be{backend}"
     write_files_atomic({out_dir / f"{stem}.hyp": "".join(f"{item.source}\t{task.target_text(h)}\n"
                                                          for item, h in zip(items, hypotheses)),
                         out_dir / f"{stem}.json": json.dumps(report, indent=1) + "\n"})

@@ -187,8 +187,10 @@ def test_evaluate_and_decode_average_and_say_which_checkpoints(run, tmp_path, ca
     assert written["average"] == 2 and [Path(c).name for c in written["averaged"]] == [
         "step-00000004", "step-00000006"]
 
-    # Each member of an ensemble is its run's average.
-    code, out, err = _run(capsys, "evaluate", run, run, "--average", 2, "--beam-size", 1, "--device", "cpu")
+    # Each member of an ensemble is its run's average (a copy of the run: one run given twice is refused).
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("evaluations"))
+    code, out, err = _run(capsys, "evaluate", run, copy, "--average", 2, "--beam-size", 1, "--device", "cpu")
     assert code == 0 and out.count("the average of step-00000004, step-00000006") == 2, (out, err)
 
     for average, message in ((4, "needs 4, and 3 are on disk"), (0, "must be a positive integer, got 0")):
@@ -238,3 +240,26 @@ def test_checkpoints_of_another_task_are_not_averaged(run, tmp_path, capsys):
     code, _, err = _run(capsys, "decode", copy, "--checkpoint", "last", "--average", 2, "--input", inputs,
                         "--device", "cpu")
     assert code == 1 and "task reverse against copy" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_checkpoints_of_another_run_of_the_same_settings_are_not_averaged(run, tmp_path):
+    """A checkpoint of a run with the same task, data and model but another seed, copied into checkpoints/: two
+    runs' weights averaged are no model, and nothing but the seed told them apart."""
+    other = tmp_path / "other"
+    train(TrainConfig(output_dir=str(other), max_steps=2, eval_every=0, seed=7, **TINY), **QUIET)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.copytree(other / "checkpoints" / "step-00000002", copy / "checkpoints" / "step-00000005")
+    with pytest.raises(ValueError, match=r"step-00000006 cannot be averaged with .*step-00000005: it comes from "
+                                         r"another run \(seed 0 against 7\)"):
+        ckpt.open_averaged(copy, "last", 2)
+    assert _names(ckpt.open_averaged(copy, "last", 1)[0]) == ["step-00000006"]
+
+
+def test_averaging_from_a_checkpoint_named_without_its_step_says_so(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "checkpoints" / "step-00000006").rename(copy / "checkpoints" / "step-00000006-keep")
+    with pytest.raises(ValueError, match=r"step-00000006-keep: averaging 2 checkpoints takes the ones before it by "
+                                         r"the step in their names \(step-<digits>\)"):
+        ckpt.open_averaged(copy / "checkpoints" / "step-00000006-keep", None, 2)

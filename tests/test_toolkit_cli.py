@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -51,7 +52,7 @@ def test_toy_train_resume_decode_evaluate_plot(tmp_path, capsys, monkeypatch):
                           "--attention-plot", plots, "--device", "cpu")
     assert code == 0
     lines = out.splitlines()
-    assert len(lines) == 4 and [line.split("\t")[0] for line in lines] == ["0", "0", "1", "1"]
+    assert len(lines) == 4 and [line.split("\t")[0] for line in lines] == ["1", "1", "2", "2"]
     assert all(re.fullmatch(r"\d\t-?\d+\.\d{4}\t[\d ]*", line) for line in lines)
     assert sorted(p.name for p in plots.iterdir()) == ["00001.png", "00002.png"]
     assert (plots / "00001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -337,6 +338,96 @@ def test_decode_output_is_whole_or_untouched_and_dash_is_stdout(tmp_path, capsys
     assert link.is_symlink() and real.read_text() != "old\n" and real.stat().st_mode & 0o777 == 0o600
 
 
+def test_decode_checks_its_plot_folder_and_files_before_it_decodes(tmp_path, capsys, monkeypatch):
+    """--attention-plot "" wrote the plots into the current folder; a plot path that was a file failed after the
+    output was written; a second decode into one folder replaced its plots and left the first one's extra ones.
+    An empty --output or --input was read as standard output or input."""
+    run = _tiny_run(tmp_path, capsys)
+    inputs, output = _lines(tmp_path / "in.txt", ["1 2", "3 1"]), tmp_path / "out.txt"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plotfile").write_text("mine\n")
+    for argv, pattern in ((["--attention-plot", ""], r"--attention-plot is empty"),
+                          (["--attention-plot", "plotfile"], r"--attention-plot: plotfile exists and is not a folder"),
+                          (["--output", ""], r"--output is empty"), (["--input", " "], r"--input is empty")):
+        argv = ["--input", inputs, *argv] if "--input" not in argv else argv
+        _one_line(*_run(capsys, "decode", run, "--output", output, *argv, "--device", "cpu")[::2], pattern)
+        assert not output.exists() and not list(tmp_path.glob("*.png"))
+    assert (tmp_path / "plotfile").read_text() == "mine\n"
+    plots = tmp_path / "plots"
+    code, out, err = _run(capsys, "decode", run, "--input", inputs, "--attention-plot", plots, "--device", "cpu")
+    assert code == 0 and sorted(p.name for p in plots.iterdir()) == ["00001.png", "00002.png"], err
+    before = (plots / "00001.png").read_bytes()
+    code, _, err = _run(capsys, "decode", run, "--input", _lines(tmp_path / "one.txt", ["3"]), "--attention-plot",
+                        plots, "--device", "cpu")
+    _one_line(code, err, r"--attention-plot: .*plots holds plots already \(00001.png, 2 in all\); give a new or "
+                         r"empty folder")
+    assert (plots / "00001.png").read_bytes() == before
+
+
+def test_runs_decoded_as_one(tmp_path, capsys):
+    """One run given twice made a silent ensemble of a model with itself; a run without attention in an ensemble
+    was reported as "this model has no attention"; a file given as a run was told to train into it."""
+    run = _tiny_run(tmp_path, capsys)
+    plain = tmp_path / "plain"
+    assert _run(capsys, "train", "--output-dir", plain, "--max-steps", 1, "--eval-every", 0, *TINY_TOY, "--model",
+                "attention=none")[0] == 0
+    inputs = _lines(tmp_path / "in.txt", ["1 2"])
+    checkpoint = find_checkpoint(run, "last")
+    for twice in ([run, run], [run, checkpoint], [checkpoint, tmp_path / "." / "run"]):
+        _one_line(*_run(capsys, "evaluate", *twice, "--split", "dev", "--device", "cpu")[::2],
+                  r"name one checkpoint .*: a model with itself decodes as the model alone; give each run once")
+    for runs in ([run, plain], [plain, run]):
+        code, _, err = _run(capsys, "decode", *runs, "--input", inputs, "--attention-plot", tmp_path / "p",
+                            "--device", "cpu")
+        _one_line(code, err, rf"--attention-plot: {re.escape(str(find_checkpoint(plain)))} has no attention "
+                             r"\(attention='none'\); the plots show the mean attention")
+    _one_line(*_run(capsys, "evaluate", inputs, "--device", "cpu")[::2],
+              r"in.txt: a file, not a training output directory or a checkpoint directory")
+
+
+def test_decode_and_evaluate_replace_the_backend_a_run_was_saved_with(tmp_path, capsys):
+    """A run trained with --model backend=cpu decoded only where the cpu backend runs (not on a GPU), with no way to
+    choose another."""
+    from s2s_fast import backends
+    from s2s_fast.checkpoint import load_checkpoint, open_models
+
+    if backends.unavailable_reason("cpu", "cpu") is not None:
+        pytest.skip("the cpu backend is not built here")
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 0, "--save-every", 1,
+                "--keep-checkpoints", 2, *TINY_TOY, "--model", "backend=cpu")[0] == 0
+    checkpoint = find_checkpoint(run)
+    assert load_checkpoint(checkpoint)[0].config.backend == "cpu"
+    assert load_checkpoint(checkpoint, backend="reference")[0].config.backend == "reference"
+    assert load_checkpoint(checkpoint, backend="auto")[0].config.backend is None
+    for average in (1, 2):
+        model = open_models([run], "last", average=average, backend="reference")[1]
+        assert model.config.backend == "reference" and model.attention.backend == "reference"
+    _one_line(*_run(capsys, "evaluate", run, "--backend", "aten", "--device", "cpu")[::2],
+              r"--backend aten cannot run the model of .*step-00000002: it does not implement additive_attention"
+              r"[^;]*; use --backend auto, or one that serves them all: .*cpu, reference$")
+    inputs, output = _lines(tmp_path / "in.txt", ["1 2"]), tmp_path / "out.txt"
+    code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", output, "--backend", "reference",
+                        "--device", "cpu")
+    assert code == 0, err
+    assert json.loads(Path(f"{output}.config.json").read_text())["backend"] == "reference"
+    assert _run(capsys, "evaluate", run, "--split", "dev", "--backend", "auto", "--device", "cpu")[0] == 0
+    assert _run(capsys, "evaluate", run, "--split", "dev", "--device", "cpu")[0] == 0
+    reports = {path.name: json.loads(path.read_text()) for path in (run / "evaluations").glob("dev-*.json")}
+    assert sorted(reports) == ["dev-step-00000002-beam5-beauto.json", "dev-step-00000002-beam5.json"], reports
+    assert reports["dev-step-00000002-beam5-beauto.json"]["backend"] == "auto"
+
+
+def test_evaluate_refuses_a_folder_for_its_files_it_cannot_make_before_decoding(tmp_path, capsys, monkeypatch):
+    import s2s_fast.evaluate
+
+    run = _tiny_run(tmp_path, capsys)
+    (run / "evaluations").write_text("not a folder\n")
+    monkeypatch.setattr(s2s_fast.evaluate, "score_items", lambda *args: pytest.fail("decoded before the check"))
+    _one_line(*_run(capsys, "evaluate", run, "--split", "dev", "--device", "cpu")[::2],
+              r"evaluations: cannot make the folder for the evaluation's files")
+
+
 def test_checkpoint_choice_with_a_checkpoint_directory_is_refused(tmp_path, capsys):
     """It names itself: --checkpoint last was accepted and ignored, and decode recorded "last" beside it."""
     run = _tiny_run(tmp_path, capsys)
@@ -351,8 +442,11 @@ def test_checkpoint_choice_with_a_checkpoint_directory_is_refused(tmp_path, caps
     assert _run(capsys, "decode", checkpoint, "--input", inputs, "--output", output, "--device", "cpu")[0] == 0
     written = json.loads(Path(f"{output}.config.json").read_text())
     assert written["which_checkpoint"] is None and written["checkpoint"] == str(checkpoint)
-    # Beside a run's directory it picks that run's checkpoint (an ensemble of the run and a checkpoint).
-    assert _run(capsys, "decode", run, checkpoint, "--input", inputs, "--output", output, "--checkpoint", "last",
+    # Beside a run's directory it picks that run's checkpoint (an ensemble of the run and a checkpoint; another
+    # run's: one checkpoint named twice is refused).
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert _run(capsys, "decode", copy, checkpoint, "--input", inputs, "--output", output, "--checkpoint", "last",
                 "--device", "cpu")[0] == 0
     assert json.loads(Path(f"{output}.config.json").read_text())["which_checkpoint"] == "last"
 

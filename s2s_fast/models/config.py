@@ -15,7 +15,12 @@ ATTENTIONS = ("bahdanau", "luong-general", "luong-dot", "none")
 
 class BackendCannotServeModel(ValueError):
     """Seq2SeqConfig's refusal of a backend that does not implement one of the model's ops (the bench reports such a
-    provider unavailable rather than failed)."""
+    provider unavailable rather than failed); ``missing`` names those ops, ``serving`` the backends that serve them
+    all."""
+
+    def __init__(self, message: str, missing: list[str], serving: list[str]):
+        super().__init__(message)
+        self.missing, self.serving = missing, serving
 
 
 @dataclass
@@ -107,7 +112,8 @@ class Seq2SeqConfig:
             raise BackendCannotServeModel(
                 f"Seq2SeqConfig: backend {self.backend!r} does not implement {', '.join(missing)}, which "
                 f"{'an LSTM' if self.cell == 'lstm' else 'a GRU'} model with attention {self.attention!r} needs; use "
-                f"backend None (auto, which picks per op) or one that serves them all: {', '.join(serving)}")
+                f"backend None (auto, which picks per op) or one that serves them all: {', '.join(serving)}",
+                missing, serving)
 
     def writing_order(self, tokens: typing.Sequence) -> list:
         """Target tokens in reading order -> in the order the decoder writes them (reversed with reverse_target), and
