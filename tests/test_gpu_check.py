@@ -103,3 +103,58 @@ def test_the_profile_script_runs_on_a_cpu():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "F reference" in result.stdout and "direct reference" in result.stdout
     assert re.search(r"gpu-profile: \d+ provider rows on cpu", result.stdout)
+
+
+def _tree(root: Path) -> Path:
+    """A copy of the CUDA sources the stamp covers, with s2s_fast/ and the carried library's folder."""
+    for source in [*ROOT.glob("csrc/*.cu"), *ROOT.glob("csrc/*.h"), ROOT / "csrc/ops.cpp", ROOT / "csrc/module.cpp"]:
+        (root / "csrc").mkdir(parents=True, exist_ok=True)
+        (root / "csrc" / source.name).write_bytes(source.read_bytes())
+    (root / "s2s_fast").mkdir()
+    (root / "build/cuda/tree/s2s_fast").mkdir(parents=True)
+    return root
+
+
+def test_the_extension_stage_uses_only_a_library_built_from_these_sources(tmp_path, monkeypatch):
+    """A carried library was used whatever sources it was built from (an older CI's kernels, tested without a
+    word); the stamp beside it now says which, and one from other sources is built again here."""
+    gpu_check = load_script("gpu_check")
+    root = _tree(tmp_path / "tree")
+    carried = root / "build/cuda/tree/s2s_fast"
+    (carried / "_C.abi3.so").write_text("carried")
+    (carried / gpu_check.STAMP).write_text(gpu_check.sources_digest(root) + "\n")
+    (root / "s2s_fast" / "_C.abi3.so").write_text("stale, no stamp")
+    builds = []
+    monkeypatch.setattr(gpu_check, "_loads", lambda where: True)
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda *args, **kwargs: builds.append(args) or
+                        subprocess.CompletedProcess(args, 0))
+    assert gpu_check.prepare_extension(root) == 0 and builds == []
+    assert (root / "s2s_fast" / "_C.abi3.so").read_text() == "carried"
+    # The kernels change after the library was built: neither copy is used, it is built here and stamped.
+    (root / "csrc" / "lstm_cell.cu").write_text((root / "csrc" / "lstm_cell.cu").read_text() + "\n// changed\n")
+    assert gpu_check.prepare_extension(root) == 0 and len(builds) == 1
+    assert not (root / "s2s_fast" / "_C.abi3.so").exists()  # removed before the build (which is faked here)
+    assert (root / "s2s_fast" / gpu_check.STAMP).read_text().strip() == gpu_check.sources_digest(root)
+
+
+def test_the_deps_stage_fails_when_a_module_the_checks_import_is_missing(tmp_path, monkeypatch):
+    gpu_check = load_script("gpu_check")
+    monkeypatch.setattr(gpu_check, "NEEDED_MODULES", ("json", "no_such_module_s2s"))
+    check = gpu_check.Check(tmp_path / "out", 100, "test", dry_run=True)
+    result = subprocess.run(["bash", "-c", gpu_check._deps_command(check)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1 and "missing: no_such_module_s2s (bash scripts/gpu_wheels.sh" in result.stdout
+
+
+def test_a_cut_short_bench_and_test_report_still_come_back(tmp_path):
+    """The bench stopped before its tables: the cases it finished come back; a junit report cut short by a kill
+    leaves the summary written, not a traceback that skipped every later stage."""
+    gpu_check = load_script("gpu_check")
+    check = gpu_check.Check(tmp_path / "out", 100, "test", dry_run=False)
+    (check.work / "bench").mkdir()
+    (check.work / "bench" / "results.partial.json").write_text("[]\n")
+    (check.logs / "gpu_tests.xml").write_text("<testsuites><testsuite tests='3'")
+    gpu_check.write_outputs(check, "no GPU")
+    assert (tmp_path / "out" / "bench" / "results.partial.json").read_text() == "[]\n"
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "gpu_tests.xml unreadable" in summary and "Cut short" in summary
