@@ -44,6 +44,9 @@ if [ ! -x "$WORK/venv/bin/python" ] || ! "$WORK/venv/bin/python" -c "import torc
 fi
 echo "cuda-build: venv ready ($("$WORK/venv/bin/python" -c 'import torch; print(torch.__version__)'), $((SECONDS - start)) s)"
 
+# What it is built from, taken before the copy: the GPU check uses a carried library only with this stamp matching
+# its sources.
+DIGEST=$("$PYTHON312" scripts/gpu_check.py --sources-digest)
 # A copy of the sources, so that the library built against this torch never lands in the working tree.
 mkdir -p "$WORK/tree"
 rm -rf "$WORK/tree/csrc" "$WORK/tree/s2s_fast/"*.py "$WORK/tree/scripts"
@@ -57,8 +60,7 @@ start=$SECONDS
   echo "cuda-build: FAIL (the build failed; the whole log is $WORK/build.log)"
   exit 1
 }
-# What it was built from, beside it: the GPU check uses a carried library only with this stamp matching its sources.
-"$PYTHON312" scripts/gpu_check.py --sources-digest > "$WORK/tree/s2s_fast/_C.sources.sha256"
+echo "$DIGEST" > "$WORK/tree/s2s_fast/_C.sources.sha256"
 echo "cuda-build: built $WORK/tree/s2s_fast/$(cd "$WORK/tree/s2s_fast" && ls _C*.so) in $((SECONDS - start)) s"
 cd "$WORK/tree"
 # Which sizes the Triton ops pin under torch.compile (fake CUDA tensors with symbolic sizes: this torch has CUDA).

@@ -109,7 +109,8 @@ class Check:
         self.work = Path(tempfile.mkdtemp(prefix="s2s_gpu_check_"))
         self.logs = self.work / "logs"
         self.logs.mkdir()
-        self.site = self.work / "site"
+        self.site = self.work / "site"  # made now: the deps stage's own check needs it on the path it is given
+        self.site.mkdir()
         self.results: list[StageResult] = []
         self.planned_s = 0  # dry run: the worst case of the stages so far
 
@@ -135,8 +136,8 @@ def _deps_command(check: Check) -> str:
     # Then every module the later stages import must be found (a missing one failed every test module's collection
     # and the bench, while this stage passed).
     found = ("import importlib.util, sys; missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]; "
-             "print(\"missing: \" + \" \".join(missing) + \" (bash scripts/gpu_wheels.sh, then carry .whl)\" "
-             "if missing else \"every module the checks import is here\"); sys.exit(bool(missing))")
+             "print(\"missing: \" + \" \".join(missing) + \" (their wheels in .whl: scripts/gpu_wheels.sh, with them "
+             "in its list)\" if missing else \"every module the checks import is here\"); sys.exit(bool(missing))")
     return (f"if ls .whl/*.whl >/dev/null 2>&1; then {_python()} -m pip install -q --no-index --no-deps --no-compile "
             f"--no-cache-dir --target {check.site} .whl/*.whl && ls {check.site}; "
             f"else echo 'no wheels carried (.whl/)'; fi; {_python()} -c {shlex.quote(found)} "
@@ -168,6 +169,7 @@ def prepare_extension(root: Path = ROOT) -> int:
     (CARRIED_LIBRARY) first, else the one in s2s_fast/, each only with its stamp naming these sources, else built
     here for sm_90 on every core. A library from other sources would have tested other kernels without a word."""
     digest, target = sources_digest(root), root / "s2s_fast"
+    aside = Path(tempfile.mkdtemp(prefix="s2s_gpu_check_C_"))  # s2s_fast/'s own, while the carried one is tried
     for folder, label in ((root / CARRIED_LIBRARY, f"the carried library ({CARRIED_LIBRARY})"), (target, "s2s_fast/")):
         libraries = sorted(folder.glob("_C.*.so"))
         if not libraries:
@@ -180,13 +182,19 @@ def prepare_extension(root: Path = ROOT) -> int:
                   f"{'no ' + STAMP if built_from is None else built_from[:12]} against {digest[:12]}): not used")
             continue
         if folder != target:
-            for old in target.glob("_C.*.so"):
-                old.unlink()
+            for own in [*target.glob("_C.*.so"), target / STAMP]:
+                if own.exists():
+                    shutil.move(own, aside / own.name)
             shutil.copy(libraries[0], target)
             shutil.copy(stamp, target / STAMP)
         if _loads(root):
             return 0
         print(f"{label}: {libraries[0].name} does not load with this torch")
+        if folder != target:  # s2s_fast/'s own back, for its own try
+            for copied in [*target.glob("_C.*.so"), target / STAMP]:
+                copied.unlink(missing_ok=True)
+            for own in aside.iterdir():
+                shutil.move(own, target / own.name)
     for old in [*target.glob("_C.*.so"), target / STAMP]:
         old.unlink(missing_ok=True)
     print("building s2s_fast._C for sm_90 here", flush=True)

@@ -135,6 +135,13 @@ def test_the_extension_stage_uses_only_a_library_built_from_these_sources(tmp_pa
     assert gpu_check.prepare_extension(root) == 0 and len(builds) == 1
     assert not (root / "s2s_fast" / "_C.abi3.so").exists()  # removed before the build (which is faked here)
     assert (root / "s2s_fast" / gpu_check.STAMP).read_text().strip() == gpu_check.sources_digest(root)
+    # A carried library of these sources that does not load leaves s2s_fast/'s own, which does, in place.
+    digest = gpu_check.sources_digest(root)
+    (root / "s2s_fast" / "_C.abi3.so").write_text("local")
+    (carried / gpu_check.STAMP).write_text(digest + "\n")
+    monkeypatch.setattr(gpu_check, "_loads", lambda where: (where / "s2s_fast/_C.abi3.so").read_text() == "local")
+    assert gpu_check.prepare_extension(root) == 0 and len(builds) == 1
+    assert (root / "s2s_fast" / "_C.abi3.so").read_text() == "local"
 
 
 def test_the_deps_stage_fails_when_a_module_the_checks_import_is_missing(tmp_path, monkeypatch):
@@ -143,7 +150,13 @@ def test_the_deps_stage_fails_when_a_module_the_checks_import_is_missing(tmp_pat
     check = gpu_check.Check(tmp_path / "out", 100, "test", dry_run=True)
     result = subprocess.run(["bash", "-c", gpu_check._deps_command(check)], cwd=tmp_path, capture_output=True,
                             text=True, timeout=60)
-    assert result.returncode == 1 and "missing: no_such_module_s2s (bash scripts/gpu_wheels.sh" in result.stdout
+    assert result.returncode == 1 and "missing: no_such_module_s2s (their wheels in .whl" in result.stdout
+    # What the stage installs goes to the check's own folder, which is on the path it runs with from the start.
+    (check.site / "s2s_probe_module.py").write_text("")
+    monkeypatch.setattr(gpu_check, "NEEDED_MODULES", ("json", "s2s_probe_module"))
+    result = subprocess.run(["bash", "-c", gpu_check._deps_command(check)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": check.python_path()})
+    assert result.returncode == 0 and "every module the checks import is here" in result.stdout, result.stdout
 
 
 def test_a_cut_short_bench_and_test_report_still_come_back(tmp_path):
