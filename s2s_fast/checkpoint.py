@@ -17,6 +17,7 @@ a run that resumes rewrites the pointers from the state it resumes (``repair_poi
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import json
@@ -500,9 +501,9 @@ def load_checkpoint(checkpoint: Path, device: torch.device | str = "cpu",
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config_path}: damaged model configuration ({error})") from None
     if backend is not None:
+        name = check_backend_name(backend, "--backend")
         try:
-            config = Seq2SeqConfig.from_dict({**values, "backend": None if check_backend_name(
-                backend, "--backend") == "auto" else backend})
+            config = dataclasses.replace(config, backend=None if name == "auto" else name)
         except BackendCannotServeModel as error:
             raise BackendCannotServeModel(
                 f"--backend {backend} cannot run the model of {checkpoint}: it does not implement "

@@ -118,7 +118,8 @@ def _train(args) -> int:
     return 0
 
 
-def _read_inputs(path: str | None) -> list[str]:
+def _read_inputs(path: str | None) -> tuple[list[str], str]:
+    """(the input lines of ``path``, or of stdin for None or "-"; the name errors give them)."""
     from .files import decode_text, read_text, text_lines
 
     if path is None or path == "-":
@@ -141,7 +142,7 @@ def _read_inputs(path: str | None) -> list[str]:
             raise ValueError(f"{name}:{number}: empty line (one input per line)")
     if not lines:
         raise ValueError(f"{name}: no input lines")
-    return lines
+    return lines, name
 
 
 def _encode_inputs(task, lines: list[str], name: str) -> list[list[int]]:
@@ -181,8 +182,7 @@ def _decode(args) -> int:
     checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, device, average=args.average,
                                                      backend=args.backend)
     _note_uneven_averages(averaged)
-    lines = _read_inputs(args.input)
-    input_name = "stdin" if args.input in (None, "-") else args.input
+    lines, input_name = _read_inputs(args.input)
     sources = _encode_inputs(task, lines, input_name)
     want_attention = plot_dir is not None
     if want_attention:
