@@ -16,9 +16,9 @@ that is less), whichever is smaller, and a stage with under 10 s left is skipped
     environment    nvidia-smi, torch / triton / CUDA versions
     deps           carried wheels in .whl/ (packages the machine lacks) installed to a temporary folder; fails when
                    a module the later stages import is still missing
-    extension      s2s_fast._C built from this tree's CUDA sources (its _C.sources.sha256 stamp): the library CI
-                   built (build/cuda/tree/s2s_fast/, carried along with its stamp), else one in s2s_fast/, when it
-                   loads with this torch, else built here for sm_90 only on all cores
+    extension      s2s_fast._C built from this tree's CUDA sources (its _C.sources.sha256 stamp): one in
+                   s2s_fast/ (an earlier call's), else the library CI built (build/cuda/tree/s2s_fast/, carried along
+                   with its stamp), when it loads with this torch, else built here for sm_90 only on all cores
     gpu_tests      pytest -m "gpu or cuda_kernels": both fused backends against the reference (cuda in
                    fp32/fp16/bf16, triton in fp32/bf16; tests/ops has triton's fp16), opcheck, torch.compile, CUDA
                    graphs
@@ -165,12 +165,12 @@ def _loads(root: Path) -> bool:
 
 
 def prepare_extension(root: Path = ROOT) -> int:
-    """The extension stage: s2s_fast._C built from the CUDA sources of this tree, from the carried library
-    (CARRIED_LIBRARY) first, else the one in s2s_fast/, each only with its stamp naming these sources, else built
-    here for sm_90 on every core. A library from other sources would have tested other kernels without a word."""
+    """The extension stage: s2s_fast._C built from the CUDA sources of this tree: the one in s2s_fast/ (built here,
+    or copied there by an earlier call), else the carried library (CARRIED_LIBRARY), each only with its stamp naming
+    these sources and when it loads, else built here for sm_90 on every core. A library from other sources would have
+    tested other kernels without a word."""
     digest, target = sources_digest(root), root / "s2s_fast"
-    aside = Path(tempfile.mkdtemp(prefix="s2s_gpu_check_C_"))  # s2s_fast/'s own, while the carried one is tried
-    for folder, label in ((root / CARRIED_LIBRARY, f"the carried library ({CARRIED_LIBRARY})"), (target, "s2s_fast/")):
+    for folder, label in ((target, "s2s_fast/"), (root / CARRIED_LIBRARY, f"the carried library ({CARRIED_LIBRARY})")):
         libraries = sorted(folder.glob("_C.*.so"))
         if not libraries:
             print(f"{label}: no s2s_fast._C")
@@ -181,20 +181,14 @@ def prepare_extension(root: Path = ROOT) -> int:
             print(f"{label}: {libraries[0].name} was built from other CUDA sources ("
                   f"{'no ' + STAMP if built_from is None else built_from[:12]} against {digest[:12]}): not used")
             continue
-        if folder != target:
-            for own in [*target.glob("_C.*.so"), target / STAMP]:
-                if own.exists():
-                    shutil.move(own, aside / own.name)
+        if folder != target:  # in place of s2s_fast/'s own, which did not serve
+            for old in target.glob("_C.*.so"):
+                old.unlink()
             shutil.copy(libraries[0], target)
             shutil.copy(stamp, target / STAMP)
         if _loads(root):
             return 0
         print(f"{label}: {libraries[0].name} does not load with this torch")
-        if folder != target:  # s2s_fast/'s own back, for its own try
-            for copied in [*target.glob("_C.*.so"), target / STAMP]:
-                copied.unlink(missing_ok=True)
-            for own in aside.iterdir():
-                shutil.move(own, target / own.name)
     for old in [*target.glob("_C.*.so"), target / STAMP]:
         old.unlink(missing_ok=True)
     print("building s2s_fast._C for sm_90 here", flush=True)

@@ -135,7 +135,7 @@ def test_the_extension_stage_uses_only_a_library_built_from_these_sources(tmp_pa
     assert gpu_check.prepare_extension(root) == 0 and len(builds) == 1
     assert not (root / "s2s_fast" / "_C.abi3.so").exists()  # removed before the build (which is faked here)
     assert (root / "s2s_fast" / gpu_check.STAMP).read_text().strip() == gpu_check.sources_digest(root)
-    # A carried library of these sources that does not load leaves s2s_fast/'s own, which does, in place.
+    # s2s_fast/'s own library of these sources serves first; the carried one (which does not load here) stays out.
     digest = gpu_check.sources_digest(root)
     (root / "s2s_fast" / "_C.abi3.so").write_text("local")
     (carried / gpu_check.STAMP).write_text(digest + "\n")
