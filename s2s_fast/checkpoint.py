@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from .backends import check_backend_name
+from .backends import check_backend_name, unavailable_reason
 from .data import Task, load_task
 from .files import fsync_path, one_line, read_json, temporary_path, write_json_atomic
 from .models import BothDirections, Ensemble, Seq2Seq, Seq2SeqConfig, decoder_of
@@ -434,11 +434,24 @@ def open_averaged(path: str | Path, which: str | None = None, average: int = 1, 
                     yield model
 
             model = average_models(models(), checkpoints)
+            _refuse_unavailable_backend(model.config.backend, device, path, backend)
             return checkpoints, model.to(device), task, train_config
         except FileNotFoundError:
             if settled:
                 raise
     raise AssertionError("unreachable")
+
+
+def _refuse_unavailable_backend(name: str | None, device, path, backend: str | None) -> None:
+    """Refuse, at load, a model pinned to backend ``name`` that cannot run on ``device`` here: its first op would
+    refuse it too, but only after decode and evaluate had made their files and folders."""
+    reason = None if name is None else unavailable_reason(name, device)
+    if reason is None:
+        return
+    if backend is not None:
+        raise ValueError(f"--backend {backend} cannot run on {device} here: {reason}")
+    raise ValueError(f"{path}: its model was saved with backend {name} (--model backend={name}), which cannot run on "
+                     f"{device} here: {reason}; decode it with --backend auto, or another backend")
 
 
 def run_directory(checkpoint: Path) -> Path:

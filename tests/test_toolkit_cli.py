@@ -451,6 +451,29 @@ def test_checkpoint_choice_with_a_checkpoint_directory_is_refused(tmp_path, caps
     assert json.loads(Path(f"{output}.config.json").read_text())["which_checkpoint"] == "last"
 
 
+def test_a_backend_that_cannot_run_here_is_refused_at_load(tmp_path, capsys, monkeypatch):
+    """A run pinned to a backend this machine lacks, or a --backend it lacks, is refused when the model loads, before
+    evaluate makes its folder or decode its output (the first op refused it, after those were made)."""
+    from s2s_fast import backends
+
+    if backends.unavailable_reason("cpu", "cpu") is not None:
+        pytest.skip("the cpu backend is not built here")
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 1, "--eval-every", 0, *TINY_TOY,
+                "--model", "backend=cpu")[0] == 0
+    real = backends._unavailable
+    monkeypatch.setattr(backends, "_unavailable",
+                        lambda name, device: "not on this machine (test)" if name == "cpu" else real(name, device))
+    inputs, output = _lines(tmp_path / "in.txt", ["1 2"]), tmp_path / "out.txt"
+    _one_line(*_run(capsys, "evaluate", run, "--split", "dev", "--device", "cpu")[::2],
+              rf"{run}: its model was saved with backend cpu \(--model backend=cpu\), which cannot run on cpu here: "
+              r"not on this machine \(test\); decode it with --backend auto, or another backend$")
+    _one_line(*_run(capsys, "decode", run, "--input", inputs, "--output", output, "--backend", "cpu",
+                    "--device", "cpu")[::2], r"--backend cpu cannot run on cpu here: not on this machine \(test\)$")
+    assert not (run / "evaluations").exists() and not output.exists()
+    assert _run(capsys, "evaluate", run, "--split", "dev", "--device", "cpu", "--backend", "auto")[0] == 0
+
+
 def test_numbers_that_are_not_finite_are_refused_in_one_line(tmp_path, capsys):
     run = _tiny_run(tmp_path, capsys)
     inputs = _lines(tmp_path / "in", ["1 2"])
