@@ -10,6 +10,7 @@ error); 130 on SIGINT (Ctrl-C) and 143 on SIGTERM (train saves a checkpoint firs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -165,13 +166,8 @@ def _encode_inputs(task, lines: list[str], name: str) -> list[list[int]]:
 
 
 def _decode(args) -> int:
-    import torch
-
-    from .attention_plot import plot_attention
-    from .backends import float32_matmul_precision, matmul_precision_record, resolve_device
-    from .checkpoint import averaged_record, is_checkpoint, open_models
-    from .files import write_files_atomic
-    from .inference import translate
+    from .backends import resolve_device
+    from .checkpoint import open_models
 
     device = resolve_device(args.device)
     for flag, value in (("--input", args.input), ("--output", args.output)):
@@ -184,11 +180,24 @@ def _decode(args) -> int:
     _note_uneven_averages(averaged)
     lines, input_name = _read_inputs(args.input)
     sources = _encode_inputs(task, lines, input_name)
+    if plot_dir is not None and model.attention is None:
+        raise ValueError(f"--attention-plot: {_without_attention(checkpoints)}")
+    with _made_folder(plot_dir):  # the last check, before the work: a folder made (and removed if the work fails)
+        return _decode_and_write(args, device, model, task, checkpoints, averaged, lines, sources, plot_dir)
+
+
+def _decode_and_write(args, device, model, task, checkpoints, averaged, lines, sources, plot_dir) -> int:
+    """decode's work, once everything is checked: ``sources`` (the encoded ``lines``) decoded to --output (with its
+    settings) or stdout, then the attention plots into ``plot_dir`` (None: no plots)."""
+    import torch
+
+    from .attention_plot import plot_attention
+    from .backends import float32_matmul_precision, matmul_precision_record
+    from .checkpoint import averaged_record, is_checkpoint
+    from .files import write_files_atomic
+    from .inference import translate
+
     want_attention = plot_dir is not None
-    if want_attention:
-        if model.attention is None:
-            raise ValueError(f"--attention-plot: {_without_attention(checkpoints)}")
-        plot_dir.mkdir(parents=True, exist_ok=True)  # the last check, before the work: a folder made
     with torch.no_grad(), float32_matmul_precision(args.matmul_precision):
         precision, note = matmul_precision_record(device)
         hypotheses, attentions = translate(model, sources, beam_size=args.beam_size,
@@ -231,6 +240,26 @@ def _decode(args) -> int:
 
 
 PLOT_NAME = re.compile(r"\d{5}\.png")
+
+
+@contextlib.contextmanager
+def _made_folder(folder: Path | None):
+    """Make ``folder`` and its missing parents (None: nothing); when the body fails, remove those it made that are
+    still empty, so that a decode that failed leaves no empty plot folder behind."""
+    if folder is None:
+        yield
+        return
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            try:
+                path.rmdir()  # only if empty
+            except OSError:
+                break
+        raise
 
 
 def _plot_directory(value: str | None) -> Path | None:

@@ -362,6 +362,14 @@ def test_decode_checks_its_plot_folder_and_files_before_it_decodes(tmp_path, cap
     _one_line(code, err, r"--attention-plot: .*plots holds plots already \(00001.png, 2 in all\); give a new or "
                          r"empty folder")
     assert (plots / "00001.png").read_bytes() == before
+    # A decode that fails after its plot folder was made (here: the output's folder is missing) removes the folders
+    # it made, while still empty; one that was there stays.
+    (tmp_path / "kept").mkdir()
+    for folder in (tmp_path / "new" / "deep" / "plots", tmp_path / "kept"):
+        code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", tmp_path / "missing" / "out.txt",
+                            "--attention-plot", folder, "--device", "cpu")
+        assert code != 0 and "missing" in err, err
+    assert not (tmp_path / "new").exists() and (tmp_path / "kept").is_dir()
 
 
 def test_runs_decoded_as_one(tmp_path, capsys):
