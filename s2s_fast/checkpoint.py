@@ -403,8 +403,9 @@ def open_averaged(path: str | Path, which: str | None = None, average: int = 1, 
                   backend: str | None = None) -> tuple[list[Path], Seq2Seq, Task, dict]:
     """(checkpoints, model, task, training configuration): with ``average`` 1 the checkpoint ``find_checkpoint``
     names; with more, the mean of the weights of the checkpoints ``select_checkpoints`` names (the task and
-    training configuration are the last one's); checkpoints of runs of different seeds are refused (a copy of
-    another run of the same seed cannot be told apart). ``backend`` as
+    training configuration are the last one's); checkpoints of another run are refused (a setting fixed on resume
+    differs: the seed, the model's settings, the batching; a copy of a run of all the same settings, another
+    run only by its time, cannot be told apart). ``backend`` as
     load_checkpoint's. When a run training in ``path`` meanwhile moves its pointers and prunes, this selects again."""
     previous = None
     for attempt in range(MAX_RELOADS):
@@ -423,11 +424,8 @@ def open_averaged(path: str | Path, which: str | None = None, average: int = 1, 
                 for checkpoint in checkpoints:
                     model, checkpoint_task, checkpoint_config = load_checkpoint(checkpoint, "cpu", backend)
                     reason = task.differs_from(checkpoint_task, data=True) if task is not None else None
-                    if reason is None and train_config is not None and "seed" in checkpoint_config and \
-                            "seed" in train_config and checkpoint_config["seed"] != train_config["seed"]:
-                        # One run keeps its seed (fixed on resume): two runs' weights, averaged, are no model.
-                        reason = (f"it comes from another run (seed {checkpoint_config['seed']!r} against "
-                                  f"{train_config['seed']!r}); averaging takes one run's checkpoints")
+                    if reason is None and train_config is not None:
+                        reason = _another_run(checkpoint_config, train_config)
                     if reason is not None:  # a checkpoint of another run, copied in: one model, one task
                         raise ValueError(f"{checkpoint} cannot be averaged with {checkpoints[0]}: {reason}")
                     task, train_config = checkpoint_task, checkpoint_config
@@ -452,6 +450,19 @@ def _refuse_unavailable_backend(name: str | None, device, path, backend: str | N
         raise ValueError(f"--backend {backend} cannot run on {device} here: {reason}")
     raise ValueError(f"{path}: its model was saved with backend {name} (--model backend={name}), which cannot run on "
                      f"{device} here: {reason}; decode it with --backend auto, or another backend")
+
+
+def _another_run(config: dict, first: dict) -> str | None:
+    """Why the training configuration ``config`` is another run's than ``first`` (a setting fixed on resume, such as
+    the seed or the model, differs: one run keeps them all, and two runs' weights averaged are no model), or None.
+    Settings one of them lacks (an older version's checkpoint) are not compared."""
+    from .train_config import FIXED_ON_RESUME
+
+    for name in FIXED_ON_RESUME:
+        if name in config and name in first and config[name] != first[name]:
+            return (f"it comes from another run ({name} {config[name]!r} against {first[name]!r}); averaging takes "
+                    "one run's checkpoints")
+    return None
 
 
 def run_directory(checkpoint: Path) -> Path:

@@ -256,6 +256,20 @@ def test_checkpoints_of_another_run_of_the_same_settings_are_not_averaged(run, t
     assert _names(ckpt.open_averaged(copy, "last", 1)[0]) == ["step-00000006"]
 
 
+def test_checkpoints_of_another_run_of_the_same_seed_are_not_averaged(run, tmp_path):
+    """The same, with the same seed and another dropout (the weights' shapes are the same): only the seed was
+    compared, so the two runs' weights were averaged as one model."""
+    other = tmp_path / "other"
+    model = {**TINY["model"], "dropout": 0.25}
+    train(TrainConfig(output_dir=str(other), max_steps=2, eval_every=0, **{**TINY, "model": model}), **QUIET)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.copytree(other / "checkpoints" / "step-00000002", copy / "checkpoints" / "step-00000005")
+    with pytest.raises(ValueError, match=r"step-00000006 cannot be averaged with .*step-00000005: it comes from "
+                                         r"another run \(model \{.*\} against \{.*'dropout': 0.25.*\}\)"):
+        ckpt.open_averaged(copy, "last", 2)
+
+
 def test_averaging_from_a_checkpoint_named_without_its_step_says_so(run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
