@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from .backends import check_backend_name, unavailable_reason
+from .backends import available_backends, check_backend_name, unavailable_reason
 from .data import Task, load_task
 from .files import fsync_path, one_line, read_json, temporary_path, write_json_atomic
 from .models import BothDirections, Ensemble, Seq2Seq, Seq2SeqConfig, decoder_of
@@ -403,9 +403,9 @@ def open_averaged(path: str | Path, which: str | None = None, average: int = 1, 
                   backend: str | None = None) -> tuple[list[Path], Seq2Seq, Task, dict]:
     """(checkpoints, model, task, training configuration): with ``average`` 1 the checkpoint ``find_checkpoint``
     names; with more, the mean of the weights of the checkpoints ``select_checkpoints`` names (the task and
-    training configuration are the last one's); checkpoints of another run are refused (a setting fixed on resume
-    differs: the seed, the model's settings, the batching; a copy of a run of all the same settings, another
-    run only by its time, cannot be told apart). ``backend`` as
+    training configuration are the last one's); checkpoints of another run are refused (another task, data or
+    model configuration, or another of RUN_SETTINGS: seed and batching; a copy of a run of all the same settings
+    cannot be told apart). ``backend`` as
     load_checkpoint's. When a run training in ``path`` meanwhile moves its pointers and prunes, this selects again."""
     previous = None
     for attempt in range(MAX_RELOADS):
@@ -448,8 +448,39 @@ def _refuse_unavailable_backend(name: str | None, device, path, backend: str | N
         return
     if backend is not None:
         raise ValueError(f"--backend {backend} cannot run on {device} here: {reason}")
-    raise ValueError(f"{path}: its model was saved with backend {name} (--model backend={name}), which cannot run on "
-                     f"{device} here: {reason}; decode it with --backend auto, or another backend")
+    others = ", ".join(other for other in available_backends(device) if other != name)
+    raise ValueError(f"{path}: its model was saved with backend {name}, which cannot run on {device} here: {reason}; "
+                     f"give --backend auto, or another that runs here: {others}")
+
+
+# The settings fixed on resume that tell two runs of one task and model apart and that nothing else compares (the
+# task's options are compared in task.json, the model's in its loaded configuration: their saved training-config
+# values may change across one run's resume, as a restated --model does).
+RUN_SETTINGS = ("seed", "batch_tokens", "max_batch_size")
+
+
+def _another_run(config: dict, first: dict) -> str | None:
+    """Why the training configuration ``config`` is another run's than ``first`` (one of RUN_SETTINGS differs: one run
+    keeps them, and two runs' weights averaged are no model), or None. Settings one of them lacks (an older
+    version's checkpoint) are not compared."""
+    for name in RUN_SETTINGS:
+        if name in config and name in first and config[name] != first[name]:
+            return (f"it comes from another run ({name} {config[name]!r} against {first[name]!r}); averaging takes "
+                    "one run's checkpoints")
+    return None
+
+
+def _refuse_unavailable_backend(name: str | None, device, path, backend: str | None) -> None:
+    """Refuse, at load, a model pinned to backend ``name`` that cannot run on ``device`` here: its first op would
+    refuse it too, but only after decode and evaluate had made their files and folders."""
+    reason = None if name is None else unavailable_reason(name, device)
+    if reason is None:
+        return
+    if backend is not None:
+        raise ValueError(f"--backend {backend} cannot run on {device} here: {reason}")
+    others = ", ".join(other for other in available_backends(device) if other != name)
+    raise ValueError(f"{path}: its model was saved with backend {name}, which cannot run on {device} here: {reason}; "
+                     f"give --backend auto, or another that runs here: {others}")
 
 
 def _another_run(config: dict, first: dict) -> str | None:

@@ -174,6 +174,7 @@ def _decode(args) -> int:
         if value is not None and not value.strip():
             raise ValueError(f"{flag} is empty: give a file, or leave {flag} out for standard "
                              f"{'input' if flag == '--input' else 'output'}")
+    _check_output(args.output)
     plot_dir = _plot_directory(args.attention_plot)  # before the work, which a bad folder would throw away
     checkpoints, model, task, averaged = open_models(args.run, args.checkpoint, device, average=args.average,
                                                      backend=args.backend)
@@ -239,6 +240,21 @@ def _decode_and_write(args, device, model, task, checkpoints, averaged, lines, s
     return 0
 
 
+def _check_output(value: str | None) -> None:
+    """Refuse, before the work, a --output file that could not be written: one that is a folder, or whose folder is
+    missing, not a folder, or not writable (decode wrote its output only after decoding every input)."""
+    if not value or value == "-":
+        return
+    output = Path(value)
+    if output.is_dir():
+        raise IsADirectoryError(f"--output: {output} is a folder; give a file")
+    folder = output.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--output: {folder} is not a folder (it does not exist, or is a file)")
+    if not os.access(folder, os.W_OK | os.X_OK) and not (output.exists() and os.access(output, os.W_OK)):
+        raise PermissionError(f"--output: cannot write in {folder} (no write permission)")
+
+
 PLOT_NAME = re.compile(r"\d{5}\.png")
 
 
@@ -250,13 +266,14 @@ def _made_folder(folder: Path | None):
         yield
         return
     made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         yield
     except BaseException:
         for path in made:
             try:
-                path.rmdir()  # only if empty
+                if path.exists():  # not made, when the mkdir itself failed on the way down
+                    path.rmdir()  # only if empty
             except OSError:
                 break
         raise

@@ -362,13 +362,31 @@ def test_decode_checks_its_plot_folder_and_files_before_it_decodes(tmp_path, cap
     _one_line(code, err, r"--attention-plot: .*plots holds plots already \(00001.png, 2 in all\); give a new or "
                          r"empty folder")
     assert (plots / "00001.png").read_bytes() == before
-    # A decode that fails after its plot folder was made (here: the output's folder is missing) removes the folders
-    # it made, while still empty; one that was there stays.
+    # An --output that cannot be written is refused before the work (it failed after every input was decoded).
+    (tmp_path / "afile").write_text("mine\n")
+    for target, pattern in ((tmp_path / "missing" / "out.txt", r"--output: .*missing is not a folder"),
+                            (tmp_path / "afile" / "out.txt", r"--output: .*afile is not a folder"),
+                            (plots, r"--output: .*plots is a folder; give a file")):
+        _one_line(*_run(capsys, "decode", run, "--input", inputs, "--output", target, "--attention-plot",
+                        tmp_path / "unmade", "--device", "cpu")[::2], pattern)
+    assert not (tmp_path / "unmade").exists() and not (tmp_path / "missing").exists()
+    # A decode that fails after its plot folder was made (here: its first plot) removes the folders it made, while
+    # still empty; one that was there stays.
+    import s2s_fast.attention_plot
+
+    seen = []
+
+    def fail(*args, **kwargs):
+        seen.append(sorted(path.name for path in tmp_path.iterdir()))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(s2s_fast.attention_plot, "plot_attention", fail)
     (tmp_path / "kept").mkdir()
     for folder in (tmp_path / "new" / "deep" / "plots", tmp_path / "kept"):
-        code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", tmp_path / "missing" / "out.txt",
-                            "--attention-plot", folder, "--device", "cpu")
-        assert code != 0 and "missing" in err, err
+        code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", output, "--attention-plot", folder,
+                            "--device", "cpu")
+        assert code != 0 and "No space left on device" in err, err
+    assert "new" in seen[0]  # made before the work, as the failure found it
     assert not (tmp_path / "new").exists() and (tmp_path / "kept").is_dir()
 
 
@@ -474,8 +492,8 @@ def test_a_backend_that_cannot_run_here_is_refused_at_load(tmp_path, capsys, mon
                         lambda name, device: "not on this machine (test)" if name == "cpu" else real(name, device))
     inputs, output = _lines(tmp_path / "in.txt", ["1 2"]), tmp_path / "out.txt"
     _one_line(*_run(capsys, "evaluate", run, "--split", "dev", "--device", "cpu")[::2],
-              rf"{run}: its model was saved with backend cpu \(--model backend=cpu\), which cannot run on cpu here: "
-              r"not on this machine \(test\); decode it with --backend auto, or another backend$")
+              rf"{re.escape(str(run))}: its model was saved with backend cpu, which cannot run on cpu here: not on "
+              r"this machine \(test\); give --backend auto, or another that runs here: .*aten, reference$")
     _one_line(*_run(capsys, "decode", run, "--input", inputs, "--output", output, "--backend", "cpu",
                     "--device", "cpu")[::2], r"--backend cpu cannot run on cpu here: not on this machine \(test\)$")
     assert not (run / "evaluations").exists() and not output.exists()
