@@ -179,7 +179,7 @@ def prepare_extension(root: Path = ROOT) -> int:
         stamp = folder / STAMP
         built_from = stamp.read_text().strip() if stamp.is_file() else None
         if built_from != digest:
-            print(f"{label}: {libraries[0].name} was built from other CUDA sources ("
+            print(f"{label}: {libraries[0].name} was built from other CUDA sources or setup.py ("
                   f"{'no ' + STAMP if built_from is None else built_from[:12]} against {digest[:12]}): not used")
             continue
         if folder != target:  # in place of s2s_fast/'s own, which did not serve
@@ -413,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", dest="tests_k", help="pytest -k expression for both test stages")
     parser.add_argument("--bench-args", help="more options for s2s-fast bench, as one string (--filter, --providers)")
     parser.add_argument("--prepare-extension", action="store_true", help=argparse.SUPPRESS)  # the extension stage
-    parser.add_argument("--sources-digest", action="store_true", help="print the digest of the CUDA sources (what "
-                        f"scripts/cuda_build.sh writes to {STAMP} beside the library) and exit")
+    parser.add_argument("--sources-digest", action="store_true", help="print the digest of the CUDA sources and "
+                        f"setup.py (what scripts/cuda_build.sh writes to {STAMP} beside the library) and exit")
     args = parser.parse_args(argv)
     if args.prepare_extension:
         return prepare_extension()
