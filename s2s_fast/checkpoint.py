@@ -470,32 +470,6 @@ def _another_run(config: dict, first: dict) -> str | None:
     return None
 
 
-def _refuse_unavailable_backend(name: str | None, device, path, backend: str | None) -> None:
-    """Refuse, at load, a model pinned to backend ``name`` that cannot run on ``device`` here: its first op would
-    refuse it too, but only after decode and evaluate had made their files and folders."""
-    reason = None if name is None else unavailable_reason(name, device)
-    if reason is None:
-        return
-    if backend is not None:
-        raise ValueError(f"--backend {backend} cannot run on {device} here: {reason}")
-    others = ", ".join(other for other in available_backends(device) if other != name)
-    raise ValueError(f"{path}: its model was saved with backend {name}, which cannot run on {device} here: {reason}; "
-                     f"give --backend auto, or another that runs here: {others}")
-
-
-def _another_run(config: dict, first: dict) -> str | None:
-    """Why the training configuration ``config`` is another run's than ``first`` (a setting fixed on resume, such as
-    the seed or the model, differs: one run keeps them all, and two runs' weights averaged are no model), or None.
-    Settings one of them lacks (an older version's checkpoint) are not compared."""
-    from .train_config import FIXED_ON_RESUME
-
-    for name in FIXED_ON_RESUME:
-        if name in config and name in first and config[name] != first[name]:
-            return (f"it comes from another run ({name} {config[name]!r} against {first[name]!r}); averaging takes "
-                    "one run's checkpoints")
-    return None
-
-
 def run_directory(checkpoint: Path) -> Path:
     """The training output directory a checkpoint directory lies in (``<run>/checkpoints/step-N``), or the checkpoint
     directory itself when it lies elsewhere."""

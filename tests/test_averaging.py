@@ -269,6 +269,21 @@ def test_checkpoints_of_another_run_of_the_same_seed_are_not_averaged(run, tmp_p
         ckpt.open_averaged(copy, "last", 2)
 
 
+def test_checkpoints_of_one_run_across_a_resume_that_restates_its_model_are_averaged(tmp_path, capsys):
+    """A resume that restates the run's own model value (--model dropout=0.0) saves a training configuration whose
+    model setting is spelt otherwise; comparing every setting fixed on resume refused that run's own checkpoints."""
+    from test_run_directory import TINY_FLAGS
+
+    run = tmp_path / "run"
+    assert _run(capsys, "train", "--output-dir", run, "--max-steps", 2, "--eval-every", 0, "--save-every", 1,
+                "--keep-checkpoints", 3, *TINY_FLAGS)[0] == 0
+    assert _run(capsys, "train", "--output-dir", run, "--resume", "--max-steps", 3, "--model", "dropout=0.0")[0] == 0
+    checkpoints = ckpt.open_averaged(run, "last", 2)[0]
+    assert _names(checkpoints) == ["step-00000002", "step-00000003"]
+    saved = [ckpt.read_train_config(checkpoint)["model"] for checkpoint in checkpoints]
+    assert saved[0] != saved[1], saved  # the case this test is for
+
+
 def test_averaging_from_a_checkpoint_named_without_its_step_says_so(run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
