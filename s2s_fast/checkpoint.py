@@ -432,7 +432,6 @@ def open_averaged(path: str | Path, which: str | None = None, average: int = 1, 
                     yield model
 
             model = average_models(models(), checkpoints)
-            _refuse_unavailable_backend(model.config.backend, device, path, backend)
             return checkpoints, model.to(device), task, train_config
         except FileNotFoundError:
             if settled:
@@ -441,8 +440,9 @@ def open_averaged(path: str | Path, which: str | None = None, average: int = 1, 
 
 
 def _refuse_unavailable_backend(name: str | None, device, path, backend: str | None) -> None:
-    """Refuse, at load, a model pinned to backend ``name`` that cannot run on ``device`` here: its first op would
-    refuse it too, but only after decode and evaluate had made their files and folders."""
+    """Refuse, when open_models loads it, a model pinned to backend ``name`` that cannot run on ``device`` here: its
+    first op would refuse it too, but only after decode and evaluate had made their files and folders (open_checkpoint
+    and open_averaged load such a model, to inspect or re-pin it)."""
     reason = None if name is None else unavailable_reason(name, device)
     if reason is None:
         return
@@ -462,9 +462,9 @@ RUN_SETTINGS = ("seed", "batch_tokens", "max_batch_size")
 def _another_run(config: dict, first: dict) -> str | None:
     """Why the training configuration ``config`` is another run's than ``first`` (one of RUN_SETTINGS differs: one run
     keeps them, and two runs' weights averaged are no model), or None. Settings one of them lacks (an older
-    version's checkpoint) are not compared."""
+    version's checkpoint), or hold None (left to the task's default), are not compared."""
     for name in RUN_SETTINGS:
-        if name in config and name in first and config[name] != first[name]:
+        if config.get(name) is not None and first.get(name) is not None and config[name] != first[name]:
             return (f"it comes from another run ({name} {config[name]!r} against {first[name]!r}); averaging takes "
                     "one run's checkpoints")
     return None
@@ -497,6 +497,7 @@ def open_models(paths, which: str | None = None, device: torch.device | str = "c
     for index, path in enumerate(paths):
         own = None if runs_among and is_checkpoint(path) else which
         members, model, member_task, _ = open_averaged(path, own, average, device, backend)
+        _refuse_unavailable_backend(model.config.backend, device, path, backend)
         same = named.setdefault(os.path.realpath(members[-1]), index)
         if same != index:
             raise ValueError(f"{path} and {paths[same]} name one checkpoint ({members[-1]}): a model with itself "

@@ -242,7 +242,8 @@ def _decode_and_write(args, device, model, task, checkpoints, averaged, lines, s
 
 def _check_output(value: str | None) -> None:
     """Refuse, before the work, a --output file that could not be written: one that is a folder, or whose folder is
-    missing, not a folder, or not writable (decode wrote its output only after decoding every input)."""
+    missing, not a folder, or not writable (unless the file and its settings file exist and are writable, or it is a
+    FIFO or device); decode wrote its output only after decoding every input."""
     if not value or value == "-":
         return
     output = Path(value)
@@ -251,8 +252,11 @@ def _check_output(value: str | None) -> None:
     folder = output.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"--output: {folder} is not a folder (it does not exist, or is a file)")
-    if not os.access(folder, os.W_OK | os.X_OK) and not (output.exists() and os.access(output, os.W_OK)):
-        raise PermissionError(f"--output: cannot write in {folder} (no write permission)")
+    if os.access(folder, os.W_OK | os.X_OK) or (output.exists() and not output.is_file()):  # a FIFO, a device
+        return
+    settings = Path(f"{value}.config.json")  # written beside a file: in place, in a folder it cannot write
+    if not all(path.is_file() and os.access(path, os.W_OK) for path in (output, settings)):
+        raise PermissionError(f"--output: cannot write {output} and {settings.name} in {folder} (no write permission)")
 
 
 PLOT_NAME = re.compile(r"\d{5}\.png")

@@ -136,9 +136,14 @@ def test_the_extension_stage_uses_only_a_library_built_from_these_sources(tmp_pa
     assert gpu_check.prepare_extension(root) == 0 and len(builds) == 1
     assert not (root / "s2s_fast" / "_C.abi3.so").exists()  # removed before the build (which is faked here)
     assert (root / "s2s_fast" / gpu_check.STAMP).read_text().strip() == gpu_check.sources_digest(root)
-    # So do setup.py's flags: a library built with other flags is built again.
+    # That build (a library and its stamp in s2s_fast/) serves the next call; once setup.py's flags change, it is
+    # built again.
+    (root / "s2s_fast" / "_C.abi3.so").write_text("built here")
+    assert gpu_check.prepare_extension(root) == 0 and len(builds) == 1
+    assert (root / "s2s_fast" / "_C.abi3.so").read_text() == "built here"
     (root / "setup.py").write_text((root / "setup.py").read_text() + "\n# changed flags\n")
     assert gpu_check.prepare_extension(root) == 0 and len(builds) == 2
+    assert not (root / "s2s_fast" / "_C.abi3.so").exists()
     assert (root / "s2s_fast" / gpu_check.STAMP).read_text().strip() == gpu_check.sources_digest(root)
     # s2s_fast/'s own library of these sources serves first; the carried one (which does not load here) stays out.
     digest = gpu_check.sources_digest(root)
