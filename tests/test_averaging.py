@@ -224,14 +224,21 @@ def test_a_checkpoint_given_by_a_relative_path_lies_in_its_run(run, tmp_path, ca
         assert _names(ckpt.select_checkpoints(given, None, 2)) == ["step-00000002", "step-00000004"]
 
 
-def test_checkpoints_of_another_task_are_not_averaged(run, tmp_path, capsys):
-    """A checkpoint of another run copied into checkpoints/: the configurations match, the tasks do not; the
-    weights of two tasks' models were averaged and decoded, silently."""
+def _with_another_runs_checkpoint(run, tmp_path, **settings):
+    """A copy of ``run`` (checkpoints 2, 4 and 6) with the step-2 checkpoint of another 2-step run, trained with
+    TINY and ``settings``, copied into its checkpoints/ as step 5."""
     other = tmp_path / "other"
-    train(TrainConfig(output_dir=str(other), max_steps=2, eval_every=0, **{**TINY, "task": "copy"}), **QUIET)
+    train(TrainConfig(output_dir=str(other), max_steps=2, eval_every=0, **{**TINY, **settings}), **QUIET)
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     shutil.copytree(other / "checkpoints" / "step-00000002", copy / "checkpoints" / "step-00000005")
+    return copy
+
+
+def test_checkpoints_of_another_task_are_not_averaged(run, tmp_path, capsys):
+    """A checkpoint of another run copied into checkpoints/: the configurations match, the tasks do not; the
+    weights of two tasks' models were averaged and decoded, silently."""
+    copy = _with_another_runs_checkpoint(run, tmp_path, task="copy")
     with pytest.raises(ValueError, match=r"step-00000006 cannot be averaged with .*step-00000005: task reverse "
                                          "against copy"):
         ckpt.open_averaged(copy, "last", 2)
@@ -245,11 +252,7 @@ def test_checkpoints_of_another_task_are_not_averaged(run, tmp_path, capsys):
 def test_checkpoints_of_another_run_of_the_same_settings_are_not_averaged(run, tmp_path):
     """A checkpoint of a run with the same task, data and model but another seed, copied into checkpoints/: two
     runs' weights averaged are no model, and nothing but the seed told them apart."""
-    other = tmp_path / "other"
-    train(TrainConfig(output_dir=str(other), max_steps=2, eval_every=0, seed=7, **TINY), **QUIET)
-    copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
-    shutil.copytree(other / "checkpoints" / "step-00000002", copy / "checkpoints" / "step-00000005")
+    copy = _with_another_runs_checkpoint(run, tmp_path, seed=7)
     with pytest.raises(ValueError, match=r"step-00000006 cannot be averaged with .*step-00000005: it comes from "
                                          r"another run \(seed 0 against 7\)"):
         ckpt.open_averaged(copy, "last", 2)
@@ -259,11 +262,7 @@ def test_checkpoints_of_another_run_of_the_same_settings_are_not_averaged(run, t
 def test_checkpoints_of_another_run_of_the_same_seed_are_not_averaged(run, tmp_path):
     """The same, with the same seed, task and model and another batching (the model's configuration, compared on
     load, is the same): only the seed was compared, so the two runs' weights were averaged as one model."""
-    other = tmp_path / "other"
-    train(TrainConfig(output_dir=str(other), max_steps=2, eval_every=0, **{**TINY, "batch_tokens": 200}), **QUIET)
-    copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
-    shutil.copytree(other / "checkpoints" / "step-00000002", copy / "checkpoints" / "step-00000005")
+    copy = _with_another_runs_checkpoint(run, tmp_path, batch_tokens=200)
     with pytest.raises(ValueError, match=r"step-00000006 cannot be averaged with .*step-00000005: it comes from "
                                          r"another run \(batch_tokens 160 against 200\)"):
         ckpt.open_averaged(copy, "last", 2)
