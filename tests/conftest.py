@@ -62,8 +62,10 @@ def bf16_products():
         cpu_backend.force_bf16_products("always")
     except RuntimeError as error:
         pytest.skip(str(error))
-    work = torch.ops.s2s_fast.cpu_onednn_from_work()
+    work, bf16_work = torch.ops.s2s_fast.cpu_onednn_from_work(), torch.ops.s2s_fast.cpu_bf16_from_work()
     torch.ops.s2s_fast.cpu_onednn_from_work(0)
+    torch.ops.s2s_fast.cpu_bf16_from_work(0)
     yield
     cpu_backend.force_bf16_products("torch")
     torch.ops.s2s_fast.cpu_onednn_from_work(work)
+    torch.ops.s2s_fast.cpu_bf16_from_work(bf16_work)

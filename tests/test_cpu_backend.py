@@ -901,6 +901,88 @@ def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, 
             assert bf16 > 4 * float32, (name, bf16, float32)
 
 
+def _products_ran(call):
+    """(name, dtype of the left operand) of each product the call ran, and how many weights it packed for oneDNN."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as trace:
+        call()
+    events = trace.events()
+    products = [(event.name, event.input_dtypes[0]) for event in events
+                if event.name in ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")]
+    return products, sum(event.name == "mkldnn::_reorder_linear_weight" for event in events)
+
+
+@pytest.fixture
+def bf16_by_size():
+    """Float32 products in bfloat16 forced on (any CPU that can run them), at one thread, float32 ones through ATen
+    (oneDNN is the default off Intel's CPUs), with the default thresholds: the size rules of csrc/cpu/products.h
+    decide; all restored afterwards."""
+    try:
+        cpu_backend.force_bf16_products("always")
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    threads, library = torch.get_num_threads(), cpu_backend.use_products("aten")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    cpu_backend.use_products(library)
+    cpu_backend.force_bf16_products("torch")
+
+
+@built
+def test_products_run_in_bfloat16_only_where_the_rounding_pays(bf16_by_size):
+    """A product whose weight is rounded for it alone (F.linear's) runs in bfloat16 from cpu_bf16_from_work
+    multiply-adds per thread and 48 rows; smaller ones stay float32, through ATen or, where it is the library and the
+    work is large enough, oneDNN. The threshold is checked and settable, 0 sending every product to bfloat16."""
+    work = torch.ops.s2s_fast.cpu_bf16_from_work()
+    assert work == 2_000_000
+    with pytest.raises(RuntimeError, match="work must be >= 0"):
+        torch.ops.s2s_fast.cpu_bf16_from_work(-1)
+    bf16, float32 = [("mkldnn::_linear_pointwise", "c10::BFloat16")], [("aten::mm", "float")]
+
+    def products(rows, width):
+        weight = torch.randn(width, width)
+        return _products_ran(lambda: F.linear(torch.randn(rows, width), weight, backend="cpu"))[0]
+
+    assert products(489, 64) == bf16 and products(488, 64) == float32  # 489 * 64 * 64 >= 2M > 488 * 64 * 64
+    assert products(48, 1024) == bf16 and products(47, 1024) == float32  # 47 * 1024 * 1024 >= 2M, but 47 rows
+    if torch.backends.mkldnn.is_available():  # float32 through oneDNN where it is the library (off Intel's CPUs)
+        before = cpu_backend.use_products("onednn")
+        try:
+            assert products(47, 1024) == [("mkldnn::_linear_pointwise", "float")]
+            weight, x = torch.randn(1024, 1024), torch.randn(47, 1024)
+            torch.testing.assert_close(F.linear(x, weight, backend="cpu"), x @ weight.t(), rtol=1e-4, atol=1e-4)
+        finally:
+            cpu_backend.use_products(before)
+    try:
+        torch.ops.s2s_fast.cpu_bf16_from_work(0)
+        assert products(1, 64) == bf16
+    finally:
+        torch.ops.s2s_fast.cpu_bf16_from_work(work)
+
+
+@built
+@pytest.mark.parametrize("batch, hidden, bf16_steps", [(8, 256, True), (7, 256, False), (1, 512, True)])
+def test_a_layers_step_products_pack_their_weight_once_where_bfloat16_pays(bf16_by_size, batch, hidden, bf16_steps):
+    """A layer's per-step products h @ weight_hh^T share one weight packed for oneDNN: they run in bfloat16 from
+    cpu_bf16_from_work multiply-adds per thread (B = 8, H = 256: 2.1M) or with a weight of 1M elements (H = 512), and
+    the weight is packed only when they do; its input product, used once, from 48 rows (T x B) as well. The output
+    stays as accurate as bfloat16 allows."""
+    steps = 6
+    args = _layer_args("lstm", steps, batch, hidden, hidden, dtype=torch.float32, lengths="none")
+    products, packed = _products_ran(lambda: F.lstm_layer(**args, backend="cpu"))
+    step_products = products[1:]  # after the input product, one per step
+    assert len(step_products) == steps, products
+    bf16 = ("mkldnn::_linear_pointwise", "c10::BFloat16")
+    # The input product [T B, H] x [H, 4H]: 48 rows at B = 8 (12.6M), 42 at B = 7, 6 at B = 1.
+    assert products[0] in ([bf16] if steps * batch >= 48 else [("aten::mm", "float"), ("aten::addmm", "float")])
+    assert step_products == [bf16 if bf16_steps else ("aten::mm", "float")] * steps
+    assert packed == (1 if bf16_steps else 0)  # once for all the steps
+    output = F.lstm_layer(**args, backend="cpu")[0]
+    exact = F.lstm_layer(**{k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                            for k, v in args.items()}, backend="reference")[0]
+    assert (output.double() - exact).abs().max() < 0.05
+
+
 @built
 def test_products_in_bfloat16_follow_torchs_switch_where_the_cpu_has_them():
     """By default the cpu kernels' float32 products run in bfloat16 exactly while torch's switch for float32 products

@@ -14,10 +14,12 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <atomic>
 #include <optional>
 #include <string>
@@ -71,8 +73,8 @@ inline std::atomic<int64_t>& onednn_from_work() {
 // AMX-BF16): on a 2-core AMD EPYC with AVX512-BF16 (Zen 4), 2026-12-06, one thread, bfloat16 products through oneDNN
 // ran 2.0-3.4x float32's speed ([4096, 384] x [384, 768] 12.1 against 28.9 ms; [256, 384] x [384, 1536] 1.5 against
 // 5.0; [64, 192] x [192, 768] 0.12 against 0.24). Elsewhere oneDNN would emulate bfloat16 slower than float32 and the
-// products stay float32. Only products that go through oneDNN anyway (at least onednn_from_work, torch.backends.mkldnn
-// on) change.
+// products stay float32. Only products large enough to pay for the rounding change (bf16_pays, below), and never while
+// torch.backends.mkldnn is off.
 // bf16_products_forced: -1 follows that rule, 0 never, 1 on any CPU (the tests: the same numbers on every machine).
 inline std::atomic<int>& bf16_products_forced() {
     static std::atomic<int> forced{-1};
@@ -125,34 +127,79 @@ inline bool bf16_products() {
     return cpu_runs_bf16_products() && onednn_linear_registered() && torch_asks_bf16_products();
 }
 
+// When a float32 product pays for running in bfloat16 (bf16_products on). Each bfloat16 call through oneDNN's linear
+// pays costs that grow with the weight and not with the rows: rounding the weight (where it is rounded for this call)
+// and reordering it into oneDNN's blocked layout. A weight packed once (mkldnn::_reorder_linear_weight, for a layer's
+// per-step products) skips both at each call; a product used once pays both. Measured 2026-12-06 on a 2-core Intel
+// Xeon with AMX (benchmarks/cpu_product_routes.py: each route timed in a C++ loop over M = 1-128 rows and weights
+// N x K = 1024 x 256, 256 x 1024, 1536 x 384, 384 x 1536, 2048 x 512, 512 x 2048, 1536 x 960, 960 x 1536):
+// - packed: 20-25 us a call at one to eight rows on the 256 x 1024 weights, 35-42 on the 1536 x 384 ones, where
+//   ATen's float32 ran 9-28 and 49-95. It caught up with ATen at about 2M multiply-adds per thread (one thread:
+//   0.82-0.91x ATen's time at 2.1M, 1.45-1.46x at 1.05M; two threads: 0.70-0.95x at 4.2-4.7M, but 1.17x on 1024 x 256);
+//   weights of 1.05M and 1.47M elements ran under ATen's time at one row at both thread counts (0.50-0.73x), 0.59M
+//   ones not at two threads (1.8x).
+// - rounded at each call ("plain"): 93-96 us a call at one row on the 256 x 1024 weights, 255-266 on the 1536 x 384
+//   ones, 566-572 on the 1536 x 960 ones, so bfloat16 paid only from about 48 rows whatever the weight (one thread:
+//   0.66-0.98x ATen's time at 48 rows, 0.88-1.27x at 32; two threads: 0.65-0.88x at 48 rows but for 384 x 1536,
+//   1.1x).
+// So a product runs in bfloat16 from bf16_from_work multiply-adds per torch thread (M * K * N / threads), packed also
+// with a weight of kPackedBf16FromWeight elements, and a product whose weight is rounded at each call only from
+// kPlainBf16FromRows rows as well. s2s_fast::cpu_bf16_from_work reads and sets bf16_from_work; 0 sends every product to
+// bfloat16, the rows' rule too (the tests).
+inline std::atomic<int64_t>& bf16_from_work() {
+    static std::atomic<int64_t> work{2'000'000};
+    return work;
+}
+constexpr int64_t kPackedBf16FromWeight = 1 << 20;
+constexpr int64_t kPlainBf16FromRows = 48;
+
+// Whether a float32 product of `rows` x `weight_elements` (M x K * N) pays for running in bfloat16 with its weight
+// `packed` once or rounded at each call (bf16_from_work).
+inline bool bf16_pays(int64_t rows, int64_t weight_elements, bool packed) {
+    const int64_t per_thread = bf16_from_work().load();
+    if (per_thread == 0) return true;
+    const bool enough = rows * weight_elements >= per_thread * std::max<int64_t>(1, at::get_num_threads());
+    if (packed) return enough || weight_elements >= kPackedBf16FromWeight;
+    return enough && rows >= kPlainBf16FromRows;
+}
+
 // Where a product goes: ATen's GEMM, oneDNN's linear in float32, or oneDNN's linear in bfloat16.
 enum class Route { aten, onednn, onednn_bf16 };
 
-// The route of a product of `work` multiply-adds (M * K * N) in `dtype`, with `bf16` = bf16_products(): oneDNN for
-// float32 that is not empty and has at least onednn_from_work, torch.backends.mkldnn on, in bfloat16 when `bf16`, else
-// in float32 where oneDNN is the products' library; ATen otherwise.
-inline Route product_route(at::ScalarType dtype, int64_t work, bool bf16) {
-    if (dtype != at::kFloat || work <= 0 || !at::globalContext().userEnabledMkldnn() ||
-        work < onednn_from_work().load()) {
-        return Route::aten;
-    }
-    if (bf16) return Route::onednn_bf16;
+// The route of a product of `rows` x `weight_elements` (M x K * N) multiply-adds in `dtype`: float32 with `bf16` =
+// bf16_products() in bfloat16 where bf16_pays (`packed`: its weight packed once), else through oneDNN in float32 where
+// oneDNN is the products' library and the work is at least onednn_from_work; ATen otherwise, and for any other dtype,
+// an empty product, or torch.backends.mkldnn off.
+inline Route product_route(at::ScalarType dtype, int64_t rows, int64_t weight_elements, bool bf16,
+                           bool packed = false) {
+    const int64_t work = rows * weight_elements;
+    if (dtype != at::kFloat || work <= 0 || !at::globalContext().userEnabledMkldnn()) return Route::aten;
+    if (bf16 && bf16_pays(rows, weight_elements, packed)) return Route::onednn_bf16;
+    if (work < onednn_from_work().load()) return Route::aten;
     return onednn_products().load() ? Route::onednn : Route::aten;
 }
 
-// Whether a product of `work` multiply-adds in `dtype` goes through oneDNN in float32 (step_product asks this).
-inline bool onednn_serves(at::ScalarType dtype, int64_t work) {
-    return product_route(dtype, work, /*bf16=*/false) == Route::onednn;
-}
-
-// x [M, K] @ weight^T (+ bias) through oneDNN's linear: x and weight [N, K] each row- or column-major.
+// x [M, K] @ weight^T (+ bias) through oneDNN's linear: x and weight [N, K] each row- or column-major, or the weight
+// packed (pack_bf16_weight).
 inline Tensor onednn_linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias) {
     static const c10::OperatorHandle op =
         c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
-    torch::jit::Stack stack{plain_or_transposed(x), plain_or_transposed(weight),
+    torch::jit::Stack stack{plain_or_transposed(x), weight.is_mkldnn() ? weight : plain_or_transposed(weight),
                             bias ? c10::IValue(bias->contiguous()) : c10::IValue(),
                             std::string("none"), c10::List<std::optional<at::Scalar>>(), c10::IValue()};
     op.callBoxed(&stack);
+    return stack[0].toTensor();
+}
+
+// A bfloat16 weight [N, K] (contiguous) reordered once into oneDNN's blocked layout for its linear
+// (mkldnn::_reorder_linear_weight, an opaque mkldnn tensor), so that its products skip the reorder each call does with
+// a plain weight (bf16_from_work); the weight as it is where torch lacks that op.
+inline Tensor pack_bf16_weight(const Tensor& weight) {
+    static const std::optional<c10::OperatorHandle> reorder =
+        c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""});
+    if (!reorder) return weight;
+    torch::jit::Stack stack{weight, c10::IValue()};
+    reorder->callBoxed(&stack);
     return stack[0].toTensor();
 }
 
@@ -160,22 +207,26 @@ inline Tensor onednn_linear(const Tensor& x, const Tensor& weight, const std::op
 // view ran as fast as a contiguous copy, 2026-12-04, AMD EPYC: [64, 2048] x [2048, 768] 1.02 against 0.92 ms, one
 // row 0.08 against 0.07 ms, where copying the 2048 x 768 operand cost 0.62 ms), so a product used once takes it as
 // it is; a right operand read by many products (`repeated`: the per-step products of a layer) is made contiguous
-// once. Empty operands go to ATen (oneDNN's linear refuses them), as do products under onednn_from_work.
+// once. That operand, and in bfloat16 (bf16_products) its rounding, are made at the first product that takes its
+// route (so that calls whose products all take another never pay for it), a repeated bfloat16 one packed then. Each
+// product takes its route by its size (product_route): bfloat16, else float32 through oneDNN or ATen. Empty operands
+// go to ATen (oneDNN's linear refuses them). A Product serves one thread at a time (making its operands is not
+// guarded).
 class Product {
    public:
     explicit Product(const Tensor& right, bool repeated = false)
         : right_(right),
-          bf16_(right.scalar_type() == at::kFloat && right.numel() > 0 && bf16_products()),
-          onednn_weight_(onednn_weight(right, repeated, bf16_)) {}
+          repeated_(repeated),
+          bf16_(right.scalar_type() == at::kFloat && right.numel() > 0 && bf16_products()) {}
 
     Tensor operator()(const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
         switch (route(x)) {
             case Route::onednn_bf16: {
-                Tensor result = onednn_linear(x.to(at::kBFloat16), onednn_weight_, {}).to(at::kFloat);
+                Tensor result = onednn_linear(x.to(at::kBFloat16), bf16_weight(), {}).to(at::kFloat);
                 return bias ? result.add_(*bias) : result;
             }
             case Route::onednn:
-                return onednn_linear(x, onednn_weight_, bias);
+                return onednn_linear(x, float32_weight(), bias);
             default:
                 return bias ? at::addmm(*bias, x, right_) : at::mm(x, right_);
         }
@@ -184,11 +235,11 @@ class Product {
     void out(Tensor& result, const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
         switch (route(x)) {
             case Route::onednn_bf16:
-                result.copy_(onednn_linear(x.to(at::kBFloat16), onednn_weight_, {}));
+                result.copy_(onednn_linear(x.to(at::kBFloat16), bf16_weight(), {}));
                 if (bias) result.add_(*bias);
                 break;
             case Route::onednn:
-                result.copy_(onednn_linear(x, onednn_weight_, bias));
+                result.copy_(onednn_linear(x, float32_weight(), bias));
                 break;
             default:
                 if (bias) {
@@ -200,27 +251,34 @@ class Product {
     }
 
    private:
-    // right^T, oneDNN's linear weight: in bfloat16 with `bf16` (contiguous when `repeated`), else as it is where
-    // float32 products go through oneDNN (contiguous when `repeated`); none where they cannot.
-    static Tensor onednn_weight(const Tensor& right, bool repeated, bool bf16) {
-        if (right.scalar_type() != at::kFloat || right.numel() == 0) return Tensor();
-        if (bf16) {
-            // Rounded in its own layout (rounding into a transposed one ran several times slower), then transposed.
-            const Tensor weight = right.to(at::kBFloat16).t();
-            return repeated ? weight.contiguous() : weight;
+    // right^T, oneDNN's linear weight in float32, made at the first product that goes there: contiguous when
+    // `repeated`.
+    const Tensor& float32_weight() const {
+        if (!float32_weight_.defined()) float32_weight_ = repeated_ ? right_.t().contiguous() : right_.t();
+        return float32_weight_;
+    }
+
+    // right^T in bfloat16, oneDNN's linear weight, made at the first product that runs in bfloat16: rounded in its own
+    // layout (rounding into a transposed one ran several times slower), then transposed; when `repeated` contiguous
+    // and packed.
+    const Tensor& bf16_weight() const {
+        if (!bf16_weight_.defined()) {
+            const Tensor weight = right_.to(at::kBFloat16).t();
+            bf16_weight_ = repeated_ ? pack_bf16_weight(weight.contiguous()) : weight;
         }
-        if (!onednn_products().load()) return Tensor();
-        return repeated ? right.t().contiguous() : right.t();
+        return bf16_weight_;
     }
 
     Route route(const Tensor& x) const {
-        if (!onednn_weight_.defined()) return Route::aten;
-        return product_route(x.scalar_type(), x.numel() * onednn_weight_.size(0), bf16_);
+        if (right_.scalar_type() != at::kFloat || right_.numel() == 0) return Route::aten;
+        return product_route(x.scalar_type(), x.size(0), right_.numel(), bf16_, repeated_);
     }
 
     Tensor right_;
+    bool repeated_;
     bool bf16_;
-    Tensor onednn_weight_;
+    mutable Tensor bf16_weight_;
+    mutable Tensor float32_weight_;
 };
 
 // A weight's gradient grad^T @ x ([N, K]) over M rows: grad [M, N] and x [M, K], each row-major. ATen's GEMM reads a
@@ -236,7 +294,7 @@ inline Tensor weight_gradient(const Tensor& grad, const Tensor& x, bool float32_
     const int64_t rows = grad.size(0), outputs = grad.size(1), inputs = x.size(1);
     const Route route = grad.numel() == 0 || x.numel() == 0
                             ? Route::aten
-                            : product_route(x.scalar_type(), rows * outputs * inputs,
+                            : product_route(x.scalar_type(), rows, outputs * inputs,
                                             x.scalar_type() == at::kFloat && bf16_products());
     if (route == Route::onednn_bf16) {
         // Through ATen's bfloat16 GEMM (oneDNN's matmul, which reads the transposed operand as it is): rounding an
@@ -269,6 +327,15 @@ inline int64_t onednn_from_work_op(std::optional<int64_t> work) {
         onednn_from_work().store(*work);
     }
     return onednn_from_work().load();
+}
+
+// s2s_fast::cpu_bf16_from_work(int? work) -> int: bf16_from_work, after setting it when given.
+inline int64_t bf16_from_work_op(std::optional<int64_t> work) {
+    if (work) {
+        TORCH_CHECK(*work >= 0, "cpu_bf16_from_work: work must be >= 0, got ", *work);
+        bf16_from_work().store(*work);
+    }
+    return bf16_from_work().load();
 }
 
 // s2s_fast::cpu_bf16_products(str? force) -> bool: whether float32 products through oneDNN run in bfloat16 now, after

@@ -53,14 +53,17 @@ inline Tensor step_weight(const Tensor& weight_hh, int64_t batch, int64_t steps)
     return batch > 1 && steps > 1 ? weight_hh.t().contiguous() : weight_hh.t();
 }
 
-// The per-step products h @ weight_hh^T: through oneDNN with weight_hh itself (its linear weight, no copy) where they
-// go there in float32 (onednn_serves, Product's rule), else with step_weight's operand for ATen (steps whose rows
-// fall under onednn_from_work: ATen also where bfloat16 products are on but oneDNN is not the float32 library).
+// The per-step products h @ weight_hh^T: with weight_hh itself (oneDNN's linear weight, no copy) where they go through
+// oneDNN (product_route for the full batch), in bfloat16 (rounded, and packed once over several steps) or in
+// float32; else with step_weight's operand for ATen. Under bfloat16 a step whose running rows fall under
+// the threshold (the tail of a batch with lengths) runs through ATen with weight_hh^T as a view.
 inline Product step_product(const Tensor& weight_hh, int64_t batch, int64_t steps) {
-    if (onednn_serves(weight_hh.scalar_type(), batch * weight_hh.size(1) * weight_hh.size(0))) {
-        return Product(weight_hh.t(), /*repeated=*/steps > 1);
+    const bool repeated = steps > 1;
+    const bool bf16 = weight_hh.scalar_type() == at::kFloat && weight_hh.numel() > 0 && bf16_products();
+    if (product_route(weight_hh.scalar_type(), batch, weight_hh.numel(), bf16, repeated) != Route::aten) {
+        return Product(weight_hh.t(), repeated);
     }
-    return Product(step_weight(weight_hh, batch, steps));
+    return Product(step_weight(weight_hh, batch, steps), repeated);
 }
 
 // The order a layer direction runs its rows in, and where each step's rows sit in its per-step buffers (rnn_layer.h).
