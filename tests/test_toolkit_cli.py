@@ -390,6 +390,42 @@ def test_decode_checks_its_plot_folder_and_files_before_it_decodes(tmp_path, cap
     assert not (tmp_path / "new").exists() and (tmp_path / "kept").is_dir()
 
 
+def test_decode_output_in_a_folder_it_cannot_write(tmp_path, capsys, monkeypatch):
+    """In a folder decode cannot write (os.access denies it; CI runs as root, which may write anywhere), --output
+    passes only as a file that exists, is writable and has its writable settings file beside it (both are rewritten
+    in place), or as a FIFO; anything else is refused before the work, in one line."""
+    import s2s_fast.cli as cli
+
+    run = _tiny_run(tmp_path, capsys)
+    inputs, locked = _lines(tmp_path / "in.txt", ["1 2", "3 1"]), tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+
+    def access(path, mode):  # the folder refuses writing; its files answer for themselves
+        return False if Path(path) == locked and mode & os.W_OK else real_access(path, mode)
+
+    monkeypatch.setattr(cli.os, "access", access)
+    output, settings = locked / "out.txt", locked / "out.txt.config.json"
+    refused = r"--output: cannot write .*out.txt and out.txt.config.json in .*locked \(no write permission\)"
+    _one_line(*_run(capsys, "decode", run, "--input", inputs, "--output", output, "--device", "cpu")[::2], refused)
+    assert not output.exists()
+    output.write_text("old\n")  # the file alone: its settings file could not be made
+    _one_line(*_run(capsys, "decode", run, "--input", inputs, "--output", output, "--device", "cpu")[::2], refused)
+    assert output.read_text() == "old\n"
+    settings.write_text("{}\n")  # both there and writable: rewritten in place
+    code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", output, "--device", "cpu")
+    assert code == 0, err
+    assert len(output.read_text().splitlines()) == 2 and json.loads(settings.read_text()) != {}
+    settings.chmod(0o444)
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False if Path(path) in (locked, settings) and
+                        mode & os.W_OK else real_access(path, mode))
+    with pytest.raises(PermissionError, match="no write permission"):
+        cli._check_output(str(output))
+    fifo = locked / "pipe"
+    os.mkfifo(fifo)
+    cli._check_output(str(fifo))  # a FIFO (or device) is written where it is
+
+
 def test_runs_decoded_as_one(tmp_path, capsys):
     """One run given twice made a silent ensemble of a model with itself; a run without attention in an ensemble
     was reported as "this model has no attention"; a file given as a run was told to train into it."""
