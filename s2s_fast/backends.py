@@ -35,8 +35,9 @@ Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)``
 environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
 first where ``CUDNN_FASTER`` says cuDNN was measured faster; triton before cuda for additive attention from
 ``TRITON_ATTENTION_FROM_WORK``) and cpu, aten, reference for CPU tensors (aten first for the ops in
-``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, and where ``CPU_ATEN_FASTER_TRAINING`` says oneDNN was
-measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not
+``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, but for the large calls of
+``CPU_BF16_INFERENCE_PREFERS_CPU`` while the cpu backend's products run in bfloat16, and where
+``CPU_ATEN_FASTER_TRAINING`` says oneDNN was measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not
 Intel's but for the wide inputs of ``CPU_LAYER_WIDE_INPUT`` and the padded ones of ``CPU_LAYER_PADDED``; cpu for the
 ops in ``CPU_ONEDNN_FROM_WORK`` only where its products go through oneDNN and the call is large enough), skipping a
 backend that is unavailable or whose limit check refuses the call, or that cannot serve it under the torch.func
@@ -117,6 +118,17 @@ _GATES = {"lstm_cell": 4, "lstm_layer": 4, "gru_cell": 3, "gru_layer": 3}
 # forward+backward: it keeps what its backward needs and takes the weight gradients in one product over all steps).
 # s2s-fast bench --device cpu, 2026-12-04 (README).
 CPU_INFERENCE_PREFERS_ATEN = frozenset({"lstm_layer"})
+# Ops of CPU_INFERENCE_PREFERS_ATEN for which auto tries cpu first after all, on a float32 call that records no
+# gradient, while the cpu backend's float32 products run in bfloat16 (s2s_fast.cpu.bf16_products:
+# torch.set_float32_matmul_precision("medium") on a CPU with bfloat16 products in hardware), from WORK multiply-adds a
+# step per torch thread (B x gates*H x (I + H) / threads): op -> WORK. torch's own LSTM layer (oneDNN's RNN) stays
+# float32 there. Measured 2026-12-06 on a 2-core Intel Xeon with AMX, one direction under torch.no_grad through
+# s2s_fast.functional, cpu and aten alternating in one process, lengths uniform in (T/2, T] and none (T=16: B=1, 8, 64
+# at I=192, H=384 and B=256 at I=768, H=384; T=64: B=8, I=H=256 and B=64, I=H=512): at one thread the cpu layer ran
+# 0.32-0.90x aten's time from 4.2M multiply-adds a step and 1.34-1.45x at 0.9M (B=1); at two threads 0.35-0.82x from
+# 57M, 0.70-1.13x at 7.1M, and 1.33-1.87x at 4.2M and 0.9M. (On the Zen 4 machine its forward alone ran 1.70-1.79x
+# aten's speed at one thread from 17M, README.)
+CPU_BF16_INFERENCE_PREFERS_CPU = {"lstm_layer": 4_000_000}
 # Where oneDNN's LSTM forward+backward was measured faster than the cpu layer's on a CPU: rows of (op, fewest torch
 # threads, batch sizes, hidden sizes); auto tries aten first on a CPU call that records a gradient and matches a row.
 # A sweep at T=64 on the 2-core Xeon, 2026-12-04: at two threads and H=256, B=8-32 ran 0.83-0.89x of aten's speed on
@@ -576,11 +588,12 @@ def cpu_vendor() -> str:
 
 def _cpu_prefers_aten(op: str, args: tuple) -> bool:
     """Whether auto tries aten before cpu for this CPU call: no gradient recorded and op in
-    CPU_INFERENCE_PREFERS_ATEN, or a gradient recorded and either op in CPU_ATEN_FASTER_TRAINING_OFF_INTEL on a CPU
-    that is not Intel's (but for CPU_LAYER_WIDE_INPUT's and CPU_LAYER_PADDED's calls) or a row of
-    CPU_ATEN_FASTER_TRAINING covering it; but not for a training call CPU_BF16_PREFERS_CPU covers."""
+    CPU_INFERENCE_PREFERS_ATEN (but for CPU_BF16_INFERENCE_PREFERS_CPU's calls), or a gradient recorded and either op
+    in CPU_ATEN_FASTER_TRAINING_OFF_INTEL on a CPU that is not Intel's (but for CPU_LAYER_WIDE_INPUT's and
+    CPU_LAYER_PADDED's calls) or a row of CPU_ATEN_FASTER_TRAINING covering it; but not for a training call
+    CPU_BF16_PREFERS_CPU covers."""
     if not _records_gradient(args):
-        return op in CPU_INFERENCE_PREFERS_ATEN
+        return op in CPU_INFERENCE_PREFERS_ATEN and not _bf16_inference_pays(op, args)
     if op not in _GATES or torch.compiler.is_compiling():
         # aten steps aside under torch.compile anyway, and reading the thread count or testing a traced size against
         # the table's ranges would break the graph or guard on the size.
@@ -643,6 +656,17 @@ def _bf16_products_pay(op: str, args: tuple) -> bool:
     input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
     work = batch * _GATES[op] * hidden * (input.shape[-1] + hidden)
     return work >= CPU_BF16_PREFERS_CPU[op] and _cpu_bf16_products()
+
+
+def _bf16_inference_pays(op: str, args: tuple) -> bool:
+    """CPU_BF16_INFERENCE_PREFERS_CPU's test of a call that records no gradient (not under torch.compile, where the
+    thread count and the sizes are not read): float32, the work per step and thread, and the cpu backend's products in
+    bfloat16 now."""
+    if op not in CPU_BF16_INFERENCE_PREFERS_CPU or args[0].dtype != torch.float32 or torch.compiler.is_compiling():
+        return False
+    input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
+    work = batch * _GATES[op] * hidden * (input.shape[-1] + hidden)
+    return work >= CPU_BF16_INFERENCE_PREFERS_CPU[op] * torch.get_num_threads() and _cpu_bf16_products()
 
 
 def _cpu_bf16_products() -> bool:

@@ -1022,6 +1022,37 @@ def test_products_in_bfloat16_follow_torchs_switch_where_the_cpu_has_them():
 
 
 @built
+def test_auto_sends_large_lstm_inference_to_cpu_while_its_products_run_in_bfloat16(monkeypatch):
+    """CPU_BF16_INFERENCE_PREFERS_CPU: auto tries aten first for LSTM layer calls that record no gradient, but for
+    float32 ones with the work per step and torch thread the rule asks while the cpu backend's products run in
+    bfloat16, on any CPU vendor; float64, smaller calls and more threads per call keep aten, as does tracing under
+    torch.compile (not tested here)."""
+    cpu_device = torch.device("cpu")
+    monkeypatch.setattr(backends, "CPU_BF16_INFERENCE_PREFERS_CPU", {"lstm_layer": 8 * 64 * 20})  # B x 4H x (I + H)
+
+    def backend_for(dtype=torch.float32, batch=8):
+        args = tuple(_layer_args("lstm", 3, batch, 4, 16, dtype=dtype, lengths="none").values())
+        return backends.resolve("lstm_layer", cpu_device, args)[0]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        monkeypatch.setattr(backends, "_cpu_bf16_products", lambda: False)
+        assert backend_for() == "aten"
+        monkeypatch.setattr(backends, "_cpu_bf16_products", lambda: True)
+        for vendor in ("GenuineIntel", "AuthenticAMD"):
+            monkeypatch.setattr(backends, "cpu_vendor", lambda: vendor)
+            assert backend_for() == "cpu"
+            assert backend_for(batch=7) == "aten"
+            assert backend_for(torch.float64) == "aten"
+        torch.set_num_threads(2)
+        if torch.get_num_threads() == 2:  # the work is per thread: two threads ask for twice as much
+            assert backend_for() == "aten" and backend_for(batch=16) == "cpu"
+    finally:
+        torch.set_num_threads(threads)
+
+
+@built
 def test_auto_sends_lstm_training_to_cpu_while_its_products_run_in_bfloat16(monkeypatch):
     """CPU_BF16_PREFERS_CPU: off Intel's CPUs auto tries aten first for float32 LSTM layers but for training calls
     with the work per step the rule asks while the cpu backend's products run in bfloat16, where its layers were
