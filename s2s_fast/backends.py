@@ -31,19 +31,20 @@ step; ``gru_attention_decoder`` likewise with gru_cell) is served by a backend w
 reference's composition of that backend's ops (where it serves them all), and by auto, where no fused backend serves
 the call itself, as the composition of each op's auto choice.
 
-Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` >
-environment variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten
-first where ``CUDNN_FASTER`` says cuDNN was measured faster; triton before cuda for additive attention from
+Selection order: explicit ``backend=`` argument > innermost ``use_backend(...)`` > ``set_backend(...)`` > environment
+variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference for CUDA tensors (aten first where
+``CUDNN_FASTER`` says cuDNN was measured faster; triton before cuda for additive attention from
 ``TRITON_ATTENTION_FROM_WORK``) and cpu, aten, reference for CPU tensors (aten first for the ops in
 ``CPU_INFERENCE_PREFERS_ATEN`` when no gradient is recorded, but for the large calls of
 ``CPU_BF16_INFERENCE_PREFERS_CPU`` while the cpu backend's products run in bfloat16, and where
-``CPU_ATEN_FASTER_TRAINING`` says oneDNN was measured faster when one is, or, for the ops in ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not
-Intel's but for the wide inputs of ``CPU_LAYER_WIDE_INPUT`` and the padded ones of ``CPU_LAYER_PADDED``; cpu for the
-ops in ``CPU_ONEDNN_FROM_WORK`` only where its products go through oneDNN and the call is large enough), skipping a
-backend that is unavailable or whose limit check refuses the call, or that cannot serve it under the torch.func
-transforms or forward-mode AD around it (BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries the fused backends'
-own layers before their cells in the reference time loop. An explicit choice that cannot serve the call raises
-``BackendError`` (a ``RuntimeError``) saying why.
+``CPU_ATEN_FASTER_TRAINING`` says oneDNN was measured faster when one is, or, for the ops in
+``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not Intel's but for the wide inputs of
+``CPU_LAYER_WIDE_INPUT`` and the padded ones of ``CPU_LAYER_PADDED``; cpu for the ops in ``CPU_ONEDNN_FROM_WORK`` only
+where its products go through oneDNN and the call is large enough), skipping a backend that is unavailable or whose
+limit check refuses the call, or that cannot serve it under the torch.func transforms or forward-mode AD around it
+(BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries the fused backends' own layers before their cells in the
+reference time loop. An explicit choice that cannot serve the call raises ``BackendError`` (a ``RuntimeError``) saying
+why.
 """
 
 from __future__ import annotations
@@ -172,8 +173,8 @@ CPU_LAYER_PADDED = {"lstm_layer": (1 / 6, 24_000_000)}
 # torch's own CPU LSTM layer (oneDNN's RNN) stays float32 there. Measured 2026-12-06 on a 2-core AMD EPYC with
 # AVX512-BF16 (Zen 4), one direction forward+backward through s2s_fast.functional, cpu and aten alternating, lengths
 # uniform in (T/2, T] and none, T x B = 16 x 64 to 16 x 256, 32 x 64 and 64 x 32, H = 192-512, I = H and 2H (17M to
-# 134M multiply-adds a step): the cpu layer 1.30-1.84x faster at one thread and 1.03-1.81x at two. Smaller calls, and
-# inference (forward alone 1.70-1.79x at one thread, not measured at two), keep the float32 rules.
+# 134M multiply-adds a step): the cpu layer 1.30-1.84x faster at one thread and 1.03-1.81x at two. Smaller calls keep
+# the float32 rules; inference (forward alone 1.70-1.79x at one thread there) has CPU_BF16_INFERENCE_PREFERS_CPU.
 CPU_BF16_PREFERS_CPU = {"lstm_layer": 16_000_000}
 # Backends whose layers never read the input at a row's padded steps, nor the initial state of a row of length 0
 # (s2s_fast.aten.sequence runs padded steps on a row of zeros and empty rows from a zero state; the cpu layers gather

@@ -392,8 +392,8 @@ def test_decode_checks_its_plot_folder_and_files_before_it_decodes(tmp_path, cap
 
 def test_decode_output_in_a_folder_it_cannot_write(tmp_path, capsys, monkeypatch):
     """In a folder decode cannot write (os.access denies it; CI runs as root, which may write anywhere), --output
-    passes only as a file that exists, is writable and has its writable settings file beside it (both are rewritten
-    in place), or as a FIFO; anything else is refused before the work, in one line."""
+    passes only as a file that exists, is writable and has its writable settings file beside it (both are then
+    rewritten), or as a FIFO; anything else is refused before the work, in one line."""
     import s2s_fast.cli as cli
 
     run = _tiny_run(tmp_path, capsys)
@@ -412,7 +412,7 @@ def test_decode_output_in_a_folder_it_cannot_write(tmp_path, capsys, monkeypatch
     output.write_text("old\n")  # the file alone: its settings file could not be made
     _one_line(*_run(capsys, "decode", run, "--input", inputs, "--output", output, "--device", "cpu")[::2], refused)
     assert output.read_text() == "old\n"
-    settings.write_text("{}\n")  # both there and writable: rewritten in place
+    settings.write_text("{}\n")  # both there and writable: rewritten
     code, _, err = _run(capsys, "decode", run, "--input", inputs, "--output", output, "--device", "cpu")
     assert code == 0, err
     assert len(output.read_text().splitlines()) == 2 and json.loads(settings.read_text()) != {}
