@@ -622,6 +622,13 @@ def _cpu_layer_pays(op: str, args: tuple) -> bool:
     return _cpu_products_through_onednn(input.dtype)
 
 
+def _step_work(op: str, args: tuple) -> int:
+    """Multiply-adds a step of a layer call (args as in resolve): B x gates*H x (I + H), the measure of the work
+    tables (CPU_LAYER_PADDED, CPU_BF16_PREFERS_CPU, CPU_BF16_INFERENCE_PREFERS_CPU)."""
+    input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
+    return batch * _GATES[op] * hidden * (input.shape[-1] + hidden)
+
+
 def _cpu_layer_padding_pays(op: str, args: tuple) -> bool:
     """CPU_LAYER_PADDED's test of a layer call (lengths on the CPU: a host read of B values; not under torch.func's
     transforms, where lengths may be batched)."""
@@ -630,9 +637,8 @@ def _cpu_layer_padding_pays(op: str, args: tuple) -> bool:
             torch._C._are_functorch_transforms_active():
         return False
     share, work = CPU_LAYER_PADDED[op]
-    input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
-    steps = input.shape[0]
-    if batch * _GATES[op] * hidden * (input.shape[2] + hidden) < work or steps * batch == 0:
+    steps, batch = args[0].shape[0], _batch_and_hidden(op, args)[0]
+    if _step_work(op, args) < work or steps * batch == 0:
         return False
     return steps * batch - int(lengths.sum()) >= share * steps * batch
 
@@ -654,9 +660,7 @@ def _bf16_products_pay(op: str, args: tuple) -> bool:
     per step, and the cpu backend's products in bfloat16 now."""
     if op not in CPU_BF16_PREFERS_CPU or args[0].dtype != torch.float32 or cpu_vendor() == "GenuineIntel":
         return False
-    input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
-    work = batch * _GATES[op] * hidden * (input.shape[-1] + hidden)
-    return work >= CPU_BF16_PREFERS_CPU[op] and _cpu_bf16_products()
+    return _step_work(op, args) >= CPU_BF16_PREFERS_CPU[op] and _cpu_bf16_products()
 
 
 def _bf16_inference_pays(op: str, args: tuple) -> bool:
@@ -665,9 +669,8 @@ def _bf16_inference_pays(op: str, args: tuple) -> bool:
     bfloat16 now."""
     if op not in CPU_BF16_INFERENCE_PREFERS_CPU or args[0].dtype != torch.float32 or torch.compiler.is_compiling():
         return False
-    input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
-    work = batch * _GATES[op] * hidden * (input.shape[-1] + hidden)
-    return work >= CPU_BF16_INFERENCE_PREFERS_CPU[op] * torch.get_num_threads() and _cpu_bf16_products()
+    return _step_work(op, args) >= CPU_BF16_INFERENCE_PREFERS_CPU[op] * torch.get_num_threads() and \
+        _cpu_bf16_products()
 
 
 def _cpu_bf16_products() -> bool:

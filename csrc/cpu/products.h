@@ -163,6 +163,12 @@ inline bool bf16_pays(int64_t rows, int64_t weight_elements, bool packed) {
     return enough && rows >= kPlainBf16FromRows;
 }
 
+// Whether float32 products with the right operand (or weight) `right` may run in bfloat16 now: float32, not empty,
+// bf16_products() on (each product then by bf16_pays).
+inline bool bf16_operand(const Tensor& right) {
+    return right.scalar_type() == at::kFloat && right.numel() > 0 && bf16_products();
+}
+
 // Where a product goes: ATen's GEMM, oneDNN's linear in float32, or oneDNN's linear in bfloat16.
 enum class Route { aten, onednn, onednn_bf16 };
 
@@ -217,7 +223,7 @@ class Product {
     explicit Product(const Tensor& right, bool repeated = false)
         : right_(right),
           repeated_(repeated),
-          bf16_(right.scalar_type() == at::kFloat && right.numel() > 0 && bf16_products()) {}
+          bf16_(bf16_operand(right)) {}
 
     Tensor operator()(const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
         switch (route(x)) {
@@ -294,8 +300,7 @@ inline Tensor weight_gradient(const Tensor& grad, const Tensor& x, bool float32_
     const int64_t rows = grad.size(0), outputs = grad.size(1), inputs = x.size(1);
     const Route route = grad.numel() == 0 || x.numel() == 0
                             ? Route::aten
-                            : product_route(x.scalar_type(), rows, outputs * inputs,
-                                            x.scalar_type() == at::kFloat && bf16_products());
+                            : product_route(x.scalar_type(), rows, outputs * inputs, bf16_operand(x));
     if (route == Route::onednn_bf16) {
         // Through ATen's bfloat16 GEMM (oneDNN's matmul, which reads the transposed operand as it is): rounding an
         // operand into a transposed layout cost more than the product saved (2026-12-06, AMD EPYC Zen 4, one thread,

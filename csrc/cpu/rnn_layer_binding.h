@@ -59,8 +59,8 @@ inline Tensor step_weight(const Tensor& weight_hh, int64_t batch, int64_t steps)
 // the threshold (the tail of a batch with lengths) runs through ATen with weight_hh^T as a view.
 inline Product step_product(const Tensor& weight_hh, int64_t batch, int64_t steps) {
     const bool repeated = steps > 1;
-    const bool bf16 = weight_hh.scalar_type() == at::kFloat && weight_hh.numel() > 0 && bf16_products();
-    if (product_route(weight_hh.scalar_type(), batch, weight_hh.numel(), bf16, repeated) != Route::aten) {
+    if (product_route(weight_hh.scalar_type(), batch, weight_hh.numel(), bf16_operand(weight_hh), repeated) !=
+        Route::aten) {
         return Product(weight_hh.t(), repeated);
     }
     return Product(step_weight(weight_hh, batch, steps), repeated);
