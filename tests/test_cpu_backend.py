@@ -7,7 +7,9 @@ non-contiguous inputs, outputs poisoned (torch fills fresh tensors with NaN unde
 opcheck, torch.compile, each instruction set the library is built for, and the fallbacks.
 """
 
+import collections
 import functools
+import math
 import os
 import platform
 import subprocess
@@ -845,17 +847,9 @@ def _bf16_errors(op, args):
     return names, errors
 
 
-@built
-@pytest.mark.parametrize("op", ["lstm_layer", "gru_layer", "lstm_cell", "gru_cell", "linear",
-                                "lstm_attention_decoder", "gru_attention_decoder"])
-def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, op):
-    """With the products in bfloat16 (torch's switch for float32 products on oneDNN, forced here on any CPU that can
-    run them), every product of the cpu kernels rounds its operands: each output and input gradient is off the
-    float64 reference by at most
-    LOW_PRECISION_ERROR_RATIO times the reference run wholly in bfloat16, plus bfloat16's unit; the first output and
-    the weights' gradients are off by more than in float32 (so the products did run in bfloat16)."""
-    from s2s_fast.testing import LOW_PRECISION_ERROR_RATIO
-
+def _bf16_args(op):
+    """The arguments the bfloat16 tests call `op` with (F's names): small sizes, a mask and dropout for the decoders,
+    lengths for the layers."""
     torch.manual_seed(0)
     if op == "linear":
         args = {"input": torch.randn(9, 40), "weight": torch.randn(24, 40) / 40 ** 0.5, "bias": torch.randn(24)}
@@ -884,6 +878,21 @@ def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, 
                     bias_ih=torch.randn(gates * hidden), bias_hh=torch.randn(gates * hidden))
         if layer:
             args["lengths"] = torch.tensor([9, 4, 0, 9, 7, 1])
+    return args
+
+
+@built
+@pytest.mark.parametrize("op", ["lstm_layer", "gru_layer", "lstm_cell", "gru_cell", "linear",
+                                "lstm_attention_decoder", "gru_attention_decoder"])
+def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, op):
+    """With the products in bfloat16 (torch's switch for float32 products on oneDNN, forced here on any CPU that can
+    run them), every product of the cpu kernels rounds its operands: each output and input gradient is off the
+    float64 reference by at most
+    LOW_PRECISION_ERROR_RATIO times the reference run wholly in bfloat16, plus bfloat16's unit; the first output and
+    the weights' gradients are off by more than in float32 (so the products did run in bfloat16)."""
+    from s2s_fast.testing import LOW_PRECISION_ERROR_RATIO
+
+    args = _bf16_args(op)
     names, errors = _bf16_errors(getattr(F, op), args)
     # Every product the cpu op ran, forward and backward (the weight gradients' too), took bfloat16 operands.
     from s2s_fast.testing import forward_backward
@@ -899,6 +908,38 @@ def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, 
         assert bf16 <= LOW_PRECISION_ERROR_RATIO * reference + unit, (name, bf16, reference)
         if name == "output 0" or name.startswith("weight"):  # products' results (linear's bias gradient is a sum)
             assert bf16 > 4 * float32, (name, bf16, float32)
+
+
+@built
+@pytest.mark.parametrize("op", ["lstm_layer", "gru_layer", "lstm_attention_decoder", "gru_attention_decoder"])
+def test_a_backward_rounds_its_gate_gradients_once_for_all_its_products(bf16_products, op):
+    """In bfloat16, a backward reads its gate gradients (and a decoder its query gradients) in each step's product and
+    again in the input and weight gradients after the steps: each row is rounded once (csrc/cpu/products.h's
+    LeftRows), where each of those products rounded them anew. The rows a step's product reads past its running ones
+    (a later step's, rewritten since) may be rounded twice, so a layer with lengths is bounded by its steps' rows."""
+    args = _bf16_args(op)
+    leaves = {name: value.clone().requires_grad_() if isinstance(value, torch.Tensor) and value.is_floating_point()
+              else value for name, value in args.items()}
+    outputs = getattr(F, op)(**leaves, backend="cpu")
+    loss = sum((output * torch.randn_like(output)).sum() for output in outputs if output.requires_grad)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as trace:
+        loss.backward()
+    rounded = collections.Counter()  # rows rounded to bfloat16, by width
+    for event in trace.events():
+        if event.name == "aten::copy_" and event.input_dtypes[:2] == ["c10::BFloat16", "float"]:
+            rounded[event.input_shapes[0][-1]] += math.prod(event.input_shapes[0][:-1])
+    steps, batch = args["input"].shape[:2]
+    hidden = args["hx"].shape[1]
+    gates = (4 if op.startswith("lstm") else 3) * hidden
+    if op.endswith("layer"):
+        # Each step's product reads its running rows and at most B in all; the GRU's input gate gradients are read
+        # only after the steps (once each row).
+        running = int(args["lengths"].sum())
+        once = running if op == "gru_layer" else 0
+        assert running + once <= rounded[gates] <= steps * batch + once, rounded
+    else:
+        assert rounded[gates] == steps * batch * (2 if op == "gru_attention_decoder" else 1), rounded
+        assert rounded[args["query_weight"].shape[0]] == steps * batch, rounded  # the query gradients
 
 
 def _products_ran(call):

@@ -161,6 +161,8 @@ class ReadoutBackward {
           dropout_(contiguous_or_none(dropout_mask)),
           grad_combined_(at::empty({s.steps, s.batch, s.hidden}, like.options())),
           grad_query_(at::empty({s.steps, s.batch, s.attn}, like.options())),
+          combined_rows_(grad_combined_.view({s.steps * s.batch, s.hidden})),
+          query_rows_(grad_query_.view({s.steps * s.batch, s.attn})),
           grad_context_(at::empty({s.batch, s.value_size}, like.options())),
           grad_v_partial_(at::zeros({s.batch, s.attn}, like.options())),
           attention_{s.batch, 1, s.keys, s.attn, s.value_size, nullptr, key_.data_ptr<T>(), v_.data_ptr<T>(),
@@ -180,7 +182,7 @@ class ReadoutBackward {
         }
         Tensor grad_combined_t = grad_combined_[t];
         at::tanh_backward_out(grad_combined_t, grad_feed, activated_[t]);
-        const Tensor grad_joined = combine_back_(grad_combined_t);  // [B, H + Dv]
+        const Tensor grad_joined = combine_back_(combined_rows_, t * s_.batch, s_.batch, s_.batch);  // [B, H + Dv]
         grad_context_.copy_(grad_joined.narrow(1, s_.hidden, s_.value_size));
         Tensor grad_query_t = grad_query_[t];
         attention_.query_proj = query_[t].data_ptr<T>();
@@ -188,20 +190,20 @@ class ReadoutBackward {
         attention_.grad_weights = grad_weights_ ? (*grad_weights_)[t].data_ptr<T>() : nullptr;
         attention_.grad_query = grad_query_t.data_ptr<T>();
         run_additive_attention_bwd(attention_);
-        at::add_out(grad_hidden, grad_joined.narrow(1, 0, s_.hidden), query_back_(grad_query_t));
+        at::add_out(grad_hidden, grad_joined.narrow(1, 0, s_.hidden),
+                    query_back_(query_rows_, t * s_.batch, s_.batch, s_.batch));
     }
 
     // After every step, given every step's h_t: the weights' gradients, each one product over all steps (in float32
     // through ATen: MKL reads the transposed gradients as they are, where oneDNN's linear copied them first), and
     // grad_v from the batch rows' shares added in a fixed order (the same bits on every run).
-    ReadoutGradients gradients(const Tensor& hidden) const {
+    ReadoutGradients gradients(const Tensor& hidden) {
         const int64_t rows = s_.steps * s_.batch;
-        return {weight_gradient(grad_query_.view({rows, s_.attn}), hidden.reshape({rows, s_.hidden}), false),
+        return {weight_gradient(query_rows_, hidden.reshape({rows, s_.hidden}), false),
                 grad_key,
                 grad_v_partial_.sum(0),
                 grad_values,
-                weight_gradient(grad_combined_.view({rows, s_.hidden}),
-                                joined_.reshape({rows, s_.hidden + s_.value_size}), false),
+                weight_gradient(combined_rows_, joined_.reshape({rows, s_.hidden + s_.value_size}), false),
                 grad_dropout_mask};
     }
 
@@ -220,7 +222,10 @@ class ReadoutBackward {
     std::optional<Tensor> grad_weights_;
     Tensor query_, weights_, activated_, joined_, key_, values_, v_;
     std::optional<Tensor> dropout_;
-    Tensor grad_combined_, grad_query_, grad_context_, grad_v_partial_;
+    Tensor grad_combined_, grad_query_;
+    // Their rows, each read by its step's product and by a weight gradient after the steps.
+    LeftRows combined_rows_, query_rows_;
+    Tensor grad_context_, grad_v_partial_;
     AttentionBackwardParams<T> attention_;
 };
 

@@ -119,6 +119,8 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     const Tensor gates_c = gates.contiguous(), hidden_c = hidden.contiguous(), hx_c = hx.contiguous();
     Tensor grad_input_gates = at::empty({T, B, G}, options);
     Tensor grad_hidden_gates = at::empty({T, B, G}, options);
+    // Each read by each step's product and by two (the input gates') or one (the hidden gates') after the steps.
+    LeftRows input_gate_rows(grad_input_gates.view({T * B, G})), hidden_gate_rows(grad_hidden_gates.view({T * B, G}));
     Tensor grad_hidden = at::empty({T, B, H}, options);  // the readout's share of the gradient of each h_t
     Tensor dh = grad_hy.contiguous().clone();  // what bypasses weight_hh (the kernel's carry)
     const Product feed_back(feed_weight(weight_ih, s), /*repeated=*/T > 1);
@@ -143,8 +145,8 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             cell.base = t * B;
             cell.recurrent = t == T - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_gru_step_bwd(cell);
-            recurrent = hidden_back(grad_hidden_gates[t]);
-            carried = feed_back(grad_input_gates[t]);
+            recurrent = hidden_back(hidden_gate_rows, t * B, B, B);
+            carried = feed_back(input_gate_rows, t * B, B, B);
         }
         readout_grads = readout.gradients(hidden);
         previous_steps(output, feed, feed_before);
@@ -161,12 +163,12 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     const Tensor step_inputs = at::cat({input, feed_before}, 2).view({T * B, s.embed + H});
     const Tensor flat_input_grad = grad_input_gates.view({T * B, G});
     const Tensor flat_hidden_grad = grad_hidden_gates.view({T * B, G});
-    const Tensor grad_input = Product(weight_ih.narrow(1, 0, s.embed))(flat_input_grad).view({T, B, s.embed});
+    const Tensor grad_input = Product(weight_ih.narrow(1, 0, s.embed))(input_gate_rows).view({T, B, s.embed});
     return {grad_input,
             dh + recurrent,
             carried,
-            weight_gradient(flat_input_grad, step_inputs, false),
-            weight_gradient(flat_hidden_grad, hidden_before.view({T * B, H}), false),
+            weight_gradient(input_gate_rows, step_inputs, false),
+            weight_gradient(hidden_gate_rows, hidden_before.view({T * B, H}), false),
             flat_input_grad.sum(0),
             flat_hidden_grad.sum(0),
             readout_grads.query_weight,

@@ -103,6 +103,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
     Tensor dh = grad_hy.contiguous().clone();
     Tensor grad_input_gates = at::empty({rows, 3 * hidden}, input.options());
     Tensor grad_hidden_gates = at::empty({rows, 3 * hidden}, input.options());
+    // Each read twice: the input gates' by the input and weight gradients, the hidden gates' by each step's product and
+    // the weight gradient.
+    LeftRows input_gate_rows(grad_input_gates), hidden_gate_rows(grad_hidden_gates);
     Tensor recurrent = at::zeros({batch, hidden}, input.options());
     Tensor previous = at::empty({rows, hidden}, input.options());
     const Product recurrent_product(weight_hh, /*repeated=*/steps > 1);
@@ -121,17 +124,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_bwd_cpu(
             run_gru_step_bwd(params);
             const int64_t product = product_rows(params.active, std::min(batch, rows - params.base));
             Tensor running = recurrent.narrow(0, 0, product);
-            recurrent_product.out(running, grad_hidden_gates.narrow(0, params.base, product));
+            recurrent_product.out(running, hidden_gate_rows, params.base, product, params.active);
         }
         previous_hidden<scalar_t>(output_c, hx_c, schedule, lengths_ptr, reverse, previous);
     });
     // The gradient of hx: what bypassed weight_hh (dh), plus the flow through it at step 0 for rows that ran it.
     const Tensor grad_hx = initial_state_grad(dh, recurrent, schedule, /*add=*/true);
     const Tensor grad_input =
-        padded_rows(Product(weight_ih)(grad_input_gates), schedule, positions).view(input.sizes());
+        padded_rows(Product(weight_ih)(input_gate_rows), schedule, positions).view(input.sizes());
     const Tensor grad_weight_ih =
-        weight_gradient(grad_input_gates, schedule_rows(input.reshape({positions, input_size}), schedule));
-    const Tensor grad_weight_hh = weight_gradient(grad_hidden_gates, previous);
+        weight_gradient(input_gate_rows, schedule_rows(input.reshape({positions, input_size}), schedule));
+    const Tensor grad_weight_hh = weight_gradient(hidden_gate_rows, previous);
     return {grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_input_gates.sum(0), grad_hidden_gates.sum(0)};
 }
 

@@ -124,6 +124,7 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     const Tensor grad_hy_c = grad_hy.contiguous();
     const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous(), cx_c = cx.contiguous();
     Tensor grad_gates = at::empty({T, B, G}, options);
+    LeftRows gate_rows(grad_gates.view({T * B, G}));  // read by each step's product and by two after the steps
     Tensor grad_hidden = at::empty({T, B, H}, options);  // the whole gradient of each h_t
     Tensor no_carry = at::zeros({B, H}, options);  // the step kernel's carried dh: every step's is in grad_hidden
     Tensor dc = grad_cy.contiguous().clone();
@@ -148,7 +149,7 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             cell.base = t * B;
             cell.previous_base = (t - 1) * B;
             run_lstm_step_bwd(cell);
-            carried = recurrent_back(grad_gates[t]);
+            carried = recurrent_back(gate_rows, t * B, B, B);
         }
         readout_grads = readout.gradients(hidden);
         previous_steps(output, feed, feed_before);
@@ -165,8 +166,8 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
     // Every weight's gradient in one product over all steps: [x_t | h_{t-1}] = [input_t | feed_{t-1} | h_{t-1}].
     const Tensor step_inputs = at::cat({input, feed_before, hidden_before}, 2).view({T * B, s.embed + 2 * H});
     const Tensor flat_gates = grad_gates.view({T * B, G});
-    const Tensor grad_weight_all = weight_gradient(flat_gates, step_inputs, false);  // [4H, E + 2H]
-    const Tensor grad_input = Product(weight_ih.narrow(1, 0, s.embed))(flat_gates).view({T, B, s.embed});
+    const Tensor grad_weight_all = weight_gradient(gate_rows, step_inputs, false);  // [4H, E + 2H]
+    const Tensor grad_input = Product(weight_ih.narrow(1, 0, s.embed))(gate_rows).view({T, B, s.embed});
     // Copies, each its own: at B = 1 a row of carried is contiguous already, and two outputs of one op must not
     // share storage (the schema says each is new; functionalization and Inductor's buffer reuse rely on it).
     return {grad_input,

@@ -110,6 +110,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
     const Tensor output_c = output.contiguous(), hx_c = hx.contiguous(), cx_c = cx.contiguous();
     Tensor dh = grad_hy.contiguous().clone(), dc = grad_cy.contiguous().clone();
     Tensor grad_gates = at::empty({rows, 4 * hidden}, input.options());
+    LeftRows gate_rows(grad_gates);  // read by each step's product and by the three products after the steps
     Tensor recurrent = at::empty({batch, hidden}, input.options());
     Tensor previous = at::empty({rows, hidden}, input.options());
     const Product recurrent_product(weight_hh, /*repeated=*/steps > 1);
@@ -129,16 +130,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
             run_lstm_step_bwd(params);
             const int64_t product = product_rows(params.active, std::min(batch, rows - params.base));
             Tensor running = recurrent.narrow(0, 0, product);
-            recurrent_product.out(running, grad_gates.narrow(0, params.base, product));
+            recurrent_product.out(running, gate_rows, params.base, product, params.active);
         }
         previous_hidden<scalar_t>(output_c, hx_c, schedule, lengths_ptr, reverse, previous);
     });
     // The gradient of hx: through step 0 for the rows that ran it, the final state's for empty rows.
     const Tensor grad_hx = initial_state_grad(dh, recurrent, schedule, /*add=*/false);
-    const Tensor grad_input = padded_rows(Product(weight_ih)(grad_gates), schedule, positions).view(input.sizes());
-    const Tensor grad_weight_ih = weight_gradient(grad_gates, schedule_rows(input.reshape({positions, input_size}),
-                                                                            schedule));
-    const Tensor grad_weight_hh = weight_gradient(grad_gates, previous);
+    const Tensor grad_input = padded_rows(Product(weight_ih)(gate_rows), schedule, positions).view(input.sizes());
+    const Tensor grad_weight_ih = weight_gradient(gate_rows, schedule_rows(input.reshape({positions, input_size}),
+                                                                           schedule));
+    const Tensor grad_weight_hh = weight_gradient(gate_rows, previous);
     const Tensor grad_bias = grad_gates.sum(0);
     return {grad_input, grad_hx, dc, grad_weight_ih, grad_weight_hh, grad_bias};
 }

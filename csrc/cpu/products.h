@@ -23,6 +23,7 @@
 #include <atomic>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace s2s_fast::cpu {
 
@@ -209,6 +210,45 @@ inline Tensor pack_bf16_weight(const Tensor& weight) {
     return stack[0].toTensor();
 }
 
+// A float32 operand [M, K] (contiguous) that several products read as their left operand, or a weight gradient as its
+// gradient: a layer's gate gradients, whose rows each step's product reads and whose whole the input and weight
+// gradients read after the steps. Products in bfloat16 read its rows rounded once, at the first read that takes that
+// route, where each would round them again (in the g2p trainer's backward that rounding cost more than a tenth of
+// the step: each full read of [T * B, 4H] rounded it anew). A read names how many of its rows are `final`: their
+// rounding is kept; the rest (a step's product reads up to 15 rows past its running ones, product_rows, which a
+// later step writes) are rounded again at their next read. One thread at a time.
+class LeftRows {
+   public:
+    explicit LeftRows(Tensor values) : values_(std::move(values)), final_(values_.size(0), 0) {}
+
+    const Tensor& values() const { return values_; }
+
+    // Rows [begin, begin + count) of values in bfloat16, the first `final` of them kept as rounded now.
+    Tensor rounded(int64_t begin, int64_t count, int64_t final) {
+        if (!rounded_.defined()) rounded_ = at::empty(values_.sizes(), values_.options().dtype(at::kBFloat16));
+        const int64_t end = begin + count;
+        for (int64_t row = begin; row < end;) {
+            if (final_[row]) {
+                ++row;
+                continue;
+            }
+            int64_t stop = row;
+            while (stop < end && !final_[stop]) ++stop;
+            rounded_.narrow(0, row, stop - row).copy_(values_.narrow(0, row, stop - row));
+            row = stop;
+        }
+        std::fill(final_.begin() + begin, final_.begin() + begin + final, 1);
+        return rounded_.narrow(0, begin, count);
+    }
+
+    // Every row in bfloat16, each final now.
+    Tensor rounded() { return rounded(0, values_.size(0), values_.size(0)); }
+
+   private:
+    Tensor values_, rounded_;
+    std::vector<uint8_t> final_;
+};
+
 // Products x @ right (+ bias). oneDNN's linear reads right^T as its weight in whatever strides it has (a transposed
 // view ran as fast as a contiguous copy, 2026-12-04, AMD EPYC: [64, 2048] x [2048, 768] 1.02 against 0.92 ms, one
 // row 0.08 against 0.07 ms, where copying the 2048 x 768 operand cost 0.62 ms), so a product used once takes it as
@@ -216,8 +256,9 @@ inline Tensor pack_bf16_weight(const Tensor& weight) {
 // once. That operand, and in bfloat16 (bf16_products) its rounding, are made at the first product that takes its
 // route (so that calls whose products all take another never pay for it), a repeated bfloat16 one packed then. Each
 // product takes its route by its size (product_route): bfloat16, else float32 through oneDNN or ATen. Empty operands
-// go to ATen (oneDNN's linear refuses them). A Product serves one thread at a time (making its operands is not
-// guarded).
+// go to ATen (oneDNN's linear refuses them). The left operand is a tensor, rounded at each bfloat16 product, or rows
+// of a LeftRows (begin, count, final as in LeftRows::rounded), rounded once. A Product serves one thread at a time
+// (making its operands is not guarded).
 class Product {
    public:
     explicit Product(const Tensor& right, bool repeated = false)
@@ -226,9 +267,39 @@ class Product {
           bf16_(bf16_operand(right)) {}
 
     Tensor operator()(const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
-        switch (route(x)) {
+        const Route way = route(x);
+        return run(way, x, way == Route::onednn_bf16 ? x.to(at::kBFloat16) : Tensor(), bias);
+    }
+
+    Tensor operator()(LeftRows& x, int64_t begin, int64_t count, int64_t final) const {
+        const Tensor rows = x.values().narrow(0, begin, count);
+        const Route way = route(rows);
+        return run(way, rows, way == Route::onednn_bf16 ? x.rounded(begin, count, final) : Tensor(), std::nullopt);
+    }
+
+    Tensor operator()(LeftRows& x) const {
+        const int64_t rows = x.values().size(0);
+        return (*this)(x, 0, rows, rows);
+    }
+
+    void out(Tensor& result, const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
+        const Route way = route(x);
+        run_out(result, way, x, way == Route::onednn_bf16 ? x.to(at::kBFloat16) : Tensor(), bias);
+    }
+
+    void out(Tensor& result, LeftRows& x, int64_t begin, int64_t count, int64_t final) const {
+        const Tensor rows = x.values().narrow(0, begin, count);
+        const Route way = route(rows);
+        run_out(result, way, rows, way == Route::onednn_bf16 ? x.rounded(begin, count, final) : Tensor(),
+                std::nullopt);
+    }
+
+   private:
+    // The product of x on `way`; `rounded` is x in bfloat16 when `way` is onednn_bf16.
+    Tensor run(Route way, const Tensor& x, const Tensor& rounded, const std::optional<Tensor>& bias) const {
+        switch (way) {
             case Route::onednn_bf16: {
-                Tensor result = onednn_linear(x.to(at::kBFloat16), bf16_weight(), {}).to(at::kFloat);
+                Tensor result = onednn_linear(rounded, bf16_weight(), {}).to(at::kFloat);
                 return bias ? result.add_(*bias) : result;
             }
             case Route::onednn:
@@ -238,10 +309,11 @@ class Product {
         }
     }
 
-    void out(Tensor& result, const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
-        switch (route(x)) {
+    void run_out(Tensor& result, Route way, const Tensor& x, const Tensor& rounded,
+                 const std::optional<Tensor>& bias) const {
+        switch (way) {
             case Route::onednn_bf16:
-                result.copy_(onednn_linear(x.to(at::kBFloat16), bf16_weight(), {}));
+                result.copy_(onednn_linear(rounded, bf16_weight(), {}));
                 if (bias) result.add_(*bias);
                 break;
             case Route::onednn:
@@ -256,7 +328,6 @@ class Product {
         }
     }
 
-   private:
     // right^T, oneDNN's linear weight in float32, made at the first product that goes there: contiguous when
     // `repeated`.
     const Tensor& float32_weight() const {
@@ -296,7 +367,9 @@ class Product {
 // 15 ms of its training step. With `float32_through_onednn` false float32 stays with ATen's GEMM whatever the library
 // (the decoders' gradients, where that was measured faster); products in bfloat16 (bf16_products) go through oneDNN
 // either way.
-inline Tensor weight_gradient(const Tensor& grad, const Tensor& x, bool float32_through_onednn = true) {
+// `rounded` gives grad in bfloat16 (called only on that route).
+template <typename Rounded>
+inline Tensor weight_gradient_of(const Tensor& grad, const Tensor& x, bool float32_through_onednn, Rounded rounded) {
     const int64_t rows = grad.size(0), outputs = grad.size(1), inputs = x.size(1);
     const Route route = grad.numel() == 0 || x.numel() == 0
                             ? Route::aten
@@ -306,11 +379,20 @@ inline Tensor weight_gradient(const Tensor& grad, const Tensor& x, bool float32_
         // operand into a transposed layout cost more than the product saved (2026-12-06, AMD EPYC Zen 4, one thread,
         // [4096, 768]: 10.7 ms, against 0.5 for a plain rounding); this way grad^T @ x with M = 4096 (N, K = 768,
         // 384 and 1536, 960) took 0.53-0.60x float32's time.
-        return at::mm(grad.to(at::kBFloat16).t(), x.to(at::kBFloat16)).to(at::kFloat);
+        return at::mm(rounded().t(), x.to(at::kBFloat16)).to(at::kFloat);
     }
     if (route == Route::aten || !float32_through_onednn) return at::mm(grad.t(), x);
     if (outputs * rows <= inputs * rows + outputs * inputs) return onednn_linear(grad.t().contiguous(), x.t(), {});
     return onednn_linear(x.t().contiguous(), grad.t(), {}).t().contiguous();
+}
+
+inline Tensor weight_gradient(const Tensor& grad, const Tensor& x, bool float32_through_onednn = true) {
+    return weight_gradient_of(grad, x, float32_through_onednn, [&] { return grad.to(at::kBFloat16); });
+}
+
+// The same with the gradient's rows rounded once (LeftRows), when other products read them too.
+inline Tensor weight_gradient(LeftRows& grad, const Tensor& x, bool float32_through_onednn = true) {
+    return weight_gradient_of(grad.values(), x, float32_through_onednn, [&] { return grad.rounded(); });
 }
 
 // s2s_fast::cpu_products(str? choose) -> str: the products' library ("onednn" or "aten"), after setting it when given.
