@@ -104,9 +104,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args) -> int:
+    from .allocator import hold_freed_memory
     from .train import train
     from .train_config import TrainConfig, read_config_file, read_settings
 
+    hold_freed_memory()
     explicit = read_settings(read_config_file(args.config), args.config) if "config" in args else {}
     flags = {key: value for key, value in vars(args).items() if key not in ("handler", "command", "config",
                                                                              "resume", "overwrite")}

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .allocator import held_note
 from .backends import float32_matmul_precision, matmul_precision_note, resolve_device
 from .checkpoint import (CHECKPOINTS, NOT_DAMAGE, TRAINER_STATE, checkpoint_name, is_better, load_checkpoint,
                          load_trainer_state, read_train_config, repair_pointers, rng_state, save_checkpoint,
@@ -273,7 +274,7 @@ class Trainer:
                  f"{len(self.task.tgt_vocab)}; model {parameter_count:,} parameters; {runtime}; {distributed.world} "
                  f"process(es); output {self.output_dir}")
         self.log(f"model: {json.dumps(self.model.config.to_dict())}")
-        for note in [*self.task.notes, *config.notes()]:
+        for note in [*self.task.notes, *config.notes(), *filter(None, [held_note()])]:
             self.log(f"note: {note}")
 
     def _load_or_build(self, start_checkpoint: Path | None) -> tuple[Seq2Seq, Task, dict | None]:

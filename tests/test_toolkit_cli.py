@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from s2s_fast import allocator
 from s2s_fast.checkpoint import find_checkpoint
 from s2s_fast.cli import main
 
@@ -36,6 +37,11 @@ def test_toy_train_resume_decode_evaluate_plot(tmp_path, capsys, monkeypatch):
     config.write_text("max_steps: 6\neval_every: 3\nwarmup_steps: 2\ndecay_steps: 12\nmodel:\n  cell: gru\n")
     code, out, _ = _run(capsys, "train", "--config", config, "--output-dir", run, *TINY_TOY)
     assert code == 0 and "dev step 6" in out
+    # train keeps freed memory for reuse under glibc (s2s_fast.allocator), and its log says so.
+    held = allocator._glibc() and not any(name in os.environ for name in allocator.ENVIRONMENT) and \
+        os.environ.get(allocator.SWITCH) != "0"
+    assert (allocator.held_note() is not None) == held
+    assert not held or allocator.held_note() in (run / "train.log").read_text()
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["max_steps"] == 6 and resolved["lr"] == 3e-3 and resolved["model"] == {
         "cell": "gru", "hidden_size": 16, "embed_dim": 8}
