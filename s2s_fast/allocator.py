@@ -13,9 +13,10 @@ took 0.90-0.92x its time (two rounds of 60 steps, held and glibc's defaults side
 The g2p model's dev evaluation (beam 5) took the same time either way (18-19 s against 18), so evaluate and decode
 leave glibc as it is.
 
-hold_freed_memory sets both, once per process, on Linux with glibc. A process whose environment sets either itself
-(MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_, which glibc reads at start) keeps its own, and
-S2S_FAST_HOLD_FREED_MEMORY=0 leaves glibc's own behaviour (its thresholds move as it goes; setting either fixes them).
+hold_freed_memory sets both, once per process, on Linux with glibc as the allocator. Either threshold in the
+environment (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, or glibc.malloc.mmap_threshold / trim_threshold in
+GLIBC_TUNABLES, which glibc reads at start) turns this off, both then left to glibc; so does another allocator in
+LD_PRELOAD (jemalloc, tcmalloc, mimalloc), and S2S_FAST_HOLD_FREED_MEMORY=0, which leaves glibc's own behaviour.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import sys
 MMAP_THRESHOLD = 32 << 20  # glibc's largest (HEAP_MAX / 2 on 64-bit)
 TRIM_THRESHOLD = 1 << 30
 ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
+OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 SWITCH = "S2S_FAST_HOLD_FREED_MEMORY"  # "0": set nothing
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # malloc.h
 
@@ -43,15 +46,23 @@ def _glibc() -> bool:
         return False
 
 
+def _left_to_the_environment() -> bool:
+    """Whether the environment sets either threshold, preloads another allocator, or turns this off (SWITCH=0)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    preloaded = os.environ.get("LD_PRELOAD", "")
+    return (any(name in os.environ for name in ENVIRONMENT) or any(name in tunables for name in TUNABLES)
+            or any(name in preloaded for name in OTHER_ALLOCATORS) or os.environ.get(SWITCH) == "0")
+
+
 def hold_freed_memory() -> str | None:
     """Set glibc's mmap threshold to MMAP_THRESHOLD and its trim threshold to TRIM_THRESHOLD (once per process; later
     calls return the first call's answer). Returns the note for the run's log, or None where nothing was set: not
-    glibc, the environment names either threshold or sets SWITCH to 0, or glibc refused."""
+    glibc, left to the environment (module docstring), or glibc refused."""
     global _note, _decided
     if _decided:
         return _note
     _decided = True
-    if not _glibc() or any(name in os.environ for name in ENVIRONMENT) or os.environ.get(SWITCH) == "0":
+    if not _glibc() or _left_to_the_environment():
         return None
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int

@@ -8,6 +8,9 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
     os.environ.setdefault("S2S_FAST_CUDA_EMULATE", "h100")
+# The trainings run in this process (s2s_fast.cli.main) leave its allocator as glibc has it: s2s_fast.allocator would
+# keep freed memory for the rest of the session (tests/test_allocator.py checks it in processes of its own).
+os.environ.setdefault("S2S_FAST_HOLD_FREED_MEMORY", "0")
 
 
 def pytest_collection_modifyitems(config, items):

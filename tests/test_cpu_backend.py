@@ -915,8 +915,7 @@ def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, 
 def test_a_backward_rounds_its_gate_gradients_once_for_all_its_products(bf16_products, op):
     """In bfloat16, a backward reads its gate gradients (and a decoder its query gradients) in each step's product and
     again in the input and weight gradients after the steps: each row is rounded once (csrc/cpu/products.h's
-    LeftRows), where each of those products rounded them anew. The rows a step's product reads past its running ones
-    (a later step's, rewritten since) may be rounded twice, so a layer with lengths is bounded by its steps' rows."""
+    LeftRows), where each of those products rounded them anew. With lengths a layer rounds its running rows only."""
     args = _bf16_args(op)
     leaves = {name: value.clone().requires_grad_() if isinstance(value, torch.Tensor) and value.is_floating_point()
               else value for name, value in args.items()}
@@ -928,18 +927,19 @@ def test_a_backward_rounds_its_gate_gradients_once_for_all_its_products(bf16_pro
     for event in trace.events():
         if event.name == "aten::copy_" and event.input_dtypes[:2] == ["c10::BFloat16", "float"]:
             rounded[event.input_shapes[0][-1]] += math.prod(event.input_shapes[0][:-1])
-    steps, batch = args["input"].shape[:2]
+    steps, batch, width = args["input"].shape
     hidden = args["hx"].shape[1]
     gates = (4 if op.startswith("lstm") else 3) * hidden
     if op.endswith("layer"):
-        # Each step's product reads its running rows and at most B in all; the GRU's input gate gradients are read
-        # only after the steps (once each row).
-        running = int(args["lengths"].sum())
-        once = running if op == "gru_layer" else 0
-        assert running + once <= rounded[gates] <= steps * batch + once, rounded
+        # Counted by width: the gate gradients' differs from those of the other operands rounded (input, h, weights).
+        assert gates not in (width, hidden)
+        running = int(args["lengths"].sum())  # the GRU has two gate gradients, the input gates' read after the steps
+        assert rounded[gates] == running * (2 if op == "gru_layer" else 1), rounded
     else:
+        attn = args["query_weight"].shape[0]
+        assert len({gates, attn, width, hidden, width + hidden, width + 2 * hidden, 2 * hidden}) == 7
         assert rounded[gates] == steps * batch * (2 if op == "gru_attention_decoder" else 1), rounded
-        assert rounded[args["query_weight"].shape[0]] == steps * batch, rounded  # the query gradients
+        assert rounded[attn] == steps * batch, rounded  # the query gradients
 
 
 def _products_ran(call):

@@ -32,16 +32,17 @@ def _run(capsys, *argv):
 
 
 def test_toy_train_resume_decode_evaluate_plot(tmp_path, capsys, monkeypatch):
+    held = []
+    monkeypatch.setattr(allocator, "hold_freed_memory", lambda: held.append(True))
+    monkeypatch.setattr(allocator, "_note", "glibc keeps it (a test's note)")
     run = tmp_path / "run"
     config = tmp_path / "settings.yaml"
     config.write_text("max_steps: 6\neval_every: 3\nwarmup_steps: 2\ndecay_steps: 12\nmodel:\n  cell: gru\n")
     code, out, _ = _run(capsys, "train", "--config", config, "--output-dir", run, *TINY_TOY)
     assert code == 0 and "dev step 6" in out
-    # train keeps freed memory for reuse under glibc (s2s_fast.allocator), and its log says so.
-    held = allocator._glibc() and not any(name in os.environ for name in allocator.ENVIRONMENT) and \
-        os.environ.get(allocator.SWITCH) != "0"
-    assert (allocator.held_note() is not None) == held
-    assert not held or allocator.held_note() in (run / "train.log").read_text()
+    # train asks s2s_fast.allocator to keep freed memory (stubbed: the real call would change this process's
+    # allocator; tests/test_allocator.py runs it), and its log carries the note.
+    assert held == [True] and "glibc keeps it (a test's note)" in (run / "train.log").read_text()
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["max_steps"] == 6 and resolved["lr"] == 3e-3 and resolved["model"] == {
         "cell": "gru", "hidden_size": 16, "embed_dim": 8}

@@ -182,7 +182,7 @@ class ReadoutBackward {
         }
         Tensor grad_combined_t = grad_combined_[t];
         at::tanh_backward_out(grad_combined_t, grad_feed, activated_[t]);
-        const Tensor grad_joined = combine_back_(combined_rows_, t * s_.batch, s_.batch, s_.batch);  // [B, H + Dv]
+        const Tensor grad_joined = combine_back_(combined_rows_, t * s_.batch, s_.batch);  // [B, H + Dv]
         grad_context_.copy_(grad_joined.narrow(1, s_.hidden, s_.value_size));
         Tensor grad_query_t = grad_query_[t];
         attention_.query_proj = query_[t].data_ptr<T>();
@@ -191,7 +191,7 @@ class ReadoutBackward {
         attention_.grad_query = grad_query_t.data_ptr<T>();
         run_additive_attention_bwd(attention_);
         at::add_out(grad_hidden, grad_joined.narrow(1, 0, s_.hidden),
-                    query_back_(query_rows_, t * s_.batch, s_.batch, s_.batch));
+                    query_back_(query_rows_, t * s_.batch, s_.batch));
     }
 
     // After every step, given every step's h_t: the weights' gradients, each one product over all steps (in float32

@@ -145,8 +145,8 @@ gru_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             cell.base = t * B;
             cell.recurrent = t == T - 1 ? nullptr : recurrent.data_ptr<scalar_t>();
             run_gru_step_bwd(cell);
-            recurrent = hidden_back(hidden_gate_rows, t * B, B, B);
-            carried = feed_back(input_gate_rows, t * B, B, B);
+            recurrent = hidden_back(hidden_gate_rows, t * B, B);
+            carried = feed_back(input_gate_rows, t * B, B);
         }
         readout_grads = readout.gradients(hidden);
         previous_steps(output, feed, feed_before);

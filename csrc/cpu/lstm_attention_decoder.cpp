@@ -149,7 +149,7 @@ lstm_attention_decoder_bwd_cpu(const Tensor& grad_output, const Tensor& grad_hy,
             cell.base = t * B;
             cell.previous_base = (t - 1) * B;
             run_lstm_step_bwd(cell);
-            carried = recurrent_back(gate_rows, t * B, B, B);
+            carried = recurrent_back(gate_rows, t * B, B);
         }
         readout_grads = readout.gradients(hidden);
         previous_steps(output, feed, feed_before);

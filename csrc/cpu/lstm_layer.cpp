@@ -130,7 +130,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd_cpu(
             run_lstm_step_bwd(params);
             const int64_t product = product_rows(params.active, std::min(batch, rows - params.base));
             Tensor running = recurrent.narrow(0, 0, product);
-            recurrent_product.out(running, gate_rows, params.base, product, params.active);
+            recurrent_product.out(running, gate_rows, params.base, product);
         }
         previous_hidden<scalar_t>(output_c, hx_c, schedule, lengths_ptr, reverse, previous);
     });

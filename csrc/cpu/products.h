@@ -210,43 +210,45 @@ inline Tensor pack_bf16_weight(const Tensor& weight) {
     return stack[0].toTensor();
 }
 
-// A float32 operand [M, K] (contiguous) that several products read as their left operand, or a weight gradient as its
-// gradient: a layer's gate gradients, whose rows each step's product reads and whose whole the input and weight
+// A float32 operand [M, K] (contiguous, 2-d) that several products read as their left operand, or a weight gradient
+// as its gradient: a layer's gate gradients, whose rows each step's product reads and whose whole the input and weight
 // gradients read after the steps. Products in bfloat16 read its rows rounded once, at the first read that takes that
 // route, where each would round them again (in the g2p trainer's backward that rounding cost more than a tenth of
-// the step: each full read of [T * B, 4H] rounded it anew). A read names how many of its rows are `final`: their
-// rounding is kept; the rest (a step's product reads up to 15 rows past its running ones, product_rows, which a
-// later step writes) are rounded again at their next read. One thread at a time.
+// the step: each full read of [T * B, 4H] rounded it anew). Every row must be final when it is first read: the
+// backward ops read a step's rows after its kernel wrote them, and the rows a step's product reads past its running
+// ones (product_rows) are the later steps', written before it in the backward. One thread at a time.
 class LeftRows {
    public:
-    explicit LeftRows(Tensor values) : values_(std::move(values)), final_(values_.size(0), 0) {}
+    explicit LeftRows(Tensor values) : values_(std::move(values)), rounded_rows_(values_.size(0), 0) {
+        TORCH_INTERNAL_ASSERT(values_.dim() == 2 && values_.is_contiguous());
+    }
 
     const Tensor& values() const { return values_; }
 
-    // Rows [begin, begin + count) of values in bfloat16, the first `final` of them kept as rounded now.
-    Tensor rounded(int64_t begin, int64_t count, int64_t final) {
+    // Rows [begin, begin + count) of values in bfloat16 (those not read before rounded now).
+    Tensor rounded(int64_t begin, int64_t count) {
         if (!rounded_.defined()) rounded_ = at::empty(values_.sizes(), values_.options().dtype(at::kBFloat16));
         const int64_t end = begin + count;
         for (int64_t row = begin; row < end;) {
-            if (final_[row]) {
+            if (rounded_rows_[row]) {
                 ++row;
                 continue;
             }
             int64_t stop = row;
-            while (stop < end && !final_[stop]) ++stop;
+            while (stop < end && !rounded_rows_[stop]) ++stop;
             rounded_.narrow(0, row, stop - row).copy_(values_.narrow(0, row, stop - row));
+            std::fill(rounded_rows_.begin() + row, rounded_rows_.begin() + stop, 1);
             row = stop;
         }
-        std::fill(final_.begin() + begin, final_.begin() + begin + final, 1);
         return rounded_.narrow(0, begin, count);
     }
 
-    // Every row in bfloat16, each final now.
-    Tensor rounded() { return rounded(0, values_.size(0), values_.size(0)); }
+    // Every row in bfloat16.
+    Tensor rounded() { return rounded(0, values_.size(0)); }
 
    private:
     Tensor values_, rounded_;
-    std::vector<uint8_t> final_;
+    std::vector<uint8_t> rounded_rows_;
 };
 
 // Products x @ right (+ bias). oneDNN's linear reads right^T as its weight in whatever strides it has (a transposed
@@ -257,7 +259,7 @@ class LeftRows {
 // route (so that calls whose products all take another never pay for it), a repeated bfloat16 one packed then. Each
 // product takes its route by its size (product_route): bfloat16, else float32 through oneDNN or ATen. Empty operands
 // go to ATen (oneDNN's linear refuses them). The left operand is a tensor, rounded at each bfloat16 product, or rows
-// of a LeftRows (begin, count, final as in LeftRows::rounded), rounded once. A Product serves one thread at a time
+// [begin, begin + count) of a LeftRows, rounded once. A Product serves one thread at a time
 // (making its operands is not guarded).
 class Product {
    public:
@@ -271,27 +273,23 @@ class Product {
         return run(way, x, way == Route::onednn_bf16 ? x.to(at::kBFloat16) : Tensor(), bias);
     }
 
-    Tensor operator()(LeftRows& x, int64_t begin, int64_t count, int64_t final) const {
+    Tensor operator()(LeftRows& x, int64_t begin, int64_t count) const {
         const Tensor rows = x.values().narrow(0, begin, count);
         const Route way = route(rows);
-        return run(way, rows, way == Route::onednn_bf16 ? x.rounded(begin, count, final) : Tensor(), std::nullopt);
+        return run(way, rows, way == Route::onednn_bf16 ? x.rounded(begin, count) : Tensor(), std::nullopt);
     }
 
-    Tensor operator()(LeftRows& x) const {
-        const int64_t rows = x.values().size(0);
-        return (*this)(x, 0, rows, rows);
-    }
+    Tensor operator()(LeftRows& x) const { return (*this)(x, 0, x.values().size(0)); }
 
     void out(Tensor& result, const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
         const Route way = route(x);
         run_out(result, way, x, way == Route::onednn_bf16 ? x.to(at::kBFloat16) : Tensor(), bias);
     }
 
-    void out(Tensor& result, LeftRows& x, int64_t begin, int64_t count, int64_t final) const {
+    void out(Tensor& result, LeftRows& x, int64_t begin, int64_t count) const {
         const Tensor rows = x.values().narrow(0, begin, count);
         const Route way = route(rows);
-        run_out(result, way, rows, way == Route::onednn_bf16 ? x.rounded(begin, count, final) : Tensor(),
-                std::nullopt);
+        run_out(result, way, rows, way == Route::onednn_bf16 ? x.rounded(begin, count) : Tensor(), std::nullopt);
     }
 
    private:
