@@ -1002,6 +1002,24 @@ def test_products_run_in_bfloat16_only_where_the_rounding_pays(bf16_by_size):
 
 
 @built
+def test_a_weight_gradient_runs_in_bfloat16_from_128_rows_per_thread(bf16_by_size):
+    """A weight's gradient grad^T @ x rounds both its operands for its outputs: it runs in bfloat16 from 128 rows per
+    torch thread (and cpu_bf16_from_work's work), float32 below."""
+
+    def gradient_dtype(rows):
+        weight = torch.randn(512, 512, requires_grad=True)
+        output = F.linear(torch.randn(rows, 512), weight, backend="cpu")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as trace:
+            output.backward(torch.ones_like(output))
+        return [event.input_dtypes[0] for event in trace.events()
+                if event.name == "aten::mm" and event.input_shapes[0] == [512, rows]]
+
+    assert gradient_dtype(128) == ["c10::BFloat16"] and gradient_dtype(127) == ["float"]
+    torch.set_num_threads(2)  # the fixture puts one back
+    assert gradient_dtype(256) == ["c10::BFloat16"] and gradient_dtype(255) == ["float"]
+
+
+@built
 @pytest.mark.parametrize("batch, hidden, bf16_steps", [(8, 256, True), (7, 256, False), (1, 512, True)])
 def test_a_layers_step_products_pack_their_weight_once_where_bfloat16_pays(bf16_by_size, batch, hidden, bf16_steps):
     """A layer's per-step products h @ weight_hh^T share one weight packed for oneDNN: they run in bfloat16 from

@@ -153,6 +153,12 @@ inline std::atomic<int64_t>& bf16_from_work() {
 }
 constexpr int64_t kPackedBf16FromWeight = 1 << 20;
 constexpr int64_t kPlainBf16FromRows = 48;
+// A weight's gradient grad^T @ x over M rows (weight_gradient) rounds both operands, M x (N + K) elements, for N x K
+// outputs, so it pays later than a product whose rows are its outputs' (one thread: at 48 rows 1.04-1.63x float32's
+// time, at 64 rows 0.70-1.32x, at 128 rows 0.50-0.89x; two threads: at 128 rows 0.66-1.32x, at 256 rows 0.39-0.87x;
+// 2026-12-07, the 2-core Intel Xeon with AMX, N x K = 768 x 192 to 1536 x 960, benchmarks/results/
+// cpu-intel-xeon-amx-2026-12-07-weight-gradients/): in bfloat16 from kGradientBf16FromRows rows per torch thread.
+constexpr int64_t kGradientBf16FromRows = 128;
 
 // Whether a float32 product of `rows` x `weight_elements` (M x K * N) pays for running in bfloat16 with its weight
 // `packed` once or rounded at each call (bf16_from_work).
@@ -162,6 +168,14 @@ inline bool bf16_pays(int64_t rows, int64_t weight_elements, bool packed) {
     const bool enough = rows * weight_elements >= per_thread * std::max<int64_t>(1, at::get_num_threads());
     if (packed) return enough || weight_elements >= kPackedBf16FromWeight;
     return enough && rows >= kPlainBf16FromRows;
+}
+
+// Whether a weight's gradient over `rows` rows with `weight_elements` outputs pays for running in bfloat16 (0 work:
+// every one, as bf16_pays).
+inline bool gradient_bf16_pays(int64_t rows, int64_t weight_elements) {
+    if (bf16_from_work().load() == 0) return true;
+    return bf16_pays(rows, weight_elements, /*packed=*/false) &&
+           rows >= kGradientBf16FromRows * std::max<int64_t>(1, at::get_num_threads());
 }
 
 // Whether float32 products with the right operand (or weight) `right` may run in bfloat16 now: float32, not empty,
@@ -363,15 +377,15 @@ class Product {
 // LSTM layer's backward (N = 4H) the second copies a quarter to a half of what the first does: measured 2026-12-05
 // on a 2-core AMD EPYC with AVX-512, one thread, the [768, 2048] copies of the g2p encoder's gate gradients took
 // 15 ms of its training step. With `float32_through_onednn` false float32 stays with ATen's GEMM whatever the library
-// (the decoders' gradients, where that was measured faster); products in bfloat16 (bf16_products) go through oneDNN
-// either way.
-// `rounded` gives grad in bfloat16 (called only on that route).
+// (the decoders' gradients, where that was measured faster). In bfloat16 (bf16_products, where gradient_bf16_pays) it
+// goes through ATen's bfloat16 GEMM, whichever the library. `rounded` gives grad in bfloat16 (called only then).
 template <typename Rounded>
 inline Tensor weight_gradient_of(const Tensor& grad, const Tensor& x, bool float32_through_onednn, Rounded rounded) {
     const int64_t rows = grad.size(0), outputs = grad.size(1), inputs = x.size(1);
     const Route route = grad.numel() == 0 || x.numel() == 0
                             ? Route::aten
-                            : product_route(x.scalar_type(), rows, outputs * inputs, bf16_operand(x));
+                            : product_route(x.scalar_type(), rows, outputs * inputs,
+                                            bf16_operand(x) && gradient_bf16_pays(rows, outputs * inputs));
     if (route == Route::onednn_bf16) {
         // Through ATen's bfloat16 GEMM (oneDNN's matmul, which reads the transposed operand as it is): rounding an
         // operand into a transposed layout cost more than the product saved (2026-12-06, AMD EPYC Zen 4, one thread,
