@@ -76,9 +76,10 @@ inline std::atomic<int64_t>& onednn_from_work() {
 // 5.0; [64, 192] x [192, 768] 0.12 against 0.24). Elsewhere oneDNN would emulate bfloat16 slower than float32 and the
 // products stay float32. Only products large enough to pay for the rounding change (bf16_pays, below), and never while
 // torch.backends.mkldnn is off. On CPUs with AMX torch's own at::mm follows the same switch at every size (2026-12-07,
-// the 2-core Xeon: relative error 2.1-2.5e-3 against float32's 4e-7 at 1-64 rows), so there the products this file
-// sends to ATen run in bfloat16 too, rounded by torch at each call (at 1-8 rows 1.5-3x float32's time): the size
-// rules choose between oneDNN's bfloat16 routes and torch's, not float32.
+// the 2-core Xeon, benchmarks/results/cpu-intel-xeon-amx-2026-12-07-torch-bf32/: relative error 2.1-2.5e-3 against
+// float32's 4e-7 at 1-64 rows), so there the products this file sends to ATen run in bfloat16 too, rounded by torch
+// at each call (at 1-8 rows 1.2-6.3x float32's time): the size rules choose between oneDNN's bfloat16 routes and
+// torch's, not float32.
 // bf16_products_forced: -1 follows that rule, 0 never, 1 on any CPU (the tests: the same numbers on every machine).
 inline std::atomic<int>& bf16_products_forced() {
     static std::atomic<int> forced{-1};
