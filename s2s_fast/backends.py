@@ -40,7 +40,8 @@ variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference f
 ``CPU_ATEN_FASTER_TRAINING`` says oneDNN was measured faster when one is, or, for the ops in
 ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not Intel's but for the wide inputs of
 ``CPU_LAYER_WIDE_INPUT`` and the padded ones of ``CPU_LAYER_PADDED``; cpu for the ops in ``CPU_ONEDNN_FROM_WORK`` only
-where its products go through oneDNN and the call is large enough), skipping a backend that is unavailable or whose
+where its products go through oneDNN and the call is large enough, or for the cells of
+``CPU_BF16_INFERENCE_PREFERS_CPU``), skipping a backend that is unavailable or whose
 limit check refuses the call, or that cannot serve it under the torch.func transforms or forward-mode AD around it
 (BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries the fused backends' own layers before their cells in the
 reference time loop. An explicit choice that cannot serve the call raises ``BackendError`` (a ``RuntimeError``) saying
@@ -119,8 +120,8 @@ _GATES = {"lstm_cell": 4, "lstm_layer": 4, "gru_cell": 3, "gru_layer": 3}
 # forward+backward: it keeps what its backward needs and takes the weight gradients in one product over all steps).
 # s2s-fast bench --device cpu, 2026-12-04 (README).
 CPU_INFERENCE_PREFERS_ATEN = frozenset({"lstm_layer"})
-# Ops of CPU_INFERENCE_PREFERS_ATEN for which auto tries cpu first after all, on a float32 call that records no
-# gradient, while the cpu backend's float32 products run in bfloat16 (s2s_fast.cpu.bf16_products:
+# Ops of CPU_INFERENCE_PREFERS_ATEN (and cells) for which auto tries cpu first after all, on a float32 call that
+# records no gradient, while the cpu backend's float32 products run in bfloat16 (s2s_fast.cpu.bf16_products:
 # torch.set_float32_matmul_precision("medium") on a CPU with bfloat16 products in hardware), from WORK multiply-adds a
 # step per torch thread (B x gates*H x (I + H) / threads): op -> WORK. torch's own LSTM layer (oneDNN's RNN) stays
 # float32 there. Measured 2026-12-06 on a 2-core Intel Xeon with AMX, one direction under torch.no_grad through
@@ -128,8 +129,13 @@ CPU_INFERENCE_PREFERS_ATEN = frozenset({"lstm_layer"})
 # at I=192, H=384 and B=256 at I=768, H=384; T=64: B=8, I=H=256 and B=64, I=H=512): at one thread the cpu layer ran
 # 0.32-0.90x aten's time from 4.2M multiply-adds a step and 1.34-1.45x at 0.9M (B=1); at two threads 0.35-0.82x from
 # 57M, 0.70-1.13x at 7.1M, and 1.33-1.87x at 4.2M and 0.9M. (On the Zen 4 machine its forward alone ran 1.70-1.79x
-# aten's speed at one thread from 17M, README.)
-CPU_BF16_INFERENCE_PREFERS_CPU = {"lstm_layer": 4_000_000}
+# aten's speed at one thread from 17M, README.) The cells (which auto does not otherwise try on cpu where its products
+# go through ATen: CPU_ONEDNN_FROM_WORK) at any size: with their packed weights kept across calls
+# (csrc/cpu/products.h's KeptWeights) the cpu cells ran 0.64-0.95x aten's time at one thread and 0.57-0.92x at two
+# (one call 1.08x) from B=1 to 5000 (I=576, H=384 and I=768, H=512; 2026-12-07, the same machine type,
+# benchmarks/results/cpu-intel-xeon-amx-2026-12-07-kept-weights/), where torch's cells round their weights at each
+# call. Not measured on a CPU without AMX (torch's products stay float32 there).
+CPU_BF16_INFERENCE_PREFERS_CPU = {"lstm_layer": 4_000_000, "lstm_cell": 0, "gru_cell": 0}
 # Where oneDNN's LSTM forward+backward was measured faster than the cpu layer's on a CPU: rows of (op, fewest torch
 # threads, batch sizes, hidden sizes); auto tries aten first on a CPU call that records a gradient and matches a row.
 # A sweep at T=64 on the 2-core Xeon, 2026-12-04: at two threads and H=256, B=8-32 ran 0.83-0.89x of aten's speed on
@@ -727,7 +733,8 @@ def _auto_candidates(op: str, device: torch.device, args: tuple) -> list[tuple[s
         fused.insert(fused.index("cuda"), "triton")
     if device.type == "cuda" and cudnn_measured_faster(op, args):
         fused.insert(0, "aten")
-    if "cpu" in fused and op in CPU_ONEDNN_FROM_WORK and not _cpu_onednn_pays(op, args):
+    if "cpu" in fused and op in CPU_ONEDNN_FROM_WORK and not _cpu_onednn_pays(op, args) and \
+            (_records_gradient(args) or not _bf16_inference_pays(op, args)):
         fused.remove("cpu")
     if "aten" in fused and "cpu" in fused and device.type == "cpu" and _cpu_prefers_aten(op, args):
         fused.remove("aten")

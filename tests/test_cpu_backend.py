@@ -1043,6 +1043,47 @@ def test_a_layers_step_products_pack_their_weight_once_where_bfloat16_pays(bf16_
 
 
 @built
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "lstm_layer", "gru_layer"])
+def test_inference_calls_keep_their_packed_weights_for_the_next(bf16_by_size, op):
+    """A cpu layer's or cell's call that keeps nothing for a backward (inference: a decoder's cell at every step of a
+    search) packs its bfloat16 weights once for the calls after it (csrc/cpu/products.h's KeptWeights): a second call
+    packs none; a weight updated in place is packed again, and its new values are used; fresh weights (which may land
+    where freed ones were) are packed anew; a call that records a gradient does not take the kept ones."""
+    gates = 4 if op.startswith("lstm") else 3
+    batch, input_size, hidden = 8, 576, 384  # bfloat16 products (rows x weight >= 2M), weights under 1M elements
+    layer = op.endswith("layer")
+
+    def weights():
+        return {"weight_ih": torch.randn(gates * hidden, input_size) / input_size ** 0.5,
+                "weight_hh": torch.randn(gates * hidden, hidden) / hidden ** 0.5, "bias_ih": torch.randn(gates * hidden)}
+
+    state = {"input": torch.randn(*((3,) if layer else ()), batch, input_size), "hx": torch.randn(batch, hidden)}
+    if gates == 4:
+        state["cx"] = torch.randn(batch, hidden)
+    call = functools.partial(getattr(F, op), backend="cpu")
+    exact = functools.partial(getattr(F, op), backend="reference")
+
+    def packs(args):
+        with torch.no_grad():
+            count = _products_ran(lambda: call(**args))[1]
+            output, expected = call(**args)[0], exact(**{k: v.double() for k, v in args.items()})[0]
+        assert (output.double() - expected).abs().max() < 0.05  # bfloat16's error, the current weights' values
+        return count
+
+    args = {**state, **weights()}
+    assert packs(args) == 2 and packs(args) == 0
+    with torch.no_grad():
+        args["weight_ih"].add_(0.05)  # moves the gates by about 1: the old packed weight would be off by that
+    assert packs(args) == 1  # weight_hh is still kept
+    for _ in range(3):
+        assert packs({**state, **weights()}) == 2
+    # Recording a gradient, a layer packs weight_hh for its steps (not the kept one), a cell packs none (its products
+    # round their weights at the call).
+    trained = {name: value.requires_grad_() if name.startswith("weight") else value for name, value in args.items()}
+    assert _products_ran(lambda: call(**trained))[1] == (1 if layer else 0)
+
+
+@built
 def test_products_in_bfloat16_follow_torchs_switch_where_the_cpu_has_them():
     """By default the cpu kernels' float32 products run in bfloat16 exactly while torch's switch for float32 products
     on oneDNN asks for bfloat16 (torch.set_float32_matmul_precision("medium") sets it) on a CPU with bfloat16 products
@@ -1109,6 +1150,32 @@ def test_auto_sends_large_lstm_inference_to_cpu_while_its_products_run_in_bfloat
             assert backend_for() == "aten" and backend_for(batch=16) == "cpu"
     finally:
         torch.set_num_threads(threads)
+
+
+@built
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell"])
+def test_auto_sends_cell_inference_to_cpu_while_its_products_run_in_bfloat16(monkeypatch, op):
+    """CPU_BF16_INFERENCE_PREFERS_CPU's cells: where the cpu backend's products go through ATen (Intel's CPUs) auto
+    leaves cpu out for the cells (CPU_ONEDNN_FROM_WORK), but for float32 calls that record no gradient while its
+    products run in bfloat16 (its packed weights kept across calls), at any size; a call that records a gradient, and
+    float64, keep aten."""
+    cpu_device = torch.device("cpu")
+    monkeypatch.setattr(backends, "_cpu_products_through_onednn", lambda dtype, compiling=False: False)
+    gates = 4 if op == "lstm_cell" else 3
+
+    def backend_for(grad=False, dtype=torch.float32):
+        args = {"input": torch.randn(1, 4, dtype=dtype), "hx": torch.randn(1, 16, dtype=dtype)}
+        if gates == 4:
+            args["cx"] = torch.randn(1, 16, dtype=dtype)
+        args.update(weight_ih=torch.randn(gates * 16, 4, dtype=dtype, requires_grad=grad),
+                    weight_hh=torch.randn(gates * 16, 16, dtype=dtype), bias_ih=None, bias_hh=None)
+        return backends.resolve(op, cpu_device, tuple(args.values()))[0]
+
+    monkeypatch.setattr(backends, "_cpu_bf16_products", lambda: False)
+    assert backend_for() == "aten"
+    monkeypatch.setattr(backends, "_cpu_bf16_products", lambda: True)
+    assert backend_for() == "cpu"
+    assert backend_for(grad=True) == "aten" and backend_for(dtype=torch.float64) == "aten"
 
 
 @built

@@ -49,11 +49,12 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_fwd_cpu(const Tensor& input, const 
     const RnnSchedule schedule = rnn_schedule(lengths_c, batch, steps, reverse);
     const int64_t positions = steps * batch, rows = schedule.rows;
     // The single input product (running rows only, rnn_layer_binding.h) takes weight_ih as it is (copying it
-    // transposed cost more than it saved).
-    const Product per_step = step_product(weight_hh, batch, steps);
-    const Tensor input_gates =
-        Product(weight_ih.t())(schedule_rows(input.reshape({positions, input_size}), schedule),
-                               bias.defined() ? std::optional<Tensor>(bias) : std::nullopt);
+    // transposed cost more than it saved). A call that keeps nothing for a backward (inference) keeps its packed
+    // bfloat16 weights for the next (KeptWeights).
+    const Product per_step = step_product(weight_hh, batch, steps, /*across_calls=*/!save);
+    const Tensor input_gates = Product(weight_ih.t(), /*repeated=*/false, /*across_calls=*/!save)(
+        schedule_rows(input.reshape({positions, input_size}), schedule),
+        bias.defined() ? std::optional<Tensor>(bias) : std::nullopt);
     // The state in run order; the output zero where no row runs; the kept gates' rows past `rows` zeroed (never read;
     // the same bits on every run).
     Tensor h = schedule_state(hx, schedule);

@@ -46,8 +46,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     const RnnSchedule schedule = rnn_schedule(lengths_c, batch, steps, reverse);
     const int64_t positions = steps * batch, rows = schedule.rows;
     const Tensor x_rows = schedule_rows(input.reshape({positions, input_size}), schedule);
-    // The single input product takes weight_ih as it is (copying it transposed cost more than it saved).
-    const Product per_step = step_product(weight_hh, batch, steps);
+    // The single input product takes weight_ih as it is (copying it transposed cost more than it saved). A call that
+    // keeps nothing for a backward (inference) keeps its packed bfloat16 weights for the next (KeptWeights).
+    const Product per_step = step_product(weight_hh, batch, steps, /*across_calls=*/!save);
     // The input part of every running row's gates in one product; when the gates are kept for the backward, straight
     // into their buffer, where each step's kernel overwrites its rows' pre-activations with the activations once it
     // has read them. The kept buffers have the padded shape [T, B, *]; their rows past `rows` are zeroed (never read;
@@ -57,7 +58,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd_cpu(
     Tensor input_gates = save ? gates : at::empty({steps, batch, 4 * hidden}, input.options());
     {
         Tensor gate_rows = input_gates.view({positions, 4 * hidden}).narrow(0, 0, rows);
-        Product(weight_ih.t()).out(gate_rows, x_rows, bias);
+        Product(weight_ih.t(), /*repeated=*/false, /*across_calls=*/!save).out(gate_rows, x_rows, bias);
     }
     if (save && rows < positions) {
         gates.view({positions, 4 * hidden}).narrow(0, rows, positions - rows).zero_();

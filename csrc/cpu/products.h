@@ -21,6 +21,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <list>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -123,6 +125,18 @@ inline bool torch_asks_bf16_products() {
 #endif
 }
 
+// Whether torch's own float32 products (at::mm) run in bfloat16 now: on a CPU with AMX-BF16 while torch's switch asks
+// for it (the comment above bf16_products_forced).
+inline bool torch_rounds_its_products() {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+    __builtin_cpu_init();
+    static const bool amx = __builtin_cpu_supports("amx-bf16");
+    return amx && at::globalContext().userEnabledMkldnn() && torch_asks_bf16_products();
+#else
+    return false;
+#endif
+}
+
 // Whether float32 products that go through oneDNN run in bfloat16 now (read by each Product when it is made, so
 // once per op call for its per-step products): never while torch.backends.mkldnn is off.
 inline bool bf16_products() {
@@ -170,7 +184,10 @@ inline bool bf16_pays(int64_t rows, int64_t weight_elements, bool packed) {
     const int64_t per_thread = bf16_from_work().load();
     if (per_thread == 0) return true;
     const bool enough = rows * weight_elements >= per_thread * std::max<int64_t>(1, at::get_num_threads());
-    if (packed) return enough || weight_elements >= kPackedBf16FromWeight;
+    // Where torch rounds its own products (AMX), the ATen route is no float32 product either, and a packed weight's
+    // product ran faster at every size (0.30-0.86x torch's time at 1-8 rows: the sweep in
+    // benchmarks/results/cpu-intel-xeon-amx-2026-12-07-torch-bf32/).
+    if (packed) return enough || weight_elements >= kPackedBf16FromWeight || torch_rounds_its_products();
     return enough && rows >= kPlainBf16FromRows;
 }
 
@@ -228,6 +245,71 @@ inline Tensor pack_bf16_weight(const Tensor& weight) {
     return stack[0].toTensor();
 }
 
+// Packed bfloat16 weights kept across op calls (a Product made `across_calls`): the inference calls of the layers and
+// cells, which would round and reorder the same weight at each call (a decoder's cell at every step of a search).
+// An entry is found by its source tensor's storage, offset, sizes, strides and version, so a weight updated in place
+// misses and its entry is replaced; the storage is held weakly (a freed weight's entry is dropped at the next lookup,
+// never matched by a new tensor at its address). At most kKeptWeights entries, the least recently used dropped first.
+// Inference tensors (no version counter) are never kept.
+class KeptWeights {
+   public:
+    static constexpr size_t kKeptWeights = 64;
+
+    static KeptWeights& instance() {
+        static KeptWeights kept;
+        return kept;
+    }
+
+    static bool keepable(const Tensor& source) {
+        return source.has_storage() && source.layout() == at::kStrided && source.device().is_cpu() &&
+               !source.is_inference();
+    }
+
+    // The packed weight of `source` (keepable), made by `make` where none is kept for it as it is now.
+    template <typename Make>
+    Tensor get(const Tensor& source, Make make) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        entries_.remove_if([](const Entry& entry) { return entry.storage.expired(); });
+        const c10::StorageImpl* impl = source.storage().unsafeGetStorageImpl();
+        for (auto entry = entries_.begin(); entry != entries_.end(); ++entry) {
+            if (entry->impl == impl && entry->offset == source.storage_offset() &&
+                entry->sizes == source.sizes() && entry->strides == source.strides() &&
+                entry->version == source._version()) {
+                entries_.splice(entries_.begin(), entries_, entry);
+                return entry->packed;
+            }
+        }
+        Tensor packed = make();
+        entries_.remove_if([&](const Entry& entry) {  // this weight's older versions
+            return entry.impl == impl && entry.offset == source.storage_offset() && entry.sizes == source.sizes() &&
+                   entry.strides == source.strides();
+        });
+        entries_.push_front(Entry{source.storage().getWeakStorageImpl(), impl, source.storage_offset(),
+                                  source.sizes().vec(), source.strides().vec(), source._version(), packed});
+        if (entries_.size() > kKeptWeights) entries_.pop_back();
+        return packed;
+    }
+
+    // How many entries are kept (for the tests).
+    size_t size() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return entries_.size();
+    }
+
+   private:
+    struct Entry {
+        c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+        const c10::StorageImpl* impl;
+        int64_t offset;
+        std::vector<int64_t> sizes, strides;
+        int64_t version;
+        Tensor packed;
+    };
+
+    std::mutex mutex_;
+    std::list<Entry> entries_;
+};
+
 // A float32 operand [M, K] (contiguous, 2-d) that several products read as their left operand, or a weight gradient
 // as its gradient: a layer's gate gradients, whose rows each step's product reads and whose whole the input and weight
 // gradients read after the steps. Products in bfloat16 read its rows rounded once, at the first read that takes that
@@ -277,14 +359,16 @@ class LeftRows {
 // route (so that calls whose products all take another never pay for it), a repeated bfloat16 one packed then. Each
 // product takes its route by its size (product_route): bfloat16, else float32 through oneDNN or ATen. Empty operands
 // go to ATen (oneDNN's linear refuses them). The left operand is a tensor, rounded at each bfloat16 product, or rows
-// [begin, begin + count) of a LeftRows, rounded once. A Product serves one thread at a time
+// [begin, begin + count) of a LeftRows, rounded once. A Product made `across_calls` (an inference call's) takes its
+// packed bfloat16 weight from KeptWeights, and routes as a packed one. A Product serves one thread at a time
 // (making its operands is not guarded).
 class Product {
    public:
-    explicit Product(const Tensor& right, bool repeated = false)
+    explicit Product(const Tensor& right, bool repeated = false, bool across_calls = false)
         : right_(right),
           repeated_(repeated),
-          bf16_(bf16_operand(right)) {}
+          bf16_(bf16_operand(right)),
+          across_calls_(across_calls && bf16_ && KeptWeights::keepable(right)) {}
 
     Tensor operator()(const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
         const Route way = route(x);
@@ -356,20 +440,26 @@ class Product {
     // and packed.
     const Tensor& bf16_weight() const {
         if (!bf16_weight_.defined()) {
-            const Tensor weight = right_.to(at::kBFloat16).t();
-            bf16_weight_ = repeated_ ? pack_bf16_weight(weight.contiguous()) : weight;
+            if (across_calls_) {
+                bf16_weight_ = KeptWeights::instance().get(
+                    right_, [&] { return pack_bf16_weight(right_.to(at::kBFloat16).t().contiguous()); });
+            } else {
+                const Tensor weight = right_.to(at::kBFloat16).t();
+                bf16_weight_ = repeated_ ? pack_bf16_weight(weight.contiguous()) : weight;
+            }
         }
         return bf16_weight_;
     }
 
     Route route(const Tensor& x) const {
         if (right_.scalar_type() != at::kFloat || right_.numel() == 0) return Route::aten;
-        return product_route(x.scalar_type(), x.size(0), right_.numel(), bf16_, repeated_);
+        return product_route(x.scalar_type(), x.size(0), right_.numel(), bf16_, repeated_ || across_calls_);
     }
 
     Tensor right_;
     bool repeated_;
     bool bf16_;
+    bool across_calls_;
     mutable Tensor bf16_weight_;
     mutable Tensor float32_weight_;
 };
