@@ -1047,8 +1047,9 @@ def test_a_layers_step_products_pack_their_weight_once_where_bfloat16_pays(bf16_
 def test_inference_calls_keep_their_packed_weights_for_the_next(bf16_by_size, op):
     """A cpu layer's or cell's call that keeps nothing for a backward (inference: a decoder's cell at every step of a
     search) packs its bfloat16 weights once for the calls after it (csrc/cpu/products.h's KeptWeights): a second call
-    packs none; a weight updated in place is packed again, and its new values are used; fresh weights (which may land
-    where freed ones were) are packed anew; a call that records a gradient does not take the kept ones."""
+    packs none; a weight updated in place (through .data too) is packed again, and its new values are used;
+    clear_kept_weights drops them all; fresh weights (which may land where freed ones were) are packed anew; a call
+    that records a gradient does not take the kept ones."""
     gates = 4 if op.startswith("lstm") else 3
     batch, input_size, hidden = 8, 576, 384  # bfloat16 products (rows x weight >= 2M), weights under 1M elements
     layer = op.endswith("layer")
@@ -1075,6 +1076,9 @@ def test_inference_calls_keep_their_packed_weights_for_the_next(bf16_by_size, op
     with torch.no_grad():
         args["weight_ih"].add_(0.05)  # moves the gates by about 1: the old packed weight would be off by that
     assert packs(args) == 1  # weight_hh is still kept
+    args["weight_hh"].data.mul_(1.5)  # through .data its version stays: seen by the sample of its values
+    assert packs(args) == 1
+    assert cpu_backend.clear_kept_weights() >= 2 and packs(args) == 2  # dropped: both packed again
     for _ in range(3):
         assert packs({**state, **weights()}) == 2
     # Recording a gradient, a layer packs weight_hh for its steps (not the kept one), a cell packs none (its products

@@ -247,13 +247,16 @@ inline Tensor pack_bf16_weight(const Tensor& weight) {
 
 // Packed bfloat16 weights kept across op calls (a Product made `across_calls`): the inference calls of the layers and
 // cells, which would round and reorder the same weight at each call (a decoder's cell at every step of a search).
-// An entry is found by its source tensor's storage, offset, sizes, strides and version, so a weight updated in place
-// misses and its entry is replaced; the storage is held weakly (a freed weight's entry is dropped at the next lookup,
-// never matched by a new tensor at its address). At most kKeptWeights entries, the least recently used dropped first.
-// Inference tensors (no version counter) are never kept.
+// An entry is found by its float32 source tensor's storage, offset, sizes, strides and version, and kFingerprint of
+// its values spread over it: a weight updated in place misses (its version moves; an update through .data, which
+// leaves the version as it was, is seen where it changes one of those values) and its entry is replaced. The storage
+// is held weakly: a freed weight's entry is dropped at the next lookup, never matched by a new tensor at its address.
+// At most kKeptWeights entries, the least recently used dropped first; s2s_fast::cpu_clear_kept_weights drops them
+// all. Inference tensors (no version counter) are never kept.
 class KeptWeights {
    public:
     static constexpr size_t kKeptWeights = 64;
+    static constexpr int64_t kFingerprint = 64;
 
     static KeptWeights& instance() {
         static KeptWeights kept;
@@ -261,54 +264,76 @@ class KeptWeights {
     }
 
     static bool keepable(const Tensor& source) {
-        return source.has_storage() && source.layout() == at::kStrided && source.device().is_cpu() &&
-               !source.is_inference();
+        return source.scalar_type() == at::kFloat && source.has_storage() && source.layout() == at::kStrided &&
+               source.device().is_cpu() && !source.is_inference() && source.numel() > 0;
     }
 
     // The packed weight of `source` (keepable), made by `make` where none is kept for it as it is now.
     template <typename Make>
     Tensor get(const Tensor& source, Make make) {
+        const std::vector<float> values = fingerprint(source);
         std::lock_guard<std::mutex> lock(mutex_);
         entries_.remove_if([](const Entry& entry) { return entry.storage.expired(); });
         const c10::StorageImpl* impl = source.storage().unsafeGetStorageImpl();
+        auto same_tensor = [&](const Entry& entry) {
+            return entry.impl == impl && entry.offset == source.storage_offset() && entry.sizes == source.sizes() &&
+                   entry.strides == source.strides();
+        };
         for (auto entry = entries_.begin(); entry != entries_.end(); ++entry) {
-            if (entry->impl == impl && entry->offset == source.storage_offset() &&
-                entry->sizes == source.sizes() && entry->strides == source.strides() &&
-                entry->version == source._version()) {
+            if (same_tensor(*entry) && entry->version == source._version() && entry->values == values) {
                 entries_.splice(entries_.begin(), entries_, entry);
                 return entry->packed;
             }
         }
         Tensor packed = make();
-        entries_.remove_if([&](const Entry& entry) {  // this weight's older versions
-            return entry.impl == impl && entry.offset == source.storage_offset() && entry.sizes == source.sizes() &&
-                   entry.strides == source.strides();
-        });
+        entries_.remove_if(same_tensor);  // this weight's older versions
         entries_.push_front(Entry{source.storage().getWeakStorageImpl(), impl, source.storage_offset(),
-                                  source.sizes().vec(), source.strides().vec(), source._version(), packed});
+                                  source.sizes().vec(), source.strides().vec(), source._version(), values, packed});
         if (entries_.size() > kKeptWeights) entries_.pop_back();
         return packed;
     }
 
-    // How many entries are kept (for the tests).
-    size_t size() {
+    // Drops every entry; returns how many there were.
+    int64_t clear() {
         std::lock_guard<std::mutex> lock(mutex_);
-        return entries_.size();
+        const int64_t count = static_cast<int64_t>(entries_.size());
+        entries_.clear();
+        return count;
     }
 
    private:
+    // kFingerprint of source's values, evenly spaced over its elements (the first and the last among them).
+    static std::vector<float> fingerprint(const Tensor& source) {
+        const int64_t count = std::min<int64_t>(kFingerprint, source.numel()), last = source.numel() - 1;
+        std::vector<float> values(count);
+        const float* data = source.data_ptr<float>();
+        for (int64_t i = 0; i < count; ++i) {
+            int64_t rest = count == 1 ? 0 : i * last / (count - 1), offset = 0;  // the element's place in its strides
+            for (int64_t dim = source.dim() - 1; dim >= 0; --dim) {
+                offset += rest % source.size(dim) * source.stride(dim);
+                rest /= source.size(dim);
+            }
+            values[i] = data[offset];
+        }
+        return values;
+    }
+
     struct Entry {
         c10::weak_intrusive_ptr<c10::StorageImpl> storage;
         const c10::StorageImpl* impl;
         int64_t offset;
         std::vector<int64_t> sizes, strides;
         int64_t version;
+        std::vector<float> values;
         Tensor packed;
     };
 
     std::mutex mutex_;
     std::list<Entry> entries_;
 };
+
+// s2s_fast::cpu_clear_kept_weights() -> int: drops every packed weight KeptWeights keeps; returns how many.
+inline int64_t clear_kept_weights_op() { return KeptWeights::instance().clear(); }
 
 // A float32 operand [M, K] (contiguous, 2-d) that several products read as their left operand, or a weight gradient
 // as its gradient: a layer's gate gradients, whose rows each step's product reads and whose whole the input and weight

@@ -100,6 +100,16 @@ def force_bf16_products(force: str) -> None:
     torch.ops.s2s_fast.cpu_bf16_products(force)
 
 
+def clear_kept_weights() -> int:
+    """Drop the packed bfloat16 weights the cpu kernels keep across inference calls (csrc/cpu/products.h's
+    KeptWeights), returning how many there were. They are found again by each weight's storage, shape, version and a
+    sample of its values, so an update in place is seen; call this after changing a weight in place through ``.data``
+    (which leaves its version as it was) where the change might miss that sample, or to free their memory."""
+    if extension_module is None:
+        return 0
+    return int(torch.ops.s2s_fast.cpu_clear_kept_weights())
+
+
 def unavailable_reason(device: torch.device) -> str | None:
     """None for CPU tensors when the library is built; otherwise why not (and how to build it)."""
     if MISSING_REASON is not None:
