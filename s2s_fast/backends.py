@@ -131,8 +131,8 @@ CPU_INFERENCE_PREFERS_ATEN = frozenset({"lstm_layer"})
 # 57M, 0.70-1.13x at 7.1M, and 1.33-1.87x at 4.2M and 0.9M. (On the Zen 4 machine its forward alone ran 1.70-1.79x
 # aten's speed at one thread from 17M, README.) The cells (which auto does not otherwise try on cpu where its products
 # go through ATen: CPU_ONEDNN_FROM_WORK) at any size: with their packed weights kept across calls
-# (csrc/cpu/products.h's KeptWeights) the cpu cells ran 0.64-0.95x aten's time at one thread and 0.57-0.92x at two
-# (one call 1.08x) from B=1 to 5000 (I=576, H=384 and I=768, H=512; 2026-12-07, the same machine type,
+# (csrc/cpu/products.h's KeptWeights) the cpu cells ran 0.65-0.98x aten's time at one thread and 0.60-0.99x at two
+# (one call each at 1.04-1.05x) from B=1 to 5000 (I=576, H=384 and I=768, H=512; 2026-12-07, the same machine type,
 # benchmarks/results/cpu-intel-xeon-amx-2026-12-07-kept-weights/), where torch's cells round their weights at each
 # call. Not measured on a CPU without AMX (torch's products stay float32 there).
 CPU_BF16_INFERENCE_PREFERS_CPU = {"lstm_layer": 4_000_000, "lstm_cell": 0, "gru_cell": 0}
@@ -200,7 +200,8 @@ LAYERS_NEVER_READ_PADDING = frozenset({"aten", "cpu", "reference"})
 # multiply-adds, 1.0-1.2x forward (1.2-1.9x forward+backward) at 2M, 1.3-2.1x from 4M ([M, 512] x [512, 512],
 # [M, 1024] x [1024, 512], [M, 512] x [512, 8000], [M, 384] x [384, 43], M = 1-64); the cells 0.86-1.0x forward
 # (0.7-1.3x forward+backward) under 4M (B=1-2, H=384-512), 1.0-1.35x (1.0-1.5x) at 4-6M, 1.3-1.7x (1.4-1.7x) at
-# B=8-16; B=64-128: 2.0x. The Seq2Seq model's greedy decoding and training step: README.
+# B=8-16; B=64-128: 2.0x. The Seq2Seq model's greedy decoding and training step: README. (The cells at inference
+# while the cpu backend's products run in bfloat16: CPU_BF16_INFERENCE_PREFERS_CPU.)
 CPU_ONEDNN_FROM_WORK = {"linear": 2_000_000, "lstm_cell": 4_000_000, "gru_cell": 4_000_000}
 
 # What a backend cannot serve under torch.func's transforms and forward-mode AD (s2s_fast.transforms). The fused

@@ -1028,6 +1028,7 @@ def test_a_layers_step_products_pack_their_weight_once_where_bfloat16_pays(bf16_
     stays as accurate as bfloat16 allows."""
     steps = 6
     args = _layer_args("lstm", steps, batch, hidden, hidden, dtype=torch.float32, lengths="none")
+    args["weight_hh"].requires_grad_()  # a training call: inference ones keep their weights across calls (below)
     products, packed = _products_ran(lambda: F.lstm_layer(**args, backend="cpu"))
     step_products = products[1:]  # after the input product, one per step
     assert len(step_products) == steps, products
@@ -1037,7 +1038,7 @@ def test_a_layers_step_products_pack_their_weight_once_where_bfloat16_pays(bf16_
     assert step_products == [bf16 if bf16_steps else ("aten::mm", "float")] * steps
     assert packed == (1 if bf16_steps else 0)  # once for all the steps
     output = F.lstm_layer(**args, backend="cpu")[0]
-    exact = F.lstm_layer(**{k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+    exact = F.lstm_layer(**{k: v.detach().double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
                             for k, v in args.items()}, backend="reference")[0]
     assert (output.double() - exact).abs().max() < 0.05
 
@@ -1046,17 +1047,19 @@ def test_a_layers_step_products_pack_their_weight_once_where_bfloat16_pays(bf16_
 @pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "lstm_layer", "gru_layer"])
 def test_inference_calls_keep_their_packed_weights_for_the_next(bf16_by_size, op):
     """A cpu layer's or cell's call that keeps nothing for a backward (inference: a decoder's cell at every step of a
-    search) packs its bfloat16 weights once for the calls after it (csrc/cpu/products.h's KeptWeights): a second call
-    packs none; a weight updated in place (through .data too) is packed again, and its new values are used;
-    clear_kept_weights drops them all; fresh weights (which may land where freed ones were) are packed anew; a call
-    that records a gradient does not take the kept ones."""
+    search) records its weights; from the next call on, its products route as packed ones and keep their packed
+    bfloat16 weights for the calls after (csrc/cpu/products.h's KeptWeights). A weight updated in place (through
+    .data too) is met anew, and its new values are used; clear_kept_weights drops them all; fresh weights (which may
+    land where freed ones were) are met anew; a call that records a gradient does not take the kept ones. (A layer's
+    per-step product packs weight_hh at its first call anyway, for its steps.)"""
     gates = 4 if op.startswith("lstm") else 3
-    batch, input_size, hidden = 8, 576, 384  # bfloat16 products (rows x weight >= 2M), weights under 1M elements
+    batch, input_size, hidden = 8, 576, 384  # under 48 rows and 1M-element weights: a first meeting stays float32
     layer = op.endswith("layer")
 
     def weights():
         return {"weight_ih": torch.randn(gates * hidden, input_size) / input_size ** 0.5,
-                "weight_hh": torch.randn(gates * hidden, hidden) / hidden ** 0.5, "bias_ih": torch.randn(gates * hidden)}
+                "weight_hh": torch.randn(gates * hidden, hidden) / hidden ** 0.5,
+                "bias_ih": torch.randn(gates * hidden)}
 
     state = {"input": torch.randn(*((3,) if layer else ()), batch, input_size), "hx": torch.randn(batch, hidden)}
     if gates == 4:
@@ -1065,26 +1068,34 @@ def test_inference_calls_keep_their_packed_weights_for_the_next(bf16_by_size, op
     exact = functools.partial(getattr(F, op), backend="reference")
 
     def packs(args):
-        with torch.no_grad():
-            count = _products_ran(lambda: call(**args))[1]
-            output, expected = call(**args)[0], exact(**{k: v.double() for k, v in args.items()})[0]
-        assert (output.double() - expected).abs().max() < 0.05  # bfloat16's error, the current weights' values
-        return count
+        """The weights one call packs; its output checked against float64 with the weights' current values."""
+        with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+            output = call(**args)[0]
+        expected = exact(**{name: value.double() for name, value in args.items()})[0]
+        assert (output.double() - expected).abs().max() < 0.05  # bfloat16's error
+        return sum(event.name == "mkldnn::_reorder_linear_weight" for event in trace.events())
 
+    step = 1 if layer else 0  # what a layer's per-step product packs at a first meeting of weight_hh
     args = {**state, **weights()}
-    assert packs(args) == 2 and packs(args) == 0
+    assert [packs(args) for _ in range(3)] == [step, 2 - step, 0]
     with torch.no_grad():
         args["weight_ih"].add_(0.05)  # moves the gates by about 1: the old packed weight would be off by that
-    assert packs(args) == 1  # weight_hh is still kept
-    args["weight_hh"].data.mul_(1.5)  # through .data its version stays: seen by the sample of its values
-    assert packs(args) == 1
-    assert cpu_backend.clear_kept_weights() >= 2 and packs(args) == 2  # dropped: both packed again
+    assert [packs(args) for _ in range(2)] == [0, 1]  # weight_hh still kept
+    args["weight_hh"].data.mul_(1.5)  # through .data its version stays: seen in the sample of its values
+    assert [packs(args) for _ in range(2)] == [step, 1 - step]
+    assert cpu_backend.clear_kept_weights() >= 2
+    assert [packs(args) for _ in range(3)] == [step, 2 - step, 0]
     for _ in range(3):
-        assert packs({**state, **weights()}) == 2
-    # Recording a gradient, a layer packs weight_hh for its steps (not the kept one), a cell packs none (its products
+        assert packs({**state, **weights()}) == step
+    assert cpu_backend.keep_weights() and not cpu_backend.keep_weights(False)
+    try:
+        assert [packs(args) for _ in range(2)] == [step, step]  # nothing kept: each call as a first meeting
+    finally:
+        cpu_backend.keep_weights(True)
+    # Recording a gradient, a layer packs weight_hh for its steps (not a kept one), a cell packs none (its products
     # round their weights at the call).
     trained = {name: value.requires_grad_() if name.startswith("weight") else value for name, value in args.items()}
-    assert _products_ran(lambda: call(**trained))[1] == (1 if layer else 0)
+    assert _products_ran(lambda: call(**trained))[1] == step
 
 
 @built

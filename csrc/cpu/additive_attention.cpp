@@ -150,6 +150,7 @@ TORCH_LIBRARY_FRAGMENT(s2s_fast, m) {
     m.def("cpu_bf16_products(str? force=None) -> bool", &s2s_fast::cpu::bf16_products_op);
     m.def("cpu_bf16_from_work(int? work=None) -> int", &s2s_fast::cpu::bf16_from_work_op);
     m.def("cpu_clear_kept_weights() -> int", &s2s_fast::cpu::clear_kept_weights_op);
+    m.def("cpu_keep_weights(bool? keep=None) -> bool", &s2s_fast::cpu::keep_weights_op);
 }
 
 TORCH_LIBRARY_IMPL(s2s_fast, CPU, m) {

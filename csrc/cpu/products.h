@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -245,51 +246,65 @@ inline Tensor pack_bf16_weight(const Tensor& weight) {
     return stack[0].toTensor();
 }
 
+// Whether KeptWeights keeps packed weights across calls (s2s_fast::cpu_keep_weights; on by default).
+inline std::atomic<bool>& keep_weights() {
+    static std::atomic<bool> keep{true};
+    return keep;
+}
+
 // Packed bfloat16 weights kept across op calls (a Product made `across_calls`): the inference calls of the layers and
-// cells, which would round and reorder the same weight at each call (a decoder's cell at every step of a search).
-// An entry is found by its float32 source tensor's storage, offset, sizes, strides and version, and kFingerprint of
-// its values spread over it: a weight updated in place misses (its version moves; an update through .data, which
-// leaves the version as it was, is seen where it changes one of those values) and its entry is replaced. The storage
-// is held weakly: a freed weight's entry is dropped at the next lookup, never matched by a new tensor at its address.
-// At most kKeptWeights entries, the least recently used dropped first; s2s_fast::cpu_clear_kept_weights drops them
-// all. Inference tensors (no version counter) are never kept.
+// cells, which would round and reorder the same weight at each call (a decoder's cell at every step of a search). A
+// weight is known by its float32 source tensor's storage, data pointer, offset, sizes, strides and version, and by
+// kFingerprint of its values spread over it: a weight updated in place is another (its version moves; an update through
+// an alias with a version of its own, as .data, numpy or DLPack, is seen only where it changes a sampled value:
+// s2s_fast.cpu.clear_kept_weights after such an update, or keep_weights(False)). The first call that meets a weight
+// records it; from the second on its products route as packed ones, and the first bfloat16 product packs and keeps it
+// (so weights made anew at each call, as weight_norm's, never pay for packing). The storage is held weakly: a freed
+// weight's entry is dropped at the next lookup, never matched by a new tensor at its address. At most kKeptWeights
+// entries, the least recently used dropped first; s2s_fast::cpu_clear_kept_weights drops them all, and
+// s2s_fast::cpu_keep_weights turns keeping off. Inference tensors (no version counter) are never kept.
 class KeptWeights {
    public:
     static constexpr size_t kKeptWeights = 64;
     static constexpr int64_t kFingerprint = 64;
 
     static KeptWeights& instance() {
-        static KeptWeights kept;
-        return kept;
+        static KeptWeights* kept = new KeptWeights;  // never destroyed: its tensors must not outlive oneDNN at exit
+        return *kept;
     }
 
     static bool keepable(const Tensor& source) {
-        return source.scalar_type() == at::kFloat && source.has_storage() && source.layout() == at::kStrided &&
-               source.device().is_cpu() && !source.is_inference() && source.numel() > 0;
+        return keep_weights().load() && source.scalar_type() == at::kFloat && source.has_storage() &&
+               source.layout() == at::kStrided && source.device().is_cpu() && !source.is_inference() &&
+               source.numel() > 0;
     }
 
-    // The packed weight of `source` (keepable), made by `make` where none is kept for it as it is now.
-    template <typename Make>
-    Tensor get(const Tensor& source, Make make) {
-        const std::vector<float> values = fingerprint(source);
+    struct Key;
+
+    // What `source` is known by now.
+    static Key key_of(const Tensor& source);
+
+    // Whether an earlier call met `source`, known by `key`, as it is now (its products may then route as packed); a
+    // first meeting is recorded.
+    bool seen(const Tensor& source, const Key& key) {
         std::lock_guard<std::mutex> lock(mutex_);
-        entries_.remove_if([](const Entry& entry) { return entry.storage.expired(); });
-        const c10::StorageImpl* impl = source.storage().unsafeGetStorageImpl();
-        auto same_tensor = [&](const Entry& entry) {
-            return entry.impl == impl && entry.offset == source.storage_offset() && entry.sizes == source.sizes() &&
-                   entry.strides == source.strides();
-        };
-        for (auto entry = entries_.begin(); entry != entries_.end(); ++entry) {
-            if (same_tensor(*entry) && entry->version == source._version() && entry->values == values) {
-                entries_.splice(entries_.begin(), entries_, entry);
-                return entry->packed;
-            }
-        }
+        if (find(key) != entries_.end()) return true;
+        insert(source, key, Tensor());
+        return false;
+    }
+
+    // The packed weight of `source` (keepable, known by `key`), made by `make` where none is kept for it as it is now.
+    template <typename Make>
+    Tensor get(const Tensor& source, const Key& key, Make make) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto entry = find(key);
+        if (entry != entries_.end() && entry->packed.defined()) return entry->packed;
         Tensor packed = make();
-        entries_.remove_if(same_tensor);  // this weight's older versions
-        entries_.push_front(Entry{source.storage().getWeakStorageImpl(), impl, source.storage_offset(),
-                                  source.sizes().vec(), source.strides().vec(), source._version(), values, packed});
-        if (entries_.size() > kKeptWeights) entries_.pop_back();
+        if (entry != entries_.end()) {
+            entry->packed = packed;
+        } else {
+            insert(source, key, packed);
+        }
         return packed;
     }
 
@@ -301,39 +316,89 @@ class KeptWeights {
         return count;
     }
 
+    struct Key {
+        const c10::StorageImpl* impl;
+        const void* data;
+        int64_t offset;
+        std::vector<int64_t> sizes, strides;
+        int64_t version;
+        std::vector<float> values;
+
+        bool same_tensor(const Key& other) const {
+            return impl == other.impl && data == other.data && offset == other.offset && sizes == other.sizes &&
+                   strides == other.strides;
+        }
+    };
+
    private:
-    // kFingerprint of source's values, evenly spaced over its elements (the first and the last among them).
+    struct Entry {
+        c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+        Key key;
+        Tensor packed;  // undefined until a bfloat16 product packs it
+    };
+
+    // Values of source: kFingerprint evenly spaced over its elements (the first and the last among them). One in each
+    // row of a weight as well cost about 50 us a weight at each call (a decoder cell's whole call took 0.34 ms at B=1),
+    // so an update through an alias that misses these is not seen: clear_kept_weights, or keep_weights off.
     static std::vector<float> fingerprint(const Tensor& source) {
+        const float* data = source.const_data_ptr<float>();
         const int64_t count = std::min<int64_t>(kFingerprint, source.numel()), last = source.numel() - 1;
-        std::vector<float> values(count);
-        const float* data = source.data_ptr<float>();
+        std::vector<float> values;
+        values.reserve(count);
         for (int64_t i = 0; i < count; ++i) {
             int64_t rest = count == 1 ? 0 : i * last / (count - 1), offset = 0;  // the element's place in its strides
             for (int64_t dim = source.dim() - 1; dim >= 0; --dim) {
                 offset += rest % source.size(dim) * source.stride(dim);
                 rest /= source.size(dim);
             }
-            values[i] = data[offset];
+            values.push_back(data[offset]);
         }
         return values;
     }
 
-    struct Entry {
-        c10::weak_intrusive_ptr<c10::StorageImpl> storage;
-        const c10::StorageImpl* impl;
-        int64_t offset;
-        std::vector<int64_t> sizes, strides;
-        int64_t version;
-        std::vector<float> values;
-        Tensor packed;
-    };
+    // The live entry of `key` (moved to the front), or end(); drops the entries of freed storages first. Values
+    // compare as bits (a NaN matches itself).
+    std::list<Entry>::iterator find(const Key& key) {
+        entries_.remove_if([](const Entry& entry) { return entry.storage.expired(); });
+        for (auto entry = entries_.begin(); entry != entries_.end(); ++entry) {
+            const Key& kept = entry->key;
+            if (kept.same_tensor(key) && kept.version == key.version && kept.values.size() == key.values.size() &&
+                std::memcmp(kept.values.data(), key.values.data(), key.values.size() * sizeof(float)) == 0) {
+                entries_.splice(entries_.begin(), entries_, entry);
+                return entries_.begin();
+            }
+        }
+        return entries_.end();
+    }
+
+    // Records `key` first, dropping the same tensor's older versions and, past kKeptWeights, the least recently used.
+    void insert(const Tensor& source, const Key& key, const Tensor& packed) {
+        entries_.remove_if([&](const Entry& entry) { return entry.key.same_tensor(key); });
+        entries_.push_front(Entry{source.storage().getWeakStorageImpl(), key, packed});
+        if (entries_.size() > kKeptWeights) entries_.pop_back();
+    }
 
     std::mutex mutex_;
     std::list<Entry> entries_;
 };
 
-// s2s_fast::cpu_clear_kept_weights() -> int: drops every packed weight KeptWeights keeps; returns how many.
+inline KeptWeights::Key KeptWeights::key_of(const Tensor& source) {
+    return Key{source.storage().unsafeGetStorageImpl(), source.storage().data(), source.storage_offset(),
+               source.sizes().vec(), source.strides().vec(), source._version(), fingerprint(source)};
+}
+
+// s2s_fast::cpu_clear_kept_weights() -> int: drops every weight KeptWeights keeps; returns how many.
 inline int64_t clear_kept_weights_op() { return KeptWeights::instance().clear(); }
+
+// s2s_fast::cpu_keep_weights(bool? keep) -> bool: whether KeptWeights keeps weights, after setting it when given
+// (turning it off drops what it kept).
+inline bool keep_weights_op(std::optional<bool> keep) {
+    if (keep) {
+        keep_weights().store(*keep);
+        if (!*keep) KeptWeights::instance().clear();
+    }
+    return keep_weights().load();
+}
 
 // A float32 operand [M, K] (contiguous, 2-d) that several products read as their left operand, or a weight gradient
 // as its gradient: a layer's gate gradients, whose rows each step's product reads and whose whole the input and weight
@@ -385,15 +450,17 @@ class LeftRows {
 // product takes its route by its size (product_route): bfloat16, else float32 through oneDNN or ATen. Empty operands
 // go to ATen (oneDNN's linear refuses them). The left operand is a tensor, rounded at each bfloat16 product, or rows
 // [begin, begin + count) of a LeftRows, rounded once. A Product made `across_calls` (an inference call's) takes its
-// packed bfloat16 weight from KeptWeights, and routes as a packed one. A Product serves one thread at a time
-// (making its operands is not guarded).
+// packed bfloat16 weight from KeptWeights, and routes as a packed one where an earlier call met that weight. A
+// Product serves one thread at a time (making its operands is not guarded).
 class Product {
    public:
     explicit Product(const Tensor& right, bool repeated = false, bool across_calls = false)
         : right_(right),
           repeated_(repeated),
           bf16_(bf16_operand(right)),
-          across_calls_(across_calls && bf16_ && KeptWeights::keepable(right)) {}
+          across_calls_(across_calls && bf16_ && KeptWeights::keepable(right)),
+          key_(across_calls_ ? std::optional<KeptWeights::Key>(KeptWeights::key_of(right)) : std::nullopt),
+          packed_(repeated || (across_calls_ && KeptWeights::instance().seen(right, *key_))) {}
 
     Tensor operator()(const Tensor& x, const std::optional<Tensor>& bias = std::nullopt) const {
         const Route way = route(x);
@@ -467,7 +534,7 @@ class Product {
         if (!bf16_weight_.defined()) {
             if (across_calls_) {
                 bf16_weight_ = KeptWeights::instance().get(
-                    right_, [&] { return pack_bf16_weight(right_.to(at::kBFloat16).t().contiguous()); });
+                    right_, *key_, [&] { return pack_bf16_weight(right_.to(at::kBFloat16).t().contiguous()); });
             } else {
                 const Tensor weight = right_.to(at::kBFloat16).t();
                 bf16_weight_ = repeated_ ? pack_bf16_weight(weight.contiguous()) : weight;
@@ -478,13 +545,15 @@ class Product {
 
     Route route(const Tensor& x) const {
         if (right_.scalar_type() != at::kFloat || right_.numel() == 0) return Route::aten;
-        return product_route(x.scalar_type(), x.size(0), right_.numel(), bf16_, repeated_ || across_calls_);
+        return product_route(x.scalar_type(), x.size(0), right_.numel(), bf16_, packed_);
     }
 
     Tensor right_;
     bool repeated_;
     bool bf16_;
     bool across_calls_;
+    std::optional<KeptWeights::Key> key_;  // what KeptWeights knows right_ by (across_calls_)
+    bool packed_;  // its bfloat16 weight packed: repeated, or kept across calls and met before
     mutable Tensor bf16_weight_;
     mutable Tensor float32_weight_;
 };

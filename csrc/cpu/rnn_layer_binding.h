@@ -56,8 +56,9 @@ inline Tensor step_weight(const Tensor& weight_hh, int64_t batch, int64_t steps)
 // The per-step products h @ weight_hh^T: with weight_hh itself (oneDNN's linear weight, no copy) where they go through
 // oneDNN (product_route for the full batch), in bfloat16 (rounded, and packed once over several steps) or in
 // float32; else with step_weight's operand for ATen. Under bfloat16 a step whose running rows fall under
-// the threshold (the tail of a batch with lengths) runs through ATen with weight_hh^T as a view. `across_calls`: an
-// inference call's, its packed bfloat16 weight kept across calls (Product).
+// the threshold (the tail of a batch with lengths; packed products have none where torch rounds its own, bf16_pays)
+// runs through ATen with weight_hh^T as a view. `across_calls`: an inference call's, its packed bfloat16 weight kept
+// across calls (Product).
 inline Product step_product(const Tensor& weight_hh, int64_t batch, int64_t steps, bool across_calls = false) {
     const bool repeated = steps > 1;
     const bool bf16 = bf16_operand(weight_hh);

@@ -11,8 +11,9 @@ each, whose backward sums the steps' weight and attention gradients without auto
 
 Available on CPU tensors when the library was built (every install with a C++ compiler builds it). Auto tries it
 first on a CPU (the cells and linear only where its products go through oneDNN and the call is large enough:
-s2s_fast.backends.CPU_ONEDNN_FROM_WORK); dot attention and LSTM projections go to the aten or reference backend. See s2s_fast.backends for the protocol
-(``unavailable_reason``, ``OPS``, ``LIMITS``).
+s2s_fast.backends.CPU_ONEDNN_FROM_WORK; the cells also at inference while its products run in bfloat16:
+CPU_BF16_INFERENCE_PREFERS_CPU); dot attention and LSTM projections go to the aten or reference backend. See
+s2s_fast.backends for the protocol (``unavailable_reason``, ``OPS``, ``LIMITS``).
 """
 
 from __future__ import annotations
@@ -102,12 +103,20 @@ def force_bf16_products(force: str) -> None:
 
 def clear_kept_weights() -> int:
     """Drop the packed bfloat16 weights the cpu kernels keep across inference calls (csrc/cpu/products.h's
-    KeptWeights), returning how many there were. They are found again by each weight's storage, shape, version and a
-    sample of its values, so an update in place is seen; call this after changing a weight in place through ``.data``
-    (which leaves its version as it was) where the change might miss that sample, or to free their memory."""
+    KeptWeights), returning how many there were. A weight is known again by its storage, shape, version and a sample
+    of 64 of its values, so an update in place is seen; call this after changing a weight through an alias with a
+    version of its own (``.data``, numpy, DLPack) in a way that might miss that sample, or to free their memory."""
     if extension_module is None:
         return 0
     return int(torch.ops.s2s_fast.cpu_clear_kept_weights())
+
+
+def keep_weights(keep: bool | None = None) -> bool:
+    """Whether the cpu kernels' inference calls keep their packed bfloat16 weights for the next (on by default), after
+    setting it when ``keep`` is given; turning it off drops what they kept (clear_kept_weights)."""
+    if extension_module is None:
+        return False
+    return bool(torch.ops.s2s_fast.cpu_keep_weights(keep))
 
 
 def unavailable_reason(device: torch.device) -> str | None:
