@@ -630,8 +630,8 @@ def _cpu_layer_pays(op: str, args: tuple) -> bool:
 
 
 def _step_work(op: str, args: tuple) -> int:
-    """Multiply-adds a step of a layer call (args as in resolve): B x gates*H x (I + H), the measure of the work
-    tables (CPU_LAYER_PADDED, CPU_BF16_PREFERS_CPU, CPU_BF16_INFERENCE_PREFERS_CPU)."""
+    """Multiply-adds a step of a layer call, or of a cell call (args as in resolve): B x gates*H x (I + H), the measure
+    of the work tables (CPU_LAYER_PADDED, CPU_BF16_PREFERS_CPU, CPU_BF16_INFERENCE_PREFERS_CPU)."""
     input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
     return batch * _GATES[op] * hidden * (input.shape[-1] + hidden)
 

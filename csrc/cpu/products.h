@@ -528,16 +528,15 @@ class Product {
     }
 
     // right^T in bfloat16, oneDNN's linear weight, made at the first product that runs in bfloat16: rounded in its own
-    // layout (rounding into a transposed one ran several times slower), then transposed; when `repeated` contiguous
-    // and packed.
+    // layout (rounding into a transposed one ran several times slower), then transposed; when `repeated` or kept
+    // across calls, contiguous and packed.
     const Tensor& bf16_weight() const {
         if (!bf16_weight_.defined()) {
+            auto packed = [&] { return pack_bf16_weight(right_.to(at::kBFloat16).t().contiguous()); };
             if (across_calls_) {
-                bf16_weight_ = KeptWeights::instance().get(
-                    right_, *key_, [&] { return pack_bf16_weight(right_.to(at::kBFloat16).t().contiguous()); });
+                bf16_weight_ = KeptWeights::instance().get(right_, *key_, packed);
             } else {
-                const Tensor weight = right_.to(at::kBFloat16).t();
-                bf16_weight_ = repeated_ ? pack_bf16_weight(weight.contiguous()) : weight;
+                bf16_weight_ = repeated_ ? packed() : right_.to(at::kBFloat16).t();
             }
         }
         return bf16_weight_;
