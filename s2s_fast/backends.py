@@ -630,10 +630,12 @@ def _cpu_layer_pays(op: str, args: tuple) -> bool:
 
 
 def _step_work(op: str, args: tuple) -> int:
-    """Multiply-adds a step of a layer call, or of a cell call (args as in resolve): B x gates*H x (I + H), the measure
-    of the work tables (CPU_LAYER_PADDED, CPU_BF16_PREFERS_CPU, CPU_BF16_INFERENCE_PREFERS_CPU)."""
-    input, (batch, hidden) = args[0], _batch_and_hidden(op, args)
-    return batch * _GATES[op] * hidden * (input.shape[-1] + hidden)
+    """Multiply-adds a step of a layer call, or of a cell call (args as in resolve): B x gates*H x (I + R), R the width
+    of the recurrent input (H, or an LSTM projection's P), the measure of the work tables (CPU_ONEDNN_FROM_WORK,
+    CPU_LAYER_PADDED, CPU_BF16_PREFERS_CPU, CPU_BF16_INFERENCE_PREFERS_CPU)."""
+    first = 3 if op.startswith("lstm") else 2
+    weight_ih, weight_hh = args[first], args[first + 1]
+    return args[1].shape[0] * weight_ih.shape[0] * (weight_ih.shape[1] + weight_hh.shape[1])
 
 
 def _cpu_layer_padding_pays(op: str, args: tuple) -> bool:
@@ -692,12 +694,7 @@ def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     tested (that would guard on it): such a call goes to cpu."""
     if args[0].dtype != torch.float32:
         return False
-    if op == "linear":
-        input, weight = args[0], args[1]
-        work = input.numel() * weight.shape[0]
-    else:
-        input, hx, weight_ih = args[0], args[1], args[3 if op == "lstm_cell" else 2]
-        work = input.shape[0] * (input.shape[1] + hx.shape[1]) * weight_ih.shape[0]
+    work = args[0].numel() * args[1].shape[0] if op == "linear" else _step_work(op, args)
     compiling = torch.compiler.is_compiling()
     if (isinstance(work, int) or not compiling) and work < CPU_ONEDNN_FROM_WORK[op]:
         return False

@@ -562,6 +562,22 @@ def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch)
         torch.set_num_threads(threads)
 
 
+def test_step_work_counts_a_steps_multiply_adds_with_an_lstm_projections_width():
+    """_step_work, the measure of auto's CPU work tables (CPU_ONEDNN_FROM_WORK's cells among them), is a step's
+    multiply-adds B x gates*H x (I + R), R the recurrent input's width: an LSTM projection's P where there is one (the
+    cells' threshold once read H there, the layers' P)."""
+    batch, inputs, hidden, projected, steps = 3, 5, 7, 2, 4
+    z = torch.zeros
+    for width in (hidden, projected):
+        cell = (z(batch, inputs), z(batch, width), z(batch, hidden), z(4 * hidden, inputs), z(4 * hidden, width))
+        layer = (z(steps, batch, inputs),) + cell[1:]
+        for op, args in (("lstm_cell", cell), ("lstm_layer", layer)):
+            assert backends._step_work(op, args) == batch * 4 * hidden * (inputs + width), (op, width)
+    gru = (z(batch, inputs), z(batch, hidden), z(3 * hidden, inputs), z(3 * hidden, hidden))
+    for op, args in (("gru_cell", gru), ("gru_layer", (z(steps, batch, inputs),) + gru[1:])):
+        assert backends._step_work(op, args) == batch * 3 * hidden * (inputs + hidden), op
+
+
 @built
 def test_cells_and_linear_go_to_cpu_in_auto_exactly_where_its_products_go_through_onednn(monkeypatch):
     """CPU_ONEDNN_FROM_WORK: auto sends float32 cells and linear to the cpu backend when its products library is
