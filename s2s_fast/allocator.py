@@ -17,7 +17,7 @@ hold_freed_memory sets both, once per process, on Linux with glibc as the alloca
 environment (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, or glibc.malloc.mmap_threshold / trim_threshold in
 GLIBC_TUNABLES, which glibc reads at start) turns this off, both then left to glibc; so does another allocator in
 LD_PRELOAD (jemalloc, tcmalloc, mimalloc), and S2S_FAST_HOLD_FREED_MEMORY=0, which leaves glibc's own behaviour.
-mimalloc in LD_PRELOAD ran the same trainer 0.95x as fast as these settings over 2,500 steps side by side, in 0.59x
+mimalloc in LD_PRELOAD ran the same trainer 0.95x as fast as these settings over 2,500 steps side by side, in 0.58x
 their peak resident memory (benchmarks/results/cpu-intel-xeon-amx-2026-12-07-process-age/, item 5).
 """
 
