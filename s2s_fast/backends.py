@@ -564,10 +564,15 @@ def _tell_once_cpu_kernels_missing(reason: str) -> None:
                       stacklevel=level)
 
 
+def _weights(op: str, args: tuple) -> tuple:
+    """(weight_ih, weight_hh) of a call of a layer or cell op (args as in resolve)."""
+    first = 3 if op.startswith("lstm") else 2
+    return args[first], args[first + 1]
+
+
 def _batch_and_hidden(op: str, args: tuple) -> tuple[int, int]:
     """(B, H) of a call of a layer or cell op (args as in resolve), for the measured tables' rows."""
-    hx, weight_hh = args[1], args[4 if op.startswith("lstm") else 3]
-    return hx.shape[0], weight_hh.shape[0] // _GATES[op]
+    return args[1].shape[0], _weights(op, args)[1].shape[0] // _GATES[op]
 
 
 def cudnn_measured_faster(op: str, args: tuple) -> bool:
@@ -633,8 +638,7 @@ def _step_work(op: str, args: tuple) -> int:
     """Multiply-adds a step of a layer call, or of a cell call (args as in resolve): B x gates*H x (I + R), R the width
     of the recurrent input (H, or an LSTM projection's P), the measure of the work tables (CPU_ONEDNN_FROM_WORK,
     CPU_LAYER_PADDED, CPU_BF16_PREFERS_CPU, CPU_BF16_INFERENCE_PREFERS_CPU)."""
-    first = 3 if op.startswith("lstm") else 2
-    weight_ih, weight_hh = args[first], args[first + 1]
+    weight_ih, weight_hh = _weights(op, args)
     return args[1].shape[0] * weight_ih.shape[0] * (weight_ih.shape[1] + weight_hh.shape[1])
 
 

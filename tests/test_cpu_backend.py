@@ -565,7 +565,7 @@ def test_layer_auto_routing_follows_the_measured_cpu_training_table(monkeypatch)
 def test_step_work_counts_a_steps_multiply_adds_with_an_lstm_projections_width():
     """_step_work, the measure of auto's CPU work tables (CPU_ONEDNN_FROM_WORK's cells among them), is a step's
     multiply-adds B x gates*H x (I + R), R the recurrent input's width: an LSTM projection's P where there is one (the
-    cells' threshold once read H there, the layers' P)."""
+    layers' tables once read H there, the cells' threshold P)."""
     batch, inputs, hidden, projected, steps = 3, 5, 7, 2, 4
     z = torch.zeros
     for width in (hidden, projected):
