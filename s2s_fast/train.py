@@ -482,14 +482,19 @@ class Trainer:
         return [batches[step * world + rank] for step in range(steps_in_epoch)]
 
     def _train_step(self, batch: Batch) -> float:
-        """One optimizer step on ``batch``; returns its loss (mean per target token)."""
+        """One optimizer step on ``batch``; returns its loss (mean per target token; with a CTC head, the weighted
+        sum of the decoder's and CTC's, Seq2SeqConfig.ctc_weight)."""
         config, progress = self.config, self.progress
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16
                     else contextlib.nullcontext())
         with autocast:
-            logits = self.trained(batch.src, batch.src_lengths, batch.tgt_in,
-                                  sampling_rate=sampling_rate_at(progress.step, config))
+            ctc_weight = self.model.config.ctc_weight
+            output = self.trained(batch.src, batch.src_lengths, batch.tgt_in,
+                                  sampling_rate=sampling_rate_at(progress.step, config), ctc=ctc_weight > 0)
+            logits = output[0] if ctc_weight > 0 else output
             loss = sequence_loss(logits, batch.tgt_out, PAD_ID, label_smoothing=config.label_smoothing)
+            if ctc_weight > 0:  # joint CTC-attention (Seq2SeqConfig.ctc_weight)
+                loss = (1 - ctc_weight) * loss + ctc_weight * self.model.ctc_loss(output[1], batch.tgt_out)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = float(loss.detach())

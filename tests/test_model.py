@@ -175,6 +175,9 @@ def test_tied_embeddings_share_the_weight():
     (dict(cell=3), "Seq2SeqConfig: cell must be text"),
     (dict(attention="luong-general", attention_size=7), "attention_size sizes Bahdanau's .* 'luong-general' has no"),
     (dict(attention="none", attention_size=7), "'none' has no such size"),
+    (dict(ctc_weight=1.0), "ctc_weight must be in \\[0, 1\\)"),
+    (dict(ctc_weight=-0.1), "ctc_weight must be in \\[0, 1\\)"),
+    (dict(ctc_weight=float("nan")), "ctc_weight must be a finite number"),
 ])
 def test_config_errors(overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -308,3 +311,72 @@ def test_arguments_of_the_wrong_kind_are_refused_in_words():
     for unsigned in (torch.uint16, torch.uint32, torch.uint64):
         torch.testing.assert_close(model(src, lengths.to(unsigned), tgt), expected)
         assert model.generate(src, lengths.to(unsigned)) == model.generate(src, lengths)
+
+
+def _ctc_reference(model, batch, reading_targets):
+    """CTC's loss of each row's target in reading order, computed row by row from the head's scores, per token."""
+    scores = model.ctc_scores(model.encode(batch.src, batch.src_lengths))
+    total = 0.0
+    for row, target in enumerate(reading_targets):
+        frames = int(scores.lengths[row])
+        total = total + torch.nn.functional.ctc_loss(
+            scores.log_probs[row, :frames].unsqueeze(1), torch.tensor([target]), torch.tensor([frames]),
+            torch.tensor([len(target)]), blank=PAD_ID, reduction="sum", zero_infinity=True)
+    return total / sum(len(target) for target in reading_targets)
+
+
+@pytest.mark.parametrize("reverse_target", [False, True])
+def test_ctc_loss_reads_each_target_in_reading_order_over_its_own_frames(reverse_target):
+    """ctc_loss takes the decoder's tgt_out (writing order, EOS, padding) and scores each row's target in reading
+    order over its source's frames alone: equal to CTC row by row, whichever direction the decoder writes."""
+    torch.manual_seed(0)
+    model = _model(ctc_weight=0.3, reverse_target=reverse_target)
+    pairs = make_pairs("reverse", 5, num_symbols=8, min_len=2, max_len=6, seed=3)
+    written = [(source, model.config.writing_order(target)) for source, target in pairs]
+    batch = collate(written, PAD_ID, BOS_ID, EOS_ID)
+    logits, scores = model(batch.src, batch.src_lengths, batch.tgt_in, ctc=True)
+    assert torch.equal(logits, model(batch.src, batch.src_lengths, batch.tgt_in))
+    frames = 2 * batch.src_lengths
+    assert scores.log_probs.shape == (5, 2 * batch.src.shape[1], VOCAB) and torch.equal(scores.lengths, frames)
+    loss = model.ctc_loss(scores, batch.tgt_out)
+    expected = _ctc_reference(model, batch, [target for _, target in pairs])
+    torch.testing.assert_close(loss, expected)
+    # The frames past a row's source are not read: changing them leaves the loss alone.
+    changed = scores._replace(log_probs=torch.where(
+        (torch.arange(scores.log_probs.shape[1]) < frames.unsqueeze(1)).unsqueeze(2), scores.log_probs, 0.0))
+    torch.testing.assert_close(model.ctc_loss(changed, batch.tgt_out), loss)
+
+
+def test_ctc_loss_trains_the_encoder_and_its_head_and_spares_an_unalignable_target():
+    """The CTC loss's gradient reaches the head and the encoder but not the decoder; a target with more tokens than
+    its row's frames can emit (4 from one letter's 2 frames) adds 0 and no gradient, as torch's zero_infinity."""
+    torch.manual_seed(0)
+    model = _model(ctc_weight=0.5).train()
+    pairs = [([3], [4, 5, 6, 7]), ([3, 4, 5], [5, 4, 3])]
+    batch = collate(pairs, PAD_ID, BOS_ID, EOS_ID)
+    _, scores = model(batch.src, batch.src_lengths, batch.tgt_in, ctc=True)
+    loss = model.ctc_loss(scores, batch.tgt_out)
+    # The unalignable row counts as 0 in the sum; its tokens still count in the mean's denominator.
+    expected = _ctc_reference(model, collate(pairs[1:], PAD_ID, BOS_ID, EOS_ID), [pairs[1][1]]) * 3 / 7
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert model.ctc_head.weight.grad.abs().sum() > 0
+    assert model.encoder.weight_ih_l0.grad.abs().sum() > 0
+    assert model.decoder.weight_ih_l0.grad is None and model.output.weight.grad is None
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_a_model_without_a_ctc_head_refuses_ctc_and_bad_targets_are_refused():
+    model = _model()
+    assert model.ctc_head is None
+    batch = _batch()
+    with pytest.raises(ValueError, match="has none \\(its ctc_weight is 0\\)"):
+        model(batch.src, batch.src_lengths, batch.tgt_in, ctc=True)
+    with pytest.raises(ValueError, match="no CTC head"):
+        model.ctc_scores(model.encode(batch.src, batch.src_lengths))
+    model = _model(ctc_weight=0.2)
+    _, scores = model(batch.src, batch.src_lengths, batch.tgt_in, ctc=True)
+    with pytest.raises(ValueError, match="followed by EOS"):
+        model.ctc_loss(scores, batch.tgt_in)  # BOS first, no EOS
+    with pytest.raises(ValueError, match="integer token ids"):
+        model.ctc_loss(scores, batch.tgt_out[:2])

@@ -535,3 +535,34 @@ def test_without_dev_evaluation_the_run_checkpoints_every_tenth_of_it():
     config = TrainConfig(output_dir="x", task="parallel", train_src="a", train_tgt="b", max_steps=500)
     assert config.with_task_defaults().save_every == 50
     assert dataclasses.replace(config, dev_src="c", dev_tgt="d").with_task_defaults().save_every == 1000
+
+
+def test_a_ctc_head_trains_beside_the_decoder_with_the_weighted_loss(tmp_path, monkeypatch):
+    """With model ctc_weight w the trainer minimises (1 - w) x the decoder's cross-entropy + w x CTC's; the head
+    is saved with the weights, and decoding (dev evaluation) reads the decoder alone."""
+    from s2s_fast import train as train_module
+
+    seen = {"decoder": [], "ctc": []}
+    sequence_loss, ctc_loss = train_module.sequence_loss, Seq2Seq.ctc_loss
+
+    def spy_sequence(*args, **kwargs):
+        seen["decoder"].append(float((value := sequence_loss(*args, **kwargs)).detach()))
+        return value
+
+    def spy_ctc(self, *args):
+        seen["ctc"].append(float((value := ctc_loss(self, *args)).detach()))
+        return value
+
+    monkeypatch.setattr(train_module, "sequence_loss", spy_sequence)
+    monkeypatch.setattr(Seq2Seq, "ctc_loss", spy_ctc)
+    run = tmp_path / "run"
+    settings = {**TINY, "log_every": 1, "model": {**TINY["model"], "ctc_weight": 0.3}}
+    result = train(TrainConfig(output_dir=str(run), max_steps=6, eval_every=3, **settings), **QUIET)
+    logged = [event["loss"] for event in _events(run, "train")]
+    assert len(logged) == len(seen["ctc"]) == len(seen["decoder"]) == 6
+    for loss, decoder, ctc in zip(logged, seen["decoder"], seen["ctc"]):
+        assert ctc > 0 and loss == pytest.approx(0.7 * decoder + 0.3 * ctc, rel=1e-5)
+    assert len(_events(run, "dev")) == 2
+    model, _, _ = ckpt.load_checkpoint(ckpt.find_checkpoint(run, "last"))
+    assert model.config.ctc_weight == 0.3
+    torch.testing.assert_close(model.ctc_head.weight, result.model.ctc_head.weight)

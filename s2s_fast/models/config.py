@@ -34,8 +34,11 @@ class Seq2SeqConfig:
     attention_size (Bahdanau's attention only) defaults to hidden_size. reverse_target makes the decoder write the
     target right to left: training feeds it each target reversed, and generate (s2s_fast.decoding) turns its outputs
     back into reading order, so such a model decodes like any other; its errors differ from a left-to-right model's,
-    which is what decoding the two as one buys (s2s_fast.models.BothDirections). backend selects the kernels (None
-    follows s2s_fast's selection).
+    which is what decoding the two as one buys (s2s_fast.models.BothDirections). ctc_weight > 0 gives the encoder a
+    CTC head (Graves et al. 2006) trained beside the decoder (Kim, Hori and Watanabe 2017, joint CTC-attention): the
+    training loss is (1 - ctc_weight) x the decoder's cross-entropy + ctc_weight x CTC's (Seq2Seq.ctc_loss), which
+    asks the encoder to align the target with the source monotonically; decoding reads the decoder alone. backend
+    selects the kernels (None follows s2s_fast's selection).
     """
 
     src_vocab_size: int
@@ -52,6 +55,7 @@ class Seq2SeqConfig:
     dropout: float = 0.2
     tie_embeddings: bool = False
     reverse_target: bool = False
+    ctc_weight: float = 0.0
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -81,6 +85,9 @@ class Seq2SeqConfig:
                              f"{self.hidden_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Seq2SeqConfig: dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise ValueError(f"Seq2SeqConfig: ctc_weight must be in [0, 1) (1 would leave the decoder untrained), "
+                             f"got {self.ctc_weight}")
         if self.tie_embeddings and self.embed_dim != self.hidden_size:
             raise ValueError(f"Seq2SeqConfig: tie_embeddings needs embed_dim == hidden_size, got {self.embed_dim} "
                              f"and {self.hidden_size}")

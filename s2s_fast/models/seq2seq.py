@@ -31,6 +31,16 @@ class EncoderOutput(NamedTuple):
     final: torch.Tensor | tuple  # encoder final state(s) [L*D, B, H_enc]
 
 
+class CTCScores(NamedTuple):
+    log_probs: torch.Tensor  # [B, S * CTC_FRAMES, V] float32 log-probabilities of the CTC head, the blank at pad_id
+    lengths: torch.Tensor  # [B] int64 frames of each row: its source length * CTC_FRAMES
+
+
+# Frames of the CTC head per source position: a pronunciation may hold more phonemes than its word has letters
+# ("box": B AA1 K S), which one frame a letter could not emit.
+CTC_FRAMES = 2
+
+
 class DecoderState(NamedTuple):
     hidden: torch.Tensor | tuple  # [L, B, H] (a pair h, c for LSTM)
     feed: torch.Tensor | None  # [B, H] previous attentional state (input feeding), else None
@@ -91,6 +101,9 @@ class Seq2Seq(Decodes, nn.Module):
         if c.tie_embeddings:
             self.output.weight = self.tgt_embed.weight
         self.dropout = Dropout(c.dropout, backend=c.backend)
+        # The CTC head (training alone; Seq2SeqConfig.ctc_weight): CTC_FRAMES frames of target scores a position.
+        self.ctc_head = (Linear(c.hidden_size, CTC_FRAMES * c.tgt_vocab_size, backend=c.backend)
+                         if c.ctc_weight > 0 else None)
 
     def _check_tokens(self, name: str, tokens: torch.Tensor, vocab: int) -> None:
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
@@ -201,8 +214,8 @@ class Seq2Seq(Decodes, nn.Module):
         return self.output(attentional), new_state, weights
 
     def forward(self, src: torch.Tensor, src_lengths, tgt_in: torch.Tensor, sampling_rate: float = 0.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Teacher-forced logits, optionally with scheduled sampling.
+                generator: torch.Generator | None = None, ctc: bool = False):
+        """Teacher-forced logits, optionally with scheduled sampling (and the CTC head's scores).
 
         Args:
             src: [B, S] source ids, padded with pad_id. src_lengths: [B] in [1, S].
@@ -211,15 +224,26 @@ class Seq2Seq(Decodes, nn.Module):
                 with this probability, the model's own previous prediction (argmax, no gradient) instead of the gold
                 token; padded positions stay padded. 0 is plain teacher forcing.
             generator: random source for the sampling decisions (default: torch's global one).
+            ctc: also return the CTC head's scores of the source (a model with ctc_weight > 0), for ctc_loss.
 
         Returns:
-            logits [B, T, V] ([B, 0, V] for a target of no steps, from every configuration).
+            logits [B, T, V] ([B, 0, V] for a target of no steps, from every configuration); with ctc, the pair
+            (logits, CTCScores).
         """
         self._check_tokens("tgt_in", tgt_in, self.config.tgt_vocab_size)
         if tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"Seq2Seq: tgt_in has batch {tgt_in.shape[0]} but src has {src.shape[0]}")
         sampling_rate = _fraction("Seq2Seq: sampling_rate", sampling_rate)
+        if ctc and self.ctc_head is None:
+            raise ValueError("Seq2Seq: ctc=True asks for the CTC head's scores, but this model has none (its "
+                             "ctc_weight is 0)")
         encoded = self.encode(src, src_lengths)
+        logits = self._teacher_forced_logits(encoded, tgt_in, sampling_rate, generator)
+        return (logits, self.ctc_scores(encoded)) if ctc else logits
+
+    def _teacher_forced_logits(self, encoded: EncoderOutput, tgt_in: torch.Tensor, sampling_rate: float,
+                               generator: torch.Generator | None) -> torch.Tensor:
+        """forward's logits [B, T, V] from the encoding of its source."""
         if tgt_in.shape[1] == 0:  # no steps: [B, 0, V] from every decoder (the step loops would stack nothing)
             return self.output(encoded.memory.new_zeros(tgt_in.shape[0], 0, self.config.hidden_size))
         state = self.init_state(encoded)
@@ -241,6 +265,39 @@ class Seq2Seq(Decodes, nn.Module):
             feed = self._attentional(top, context)
             attentional.append(feed)
         return self.output(torch.stack(attentional, dim=1))
+
+    def ctc_scores(self, encoded: EncoderOutput) -> CTCScores:
+        """The CTC head's log-probabilities over the encoder's states, CTC_FRAMES frames a source position; each row's
+        frames past its source's are padding."""
+        if self.ctc_head is None:
+            raise ValueError("Seq2Seq: this model has no CTC head (its ctc_weight is 0)")
+        batch, positions = encoded.mask.shape
+        scores = self.ctc_head(encoded.memory).reshape(batch, positions * CTC_FRAMES, self.config.tgt_vocab_size)
+        log_probs = torch.log_softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
+        return CTCScores(log_probs, encoded.mask.sum(1).cpu() * CTC_FRAMES)
+
+    def ctc_loss(self, scores: CTCScores, tgt_out: torch.Tensor) -> torch.Tensor:
+        """CTC's negative log-likelihood of each target under ``scores`` (ctc_scores), summed over the batch and
+        divided by its target tokens, as sequence_loss's mean is; ``tgt_out`` is the decoder's: [B, T], each row
+        the target in writing order followed by EOS, then padding. CTC reads each target in reading order, blank the
+        pad id. A target that no path of its row's frames can emit (more tokens, repeats counted twice, than the
+        frames) adds 0 and no gradient (torch's zero_infinity)."""
+        c = self.config
+        if not F.integer_dtype(tgt_out.dtype) or tgt_out.dim() != 2 or tgt_out.shape[0] != scores.lengths.shape[0]:
+            raise ValueError(f"Seq2Seq.ctc_loss: tgt_out must be integer token ids [B, T] with B = "
+                             f"{scores.lengths.shape[0]}, got {tgt_out.dtype} of shape {list(tgt_out.shape)}")
+        tokens = tgt_out.long()
+        lengths = (tokens != c.pad_id).sum(1) - 1  # each row ends in EOS
+        if tokens.shape[0] and (int(lengths.min()) < 0 or
+                                not bool((tokens.gather(1, lengths.clamp(min=0).unsqueeze(1)) == c.eos_id).all())):
+            raise ValueError("Seq2Seq.ctc_loss: each row of tgt_out must be its target followed by EOS, then padding")
+        if c.reverse_target:  # row b's first lengths[b] tokens, read back: index lengths[b] - 1 - t
+            positions = torch.arange(tokens.shape[1], device=tokens.device)
+            back = (lengths.unsqueeze(1) - 1 - positions).clamp(min=0)
+            tokens = torch.where(positions < lengths.unsqueeze(1), tokens.gather(1, back), c.pad_id)
+        total = nn.functional.ctc_loss(scores.log_probs.transpose(0, 1), tokens, scores.lengths, lengths.cpu(),
+                                       blank=c.pad_id, reduction="sum", zero_infinity=True)
+        return total / lengths.sum().clamp(min=1)
 
     @property
     def _one_op_decoder(self) -> bool:
