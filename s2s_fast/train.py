@@ -440,8 +440,8 @@ class Trainer:
             while progress.epoch_step < len(batches) and progress.step < config.max_steps:
                 batch = collate([self.pairs[i] for i in batches[progress.epoch_step]], PAD_ID, BOS_ID, EOS_ID)
                 batch = batch.to(self.device)
-                loss = self._train_step(batch)
-                meter.add(loss, int((batch.tgt_out != PAD_ID).sum()), int(batch.src_lengths.sum()))
+                loss, ctc_loss = self._train_step(batch)
+                meter.add(loss, int((batch.tgt_out != PAD_ID).sum()), int(batch.src_lengths.sum()), ctc_loss)
                 if bar is not None:
                     bar.update(1)
                 # A loss line every log_every steps and at the last; also before a stop (a signal, or a dev
@@ -481,9 +481,9 @@ class Trainer:
                              "lower --batch-tokens")
         return [batches[step * world + rank] for step in range(steps_in_epoch)]
 
-    def _train_step(self, batch: Batch) -> float:
+    def _train_step(self, batch: Batch) -> tuple[float, float | None]:
         """One optimizer step on ``batch``; returns its loss (mean per target token; with a CTC head, the weighted
-        sum of the decoder's and CTC's, Seq2SeqConfig.ctc_weight)."""
+        sum of the decoder's and CTC's, Seq2SeqConfig.ctc_weight) and CTC's part (None without a head)."""
         config, progress = self.config, self.progress
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16
                     else contextlib.nullcontext())
@@ -493,8 +493,9 @@ class Trainer:
                                   sampling_rate=sampling_rate_at(progress.step, config), ctc=ctc_weight > 0)
             logits = output[0] if ctc_weight > 0 else output
             loss = sequence_loss(logits, batch.tgt_out, PAD_ID, label_smoothing=config.label_smoothing)
-            if ctc_weight > 0:  # joint CTC-attention (Seq2SeqConfig.ctc_weight)
-                loss = (1 - ctc_weight) * loss + ctc_weight * self.model.ctc_loss(output[1], batch.tgt_out)
+            ctc_loss = self.model.ctc_loss(output[1], batch.tgt_out) if ctc_weight > 0 else None
+            if ctc_loss is not None:  # joint CTC-attention (Seq2SeqConfig.ctc_weight)
+                loss = (1 - ctc_weight) * loss + ctc_weight * ctc_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = float(loss.detach())
@@ -521,7 +522,7 @@ class Trainer:
         self.scheduler.step()
         progress.step += 1
         progress.epoch_step += 1
-        return value
+        return value, (None if ctc_loss is None else float(ctc_loss.detach()))
 
     def _stop_diverged(self, step: int, what: str) -> None:
         """Raise NonFiniteLoss, after a line in the log, leaving the checkpoints as they are."""
@@ -546,16 +547,23 @@ class Trainer:
     def _log_throughput(self, meter: ThroughputMeter, bar, run_start: float) -> None:
         """A line of the window's loss and throughput, and the learning rate of the step just taken, into train.log
         and metrics.jsonl; on the console too where no progress bar shows them."""
-        mean_loss, tokens_per_second = meter.read(self.distributed)
+        mean_loss, mean_ctc, tokens_per_second = meter.read(self.distributed)
         step, epoch, lr = self.progress.step, self.progress.epoch, self.step_lr
         if bar is not None:
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}")
+        # With a CTC head the loss is (1 - w) x the decoder's + w x CTC's: both parts are logged beside it.
+        ctc_weight = self.model.config.ctc_weight
+        parts = {}
+        if ctc_weight > 0:
+            parts = {"decoder_loss": (mean_loss - ctc_weight * mean_ctc) / (1 - ctc_weight), "ctc_loss": mean_ctc}
 
         def write() -> None:
-            self.log.event(kind="train", step=step, epoch=epoch, loss=mean_loss, lr=lr,
+            self.log.event(kind="train", step=step, epoch=epoch, loss=mean_loss, **parts, lr=lr,
                            tokens_per_second=tokens_per_second)
-            self.log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}  lr {lr:.2e}  {tokens_per_second:,.0f} "
-                     f"tokens/s  {time.perf_counter() - run_start:,.0f} s", echo=bar is None)
+            shown = f" (decoder {parts['decoder_loss']:.4f}, ctc {parts['ctc_loss']:.4f})" if parts else ""
+            self.log(f"step {step}  epoch {epoch}  loss {mean_loss:.4f}{shown}  lr {lr:.2e}  "
+                     f"{tokens_per_second:,.0f} tokens/s  {time.perf_counter() - run_start:,.0f} s",
+                     echo=bar is None)
 
         # On process 0; a failure there (a full disk) reaches every process as one line.
         self.distributed.on_main(write)

@@ -39,24 +39,28 @@ class Logger:
 
 class ThroughputMeter:
     """Mean loss per target token and tokens per second (source and target) over a window of steps, summed over the
-    processes: ``add`` after every step, ``read`` at the end of a window, which also starts the next one."""
+    processes: ``add`` after every step, ``read`` at the end of a window, which also starts the next one. A model
+    with a CTC head (Seq2SeqConfig.ctc_weight) also adds each step's CTC loss, the part of its loss that is CTC's."""
 
     def __init__(self):
         self._start_window()
 
     def _start_window(self) -> None:
-        self.weighted_loss, self.target_tokens, self.tokens = 0.0, 0, 0
+        self.weighted_loss, self.weighted_ctc, self.target_tokens, self.tokens = 0.0, 0.0, 0, 0
         self.started = time.perf_counter()
 
-    def add(self, loss: float, target_tokens: int, source_tokens: int) -> None:
+    def add(self, loss: float, target_tokens: int, source_tokens: int, ctc_loss: float | None = None) -> None:
         self.weighted_loss += loss * target_tokens
+        self.weighted_ctc += (ctc_loss or 0.0) * target_tokens
         self.target_tokens += target_tokens
         self.tokens += target_tokens + source_tokens
 
-    def read(self, distributed: Distributed) -> tuple[float, float]:
-        """(mean loss, tokens per second) of the window, over every process."""
-        totals = torch.tensor([self.weighted_loss, float(self.target_tokens), float(self.tokens)], dtype=torch.float64)
+    def read(self, distributed: Distributed) -> tuple[float, float, float]:
+        """(mean loss, mean CTC loss (0 without a CTC head), tokens per second) of the window, over every process."""
+        totals = torch.tensor([self.weighted_loss, self.weighted_ctc, float(self.target_tokens), float(self.tokens)],
+                              dtype=torch.float64)
         distributed.all_reduce(totals)
         elapsed = time.perf_counter() - self.started
         self._start_window()
-        return float(totals[0]) / max(float(totals[1]), 1.0), float(totals[2]) / max(elapsed, 1e-9)
+        target_tokens = max(float(totals[2]), 1.0)
+        return float(totals[0]) / target_tokens, float(totals[1]) / target_tokens, float(totals[3]) / max(elapsed, 1e-9)

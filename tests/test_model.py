@@ -338,6 +338,11 @@ def test_ctc_loss_reads_each_target_in_reading_order_over_its_own_frames(reverse
     assert torch.equal(logits, model(batch.src, batch.src_lengths, batch.tgt_in))
     frames = 2 * batch.src_lengths
     assert scores.log_probs.shape == (5, 2 * batch.src.shape[1], VOCAB) and torch.equal(scores.lengths, frames)
+    # Frames 2s and 2s + 1 are source position s's: the head's first and second V scores there.
+    memory = model.encode(batch.src, batch.src_lengths).memory
+    head = model.ctc_head(memory).unflatten(-1, (2, VOCAB)).log_softmax(-1)  # [B, S, 2, V]
+    torch.testing.assert_close(scores.log_probs[:, 0::2], head[:, :, 0])
+    torch.testing.assert_close(scores.log_probs[:, 1::2], head[:, :, 1])
     loss = model.ctc_loss(scores, batch.tgt_out)
     expected = _ctc_reference(model, batch, [target for _, target in pairs])
     torch.testing.assert_close(loss, expected)

@@ -550,6 +550,7 @@ def test_a_ctc_head_trains_beside_the_decoder_with_the_weighted_loss(tmp_path, m
         return value
 
     def spy_ctc(self, *args):
+        seen.setdefault("head", self.ctc_head.weight.detach().clone())  # the head's weights before any update
         seen["ctc"].append(float((value := ctc_loss(self, *args)).detach()))
         return value
 
@@ -558,11 +559,17 @@ def test_a_ctc_head_trains_beside_the_decoder_with_the_weighted_loss(tmp_path, m
     run = tmp_path / "run"
     settings = {**TINY, "log_every": 1, "model": {**TINY["model"], "ctc_weight": 0.3}}
     result = train(TrainConfig(output_dir=str(run), max_steps=6, eval_every=3, **settings), **QUIET)
-    logged = [event["loss"] for event in _events(run, "train")]
+    logged = _events(run, "train")
     assert len(logged) == len(seen["ctc"]) == len(seen["decoder"]) == 6
-    for loss, decoder, ctc in zip(logged, seen["decoder"], seen["ctc"]):
-        assert ctc > 0 and loss == pytest.approx(0.7 * decoder + 0.3 * ctc, rel=1e-5)
+    for event, decoder, ctc in zip(logged, seen["decoder"], seen["ctc"]):
+        assert ctc > 0 and event["loss"] == pytest.approx(0.7 * decoder + 0.3 * ctc, rel=1e-5)
+        # Each part is logged beside the sum.
+        assert event["ctc_loss"] == pytest.approx(ctc, rel=1e-5)
+        assert event["decoder_loss"] == pytest.approx(decoder, rel=1e-5)
+    line = next(line for line in (run / "train.log").read_text().splitlines() if line.startswith("step 6 "))
+    assert f"loss {logged[-1]['loss']:.4f} (decoder {seen['decoder'][-1]:.4f}, ctc {seen['ctc'][-1]:.4f})" in line
     assert len(_events(run, "dev")) == 2
     model, _, _ = ckpt.load_checkpoint(ckpt.find_checkpoint(run, "last"))
     assert model.config.ctc_weight == 0.3
     torch.testing.assert_close(model.ctc_head.weight, result.model.ctc_head.weight)
+    assert not torch.allclose(model.ctc_head.weight, seen["head"])  # trained, and saved as trained

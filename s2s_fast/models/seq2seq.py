@@ -278,8 +278,9 @@ class Seq2Seq(Decodes, nn.Module):
 
     def ctc_loss(self, scores: CTCScores, tgt_out: torch.Tensor) -> torch.Tensor:
         """CTC's negative log-likelihood of each target under ``scores`` (ctc_scores), summed over the batch and
-        divided by its target tokens, as sequence_loss's mean is; ``tgt_out`` is the decoder's: [B, T], each row
-        the target in writing order followed by EOS, then padding. CTC reads each target in reading order, blank the
+        divided by its targets' tokens (EOS not among them, which CTC does not emit; sequence_loss's mean counts
+        it); ``tgt_out`` is the decoder's: [B, T], each row the target in writing order followed by EOS, then
+        padding. CTC reads each target in reading order, blank the
         pad id. A target that no path of its row's frames can emit (more tokens, repeats counted twice, than the
         frames) adds 0 and no gradient (torch's zero_infinity)."""
         c = self.config
