@@ -205,6 +205,7 @@ def _decode_and_write(args, device, model, task, checkpoints, averaged, lines, s
         precision, note = matmul_precision_record(device)
         hypotheses, attentions = translate(model, sources, beam_size=args.beam_size,
                                            length_penalty=args.length_penalty, n_best=args.n_best,
+                                           ctc_weight=args.ctc_weight,
                                            batch_tokens=args.batch_tokens, return_attention=want_attention)
     out_lines = []
     for index, hypothesis in enumerate(hypotheses):
@@ -336,7 +337,8 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate_run
 
     report = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, beam_size=args.beam_size,
-                          length_penalty=args.length_penalty, max_examples=args.max_examples,
+                          length_penalty=args.length_penalty, ctc_weight=args.ctc_weight,
+                          max_examples=args.max_examples,
                           batch_tokens=args.batch_tokens, device=resolve_device(args.device), average=args.average,
                           matmul_precision=args.matmul_precision, backend=args.backend)
     if isinstance(report["checkpoint"], list):
@@ -370,6 +372,9 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                              "before it on disk (train with --keep-checkpoints N to keep them) (default 1)")
     parser.add_argument("--beam-size", type=int, default=5, help="1 is greedy search (default 5)")
     parser.add_argument("--length-penalty", type=float, default=0.0, help="GNMT length penalty alpha (default 0)")
+    parser.add_argument("--ctc-weight", type=float, default=0.0, metavar="W",
+                        help="rank the hypotheses the beam proposes by (1 - W) x the decoders' log-probability + W "
+                             "x the CTC heads' (runs trained with --model ctc_weight=...) (default 0)")
     parser.add_argument("--batch-tokens", type=int, default=6000, help="source tokens per decoding batch")
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS,

@@ -276,18 +276,45 @@ def _teacher_forced(model, encoded, targets: list[list[int]],
     return total, (torch.stack(attention, dim=1) if attention else None)
 
 
-def rescored_search(directions, src: torch.Tensor, lengths: torch.Tensor, limits: list[int], beam_size: int,
-                    min_len: int, length_penalty: float, n_best: int,
-                    return_attention: bool) -> list[list[Hypothesis]]:
-    """Two models that write in opposite directions (s2s_fast.models.BothDirections) decoding as one: each
-    proposes the hypotheses its own search finds (beam_size of them, with the length penalty; greedy search its one),
-    both score every distinct proposal with a finite score (score_targets), and the proposals rank by the mean of
-    the two log-probabilities over GNMT's length penalty (the length counting EOS). Per input, the n_best best with
+def _ctc_log_likelihoods(model, encoded, targets: list[list[int]]) -> torch.Tensor:
+    """float64 [N]: CTC's log-likelihood of target n (token ids in reading order, without EOS) under the CTC head
+    of ``model`` (a Seq2Seq, or an Ensemble: the mean of its members') over row n of ``encoded``; -inf where no path
+    of the row's frames emits the target, or the target holds the pad id (CTC's blank, which it never emits)."""
+    members = getattr(model, "members", [model])
+    parts = getattr(encoded, "members", [encoded])
+    blank = model.config.pad_id
+    width = max(1, max(len(target) for target in targets))  # torch's CTC takes no targets of width 0
+    tokens = torch.full((len(targets), width), blank, dtype=torch.long)
+    for row, target in enumerate(targets):
+        tokens[row, :len(target)] = torch.tensor(target, dtype=torch.long)
+    target_lengths = torch.tensor([len(target) for target in targets])
+    holds_blank = (tokens == blank) & (torch.arange(width) < target_lengths.unsqueeze(1))
+    tokens = torch.where(holds_blank, model.config.eos_id, tokens)  # scored, then set to -inf below
+    total = torch.zeros(len(targets), dtype=torch.float64)
+    for member, part in zip(members, parts):
+        scores = member.ctc_scores(part)
+        total -= torch.nn.functional.ctc_loss(scores.log_probs.transpose(0, 1), tokens.to(scores.log_probs.device),
+                                              scores.lengths, target_lengths, blank=member.config.pad_id,
+                                              reduction="none").double().cpu()
+    return torch.where(holds_blank.any(1), float("-inf"), total / len(members))
+
+
+def rescored_search(models, src: torch.Tensor, lengths: torch.Tensor, limits: list[int], beam_size: int,
+                    min_len: int, length_penalty: float, n_best: int, return_attention: bool,
+                    ctc_weight: float = 0.0) -> list[list[Hypothesis]]:
+    """Models decoding as one by rescoring what they propose: two that write in opposite directions
+    (s2s_fast.models.BothDirections), or one whose beam is rescored with its CTC head. Each proposes the hypotheses
+    its own search finds (beam_size of them, with the length penalty; greedy search its one), every model scores
+    every distinct proposal with a finite score (score_targets), and the proposals rank by the mean of the models'
+    log-probabilities over GNMT's length penalty (the length counting EOS). With ``ctc_weight`` w > 0 that mean is
+    (1 - w) x the decoders' mean + w x the mean of the models' CTC log-likelihoods (their CTC heads, Seq2Seq.ctc_loss;
+    joint CTC-attention decoding as a rescoring of the proposals); an input where CTC can emit none of the proposals
+    (more tokens than its source's frames) ranks them by the decoders' mean alone. Per input, the n_best best with
     finite scores, in reading order, or as generate's searches do one empty hypothesis scoring -inf where none has;
     their attention is the first model's."""
-    encodings = [model.encode(src, lengths) for model in directions]
+    encodings = [model.encode(src, lengths) for model in models]
     proposals: list[dict] = [{} for _ in range(src.shape[0])]  # per input: tokens -> None, in order of proposal
-    for model, encoded in zip(directions, encodings):
+    for model, encoded in zip(models, encodings):
         found = _search(model, encoded, lengths, limits, beam_size, min_len, length_penalty, beam_size, False)
         for row, hypotheses in enumerate(found):
             proposals[row].update(dict.fromkeys(tuple(h.tokens) for h in hypotheses if math.isfinite(h.score)))
@@ -296,15 +323,26 @@ def rescored_search(directions, src: torch.Tensor, lengths: torch.Tensor, limits
     mean, attention = [], None
     if targets:
         index = torch.tensor(rows, device=src.device)
-        forced = [_teacher_forced(model, model.select_encoded(encoded, index), targets, return_attention and n == 0)
-                  for n, (model, encoded) in enumerate(zip(directions, encodings))]
-        mean, attention = ((forced[0][0] + forced[1][0]) / 2).tolist(), forced[0][1]
+        selected = [model.select_encoded(encoded, index) for model, encoded in zip(models, encodings)]
+        forced = [_teacher_forced(model, encoded, targets, return_attention and n == 0)
+                  for n, (model, encoded) in enumerate(zip(models, selected))]
+        decoders = sum(scores for scores, _ in forced) / len(models)
+        attention = forced[0][1]
+        if ctc_weight > 0:
+            ctc = sum(_ctc_log_likelihoods(model, encoded, targets)
+                      for model, encoded in zip(models, selected)).to(decoders.device) / len(models)
+            joint = (1 - ctc_weight) * decoders + ctc_weight * ctc
+            # An input whose every proposal CTC cannot emit keeps the decoders' ranking.
+            emitted = torch.zeros(len(proposals), dtype=torch.long, device=decoders.device)
+            emitted.index_add_(0, index, torch.isfinite(ctc).long())
+            decoders = torch.where(emitted[index] > 0, joint, decoders)
+        mean = decoders.tolist()
     ranked: list[list[Hypothesis]] = [[] for _ in proposals]
     for flat, (row, target) in enumerate(zip(rows, targets)):
         score = mean[flat] / _length_penalty(len(target) + 1, length_penalty)
         if not math.isfinite(score):
             continue
-        weights = [] if attention is None else _reading_order_rows(directions[0].config, attention[flat, :len(target)])
+        weights = [] if attention is None else _reading_order_rows(models[0].config, attention[flat, :len(target)])
         ranked[row].append(Hypothesis(target, score, _source_attention(list(weights), int(lengths[row]))))
     empty = [Hypothesis([], float("-inf"), torch.zeros(0, int(length))) for length in lengths.tolist()]
     return [sorted(hypotheses, key=lambda h: -h.score)[:n_best] or [empty[row]]
@@ -313,7 +351,7 @@ def rescored_search(directions, src: torch.Tensor, lengths: torch.Tensor, limits
 
 def check_options(model, beam_size: int = 1, max_len: int | None = None, max_len_ratio: float | None = None,
                   min_len: int = 0, length_penalty: float = 0.0, n_best: int = 1,
-                  return_attention: bool = False) -> None:
+                  return_attention: bool = False, ctc_weight: float = 0.0) -> None:
     """Refuse ``generate``'s options that are out of range or would change nothing, whatever the inputs (translate
     asks before its batches: with no input it accepted any)."""
     for name, value, low in (("beam_size", beam_size, 1), ("n_best", n_best, 1), ("min_len", min_len, 0)):
@@ -335,6 +373,22 @@ def check_options(model, beam_size: int = 1, max_len: int | None = None, max_len
     if length_penalty and beam_size == 1:
         raise ValueError(f"generate: length_penalty ({length_penalty!r}) ranks a beam's finished hypotheses; greedy "
                          "search (beam_size 1) has one, so it would change nothing: use beam_size > 1, or leave it 0")
+    if (not isinstance(ctc_weight, (int, float)) or isinstance(ctc_weight, bool)
+            or not 0.0 <= ctc_weight < 1.0):  # NaN fails it too
+        raise ValueError(f"generate: ctc_weight must be a number in [0, 1), got {ctc_weight!r}")
+    if ctc_weight:
+        directions = getattr(model, "directions", None)
+        if beam_size == 1 and directions is None:
+            raise ValueError(f"generate: ctc_weight ({ctc_weight!r}) rescores the hypotheses a search proposes; "
+                             "greedy search of one model proposes one, so it would change nothing: use beam_size > "
+                             "1, or leave it 0")
+        for part in directions or [model]:
+            headless = [index for index, member in enumerate(getattr(part, "members", [part]))
+                        if member.ctc_head is None]
+            if headless:
+                raise ValueError(f"generate: ctc_weight ({ctc_weight!r}) scores hypotheses with the models' CTC "
+                                 f"heads, and {'a model' if len(headless) == 1 else 'models'} here "
+                                 "has none (trained with ctc_weight 0): leave it 0")
     if return_attention and model.attention is None:
         raise ValueError("generate: return_attention needs a model with attention (this one has attention='none')")
 
@@ -352,7 +406,7 @@ def _check_devices(model, src) -> None:
 
 def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = None,
              max_len_ratio: float | None = None, min_len: int = 0, length_penalty: float = 0.0, n_best: int = 1,
-             return_attention: bool = False):
+             return_attention: bool = False, ctc_weight: float = 0.0):
     """Decode a batch of source sentences.
 
     Args:
@@ -366,6 +420,9 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
         length_penalty: GNMT's alpha (0 ranks by log-probability alone); beam search only.
         n_best: how many hypotheses to return per input (at most beam_size).
         return_attention: also return the attention of each input's best hypothesis.
+        ctc_weight: w > 0 ranks the hypotheses the search proposes (each direction's, for a BothDirections pair) by
+            (1 - w) x the decoders' log-probability + w x the CTC heads' (rescored_search), for models trained with a
+            CTC head (Seq2SeqConfig.ctc_weight); beam search, or a BothDirections pair.
 
     Returns:
         Per input, the best hypothesis as a list of token ids without BOS and EOS, in reading order (a model with
@@ -376,7 +433,8 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
         attentions[i] is a float tensor [len(tokens), source length of input i].
     """
     check_options(model, beam_size=beam_size, max_len=max_len, max_len_ratio=max_len_ratio, min_len=min_len,
-                  length_penalty=length_penalty, n_best=n_best, return_attention=return_attention)
+                  length_penalty=length_penalty, n_best=n_best, return_attention=return_attention,
+                  ctc_weight=ctc_weight)
     with _evaluating(model):
         lengths = model.check_source(src, src_lengths)
         _check_devices(model, src)
@@ -384,9 +442,9 @@ def generate(model, src, src_lengths, beam_size: int = 1, max_len: int | None = 
         if src.shape[0] == 0:
             return ([], []) if return_attention else []
         with torch.no_grad():
-            if getattr(model, "directions", None) is not None:  # s2s_fast.models.BothDirections
-                best = rescored_search(model.directions, src, lengths, limits, beam_size, min_len,
-                                       float(length_penalty), n_best, return_attention)
+            if getattr(model, "directions", None) is not None or ctc_weight:  # BothDirections, or CTC's rescoring
+                best = rescored_search(getattr(model, "directions", None) or [model], src, lengths, limits, beam_size,
+                                       min_len, float(length_penalty), n_best, return_attention, float(ctc_weight))
             else:
                 best = _search(model, model.encode(src, lengths), lengths, limits, beam_size, min_len,
                                float(length_penalty), n_best, return_attention)

@@ -31,10 +31,10 @@ def evenly_spaced(items: Sequence, limit: int | None) -> list:
 
 
 def score_items(model: Seq2Seq | Ensemble | BothDirections, task: Task, items: Sequence[EvalItem], beam_size: int = 1,
-                length_penalty: float = 0.0, batch_tokens: int = 6000) -> tuple[dict, list]:
+                length_penalty: float = 0.0, batch_tokens: int = 6000, ctc_weight: float = 0.0) -> tuple[dict, list]:
     """(the task's metrics, best hypotheses' ids) for evaluation items."""
     hypotheses, _ = translate(model, [item.src_ids for item in items], beam_size=beam_size,
-                              length_penalty=length_penalty, batch_tokens=batch_tokens)
+                              length_penalty=length_penalty, batch_tokens=batch_tokens, ctc_weight=ctc_weight)
     return task.score(hypotheses, items), hypotheses
 
 
@@ -52,14 +52,15 @@ def _output_directory(folder: Path) -> Path:
 
 def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int = 5, length_penalty: float = 0.0,
                  max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu",
-                 average: int = 1, matmul_precision: str | None = None, backend: str | None = None) -> dict:
+                 average: int = 1, matmul_precision: str | None = None, backend: str | None = None,
+                 ctc_weight: float = 0.0) -> dict:
     """Score a trained model on a split of its task; writes the hypotheses and a JSON report under
     ``<run>/evaluations/`` (next to the checkpoints) and returns the report. ``path`` may name several runs of the
     same task and data: they are scored as one ensemble (s2s_fast.models.Ensemble, or BothDirections for runs of
     both writing directions), the files written under the first run and named after every member. With ``average``
     above 1 each run's model is the mean of its last ``average`` checkpoints up to the one ``checkpoint`` names
     (s2s_fast.checkpoint.open_averaged); the report lists them under "averaged" and the files' names end in
-    ``-avgN``; a length penalty adds ``-lpA``, a sample of ``max_examples`` out of more ``-nN``, a float32 matmul
+    ``-avgN``; a length penalty adds ``-lpA``, a CTC weight in decoding (s2s_fast.decoding.generate) ``-ctcW``, a sample of ``max_examples`` out of more ``-nN``, a float32 matmul
     precision other than "highest" (``matmul_precision``, which holds while the split is decoded, or the process's
     own) ``-mpP``, a ``backend`` (which replaces the runs' own, s2s_fast.checkpoint.load_checkpoint) ``-beB``, so
     that no evaluation overwrites another's files. The folder the files go in is made, and checked writable, before
@@ -72,11 +73,12 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
         every_item = task.evaluation_items(split)
         items = evenly_spaced(every_item, max_examples)
         precision, note = matmul_precision_record(torch.device(device))
-        metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens)
+        metrics, hypotheses = score_items(model, task, items, beam_size, length_penalty, batch_tokens, ctc_weight)
     ensemble = len(checkpoint_dirs) > 1
     report = {"checkpoint": [str(c) for c in checkpoint_dirs] if ensemble else str(checkpoint_dirs[0]),
               "task": task.name, "split": split, "examples": len(items),
-              "beam_size": beam_size, "length_penalty": length_penalty, "max_examples": max_examples,
+              "beam_size": beam_size, "length_penalty": length_penalty, "ctc_weight": ctc_weight,
+              "max_examples": max_examples,
               "device": str(device), "seconds": round(time.perf_counter() - started, 2), "metrics": metrics,
               "summary": task.format_metrics(metrics), "average": average, "matmul_precision": precision}
     if ensemble:  # how the runs decode as one: step-wise (Ensemble), or each direction proposing (BothDirections)
@@ -102,6 +104,9 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
     if length_penalty:
         penalty = f"{length_penalty:g}"  # 6 digits, and every digit where those would name two penalties alike
         stem += f"-lp{penalty if float(penalty) == length_penalty else repr(float(length_penalty))}"
+    if ctc_weight:
+        weight = f"{ctc_weight:g}"
+        stem += f"-ctc{weight if float(weight) == ctc_weight else repr(float(ctc_weight))}"
     if len(items) < len(every_item):
         stem += f"-n{len(items)}"
     if precision != "highest":
