@@ -307,11 +307,12 @@ def rescored_search(models, src: torch.Tensor, lengths: torch.Tensor, limits: li
     its own search finds (beam_size of them, with the length penalty; greedy search its one), every model scores
     every distinct proposal with a finite score (score_targets), and the proposals rank by the mean of the models'
     log-probabilities over GNMT's length penalty (the length counting EOS). With ``ctc_weight`` w > 0 that mean is
-    (1 - w) x the decoders' mean + w x the mean of the models' CTC log-likelihoods (their CTC heads, Seq2Seq.ctc_loss;
-    joint CTC-attention decoding as a rescoring of the proposals); an input where CTC can emit none of the proposals
-    (more tokens than its source's frames) ranks them by the decoders' mean alone. Per input, the n_best best with
-    finite scores, in reading order, or as generate's searches do one empty hypothesis scoring -inf where none has;
-    their attention is the first model's."""
+    (1 - w) x the decoders' mean + w x the mean of the models' CTC log-likelihoods (their CTC heads,
+    Seq2Seq.ctc_loss; joint CTC-attention decoding as a rescoring of the proposals). A proposal CTC cannot emit
+    (more tokens, a repeated one counted twice, than its source's frames; or one holding the pad id, CTC's blank)
+    scores -inf, and an input none of whose proposals scores a finite joint score ranks them by the decoders' mean
+    alone. Per input, the n_best best with finite scores, in reading order, or as generate's searches do one empty
+    hypothesis scoring -inf where none has; their attention is the first model's."""
     encodings = [model.encode(src, lengths) for model in models]
     proposals: list[dict] = [{} for _ in range(src.shape[0])]  # per input: tokens -> None, in order of proposal
     for model, encoded in zip(models, encodings):
@@ -332,10 +333,11 @@ def rescored_search(models, src: torch.Tensor, lengths: torch.Tensor, limits: li
             ctc = sum(_ctc_log_likelihoods(model, encoded, targets)
                       for model, encoded in zip(models, selected)).to(decoders.device) / len(models)
             joint = (1 - ctc_weight) * decoders + ctc_weight * ctc
-            # An input whose every proposal CTC cannot emit keeps the decoders' ranking.
-            emitted = torch.zeros(len(proposals), dtype=torch.long, device=decoders.device)
-            emitted.index_add_(0, index, torch.isfinite(ctc).long())
-            decoders = torch.where(emitted[index] > 0, joint, decoders)
+            # An input none of whose proposals has a finite joint score (CTC can emit none) keeps the decoders'
+            # ranking.
+            finite = torch.zeros(len(proposals), dtype=torch.long, device=decoders.device)
+            finite.index_add_(0, index, torch.isfinite(joint).long())
+            decoders = torch.where(finite[index] > 0, joint, decoders)
         mean = decoders.tolist()
     ranked: list[list[Hypothesis]] = [[] for _ in proposals]
     for flat, (row, target) in enumerate(zip(rows, targets)):
@@ -387,8 +389,8 @@ def check_options(model, beam_size: int = 1, max_len: int | None = None, max_len
                         if member.ctc_head is None]
             if headless:
                 raise ValueError(f"generate: ctc_weight ({ctc_weight!r}) scores hypotheses with the models' CTC "
-                                 f"heads, and {'a model' if len(headless) == 1 else 'models'} here "
-                                 "has none (trained with ctc_weight 0): leave it 0")
+                                 f"heads, and {'a model here has' if len(headless) == 1 else 'models here have'} "
+                                 "none (trained with ctc_weight 0): leave it 0")
     if return_attention and model.attention is None:
         raise ValueError("generate: return_attention needs a model with attention (this one has attention='none')")
 

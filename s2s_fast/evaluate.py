@@ -60,11 +60,11 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
     both writing directions), the files written under the first run and named after every member. With ``average``
     above 1 each run's model is the mean of its last ``average`` checkpoints up to the one ``checkpoint`` names
     (s2s_fast.checkpoint.open_averaged); the report lists them under "averaged" and the files' names end in
-    ``-avgN``; a length penalty adds ``-lpA``, a CTC weight in decoding (s2s_fast.decoding.generate) ``-ctcW``, a sample of ``max_examples`` out of more ``-nN``, a float32 matmul
-    precision other than "highest" (``matmul_precision``, which holds while the split is decoded, or the process's
-    own) ``-mpP``, a ``backend`` (which replaces the runs' own, s2s_fast.checkpoint.load_checkpoint) ``-beB``, so
-    that no evaluation overwrites another's files. The folder the files go in is made, and checked writable, before
-    the split is decoded."""
+    ``-avgN``; a length penalty adds ``-lpA``, a CTC weight in decoding (s2s_fast.decoding.generate) ``-ctcW``, a
+    sample of ``max_examples`` out of more ``-nN``, a float32 matmul precision other than "highest"
+    (``matmul_precision``, which holds while the split is decoded, or the process's own) ``-mpP``, a ``backend``
+    (which replaces the runs' own, s2s_fast.checkpoint.load_checkpoint) ``-beB``, so that no evaluation overwrites
+    another's files. The folder the files go in is made, and checked writable, before the split is decoded."""
     started = time.perf_counter()
     with float32_matmul_precision(matmul_precision):  # a bad word refused before the models are read
         checkpoint_dirs, model, task, members = open_models(path, checkpoint, device, same_data=True,

@@ -499,6 +499,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = float(loss.detach())
+        ctc_value = None if ctc_loss is None else float(ctc_loss.detach())  # read with the loss: one host sync
         # Every process learns whether any loss was not finite and whether any process was asked to stop.
         diverged, self.stop_signal = self.distributed.max_of([int(not math.isfinite(value)),
                                                                self.stop_requests.signal], self.device)
@@ -522,7 +523,7 @@ class Trainer:
         self.scheduler.step()
         progress.step += 1
         progress.epoch_step += 1
-        return value, (None if ctc_loss is None else float(ctc_loss.detach()))
+        return value, ctc_value
 
     def _stop_diverged(self, step: int, what: str) -> None:
         """Raise NonFiniteLoss, after a line in the log, leaving the checkpoints as they are."""

@@ -14,6 +14,7 @@ from test_ensemble import _ensemble_score, _model
 from test_toolkit_cli import TINY_TOY, _lines, _one_line, _run, _tiny_run
 
 from s2s_fast.data import PAD_ID
+from s2s_fast.decoding import _ctc_log_likelihoods
 from s2s_fast.models import BothDirections, Ensemble
 
 
@@ -37,13 +38,13 @@ def test_ctc_rescores_the_beams_proposals_by_the_weighted_sum(alpha):
     batch = _batch(count=12, seed=3)
     options = dict(beam_size=3, n_best=3, max_len=6, length_penalty=alpha)
     proposed = model.generate(batch.src, batch.src_lengths, **options)
-    found = model.generate(batch.src, batch.src_lengths, ctc_weight=0.5, **options)
+    found = model.generate(batch.src, batch.src_lengths, ctc_weight=0.3, **options)
     differs, rescored = False, 0
     for row, hypotheses in enumerate(found):
         src, length = batch.src[row], int(batch.src_lengths[row])
 
         def joint(tokens):
-            total = 0.5 * _log_prob(model, src, length, tokens) + 0.5 * _ctc_log_likelihood(model, src, length, tokens)
+            total = 0.7 * _log_prob(model, src, length, tokens) + 0.3 * _ctc_log_likelihood(model, src, length, tokens)
             return total / _penalty(len(tokens) + 1, alpha)
 
         emitted = [tuple(tokens) for tokens, _ in proposed[row]
@@ -155,3 +156,17 @@ def test_evaluate_and_decode_take_a_ctc_weight_and_name_it(tmp_path, capsys):
     _one_line(*_run(capsys, "evaluate", headless, "--split", "dev", "--beam-size", 2, "--device", "cpu",
                     "--ctc-weight", 0.5)[::2], r"has none \(trained with ctc_weight 0\)")
     assert not (headless / "evaluations").exists() or not list((headless / "evaluations").iterdir())
+
+
+def test_ctc_log_likelihoods_score_each_target_and_never_one_holding_the_blank():
+    """A target holding the pad id (CTC's blank, which a decoder may still emit) scores -inf; an empty one, all
+    blanks; the others as CTC row by row."""
+    model = _model(seed=2, ctc_weight=0.3)
+    src, lengths = torch.tensor([[4, 5, 3], [3, 4, 5], [5, 3, 0]]), torch.tensor([3, 3, 2])
+    targets = [[3, 4], [3, PAD_ID, 4], []]
+    with torch.no_grad():
+        found = _ctc_log_likelihoods(model, model.encode(src, lengths), targets)
+    assert found[1] == float("-inf")
+    for row in (0, 2):
+        expected = _ctc_log_likelihood(model, src[row], int(lengths[row]), targets[row])
+        assert math.isfinite(expected) and math.isclose(float(found[row]), expected, rel_tol=1e-9)

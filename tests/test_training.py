@@ -567,7 +567,8 @@ def test_a_ctc_head_trains_beside_the_decoder_with_the_weighted_loss(tmp_path, m
         assert event["ctc_loss"] == pytest.approx(ctc, rel=1e-5)
         assert event["decoder_loss"] == pytest.approx(decoder, rel=1e-5)
     line = next(line for line in (run / "train.log").read_text().splitlines() if line.startswith("step 6 "))
-    assert f"loss {logged[-1]['loss']:.4f} (decoder {seen['decoder'][-1]:.4f}, ctc {seen['ctc'][-1]:.4f})" in line
+    last = logged[-1]
+    assert f"loss {last['loss']:.4f} (decoder {last['decoder_loss']:.4f}, ctc {last['ctc_loss']:.4f})" in line
     assert len(_events(run, "dev")) == 2
     model, _, _ = ckpt.load_checkpoint(ckpt.find_checkpoint(run, "last"))
     assert model.config.ctc_weight == 0.3

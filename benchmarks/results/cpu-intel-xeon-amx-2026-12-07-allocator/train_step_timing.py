@@ -15,7 +15,8 @@ dist, dev = setup_distributed(torch.device("cpu"))
 tr = Trainer(cfg, None, dev, dist, lambda *a: None)
 batches = tr._epoch_batches()
 def step(i):
-    return tr._train_step(collate([tr.pairs[j] for j in batches[i]], PAD_ID, BOS_ID, EOS_ID))
+    # [0]: _train_step returns (loss, CTC's part) since 2026-12-07 (this script ran before, when it returned the loss)
+    return tr._train_step(collate([tr.pairs[j] for j in batches[i]], PAD_ID, BOS_ID, EOS_ID))[0]
 for i in range(20): step(i)
 t = time.perf_counter()
 import os
