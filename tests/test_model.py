@@ -51,21 +51,24 @@ def test_teacher_forcing_equals_step_decoding(cell, attention, input_feeding, bi
                          list(itertools.product(["lstm", "gru"], ATTENTIONS, [True, False], [1, 2])))
 def test_every_configuration_trains_and_decodes_under_cpu_autocast(cell, attention, input_feeding, decoder_layers):
     """Under torch.autocast("cpu") the bridge's and projections' products come out bfloat16 while the cells and the
-    GRU layer keep float32, as torch's do: the decoder's step inputs meet in one dtype (a mix was refused)."""
+    GRU layer keep float32, as torch's do: the decoder's step inputs meet in one dtype (a mix was refused). A CTC
+    head trains and rescores beside every decoder."""
     torch.manual_seed(0)
     model = Seq2Seq(Seq2SeqConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_dim=6, hidden_size=8,
                                   cell=cell, attention=attention, input_feeding=input_feeding,
-                                  decoder_layers=decoder_layers))
+                                  decoder_layers=decoder_layers, ctc_weight=0.3))
     batch = _batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = sequence_loss(model(batch.src, batch.src_lengths, batch.tgt_in).float(), batch.tgt_out, PAD_ID)
+        logits, ctc = model(batch.src, batch.src_lengths, batch.tgt_in, ctc=True)
+        loss = sequence_loss(logits.float(), batch.tgt_out, PAD_ID) + model.ctc_loss(ctc, batch.tgt_out)
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         greedy = model.generate(batch.src, batch.src_lengths, max_len=5)
         beam = model.generate(batch.src, batch.src_lengths, beam_size=2, max_len=5)
-    assert len(greedy) == len(beam) == batch.src.shape[0]
+        rescored = model.generate(batch.src, batch.src_lengths, beam_size=2, max_len=5, ctc_weight=0.3)
+    assert len(greedy) == len(beam) == len(rescored) == batch.src.shape[0]
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong-general", "luong-dot"])
