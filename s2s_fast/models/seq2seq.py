@@ -280,9 +280,9 @@ class Seq2Seq(Decodes, nn.Module):
         """CTC's negative log-likelihood of each target under ``scores`` (ctc_scores), summed over the batch and
         divided by its targets' tokens (EOS not among them, which CTC does not emit; sequence_loss's mean counts
         it); ``tgt_out`` is the decoder's: [B, T], each row the target in writing order followed by EOS, then
-        padding. CTC reads each target in reading order, blank the
-        pad id. A target that no path of its row's frames can emit (more tokens, repeats counted twice, than the
-        frames) adds 0 and no gradient (torch's zero_infinity)."""
+        padding. CTC reads each target in reading order, the pad id its blank. A target that no path of its row's
+        frames can emit (more tokens, repeats counted twice, than the frames) adds 0 and no gradient (torch's
+        zero_infinity)."""
         c = self.config
         if not F.integer_dtype(tgt_out.dtype) or tgt_out.dim() != 2 or tgt_out.shape[0] != scores.lengths.shape[0]:
             raise ValueError(f"Seq2Seq.ctc_loss: tgt_out must be integer token ids [B, T] with B = "
