@@ -50,6 +50,12 @@ def _output_directory(folder: Path) -> Path:
     return folder
 
 
+def _exact_name(value: float) -> str:
+    """A setting's value in a file name: 6 digits, and every digit where those would name two values alike."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int = 5, length_penalty: float = 0.0,
                  max_examples: int | None = None, batch_tokens: int = 6000, device: str = "cpu",
                  average: int = 1, matmul_precision: str | None = None, backend: str | None = None,
@@ -102,11 +108,9 @@ def evaluate_run(path, split: str, checkpoint: str | None = None, beam_size: int
     # Every setting that changes the scores is in the name, so that no evaluation overwrites another's files.
     stem += f"-avg{average}-beam{beam_size}" if average > 1 else f"-beam{beam_size}"
     if length_penalty:
-        penalty = f"{length_penalty:g}"  # 6 digits, and every digit where those would name two penalties alike
-        stem += f"-lp{penalty if float(penalty) == length_penalty else repr(float(length_penalty))}"
+        stem += f"-lp{_exact_name(length_penalty)}"
     if ctc_weight:
-        weight = f"{ctc_weight:g}"
-        stem += f"-ctc{weight if float(weight) == ctc_weight else repr(float(ctc_weight))}"
+        stem += f"-ctc{_exact_name(ctc_weight)}"
     if len(items) < len(every_item):
         stem += f"-n{len(items)}"
     if precision != "highest":
