@@ -23,7 +23,8 @@ from s2s_fast import backends
 from s2s_fast import cpu as cpu_backend
 from s2s_fast import functional as F
 from s2s_fast.cpu import compiled
-from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference, dropout_kept
+from s2s_fast.testing import compare_low_precision_with_reference, compare_with_reference, dropout_kept, \
+    forward_backward
 
 _CPU_VENDOR = backends.cpu_vendor  # taken at import, before conftest pins it for each test
 
@@ -794,6 +795,50 @@ def test_layers_match_the_reference_with_either_products_library(products, op, r
         torch.backends.mkldnn.enabled = enabled
 
 
+# The weights a forward+backward call packs when its per-step products go through oneDNN in float32: a layer's
+# recurrent weight forward and backward; a decoder's recurrent (the GRU's feed and hidden) weights, query and combine
+# weights, forward and backward.
+_PACKED_PER_CALL = {"lstm_layer": 2, "gru_layer": 2, "lstm_attention_decoder": 6, "gru_attention_decoder": 8}
+
+
+@built
+@pytest.mark.parametrize("op", sorted(_PACKED_PER_CALL))
+def test_float32_per_step_products_through_onednn_read_each_weight_packed_once(products, op):
+    """Through oneDNN in float32, the per-step products of a layer and a decoder read each weight they repeat packed
+    once per call (mkldnn::_reorder_linear_weight) where a step has cpu_packed_float32_from_rows rows or more (2 by
+    default), else the plain weight, which oneDNN reads faster at one row; never through ATen. Forward and every
+    gradient match the reference either way. The threshold is checked, and moved it moves the route."""
+    from_rows = torch.ops.s2s_fast.cpu_packed_float32_from_rows()
+    assert from_rows == 2
+    with pytest.raises(RuntimeError, match="rows must be >= 0"):
+        torch.ops.s2s_fast.cpu_packed_float32_from_rows(-1)
+
+    def packs(args):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+            forward_backward(functools.partial(getattr(F, op), backend="cpu"), args)
+        names = [event.name for event in trace.events()]
+        assert ("mkldnn::_linear_pointwise" in names) == (products == "onednn")
+        return names.count("mkldnn::_reorder_linear_weight")
+
+    onednn = products == "onednn"
+    try:
+        for rows in (None, 1):
+            args = _bf16_args(op)
+            if rows:  # the first row of every per-row argument (dim 1 of the time-major ones)
+                shared = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "query_weight", "v", "combine_weight")
+                args = {name: value if not isinstance(value, torch.Tensor) or name in shared else
+                        value[:, :rows] if name in ("input", "dropout_mask") else value[:rows]
+                        for name, value in args.items()}
+            compare_with_reference(functools.partial(getattr(F, op), backend="cpu"),
+                                   functools.partial(getattr(F, op), backend="reference"), args)
+            assert packs(args) == (_PACKED_PER_CALL[op] if onednn and rows is None else 0), rows
+            torch.ops.s2s_fast.cpu_packed_float32_from_rows(1 if rows else 1000)  # every row count, then none
+            assert packs(args) == (_PACKED_PER_CALL[op] if onednn and rows else 0), rows
+            torch.ops.s2s_fast.cpu_packed_float32_from_rows(from_rows)
+    finally:
+        torch.ops.s2s_fast.cpu_packed_float32_from_rows(from_rows)
+
+
 @built
 def test_products_under_the_work_threshold_stay_with_aten():
     """oneDNN's linear costs more per call than MKL's GEMM: products under cpu_onednn_from_work multiply-adds go to
@@ -841,7 +886,7 @@ def test_products_choice_is_checked_and_defaults_by_cpu_vendor():
 def _bf16_errors(op, args):
     """(error of the cpu op with its products in bfloat16, error of the reference run in bfloat16, error of the cpu op
     in float32), each against the float64 reference on the same float32 inputs, per output and input gradient."""
-    from s2s_fast.testing import forward_backward, relative_error
+    from s2s_fast.testing import relative_error
 
     def cast(to):
         return {k: v.to(to) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in args.items()}
@@ -911,8 +956,6 @@ def test_products_in_bfloat16_are_as_accurate_as_bfloat16_allows(bf16_products, 
     args = _bf16_args(op)
     names, errors = _bf16_errors(getattr(F, op), args)
     # Every product the cpu op ran, forward and backward (the weight gradients' too), took bfloat16 operands.
-    from s2s_fast.testing import forward_backward
-
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as trace:
         forward_backward(functools.partial(getattr(F, op), backend="cpu"), args)
     products = [event for event in trace.events()

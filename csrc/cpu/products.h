@@ -69,6 +69,18 @@ inline std::atomic<int64_t>& onednn_from_work() {
     return work;
 }
 
+// From how many rows a float32 product through oneDNN whose weight many products read (a layer's or a decoder's
+// per-step products: Product's `repeated`) takes that weight packed once (pack_weight) instead of reordered at each
+// call. Measured 2026-12-07 on a 2-core AMD EPYC with AVX2 only (Zen 3), oneDNN's linear called from Python, mostly one
+// thread, N x K = 1024 x 256 to 4096 x 1024 (benchmarks/results/cpu-amd-epyc-zen3-2026-12-07/products/): packed
+// 0.42-0.90x the plain weight's time at 2-8 rows, 0.86-1.01x at 37-128 rows, but 1.03-1.72x at one row, where
+// oneDNN reads a plain weight faster. s2s_fast::cpu_packed_float32_from_rows reads and sets it (a side-by-side timing
+// within one process sets it past any batch to leave every weight plain).
+inline std::atomic<int64_t>& packed_float32_from_rows() {
+    static std::atomic<int64_t> rows{2};
+    return rows;
+}
+
 // Float32 products in bfloat16: both operands rounded to bfloat16, the products summed in float32 inside oneDNN, the
 // result rounded to bfloat16 and widened back to float32 (a bias added in float32 after). torch's own switch for
 // float32 products on oneDNN asks for this: torch.set_float32_matmul_precision("medium") or
@@ -223,7 +235,7 @@ inline Route product_route(at::ScalarType dtype, int64_t rows, int64_t weight_el
 }
 
 // x [M, K] @ weight^T (+ bias) through oneDNN's linear: x and weight [N, K] each row- or column-major, or the weight
-// packed (pack_bf16_weight).
+// packed (pack_weight).
 inline Tensor onednn_linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias) {
     static const c10::OperatorHandle op =
         c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
@@ -234,10 +246,10 @@ inline Tensor onednn_linear(const Tensor& x, const Tensor& weight, const std::op
     return stack[0].toTensor();
 }
 
-// A bfloat16 weight [N, K] (contiguous) reordered once into oneDNN's blocked layout for its linear
+// A bfloat16 or float32 weight [N, K] (contiguous) reordered once into oneDNN's blocked layout for its linear
 // (mkldnn::_reorder_linear_weight, an opaque mkldnn tensor), so that its products skip the reorder each call does with
-// a plain weight (bf16_from_work); the weight as it is where torch lacks that op.
-inline Tensor pack_bf16_weight(const Tensor& weight) {
+// a plain weight (bf16_from_work, packed_float32_from_rows); the weight as it is where torch lacks that op.
+inline Tensor pack_weight(const Tensor& weight) {
     static const std::optional<c10::OperatorHandle> reorder =
         c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""});
     if (!reorder) return weight;
@@ -446,7 +458,8 @@ class LeftRows {
 // row 0.08 against 0.07 ms, where copying the 2048 x 768 operand cost 0.62 ms), so a product used once takes it as
 // it is; a right operand read by many products (`repeated`: the per-step products of a layer) is made contiguous
 // once. That operand, and in bfloat16 (bf16_products) its rounding, are made at the first product that takes its
-// route (so that calls whose products all take another never pay for it), a repeated bfloat16 one packed then. Each
+// route (so that calls whose products all take another never pay for it), a repeated one packed then (in float32 for
+// products of packed_float32_from_rows rows or more, beside the plain one the fewer rows read). Each
 // product takes its route by its size (product_route): bfloat16, else float32 through oneDNN or ATen. Empty operands
 // go to ATen (oneDNN's linear refuses them). The left operand is a tensor, rounded at each bfloat16 product, or rows
 // [begin, begin + count) of a LeftRows, rounded once. A Product made `across_calls` (an inference call's) takes its
@@ -495,7 +508,7 @@ class Product {
                 return bias ? result.add_(*bias) : result;
             }
             case Route::onednn:
-                return onednn_linear(x, float32_weight(), bias);
+                return onednn_linear(x, float32_weight(x.size(0)), bias);
             default:
                 return bias ? at::addmm(*bias, x, right_) : at::mm(x, right_);
         }
@@ -509,7 +522,7 @@ class Product {
                 if (bias) result.add_(*bias);
                 break;
             case Route::onednn:
-                result.copy_(onednn_linear(x, float32_weight(), bias));
+                result.copy_(onednn_linear(x, float32_weight(x.size(0)), bias));
                 break;
             default:
                 if (bias) {
@@ -520,11 +533,13 @@ class Product {
         }
     }
 
-    // right^T, oneDNN's linear weight in float32, made at the first product that goes there: contiguous when
-    // `repeated`.
-    const Tensor& float32_weight() const {
+    // right^T, oneDNN's linear weight in float32 for a product of `rows` rows, made at the first product that needs
+    // it: when `repeated`, contiguous, and packed for products of packed_float32_from_rows rows or more.
+    const Tensor& float32_weight(int64_t rows) const {
         if (!float32_weight_.defined()) float32_weight_ = repeated_ ? right_.t().contiguous() : right_.t();
-        return float32_weight_;
+        if (!repeated_ || rows < packed_float32_from_rows().load()) return float32_weight_;
+        if (!packed_float32_weight_.defined()) packed_float32_weight_ = pack_weight(float32_weight_);
+        return packed_float32_weight_;
     }
 
     // right^T in bfloat16, oneDNN's linear weight, made at the first product that runs in bfloat16: rounded in its own
@@ -532,7 +547,7 @@ class Product {
     // across calls, contiguous and packed.
     const Tensor& bf16_weight() const {
         if (!bf16_weight_.defined()) {
-            auto packed = [&] { return pack_bf16_weight(right_.to(at::kBFloat16).t().contiguous()); };
+            auto packed = [&] { return pack_weight(right_.to(at::kBFloat16).t().contiguous()); };
             if (across_calls_) {
                 bf16_weight_ = KeptWeights::instance().get(right_, *key_, packed);
             } else {
@@ -555,6 +570,7 @@ class Product {
     bool packed_;  // its bfloat16 weight packed: repeated, or kept across calls and met before
     mutable Tensor bf16_weight_;
     mutable Tensor float32_weight_;
+    mutable Tensor packed_float32_weight_;
 };
 
 // A weight's gradient grad^T @ x ([N, K]) over M rows: grad [M, N] and x [M, K], each row-major. ATen's GEMM reads a
@@ -613,6 +629,15 @@ inline int64_t onednn_from_work_op(std::optional<int64_t> work) {
         onednn_from_work().store(*work);
     }
     return onednn_from_work().load();
+}
+
+// s2s_fast::cpu_packed_float32_from_rows(int? rows) -> int: packed_float32_from_rows, after setting it when given.
+inline int64_t packed_float32_from_rows_op(std::optional<int64_t> rows) {
+    if (rows) {
+        TORCH_CHECK(*rows >= 0, "cpu_packed_float32_from_rows: rows must be >= 0, got ", *rows);
+        packed_float32_from_rows().store(*rows);
+    }
+    return packed_float32_from_rows().load();
 }
 
 // s2s_fast::cpu_bf16_from_work(int? work) -> int: bf16_from_work, after setting it when given.
