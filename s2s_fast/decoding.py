@@ -283,10 +283,10 @@ def _ctc_log_likelihoods(model, encoded, targets: list[list[int]]) -> torch.Tens
     members = getattr(model, "members", [model])
     parts = getattr(encoded, "members", [encoded])
     blank = model.config.pad_id
-    width = max(1, max(len(target) for target in targets))  # torch's CTC takes no targets of width 0
-    tokens = torch.full((len(targets), width), blank, dtype=torch.long)
-    for row, target in enumerate(targets):
-        tokens[row, :len(target)] = torch.tensor(target, dtype=torch.long)
+    tokens = pad(targets, blank)
+    if tokens.shape[1] == 0:  # torch's CTC takes no targets of width 0
+        tokens = torch.full((len(targets), 1), blank, dtype=torch.long)
+    width = tokens.shape[1]
     target_lengths = torch.tensor([len(target) for target in targets])
     holds_blank = (tokens == blank) & (torch.arange(width) < target_lengths.unsqueeze(1))
     tokens = torch.where(holds_blank, model.config.eos_id, tokens)  # scored, then set to -inf below
@@ -351,6 +351,11 @@ def rescored_search(models, src: torch.Tensor, lengths: torch.Tensor, limits: li
             for row, hypotheses in enumerate(ranked)]
 
 
+def _is_number(value) -> bool:
+    """Whether ``value`` is an int or a float (a bool is neither here): check_options' number settings."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_options(model, beam_size: int = 1, max_len: int | None = None, max_len_ratio: float | None = None,
                   min_len: int = 0, length_penalty: float = 0.0, n_best: int = 1,
                   return_attention: bool = False, ctc_weight: float = 0.0) -> None:
@@ -365,18 +370,15 @@ def check_options(model, beam_size: int = 1, max_len: int | None = None, max_len
         raise ValueError(f"generate: max_len must be a positive integer or None, got {max_len!r}")
     if max_len is not None and min_len > max_len:
         raise ValueError(f"generate: min_len ({min_len}) exceeds max_len ({max_len}): no output can have both")
-    if max_len_ratio is not None and not (isinstance(max_len_ratio, (int, float))
-                                          and not isinstance(max_len_ratio, bool) and 0 < max_len_ratio < math.inf):
+    if max_len_ratio is not None and not (_is_number(max_len_ratio) and 0 < max_len_ratio < math.inf):
         raise ValueError(f"generate: max_len_ratio must be a positive finite number or None, got {max_len_ratio!r}")
-    if (not isinstance(length_penalty, (int, float)) or isinstance(length_penalty, bool)
-            or not -MAX_LENGTH_PENALTY <= length_penalty <= MAX_LENGTH_PENALTY):  # NaN fails it too
+    if not (_is_number(length_penalty) and -MAX_LENGTH_PENALTY <= length_penalty <= MAX_LENGTH_PENALTY):  # not NaN
         raise ValueError(f"generate: length_penalty must be a number in [-{MAX_LENGTH_PENALTY}, "
                          f"{MAX_LENGTH_PENALTY}] (GNMT's alpha; 0.6-1 are usual), got {length_penalty!r}")
     if length_penalty and beam_size == 1:
         raise ValueError(f"generate: length_penalty ({length_penalty!r}) ranks a beam's finished hypotheses; greedy "
                          "search (beam_size 1) has one, so it would change nothing: use beam_size > 1, or leave it 0")
-    if (not isinstance(ctc_weight, (int, float)) or isinstance(ctc_weight, bool)
-            or not 0.0 <= ctc_weight < 1.0):  # NaN fails it too
+    if not (_is_number(ctc_weight) and 0.0 <= ctc_weight < 1.0):  # NaN fails it too
         raise ValueError(f"generate: ctc_weight must be a number in [0, 1), got {ctc_weight!r}")
     if ctc_weight:
         directions = getattr(model, "directions", None)

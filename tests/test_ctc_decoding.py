@@ -170,3 +170,9 @@ def test_ctc_log_likelihoods_score_each_target_and_never_one_holding_the_blank()
     for row in (0, 2):
         expected = _ctc_log_likelihood(model, src[row], int(lengths[row]), targets[row])
         assert math.isfinite(expected) and math.isclose(float(found[row]), expected, rel_tol=1e-9)
+    # Only empty targets (width 0, which torch's CTC refuses as a target tensor): each as CTC's all-blank path.
+    with torch.no_grad():
+        empty = _ctc_log_likelihoods(model, model.encode(src, lengths), [[], [], []])
+    for row in range(3):
+        expected = _ctc_log_likelihood(model, src[row], int(lengths[row]), [])
+        assert math.isclose(float(empty[row]), expected, rel_tol=1e-9)
