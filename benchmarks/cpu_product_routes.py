@@ -36,7 +36,7 @@ using namespace s2s_fast::cpu;
 double time_route(at::Tensor x, at::Tensor w, int64_t route, int64_t reps) {
     at::Tensor result = at::empty({x.size(0), w.size(0)}, x.options());
     const at::Tensor aten_operand = w.t().contiguous();
-    const at::Tensor packed = route == 3 ? pack_bf16_weight(w.to(at::kBFloat16)) : at::Tensor();
+    const at::Tensor packed = route == 3 ? pack_weight(w.to(at::kBFloat16)) : at::Tensor();
     auto once = [&]() {
         if (route == 0 || route == 4) at::mm_out(result, x, aten_operand);
         else if (route == 1) result.copy_(onednn_linear(x, w, {}));

@@ -807,7 +807,8 @@ def test_float32_per_step_products_through_onednn_read_each_weight_packed_once(p
     """Through oneDNN in float32, the per-step products of a layer and a decoder read each weight they repeat packed
     once per call (mkldnn::_reorder_linear_weight) where a step has cpu_packed_float32_from_rows rows or more (2 by
     default), else the plain weight, which oneDNN reads faster at one row; never through ATen. Forward and every
-    gradient match the reference either way. The threshold is checked, and moved it moves the route."""
+    gradient match the reference either way, a layer whose last steps run one row included. The threshold is
+    checked, and moved it moves the route."""
     from_rows = torch.ops.s2s_fast.cpu_packed_float32_from_rows()
     assert from_rows == 2
     with pytest.raises(RuntimeError, match="rows must be >= 0"):
@@ -822,18 +823,23 @@ def test_float32_per_step_products_through_onednn_read_each_weight_packed_once(p
 
     onednn = products == "onednn"
     try:
-        for rows in (None, 1):
+        for rows in (None, 1, "last one"):
             args = _bf16_args(op)
-            if rows:  # the first row of every per-row argument (dim 1 of the time-major ones)
+            if rows == 1:  # the first row of every per-row argument (dim 1 of the time-major ones)
                 shared = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "query_weight", "v", "combine_weight")
                 args = {name: value if not isinstance(value, torch.Tensor) or name in shared else
                         value[:, :rows] if name in ("input", "dropout_mask") else value[:rows]
                         for name, value in args.items()}
-            compare_with_reference(functools.partial(getattr(F, op), backend="cpu"),
-                                   functools.partial(getattr(F, op), backend="reference"), args)
-            assert packs(args) == (_PACKED_PER_CALL[op] if onednn and rows is None else 0), rows
-            torch.ops.s2s_fast.cpu_packed_float32_from_rows(1 if rows else 1000)  # every row count, then none
-            assert packs(args) == (_PACKED_PER_CALL[op] if onednn and rows else 0), rows
+            elif rows == "last one":  # a layer whose last steps run one row: one Product reads both weights
+                if not op.endswith("layer"):
+                    continue
+                args["lengths"] = torch.tensor([9, 4, 0, 2, 7, 1])
+            # The default (2 rows), every product packed (1), none (past any batch): each matches the reference.
+            for setting, packing in ((from_rows, rows != 1), (1, True), (1000, False)):
+                torch.ops.s2s_fast.cpu_packed_float32_from_rows(setting)
+                compare_with_reference(functools.partial(getattr(F, op), backend="cpu"),
+                                       functools.partial(getattr(F, op), backend="reference"), args)
+                assert packs(args) == (_PACKED_PER_CALL[op] if onednn and packing else 0), (rows, setting)
             torch.ops.s2s_fast.cpu_packed_float32_from_rows(from_rows)
     finally:
         torch.ops.s2s_fast.cpu_packed_float32_from_rows(from_rows)

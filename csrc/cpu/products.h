@@ -536,10 +536,12 @@ class Product {
     // right^T, oneDNN's linear weight in float32 for a product of `rows` rows, made at the first product that needs
     // it: when `repeated`, contiguous, and packed for products of packed_float32_from_rows rows or more.
     const Tensor& float32_weight(int64_t rows) const {
+        if (repeated_ && rows >= packed_float32_from_rows().load()) {
+            if (!packed_float32_weight_.defined()) packed_float32_weight_ = pack_weight(right_.t().contiguous());
+            return packed_float32_weight_;
+        }
         if (!float32_weight_.defined()) float32_weight_ = repeated_ ? right_.t().contiguous() : right_.t();
-        if (!repeated_ || rows < packed_float32_from_rows().load()) return float32_weight_;
-        if (!packed_float32_weight_.defined()) packed_float32_weight_ = pack_weight(float32_weight_);
-        return packed_float32_weight_;
+        return float32_weight_;
     }
 
     // right^T in bfloat16, oneDNN's linear weight, made at the first product that runs in bfloat16: rounded in its own
