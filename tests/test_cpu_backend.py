@@ -840,7 +840,6 @@ def test_float32_per_step_products_through_onednn_read_each_weight_packed_once(p
                 compare_with_reference(functools.partial(getattr(F, op), backend="cpu"),
                                        functools.partial(getattr(F, op), backend="reference"), args)
                 assert packs(args) == (_PACKED_PER_CALL[op] if onednn and packing else 0), (rows, setting)
-            torch.ops.s2s_fast.cpu_packed_float32_from_rows(from_rows)
     finally:
         torch.ops.s2s_fast.cpu_packed_float32_from_rows(from_rows)
 
