@@ -11,6 +11,7 @@ import collections
 import functools
 import math
 import os
+import pathlib
 import platform
 import subprocess
 import sys
@@ -746,12 +747,16 @@ def products(request):
         pytest.skip("torch built without oneDNN")
     before = cpu_backend.use_products(request.param)
     assert torch.ops.s2s_fast.cpu_products() == request.param
-    # Every product through the library chosen, however small (the tests' shapes are far under the default work).
+    # Every product through the library chosen, however small (the tests' shapes are far under the default work),
+    # the layers' weight gradients too (on CPUs without AVX-512 they go through ATen by default).
     work = torch.ops.s2s_fast.cpu_onednn_from_work()
     torch.ops.s2s_fast.cpu_onednn_from_work(0)
+    gradients = torch.ops.s2s_fast.cpu_onednn_weight_gradients()
+    torch.ops.s2s_fast.cpu_onednn_weight_gradients(True)
     yield request.param
     cpu_backend.use_products(before)
     torch.ops.s2s_fast.cpu_onednn_from_work(work)
+    torch.ops.s2s_fast.cpu_onednn_weight_gradients(gradients)
 
 
 @built
@@ -869,6 +874,53 @@ def test_products_under_the_work_threshold_stay_with_aten():
     finally:
         cpu_backend.use_products(before)
         torch.ops.s2s_fast.cpu_onednn_from_work(work)
+
+
+@built
+@pytest.mark.parametrize("op", ["lstm_layer", "gru_layer", "linear"])
+def test_layer_weight_gradients_through_onednn_only_where_the_setting_says(op):
+    """Through oneDNN in float32, a layer's weight gradients (and linear's) go through oneDNN's linear while
+    cpu_onednn_weight_gradients is on, through ATen's GEMM while it is off, with the same gradients; its default is
+    on exactly on CPUs with AVX-512 (AVX512F), where oneDNN ran them faster than MKL (csrc/cpu/products.h)."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    work, default = torch.ops.s2s_fast.cpu_onednn_from_work(), torch.ops.s2s_fast.cpu_onednn_weight_gradients()
+    before = cpu_backend.use_products("onednn")
+    torch.ops.s2s_fast.cpu_onednn_from_work(0)
+    try:
+        if op == "linear":
+            args = {"input": torch.randn(5, 6), "weight": torch.randn(7, 6), "bias": torch.randn(7)}
+        else:
+            args = _bf16_args(op)
+        runs = {}
+        for through in (True, False):
+            assert torch.ops.s2s_fast.cpu_onednn_weight_gradients(through) == through
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+                runs[through] = forward_backward(functools.partial(getattr(F, op), backend="cpu"), args)
+            names = [event.name for event in trace.events()]
+            runs[through] += (names.count("mkldnn::_linear_pointwise"), names.count("aten::mm"))
+        # Two weight gradients for a layer, one for linear, move from oneDNN's linear to at::mm; nothing else moves.
+        moved = 1 if op == "linear" else 2
+        assert runs[False][3] == runs[True][3] - moved and runs[False][4] == runs[True][4] + moved
+        for name, grad in runs[True][1].items():
+            if grad is not None:
+                torch.testing.assert_close(runs[False][1][name], grad, rtol=1e-5, atol=1e-5, msg=name)
+        compare_with_reference(functools.partial(getattr(F, op), backend="cpu"),
+                               functools.partial(getattr(F, op), backend="reference"), args)
+    finally:
+        cpu_backend.use_products(before)
+        torch.ops.s2s_fast.cpu_onednn_from_work(work)
+        torch.ops.s2s_fast.cpu_onednn_weight_gradients(default)
+    script = "import torch, s2s_fast\nprint(torch.ops.s2s_fast.cpu_onednn_weight_gradients())"
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           timeout=120).stdout.strip()
+    assert fresh == str(default)
+    try:
+        flags = next(line for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("the CPU's flags are unknown here (no /proc/cpuinfo)")
+    assert default == ("avx512f" in flags)
 
 
 @built

@@ -148,6 +148,7 @@ TORCH_LIBRARY_FRAGMENT(s2s_fast, m) {
     m.def("cpu_products(str? choose=None) -> str", &s2s_fast::cpu::products_op);
     m.def("cpu_onednn_from_work(int? work=None) -> int", &s2s_fast::cpu::onednn_from_work_op);
     m.def("cpu_packed_float32_from_rows(int? rows=None) -> int", &s2s_fast::cpu::packed_float32_from_rows_op);
+    m.def("cpu_onednn_weight_gradients(bool? through=None) -> bool", &s2s_fast::cpu::onednn_weight_gradients_op);
     m.def("cpu_bf16_products(str? force=None) -> bool", &s2s_fast::cpu::bf16_products_op);
     m.def("cpu_bf16_from_work(int? work=None) -> int", &s2s_fast::cpu::bf16_from_work_op);
     m.def("cpu_clear_kept_weights() -> int", &s2s_fast::cpu::clear_kept_weights_op);

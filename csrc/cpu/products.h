@@ -81,6 +81,32 @@ inline std::atomic<int64_t>& packed_float32_from_rows() {
     return rows;
 }
 
+// Whether a layer's float32 weight gradients (weight_gradient with float32_through_onednn) go through oneDNN where
+// it is the products' library; else through ATen's GEMM. oneDNN paid for them where it runs AVX-512 and MKL's GEMM,
+// off Intel's CPUs, does not (the layers' forward+backward on the AVX-512 AMD EPYC, above). On a 2-core AMD EPYC with
+// AVX2 only (Zen 3), where MKL's GEMM runs at oneDNN's rate, grad^T @ x through the route weight_gradient picks took
+// 0.81-1.82x ATen's time at one thread (23 of 30 timings slower) and 0.70-2.19x at two (29 of 30), over M = 64-8192
+// rows and N x K = 768 x 192 to 2048 x 512 and 1536 x 960 (2026-12-07,
+// benchmarks/results/cpu-amd-epyc-zen3-2026-12-07-weight-gradients/); through ATen, the GRU layer's forward+backward
+// at T=64, B=64, H=512 took 0.83x its time at one thread and 0.86x at two, the g2p trainer's step 0.93-0.97x (GRU
+// and LSTM cells), at B=8 0.91-0.98x; at B=1 (64 rows) it was mixed, 0.97-1.27x (the LSTM layer at one thread the
+// worst; auto runs torch's own LSTM kernel off Intel's CPUs). So the default is oneDNN only on CPUs with
+// AVX-512 (AVX512F). s2s_fast::cpu_onednn_weight_gradients reads and sets it (the tests set it to run these through
+// oneDNN on every CPU).
+inline bool cpu_has_avx512() {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+
+inline std::atomic<bool>& onednn_weight_gradients() {
+    static std::atomic<bool> through{cpu_has_avx512()};
+    return through;
+}
+
 // Float32 products in bfloat16: both operands rounded to bfloat16, the products summed in float32 inside oneDNN, the
 // result rounded to bfloat16 and widened back to float32 (a bias added in float32 after). torch's own switch for
 // float32 products on oneDNN asks for this: torch.set_float32_matmul_precision("medium") or
@@ -582,7 +608,8 @@ class Product {
 // LSTM layer's backward (N = 4H) the second copies a quarter to a half of what the first does: measured 2026-12-05
 // on a 2-core AMD EPYC with AVX-512, one thread, the [768, 2048] copies of the g2p encoder's gate gradients took
 // 15 ms of its training step. With `float32_through_onednn` false float32 stays with ATen's GEMM whatever the library
-// (the decoders' gradients, where that was measured faster). In bfloat16 (bf16_products, where gradient_bf16_pays) it
+// (the decoders' gradients, where that was measured faster), as it does on CPUs without AVX-512
+// (onednn_weight_gradients). In bfloat16 (bf16_products, where gradient_bf16_pays) it
 // goes through ATen's bfloat16 GEMM, whichever the library. `rounded` gives grad in bfloat16 (called only then).
 template <typename Rounded>
 inline Tensor weight_gradient_of(const Tensor& grad, const Tensor& x, bool float32_through_onednn, Rounded rounded) {
@@ -598,7 +625,9 @@ inline Tensor weight_gradient_of(const Tensor& grad, const Tensor& x, bool float
         // 384 and 1536, 960) took 0.53-0.60x float32's time.
         return at::mm(rounded().t(), x.to(at::kBFloat16)).to(at::kFloat);
     }
-    if (route == Route::aten || !float32_through_onednn) return at::mm(grad.t(), x);
+    if (route == Route::aten || !float32_through_onednn || !onednn_weight_gradients().load()) {
+        return at::mm(grad.t(), x);
+    }
     if (outputs * rows <= inputs * rows + outputs * inputs) return onednn_linear(grad.t().contiguous(), x.t(), {});
     return onednn_linear(x.t().contiguous(), grad.t(), {}).t().contiguous();
 }
@@ -624,31 +653,36 @@ inline std::string products_op(const std::optional<std::string>& choose) {
     return onednn_products().load() ? "onednn" : "aten";
 }
 
+// The setting `value` of the op `op` (read, and set first when `given`, which must be >= 0; `argument` names it in
+// the error): the ops below that read and set the size thresholds.
+inline int64_t non_negative_setting(std::atomic<int64_t>& value, std::optional<int64_t> given, const char* op,
+                                    const char* argument) {
+    if (given) {
+        TORCH_CHECK(*given >= 0, op, ": ", argument, " must be >= 0, got ", *given);
+        value.store(*given);
+    }
+    return value.load();
+}
+
 // s2s_fast::cpu_onednn_from_work(int? work) -> int: onednn_from_work, after setting it when given.
 inline int64_t onednn_from_work_op(std::optional<int64_t> work) {
-    if (work) {
-        TORCH_CHECK(*work >= 0, "cpu_onednn_from_work: work must be >= 0, got ", *work);
-        onednn_from_work().store(*work);
-    }
-    return onednn_from_work().load();
+    return non_negative_setting(onednn_from_work(), work, "cpu_onednn_from_work", "work");
 }
 
 // s2s_fast::cpu_packed_float32_from_rows(int? rows) -> int: packed_float32_from_rows, after setting it when given.
 inline int64_t packed_float32_from_rows_op(std::optional<int64_t> rows) {
-    if (rows) {
-        TORCH_CHECK(*rows >= 0, "cpu_packed_float32_from_rows: rows must be >= 0, got ", *rows);
-        packed_float32_from_rows().store(*rows);
-    }
-    return packed_float32_from_rows().load();
+    return non_negative_setting(packed_float32_from_rows(), rows, "cpu_packed_float32_from_rows", "rows");
 }
 
 // s2s_fast::cpu_bf16_from_work(int? work) -> int: bf16_from_work, after setting it when given.
 inline int64_t bf16_from_work_op(std::optional<int64_t> work) {
-    if (work) {
-        TORCH_CHECK(*work >= 0, "cpu_bf16_from_work: work must be >= 0, got ", *work);
-        bf16_from_work().store(*work);
-    }
-    return bf16_from_work().load();
+    return non_negative_setting(bf16_from_work(), work, "cpu_bf16_from_work", "work");
+}
+
+// s2s_fast::cpu_onednn_weight_gradients(bool? through) -> bool: onednn_weight_gradients, after setting it when given.
+inline bool onednn_weight_gradients_op(std::optional<bool> through) {
+    if (through) onednn_weight_gradients().store(*through);
+    return onednn_weight_gradients().load();
 }
 
 // s2s_fast::cpu_bf16_products(str? force) -> bool: whether float32 products through oneDNN run in bfloat16 now, after
