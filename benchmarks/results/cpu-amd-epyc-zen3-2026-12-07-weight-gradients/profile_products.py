@@ -17,12 +17,14 @@ f = functools.partial(getattr(F, op), backend="cpu")
 n = 20 if B < 64 else 3
 res = {True: [], False: []}
 for rnd in range(3):
-  for through in ((True, False) if rnd % 2 == 0 else (False, True)):
-    torch.ops.s2s_fast.cpu_onednn_weight_gradients(through)
-    for _ in range(2): forward_backward(f, args)
-    with profile(activities=[ProfilerActivity.CPU]) as p:
-        for _ in range(n): forward_backward(f, args)
-    ev = {e.key: e for e in p.key_averages()}
-    tot = sum(ev[k].self_cpu_time_total for k in ("aten::mm", "mkldnn::_linear_pointwise") if k in ev) / n / 1e3
-    res[through].append(tot)
-print(op, "B", B, "H", H, "threads", sys.argv[1], "products ms/iter: oneDNN", [round(x, 1) for x in res[True]], "ATen", [round(x, 1) for x in res[False]])
+    for through in ((True, False) if rnd % 2 == 0 else (False, True)):
+        torch.ops.s2s_fast.cpu_onednn_weight_gradients(through)
+        for _ in range(2): forward_backward(f, args)
+        with profile(activities=[ProfilerActivity.CPU]) as p:
+            for _ in range(n): forward_backward(f, args)
+        ev = {e.key: e for e in p.key_averages()}
+        tot = sum(ev[k].self_cpu_time_total for k in ("aten::mm", "mkldnn::_linear_pointwise") if k in ev)
+        tot = tot / n / 1e3
+        res[through].append(tot)
+print(op, "B", B, "H", H, "threads", sys.argv[1], "products ms/iter: oneDNN", [round(x, 1) for x in res[True]],
+      "ATen", [round(x, 1) for x in res[False]])
