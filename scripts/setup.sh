@@ -39,7 +39,7 @@ import importlib.util, os, sys
 sys.path = [entry for entry in sys.path if entry not in ("", ".") and os.path.abspath(entry) != os.getcwd()]
 spec = importlib.util.find_spec("s2s_fast")
 ok = spec is not None and os.path.samefile(os.path.dirname(spec.origin), "s2s_fast")
-sys.exit(0 if ok and all(importlib.util.find_spec(m) for m in ("pytest", "pytest_benchmark")) else 1)
+sys.exit(0 if ok and all(importlib.util.find_spec(m) for m in ("pytest", "pytest_benchmark", "xdist")) else 1)
 EOF
 }
 

@@ -98,8 +98,9 @@ def test_a_stage_past_its_limit_is_interrupted_first_so_that_pytest_writes_its_r
 def test_the_profile_script_runs_on_a_cpu():
     """scripts/gpu_profile.py (the check's profile stage) on CPU tensors at small sizes: a row per provider, through
     functional and direct."""
+    # The limit only guards against a hang: on the 2-core Zen 3 it took 159 s beside a second pytest worker.
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_profile.py"), "--device", "cpu", "--quick"],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "F reference" in result.stdout and "direct reference" in result.stdout
     assert re.search(r"gpu-profile: \d+ provider rows on cpu", result.stdout)
