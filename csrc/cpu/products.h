@@ -82,18 +82,17 @@ inline std::atomic<int64_t>& packed_float32_from_rows() {
 }
 
 // Whether the layers' and linear's float32 weight gradients (weight_gradient with float32_through_onednn) go through
-// oneDNN where it is the products' library; else through ATen's GEMM. oneDNN paid for them where it runs AVX-512 and MKL's GEMM,
-// off Intel's CPUs, does not (the layers' forward+backward on the AVX-512 AMD EPYC, above). On a 2-core AMD EPYC with
-// AVX2 only (Zen 3), where MKL's GEMM runs at oneDNN's rate, grad^T @ x through the route weight_gradient picks took
-// 0.81-1.82x ATen's time at one thread (22 of 30 timings slower) and 0.70-2.19x at two (29 of 30), over M = 64-8192
-// rows and N x K = 768 x 192 to 2048 x 512 and 1536 x 960 (2026-12-07,
-// benchmarks/results/cpu-amd-epyc-zen3-2026-12-07-weight-gradients/); through ATen, the GRU layer's forward+backward
-// at T=64, B=64, H=512 took 0.83x its time at one thread and 0.86x at two, and the layers at B=8 0.91-0.98x; at B=1
-// (64 rows) it was mixed, 0.97-1.27x (the cpu LSTM layer at one thread the worst; auto runs torch's own LSTM kernel
-// off Intel's CPUs); the g2p trainer's step took 0.93-0.97x (the model with LSTM cells and with GRU cells). Linear's
-// vocabulary-wide gradients were not swept. So the default is oneDNN only on CPUs with
-// AVX-512 (AVX512F). s2s_fast::cpu_onednn_weight_gradients reads and sets it (the tests set it to run these through
-// oneDNN on every CPU).
+// oneDNN where it is the products' library; else through ATen's GEMM. oneDNN paid for them where it runs AVX-512 and
+// MKL's GEMM, off Intel's CPUs, does not (the layers' forward+backward on the AVX-512 AMD EPYC, above). On a 2-core AMD
+// EPYC with AVX2 only (Zen 3), where MKL's GEMM runs at oneDNN's rate, grad^T @ x through the route weight_gradient
+// picks took 0.81-1.82x ATen's time at one thread (22 of 30 timings slower) and 0.70-2.19x at two (29 of 30), over
+// M = 64-8192 rows and N x K = 768 x 192 to 2048 x 512 and 1536 x 960 (2026-12-07,
+// benchmarks/results/cpu-amd-epyc-zen3-2026-12-07-weight-gradients/); through ATen, the GRU layer's forward+backward at
+// T=64, B=64, H=512 took 0.83x its time at one thread and 0.86x at two, and the layers at B=8 0.91-0.98x; at B=1 (64
+// rows) it was mixed, 0.97-1.27x (the cpu LSTM layer at one thread the worst; auto runs torch's own LSTM kernel off
+// Intel's CPUs); the g2p trainer's step took 0.93-0.97x (the model with LSTM cells and with GRU cells). Linear's
+// vocabulary-wide gradients were not swept. So the default is oneDNN only on CPUs with AVX-512 (AVX512F).
+// s2s_fast::cpu_onednn_weight_gradients reads and sets it (the tests set it to run these through oneDNN on every CPU).
 inline bool cpu_has_avx512() {
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
     __builtin_cpu_init();
@@ -610,8 +609,8 @@ class Product {
 // on a 2-core AMD EPYC with AVX-512, one thread, the [768, 2048] copies of the g2p encoder's gate gradients took
 // 15 ms of its training step. With `float32_through_onednn` false float32 stays with ATen's GEMM whatever the library
 // (the decoders' gradients, where that was measured faster), as it does on CPUs without AVX-512
-// (onednn_weight_gradients). In bfloat16 (bf16_products, where gradient_bf16_pays) it
-// goes through ATen's bfloat16 GEMM, whichever the library. `rounded` gives grad in bfloat16 (called only then).
+// (onednn_weight_gradients). In bfloat16 (bf16_products, where gradient_bf16_pays) it goes through ATen's bfloat16
+// GEMM, whichever the library. `rounded` gives grad in bfloat16 (called only then).
 template <typename Rounded>
 inline Tensor weight_gradient_of(const Tensor& grad, const Tensor& x, bool float32_through_onednn, Rounded rounded) {
     const int64_t rows = grad.size(0), outputs = grad.size(1), inputs = x.size(1);
