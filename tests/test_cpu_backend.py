@@ -897,7 +897,8 @@ def test_the_product_routes_benchmark_compiles_against_products_h(tmp_path):
     source = tmp_path / "routes.cpp"
     source.write_text("#include <torch/extension.h>\n" + routes.SOURCE)
     # load_inline's language mode and Python include path (torch's cpp_extension, torch 2.13).
-    python_include = sysconfig.get_path("include", scheme="posix_prefix" if os.name == "posix" else None)
+    python_include = sysconfig.get_path("include", "posix_prefix") if os.name == "posix" else sysconfig.get_path(
+        "include")
     result = subprocess.run([compiler, "-std=c++20", "-fsyntax-only", "-w", f"-I{root / 'csrc' / 'cpu'}",
                              *[f"-I{path}" for path in include_paths()], f"-I{python_include}", str(source)],
                             capture_output=True, text=True, timeout=600)
