@@ -381,9 +381,10 @@ def additive_attention(query_proj, key_proj, v, values, mask=None, *, backend=No
 
     scores[b, q, k] = sum_a v[a] * tanh(query_proj[b, q, a] + key_proj[b, k, a]); weights = softmax over k of the
     scores, with masked keys left out; context = weights @ values. A row with no valid key gives all-zero weights
-    and a zero context. The keys and values of masked keys must be finite: the fused backends never read them, but
-    the reference multiplies them by a zero weight (0 * NaN is NaN). Zeroing them in every call would cost the
-    reference 5 % of a g2p training step; s2s_fast's Seq2Seq keeps its encoder's padding at zero.
+    and a zero context. The keys and values of masked keys must be finite: the cpu and cuda backends never read
+    them, but the reference and triton multiply them by a zero weight (0 * NaN is NaN), and a NaN or inf there
+    spreads to the context and to every gradient. Zeroing them in every call would cost the reference 5 % of a g2p
+    training step; s2s_fast's Seq2Seq keeps its encoder's padding at zero.
 
     Args:
         query_proj: [B, A] (one query per row, a decoder step) or [B, Tq, A].

@@ -1,7 +1,8 @@
 """additive_attention on every fused backend against the reference: forward and every gradient on awkward sizes
 (one query per row and many, primes, several key and query tiles, wide A and Dv), with no mask, a random mask and
 a row that attends to nothing (zeros, never NaN), strided inputs, float16/bfloat16 where the backend runs them
-here, and upstream gradients from a sum of one output."""
+here, upstream gradients from a sum of one output, and NaN in masked keys changing nothing where the backend never
+reads them."""
 
 import functools
 
@@ -68,3 +69,30 @@ def test_rows_with_no_valid_key_give_zeros_not_nan(backend):
         assert torch.isfinite(leaves[name].grad).all(), name
     assert torch.count_nonzero(leaves["query_proj"].grad[empty]) == 0
     assert torch.count_nonzero(leaves["values"].grad[empty]) == 0
+
+
+# The backends that multiply masked keys' values by their zero weight (functional.additive_attention's docstring).
+READS_MASKED_KEYS = ("triton",)
+
+
+def test_masked_keys_are_never_read(backend):
+    """NaN in the masked keys' key_proj and values changes nothing, forward or backward, where the backend never
+    reads them."""
+    if backend.name in READS_MASKED_KEYS:
+        pytest.skip(f"{backend.name} multiplies masked keys' values by zero: they must be finite there")
+    for queries in (None, 4):
+        args = on(attention_inputs(3, queries, 7, 8, 5, mask="empty_row"), backend.device)
+        masked = ~args["mask"][..., None]
+        poisoned = dict(args, key_proj=args["key_proj"].masked_fill(masked, float("nan")),
+                        values=args["values"].masked_fill(masked, float("nan")))
+        results = []
+        for inputs in (args, poisoned):
+            leaves = {k: v.clone().requires_grad_() if v is not None and v.is_floating_point() else v
+                      for k, v in inputs.items()}
+            context, weights = _attention(backend)(**leaves)
+            (context.sum() + (weights * torch.arange(weights.shape[-1], device=weights.device)).sum()).backward()
+            grads = [leaves[name].grad for name in ("query_proj", "v")]
+            grads += [leaves[name].grad.masked_fill(masked, 0.0) for name in ("key_proj", "values")]
+            results.append([context, weights, *grads])
+        for clean, dirty in zip(*results):
+            torch.testing.assert_close(dirty, clean, rtol=0, atol=0)
