@@ -2,6 +2,7 @@
 pure-Python install and one line saying why (a broken one failed the whole install with a traceback), also kept in
 build/s2s_fast-setup.txt for scripts/setup.sh."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,3 +30,37 @@ def test_an_install_without_a_working_compiler_is_pure_python_and_says_why_once(
                 "Python on the CPU, where the reference and aten backends serve CPU tensors")
     assert said == ["s2s_fast: S2S_FAST_BUILD_CUDA=0, building without the CUDA extension", expected], said
     assert (tmp_path / "build" / "s2s_fast-setup.txt").read_text().splitlines() == said
+
+
+_COMPILE_ARGS = """
+import json, runpy, setuptools
+captured = {}
+setuptools.setup = lambda **kwargs: captured.update(kwargs)
+runpy.run_path("setup.py", run_name="__main__")
+print(json.dumps({ext.name: ext.extra_compile_args for ext in captured.get("ext_modules", [])}))
+"""
+
+
+@pytest.mark.parametrize("debug_info", [None, "1"])
+def test_the_host_compiler_builds_without_debug_information_unless_asked(tmp_path, debug_info):
+    """Python's build flags carry -g, which doubled the compile time: every host-compiled extension's own flags,
+    which come after Python's on the command line, carry -g0, unless S2S_FAST_BUILD_DEBUG_INFO=1."""
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler: nothing is compiled")
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "csrc", tmp_path / "csrc")
+    environment = {key: value for key, value in os.environ.items() if key != "S2S_FAST_BUILD_DEBUG_INFO"}
+    if debug_info is not None:
+        environment["S2S_FAST_BUILD_DEBUG_INFO"] = debug_info
+    result = subprocess.run([sys.executable, "-c", _COMPILE_ARGS, "build_ext"], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    extensions = json.loads(result.stdout.splitlines()[-1])
+    assert {"s2s_fast._cpu", "s2s_fast._C_emulated"} <= set(extensions), result.stderr
+    for name, flags in extensions.items():
+        host_flags = flags["cxx"] if isinstance(flags, dict) else flags
+        if debug_info is None:
+            assert host_flags.count("-g0") == 1 and "-g" not in host_flags, (name, host_flags)
+        else:
+            assert "-g0" not in host_flags, (name, host_flags)
