@@ -12,7 +12,8 @@ per call:
 - host: the operators with the most self CPU time per call (torch.profiler).
 
 Usage: python3 scripts/gpu_profile.py [--device cuda|cpu] [--quick]   (scripts/gpu_check.py's profile stage runs it;
---device cpu --quick is what the tests run, on the reference, aten and cpu backends).
+--device cpu --quick is what the tests run: a check of the script, not a measurement, on the reference, aten and cpu
+backends, and under the tests' S2S_FAST_CUDA_EMULATE and TRITON_INTERPRET the emulated cuda and interpreted triton).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from torch.profiler import ProfilerActivity, profile
 from s2s_fast import backends
 from s2s_fast import functional as F
 
-CALLS = 30
-PROFILED = 5
+WARMUP, CALLS, PROFILED = 5, 30, 5
+QUICK_CALLS = (1, 3, 1)  # --quick: 5 calls a provider instead of 40 (interpreted triton takes 0.27 s a call)
 
 
 def _cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[tuple[str, str, dict, bool]]:
@@ -84,38 +85,40 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn, inputs: dict, backward: bool, device: torch.device) -> dict:
+def measure(fn, inputs: dict, backward: bool, device: torch.device, calls=(WARMUP, CALLS, PROFILED)) -> dict:
+    warmup, timed, profiled = calls
     with torch.no_grad() if not backward else torch.enable_grad():
-        for _ in range(5):
+        for _ in range(warmup):
             _call(fn, inputs, backward)
         _sync(device)
         begin = time.perf_counter()
-        for _ in range(CALLS):
+        for _ in range(timed):
             _call(fn, inputs, backward)
         enqueued = time.perf_counter()
         _sync(device)
         done = time.perf_counter()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=activities) as trace:
-            for _ in range(PROFILED):
+            for _ in range(profiled):
                 _call(fn, inputs, backward)
             _sync(device)
     events = trace.key_averages()
     kernels = [e for e in events if e.device_type is not None and "CUDA" in str(e.device_type) and e.count]
     top = sorted((e for e in events if e.self_cpu_time_total > 0), key=lambda e: -e.self_cpu_time_total)[:5]
     return {
-        "wall_ms": (done - begin) * 1e3 / CALLS,
-        "enqueue_ms": (enqueued - begin) * 1e3 / CALLS,
-        "kernels": sum(e.count for e in kernels) / PROFILED,
-        "kernel_ms": sum(getattr(e, "self_device_time_total", 0) for e in kernels) / 1e3 / PROFILED,
-        "host": ", ".join(f"{e.key} {e.self_cpu_time_total / PROFILED:.0f} us" for e in top),
+        "wall_ms": (done - begin) * 1e3 / timed,
+        "enqueue_ms": (enqueued - begin) * 1e3 / timed,
+        "kernels": sum(e.count for e in kernels) / profiled,
+        "kernel_ms": sum(getattr(e, "self_device_time_total", 0) for e in kernels) / 1e3 / profiled,
+        "host": ", ".join(f"{e.key} {e.self_cpu_time_total / profiled:.0f} us" for e in top),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="sizes 8x smaller (a CPU check of the script)")
+    parser.add_argument("--quick", action="store_true",
+                        help="sizes 8x smaller, 5 calls a provider (a CPU check of the script)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} ({dtype}, {device.type})", flush=True)
         for provider, fn in _providers(op, device, inputs):
             try:
-                result = measure(fn, inputs, backward, device)
+                result = measure(fn, inputs, backward, device, QUICK_CALLS if args.quick else (WARMUP, CALLS, PROFILED))
             except Exception as error:  # one provider failing must not hide the others
                 print(f"  {provider:22s} failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}")
                 failed.append(f"{name} {provider}")

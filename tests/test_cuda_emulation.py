@@ -21,7 +21,7 @@ from s2s_fast.cuda import compiled
 ROOT = Path(__file__).resolve().parent.parent
 EMULATION = ROOT / "csrc" / "emulation"
 SOURCES = ["runtime", "additive_attention", "gru_cell", "lstm_cell", "lstm_layer", "selftest"]
-FLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+FLAGS = ["-std=c++17", "-O1", "-g1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas",
          "-I", str(EMULATION / "include"), "-I", str(ROOT / "csrc")]
 

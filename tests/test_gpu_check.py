@@ -1,6 +1,7 @@
 """scripts/gpu_check.sh's plumbing, without a GPU (--dry-run): stage order, the budget, what lands in its folder."""
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -8,6 +9,9 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+import s2s_fast
+from s2s_fast.cuda import compiled as cuda_compiled
 
 from scripts_module import load_script
 
@@ -97,13 +101,18 @@ def test_a_stage_past_its_limit_is_interrupted_first_so_that_pytest_writes_its_r
 
 def test_the_profile_script_runs_on_a_cpu():
     """scripts/gpu_profile.py (the check's profile stage) on CPU tensors at small sizes: a row per provider, through
-    functional and direct."""
+    functional and direct, the emulated cuda and interpreted triton backends included where the tests' environment
+    turns them on."""
     # The limit only guards against a hang, with room for slower machines and more pytest workers (on the 2-core
-    # Zen 3 it took 159 s beside a second worker).
+    # Zen 3 it took 159 s beside a second worker at 40 calls a provider, 27 s alone at --quick's 5).
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_profile.py"), "--device", "cpu", "--quick"],
                             capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "F reference" in result.stdout and "direct reference" in result.stdout
+    if cuda_compiled.EMULATED_GPU:
+        assert "F cuda" in result.stdout and "direct cuda" in result.stdout
+    if os.environ.get("TRITON_INTERPRET") == "1" and "triton" in s2s_fast.available_backends("cpu"):
+        assert "F triton" in result.stdout and "direct triton" in result.stdout
     assert re.search(r"gpu-profile: \d+ provider rows on cpu", result.stdout)
 
 
