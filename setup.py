@@ -70,10 +70,11 @@ def _mode(variable):
 
 
 def _debug_info_flags():
-    """The host compiler's debug-information flag, last among each C++ file's flags: -g0, unless
-    S2S_FAST_BUILD_DEBUG_INFO=1 keeps the -g that Python's own build flags put first. Debug information doubled the
-    compile time (csrc/cpu/linear.cpp at -O3: 52 s with it, 25 s without, 2026-12-07, 2-core AMD EPYC Zen 3) and made
-    s2s_fast._cpu 24 MB; the kernels' line numbers for compute-sanitizer come from nvcc's -lineinfo either way."""
+    """The host compiler's debug-information flag, among each extension's own flags (which torch's builder puts
+    after Python's on each command line): -g0, unless S2S_FAST_BUILD_DEBUG_INFO=1 keeps the -g of Python's flags.
+    Debug information doubled the compile time (csrc/cpu/linear.cpp at -O3: 52 s with it, 25 s without, 2026-12-07,
+    2-core AMD EPYC Zen 3) and made s2s_fast._cpu 24 MB; the kernels' line numbers for compute-sanitizer come from
+    nvcc's -lineinfo either way."""
     return [] if _mode("S2S_FAST_BUILD_DEBUG_INFO") in ENABLED else ["-g0"]
 
 

@@ -29,8 +29,8 @@ from torch.profiler import ProfilerActivity, profile
 from s2s_fast import backends
 from s2s_fast import functional as F
 
-WARMUP, CALLS, PROFILED = 5, 30, 5
-QUICK_CALLS = (1, 3, 1)  # --quick: 5 calls a provider instead of 40 (interpreted triton takes 0.27 s a call)
+# Calls a provider: (warm-up, timed, profiled). --quick: 5 instead of 40 (interpreted triton takes 0.27 s a call).
+FULL_CALLS, QUICK_CALLS = (5, 30, 5), (1, 3, 1)
 
 
 def _cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[tuple[str, str, dict, bool]]:
@@ -85,7 +85,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn, inputs: dict, backward: bool, device: torch.device, calls=(WARMUP, CALLS, PROFILED)) -> dict:
+def measure(fn, inputs: dict, backward: bool, device: torch.device, calls=FULL_CALLS) -> dict:
     warmup, timed, profiled = calls
     with torch.no_grad() if not backward else torch.enable_grad():
         for _ in range(warmup):
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} ({dtype}, {device.type})", flush=True)
         for provider, fn in _providers(op, device, inputs):
             try:
-                result = measure(fn, inputs, backward, device, QUICK_CALLS if args.quick else (WARMUP, CALLS, PROFILED))
+                result = measure(fn, inputs, backward, device, QUICK_CALLS if args.quick else FULL_CALLS)
             except Exception as error:  # one provider failing must not hide the others
                 print(f"  {provider:22s} failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}")
                 failed.append(f"{name} {provider}")
