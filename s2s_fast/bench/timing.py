@@ -3,7 +3,8 @@
 On a GPU each call is bracketed by CUDA events (no host synchronisation between calls, so launch overhead counts as
 it does in real use), one provider after another; on a CPU by the host clock, the providers of a case in turn
 (``measure_interleaved``), so their ratios survive a shared machine's drift. The caller rotates among several input
-sets so that repeated calls do not find their inputs in the cache.
+sets so that repeated calls do not find their inputs in the cache. For measurements outside the suite (the A/B
+scripts under benchmarks/results/), ``alternate_blocks`` times settings block by block, side by side.
 """
 
 from __future__ import annotations
@@ -137,6 +138,58 @@ def measure_interleaved(calls: dict[str, Callable[[int], object]], device: torch
         if name not in results:
             results[name] = summarize(times[name])
     return {name: results[name] for name in calls}
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """What ``alternate_blocks`` measured: per setting, the milliseconds a call took in each round (a block's mean)."""
+
+    times_ms: dict[str, list[float]]
+
+    def median_ms(self, name: str) -> float:
+        return quantile(self.times_ms[name], 0.5)
+
+    def ratios(self, numerator: str, denominator: str) -> list[float]:
+        """Per round, ``numerator``'s time over ``denominator``'s: the two were timed next to each other."""
+        return [a / b for a, b in zip(self.times_ms[numerator], self.times_ms[denominator])]
+
+    def ratio_line(self, numerator: str, denominator: str) -> str:
+        """``numerator``/``denominator`` as "median (min-max)" over the rounds' ratios."""
+        ratios = self.ratios(numerator, denominator)
+        return f"{numerator}/{denominator} {quantile(ratios, 0.5):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+
+
+def block_size(call: Callable[[], object], seconds: float, device: torch.device, least: int = 3) -> int:
+    """How many calls of ``call`` fill about ``seconds`` (at least ``least``), from the pace of one call after one
+    warm-up call."""
+    call()
+    synchronize(device)
+    begin = time.perf_counter()
+    call()
+    synchronize(device)
+    return max(least, int(seconds / max(time.perf_counter() - begin, 1e-6)))
+
+
+def alternate_blocks(calls: dict[str, Callable[[], object]], block: int, rounds: int,
+                     device: torch.device = torch.device("cpu")) -> SideBySide:
+    """Time settings side by side in one process, for an A/B of a switch (a library, a routing rule, a thread
+    count) that each call sets itself: every round runs each call ``block`` times in a row, in turn, the order
+    reversed every other round (A B, B A, ...), so drift and the cost of flipping the switch fall on both alike.
+    Compare settings through ``SideBySide.ratios``, round by round; medians of separate runs on a shared machine
+    scatter more than the ratios do (benchmarks/results/*/notes.md)."""
+    if block < 1 or rounds < 1 or not calls:
+        raise ValueError(f"alternate_blocks needs calls, block >= 1 and rounds >= 1, got {len(calls)} calls, "
+                         f"block {block}, rounds {rounds}")
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(rounds):
+        for name in (list(calls) if round_ % 2 == 0 else list(reversed(calls))):
+            synchronize(device)
+            begin = time.perf_counter()
+            for _ in range(block):
+                calls[name]()
+            synchronize(device)
+            times[name].append((time.perf_counter() - begin) / block * 1e3)
+    return SideBySide(times)
 
 
 def peak_memory_bytes(run: Callable[[], object], device: torch.device) -> int | None:
