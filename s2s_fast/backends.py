@@ -40,7 +40,8 @@ variable ``S2S_FAST_BACKEND`` > ``"auto"``. Auto tries cuda, triton, reference f
 ``CPU_ATEN_FASTER_TRAINING`` says oneDNN was measured faster when one is, or, for the ops in
 ``CPU_ATEN_FASTER_TRAINING_OFF_INTEL``, on any CPU that is not Intel's but for the wide inputs of
 ``CPU_LAYER_WIDE_INPUT`` and the padded ones of ``CPU_LAYER_PADDED``; cpu for the ops in ``CPU_ONEDNN_FROM_WORK`` only
-where its products go through oneDNN and the call is large enough, or for the cells of
+where its products go through oneDNN and the call is large enough (``CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512`` on a CPU
+without AVX-512), or for the cells of
 ``CPU_BF16_INFERENCE_PREFERS_CPU``), skipping a backend that is unavailable or whose
 limit check refuses the call, or that cannot serve it under the torch.func transforms or forward-mode AD around it
 (BACKWARD_ONLY, ATEN_UNBATCHED); for a layer op it tries the fused backends' own layers before their cells in the
@@ -203,6 +204,25 @@ LAYERS_NEVER_READ_PADDING = frozenset({"aten", "cpu", "reference"})
 # B=8-16; B=64-128: 2.0x. The Seq2Seq model's greedy decoding and training step: README. (The cells at inference
 # while the cpu backend's products run in bfloat16: CPU_BF16_INFERENCE_PREFERS_CPU.)
 CPU_ONEDNN_FROM_WORK = {"linear": 2_000_000, "lstm_cell": 4_000_000, "gru_cell": 4_000_000}
+# The same on an x86 CPU without AVX-512 (cpu_has_avx512), where MKL's float32 products run at oneDNN's rate: op ->
+# WORK; and where the call's weights hold at least CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512's (ELEMENTS, WORK)
+# ELEMENTS (8 MB in float32), from its WORK at one torch thread and at any size at more. There the cpu backend's
+# cells and linear pay their cost per call (a custom op; linear's backward in Python) for little gain over MKL but
+# with large weights. Measured 2026-12-08 on a 2-core AMD EPYC with AVX2 only (Zen 3), one and two threads, forward
+# under no_grad and forward+backward through s2s_fast.functional against torch's own (aten's cells, torch's linear),
+# the two alternating in one process, 61 sizes (benchmarks/results/cpu-amd-epyc-zen3-2026-12-08-cells-and-linear/,
+# summary.txt), torch's time over cpu's:
+# - where this routes to cpu: linear 0.95-2.10x (medians 1.05-1.63 by thread count, pass and weights), the cells
+#   0.82-2.17x (medians 0.97-1.52; 11 of 78 under 1, 0.97-1.00x but for the LSTM cell at B = 8, H = 512 forward+
+#   backward, 0.83x, and the GRU cell at B = 1, H = 768 forward, 0.91x, both at two threads);
+# - where it keeps torch's own: linear with smaller weights 0.44-1.35x (medians 0.80-0.97), the cells 0.61-1.26x
+#   (medians 0.83-0.99); with large weights at one thread, under 25M multiply-adds (M = 1-4 rows, B = 1),
+#   0.73-1.20x (medians 0.90-1.02).
+# With its output layer (M = 1, K = 512, N = 8,000) on torch's own, the translation model's decoder step at B = 1
+# took 1.26x the time at two threads (model_ab-one-thread-rule-threads-2.txt; with this rule 1.02x,
+# model_ab-threads-2.txt). Not measured at more than two threads.
+CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512 = {"linear": 250_000_000, "lstm_cell": 400_000_000, "gru_cell": 400_000_000}
+CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512 = (2_000_000, 25_000_000)
 
 # What a backend cannot serve under torch.func's transforms and forward-mode AD (s2s_fast.transforms). The fused
 # backends' ops are custom operators that autograd differentiates through their backward alone (torch.library's
@@ -585,18 +605,34 @@ def cudnn_measured_faster(op: str, args: tuple) -> bool:
                for row_op, dtype, batches, hiddens in CUDNN_FASTER)
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_vendor() -> str:
-    """The CPU's vendor as the kernel names it (``GenuineIntel``, ``AuthenticAMD``, ...), "" where unknown."""
+def _cpuinfo_field(name: str) -> str:
+    """The first value of field ``name`` in the kernel's /proc/cpuinfo, "" where there is none (or no such file)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
             for line in cpuinfo:
                 key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
+                if key.strip() == name:
                     return value.strip()
     except OSError:
         pass
     return ""
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_vendor() -> str:
+    """The CPU's vendor as the kernel names it (``GenuineIntel``, ``AuthenticAMD``, ...), "" where unknown."""
+    return _cpuinfo_field("vendor_id")
+
+
+# Read once, here: auto reads it under torch.compile too, where a file read would break the graph.
+_CPU_HAS_AVX512 = "avx512f" in _cpuinfo_field("flags").split()
+
+
+def cpu_has_avx512() -> bool:
+    """Whether the CPU has AVX-512 (AVX512F, as the kernel reports it; False where unknown), the test
+    csrc/cpu/products.h's cpu_has_avx512 makes for the weight gradients' route: oneDNN's float32 products were
+    measured ahead of MKL's only on such CPUs."""
+    return _CPU_HAS_AVX512
 
 
 def _cpu_prefers_aten(op: str, args: tuple) -> bool:
@@ -694,13 +730,24 @@ def _cpu_bf16_products() -> bool:
 
 def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     """Whether auto tries cpu for this call of an op of CPU_ONEDNN_FROM_WORK: float32, the cpu backend's products
-    through oneDNN (torch.backends.mkldnn on), and the work. Under torch.compile a size that is symbolic is not
-    tested (that would guard on it): such a call goes to cpu."""
+    through oneDNN (torch.backends.mkldnn on), and the work that table asks (on a CPU without AVX-512,
+    CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512's, or CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512's for large weights). Under
+    torch.compile a size that is symbolic is not tested (that would guard on it): such a call goes to cpu; nor is
+    the thread count read (large weights then need their one-thread work)."""
     if args[0].dtype != torch.float32:
         return False
     work = args[0].numel() * args[1].shape[0] if op == "linear" else _step_work(op, args)
     compiling = torch.compiler.is_compiling()
-    if (isinstance(work, int) or not compiling) and work < CPU_ONEDNN_FROM_WORK[op]:
+    if cpu_has_avx512():
+        least = CPU_ONEDNN_FROM_WORK[op]
+    else:
+        weights = args[1].numel() if op == "linear" else sum(w.numel() for w in _weights(op, args))
+        elements, least_with_large_weights = CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512
+        large = (compiling and not isinstance(weights, int)) or weights >= elements
+        if large and not compiling and torch.get_num_threads() > 1:  # (the thread count is not read while tracing)
+            least_with_large_weights = 0
+        least = least_with_large_weights if large else CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512[op]
+    if (isinstance(work, int) or not compiling) and work < least:
         return False
     return _cpu_products_through_onednn(args[0].dtype, compiling)
 

@@ -50,6 +50,7 @@ def _seed_and_reset_backend(monkeypatch):
     # wherever it runs, and tests/test_cpu_backend.py checks both. (The cpu kernels themselves keep the library the
     # machine chose; tests/test_cpu_backend.py runs them through each.)
     monkeypatch.setattr(backends, "cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(backends, "cpu_has_avx512", lambda: True)  # CPU_ONEDNN_FROM_WORK's table, not the AVX2 one
     monkeypatch.setattr(s2s_fast.cpu, "products_library", lambda: "aten")
     yield
     s2s_fast.set_backend(None)

@@ -28,6 +28,7 @@ from s2s_fast.testing import compare_low_precision_with_reference, compare_with_
     forward_backward
 
 _CPU_VENDOR = backends.cpu_vendor  # taken at import, before conftest pins it for each test
+_CPU_HAS_AVX512 = backends.cpu_has_avx512  # likewise
 
 built = pytest.mark.skipif(compiled.MISSING_REASON is not None, reason=f"{compiled.MISSING_REASON}")
 
@@ -583,8 +584,9 @@ def test_step_work_counts_a_steps_multiply_adds_with_an_lstm_projections_width()
 @built
 def test_cells_and_linear_go_to_cpu_in_auto_exactly_where_its_products_go_through_onednn(monkeypatch):
     """CPU_ONEDNN_FROM_WORK: auto sends float32 cells and linear to the cpu backend when its products library is
-    oneDNN (the default off Intel's CPUs) and the call has the work its row asks, with and without a gradient; to
-    aten (torch's own) otherwise, and for float64. Named explicitly, the cpu backend serves them either way."""
+    oneDNN (the default off Intel's CPUs) and the call has the work its row asks (CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512's
+    on a CPU without AVX-512), with and without a gradient; to aten (torch's own) otherwise, and for float64. Named
+    explicitly, the cpu backend serves them either way."""
     cpu_device = torch.device("cpu")
 
     def args_of(op, dtype, rows):  # multiply-adds per row: linear 64 * 64, LSTM cell 64 * 128, GRU cell 96 * 192
@@ -601,15 +603,62 @@ def test_cells_and_linear_go_to_cpu_in_auto_exactly_where_its_products_go_throug
             args = (args[0].requires_grad_(),) + args[1:]
         return backends.resolve(op, cpu_device, args, backend)[0]
 
-    for library in ("onednn", "aten"):
+    tables = {True: backends.CPU_ONEDNN_FROM_WORK, False: backends.CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512}
+    for library, avx512 in (("onednn", True), ("onednn", False), ("aten", True)):
         monkeypatch.setattr(cpu_backend, "products_library", lambda: library)
+        monkeypatch.setattr(backends, "cpu_has_avx512", lambda: avx512)
         for op, per_row in (("linear", 64 * 64), ("lstm_cell", 64 * 128), ("gru_cell", 96 * 192)):
-            enough = -(-backends.CPU_ONEDNN_FROM_WORK[op] // per_row)  # the fewest rows with the work asked
+            enough = -(-tables[avx512][op] // per_row)  # the fewest rows with the work asked
             for grad in (False, True):
                 assert backend_for(op, torch.float32, grad, enough) == ("cpu" if library == "onednn" else "aten")
                 assert backend_for(op, torch.float32, grad, enough - 1) == "aten"
                 assert backend_for(op, torch.float64, grad, enough) == "aten"
                 assert backend_for(op, torch.float64, grad, 1, backend="cpu") == "cpu"
+        if library == "onednn" and not avx512:  # the AVX-512 table's sizes go to torch's own here
+            for op, per_row in (("linear", 64 * 64), ("lstm_cell", 64 * 128), ("gru_cell", 96 * 192)):
+                assert backend_for(op, torch.float32, True, -(-backends.CPU_ONEDNN_FROM_WORK[op] // per_row)) == "aten"
+
+
+@built
+def test_without_avx512_large_weights_go_to_cpu_from_less_work(monkeypatch):
+    """CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512: on a CPU without AVX-512, a float32 call whose weights hold the
+    elements it names goes to cpu from its lower work at one torch thread, from one row at two; with fewer elements
+    the call needs CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512's work at any thread count."""
+    monkeypatch.setattr(cpu_backend, "products_library", lambda: "onednn")
+    monkeypatch.setattr(backends, "cpu_has_avx512", lambda: False)
+    elements, least = backends.CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512
+    empty = functools.partial(torch.empty, dtype=torch.float32)
+    # Each op's weights hold `outputs` x `width` elements, which are also a row's multiply-adds: linear's N x K, a
+    # cell's gates*H x (I + H).
+    outputs = {"linear": 1000, "lstm_cell": 4 * 250, "gru_cell": 3 * 200}
+
+    def args_of(op, rows, width):
+        if op == "linear":
+            return empty(rows, width), empty(outputs[op], width), None
+        hidden = outputs[op] // (4 if op == "lstm_cell" else 3)
+        state = (empty(rows, hidden),) * (2 if op == "lstm_cell" else 1)
+        weights = empty(outputs[op], width - hidden), empty(outputs[op], hidden)
+        return (empty(rows, width - hidden), *state, *weights, None, None)
+
+    def backend_for(op, rows, width):
+        return backends.resolve(op, torch.device("cpu"), args_of(op, rows, width))[0]
+
+    threads = torch.get_num_threads()
+    try:
+        for op in outputs:
+            width = -(-elements // outputs[op])  # the narrowest weights with the elements asked
+            rows = -(-least // (outputs[op] * width))
+            few = -(-backends.CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512[op] // (outputs[op] * (width - 1)))
+            torch.set_num_threads(1)
+            assert [backend_for(op, rows, width), backend_for(op, rows - 1, width)] == ["cpu", "aten"], op
+            torch.set_num_threads(2)
+            assert [backend_for(op, rows - 1, width), backend_for(op, 1, width)] == ["cpu", "cpu"], op
+            for count in (1, 2):
+                torch.set_num_threads(count)
+                assert backend_for(op, rows, width - 1) == "aten", (op, count)
+                assert [backend_for(op, few, width - 1), backend_for(op, few - 1, width - 1)] == ["cpu", "aten"], op
+    finally:
+        torch.set_num_threads(threads)
 
 
 @built
@@ -713,6 +762,16 @@ def test_cpu_vendor_is_read_from_the_kernel():
     assert isinstance(vendor, str)
     if os.path.exists("/proc/cpuinfo") and platform.machine() in ("x86_64", "AMD64"):
         assert vendor and vendor == vendor.strip() and " " not in vendor  # GenuineIntel, AuthenticAMD, ...
+
+
+def test_avx512_is_read_from_the_kernel_as_torch_sees_it():
+    """cpu_has_avx512 (which of auto's CPU_ONEDNN_FROM_WORK tables applies) agrees with torch's own reading of the
+    CPU, where torch's choice is its own (no ATEN_CPU_CAPABILITY) and it can tell (an x86 CPU under Linux)."""
+    has = _CPU_HAS_AVX512()
+    assert isinstance(has, bool)
+    if os.path.exists("/proc/cpuinfo") and platform.machine() in ("x86_64", "AMD64") and \
+            "ATEN_CPU_CAPABILITY" not in os.environ:
+        assert has == (torch.backends.cpu.get_cpu_capability() == "AVX512")
 
 
 @built

@@ -1,7 +1,8 @@
 """GRU cell on the cpu backend: one step of the cpu GRU layer (csrc/cpu/gru_layer.cpp), forward and backward.
 
 As lstm_cell.py: the layer at T = 1, its products through the cpu backend's library; auto tries it first where that
-is oneDNN (s2s_fast.backends.CPU_ONEDNN_FROM_WORK) and at inference while its products run in bfloat16
+is oneDNN and the step is large enough (s2s_fast.backends.CPU_ONEDNN_FROM_WORK, or its table for CPUs without
+AVX-512) and at inference while its products run in bfloat16
 (CPU_BF16_INFERENCE_PREFERS_CPU).
 """
 

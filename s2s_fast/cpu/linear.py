@@ -1,7 +1,8 @@
 """Linear on the cpu backend: input @ weight^T + bias with every product, forward and backward, through the cpu
 backend's library (csrc/cpu/linear.cpp, csrc/cpu/products.h): oneDNN for float32 on x86 CPUs that are not Intel's,
-where torch's own linear (MKL) runs at under half of oneDNN's rate; ATen elsewhere. Auto tries it first only where
-that is oneDNN (s2s_fast.backends.CPU_ONEDNN_FROM_WORK).
+where torch's own linear (MKL) ran at under half of oneDNN's rate (with AVX-512; without it, at oneDNN's); ATen
+elsewhere. Auto tries it first only where that is oneDNN and the call is large enough
+(s2s_fast.backends.CPU_ONEDNN_FROM_WORK, CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512 on a CPU without AVX-512).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The step is the layer's at T = 1: the input and hidden products (through oneDNN where the cpu backend's products go
 there, csrc/cpu/products.h), then one vectorised pass for the gates, c and h; the backward one pass back through the
 gates and a product each for the input, hidden and weight gradients. Auto tries it first where those products run
-through oneDNN and the step is large enough (s2s_fast.backends.CPU_ONEDNN_FROM_WORK: with the same library as
-torch.lstm_cell it only matches it), and at inference while they run in bfloat16 (CPU_BF16_INFERENCE_PREFERS_CPU:
+through oneDNN and the step is large enough (s2s_fast.backends.CPU_ONEDNN_FROM_WORK, and
+CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512 on a CPU without AVX-512: with the same library as torch.lstm_cell it only
+matches it), and at inference while they run in bfloat16 (CPU_BF16_INFERENCE_PREFERS_CPU:
 its packed weights are kept across calls, where torch.lstm_cell rounds them at each).
 """
 
