@@ -212,12 +212,12 @@ CPU_ONEDNN_FROM_WORK = {"linear": 2_000_000, "lstm_cell": 4_000_000, "gru_cell":
 # under no_grad and forward+backward through s2s_fast.functional against torch's own (aten's cells, torch's linear),
 # the two alternating in one process, 61 sizes (benchmarks/results/cpu-amd-epyc-zen3-2026-12-08-cells-and-linear/,
 # summary.txt), torch's time over cpu's:
-# - where this routes to cpu: linear 0.95-2.10x (medians 1.05-1.63 by thread count, pass and weights), the cells
+# - where this routes to cpu: linear 0.95-2.10x (medians 1.05-1.58 by thread count, pass and weights), the cells
 #   0.82-2.17x (medians 0.97-1.52; 11 of 78 under 1, 0.97-1.00x but for the LSTM cell at B = 8, H = 512 forward+
 #   backward, 0.83x, and the GRU cell at B = 1, H = 768 forward, 0.91x, both at two threads);
-# - where it keeps torch's own: linear with smaller weights 0.44-1.35x (medians 0.80-0.97), the cells 0.61-1.26x
-#   (medians 0.83-0.99); with large weights at one thread, under 25M multiply-adds (M = 1-4 rows, B = 1),
-#   0.73-1.20x (medians 0.90-1.02).
+# - where it keeps torch's own: with smaller weights, linear 0.44-1.35x (medians 0.78-0.94), the cells 0.61-1.26x
+#   (medians 0.79-0.98); with large weights at one thread, under 25M multiply-adds (M = 1-4 rows; B = 1, and the
+#   LSTM cell at B = 8, H = 512), 0.73-1.20x (medians 0.90-1.02).
 # With its output layer (M = 1, K = 512, N = 8,000) on torch's own, the translation model's decoder step at B = 1
 # took 1.26x the time at two threads (model_ab-one-thread-rule-threads-2.txt; with this rule 1.02x,
 # model_ab-threads-2.txt). Not measured at more than two threads.
@@ -629,9 +629,10 @@ _CPU_HAS_AVX512 = "avx512f" in _cpuinfo_field("flags").split()
 
 
 def cpu_has_avx512() -> bool:
-    """Whether the CPU has AVX-512 (AVX512F, as the kernel reports it; False where unknown), the test
-    csrc/cpu/products.h's cpu_has_avx512 makes for the weight gradients' route: oneDNN's float32 products were
-    measured ahead of MKL's only on such CPUs."""
+    """Whether the CPU has AVX-512 (AVX512F), the test csrc/cpu/products.h's cpu_has_avx512 makes for the weight
+    gradients' route: oneDNN's float32 products were measured ahead of MKL's only on such CPUs. Read from Linux's
+    /proc/cpuinfo; False where there is none (other systems: auto then routes as on a CPU without AVX-512, while
+    the C++ test asks the CPU itself)."""
     return _CPU_HAS_AVX512
 
 
@@ -733,7 +734,7 @@ def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     through oneDNN (torch.backends.mkldnn on), and the work that table asks (on a CPU without AVX-512,
     CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512's, or CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512's for large weights). Under
     torch.compile a size that is symbolic is not tested (that would guard on it): such a call goes to cpu; nor is
-    the thread count read (large weights then need their one-thread work)."""
+    the thread count read (large weights then go to cpu at any size, as at several threads)."""
     if args[0].dtype != torch.float32:
         return False
     work = args[0].numel() * args[1].shape[0] if op == "linear" else _step_work(op, args)
@@ -744,7 +745,8 @@ def _cpu_onednn_pays(op: str, args: tuple) -> bool:
         weights = args[1].numel() if op == "linear" else sum(w.numel() for w in _weights(op, args))
         elements, least_with_large_weights = CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512
         large = (compiling and not isinstance(weights, int)) or weights >= elements
-        if large and not compiling and torch.get_num_threads() > 1:  # (the thread count is not read while tracing)
+        if large and (compiling or torch.get_num_threads() > 1):
+            # Traced, the thread count is not read (that would break the graph): torch's default is several.
             least_with_large_weights = 0
         least = least_with_large_weights if large else CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512[op]
     if (isinstance(work, int) or not compiling) and work < least:

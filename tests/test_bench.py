@@ -366,8 +366,9 @@ def test_cpu_providers_are_timed_in_turn_and_one_that_raises_leaves_the_others_t
 
 
 def test_side_by_side_blocks_alternate_their_order_and_ratios_pair_rounds(monkeypatch):
-    """alternate_blocks, the A/B scripts' timing loop: each round runs every setting's block in turn, A B then B A;
-    the times are per call, and ratios pair the settings' times round by round."""
+    """alternate_blocks, the A/B scripts' timing loop: one untimed call of each setting, then each round runs every
+    setting's block in turn, A B then B A; the times are per call, and ratios pair the settings' times round by
+    round."""
     order, clock = [], [0.0]
     cost = {"a": 1.0, "b": 3.0}  # seconds a call takes on the fake clock
 
@@ -378,7 +379,7 @@ def test_side_by_side_blocks_alternate_their_order_and_ratios_pair_rounds(monkey
         return run
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
     measured = timing.alternate_blocks({"a": call("a"), "b": call("b")}, block=2, rounds=3)
-    assert order == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
+    assert order == ["a", "b"] + ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]  # a warm-up call each
     assert measured.times_ms == {"a": [1e3] * 3, "b": [3e3] * 3}
     assert measured.ratios("b", "a") == [3.0] * 3 and measured.median_ms("b") == 3e3
     assert measured.ratio_line("a", "b") == "a/b 0.333 (0.333-0.333)"

@@ -590,7 +590,7 @@ def test_cells_and_linear_go_to_cpu_in_auto_exactly_where_its_products_go_throug
     cpu_device = torch.device("cpu")
 
     def args_of(op, dtype, rows):  # multiply-adds per row: linear 64 * 64, LSTM cell 64 * 128, GRU cell 96 * 192
-        r = functools.partial(torch.randn, dtype=dtype)
+        r = functools.partial(torch.empty, dtype=dtype)  # the routing reads shapes only
         if op == "linear":
             return r(rows, 64), r(64, 64), None
         if op == "lstm_cell":
@@ -604,30 +604,33 @@ def test_cells_and_linear_go_to_cpu_in_auto_exactly_where_its_products_go_throug
         return backends.resolve(op, cpu_device, args, backend)[0]
 
     tables = {True: backends.CPU_ONEDNN_FROM_WORK, False: backends.CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512}
+    per_row = {"linear": 64 * 64, "lstm_cell": 64 * 128, "gru_cell": 96 * 192}
     for library, avx512 in (("onednn", True), ("onednn", False), ("aten", True)):
         monkeypatch.setattr(cpu_backend, "products_library", lambda: library)
         monkeypatch.setattr(backends, "cpu_has_avx512", lambda: avx512)
-        for op, per_row in (("linear", 64 * 64), ("lstm_cell", 64 * 128), ("gru_cell", 96 * 192)):
-            enough = -(-tables[avx512][op] // per_row)  # the fewest rows with the work asked
+        for op in per_row:
+            enough = -(-tables[avx512][op] // per_row[op])  # the fewest rows with the work asked
             for grad in (False, True):
                 assert backend_for(op, torch.float32, grad, enough) == ("cpu" if library == "onednn" else "aten")
                 assert backend_for(op, torch.float32, grad, enough - 1) == "aten"
                 assert backend_for(op, torch.float64, grad, enough) == "aten"
                 assert backend_for(op, torch.float64, grad, 1, backend="cpu") == "cpu"
         if library == "onednn" and not avx512:  # the AVX-512 table's sizes go to torch's own here
-            for op, per_row in (("linear", 64 * 64), ("lstm_cell", 64 * 128), ("gru_cell", 96 * 192)):
-                assert backend_for(op, torch.float32, True, -(-backends.CPU_ONEDNN_FROM_WORK[op] // per_row)) == "aten"
+            for op in per_row:
+                rows = -(-backends.CPU_ONEDNN_FROM_WORK[op] // per_row[op])
+                assert backend_for(op, torch.float32, True, rows) == "aten", op
 
 
 @built
 def test_without_avx512_large_weights_go_to_cpu_from_less_work(monkeypatch):
     """CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512: on a CPU without AVX-512, a float32 call whose weights hold the
-    elements it names goes to cpu from its lower work at one torch thread, from one row at two; with fewer elements
-    the call needs CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512's work at any thread count."""
+    elements it names goes to cpu from its lower work at one torch thread, from one row at more (and under
+    torch.compile, which does not read the thread count); with fewer elements the call needs
+    CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512's work at any thread count."""
     monkeypatch.setattr(cpu_backend, "products_library", lambda: "onednn")
     monkeypatch.setattr(backends, "cpu_has_avx512", lambda: False)
     elements, least = backends.CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512
-    empty = functools.partial(torch.empty, dtype=torch.float32)
+    empty = functools.partial(torch.empty, dtype=torch.float32)  # the routing reads shapes only
     # Each op's weights hold `outputs` x `width` elements, which are also a row's multiply-adds: linear's N x K, a
     # cell's gates*H x (I + H).
     outputs = {"linear": 1000, "lstm_cell": 4 * 250, "gru_cell": 3 * 200}
@@ -651,12 +654,24 @@ def test_without_avx512_large_weights_go_to_cpu_from_less_work(monkeypatch):
             few = -(-backends.CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512[op] // (outputs[op] * (width - 1)))
             torch.set_num_threads(1)
             assert [backend_for(op, rows, width), backend_for(op, rows - 1, width)] == ["cpu", "aten"], op
-            torch.set_num_threads(2)
-            assert [backend_for(op, rows - 1, width), backend_for(op, 1, width)] == ["cpu", "cpu"], op
+            for count in (2, 3):
+                torch.set_num_threads(count)
+                assert [backend_for(op, rows - 1, width), backend_for(op, 1, width)] == ["cpu", "cpu"], (op, count)
             for count in (1, 2):
                 torch.set_num_threads(count)
                 assert backend_for(op, rows, width - 1) == "aten", (op, count)
                 assert [backend_for(op, few, width - 1), backend_for(op, few - 1, width - 1)] == ["cpu", "aten"], op
+        # Traced (sizes static or symbolic), the thread count is not read: large weights go to cpu at any size.
+        torch.set_num_threads(1)
+        for dynamic in (False, True):
+            def route(input, weight):
+                return input.sum() + (backends._cpu_onednn_pays("linear", (input, weight, None)) is True)
+
+            compiled = torch.compile(route, fullgraph=True, dynamic=dynamic, backend="eager")
+            width = -(-elements // outputs["linear"])
+            for rows in (2, 3):
+                assert compiled(empty(rows, width).zero_(), empty(outputs["linear"], width)).item() == 1, dynamic
+                assert route(empty(rows, width).zero_(), empty(outputs["linear"], width)).item() == 0, dynamic
     finally:
         torch.set_num_threads(threads)
 
@@ -766,12 +781,17 @@ def test_cpu_vendor_is_read_from_the_kernel():
 
 def test_avx512_is_read_from_the_kernel_as_torch_sees_it():
     """cpu_has_avx512 (which of auto's CPU_ONEDNN_FROM_WORK tables applies) agrees with torch's own reading of the
-    CPU, where torch's choice is its own (no ATEN_CPU_CAPABILITY) and it can tell (an x86 CPU under Linux)."""
+    CPU, where torch's choice is its own (no ATEN_CPU_CAPABILITY) and it can tell (an x86 CPU under Linux): torch's
+    AVX512 needs AVX512F (and BW, VL, DQ, which a CPU with F alone, a Xeon Phi, lacks)."""
     has = _CPU_HAS_AVX512()
     assert isinstance(has, bool)
     if os.path.exists("/proc/cpuinfo") and platform.machine() in ("x86_64", "AMD64") and \
             "ATEN_CPU_CAPABILITY" not in os.environ:
-        assert has == (torch.backends.cpu.get_cpu_capability() == "AVX512")
+        torch_avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+        assert has or not torch_avx512
+        if has and not torch_avx512:
+            flags = backends._cpuinfo_field("flags").split()
+            assert "avx512f" in flags and not all(f"avx512{part}" in flags for part in ("bw", "vl", "dq"))
 
 
 @built

@@ -174,12 +174,15 @@ def alternate_blocks(calls: dict[str, Callable[[], object]], block: int, rounds:
                      device: torch.device = torch.device("cpu")) -> SideBySide:
     """Time settings side by side in one process, for an A/B of a switch (a library, a routing rule, a thread
     count) that each call sets itself: every round runs each call ``block`` times in a row, in turn, the order
-    reversed every other round (A B, B A, ...), so drift and the cost of flipping the switch fall on both alike.
+    reversed every other round (A B, B A, ...), after one untimed call of each, so drift and the cost of flipping
+    the switch fall on both alike.
     Compare settings through ``SideBySide.ratios``, round by round; medians of separate runs on a shared machine
     scatter more than the ratios do (benchmarks/results/*/notes.md)."""
     if block < 1 or rounds < 1 or not calls:
         raise ValueError(f"alternate_blocks needs calls, block >= 1 and rounds >= 1, got {len(calls)} calls, "
                          f"block {block}, rounds {rounds}")
+    for call in calls.values():  # each setting's first call (lazy set-up, a cold cache) falls outside the rounds
+        call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for round_ in range(rounds):
         for name in (list(calls) if round_ % 2 == 0 else list(reversed(calls))):

@@ -12,8 +12,9 @@ each, whose backward sums the steps' weight and attention gradients without auto
 Available on CPU tensors when the library was built (every install with a C++ compiler builds it). Auto tries it
 first on a CPU (the cells and linear only where its products go through oneDNN and the call is large enough:
 s2s_fast.backends.CPU_ONEDNN_FROM_WORK, or CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512 on a CPU without AVX-512; the cells
-also at inference while its products run in bfloat16: CPU_BF16_INFERENCE_PREFERS_CPU); dot attention and LSTM projections go to the aten or reference backend. See
-s2s_fast.backends for the protocol (``unavailable_reason``, ``OPS``, ``LIMITS``).
+also at inference while its products run in bfloat16: CPU_BF16_INFERENCE_PREFERS_CPU); dot attention and LSTM
+projections go to the aten or reference backend. See s2s_fast.backends for the protocol (``unavailable_reason``,
+``OPS``, ``LIMITS``).
 """
 
 from __future__ import annotations
