@@ -733,8 +733,9 @@ def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     """Whether auto tries cpu for this call of an op of CPU_ONEDNN_FROM_WORK: float32, the cpu backend's products
     through oneDNN (torch.backends.mkldnn on), and the work that table asks (on a CPU without AVX-512,
     CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512's, or CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512's for large weights). Under
-    torch.compile a size that is symbolic is not tested (that would guard on it): such a call goes to cpu; nor is
-    the thread count read (large weights then go to cpu at any size, as at several threads)."""
+    torch.compile the sizes are tested as in eager (Dynamo treats a symbolic size as an int here and guards on the
+    comparison: a size across a threshold recompiles), but the thread count is not read (that would break the
+    graph): large weights then go to cpu at any size, as at several threads."""
     if args[0].dtype != torch.float32:
         return False
     work = args[0].numel() * args[1].shape[0] if op == "linear" else _step_work(op, args)
@@ -744,12 +745,13 @@ def _cpu_onednn_pays(op: str, args: tuple) -> bool:
     else:
         weights = args[1].numel() if op == "linear" else sum(w.numel() for w in _weights(op, args))
         elements, least_with_large_weights = CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512
-        large = (compiling and not isinstance(weights, int)) or weights >= elements
-        if large and (compiling or torch.get_num_threads() > 1):
-            # Traced, the thread count is not read (that would break the graph): torch's default is several.
-            least_with_large_weights = 0
-        least = least_with_large_weights if large else CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512[op]
-    if (isinstance(work, int) or not compiling) and work < least:
+        if weights < elements:
+            least = CPU_ONEDNN_FROM_WORK_WITHOUT_AVX512[op]
+        elif compiling or torch.get_num_threads() > 1:  # torch's default thread count is several
+            least = 0
+        else:
+            least = least_with_large_weights
+    if work < least:
         return False
     return _cpu_products_through_onednn(args[0].dtype, compiling)
 

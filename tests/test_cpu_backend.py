@@ -661,7 +661,8 @@ def test_without_avx512_large_weights_go_to_cpu_from_less_work(monkeypatch):
                 torch.set_num_threads(count)
                 assert backend_for(op, rows, width - 1) == "aten", (op, count)
                 assert [backend_for(op, few, width - 1), backend_for(op, few - 1, width - 1)] == ["cpu", "aten"], op
-        # Traced (sizes static or symbolic), the thread count is not read: large weights go to cpu at any size.
+        # Traced (static shapes, and dynamic=True, where Dynamo still tests the sizes as ints), the thread count is
+        # not read: large weights go to cpu at any size.
         torch.set_num_threads(1)
         for dynamic in (False, True):
             def route(input, weight):

@@ -173,9 +173,9 @@ def block_size(call: Callable[[], object], seconds: float, device: torch.device,
 def alternate_blocks(calls: dict[str, Callable[[], object]], block: int, rounds: int,
                      device: torch.device = torch.device("cpu")) -> SideBySide:
     """Time settings side by side in one process, for an A/B of a switch (a library, a routing rule, a thread
-    count) that each call sets itself: every round runs each call ``block`` times in a row, in turn, the order
-    reversed every other round (A B, B A, ...), after one untimed call of each, so drift and the cost of flipping
-    the switch fall on both alike.
+    count) that each call sets itself: after one untimed call of each (lazy set-up, a cold cache), every round runs
+    each call ``block`` times in a row, in turn, the order reversed every other round (A B, B A, ...), so drift and
+    the cost of flipping the switch fall on both alike.
     Compare settings through ``SideBySide.ratios``, round by round; medians of separate runs on a shared machine
     scatter more than the ratios do (benchmarks/results/*/notes.md)."""
     if block < 1 or rounds < 1 or not calls:

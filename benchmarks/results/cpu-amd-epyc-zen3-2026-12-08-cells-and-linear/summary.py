@@ -13,6 +13,7 @@ import torch
 from s2s_fast import backends
 
 assert not backends.cpu_has_avx512(), "this summary is of the rule for CPUs without AVX-512"
+assert backends._cpu_products_through_onednn(torch.float32), "the routing tested needs the cpu products on oneDNN"
 ELEMENTS = backends.CPU_ONEDNN_LARGE_WEIGHTS_WITHOUT_AVX512[0]
 LINE = re.compile(r"(\w+) (B|M)=(\d+) (?:K=(\d+) N=(\d+)|H=(\d+))\s+work\s+[\d.]+M (fwd\+bwd|fwd)\s"
                   r".*torch/cpu ([\d.]+)")
